@@ -1,0 +1,1 @@
+//! Pure PowerAuth cryptography (being written).

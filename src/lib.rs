@@ -1,0 +1,16 @@
+//! offline-signer: PowerAuth-compatible offline signatures with keys in a PKCS#11 HSM.
+//!
+//! Codemap (see `ARCHITECTURE.md` for the invariants):
+//! - [`crypto`]   pure PowerAuth math and formats: keys, ECDH fold, KDF, counter, codes, `offlineData`, TOTP.
+//! - [`selftest`] runs upstream-format test-vector files against [`crypto`] (the `selftest` command).
+//! - [`signer`]   the signer trait; `signer/pkcs11.rs` (the only user of cryptoki) and `signer/software.rs`.
+//! - [`store`]    the only module that knows sled: versioned records, the audit chain.
+//! - [`config`]   the TOML configuration, raw then validated.
+//!
+//! Dependencies point inward: `service → {signer, store} → crypto`.
+
+pub mod config;
+pub mod crypto;
+pub mod selftest;
+pub mod signer;
+pub mod store;

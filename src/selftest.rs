@@ -1,0 +1,1 @@
+//! Conformance runner over upstream vector files (being written).

@@ -1,0 +1,1 @@
+//! The signer abstraction (being written).

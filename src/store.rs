@@ -1,0 +1,1 @@
+//! Persistent state (being written).
