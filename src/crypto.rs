@@ -1,1 +1,31 @@
-//! Pure PowerAuth cryptography (being written).
+//! Pure PowerAuth cryptography and formats (`spec/powerauth-offline.md` §4, §6, §7, §8.1, §10).
+//!
+//! This module owns every byte-level rule of the protocol: P-256 key encodings, the ECDH fold and the
+//! index KDF, the hash-based counter, the multi-factor signature codes, the `offlineData` QR payload,
+//! the proximity TOTP, the activation fingerprint and the verifier's counter-window scan. It is pure:
+//! no I/O, no async, no logging, no global state. Secrets live in zeroizing types whose `Debug` prints
+//! `REDACTED`; codes are compared in constant time.
+//!
+//! Submodules:
+//! - [`b64`]: canonical RFC 4648 Base64 (padding required, no stray bits).
+//! - [`keys`]: P-256 public keys (SEC1) and private keys (Java `BigInteger` bytes).
+//! - [`kdf`]: ECDH x-coordinate, the 32→16 fold, `KDF`, `KDF_INTERNAL`, the derived key set.
+//! - [`counter`]: the v3 hash-chain counter `CTR_DATA`.
+//! - [`signature`]: signature types, factor keys, component MACs, decimal and Base64 codes.
+//! - [`ecdsa`]: DER ECDSA signatures (sign, verify, DER ⇄ raw `r‖s`).
+//! - [`offline_data`]: normalized request data and the `offlineData` QR payload.
+//! - [`totp`]: the HMAC-SHA256 TOTP of the proximity check.
+//! - [`fingerprint`]: the v3 device-key fingerprint.
+//! - [`window`]: the verifier's counter-window scan.
+
+pub mod b64;
+pub mod counter;
+mod error;
+pub mod kdf;
+pub mod keys;
+
+pub use counter::CounterData;
+
+pub use error::CryptoError;
+pub use kdf::{DerivedKeys, MasterSecret, SymmetricKey};
+pub use keys::{PrivateKey, PublicKey};
