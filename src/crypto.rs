@@ -23,9 +23,12 @@ pub mod counter;
 mod error;
 pub mod kdf;
 pub mod keys;
+pub mod signature;
 
 pub use counter::CounterData;
 
 pub use error::CryptoError;
 pub use kdf::{DerivedKeys, MasterSecret, SymmetricKey};
 pub use keys::{PrivateKey, PublicKey};
+
+pub use signature::{ComponentLength, FactorKeys, SignatureType};
