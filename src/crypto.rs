@@ -20,15 +20,17 @@
 
 pub mod b64;
 pub mod counter;
+pub mod ecdsa;
 mod error;
+pub mod fingerprint;
 pub mod kdf;
 pub mod keys;
+pub mod offline_data;
 pub mod signature;
+pub mod totp;
 
 pub use counter::CounterData;
 
 pub use error::CryptoError;
 pub use kdf::{DerivedKeys, MasterSecret, SymmetricKey};
 pub use keys::{PrivateKey, PublicKey};
-
-pub use signature::{ComponentLength, FactorKeys, SignatureType};
