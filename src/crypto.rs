@@ -28,9 +28,13 @@ pub mod keys;
 pub mod offline_data;
 pub mod signature;
 pub mod totp;
+pub mod window;
 
 pub use counter::CounterData;
-
+pub use ecdsa::DerSignature;
 pub use error::CryptoError;
 pub use kdf::{DerivedKeys, MasterSecret, SymmetricKey};
 pub use keys::{PrivateKey, PublicKey};
+pub use offline_data::{DataToSign, KeyIndicator, OfflineData, RequestData, UnsignedOfflineData};
+pub use signature::{ComponentLength, FactorKeys, SignatureType};
+pub use window::{WindowMatch, WindowSearch};
