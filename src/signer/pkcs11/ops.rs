@@ -82,6 +82,26 @@ impl Drop for Temp<'_> {
     }
 }
 
+/// Maps a failed unwrap or authenticated decryption: SoftHSM answers a wrong tag with
+/// `CKR_GENERAL_ERROR`, so that code only means "token lost" when the liveness probe says so.
+fn auth_failure(ctx: &Ctx<'_>, e: CkError) -> OpError {
+    use cryptoki::error::RvError;
+    match &e {
+        CkError::Pkcs11(
+            RvError::GeneralError
+            | RvError::EncryptedDataInvalid
+            | RvError::EncryptedDataLenRange
+            | RvError::WrappedKeyInvalid
+            | RvError::WrappedKeyLenRange,
+            _,
+        ) => match confirm_alive(ctx) {
+            Ok(()) => SignerError::DecryptFailed.into(),
+            Err(lost) => lost,
+        },
+        _ => e.into(),
+    }
+}
+
 /// Proves the token is present, is the one we chose, and our session is logged in.
 pub(crate) fn confirm_alive(ctx: &Ctx<'_>) -> Result<(), OpError> {
     let info = ctx.session.get_session_info()?;
@@ -325,9 +345,10 @@ fn unwrap<'a>(ctx: &Ctx<'a>, wrapped: &WrappedKey) -> Result<Temp<'a>, OpError> 
         Attribute::Sign(true),
         Attribute::Derive(true),
     ];
-    let handle =
-        ctx.session
-            .unwrap_key(&Mechanism::AesKeyWrapPad, kek, wrapped.blob(), &template)?;
+    let handle = ctx
+        .session
+        .unwrap_key(&Mechanism::AesKeyWrapPad, kek, wrapped.blob(), &template)
+        .map_err(|e| auth_failure(ctx, e))?;
     Ok(Temp {
         session: ctx.session,
         handle,
@@ -436,7 +457,8 @@ pub(crate) fn decrypt(
     let params = GcmParams::new(&mut iv, aad, Ulong::from(8 * SEALED_TAG_LEN as u64))?;
     let pt = ctx
         .session
-        .decrypt(&Mechanism::AesGcm(params), dek, sealed.ciphertext_and_tag())?;
+        .decrypt(&Mechanism::AesGcm(params), dek, sealed.ciphertext_and_tag())
+        .map_err(|e| auth_failure(ctx, e))?;
     Ok(PlainSecret::new(Zeroizing::new(pt)))
 }
 
