@@ -1,1 +1,205 @@
-//! Persistent state (being written).
+//! Persistent state: applications, activations (keys as wrapped blobs, counters, failed attempts), the
+//! nonce registry, integration credentials and the hash-chained audit trail. This is the only module
+//! that knows sled (`store/sled_store.rs`); the rest of the service sees the [`Store`] trait.
+//!
+//! Codemap:
+//! - `records.rs`      the record types and their newtypes (no storage code).
+//! - `codec.rs`        the versioned binary layout of every stored value (first byte = record format).
+//! - `audit.rs`        audit records, the hash chain, and [`verify_audit_chain`].
+//! - `group_commit.rs` one `fsync` for many concurrent writers.
+//! - `sled_store.rs`   [`SledStore`], the embedded implementation.
+//!
+//! Invariants:
+//! - No plaintext secret reaches the store: key material arrives wrapped or encrypted by the HSM
+//!   ([`WrappedKey`], [`EncryptedFactorKeys`]), integration secrets arrive hashed ([`SecretHash`]), and an
+//!   audit record holds a SHA-256 of the signed data, never the data or a code.
+//! - Every write method returns only after its write is durable (flushed and `fsync`ed), so whatever the
+//!   service acknowledges survives a crash.
+//! - [`Store::commit_verification`] is one atomic write: the activation's new state (compare-and-swap on
+//!   its `version`), the nonce consumption and the audit record land together or not at all.
+//! - The audit chain is appended under the same serialization as the write it records, so the chain has
+//!   no gaps and no forks.
+//!
+//! **Why the trait is synchronous.** sled is a synchronous library and the only slow step, the `fsync`, is
+//! a blocking system call; an `async` trait would only hide a blocking call behind a future (and box every
+//! call). Reads are microseconds and may be called directly from async code; writes block until durable
+//! and belong in `spawn_blocking` (or on the same dedicated thread as the HSM work). A PostgreSQL
+//! implementation can keep the same shape with a synchronous client and a connection pool:
+//! `commit_verification` becomes one transaction with `SELECT … FOR UPDATE` on the activation row, an
+//! `UPDATE … WHERE version = $expected`, an `UPDATE nonces SET consumed_at = … WHERE consumed_at IS NULL`
+//! (zero rows → [`Conflict::NonceConsumed`]), and an insert into the audit table after locking its head row.
+
+mod audit;
+mod codec;
+mod group_commit;
+mod records;
+mod sled_store;
+
+pub use audit::{
+    AuditDraft, AuditEntry, AuditOperation, AuditOutcome, AuditRecord, ChainBreak, ChainHead,
+    ChainReport, verify_audit_chain,
+};
+pub use group_commit::FlushHold;
+pub use records::{
+    Activation, ActivationStatus, Application, EncryptedFactorKeys, IntegrationCredential,
+    IssuedNonce, KeyId, MasterKeyRef, NonceOwner, PublicKeyBytes, SecretHash, Timestamp,
+    WrappedKey,
+};
+pub use sled_store::{STORE_FORMAT, SledStore};
+
+/// What can go wrong in the store, in the service's words.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The named record does not exist.
+    #[error("{what} not found")]
+    NotFound { what: &'static str },
+    /// A record with the same key already exists.
+    #[error("{what} already exists")]
+    AlreadyExists { what: &'static str },
+    /// A concurrent change won; nothing was written.
+    #[error("conflict: {0}")]
+    Conflict(Conflict),
+    /// Stored bytes do not decode, or the store's layout is not what this build expects.
+    #[error("stored data is corrupt: {what}")]
+    Corrupt { what: String },
+    /// The store was written by a newer build.
+    #[error("store format {found} is newer than this build supports ({supported})")]
+    NewerFormat { found: u32, supported: u32 },
+    /// The disk or the storage engine failed.
+    #[error("store I/O failed: {detail}")]
+    Io { detail: String },
+}
+
+/// The kinds of [`StoreError::Conflict`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum Conflict {
+    /// The activation's `version` changed since the caller read it (compare-and-swap lost).
+    #[error("the activation changed since it was read")]
+    StaleVersion,
+    /// The nonce was already consumed by a successful verification.
+    #[error("the nonce was already consumed")]
+    NonceConsumed,
+    /// The nonce was issued for another activation, or for an application the activation is not in.
+    #[error("the nonce was issued for something else")]
+    NonceOwner,
+}
+
+/// The single atomic write at the end of a verification (valid or not).
+#[derive(Clone, Debug)]
+pub struct VerificationCommit {
+    /// The activation's new state. Its `version` must be the version the caller read: the write
+    /// happens only if the stored version still equals it, and stores `version + 1`.
+    pub activation: Activation,
+    /// The nonce to mark consumed (a successful verification under `nonce_policy = "enforce"`), or
+    /// `None` (a failed attempt, a rejected nonce, or the policy is off).
+    pub consume_nonce: Option<String>,
+    /// The audit record for this verification.
+    pub audit: AuditDraft,
+}
+
+/// What a write to an activation stored.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Committed {
+    /// The activation as stored, with its new `version`.
+    pub activation: Activation,
+    /// The audit record appended in the same write, if one was asked for.
+    pub audit: Option<AuditRecord>,
+}
+
+/// The service's view of persistent state. Every write method is atomic and durable on return; every
+/// optional `audit` draft is appended in the same atomic write as the change it describes.
+pub trait Store: Send + Sync {
+    /// Stores a new application. [`StoreError::AlreadyExists`] if its id is taken.
+    fn create_application(
+        &self,
+        app: &Application,
+        audit: Option<AuditDraft>,
+    ) -> Result<(), StoreError>;
+
+    /// The application with this id, if any.
+    fn application(&self, id: &str) -> Result<Option<Application>, StoreError>;
+
+    /// Puts `key` first in the application's master keys (it becomes the signing key) and returns the
+    /// application as stored. [`StoreError::NotFound`] if there is no such application.
+    fn add_master_key(
+        &self,
+        application_id: &str,
+        key: MasterKeyRef,
+        audit: Option<AuditDraft>,
+    ) -> Result<Application, StoreError>;
+
+    /// Stores a new activation with `version` 1 (the given `version` is ignored).
+    /// [`StoreError::AlreadyExists`] if its id is taken.
+    fn insert_activation(
+        &self,
+        activation: &Activation,
+        audit: Option<AuditDraft>,
+    ) -> Result<Committed, StoreError>;
+
+    /// The activation with this id, if any.
+    fn activation(&self, id: &str) -> Result<Option<Activation>, StoreError>;
+
+    /// Replaces an activation if its stored `version` still equals `activation.version`; stores
+    /// `version + 1`. [`Conflict::StaleVersion`] if another write won, [`StoreError::NotFound`] if absent.
+    fn update_activation(
+        &self,
+        activation: &Activation,
+        audit: Option<AuditDraft>,
+    ) -> Result<Committed, StoreError>;
+
+    /// The end of a verification as one atomic, durable write: compare-and-swap of the activation, the
+    /// nonce consumption (if any) and the audit record.
+    ///
+    /// Errors (nothing is written): [`StoreError::NotFound`] (`"activation"` or `"nonce"`),
+    /// [`Conflict::StaleVersion`], [`Conflict::NonceConsumed`], and [`Conflict::NonceOwner`] when the
+    /// nonce was issued neither for this activation nor for its application. The nonce's `consumed_at` is
+    /// the audit draft's `time`.
+    fn commit_verification(&self, commit: VerificationCommit) -> Result<Committed, StoreError>;
+
+    /// Registers an issued nonce. [`StoreError::AlreadyExists`] if the same nonce string is registered.
+    fn issue_nonce(&self, nonce: &IssuedNonce, audit: Option<AuditDraft>)
+    -> Result<(), StoreError>;
+
+    /// The registered nonce, if any.
+    fn nonce(&self, nonce: &str) -> Result<Option<IssuedNonce>, StoreError>;
+
+    /// Deletes up to `max` nonces whose `expires_at` is before `expired_before` (oldest expiry first) and
+    /// returns how many were deleted. Bounded work: call it periodically. Pass `now − retention` so that
+    /// a recently expired nonce still answers `EXPIRED` rather than `UNKNOWN` for a while.
+    fn prune_nonces(&self, expired_before: Timestamp, max: usize) -> Result<usize, StoreError>;
+
+    /// Stores or replaces an integration credential.
+    fn put_credential(&self, credential: &IntegrationCredential) -> Result<(), StoreError>;
+
+    /// The credential with this client token, if any.
+    fn credential(&self, client_token: &str) -> Result<Option<IntegrationCredential>, StoreError>;
+
+    /// All credentials, ordered by client token.
+    fn credentials(&self) -> Result<Vec<IntegrationCredential>, StoreError>;
+
+    /// Deletes a credential. [`StoreError::NotFound`] if absent.
+    fn remove_credential(&self, client_token: &str) -> Result<(), StoreError>;
+
+    /// Appends an audit record on its own (for events that change nothing else).
+    fn append_audit(&self, draft: AuditDraft) -> Result<AuditRecord, StoreError>;
+
+    /// Up to `limit` audit entries from position `from_seq` on, in order. Damaged records come back as
+    /// [`AuditEntry::Undecodable`] rather than failing the read, so that the chain check can name them.
+    fn audit_entries(&self, from_seq: u64, limit: usize) -> Result<Vec<AuditEntry>, StoreError>;
+
+    /// The newest audit record's position and hash.
+    fn audit_head(&self) -> Result<ChainHead, StoreError>;
+
+    /// Up to `limit` audit records from position `from_seq` on; a damaged record is [`StoreError::Corrupt`].
+    fn audit_records(&self, from_seq: u64, limit: usize) -> Result<Vec<AuditRecord>, StoreError> {
+        self.audit_entries(from_seq, limit)?
+            .into_iter()
+            .map(|entry| match entry {
+                AuditEntry::Record(rec) => Ok(rec),
+                AuditEntry::Undecodable { seq, detail } => Err(StoreError::Corrupt {
+                    what: format!("audit record {seq}: {detail}"),
+                }),
+            })
+            .collect()
+    }
+}

@@ -1,0 +1,212 @@
+//! The PKCS#11 signer: the only code in the crate that imports `cryptoki`.
+//!
+//! [`Pkcs11Signer`] turns each trait call into a job on a bounded crossbeam queue served by a pool
+//! of dedicated OS threads, each owning its own session ([`pool`]); the async caller awaits a
+//! tokio oneshot with the configured timeout, so no PKCS#11 call ever runs on a tokio worker and
+//! no caller waits forever. A full queue answers [`SignerError::Busy`] at once.
+//!
+//! - [`token`]: start-up path checks, `C_Initialize`, token selection, the one counted login,
+//!   return-code classification.
+//! - [`pool`]: connection state, worker threads, session faults, re-initialization with back-off.
+//! - [`ops`]: the operations and the key templates of the keys table.
+
+mod ops;
+mod pool;
+mod token;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+
+use super::config::Pkcs11Config;
+use super::{
+    DerSignature, EcPublicKey, EncryptedSecret, GeneratedKeyPair, Inventory, KeyId, KeyRef,
+    ObjectAttributes, PlainSecret, SharedSecret, Signer, SignerError, SignerKind, StorageKeyIds,
+    WrappedKey, WrappedKeyPair, check_digest,
+};
+use ops::{Ctx, OpError};
+use pool::{Job, Shared};
+
+pub use token::login_attempts;
+
+/// The PKCS#11 implementation of [`Signer`]. Dropping it stops the workers, closes the sessions
+/// and finalizes the library once the queued work is done.
+pub struct Pkcs11Signer {
+    queue: crossbeam_channel::Sender<Job>,
+    timeout: Duration,
+    shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for Pkcs11Signer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pkcs11Signer")
+            .field("timeout", &self.timeout)
+            .field("shared", &self.shared)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Pkcs11Signer {
+    /// Checks the paths, reads the PIN, loads and initializes the module, finds the token, logs in
+    /// (exactly one attempt) and starts the workers. Runs the blocking part on a dedicated thread.
+    pub async fn open(cfg: &Pkcs11Config) -> Result<Self, SignerError> {
+        let cfg = cfg.clone();
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        std::thread::Builder::new()
+            .name("pkcs11-open".into())
+            .spawn(move || {
+                let _ = tx.send(Self::open_blocking(&cfg));
+            })
+            .map_err(|e| SignerError::Internal(format!("cannot start the open thread: {e}")))?;
+        rx.await
+            .map_err(|_| SignerError::Internal("the open thread died".into()))?
+    }
+
+    /// The blocking body of [`Pkcs11Signer::open`]; do not call it on an async runtime thread.
+    pub fn open_blocking(cfg: &Pkcs11Config) -> Result<Self, SignerError> {
+        let lib = token::load(&cfg.module)?;
+        let pin = cfg.pin.read()?;
+        let shared = Shared::connect_first(lib, cfg.token.clone(), pin, cfg.pool_size.get())?;
+        let queue = pool::start_workers(&shared, cfg.queue_depth.get())?;
+        tracing::info!(
+            module = %cfg.module.display(),
+            token = %cfg.token,
+            workers = shared.workers(),
+            queue_depth = cfg.queue_depth.get(),
+            "PKCS#11 signer ready"
+        );
+        Ok(Pkcs11Signer {
+            queue,
+            timeout: cfg.timeout,
+            shared,
+        })
+    }
+
+    /// Queues `op` and awaits its answer within the timeout.
+    async fn run<T, F>(&self, op: F) -> Result<T, SignerError>
+    where
+        T: Send + 'static,
+        F: Fn(&Ctx<'_>) -> Result<T, OpError> + Send + 'static,
+    {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let job: Job = Box::new(move |shared: &Shared, idx: usize| {
+            if tx.is_closed() {
+                return; // the caller timed out while the job was queued
+            }
+            let _ = tx.send(shared.execute(idx, &op));
+        });
+        self.queue.try_send(job).map_err(|e| match e {
+            crossbeam_channel::TrySendError::Full(_) => SignerError::Busy,
+            crossbeam_channel::TrySendError::Disconnected(_) => SignerError::TokenUnavailable,
+        })?;
+        match tokio::time::timeout(self.timeout, rx).await {
+            Ok(Ok(result)) => result,
+            Ok(Err(_)) => Err(SignerError::TokenUnavailable),
+            Err(_) => Err(SignerError::Timeout),
+        }
+    }
+}
+
+#[async_trait]
+impl Signer for Pkcs11Signer {
+    fn kind(&self) -> SignerKind {
+        SignerKind::Pkcs11
+    }
+
+    async fn health(&self) -> Result<(), SignerError> {
+        self.run(ops::confirm_alive).await
+    }
+
+    async fn generate_master_key(&self) -> Result<GeneratedKeyPair, SignerError> {
+        self.run(ops::generate_master).await
+    }
+
+    async fn ensure_storage_keys(
+        &self,
+        recorded: Option<StorageKeyIds>,
+    ) -> Result<StorageKeyIds, SignerError> {
+        self.run(move |ctx| ops::ensure_storage(ctx, recorded))
+            .await
+    }
+
+    async fn generate_wrapped_key_pair(&self, kek: &KeyId) -> Result<WrappedKeyPair, SignerError> {
+        let kek = *kek;
+        self.run(move |ctx| ops::generate_wrapped(ctx, &kek)).await
+    }
+
+    async fn sign_digest(
+        &self,
+        key: KeyRef<'_>,
+        digest: &[u8],
+    ) -> Result<DerSignature, SignerError> {
+        let digest = check_digest(digest)?;
+        match key {
+            KeyRef::Token(id) => {
+                let id = *id;
+                self.run(move |ctx| ops::sign_token(ctx, &id, &digest))
+                    .await
+            }
+            KeyRef::Wrapped(w) => {
+                let w = w.clone();
+                self.run(move |ctx| ops::sign_wrapped(ctx, &w, &digest))
+                    .await
+            }
+        }
+    }
+
+    async fn ecdh(
+        &self,
+        key: &WrappedKey,
+        peer_public: &[u8],
+    ) -> Result<SharedSecret, SignerError> {
+        // Validate on the host: SoftHSM answers an off-curve point with CKR_GENERAL_ERROR.
+        let peer = EcPublicKey::from_sec1(peer_public)?;
+        let key = key.clone();
+        self.run(move |ctx| ops::ecdh(ctx, &key, &peer)).await
+    }
+
+    async fn encrypt_secret(
+        &self,
+        dek: &KeyId,
+        associated_data: &[u8],
+        plaintext: &[u8],
+    ) -> Result<EncryptedSecret, SignerError> {
+        let dek = *dek;
+        let aad = associated_data.to_vec();
+        let plaintext = zeroize::Zeroizing::new(plaintext.to_vec());
+        self.run(move |ctx| ops::encrypt(ctx, &dek, &aad, &plaintext))
+            .await
+    }
+
+    async fn decrypt_secret(
+        &self,
+        dek: &KeyId,
+        associated_data: &[u8],
+        sealed: &EncryptedSecret,
+    ) -> Result<PlainSecret, SignerError> {
+        let dek = *dek;
+        let aad = associated_data.to_vec();
+        let sealed = sealed.clone();
+        self.run(move |ctx| ops::decrypt(ctx, &dek, &aad, &sealed))
+            .await
+    }
+
+    async fn public_key(&self, id: &KeyId) -> Result<EcPublicKey, SignerError> {
+        let id = *id;
+        self.run(move |ctx| ops::public_key(ctx, &id)).await
+    }
+
+    async fn unwrapped_key_attributes(
+        &self,
+        key: &WrappedKey,
+    ) -> Result<ObjectAttributes, SignerError> {
+        let key = key.clone();
+        self.run(move |ctx| ops::unwrapped_attributes(ctx, &key))
+            .await
+    }
+
+    async fn inventory(&self) -> Result<Inventory, SignerError> {
+        self.run(ops::inventory).await
+    }
+}

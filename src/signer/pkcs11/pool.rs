@@ -1,0 +1,377 @@
+//! Sessions, threads and faults: the token connection state machine and the worker threads.
+//!
+//! One `Pkcs11` context per process ([`Shared::lib`]). While the token is usable the state is
+//! [`State::Live`]: one logged-in session kept for the life of the connection (the login belongs
+//! to it) and one session slot per worker thread, opened lazily. Worker `i` only ever touches slot
+//! `i`, under a read lock of the state, so workers never contend.
+//!
+//! Faults: a session-level return code drops that worker's session and the operation is retried
+//! once on a fresh one; a second failure tears the connection down (all sessions closed, then
+//! `C_Finalize`) and re-connects (`C_Initialize`, find the token by label, log in once). While it
+//! cannot, the state is [`State::Down`] and calls answer [`SignerError::TokenUnavailable`] at once
+//! until the back-off delay has passed; the next call then tries again. PIN errors move to
+//! [`State::Fatal`]: never retried.
+
+use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard};
+use std::time::{Duration, Instant};
+
+use cryptoki::context::Pkcs11;
+use cryptoki::error::RvError;
+use cryptoki::session::Session;
+use cryptoki::slot::Slot;
+use secrecy::SecretString;
+
+use super::ops::{Ctx, OpError, confirm_alive};
+use super::token::{self, Fault};
+use crate::signer::SignerError;
+use crate::signer::config::TokenSelector;
+
+/// First back-off delay after a failed re-connection.
+const BACKOFF_START: Duration = Duration::from_millis(100);
+/// Longest back-off delay.
+const BACKOFF_MAX: Duration = Duration::from_secs(2);
+
+/// A unit of work for a worker: gets the shared state and the worker's index.
+pub(crate) type Job = Box<dyn FnOnce(&Shared, usize) + Send>;
+
+/// A usable connection.
+pub(crate) struct Live {
+    generation: u64,
+    slot: Slot,
+    /// Keeps the login for the life of the connection; never used for operations.
+    login: Mutex<Option<Session>>,
+    /// One session per worker, opened on first use.
+    sessions: Vec<Mutex<Option<Session>>>,
+}
+
+pub(crate) enum State {
+    Live(Live),
+    Down { retry_at: Instant, delay: Duration },
+    Fatal(SignerError),
+}
+
+/// What all workers share.
+pub(crate) struct Shared {
+    lib: Pkcs11,
+    selector: TokenSelector,
+    pin: SecretString,
+    workers: usize,
+    state: RwLock<State>,
+    generations: std::sync::atomic::AtomicU64,
+}
+
+impl std::fmt::Debug for Shared {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Shared")
+            .field("selector", &self.selector)
+            .field("workers", &self.workers)
+            .finish_non_exhaustive()
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // Poisoning only means a panic elsewhere; the guarded session is still a plain handle.
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl Shared {
+    /// Connects for the first time. Errors are returned as they are (start-up reports them).
+    pub(crate) fn connect_first(
+        lib: Pkcs11,
+        selector: TokenSelector,
+        pin: SecretString,
+        requested_workers: usize,
+    ) -> Result<Arc<Shared>, SignerError> {
+        let mut shared = Shared {
+            lib,
+            selector,
+            pin,
+            workers: requested_workers,
+            state: RwLock::new(State::Down {
+                retry_at: Instant::now(),
+                delay: BACKOFF_START,
+            }),
+            generations: std::sync::atomic::AtomicU64::new(0),
+        };
+        let live = shared.connect(requested_workers)?;
+        let limit = shared.session_limit(live.slot);
+        if let Some(limit) = limit {
+            if requested_workers > limit {
+                tracing::warn!(
+                    requested = requested_workers,
+                    allowed = limit,
+                    "pool_size lowered to fit the token's session limit"
+                );
+                shared.workers = limit;
+            }
+        }
+        let live = Live {
+            sessions: (0..shared.workers).map(|_| Mutex::new(None)).collect(),
+            ..live
+        };
+        shared.state = RwLock::new(State::Live(live));
+        Ok(Arc::new(shared))
+    }
+
+    /// Number of worker threads to start.
+    pub(crate) fn workers(&self) -> usize {
+        self.workers
+    }
+
+    /// Sessions the workers may open: the token's limit minus the login session.
+    fn session_limit(&self, slot: Slot) -> Option<usize> {
+        use cryptoki::slot::Limit;
+        let info = self.lib.get_token_info(slot).ok()?;
+        let cap = |l: Limit| match l {
+            Limit::Max(n) => Some(usize::try_from(n).unwrap_or(usize::MAX)),
+            Limit::Unavailable | Limit::Infinite => None,
+        };
+        let max = match (
+            cap(info.max_session_count()),
+            cap(info.max_rw_session_count()),
+        ) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }?;
+        Some(max.saturating_sub(1).max(1))
+    }
+
+    /// `C_Initialize`, find the token, open the login session, log in (once).
+    /// On failure the library is finalized again so that the next try sees a fresh token list.
+    fn connect(&self, workers: usize) -> Result<Live, SignerError> {
+        token::initialize(&self.lib).map_err(|e| match token::classify(&e) {
+            Fault::Session(_) => SignerError::TokenUnavailable,
+            Fault::Pin(err) | Fault::Other(err) => err,
+        })?;
+        let attempt = || -> Result<Live, SignerError> {
+            let slot = token::find_slot(&self.lib, &self.selector)?;
+            let login = self
+                .lib
+                .open_rw_session(slot)
+                .map_err(|e| match token::classify(&e) {
+                    Fault::Session(_) => SignerError::TokenUnavailable,
+                    Fault::Pin(err) | Fault::Other(err) => err,
+                })?;
+            token::login(&login, &self.pin)?;
+            let generation = self
+                .generations
+                .fetch_add(1, std::sync::atomic::Ordering::SeqCst)
+                + 1;
+            Ok(Live {
+                generation,
+                slot,
+                login: Mutex::new(Some(login)),
+                sessions: (0..workers).map(|_| Mutex::new(None)).collect(),
+            })
+        };
+        match attempt() {
+            Ok(live) => {
+                tracing::info!(token = %self.selector, "logged in to the token");
+                Ok(live)
+            }
+            Err(e) => {
+                self.finalize();
+                Err(e)
+            }
+        }
+    }
+
+    fn finalize(&self) {
+        if let Err(e) = self.lib.clone().finalize() {
+            tracing::debug!(error = %e, "C_Finalize failed");
+        }
+    }
+
+    /// Closes every session of a connection, then finalizes the library.
+    fn tear_down(&self, live: Live) {
+        for slot in &live.sessions {
+            if let Some(s) = lock(slot).take() {
+                let _ = s.close();
+            }
+        }
+        if let Some(s) = lock(&live.login).take() {
+            let _ = s.close();
+        }
+        drop(live);
+        self.finalize();
+    }
+
+    fn read(&self) -> RwLockReadGuard<'_, State> {
+        self.state.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Called after repeated session faults on connection `generation`.
+    fn connection_lost(&self, generation: u64) {
+        let mut state = self.state.write().unwrap_or_else(|p| p.into_inner());
+        let live = match &*state {
+            State::Live(l) if l.generation == generation => {
+                match std::mem::replace(
+                    &mut *state,
+                    State::Down {
+                        retry_at: Instant::now(),
+                        delay: BACKOFF_START,
+                    },
+                ) {
+                    State::Live(l) => l,
+                    _ => unreachable!("checked to be Live under the same write lock"),
+                }
+            }
+            _ => return, // someone else already handled it
+        };
+        tracing::warn!(token = %self.selector, "token connection lost; re-initializing");
+        self.tear_down(live);
+        self.reconnect_locked(&mut state);
+    }
+
+    /// Tries to re-connect if the back-off allows; the caller holds the write lock.
+    fn reconnect_locked(&self, state: &mut State) {
+        let delay = match state {
+            State::Down { retry_at, delay } if Instant::now() >= *retry_at => *delay,
+            _ => return,
+        };
+        match self.connect(self.workers) {
+            Ok(live) => {
+                tracing::info!(token = %self.selector, "token connection restored");
+                *state = State::Live(live);
+            }
+            Err(e @ (SignerError::PinRejected | SignerError::PinLocked)) => {
+                tracing::error!(error = %e, "the token refused the PIN; not retrying");
+                *state = State::Fatal(e);
+            }
+            Err(e) => {
+                tracing::debug!(error = %e, "token still unavailable");
+                *state = State::Down {
+                    retry_at: Instant::now() + delay,
+                    delay: (delay * 2).min(BACKOFF_MAX),
+                };
+            }
+        }
+    }
+
+    /// A read guard on a live connection, or the error to answer at once.
+    fn live(&self) -> Result<RwLockReadGuard<'_, State>, SignerError> {
+        for _ in 0..2 {
+            let guard = self.read();
+            match &*guard {
+                State::Live(_) => return Ok(guard),
+                State::Fatal(e) => return Err(e.clone()),
+                State::Down { retry_at, .. } => {
+                    if Instant::now() < *retry_at {
+                        return Err(SignerError::TokenUnavailable);
+                    }
+                }
+            }
+            drop(guard);
+            let mut state = self.state.write().unwrap_or_else(|p| p.into_inner());
+            self.reconnect_locked(&mut state);
+        }
+        Err(SignerError::TokenUnavailable)
+    }
+
+    /// Runs `op` on worker `idx`'s session with the fault rules of this module.
+    pub(crate) fn execute<T>(
+        &self,
+        idx: usize,
+        op: &dyn Fn(&Ctx<'_>) -> Result<T, OpError>,
+    ) -> Result<T, SignerError> {
+        for attempt in 0..2 {
+            let guard = self.live()?;
+            let State::Live(live) = &*guard else {
+                return Err(SignerError::TokenUnavailable);
+            };
+            let Some(slot) = live.sessions.get(idx) else {
+                return Err(SignerError::Internal("worker index out of range".into()));
+            };
+            let mut session = lock(slot);
+            if session.is_none() {
+                match self.lib.open_rw_session(live.slot) {
+                    Ok(s) => *session = Some(s),
+                    Err(e) => match token::classify(&e) {
+                        Fault::Session(rv) => {
+                            tracing::warn!(rv = ?rv, "opening a session failed");
+                            let generation = live.generation;
+                            drop(session);
+                            drop(guard);
+                            if attempt == 1 {
+                                self.connection_lost(generation);
+                            }
+                            continue;
+                        }
+                        Fault::Pin(err) | Fault::Other(err) => return Err(err),
+                    },
+                }
+            }
+            let Some(s) = session.as_ref() else {
+                return Err(SignerError::Internal(
+                    "session slot empty after open".into(),
+                ));
+            };
+            let ctx = Ctx {
+                session: s,
+                lib: &self.lib,
+                slot: live.slot,
+                selector: &self.selector,
+            };
+            let fault = match op(&ctx) {
+                Ok(v) => return Ok(v),
+                Err(OpError::Signer(e)) => return Err(e),
+                Err(OpError::TokenLost) => None,
+                Err(OpError::Ck(e)) => match token::classify(&e) {
+                    Fault::Session(rv) => Some(rv),
+                    Fault::Pin(err) | Fault::Other(err) => return Err(err),
+                },
+            };
+            // CKR_GENERAL_ERROR is also SoftHSM's answer to some bad inputs: only a token that
+            // fails the liveness probe counts as lost.
+            if fault == Some(RvError::GeneralError) && confirm_alive(&ctx).is_ok() {
+                return Err(SignerError::Internal(
+                    "token answered CKR_GENERAL_ERROR".into(),
+                ));
+            }
+            tracing::warn!(rv = ?fault, attempt, "session fault; dropping the session");
+            if let Some(s) = session.take() {
+                let _ = s.close();
+            }
+            let generation = live.generation;
+            drop(session);
+            drop(guard);
+            if attempt == 1 {
+                self.connection_lost(generation);
+            }
+        }
+        Err(SignerError::TokenUnavailable)
+    }
+}
+
+impl Drop for Shared {
+    fn drop(&mut self) {
+        let state = std::mem::replace(
+            self.state.get_mut().unwrap_or_else(|p| p.into_inner()),
+            State::Fatal(SignerError::TokenUnavailable),
+        );
+        if let State::Live(live) = state {
+            self.tear_down(live);
+        }
+    }
+}
+
+/// Starts `shared.workers()` OS threads fed by a bounded queue of `depth` jobs.
+pub(crate) fn start_workers(
+    shared: &Arc<Shared>,
+    depth: usize,
+) -> Result<crossbeam_channel::Sender<Job>, SignerError> {
+    let (tx, rx) = crossbeam_channel::bounded::<Job>(depth);
+    for idx in 0..shared.workers() {
+        let rx = rx.clone();
+        let shared = Arc::clone(shared);
+        std::thread::Builder::new()
+            .name(format!("pkcs11-worker-{idx}"))
+            .spawn(move || {
+                while let Ok(job) = rx.recv() {
+                    job(&shared, idx);
+                }
+            })
+            .map_err(|e| SignerError::Internal(format!("cannot start a worker thread: {e}")))?;
+    }
+    Ok(tx)
+}

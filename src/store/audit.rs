@@ -1,0 +1,472 @@
+//! The audit trail: what one audit record holds, how records are hash-chained, and the walk that checks
+//! the chain (`offline-signer audit verify`).
+//!
+//! Record `n` carries `prev_hash` = the `hash` of record `n − 1` (32 zero bytes for the first record,
+//! `seq` 1) and `hash = SHA-256("offline-signer/audit/v1" ‖ canonical bytes)`, where the canonical bytes
+//! are every other field in the fixed layout of [`super::codec::audit_body`] (record-format byte first,
+//! `prev_hash` last). Deleting, reordering or editing any record breaks the chain at that record; the chain
+//! head kept beside the records catches a truncated tail. A record never holds the signed data or a code,
+//! only `data_sha256`.
+
+use sha2::{Digest, Sha256};
+
+use super::codec;
+use super::records::Timestamp;
+use super::{Store, StoreError};
+
+/// Domain-separation prefix of every audit hash.
+const AUDIT_HASH_DOMAIN: &[u8] = b"offline-signer/audit/v1";
+
+/// What was done. Stored as the stable upper-case name of [`Self::as_str`].
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
+pub enum AuditOperation {
+    CreatePersonalized,
+    CreateNonPersonalized,
+    Verify,
+    ApplicationCreate,
+    MasterKeyAdd,
+    ActivationRegister,
+    ActivationCommit,
+    ActivationBlock,
+    ActivationUnblock,
+    ActivationRemove,
+}
+
+impl AuditOperation {
+    const ALL: [Self; 10] = [
+        Self::CreatePersonalized,
+        Self::CreateNonPersonalized,
+        Self::Verify,
+        Self::ApplicationCreate,
+        Self::MasterKeyAdd,
+        Self::ActivationRegister,
+        Self::ActivationCommit,
+        Self::ActivationBlock,
+        Self::ActivationUnblock,
+        Self::ActivationRemove,
+    ];
+
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::CreatePersonalized => "CREATE_PERSONALIZED",
+            Self::CreateNonPersonalized => "CREATE_NON_PERSONALIZED",
+            Self::Verify => "VERIFY",
+            Self::ApplicationCreate => "APPLICATION_CREATE",
+            Self::MasterKeyAdd => "MASTER_KEY_ADD",
+            Self::ActivationRegister => "ACTIVATION_REGISTER",
+            Self::ActivationCommit => "ACTIVATION_COMMIT",
+            Self::ActivationBlock => "ACTIVATION_BLOCK",
+            Self::ActivationUnblock => "ACTIVATION_UNBLOCK",
+            Self::ActivationRemove => "ACTIVATION_REMOVE",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|op| op.as_str() == s)
+    }
+}
+
+/// How it ended. Stored as the stable upper-case name of [`Self::as_str`].
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
+pub enum AuditOutcome {
+    /// A verification matched.
+    Valid,
+    /// A verification did not match (a failed attempt was counted).
+    Invalid,
+    /// The nonce was not `VALID`; nothing was counted.
+    NonceRejected,
+    /// The activation was not `ACTIVE`.
+    Inactive,
+    /// The activation reached its failure limit and was blocked before comparing.
+    ForcedBlock,
+    /// The activation or application does not exist.
+    NotFound,
+    /// A record was created (application, activation, payload).
+    Created,
+    /// A record changed state (commit, block, unblock, new master key).
+    Changed,
+    /// The activation was removed and its key material destroyed.
+    Removed,
+    /// The request was refused (e.g. wrong state); nothing changed.
+    Refused,
+}
+
+impl AuditOutcome {
+    const ALL: [Self; 10] = [
+        Self::Valid,
+        Self::Invalid,
+        Self::NonceRejected,
+        Self::Inactive,
+        Self::ForcedBlock,
+        Self::NotFound,
+        Self::Created,
+        Self::Changed,
+        Self::Removed,
+        Self::Refused,
+    ];
+
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Valid => "VALID",
+            Self::Invalid => "INVALID",
+            Self::NonceRejected => "NONCE_REJECTED",
+            Self::Inactive => "INACTIVE",
+            Self::ForcedBlock => "FORCED_BLOCK",
+            Self::NotFound => "NOT_FOUND",
+            Self::Created => "CREATED",
+            Self::Changed => "CHANGED",
+            Self::Removed => "REMOVED",
+            Self::Refused => "REFUSED",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|o| o.as_str() == s)
+    }
+}
+
+/// An audit record before the store gives it its place in the chain (`seq`, `prev_hash`, `hash`).
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub struct AuditDraft {
+    pub time: Timestamp,
+    pub activation_id: Option<String>,
+    pub application_id: Option<String>,
+    pub operation: AuditOperation,
+    pub outcome: AuditOutcome,
+    /// `POSSESSION_KNOWLEDGE` / `POSSESSION_BIOMETRY`, for verifications.
+    pub signature_type: Option<String>,
+    pub counter_before: Option<u64>,
+    pub counter_after: Option<u64>,
+    /// `VALID`, `UNKNOWN`, `EXPIRED`, `CONSUMED`, `MISMATCH`, or `None` when the nonce policy is off.
+    pub nonce_status: Option<String>,
+    /// SHA-256 of the request `data`; never the data or the code themselves.
+    pub data_sha256: Option<[u8; 32]>,
+}
+
+impl AuditDraft {
+    /// A draft with only the required fields set.
+    pub fn new(time: Timestamp, operation: AuditOperation, outcome: AuditOutcome) -> Self {
+        Self {
+            time,
+            activation_id: None,
+            application_id: None,
+            operation,
+            outcome,
+            signature_type: None,
+            counter_before: None,
+            counter_after: None,
+            nonce_status: None,
+            data_sha256: None,
+        }
+    }
+
+    /// Places the draft after the record with hash `prev_hash`, as number `seq`, and computes its hash.
+    pub(crate) fn seal(self, seq: u64, prev_hash: [u8; 32]) -> AuditRecord {
+        let mut rec = AuditRecord {
+            seq,
+            time: self.time,
+            activation_id: self.activation_id,
+            application_id: self.application_id,
+            operation: self.operation,
+            outcome: self.outcome,
+            signature_type: self.signature_type,
+            counter_before: self.counter_before,
+            counter_after: self.counter_after,
+            nonce_status: self.nonce_status,
+            data_sha256: self.data_sha256,
+            prev_hash,
+            hash: [0; 32],
+        };
+        rec.hash = rec.compute_hash();
+        rec
+    }
+}
+
+/// One link of the audit chain.
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub struct AuditRecord {
+    /// 1 for the first record, then consecutive.
+    pub seq: u64,
+    pub time: Timestamp,
+    pub activation_id: Option<String>,
+    pub application_id: Option<String>,
+    pub operation: AuditOperation,
+    pub outcome: AuditOutcome,
+    pub signature_type: Option<String>,
+    pub counter_before: Option<u64>,
+    pub counter_after: Option<u64>,
+    pub nonce_status: Option<String>,
+    pub data_sha256: Option<[u8; 32]>,
+    /// `hash` of record `seq − 1`; 32 zero bytes for `seq` 1.
+    pub prev_hash: [u8; 32],
+    /// `SHA-256("offline-signer/audit/v1" ‖ codec::audit_body(self))`.
+    pub hash: [u8; 32],
+}
+
+impl AuditRecord {
+    /// The hash this record should carry, from all its other fields.
+    pub fn compute_hash(&self) -> [u8; 32] {
+        let mut h = Sha256::new();
+        h.update(AUDIT_HASH_DOMAIN);
+        h.update(codec::audit_body(self));
+        h.finalize().into()
+    }
+}
+
+/// One entry read from the audit trail: a record, or bytes at position `seq` that do not decode.
+// Nearly every entry is a record; boxing it would allocate twice per record for nothing.
+#[allow(clippy::large_enum_variant)]
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub enum AuditEntry {
+    Record(AuditRecord),
+    Undecodable { seq: u64, detail: String },
+}
+
+impl AuditEntry {
+    /// The position the entry was stored at.
+    pub fn seq(&self) -> u64 {
+        match self {
+            Self::Record(r) => r.seq,
+            Self::Undecodable { seq, .. } => *seq,
+        }
+    }
+}
+
+/// The newest audit record's position and hash (`0` and 32 zero bytes for an empty trail).
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub struct ChainHead {
+    pub seq: u64,
+    pub hash: [u8; 32],
+}
+
+impl ChainHead {
+    pub const EMPTY: Self = Self {
+        seq: 0,
+        hash: [0; 32],
+    };
+}
+
+/// Why the chain is broken at a record.
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub enum ChainBreak {
+    /// The stored bytes do not decode as an audit record.
+    Undecodable(String),
+    /// The record at this position is missing (the next one found, if any, is `found`).
+    Missing { found: Option<u64> },
+    /// `prev_hash` is not the hash of the previous record.
+    PrevHashMismatch,
+    /// `hash` does not match the record's contents.
+    HashMismatch,
+    /// The chain head says the trail is longer than (or differs from) what is stored.
+    HeadMismatch { head_seq: u64 },
+}
+
+impl std::fmt::Display for ChainBreak {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Undecodable(detail) => write!(f, "record does not decode ({detail})"),
+            Self::Missing { found: Some(next) } => {
+                write!(f, "record missing (next stored record is {next})")
+            }
+            Self::Missing { found: None } => write!(f, "record missing"),
+            Self::PrevHashMismatch => {
+                write!(f, "prev_hash does not match the previous record's hash")
+            }
+            Self::HashMismatch => write!(f, "hash does not match the record's contents"),
+            Self::HeadMismatch { head_seq } => write!(
+                f,
+                "chain head names record {head_seq}, which is not the last intact record"
+            ),
+        }
+    }
+}
+
+/// The result of walking the audit chain.
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub struct ChainReport {
+    /// How many records were checked and found intact before the first break (all of them if none).
+    pub records: u64,
+    /// The position of the first broken record and why.
+    pub first_broken: Option<(u64, ChainBreak)>,
+}
+
+/// How many records [`verify_audit_chain`] asks the store for at once.
+const PAGE: usize = 512;
+
+/// Walks the whole audit trail from record 1 and reports the first broken link.
+///
+/// Works with any [`Store`]; reads in pages, so memory stays bounded on a long trail. A storage failure
+/// is an error; a damaged record is not (it is the report).
+pub fn verify_audit_chain(store: &dyn Store) -> Result<ChainReport, StoreError> {
+    let mut expected = 1u64;
+    let mut prev = [0u8; 32];
+    loop {
+        let page = store.audit_entries(expected, PAGE)?;
+        let page_len = page.len();
+        for entry in page {
+            let broken = |seq, why| {
+                Ok(ChainReport {
+                    records: expected - 1,
+                    first_broken: Some((seq, why)),
+                })
+            };
+            if entry.seq() != expected {
+                return broken(
+                    expected,
+                    ChainBreak::Missing {
+                        found: Some(entry.seq()),
+                    },
+                );
+            }
+            let rec = match entry {
+                AuditEntry::Undecodable { seq, detail } => {
+                    return broken(seq, ChainBreak::Undecodable(detail));
+                }
+                AuditEntry::Record(rec) => rec,
+            };
+            if rec.prev_hash != prev {
+                return broken(rec.seq, ChainBreak::PrevHashMismatch);
+            }
+            if rec.compute_hash() != rec.hash {
+                return broken(rec.seq, ChainBreak::HashMismatch);
+            }
+            prev = rec.hash;
+            expected += 1;
+        }
+        if page_len < PAGE {
+            break;
+        }
+    }
+    let records = expected - 1;
+    let head = store.audit_head()?;
+    if head.seq > records {
+        return Ok(ChainReport {
+            records,
+            first_broken: Some((expected, ChainBreak::Missing { found: None })),
+        });
+    }
+    if head.seq < records {
+        // Records exist past the head: something appended around the store.
+        let why = ChainBreak::HeadMismatch { head_seq: head.seq };
+        return Ok(ChainReport {
+            records: head.seq,
+            first_broken: Some((head.seq + 1, why)),
+        });
+    }
+    if head.hash != prev {
+        let why = ChainBreak::HeadMismatch { head_seq: head.seq };
+        return Ok(ChainReport {
+            records,
+            first_broken: Some((records, why)),
+        });
+    }
+    Ok(ChainReport {
+        records,
+        first_broken: None,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_round_trip() {
+        for op in AuditOperation::ALL {
+            assert_eq!(AuditOperation::parse(op.as_str()), Some(op));
+        }
+        for o in AuditOutcome::ALL {
+            assert_eq!(AuditOutcome::parse(o.as_str()), Some(o));
+        }
+        assert_eq!(AuditOutcome::parse("valid"), None);
+    }
+
+    #[test]
+    fn seal_links_and_every_field_changes_the_hash() {
+        let mut draft = AuditDraft::new(
+            Timestamp::from_unix_millis(5),
+            AuditOperation::Verify,
+            AuditOutcome::Valid,
+        );
+        draft.activation_id = Some("a".into());
+        let first = draft.clone().seal(1, [0; 32]);
+        assert_eq!(first.hash, first.compute_hash());
+        let second = draft.clone().seal(2, first.hash);
+        assert_ne!(first.hash, second.hash);
+
+        let variants: Vec<AuditRecord> = vec![
+            AuditRecord {
+                seq: 9,
+                ..first.clone()
+            },
+            AuditRecord {
+                time: Timestamp::from_unix_millis(6),
+                ..first.clone()
+            },
+            AuditRecord {
+                activation_id: None,
+                ..first.clone()
+            },
+            AuditRecord {
+                application_id: Some(String::new()),
+                ..first.clone()
+            },
+            AuditRecord {
+                operation: AuditOperation::ActivationBlock,
+                ..first.clone()
+            },
+            AuditRecord {
+                outcome: AuditOutcome::Invalid,
+                ..first.clone()
+            },
+            AuditRecord {
+                signature_type: Some("POSSESSION_KNOWLEDGE".into()),
+                ..first.clone()
+            },
+            AuditRecord {
+                counter_before: Some(0),
+                ..first.clone()
+            },
+            AuditRecord {
+                counter_after: Some(0),
+                ..first.clone()
+            },
+            AuditRecord {
+                nonce_status: Some("VALID".into()),
+                ..first.clone()
+            },
+            AuditRecord {
+                data_sha256: Some([0; 32]),
+                ..first.clone()
+            },
+            AuditRecord {
+                prev_hash: [1; 32],
+                ..first.clone()
+            },
+        ];
+        for v in variants {
+            assert_ne!(v.compute_hash(), first.hash, "{v:?}");
+        }
+    }
+
+    #[test]
+    fn option_layout_is_unambiguous() {
+        // activation_id = Some("") and application_id = None must differ from the reverse.
+        let base = AuditDraft::new(
+            Timestamp::from_unix_millis(0),
+            AuditOperation::Verify,
+            AuditOutcome::Valid,
+        );
+        let a = AuditDraft {
+            activation_id: Some(String::new()),
+            ..base.clone()
+        }
+        .seal(1, [0; 32]);
+        let b = AuditDraft {
+            application_id: Some(String::new()),
+            ..base
+        }
+        .seal(1, [0; 32]);
+        assert_ne!(a.hash, b.hash);
+    }
+}

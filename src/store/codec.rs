@@ -1,0 +1,550 @@
+//! The on-disk byte layout of every record: a compact, hand-written binary encoding.
+//!
+//! Every stored value starts with one **record-format byte** ([`RECORD_FORMAT_V1`]) so that a later
+//! version can read old records and migrate them. After it come the fields in declaration order:
+//! integers big-endian and fixed width, `Timestamp` as `i64` milliseconds, byte strings and UTF-8 strings
+//! as `u32` length ‖ bytes, `Option<T>` as `00` or `01 ‖ T`, lists as `u32` count ‖ items, fixed arrays
+//! raw. A decoder refuses trailing bytes. The same encoding (without the trailing hash) is the canonical
+//! form that the audit chain hashes, so it must never change for format 1.
+
+use super::audit::{AuditOperation, AuditOutcome, AuditRecord};
+use super::records::{
+    Activation, ActivationStatus, Application, EncryptedFactorKeys, IntegrationCredential,
+    IssuedNonce, KeyId, MasterKeyRef, NonceOwner, PublicKeyBytes, SecretHash, Timestamp,
+    WrappedKey,
+};
+
+/// The first byte of every record written by this version.
+pub const RECORD_FORMAT_V1: u8 = 1;
+
+/// Why bytes could not be decoded; turned into `StoreError::Corrupt` by the caller, who knows the record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DecodeError(pub String);
+
+type Decoded<T> = Result<T, DecodeError>;
+
+/// Appends fields to a byte buffer.
+#[derive(Default)]
+pub struct Writer(Vec<u8>);
+
+impl Writer {
+    pub fn new() -> Self {
+        Self(Vec::with_capacity(256))
+    }
+    pub fn into_bytes(self) -> Vec<u8> {
+        self.0
+    }
+    pub fn u8(&mut self, v: u8) {
+        self.0.push(v);
+    }
+    pub fn u32(&mut self, v: u32) {
+        self.0.extend_from_slice(&v.to_be_bytes());
+    }
+    pub fn u64(&mut self, v: u64) {
+        self.0.extend_from_slice(&v.to_be_bytes());
+    }
+    pub fn i64(&mut self, v: i64) {
+        self.0.extend_from_slice(&v.to_be_bytes());
+    }
+    pub fn time(&mut self, v: Timestamp) {
+        self.i64(v.unix_millis());
+    }
+    pub fn raw(&mut self, v: &[u8]) {
+        self.0.extend_from_slice(v);
+    }
+    pub fn bytes(&mut self, v: &[u8]) {
+        // A record field over 4 GiB cannot reach us: sled values and HTTP bodies are far smaller.
+        let len = u32::try_from(v.len()).expect("record fields are far below 4 GiB");
+        self.u32(len);
+        self.raw(v);
+    }
+    pub fn str(&mut self, v: &str) {
+        self.bytes(v.as_bytes());
+    }
+    pub fn opt<T>(&mut self, v: Option<T>, put: impl FnOnce(&mut Self, T)) {
+        match v {
+            None => self.u8(0),
+            Some(x) => {
+                self.u8(1);
+                put(self, x);
+            }
+        }
+    }
+    pub fn strs(&mut self, v: &[String]) {
+        let len = u32::try_from(v.len()).expect("record lists are far below 4 G entries");
+        self.u32(len);
+        for s in v {
+            self.str(s);
+        }
+    }
+}
+
+/// Reads fields back from a byte slice, failing on truncation.
+pub struct Reader<'a> {
+    buf: &'a [u8],
+    what: &'static str,
+}
+
+impl<'a> Reader<'a> {
+    pub fn new(buf: &'a [u8], what: &'static str) -> Self {
+        Self { buf, what }
+    }
+    fn fail<T>(&self, detail: &str) -> Decoded<T> {
+        Err(DecodeError(format!("{}: {detail}", self.what)))
+    }
+    pub fn raw(&mut self, n: usize) -> Decoded<&'a [u8]> {
+        if self.buf.len() < n {
+            return self.fail("truncated");
+        }
+        let (head, tail) = self.buf.split_at(n);
+        self.buf = tail;
+        Ok(head)
+    }
+    pub fn array<const N: usize>(&mut self) -> Decoded<[u8; N]> {
+        let mut out = [0u8; N];
+        out.copy_from_slice(self.raw(N)?);
+        Ok(out)
+    }
+    pub fn u8(&mut self) -> Decoded<u8> {
+        Ok(self.array::<1>()?[0])
+    }
+    pub fn u32(&mut self) -> Decoded<u32> {
+        Ok(u32::from_be_bytes(self.array()?))
+    }
+    pub fn u64(&mut self) -> Decoded<u64> {
+        Ok(u64::from_be_bytes(self.array()?))
+    }
+    pub fn i64(&mut self) -> Decoded<i64> {
+        Ok(i64::from_be_bytes(self.array()?))
+    }
+    pub fn time(&mut self) -> Decoded<Timestamp> {
+        Ok(Timestamp::from_unix_millis(self.i64()?))
+    }
+    pub fn bytes(&mut self) -> Decoded<Vec<u8>> {
+        let len = self.u32()? as usize;
+        Ok(self.raw(len)?.to_vec())
+    }
+    pub fn str(&mut self) -> Decoded<String> {
+        let bytes = self.bytes()?;
+        match String::from_utf8(bytes) {
+            Ok(s) => Ok(s),
+            Err(_) => self.fail("string is not UTF-8"),
+        }
+    }
+    pub fn opt<T>(&mut self, get: impl FnOnce(&mut Self) -> Decoded<T>) -> Decoded<Option<T>> {
+        match self.u8()? {
+            0 => Ok(None),
+            1 => get(self).map(Some),
+            _ => self.fail("bad option tag"),
+        }
+    }
+    pub fn strs(&mut self) -> Decoded<Vec<String>> {
+        let count = self.u32()?;
+        // Each string takes at least its 4-byte length: refuse counts the buffer cannot hold.
+        if count as usize > self.buf.len() / 4 {
+            return self.fail("list count larger than the record");
+        }
+        (0..count).map(|_| self.str()).collect()
+    }
+    /// Reads the record-format byte and refuses any format this version does not know.
+    pub fn format(&mut self) -> Decoded<u8> {
+        match self.u8()? {
+            RECORD_FORMAT_V1 => Ok(RECORD_FORMAT_V1),
+            other => self.fail(&format!("unknown record format {other}")),
+        }
+    }
+    /// Succeeds only if every byte was consumed.
+    pub fn finish(self) -> Decoded<()> {
+        if self.buf.is_empty() {
+            Ok(())
+        } else {
+            self.fail("trailing bytes")
+        }
+    }
+}
+
+fn decode<T>(
+    bytes: &[u8],
+    what: &'static str,
+    f: impl FnOnce(&mut Reader<'_>) -> Decoded<T>,
+) -> Decoded<T> {
+    let mut r = Reader::new(bytes, what);
+    r.format()?;
+    let value = f(&mut r)?;
+    r.finish()?;
+    Ok(value)
+}
+
+// ---- Application -----------------------------------------------------------------------------------
+
+/// `01 ‖ id ‖ roles ‖ u32 n ‖ n × (key_id[16] ‖ public_key ‖ created_at) ‖ created_at`
+pub fn encode_application(app: &Application) -> Vec<u8> {
+    let mut w = Writer::new();
+    w.u8(RECORD_FORMAT_V1);
+    w.str(&app.id);
+    w.strs(&app.roles);
+    let n =
+        u32::try_from(app.master_keys.len()).expect("an application has a handful of master keys");
+    w.u32(n);
+    for key in &app.master_keys {
+        w.raw(&key.key_id.0);
+        w.bytes(&key.public_key.0);
+        w.time(key.created_at);
+    }
+    w.time(app.created_at);
+    w.into_bytes()
+}
+
+pub fn decode_application(bytes: &[u8]) -> Decoded<Application> {
+    decode(bytes, "application", |r| {
+        let id = r.str()?;
+        let roles = r.strs()?;
+        let n = r.u32()?;
+        let mut master_keys = Vec::new();
+        for _ in 0..n {
+            master_keys.push(MasterKeyRef {
+                key_id: KeyId(r.array()?),
+                public_key: PublicKeyBytes(r.bytes()?),
+                created_at: r.time()?,
+            });
+        }
+        Ok(Application {
+            id,
+            roles,
+            master_keys,
+            created_at: r.time()?,
+        })
+    })
+}
+
+// ---- Activation ------------------------------------------------------------------------------------
+
+/// `01 ‖ id ‖ application_id ‖ user_id ‖ status(u8, PowerAuth code) ‖ blocked_reason? ‖ flags ‖
+/// device_public_key ‖ server_public_key ‖ wrapped_server_private_key ‖ wrapping_key_id[16] ‖
+/// encrypted_factor_keys ‖ counter(u64) ‖ ctr_data[16] ‖ failed_attempts(u32) ‖ max_failed_attempts(u32) ‖
+/// created_at ‖ last_used_at? ‖ version(u64)`
+pub fn encode_activation(a: &Activation) -> Vec<u8> {
+    let mut w = Writer::new();
+    w.u8(RECORD_FORMAT_V1);
+    w.str(&a.id);
+    w.str(&a.application_id);
+    w.str(&a.user_id);
+    w.u8(a.status.code());
+    w.opt(a.blocked_reason.as_deref(), Writer::str);
+    w.strs(&a.flags);
+    w.bytes(&a.device_public_key.0);
+    w.bytes(&a.server_public_key.0);
+    w.bytes(&a.wrapped_server_private_key.0);
+    w.raw(&a.wrapping_key_id.0);
+    w.bytes(&a.encrypted_factor_keys.0);
+    w.u64(a.counter);
+    w.raw(&a.ctr_data);
+    w.u32(a.failed_attempts);
+    w.u32(a.max_failed_attempts);
+    w.time(a.created_at);
+    w.opt(a.last_used_at, Writer::time);
+    w.u64(a.version);
+    w.into_bytes()
+}
+
+pub fn decode_activation(bytes: &[u8]) -> Decoded<Activation> {
+    decode(bytes, "activation", |r| {
+        let id = r.str()?;
+        let application_id = r.str()?;
+        let user_id = r.str()?;
+        let code = r.u8()?;
+        let Some(status) = ActivationStatus::from_code(code) else {
+            return Err(DecodeError(format!(
+                "activation: unknown status code {code}"
+            )));
+        };
+        Ok(Activation {
+            id,
+            application_id,
+            user_id,
+            status,
+            blocked_reason: r.opt(Reader::str)?,
+            flags: r.strs()?,
+            device_public_key: PublicKeyBytes(r.bytes()?),
+            server_public_key: PublicKeyBytes(r.bytes()?),
+            wrapped_server_private_key: WrappedKey(r.bytes()?),
+            wrapping_key_id: KeyId(r.array()?),
+            encrypted_factor_keys: EncryptedFactorKeys(r.bytes()?),
+            counter: r.u64()?,
+            ctr_data: r.array()?,
+            failed_attempts: r.u32()?,
+            max_failed_attempts: r.u32()?,
+            created_at: r.time()?,
+            last_used_at: r.opt(Reader::time)?,
+            version: r.u64()?,
+        })
+    })
+}
+
+// ---- IssuedNonce -----------------------------------------------------------------------------------
+
+/// `01 ‖ nonce ‖ owner tag (1 activation, 2 application) ‖ owner id ‖ issued_at ‖ expires_at ‖ consumed_at?`
+pub fn encode_nonce(n: &IssuedNonce) -> Vec<u8> {
+    let mut w = Writer::new();
+    w.u8(RECORD_FORMAT_V1);
+    w.str(&n.nonce);
+    match &n.issued_for {
+        NonceOwner::Activation(id) => {
+            w.u8(1);
+            w.str(id);
+        }
+        NonceOwner::Application(id) => {
+            w.u8(2);
+            w.str(id);
+        }
+    }
+    w.time(n.issued_at);
+    w.time(n.expires_at);
+    w.opt(n.consumed_at, Writer::time);
+    w.into_bytes()
+}
+
+pub fn decode_nonce(bytes: &[u8]) -> Decoded<IssuedNonce> {
+    decode(bytes, "nonce", |r| {
+        let nonce = r.str()?;
+        let issued_for = match r.u8()? {
+            1 => NonceOwner::Activation(r.str()?),
+            2 => NonceOwner::Application(r.str()?),
+            other => return Err(DecodeError(format!("nonce: unknown owner tag {other}"))),
+        };
+        Ok(IssuedNonce {
+            nonce,
+            issued_for,
+            issued_at: r.time()?,
+            expires_at: r.time()?,
+            consumed_at: r.opt(Reader::time)?,
+        })
+    })
+}
+
+// ---- IntegrationCredential -------------------------------------------------------------------------
+
+/// `01 ‖ client_token ‖ name ‖ secret_hash ‖ created_at`
+pub fn encode_credential(c: &IntegrationCredential) -> Vec<u8> {
+    let mut w = Writer::new();
+    w.u8(RECORD_FORMAT_V1);
+    w.str(&c.client_token);
+    w.str(&c.name);
+    w.bytes(&c.secret_hash.0);
+    w.time(c.created_at);
+    w.into_bytes()
+}
+
+pub fn decode_credential(bytes: &[u8]) -> Decoded<IntegrationCredential> {
+    decode(bytes, "integration credential", |r| {
+        Ok(IntegrationCredential {
+            client_token: r.str()?,
+            name: r.str()?,
+            secret_hash: SecretHash(r.bytes()?),
+            created_at: r.time()?,
+        })
+    })
+}
+
+// ---- AuditRecord -----------------------------------------------------------------------------------
+
+/// The canonical bytes of an audit record without its hash:
+/// `01 ‖ seq(u64) ‖ time ‖ activation_id? ‖ application_id? ‖ operation(str) ‖ outcome(str) ‖
+/// signature_type? ‖ counter_before(u64)? ‖ counter_after(u64)? ‖ nonce_status? ‖ data_sha256[32]? ‖
+/// prev_hash[32]`. The stored value is these bytes followed by the 32-byte hash.
+pub fn audit_body(rec: &AuditRecord) -> Vec<u8> {
+    let mut w = Writer::new();
+    w.u8(RECORD_FORMAT_V1);
+    w.u64(rec.seq);
+    w.time(rec.time);
+    w.opt(rec.activation_id.as_deref(), Writer::str);
+    w.opt(rec.application_id.as_deref(), Writer::str);
+    w.str(rec.operation.as_str());
+    w.str(rec.outcome.as_str());
+    w.opt(rec.signature_type.as_deref(), Writer::str);
+    w.opt(rec.counter_before, Writer::u64);
+    w.opt(rec.counter_after, Writer::u64);
+    w.opt(rec.nonce_status.as_deref(), Writer::str);
+    w.opt(rec.data_sha256.as_ref(), |w, h| w.raw(h));
+    w.raw(&rec.prev_hash);
+    w.into_bytes()
+}
+
+/// `audit_body ‖ hash[32]`
+pub fn encode_audit(rec: &AuditRecord) -> Vec<u8> {
+    let mut bytes = audit_body(rec);
+    bytes.extend_from_slice(&rec.hash);
+    bytes
+}
+
+pub fn decode_audit(bytes: &[u8]) -> Decoded<AuditRecord> {
+    decode(bytes, "audit record", |r| {
+        let seq = r.u64()?;
+        let time = r.time()?;
+        let activation_id = r.opt(Reader::str)?;
+        let application_id = r.opt(Reader::str)?;
+        let op = r.str()?;
+        let Some(operation) = AuditOperation::parse(&op) else {
+            return Err(DecodeError(format!(
+                "audit record: unknown operation {op:?}"
+            )));
+        };
+        let out = r.str()?;
+        let Some(outcome) = AuditOutcome::parse(&out) else {
+            return Err(DecodeError(format!(
+                "audit record: unknown outcome {out:?}"
+            )));
+        };
+        Ok(AuditRecord {
+            seq,
+            time,
+            activation_id,
+            application_id,
+            operation,
+            outcome,
+            signature_type: r.opt(Reader::str)?,
+            counter_before: r.opt(Reader::u64)?,
+            counter_after: r.opt(Reader::u64)?,
+            nonce_status: r.opt(Reader::str)?,
+            data_sha256: r.opt(Reader::array::<32>)?,
+            prev_hash: r.array()?,
+            hash: r.array()?,
+        })
+    })
+}
+
+// ---- Chain head (meta tree) ------------------------------------------------------------------------
+
+/// `01 ‖ seq(u64) ‖ hash[32]`: the last appended audit record, or seq 0 and 32 zero bytes when empty.
+pub fn encode_head(seq: u64, hash: &[u8; 32]) -> Vec<u8> {
+    let mut w = Writer::new();
+    w.u8(RECORD_FORMAT_V1);
+    w.u64(seq);
+    w.raw(hash);
+    w.into_bytes()
+}
+
+pub fn decode_head(bytes: &[u8]) -> Decoded<(u64, [u8; 32])> {
+    decode(bytes, "audit chain head", |r| Ok((r.u64()?, r.array()?)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn arb_time() -> impl Strategy<Value = Timestamp> {
+        any::<i64>().prop_map(Timestamp::from_unix_millis)
+    }
+
+    fn arb_activation() -> impl Strategy<Value = Activation> {
+        (
+            (
+                "[a-z0-9-]{0,36}",
+                ".{0,20}",
+                ".{0,20}",
+                1u8..=5,
+                proptest::option::of(".{0,20}"),
+            ),
+            (
+                proptest::collection::vec(".{0,10}", 0..4),
+                proptest::collection::vec(any::<u8>(), 0..70),
+                proptest::collection::vec(any::<u8>(), 0..70),
+                proptest::collection::vec(any::<u8>(), 0..100),
+                any::<[u8; 16]>(),
+                proptest::collection::vec(any::<u8>(), 0..100),
+            ),
+            (any::<u64>(), any::<[u8; 16]>(), any::<u32>(), any::<u32>()),
+            (arb_time(), proptest::option::of(arb_time()), any::<u64>()),
+        )
+            .prop_map(|(a, b, c, d)| Activation {
+                id: a.0,
+                application_id: a.1,
+                user_id: a.2,
+                status: ActivationStatus::from_code(a.3).expect("strategy yields 1..=5"),
+                blocked_reason: a.4,
+                flags: b.0,
+                device_public_key: PublicKeyBytes(b.1),
+                server_public_key: PublicKeyBytes(b.2),
+                wrapped_server_private_key: WrappedKey(b.3),
+                wrapping_key_id: KeyId(b.4),
+                encrypted_factor_keys: EncryptedFactorKeys(b.5),
+                counter: c.0,
+                ctr_data: c.1,
+                failed_attempts: c.2,
+                max_failed_attempts: c.3,
+                created_at: d.0,
+                last_used_at: d.1,
+                version: d.2,
+            })
+    }
+
+    proptest! {
+        #[test]
+        fn activation_decode_inverts_encode(a in arb_activation()) {
+            let bytes = encode_activation(&a);
+            prop_assert_eq!(decode_activation(&bytes), Ok(a));
+        }
+
+        #[test]
+        fn truncated_activation_never_decodes(a in arb_activation(), cut in any::<prop::sample::Index>()) {
+            let bytes = encode_activation(&a);
+            let cut = cut.index(bytes.len());
+            prop_assert!(decode_activation(&bytes[..cut]).is_err());
+        }
+
+        #[test]
+        fn nonce_decode_inverts_encode(nonce in ".{0,30}", app in any::<bool>(), owner in ".{0,30}",
+                                       t1 in arb_time(), t2 in arb_time(), t3 in proptest::option::of(arb_time())) {
+            let n = IssuedNonce {
+                nonce,
+                issued_for: if app { NonceOwner::Application(owner) } else { NonceOwner::Activation(owner) },
+                issued_at: t1,
+                expires_at: t2,
+                consumed_at: t3,
+            };
+            prop_assert_eq!(decode_nonce(&encode_nonce(&n)), Ok(n));
+        }
+    }
+
+    #[test]
+    fn unknown_record_format_is_refused() {
+        let mut bytes = encode_head(7, &[1; 32]);
+        assert_eq!(decode_head(&bytes), Ok((7, [1; 32])));
+        bytes[0] = 2;
+        assert!(decode_head(&bytes).is_err());
+    }
+
+    #[test]
+    fn trailing_bytes_are_refused() {
+        let mut bytes = encode_head(7, &[1; 32]);
+        bytes.push(0);
+        assert!(decode_head(&bytes).is_err());
+    }
+
+    #[test]
+    fn a_typical_activation_is_far_below_4_kib() {
+        let a = Activation {
+            id: "c564e700-7e86-4a87-b6c8-a5a0cc89683f".into(),
+            application_id: "mobile-banking-app".into(),
+            user_id: "user-0000000001".into(),
+            status: ActivationStatus::Active,
+            blocked_reason: Some("MAX_FAILED_ATTEMPTS".into()),
+            flags: vec!["FLAG_ONE".into(), "FLAG_TWO".into()],
+            device_public_key: PublicKeyBytes(vec![4; 65]),
+            server_public_key: PublicKeyBytes(vec![4; 65]),
+            wrapped_server_private_key: WrappedKey(vec![9; 80]),
+            wrapping_key_id: KeyId([1; 16]),
+            encrypted_factor_keys: EncryptedFactorKeys(vec![7; 12 + 48 + 16]),
+            counter: 42,
+            ctr_data: [3; 16],
+            failed_attempts: 1,
+            max_failed_attempts: 5,
+            created_at: Timestamp::from_unix_millis(1),
+            last_used_at: Some(Timestamp::from_unix_millis(2)),
+            version: 9,
+        };
+        let len = encode_activation(&a).len();
+        assert!(len < 1024, "activation record is {len} bytes");
+    }
+}

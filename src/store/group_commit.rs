@@ -1,0 +1,166 @@
+//! Group commit: makes writes durable with as few `fsync`s as concurrency allows.
+//!
+//! A writer first applies its write (in memory, in sled's log buffers), then calls
+//! [`GroupCommit::make_durable`], which gives it a ticket: the write sequence number `n`. Whoever finds no
+//! flush running becomes the leader: it notes the highest ticket issued so far (`target`), runs one
+//! flush outside the lock, marks everything up to `target` durable and wakes all waiters. A waiter whose
+//! ticket is covered returns; the others elect the next leader among themselves. Because a ticket is
+//! drawn only after its write is applied, a flush that starts after the ticket was drawn covers the
+//! write. N writers that arrive while one flush runs therefore share the next flush.
+//!
+//! For tests, [`GroupCommit::hold`] stops leaders from starting a flush until the hold is dropped, so a
+//! test can queue many writers deterministically and then see that one flush serves them all.
+
+use std::sync::{Condvar, Mutex, MutexGuard, PoisonError};
+
+/// The state shared by all writers of one store.
+#[derive(Default)]
+pub struct GroupCommit {
+    state: Mutex<State>,
+    wake: Condvar,
+}
+
+#[derive(Default)]
+struct State {
+    /// Highest ticket handed out.
+    issued: u64,
+    /// Every ticket up to this one is durable.
+    durable: u64,
+    /// The most recent flush that failed covered tickets up to here (those writers get an error).
+    failed_through: u64,
+    /// Detail of that failure, for the error message.
+    failure: String,
+    /// A leader is flushing right now.
+    flushing: bool,
+    /// Test hook: no flush may start.
+    held: bool,
+    /// Writers currently inside `make_durable`.
+    waiting: usize,
+    /// Flushes performed.
+    flushes: u64,
+}
+
+/// Why a write could not be made durable.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FlushFailed(pub String);
+
+impl GroupCommit {
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // No code panics while holding this lock; if one ever did, the counters are still consistent.
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Blocks until a write that has already been applied is durable, running `flush` if this caller is
+    /// elected leader. `flush` must make every write applied before it starts durable.
+    pub fn make_durable<F>(&self, flush: F) -> Result<(), FlushFailed>
+    where
+        F: Fn() -> Result<(), String>,
+    {
+        let mut st = self.lock();
+        st.issued += 1;
+        let ticket = st.issued;
+        st.waiting += 1;
+        let result = loop {
+            if st.durable >= ticket {
+                break Ok(());
+            }
+            if st.failed_through >= ticket {
+                break Err(FlushFailed(st.failure.clone()));
+            }
+            if !st.flushing && !st.held {
+                st.flushing = true;
+                let target = st.issued;
+                drop(st);
+                let outcome = flush();
+                st = self.lock();
+                st.flushing = false;
+                st.flushes += 1;
+                match outcome {
+                    Ok(()) => st.durable = st.durable.max(target),
+                    Err(detail) => {
+                        st.failed_through = st.failed_through.max(target);
+                        st.failure = detail;
+                    }
+                }
+                self.wake.notify_all();
+                continue;
+            }
+            st = self.wake.wait(st).unwrap_or_else(PoisonError::into_inner);
+        };
+        st.waiting -= 1;
+        result
+    }
+
+    /// Flushes performed so far.
+    pub fn flushes(&self) -> u64 {
+        self.lock().flushes
+    }
+
+    /// Writers currently waiting for durability (test hook).
+    pub fn waiting(&self) -> usize {
+        self.lock().waiting
+    }
+
+    /// Stops any flush from starting until the returned guard is dropped (test hook).
+    pub fn hold(&self) -> FlushHold<'_> {
+        self.lock().held = true;
+        FlushHold(self)
+    }
+}
+
+/// Holds back flushes while alive; see [`GroupCommit::hold`].
+#[must_use = "flushes resume as soon as the hold is dropped"]
+pub struct FlushHold<'a>(&'a GroupCommit);
+
+impl Drop for FlushHold<'_> {
+    fn drop(&mut self) {
+        self.0.lock().held = false;
+        self.0.wake.notify_all();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicU64, Ordering};
+
+    #[test]
+    fn queued_writers_share_one_flush() {
+        let gc = Arc::new(GroupCommit::default());
+        let calls = Arc::new(AtomicU64::new(0));
+        let hold = gc.hold();
+        let threads: Vec<_> = (0..16)
+            .map(|_| {
+                let gc = Arc::clone(&gc);
+                let calls = Arc::clone(&calls);
+                std::thread::spawn(move || {
+                    gc.make_durable(|| {
+                        calls.fetch_add(1, Ordering::SeqCst);
+                        Ok(())
+                    })
+                })
+            })
+            .collect();
+        while gc.waiting() < 16 {
+            std::thread::yield_now();
+        }
+        drop(hold);
+        for t in threads {
+            assert_eq!(t.join().expect("writer thread does not panic"), Ok(()));
+        }
+        assert_eq!(calls.load(Ordering::SeqCst), 1);
+        assert_eq!(gc.flushes(), 1);
+    }
+
+    #[test]
+    fn a_failed_flush_fails_its_writers_and_the_next_one_recovers() {
+        let gc = GroupCommit::default();
+        assert_eq!(
+            gc.make_durable(|| Err("disk full".into())),
+            Err(FlushFailed("disk full".into()))
+        );
+        assert_eq!(gc.make_durable(|| Ok(())), Ok(()));
+        assert_eq!(gc.flushes(), 2);
+    }
+}

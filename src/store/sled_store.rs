@@ -1,0 +1,572 @@
+//! [`SledStore`]: the [`Store`] on an embedded sled database in one directory.
+//!
+//! Trees and keys (values are the [`super::codec`] encodings, each starting with its format byte):
+//! - `meta`: `format` → `u32` BE store format ([`STORE_FORMAT`]); `audit_head` → chain head.
+//! - `applications`: application id (UTF-8) → application.
+//! - `activations`: activation id (UTF-8) → activation.
+//! - `nonces`: nonce string (UTF-8) → issued nonce.
+//! - `nonce_expiry`: `expires_at` as order-preserving `u64` BE ‖ nonce → empty (index for pruning).
+//! - `credentials`: client token (UTF-8) → integration credential.
+//! - `audit`: `seq` as `u64` BE → audit record.
+//!
+//! Multi-tree writes run as sled transactions (sled serializes them under one lock, which also serializes
+//! the audit chain). After the transaction, the writer waits in [`GroupCommit`] until a flush covers it.
+//! sled's own timed flusher is switched off: every flush is ours and counted.
+
+use std::path::{Path, PathBuf};
+
+use sled::transaction::{
+    ConflictableTransactionError, TransactionError, TransactionResult, TransactionalTree,
+};
+use sled::{Transactional, Tree};
+
+use super::audit::{AuditDraft, AuditEntry, AuditRecord, ChainHead};
+use super::codec::{self, DecodeError};
+use super::group_commit::{FlushHold, GroupCommit};
+use super::records::{
+    Activation, Application, IntegrationCredential, IssuedNonce, MasterKeyRef, NonceOwner,
+    Timestamp,
+};
+use super::{Committed, Conflict, Store, StoreError, VerificationCommit};
+
+/// The store layout version this build writes and reads. A store with a higher number is refused.
+pub const STORE_FORMAT: u32 = 1;
+
+const KEY_FORMAT: &[u8] = b"format";
+const KEY_AUDIT_HEAD: &[u8] = b"audit_head";
+
+type TxError = ConflictableTransactionError<StoreError>;
+
+/// The embedded store. Cheap to share behind an `Arc`; all methods take `&self`.
+pub struct SledStore {
+    dir: PathBuf,
+    db: sled::Db,
+    meta: Tree,
+    applications: Tree,
+    activations: Tree,
+    nonces: Tree,
+    nonce_expiry: Tree,
+    credentials: Tree,
+    audit: Tree,
+    commits: GroupCommit,
+}
+
+fn io(e: sled::Error) -> StoreError {
+    StoreError::Io {
+        detail: e.to_string(),
+    }
+}
+
+fn corrupt(e: DecodeError) -> StoreError {
+    StoreError::Corrupt { what: e.0 }
+}
+
+fn abort(e: StoreError) -> TxError {
+    ConflictableTransactionError::Abort(e)
+}
+
+fn finish<T>(r: TransactionResult<T, StoreError>) -> Result<T, StoreError> {
+    match r {
+        Ok(v) => Ok(v),
+        Err(TransactionError::Abort(e)) => Err(e),
+        Err(TransactionError::Storage(e)) => Err(io(e)),
+    }
+}
+
+/// `expires_at` as a `u64` whose big-endian bytes sort like the signed value.
+fn expiry_key(expires_at: Timestamp, nonce: &str) -> Vec<u8> {
+    let ordered = (expires_at.unix_millis() as u64) ^ (1 << 63);
+    let mut key = ordered.to_be_bytes().to_vec();
+    key.extend_from_slice(nonce.as_bytes());
+    key
+}
+
+fn expiry_of_key(key: &[u8]) -> Option<Timestamp> {
+    let first: [u8; 8] = key.get(..8)?.try_into().ok()?;
+    Some(Timestamp::from_unix_millis(
+        (u64::from_be_bytes(first) ^ (1 << 63)) as i64,
+    ))
+}
+
+/// Reads the chain head inside a transaction.
+fn head_in(meta: &TransactionalTree) -> Result<ChainHead, TxError> {
+    match meta.get(KEY_AUDIT_HEAD)? {
+        None => Ok(ChainHead::EMPTY),
+        Some(bytes) => {
+            let (seq, hash) = codec::decode_head(&bytes).map_err(|e| abort(corrupt(e)))?;
+            Ok(ChainHead { seq, hash })
+        }
+    }
+}
+
+/// Appends `draft` after the current head, inside a transaction.
+fn append_in(
+    meta: &TransactionalTree,
+    audit: &TransactionalTree,
+    draft: &AuditDraft,
+) -> Result<AuditRecord, TxError> {
+    let head = head_in(meta)?;
+    let rec = draft.clone().seal(head.seq + 1, head.hash);
+    audit.insert(&rec.seq.to_be_bytes(), codec::encode_audit(&rec))?;
+    meta.insert(KEY_AUDIT_HEAD, codec::encode_head(rec.seq, &rec.hash))?;
+    Ok(rec)
+}
+
+fn maybe_append(
+    meta: &TransactionalTree,
+    audit: &TransactionalTree,
+    draft: Option<&AuditDraft>,
+) -> Result<Option<AuditRecord>, TxError> {
+    draft.map(|d| append_in(meta, audit, d)).transpose()
+}
+
+impl SledStore {
+    /// Opens (or creates) the store in `dir`. Refuses a store written in a newer format, and a non-empty
+    /// directory database without a format marker.
+    pub fn open(dir: &Path) -> Result<Self, StoreError> {
+        let db = sled::Config::new()
+            .path(dir)
+            .flush_every_ms(None)
+            .open()
+            .map_err(io)?;
+        let tree = |name: &str| db.open_tree(name).map_err(io);
+        let store = Self {
+            dir: dir.to_path_buf(),
+            meta: tree("meta")?,
+            applications: tree("applications")?,
+            activations: tree("activations")?,
+            nonces: tree("nonces")?,
+            nonce_expiry: tree("nonce_expiry")?,
+            credentials: tree("credentials")?,
+            audit: tree("audit")?,
+            commits: GroupCommit::default(),
+            db,
+        };
+        store.check_format()?;
+        Ok(store)
+    }
+
+    fn check_format(&self) -> Result<(), StoreError> {
+        match self.meta.get(KEY_FORMAT).map_err(io)? {
+            Some(bytes) => {
+                let raw: [u8; 4] = bytes.as_ref().try_into().map_err(|_| StoreError::Corrupt {
+                    what: "store format marker is not 4 bytes".into(),
+                })?;
+                let found = u32::from_be_bytes(raw);
+                if found > STORE_FORMAT {
+                    return Err(StoreError::NewerFormat {
+                        found,
+                        supported: STORE_FORMAT,
+                    });
+                }
+                Ok(())
+            }
+            None => {
+                let trees = [
+                    &self.meta,
+                    &self.applications,
+                    &self.activations,
+                    &self.nonces,
+                    &self.credentials,
+                    &self.audit,
+                ];
+                if trees.iter().any(|t| !t.is_empty()) {
+                    return Err(StoreError::Corrupt {
+                        what: "store has data but no format marker".into(),
+                    });
+                }
+                self.meta
+                    .insert(KEY_FORMAT, &STORE_FORMAT.to_be_bytes())
+                    .map_err(io)?;
+                self.durable()
+            }
+        }
+    }
+
+    /// Blocks until every write this thread has applied is on disk (group commit).
+    fn durable(&self) -> Result<(), StoreError> {
+        self.commits
+            .make_durable(|| self.db.flush().map(drop).map_err(|e| e.to_string()))
+            .map_err(|failed| StoreError::Io { detail: failed.0 })
+    }
+
+    /// The directory the store lives in.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Flushes (`fsync`s) performed by this handle since it was opened.
+    pub fn flush_count(&self) -> u64 {
+        self.commits.flushes()
+    }
+
+    /// Total size in bytes of every file under the store's directory (for benchmarks).
+    pub fn size_on_disk(&self) -> Result<u64, StoreError> {
+        fn walk(dir: &Path) -> std::io::Result<u64> {
+            let mut total = 0;
+            for entry in std::fs::read_dir(dir)? {
+                let entry = entry?;
+                let meta = entry.metadata()?;
+                total += if meta.is_dir() {
+                    walk(&entry.path())?
+                } else {
+                    meta.len()
+                };
+            }
+            Ok(total)
+        }
+        walk(&self.dir).map_err(|e| StoreError::Io {
+            detail: e.to_string(),
+        })
+    }
+
+    /// Test hook: no flush starts until the returned guard is dropped, so writers queue up.
+    #[doc(hidden)]
+    pub fn hold_flushes(&self) -> FlushHold<'_> {
+        self.commits.hold()
+    }
+
+    /// Test hook: writers currently waiting for their write to become durable.
+    #[doc(hidden)]
+    pub fn durability_waiters(&self) -> usize {
+        self.commits.waiting()
+    }
+
+    /// Test hook: rewrites the raw stored bytes of audit record `seq` (to simulate tampering).
+    #[doc(hidden)]
+    pub fn tamper_audit_raw(
+        &self,
+        seq: u64,
+        edit: impl FnOnce(&mut Vec<u8>),
+    ) -> Result<(), StoreError> {
+        let key = seq.to_be_bytes();
+        let mut bytes = self
+            .audit
+            .get(key)
+            .map_err(io)?
+            .ok_or(StoreError::NotFound {
+                what: "audit record",
+            })?
+            .to_vec();
+        edit(&mut bytes);
+        self.audit.insert(key, bytes).map_err(io)?;
+        self.durable()
+    }
+
+    /// Test hook: deletes audit record `seq` behind the chain's back.
+    #[doc(hidden)]
+    pub fn remove_audit_raw(&self, seq: u64) -> Result<(), StoreError> {
+        self.audit.remove(seq.to_be_bytes()).map_err(io)?;
+        self.durable()
+    }
+
+    /// Test hook: overwrites the store format marker.
+    #[doc(hidden)]
+    pub fn set_format_marker_raw(&self, format: u32) -> Result<(), StoreError> {
+        self.meta
+            .insert(KEY_FORMAT, &format.to_be_bytes())
+            .map_err(io)?;
+        self.durable()
+    }
+
+    fn get_decoded<T>(
+        tree: &Tree,
+        key: &[u8],
+        decode: fn(&[u8]) -> Result<T, DecodeError>,
+    ) -> Result<Option<T>, StoreError> {
+        match tree.get(key).map_err(io)? {
+            None => Ok(None),
+            Some(bytes) => decode(&bytes).map(Some).map_err(corrupt),
+        }
+    }
+}
+
+impl Store for SledStore {
+    fn create_application(
+        &self,
+        app: &Application,
+        audit: Option<AuditDraft>,
+    ) -> Result<(), StoreError> {
+        let value = codec::encode_application(app);
+        finish((&self.applications, &self.audit, &self.meta).transaction(
+            |(apps, audit_tree, meta)| {
+                if apps.get(app.id.as_bytes())?.is_some() {
+                    return Err(abort(StoreError::AlreadyExists {
+                        what: "application",
+                    }));
+                }
+                apps.insert(app.id.as_bytes(), value.clone())?;
+                maybe_append(meta, audit_tree, audit.as_ref())?;
+                Ok(())
+            },
+        ))?;
+        self.durable()
+    }
+
+    fn application(&self, id: &str) -> Result<Option<Application>, StoreError> {
+        Self::get_decoded(&self.applications, id.as_bytes(), codec::decode_application)
+    }
+
+    fn add_master_key(
+        &self,
+        application_id: &str,
+        key: MasterKeyRef,
+        audit: Option<AuditDraft>,
+    ) -> Result<Application, StoreError> {
+        let app = finish((&self.applications, &self.audit, &self.meta).transaction(
+            |(apps, audit_tree, meta)| {
+                let Some(bytes) = apps.get(application_id.as_bytes())? else {
+                    return Err(abort(StoreError::NotFound {
+                        what: "application",
+                    }));
+                };
+                let mut app = codec::decode_application(&bytes).map_err(|e| abort(corrupt(e)))?;
+                app.master_keys.insert(0, key.clone());
+                apps.insert(application_id.as_bytes(), codec::encode_application(&app))?;
+                maybe_append(meta, audit_tree, audit.as_ref())?;
+                Ok(app)
+            },
+        ))?;
+        self.durable()?;
+        Ok(app)
+    }
+
+    fn insert_activation(
+        &self,
+        activation: &Activation,
+        audit: Option<AuditDraft>,
+    ) -> Result<Committed, StoreError> {
+        let stored = Activation {
+            version: 1,
+            ..activation.clone()
+        };
+        let value = codec::encode_activation(&stored);
+        let audit_rec = finish((&self.activations, &self.audit, &self.meta).transaction(
+            |(acts, audit_tree, meta)| {
+                if acts.get(stored.id.as_bytes())?.is_some() {
+                    return Err(abort(StoreError::AlreadyExists { what: "activation" }));
+                }
+                acts.insert(stored.id.as_bytes(), value.clone())?;
+                maybe_append(meta, audit_tree, audit.as_ref())
+            },
+        ))?;
+        self.durable()?;
+        Ok(Committed {
+            activation: stored,
+            audit: audit_rec,
+        })
+    }
+
+    fn activation(&self, id: &str) -> Result<Option<Activation>, StoreError> {
+        Self::get_decoded(&self.activations, id.as_bytes(), codec::decode_activation)
+    }
+
+    fn update_activation(
+        &self,
+        activation: &Activation,
+        audit: Option<AuditDraft>,
+    ) -> Result<Committed, StoreError> {
+        self.commit_activation(activation, None, audit)
+    }
+
+    fn commit_verification(&self, commit: VerificationCommit) -> Result<Committed, StoreError> {
+        self.commit_activation(
+            &commit.activation,
+            commit.consume_nonce.as_deref(),
+            Some(commit.audit),
+        )
+    }
+
+    fn issue_nonce(
+        &self,
+        nonce: &IssuedNonce,
+        audit: Option<AuditDraft>,
+    ) -> Result<(), StoreError> {
+        let value = codec::encode_nonce(nonce);
+        let index = expiry_key(nonce.expires_at, &nonce.nonce);
+        finish(
+            (&self.nonces, &self.nonce_expiry, &self.audit, &self.meta).transaction(
+                |(nonces, expiry, audit_tree, meta)| {
+                    if nonces.get(nonce.nonce.as_bytes())?.is_some() {
+                        return Err(abort(StoreError::AlreadyExists { what: "nonce" }));
+                    }
+                    nonces.insert(nonce.nonce.as_bytes(), value.clone())?;
+                    expiry.insert(index.clone(), &[])?;
+                    maybe_append(meta, audit_tree, audit.as_ref())?;
+                    Ok(())
+                },
+            ),
+        )?;
+        self.durable()
+    }
+
+    fn nonce(&self, nonce: &str) -> Result<Option<IssuedNonce>, StoreError> {
+        Self::get_decoded(&self.nonces, nonce.as_bytes(), codec::decode_nonce)
+    }
+
+    fn prune_nonces(&self, expired_before: Timestamp, max: usize) -> Result<usize, StoreError> {
+        let mut doomed = Vec::new();
+        for entry in self.nonce_expiry.iter().take(max) {
+            let (key, _) = entry.map_err(io)?;
+            let Some(expires_at) = expiry_of_key(&key) else {
+                return Err(StoreError::Corrupt {
+                    what: "nonce expiry index key is short".into(),
+                });
+            };
+            if expires_at >= expired_before {
+                break;
+            }
+            doomed.push(key);
+        }
+        if doomed.is_empty() {
+            return Ok(0);
+        }
+        finish(
+            (&self.nonces, &self.nonce_expiry).transaction(|(nonces, expiry)| {
+                for key in &doomed {
+                    nonces.remove(&key[8..])?;
+                    expiry.remove(key)?;
+                }
+                Ok(())
+            }),
+        )?;
+        self.durable()?;
+        Ok(doomed.len())
+    }
+
+    fn put_credential(&self, credential: &IntegrationCredential) -> Result<(), StoreError> {
+        self.credentials
+            .insert(
+                credential.client_token.as_bytes(),
+                codec::encode_credential(credential),
+            )
+            .map_err(io)?;
+        self.durable()
+    }
+
+    fn credential(&self, client_token: &str) -> Result<Option<IntegrationCredential>, StoreError> {
+        Self::get_decoded(
+            &self.credentials,
+            client_token.as_bytes(),
+            codec::decode_credential,
+        )
+    }
+
+    fn credentials(&self) -> Result<Vec<IntegrationCredential>, StoreError> {
+        self.credentials
+            .iter()
+            .map(|entry| {
+                let (_, value) = entry.map_err(io)?;
+                codec::decode_credential(&value).map_err(corrupt)
+            })
+            .collect()
+    }
+
+    fn remove_credential(&self, client_token: &str) -> Result<(), StoreError> {
+        if self
+            .credentials
+            .remove(client_token.as_bytes())
+            .map_err(io)?
+            .is_none()
+        {
+            return Err(StoreError::NotFound {
+                what: "integration credential",
+            });
+        }
+        self.durable()
+    }
+
+    fn append_audit(&self, draft: AuditDraft) -> Result<AuditRecord, StoreError> {
+        let rec = finish(
+            (&self.audit, &self.meta)
+                .transaction(|(audit_tree, meta)| append_in(meta, audit_tree, &draft)),
+        )?;
+        self.durable()?;
+        Ok(rec)
+    }
+
+    fn audit_entries(&self, from_seq: u64, limit: usize) -> Result<Vec<AuditEntry>, StoreError> {
+        self.audit
+            .range(from_seq.to_be_bytes()..)
+            .take(limit)
+            .map(|entry| {
+                let (key, value) = entry.map_err(io)?;
+                let raw: [u8; 8] = key.as_ref().try_into().map_err(|_| StoreError::Corrupt {
+                    what: "audit key is not 8 bytes".into(),
+                })?;
+                let seq = u64::from_be_bytes(raw);
+                Ok(match codec::decode_audit(&value) {
+                    Ok(rec) if rec.seq == seq => AuditEntry::Record(rec),
+                    Ok(rec) => AuditEntry::Undecodable {
+                        seq,
+                        detail: format!("record says seq {}", rec.seq),
+                    },
+                    Err(e) => AuditEntry::Undecodable { seq, detail: e.0 },
+                })
+            })
+            .collect()
+    }
+
+    fn audit_head(&self) -> Result<ChainHead, StoreError> {
+        match self.meta.get(KEY_AUDIT_HEAD).map_err(io)? {
+            None => Ok(ChainHead::EMPTY),
+            Some(bytes) => {
+                let (seq, hash) = codec::decode_head(&bytes).map_err(corrupt)?;
+                Ok(ChainHead { seq, hash })
+            }
+        }
+    }
+}
+
+impl SledStore {
+    /// Compare-and-swap of an activation, with an optional nonce consumption and audit record, as one
+    /// transaction, then waits for durability.
+    fn commit_activation(
+        &self,
+        next: &Activation,
+        consume_nonce: Option<&str>,
+        audit: Option<AuditDraft>,
+    ) -> Result<Committed, StoreError> {
+        let stored = Activation {
+            version: next.version.wrapping_add(1),
+            ..next.clone()
+        };
+        let value = codec::encode_activation(&stored);
+        let consumed_at = audit.as_ref().map_or_else(Timestamp::now, |d| d.time);
+        let trees = (&self.activations, &self.nonces, &self.audit, &self.meta);
+        let audit_rec = finish(trees.transaction(|(acts, nonces, audit_tree, meta)| {
+            let Some(current) = acts.get(next.id.as_bytes())? else {
+                return Err(abort(StoreError::NotFound { what: "activation" }));
+            };
+            let current = codec::decode_activation(&current).map_err(|e| abort(corrupt(e)))?;
+            if current.version != next.version {
+                return Err(abort(StoreError::Conflict(Conflict::StaleVersion)));
+            }
+            if let Some(nonce) = consume_nonce {
+                let Some(bytes) = nonces.get(nonce.as_bytes())? else {
+                    return Err(abort(StoreError::NotFound { what: "nonce" }));
+                };
+                let mut issued = codec::decode_nonce(&bytes).map_err(|e| abort(corrupt(e)))?;
+                if issued.consumed_at.is_some() {
+                    return Err(abort(StoreError::Conflict(Conflict::NonceConsumed)));
+                }
+                let owner_ok = match &issued.issued_for {
+                    NonceOwner::Activation(id) => *id == next.id,
+                    NonceOwner::Application(id) => *id == next.application_id,
+                };
+                if !owner_ok {
+                    return Err(abort(StoreError::Conflict(Conflict::NonceOwner)));
+                }
+                issued.consumed_at = Some(consumed_at);
+                nonces.insert(nonce.as_bytes(), codec::encode_nonce(&issued))?;
+            }
+            acts.insert(next.id.as_bytes(), value.clone())?;
+            maybe_append(meta, audit_tree, audit.as_ref())
+        }))?;
+        self.durable()?;
+        Ok(Committed {
+            activation: stored,
+            audit: audit_rec,
+        })
+    }
+}

@@ -1,0 +1,153 @@
+//! Test helper: a throwaway SoftHSM token per test, made by `scripts/softhsm-init.sh`.
+//!
+//! SoftHSM reads `SOFTHSM2_CONF` at `C_Initialize`, and setting an environment variable inside
+//! a running test is `unsafe` in edition 2024 (forbidden here). So [`with_token`] re-runs the
+//! current test binary for just this test in a child process with `SOFTHSM2_CONF` set: the parent
+//! makes the token and checks the child's exit status, the child runs the body.
+//!
+//! When SoftHSM is missing the test FAILS if `CI=true`, else prints a loud notice and passes.
+#![allow(dead_code)]
+#![allow(clippy::unwrap_used)] // test helpers: a panic is the failure report
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+pub const MODULE: &str = "/usr/lib/softhsm/libsofthsm2.so";
+const CHILD_DIR: &str = "OFFLINE_SIGNER_TEST_SOFTHSM_DIR";
+const CHILD_LABEL: &str = "OFFLINE_SIGNER_TEST_SOFTHSM_LABEL";
+
+/// The token a child test runs against.
+pub struct TestToken {
+    /// The directory `softhsm-init.sh` filled (conf, tokens/, user.pin, so.pin).
+    pub dir: PathBuf,
+    /// The token label.
+    pub label: String,
+}
+
+impl TestToken {
+    pub fn user_pin_file(&self) -> PathBuf {
+        self.dir.join("user.pin")
+    }
+
+    pub fn user_pin(&self) -> String {
+        std::fs::read_to_string(self.user_pin_file()).expect("user.pin written by the init script")
+    }
+
+    pub fn tokens_dir(&self) -> PathBuf {
+        self.dir.join("tokens")
+    }
+
+    /// A PKCS#11 signer configuration for this token.
+    pub fn config(&self) -> offline_signer::signer::config::Pkcs11Config {
+        use offline_signer::signer::config::{PinSource, Pkcs11Config, TokenSelector};
+        Pkcs11Config::new(
+            PathBuf::from(MODULE),
+            TokenSelector::Label(self.label.clone()),
+            PinSource::File(self.user_pin_file()),
+        )
+    }
+}
+
+fn repo_root() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// `true` when SoftHSM is usable; otherwise fails under CI or prints a notice.
+fn softhsm_present() -> bool {
+    let util = Command::new("softhsm2-util").arg("--version").output();
+    let present = Path::new(MODULE).is_file() && util.map(|o| o.status.success()).unwrap_or(false);
+    if !present {
+        if std::env::var("CI").as_deref() == Ok("true") {
+            panic!("SoftHSM ({MODULE} / softhsm2-util) is missing and CI=true: install softhsm2");
+        }
+        eprintln!();
+        eprintln!("!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!");
+        eprintln!(
+            "!!! SoftHSM is not installed: this SoftHSM test did NOT run (CI would fail). !!!"
+        );
+        eprintln!(
+            "!!! Install it with: scripts/softhsm-init.sh DIR LABEL (uses apt-get)       !!!"
+        );
+        eprintln!("!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!");
+    }
+    present
+}
+
+/// Makes a token labelled `label` in `dir` with `scripts/softhsm-init.sh`.
+pub fn init_token(dir: &Path, label: &str, user_pin_file: Option<&Path>) {
+    let mut cmd = Command::new("bash");
+    cmd.arg(repo_root().join("scripts/softhsm-init.sh"))
+        .arg(dir)
+        .arg(label);
+    if let Some(p) = user_pin_file {
+        cmd.arg(p);
+    }
+    let out = cmd.output().expect("bash runs");
+    assert!(
+        out.status.success(),
+        "softhsm-init.sh failed: {}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Runs `body` in a child process of this test binary with a fresh token; `test_name` must be
+/// the exact name of the calling `#[test]` function. `prepare` may customise the token directory
+/// before the child starts (e.g. write a user PIN file first: it receives the directory).
+pub fn with_token_prepared(
+    test_name: &str,
+    label: &str,
+    user_pin: Option<&str>,
+    body: impl FnOnce(TestToken),
+) {
+    if let (Ok(dir), Ok(label)) = (std::env::var(CHILD_DIR), std::env::var(CHILD_LABEL)) {
+        body(TestToken {
+            dir: PathBuf::from(dir),
+            label,
+        });
+        return;
+    }
+    if !softhsm_present() {
+        return;
+    }
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let pin_file = user_pin.map(|pin| {
+        let p = tmp.path().join("chosen.pin");
+        std::fs::write(&p, pin).expect("write pin");
+        p
+    });
+    let dir = tmp.path().join("hsm");
+    init_token(&dir, label, pin_file.as_deref());
+    let exe = std::env::current_exe().expect("current test binary");
+    let out = Command::new(exe)
+        .args([test_name, "--exact", "--nocapture", "--test-threads=1"])
+        .env("SOFTHSM2_CONF", dir.join("softhsm2.conf"))
+        .env(CHILD_DIR, &dir)
+        .env(CHILD_LABEL, label)
+        .output()
+        .expect("re-run the test binary");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "child test {test_name} failed\n--- stdout ---\n{stdout}\n--- stderr ---\n{stderr}"
+    );
+    assert!(
+        stdout.contains("1 passed"),
+        "child did not run exactly the test {test_name}:\n{stdout}"
+    );
+}
+
+/// [`with_token_prepared`] with a random PIN.
+pub fn with_token(test_name: &str, label: &str, body: impl FnOnce(TestToken)) {
+    with_token_prepared(test_name, label, None, body)
+}
+
+/// A current-thread tokio runtime for a test body.
+pub fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("tokio runtime")
+}

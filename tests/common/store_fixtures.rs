@@ -1,0 +1,78 @@
+//! Record builders shared by the `store_*` integration tests.
+
+#![allow(dead_code)]
+
+use offline_signer::store::{
+    Activation, ActivationStatus, Application, AuditDraft, AuditOperation, AuditOutcome,
+    EncryptedFactorKeys, IssuedNonce, KeyId, MasterKeyRef, NonceOwner, PublicKeyBytes, Timestamp,
+    WrappedKey,
+};
+
+pub const APP: &str = "demo-app";
+
+pub fn t(millis: i64) -> Timestamp {
+    Timestamp::from_unix_millis(1_764_000_000_000 + millis)
+}
+
+pub fn application(id: &str) -> Application {
+    Application {
+        id: id.to_owned(),
+        roles: vec!["ROLE_A".into(), "ROLE_B".into()],
+        master_keys: vec![MasterKeyRef {
+            key_id: KeyId([0x11; 16]),
+            public_key: PublicKeyBytes([&[4u8][..], &[0x22; 64]].concat()),
+            created_at: t(0),
+        }],
+        created_at: t(0),
+    }
+}
+
+pub fn activation(id: &str) -> Activation {
+    Activation {
+        id: id.to_owned(),
+        application_id: APP.to_owned(),
+        user_id: format!("user-of-{id}"),
+        status: ActivationStatus::Active,
+        blocked_reason: None,
+        flags: vec!["FLAG".into()],
+        device_public_key: PublicKeyBytes([&[4u8][..], &[0x33; 64]].concat()),
+        server_public_key: PublicKeyBytes([&[4u8][..], &[0x44; 64]].concat()),
+        wrapped_server_private_key: WrappedKey(vec![0x55; 80]),
+        wrapping_key_id: KeyId([0x66; 16]),
+        encrypted_factor_keys: EncryptedFactorKeys(vec![0x77; 76]),
+        counter: 0,
+        ctr_data: [0x88; 16],
+        failed_attempts: 0,
+        max_failed_attempts: 5,
+        created_at: t(1),
+        last_used_at: None,
+        version: 0,
+    }
+}
+
+pub fn nonce_for(nonce: &str, activation_id: &str, expires_at: Timestamp) -> IssuedNonce {
+    IssuedNonce {
+        nonce: nonce.to_owned(),
+        issued_for: NonceOwner::Activation(activation_id.to_owned()),
+        issued_at: t(2),
+        expires_at,
+        consumed_at: None,
+    }
+}
+
+pub fn verify_draft(
+    activation: &Activation,
+    counter_after: u64,
+    outcome: AuditOutcome,
+) -> AuditDraft {
+    AuditDraft {
+        activation_id: Some(activation.id.clone()),
+        application_id: Some(activation.application_id.clone()),
+        signature_type: Some("POSSESSION_KNOWLEDGE".into()),
+        counter_before: Some(activation.counter),
+        counter_after: Some(counter_after),
+        nonce_status: Some("VALID".into()),
+        data_sha256: Some([0x99; 32]),
+        ..AuditDraft::new(t(10), AuditOperation::Verify, outcome)
+    }
+}

@@ -1,0 +1,456 @@
+//! The store's record operations on a real sled directory: round trips, compare-and-swap, the nonce
+//! registry, credentials, the format marker, and reopening.
+
+#[path = "common/store_fixtures.rs"]
+mod fixtures;
+
+use std::sync::Arc;
+
+use fixtures::{APP, activation, application, nonce_for, t, verify_draft};
+use offline_signer::store::{
+    ActivationStatus, AuditDraft, AuditOperation, AuditOutcome, Conflict, IntegrationCredential,
+    KeyId, MasterKeyRef, NonceOwner, PublicKeyBytes, STORE_FORMAT, SecretHash, SledStore, Store,
+    StoreError, VerificationCommit, verify_audit_chain,
+};
+
+fn open(dir: &tempfile::TempDir) -> SledStore {
+    SledStore::open(dir.path()).expect("a fresh temp dir opens as a store")
+}
+
+#[test]
+fn application_round_trip_duplicate_and_new_master_key() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let store = open(&dir);
+    let app = application(APP);
+    store
+        .create_application(&app, None)
+        .expect("new application");
+    assert_eq!(store.application(APP).expect("read"), Some(app.clone()));
+    assert!(matches!(
+        store.create_application(&app, None),
+        Err(StoreError::AlreadyExists {
+            what: "application"
+        })
+    ));
+    assert_eq!(store.application("nope").expect("read"), None);
+
+    let newer = MasterKeyRef {
+        key_id: KeyId([0xAA; 16]),
+        public_key: PublicKeyBytes(vec![4; 65]),
+        created_at: t(5),
+    };
+    let stored = store
+        .add_master_key(APP, newer.clone(), None)
+        .expect("add key");
+    assert_eq!(stored.newest_master_key(), Some(&newer));
+    assert_eq!(stored.master_keys.len(), 2);
+    assert_eq!(store.application(APP).expect("read"), Some(stored));
+    assert!(matches!(
+        store.add_master_key("nope", newer, None),
+        Err(StoreError::NotFound {
+            what: "application"
+        })
+    ));
+}
+
+#[test]
+fn activation_round_trip_and_compare_and_swap() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let store = open(&dir);
+    let a = activation("act-1");
+    let inserted = store
+        .insert_activation(&a, None)
+        .expect("insert")
+        .activation;
+    assert_eq!(inserted.version, 1);
+    assert_eq!(
+        store.activation("act-1").expect("read"),
+        Some(inserted.clone())
+    );
+    assert!(matches!(
+        store.insert_activation(&a, None),
+        Err(StoreError::AlreadyExists { what: "activation" })
+    ));
+
+    // Two writers read version 1; the first wins, the second loses and changes nothing.
+    let mut first = inserted.clone();
+    first.status = ActivationStatus::Blocked;
+    first.blocked_reason = Some("NOT_SPECIFIED".into());
+    let mut second = inserted.clone();
+    second.counter = 99;
+    let won = store
+        .update_activation(&first, None)
+        .expect("first CAS wins")
+        .activation;
+    assert_eq!(won.version, 2);
+    assert!(matches!(
+        store.update_activation(&second, None),
+        Err(StoreError::Conflict(Conflict::StaleVersion))
+    ));
+    assert_eq!(store.activation("act-1").expect("read"), Some(won.clone()));
+
+    let mut ghost = activation("ghost");
+    ghost.version = 1;
+    assert!(matches!(
+        store.update_activation(&ghost, None),
+        Err(StoreError::NotFound { what: "activation" })
+    ));
+}
+
+#[test]
+fn remove_destroys_key_material() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let store = open(&dir);
+    let mut a = store
+        .insert_activation(&activation("act-r"), None)
+        .expect("insert")
+        .activation;
+    assert!(!a.key_material_destroyed());
+    a.status = ActivationStatus::Removed;
+    a.destroy_key_material();
+    let draft = AuditDraft {
+        activation_id: Some(a.id.clone()),
+        ..AuditDraft::new(
+            t(9),
+            AuditOperation::ActivationRemove,
+            AuditOutcome::Removed,
+        )
+    };
+    let done = store.update_activation(&a, Some(draft)).expect("remove");
+    let stored = store
+        .activation("act-r")
+        .expect("read")
+        .expect("kept for audit");
+    assert!(stored.key_material_destroyed());
+    assert_eq!(stored.status, ActivationStatus::Removed);
+    assert_eq!(
+        done.audit.expect("audit appended").operation,
+        AuditOperation::ActivationRemove
+    );
+}
+
+#[test]
+fn concurrent_compare_and_swap_loses_no_update() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let store = Arc::new(open(&dir));
+    store
+        .insert_activation(&activation("hot"), None)
+        .expect("insert");
+    let threads: Vec<_> = (0..8)
+        .map(|_| {
+            let store = Arc::clone(&store);
+            std::thread::spawn(move || {
+                let mut conflicts = 0u32;
+                for _ in 0..10 {
+                    loop {
+                        let mut a = store.activation("hot").expect("read").expect("exists");
+                        a.counter += 1;
+                        match store.update_activation(&a, None) {
+                            Ok(_) => break,
+                            Err(StoreError::Conflict(Conflict::StaleVersion)) => conflicts += 1,
+                            Err(e) => panic!("unexpected store error: {e}"),
+                        }
+                    }
+                }
+                conflicts
+            })
+        })
+        .collect();
+    for th in threads {
+        th.join().expect("writer thread does not panic");
+    }
+    let a = store.activation("hot").expect("read").expect("exists");
+    assert_eq!(a.counter, 80);
+    assert_eq!(a.version, 81);
+}
+
+#[test]
+fn nonce_consumed_twice_is_a_conflict_and_keeps_the_first_state() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let store = open(&dir);
+    let a = store
+        .insert_activation(&activation("act-n"), None)
+        .expect("insert")
+        .activation;
+    let issued = nonce_for("bm9uY2Utb25lLTE2Yg==", "act-n", t(300_000));
+    store.issue_nonce(&issued, None).expect("issue");
+    assert_eq!(
+        store.nonce(&issued.nonce).expect("read"),
+        Some(issued.clone())
+    );
+    assert!(matches!(
+        store.issue_nonce(&issued, None),
+        Err(StoreError::AlreadyExists { what: "nonce" })
+    ));
+
+    let mut next = a.clone();
+    next.counter = 1;
+    next.ctr_data = [1; 16];
+    let first = store
+        .commit_verification(VerificationCommit {
+            activation: next,
+            consume_nonce: Some(issued.nonce.clone()),
+            audit: verify_draft(&a, 1, AuditOutcome::Valid),
+        })
+        .expect("first verification commits");
+    let after_first = store.activation("act-n").expect("read").expect("exists");
+    assert_eq!(after_first, first.activation);
+    let consumed = store
+        .nonce(&issued.nonce)
+        .expect("read")
+        .expect("still registered");
+    assert_eq!(consumed.consumed_at, Some(t(10)));
+
+    // A replay with an up-to-date version still cannot consume the nonce again.
+    let mut replay = after_first.clone();
+    replay.counter = 2;
+    let head_before = store.audit_head().expect("head");
+    let err = store
+        .commit_verification(VerificationCommit {
+            activation: replay,
+            consume_nonce: Some(issued.nonce.clone()),
+            audit: verify_draft(&after_first, 2, AuditOutcome::Valid),
+        })
+        .expect_err("second consumption must fail");
+    assert!(
+        matches!(err, StoreError::Conflict(Conflict::NonceConsumed)),
+        "{err}"
+    );
+    assert_eq!(store.activation("act-n").expect("read"), Some(after_first));
+    assert_eq!(
+        store.audit_head().expect("head"),
+        head_before,
+        "no audit record for a refused commit"
+    );
+}
+
+#[test]
+fn racing_verifications_consume_a_nonce_once() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let store = Arc::new(open(&dir));
+    let a = store
+        .insert_activation(&activation("act-race"), None)
+        .expect("insert")
+        .activation;
+    store
+        .issue_nonce(&nonce_for("race", "act-race", t(300_000)), None)
+        .expect("issue");
+    let threads: Vec<_> = (0..8)
+        .map(|i| {
+            let store = Arc::clone(&store);
+            let a = a.clone();
+            std::thread::spawn(move || {
+                let mut next = a.clone();
+                next.counter = 1 + i;
+                store.commit_verification(VerificationCommit {
+                    activation: next,
+                    consume_nonce: Some("race".into()),
+                    audit: verify_draft(&a, 1 + i, AuditOutcome::Valid),
+                })
+            })
+        })
+        .collect();
+    let results: Vec<_> = threads
+        .into_iter()
+        .map(|t| t.join().expect("thread does not panic"))
+        .collect();
+    assert_eq!(results.iter().filter(|r| r.is_ok()).count(), 1);
+    for r in &results {
+        if let Err(e) = r {
+            assert!(matches!(e, StoreError::Conflict(_)), "{e}");
+        }
+    }
+    assert_eq!(store.audit_head().expect("head").seq, 1);
+}
+
+#[test]
+fn nonce_owner_is_checked_at_consumption() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let store = open(&dir);
+    let a = store
+        .insert_activation(&activation("act-o"), None)
+        .expect("insert")
+        .activation;
+    store
+        .issue_nonce(&nonce_for("other", "someone-else", t(300_000)), None)
+        .expect("issue");
+    let mut app_nonce = nonce_for("for-app", "x", t(300_000));
+    app_nonce.issued_for = NonceOwner::Application(APP.into());
+    store.issue_nonce(&app_nonce, None).expect("issue");
+
+    let commit = |nonce: &str, version| {
+        store.commit_verification(VerificationCommit {
+            activation: offline_signer::store::Activation {
+                version,
+                ..a.clone()
+            },
+            consume_nonce: Some(nonce.into()),
+            audit: verify_draft(&a, 1, AuditOutcome::Valid),
+        })
+    };
+    assert!(matches!(
+        commit("other", 1),
+        Err(StoreError::Conflict(Conflict::NonceOwner))
+    ));
+    assert!(matches!(
+        commit("never-issued", 1),
+        Err(StoreError::NotFound { what: "nonce" })
+    ));
+    let ok = commit("for-app", 1).expect("an application nonce fits its activations");
+    assert_eq!(ok.activation.version, 2);
+}
+
+#[test]
+fn rejected_attempt_commits_without_a_nonce() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let store = open(&dir);
+    let a = store
+        .insert_activation(&activation("act-f"), None)
+        .expect("insert")
+        .activation;
+    let mut failed = a.clone();
+    failed.failed_attempts = 1;
+    failed.last_used_at = Some(t(10));
+    let done = store
+        .commit_verification(VerificationCommit {
+            activation: failed,
+            consume_nonce: None,
+            audit: verify_draft(&a, 0, AuditOutcome::Invalid),
+        })
+        .expect("commit");
+    assert_eq!(done.activation.failed_attempts, 1);
+    let rec = done.audit.expect("verification always audits");
+    assert_eq!((rec.seq, rec.outcome), (1, AuditOutcome::Invalid));
+}
+
+#[test]
+fn prune_deletes_only_old_nonces_and_is_bounded() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let store = open(&dir);
+    for i in 0..10 {
+        store
+            .issue_nonce(&nonce_for(&format!("n{i}"), "a", t(i * 1000)), None)
+            .expect("issue");
+    }
+    // Expired before t(5000): n0..n4. At most 3 per call.
+    assert_eq!(store.prune_nonces(t(5000), 3).expect("prune"), 3);
+    assert_eq!(store.prune_nonces(t(5000), 3).expect("prune"), 2);
+    assert_eq!(store.prune_nonces(t(5000), 3).expect("prune"), 0);
+    for i in 0..10 {
+        let present = store.nonce(&format!("n{i}")).expect("read").is_some();
+        assert_eq!(present, i >= 5, "nonce n{i}");
+    }
+    // Negative timestamps sort before positive ones in the expiry index.
+    store
+        .issue_nonce(
+            &nonce_for(
+                "ancient",
+                "a",
+                offline_signer::store::Timestamp::from_unix_millis(-5),
+            ),
+            None,
+        )
+        .expect("issue");
+    assert_eq!(store.prune_nonces(t(0), 100).expect("prune"), 1);
+    assert_eq!(store.nonce("ancient").expect("read"), None);
+}
+
+#[test]
+fn credentials_put_get_list_remove() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let store = open(&dir);
+    let cred = |token: &str| IntegrationCredential {
+        client_token: token.into(),
+        name: format!("client {token}"),
+        secret_hash: SecretHash(vec![0xC0; 32]),
+        created_at: t(3),
+    };
+    store.put_credential(&cred("b")).expect("put");
+    store.put_credential(&cred("a")).expect("put");
+    assert_eq!(store.credential("a").expect("get"), Some(cred("a")));
+    assert_eq!(
+        store.credentials().expect("list"),
+        vec![cred("a"), cred("b")]
+    );
+    let mut renamed = cred("a");
+    renamed.name = "renamed".into();
+    store.put_credential(&renamed).expect("replace");
+    assert_eq!(store.credential("a").expect("get"), Some(renamed));
+    store.remove_credential("a").expect("remove");
+    assert!(matches!(
+        store.remove_credential("a"),
+        Err(StoreError::NotFound {
+            what: "integration credential"
+        })
+    ));
+    assert_eq!(store.credentials().expect("list"), vec![cred("b")]);
+}
+
+#[test]
+fn reopen_after_drop_keeps_every_acknowledged_write() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (app, act, nonce, cred, head) = {
+        let store = open(&dir);
+        let app = application(APP);
+        store.create_application(&app, None).expect("app");
+        let a = store
+            .insert_activation(&activation("act-d"), None)
+            .expect("insert")
+            .activation;
+        let nonce = nonce_for("durable", "act-d", t(300_000));
+        store.issue_nonce(&nonce, None).expect("nonce");
+        let mut next = a.clone();
+        next.counter = 7;
+        let act = store
+            .commit_verification(VerificationCommit {
+                activation: next,
+                consume_nonce: Some("durable".into()),
+                audit: verify_draft(&a, 7, AuditOutcome::Valid),
+            })
+            .expect("commit")
+            .activation;
+        let cred = IntegrationCredential {
+            client_token: "tok".into(),
+            name: "n".into(),
+            secret_hash: SecretHash(vec![1; 32]),
+            created_at: t(4),
+        };
+        store.put_credential(&cred).expect("cred");
+        let nonce = store.nonce("durable").expect("read").expect("present");
+        (app, act, nonce, cred, store.audit_head().expect("head"))
+    };
+    let store = open(&dir);
+    assert_eq!(store.application(APP).expect("read"), Some(app));
+    assert_eq!(store.activation("act-d").expect("read"), Some(act));
+    assert_eq!(store.nonce("durable").expect("read"), Some(nonce));
+    assert_eq!(store.credential("tok").expect("read"), Some(cred));
+    assert_eq!(store.audit_head().expect("head"), head);
+    let report = verify_audit_chain(&store).expect("walk");
+    assert_eq!((report.records, report.first_broken), (1, None));
+}
+
+#[test]
+fn a_store_from_a_newer_build_is_refused() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    {
+        let store = open(&dir);
+        store.set_format_marker_raw(STORE_FORMAT + 1).expect("hook");
+    }
+    match SledStore::open(dir.path()) {
+        Err(StoreError::NewerFormat { found, supported }) => {
+            assert_eq!((found, supported), (STORE_FORMAT + 1, STORE_FORMAT));
+        }
+        Err(e) => panic!("wrong error: {e}"),
+        Ok(_) => panic!("a newer store format must be refused"),
+    }
+}
+
+#[test]
+fn size_on_disk_counts_the_files() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let store = open(&dir);
+    store
+        .insert_activation(&activation("act-s"), None)
+        .expect("insert");
+    assert!(store.size_on_disk().expect("size") > 0);
+}
