@@ -1,1 +1,304 @@
-//! Configuration (filled in by the store/service work).
+//! The service configuration: one TOML file, read in two stages.
+//!
+//! [`RawConfig`] mirrors the file (serde, `deny_unknown_fields`, defaults filled in); [`Config`] is what
+//! the rest of the program sees: validated ranges, typed values, paths resolved against the folder of
+//! the configuration file. Nothing here holds a secret: the HSM PIN is named by `pin_file` or `pin_env`
+//! in the `[signer]` table and read by the signer itself.
+//!
+//! ```toml
+//! listen = "127.0.0.1:8080"
+//! data_dir = "data"                  # relative to this file's folder
+//! restrict_access = true             # HTTP Basic with integration credentials
+//! body_limit_bytes = 65536
+//! request_timeout_ms = 10000
+//!
+//! [signature]
+//! lookahead = 20                     # 1..=64
+//! max_failed_attempts = 5            # 1..=64, default for new activations
+//! component_length = 8               # 4..=8
+//! proximity_otp_length = 8           # 6..=10
+//!
+//! [nonce]
+//! policy = "enforce"                 # or "off" (PowerAuth behaviour)
+//! ttl_seconds = 300
+//!
+//! [signer]                           # see hsm-config/ for one example per HSM family
+//! kind = "pkcs11"
+//! ...
+//! ```
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::signer::{RawSignerConfig, SignerConfig};
+
+/// Why a configuration file was refused. Messages name the file and the key; they never echo values
+/// that could be secrets.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read configuration file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("configuration file {path} is not valid: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("configuration file {path}: `{key}` {problem}")]
+    Invalid {
+        path: PathBuf,
+        key: &'static str,
+        problem: String,
+    },
+    #[error("configuration file {path}: [signer] {source}")]
+    Signer {
+        path: PathBuf,
+        source: crate::signer::ConfigError,
+    },
+}
+
+/// The file as written, before validation.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfig {
+    #[serde(default = "default_listen")]
+    pub listen: String,
+    #[serde(default = "default_data_dir")]
+    pub data_dir: PathBuf,
+    #[serde(default = "default_true")]
+    pub restrict_access: bool,
+    #[serde(default = "default_body_limit")]
+    pub body_limit_bytes: usize,
+    #[serde(default = "default_request_timeout_ms")]
+    pub request_timeout_ms: u64,
+    #[serde(default)]
+    pub signature: RawSignatureConfig,
+    #[serde(default)]
+    pub nonce: RawNonceConfig,
+    pub signer: RawSignerConfig,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSignatureConfig {
+    #[serde(default = "default_lookahead")]
+    pub lookahead: u32,
+    #[serde(default = "default_max_failed")]
+    pub max_failed_attempts: u32,
+    #[serde(default = "default_component_length")]
+    pub component_length: u32,
+    #[serde(default = "default_otp_length")]
+    pub proximity_otp_length: u32,
+}
+
+impl Default for RawSignatureConfig {
+    fn default() -> Self {
+        Self {
+            lookahead: default_lookahead(),
+            max_failed_attempts: default_max_failed(),
+            component_length: default_component_length(),
+            proximity_otp_length: default_otp_length(),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawNonceConfig {
+    #[serde(default)]
+    pub policy: NoncePolicy,
+    #[serde(default = "default_nonce_ttl")]
+    pub ttl_seconds: u64,
+}
+
+impl Default for RawNonceConfig {
+    fn default() -> Self {
+        Self {
+            policy: NoncePolicy::default(),
+            ttl_seconds: default_nonce_ttl(),
+        }
+    }
+}
+
+/// Whether issued nonces are registered and checked (`api.md`, nonce registry).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum NoncePolicy {
+    /// Nonces are single-use and expire: the default.
+    #[default]
+    Enforce,
+    /// PowerAuth's behaviour: nonces are not recorded; replay protection is the counter alone.
+    Off,
+}
+
+fn default_listen() -> String {
+    "127.0.0.1:8080".to_owned()
+}
+fn default_data_dir() -> PathBuf {
+    PathBuf::from("data")
+}
+fn default_true() -> bool {
+    true
+}
+fn default_body_limit() -> usize {
+    64 * 1024
+}
+fn default_request_timeout_ms() -> u64 {
+    10_000
+}
+fn default_lookahead() -> u32 {
+    20
+}
+fn default_max_failed() -> u32 {
+    5
+}
+fn default_component_length() -> u32 {
+    8
+}
+fn default_otp_length() -> u32 {
+    8
+}
+fn default_nonce_ttl() -> u64 {
+    300
+}
+
+/// Validated configuration.
+#[derive(Debug)]
+pub struct Config {
+    /// The file it came from (for messages).
+    pub path: PathBuf,
+    pub listen: SocketAddr,
+    /// Absolute, or relative to the working directory when the file path was.
+    pub data_dir: PathBuf,
+    pub restrict_access: bool,
+    pub body_limit_bytes: usize,
+    pub request_timeout: Duration,
+    pub signature: SignatureSettings,
+    pub nonce_policy: NoncePolicy,
+    pub nonce_ttl: Duration,
+    pub signer: SignerConfig,
+}
+
+/// Verification settings (`powerauth-offline.md` §2.3).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SignatureSettings {
+    /// Size of the counter window: positions `counter .. counter + lookahead` are tried.
+    pub lookahead: u32,
+    /// Failed attempts before an activation is blocked, for activations that do not set their own.
+    pub max_failed_attempts: u32,
+    /// Digits per factor component when a request does not say.
+    pub component_length: u32,
+    /// Digits of the proximity TOTP, used by both create and verify.
+    pub proximity_otp_length: u32,
+}
+
+impl Config {
+    /// Reads, parses and validates the file at `path`.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Self::from_toml(path, &text)
+    }
+
+    /// Parses and validates `text`; `path` names the file in messages and anchors relative paths.
+    pub fn from_toml(path: &Path, text: &str) -> Result<Config, ConfigError> {
+        let raw: RawConfig = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: path.to_owned(),
+            message: e.message().to_owned(),
+        })?;
+        raw.validate(path)
+    }
+}
+
+impl RawConfig {
+    /// Checks every range and resolves relative paths against the folder of `path`.
+    pub fn validate(self, path: &Path) -> Result<Config, ConfigError> {
+        let invalid = |key: &'static str, problem: String| ConfigError::Invalid {
+            path: path.to_owned(),
+            key,
+            problem,
+        };
+        let listen: SocketAddr = self.listen.parse().map_err(|_| {
+            invalid(
+                "listen",
+                format!("must be an address:port, got {:?}", self.listen),
+            )
+        })?;
+        let in_range = |key: &'static str, value: u32, lo: u32, hi: u32| {
+            if (lo..=hi).contains(&value) {
+                Ok(value)
+            } else {
+                Err(invalid(key, format!("must be {lo}..={hi}, got {value}")))
+            }
+        };
+        let s = &self.signature;
+        let signature = SignatureSettings {
+            lookahead: in_range("signature.lookahead", s.lookahead, 1, 64)?,
+            max_failed_attempts: in_range(
+                "signature.max_failed_attempts",
+                s.max_failed_attempts,
+                1,
+                64,
+            )?,
+            component_length: in_range("signature.component_length", s.component_length, 4, 8)?,
+            proximity_otp_length: in_range(
+                "signature.proximity_otp_length",
+                s.proximity_otp_length,
+                6,
+                10,
+            )?,
+        };
+        if !(1..=86_400).contains(&self.nonce.ttl_seconds) {
+            return Err(invalid(
+                "nonce.ttl_seconds",
+                format!("must be 1..=86400, got {}", self.nonce.ttl_seconds),
+            ));
+        }
+        if !(1024..=16 * 1024 * 1024).contains(&self.body_limit_bytes) {
+            return Err(invalid(
+                "body_limit_bytes",
+                format!("must be 1024..=16777216, got {}", self.body_limit_bytes),
+            ));
+        }
+        if !(100..=600_000).contains(&self.request_timeout_ms) {
+            return Err(invalid(
+                "request_timeout_ms",
+                format!("must be 100..=600000, got {}", self.request_timeout_ms),
+            ));
+        }
+        let base = path.parent().unwrap_or(Path::new(""));
+        let mut raw_signer = self.signer;
+        for path in [
+            &mut raw_signer.module,
+            &mut raw_signer.pin_file,
+            &mut raw_signer.software_key_file,
+        ]
+        .into_iter()
+        .flatten()
+        {
+            *path = base.join(&*path);
+        }
+        let signer = raw_signer
+            .validate()
+            .map_err(|source| ConfigError::Signer {
+                path: path.to_owned(),
+                source,
+            })?;
+        Ok(Config {
+            path: path.to_owned(),
+            listen,
+            data_dir: base.join(self.data_dir),
+            restrict_access: self.restrict_access,
+            body_limit_bytes: self.body_limit_bytes,
+            request_timeout: Duration::from_millis(self.request_timeout_ms),
+            signature,
+            nonce_policy: self.nonce.policy,
+            nonce_ttl: Duration::from_secs(self.nonce.ttl_seconds),
+            signer,
+        })
+    }
+}

@@ -12,5 +12,6 @@
 pub mod config;
 pub mod crypto;
 pub mod selftest;
+pub mod service;
 pub mod signer;
 pub mod store;

@@ -1,5 +1,178 @@
-//! The `offline-signer` binary: parses the command line and hands over to the library.
+//! The `offline-signer` binary: the command line, logging set-up, and a hand-over to the library.
+//!
+//! Every subcommand is a thin shell around one library function; this is the only file that uses `anyhow`.
 
-fn main() {
-    println!("offline-signer: nothing here yet");
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+
+use offline_signer::config::Config;
+use offline_signer::{selftest, signer, store};
+
+/// PowerAuth-compatible offline signatures with keys in a PKCS#11 HSM.
+///
+/// Signs QR payloads inside the HSM and verifies the decimal codes a customer's mobile token shows.
+/// Configuration is one TOML file (see README.md, "Configuration"); the HSM PIN is read from the file or
+/// environment variable that file names, never from the command line.
+#[derive(Debug, Parser)]
+#[command(name = "offline-signer", version, propagate_version = true)]
+struct Cli {
+    /// Log as JSON lines instead of human-readable text (logs go to stderr).
+    #[arg(long, global = true)]
+    log_json: bool,
+
+    /// Log filter, e.g. `info`, `offline_signer=debug` (RUST_LOG syntax).
+    #[arg(
+        long,
+        global = true,
+        env = "OFFLINE_SIGNER_LOG",
+        default_value = "info"
+    )]
+    log: String,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Check this build's PowerAuth math against upstream test-vector files.
+    ///
+    /// Runs every vector file it recognises in DIR by name (signatures-offline.json, signatures-v3.json,
+    /// compute-derived-keys.json, compute-master-secret-key.json,
+    /// verify-activation-data-signature-v3.json), prints one line per failing case, a summary per file,
+    /// and as its last line `N passed, M failed`. Exit status 0 only when nothing failed.
+    Selftest {
+        /// Folder holding upstream-format vector files.
+        #[arg(long, value_name = "DIR")]
+        vectors: PathBuf,
+    },
+
+    /// Print, as JSON, every key this service owns on the HSM token with its PKCS#11 attributes.
+    ///
+    /// Attributes are read from the token itself, not from the service's store. Each key gets a one-line
+    /// verdict against the keys table of ARCHITECTURE.md; the exit status is non-zero when a long-term
+    /// private or secret key is extractable, was ever extractable, or is not sensitive.
+    KeyReport {
+        /// The service configuration file (its [signer] table names the token and PIN source).
+        #[arg(long, value_name = "FILE")]
+        config: PathBuf,
+    },
+
+    /// Work with the hash-chained audit trail.
+    Audit {
+        #[command(subcommand)]
+        command: AuditCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum AuditCommand {
+    /// Walk the audit chain from the first record and report the first broken link, if any.
+    ///
+    /// Exit status 0 when every record's hash and link check out, 1 otherwise.
+    Verify {
+        /// The service configuration file (its data_dir holds the store).
+        #[arg(long, value_name = "FILE")]
+        config: PathBuf,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    if let Err(e) = init_logging(&cli) {
+        eprintln!("offline-signer: {e:#}");
+        return ExitCode::from(2);
+    }
+    match run(cli.command) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("offline-signer: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn init_logging(cli: &Cli) -> anyhow::Result<()> {
+    let filter = tracing_subscriber::EnvFilter::try_new(&cli.log)
+        .with_context(|| format!("invalid --log filter {:?}", cli.log))?;
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if cli.log_json {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+    Ok(())
+}
+
+fn run(command: Command) -> anyhow::Result<ExitCode> {
+    match command {
+        Command::Selftest { vectors } => {
+            let mut out = std::io::stdout().lock();
+            let summary = selftest::run(&vectors, &mut out)
+                .with_context(|| format!("reading vectors from {}", vectors.display()))?;
+            out.flush()?;
+            Ok(exit_status(summary.failed == 0))
+        }
+        Command::KeyReport { config } => {
+            let config = Config::load(&config)?;
+            let report = runtime()?.block_on(async {
+                let signer = signer::open_signer(&config.signer).await?;
+                signer::key_report(signer.as_ref()).await
+            })?;
+            let mut out = std::io::stdout().lock();
+            serde_json::to_writer_pretty(&mut out, &report)?;
+            writeln!(out)?;
+            for key in &report.keys {
+                eprintln!(
+                    "{} {}: {}",
+                    if key.ok { "ok  " } else { "FAIL" },
+                    key.attributes.label,
+                    key.verdict
+                );
+            }
+            Ok(exit_status(report.violations() == 0))
+        }
+        Command::Audit {
+            command: AuditCommand::Verify { config },
+        } => {
+            let config = Config::load(&config)?;
+            let store = store::SledStore::open(&config.data_dir)
+                .with_context(|| format!("opening the store in {}", config.data_dir.display()))?;
+            let report = store::verify_audit_chain(&store)?;
+            match report.first_broken {
+                None => {
+                    println!("audit chain intact: {} records", report.records);
+                    Ok(ExitCode::SUCCESS)
+                }
+                Some((seq, reason)) => {
+                    println!(
+                        "audit chain BROKEN at record {seq}: {reason} ({} records read)",
+                        report.records
+                    );
+                    Ok(ExitCode::FAILURE)
+                }
+            }
+        }
+    }
+}
+
+fn exit_status(ok: bool) -> ExitCode {
+    if ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")
 }
