@@ -180,6 +180,14 @@ pub trait Store: Send + Sync {
     /// Deletes a credential. [`StoreError::NotFound`] if absent.
     fn remove_credential(&self, client_token: &str) -> Result<(), StoreError>;
 
+    /// The ids of the HSM's key-encryption key and data-encryption key recorded at first start
+    /// (`(kek, dek)`), or `None` before the first start.
+    fn storage_keys(&self) -> Result<Option<(KeyId, KeyId)>, StoreError>;
+
+    /// Records the ids of the KEK and DEK. Refuses ([`StoreError::AlreadyExists`]) to replace ids that
+    /// are already recorded: the keys they name protect every activation.
+    fn set_storage_keys(&self, kek: KeyId, dek: KeyId) -> Result<(), StoreError>;
+
     /// Appends an audit record on its own (for events that change nothing else).
     fn append_audit(&self, draft: AuditDraft) -> Result<AuditRecord, StoreError>;
 

@@ -24,7 +24,7 @@ use super::audit::{AuditDraft, AuditEntry, AuditRecord, ChainHead};
 use super::codec::{self, DecodeError};
 use super::group_commit::{FlushHold, GroupCommit};
 use super::records::{
-    Activation, Application, IntegrationCredential, IssuedNonce, MasterKeyRef, NonceOwner,
+    Activation, Application, IntegrationCredential, IssuedNonce, KeyId, MasterKeyRef, NonceOwner,
     Timestamp,
 };
 use super::{Committed, Conflict, Store, StoreError, VerificationCommit};
@@ -34,6 +34,7 @@ pub const STORE_FORMAT: u32 = 1;
 
 const KEY_FORMAT: &[u8] = b"format";
 const KEY_AUDIT_HEAD: &[u8] = b"audit_head";
+const KEY_STORAGE_KEYS: &[u8] = b"storage_keys";
 
 type TxError = ConflictableTransactionError<StoreError>;
 
@@ -471,6 +472,32 @@ impl Store for SledStore {
         {
             return Err(StoreError::NotFound {
                 what: "integration credential",
+            });
+        }
+        self.durable()
+    }
+
+    fn storage_keys(&self) -> Result<Option<(KeyId, KeyId)>, StoreError> {
+        let Some(bytes) = self.meta.get(KEY_STORAGE_KEYS).map_err(io)? else {
+            return Ok(None);
+        };
+        let raw: [u8; 32] = bytes.as_ref().try_into().map_err(|_| StoreError::Corrupt {
+            what: "storage key ids are not 32 bytes".into(),
+        })?;
+        let (kek, dek) = raw.split_at(16);
+        let id = |half: &[u8]| KeyId(half.try_into().expect("split_at(16) of 32 bytes gives 16"));
+        Ok(Some((id(kek), id(dek))))
+    }
+
+    fn set_storage_keys(&self, kek: KeyId, dek: KeyId) -> Result<(), StoreError> {
+        let value = [kek.0, dek.0].concat();
+        let swapped = self
+            .meta
+            .compare_and_swap(KEY_STORAGE_KEYS, None as Option<&[u8]>, Some(value))
+            .map_err(io)?;
+        if swapped.is_err() {
+            return Err(StoreError::AlreadyExists {
+                what: "storage key ids",
             });
         }
         self.durable()
