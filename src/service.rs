@@ -1,0 +1,780 @@
+//! The use cases of the service (`spec/api.md`): applications, activations, offline payload creation and
+//! code verification (`spec/powerauth-offline.md` §3, §8), plus the nonce registry.
+//!
+//! This is the only module that combines the [`Signer`], the [`Store`] and [`crate::crypto`]. It knows no
+//! HTTP: requests and answers are plain Rust values ([`requests`]) and failures are [`ServiceError`], which
+//! the HTTP layer maps to PowerAuth codes in one place.
+//!
+//! Concurrency and durability:
+//! - Every change to one activation runs under that activation's lock ([`locks::ActivationLocks`]), so two
+//!   verifications of the same activation never use the same counter position; the store's
+//!   compare-and-swap on the record version backs this up.
+//! - The end of a verification is one atomic, durable store write (counter, failed attempts, status,
+//!   nonce consumption, audit record). Store writes block until flushed, so they run on tokio's blocking
+//!   pool; HSM work runs on the signer's own threads.
+//! - Time comes from a [`Clock`], so tests can pin TOTP steps and nonce expiry.
+
+pub mod locks;
+pub mod requests;
+mod verify;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use sha2::{Digest as _, Sha256};
+use zeroize::Zeroizing;
+
+use crate::config::{NoncePolicy, SignatureSettings};
+use crate::crypto::offline_data::{
+    KeyIndicator, UnsignedOfflineData, decode_nonce, generate_nonce,
+};
+use crate::crypto::{self, CounterData, FactorKeys, MasterSecret, PublicKey, SymmetricKey, b64};
+use crate::signer::{
+    EncryptedSecret, KeyId as HsmKeyId, KeyRef, Signer, SignerError, StorageKeyIds,
+    WrappedKey as HsmWrappedKey,
+};
+use crate::store::{
+    Activation, ActivationStatus, Application, AuditDraft, AuditOperation, AuditOutcome,
+    EncryptedFactorKeys, IssuedNonce, KeyId, MasterKeyRef, NonceOwner, PublicKeyBytes, Store,
+    StoreError, Timestamp, WrappedKey,
+};
+
+pub use requests::*;
+
+/// Blocked reason set when the failure limit is reached (`powerauth-offline.md` §12).
+pub const BLOCKED_REASON_MAX_FAILED: &str = "MAX_FAILED_ATTEMPTS";
+/// Blocked reason when a block request gives none (`api.md`).
+pub const BLOCKED_REASON_NOT_SPECIFIED: &str = "NOT_SPECIFIED";
+/// Most proximity steps back a verification may ask for: each costs a full window scan.
+pub const MAX_PROXIMITY_STEP_COUNT: u32 = 10;
+/// Longest accepted application id, user id, flag or block reason, in bytes.
+pub const MAX_NAME_LEN: usize = 255;
+
+/// Domain separation of the factor-key blob's associated data (followed by the activation id).
+const FACTOR_KEYS_AAD: &[u8] = b"offline-signer/factor-keys/v1:";
+/// Layout of the sealed factor-key plaintext: Kp ‖ Kk ‖ Kb.
+const FACTOR_KEYS_LEN: usize = 48;
+
+/// A use case failed. Each variant is one PowerAuth error code or HTTP status (see `http`); details
+/// for operators are logged where the error is made, never sent to the caller.
+#[derive(Debug, thiserror::Error)]
+pub enum ServiceError {
+    /// ERR0024: the request is malformed or out of range. The text says which field, never a secret.
+    #[error("invalid request: {0}")]
+    InvalidRequest(String),
+    /// ERR0015.
+    #[error("application not found")]
+    ApplicationNotFound,
+    /// ERR0003.
+    #[error("the application has no master key pair")]
+    NoMasterKeyPair,
+    /// ERR0009.
+    #[error("activation not found")]
+    ActivationNotFound,
+    /// ERR0008.
+    #[error("the activation is in a state that does not allow this")]
+    IncorrectState,
+    /// ERR0010.
+    #[error("a key in the request has an invalid format")]
+    InvalidKeyFormat,
+    /// ERR0013.
+    #[error("the signature could not be computed")]
+    SignatureFailed,
+    /// HTTP 503: the HSM is unreachable, busy or too slow; nothing changed.
+    #[error("the HSM is unavailable")]
+    HsmUnavailable,
+    /// Anything else (store failure, corrupt record): HTTP 500, details in the log.
+    #[error("internal error")]
+    Internal,
+}
+
+impl ServiceError {
+    fn invalid(message: impl Into<String>) -> Self {
+        Self::InvalidRequest(message.into())
+    }
+}
+
+impl From<SignerError> for ServiceError {
+    fn from(e: SignerError) -> Self {
+        match e {
+            SignerError::TokenUnavailable | SignerError::Busy | SignerError::Timeout => {
+                tracing::warn!(error = %e, "HSM unavailable");
+                Self::HsmUnavailable
+            }
+            SignerError::InvalidPublicKey => Self::InvalidKeyFormat,
+            other => {
+                tracing::error!(error = %other, "signer failed");
+                Self::Internal
+            }
+        }
+    }
+}
+
+impl From<StoreError> for ServiceError {
+    fn from(e: StoreError) -> Self {
+        tracing::error!(error = %e, "store failed");
+        Self::Internal
+    }
+}
+
+/// Where the service gets the time from.
+pub trait Clock: Send + Sync + std::fmt::Debug {
+    /// Now, to the millisecond.
+    fn now(&self) -> Timestamp;
+}
+
+/// The system clock.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now(&self) -> Timestamp {
+        Timestamp::now()
+    }
+}
+
+/// Settings of the use cases, taken from [`crate::config::Config`].
+#[derive(Debug, Clone, Copy)]
+pub struct Settings {
+    pub signature: SignatureSettings,
+    pub nonce_policy: NoncePolicy,
+    pub nonce_ttl: Duration,
+}
+
+/// The service: cheap to clone, shared by every request.
+#[derive(Clone)]
+pub struct Service {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    signer: Arc<dyn Signer>,
+    store: Arc<dyn Store>,
+    settings: Settings,
+    storage_keys: StorageKeyIds,
+    locks: locks::ActivationLocks,
+    clock: Arc<dyn Clock>,
+}
+
+impl std::fmt::Debug for Service {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Service")
+            .field("signer", &self.inner.signer.kind())
+            .field("settings", &self.inner.settings)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Service {
+    /// Starts the service: finds (first start: creates) the KEK and DEK on the token and records their ids
+    /// in the store, so that a later start never silently creates new ones.
+    pub async fn open(
+        signer: Arc<dyn Signer>,
+        store: Arc<dyn Store>,
+        settings: Settings,
+        clock: Arc<dyn Clock>,
+    ) -> Result<Self, ServiceError> {
+        let recorded = store.storage_keys()?.map(|(kek, dek)| StorageKeyIds {
+            kek: HsmKeyId::from_bytes(kek.0),
+            dek: HsmKeyId::from_bytes(dek.0),
+        });
+        let storage_keys = signer.ensure_storage_keys(recorded).await?;
+        if recorded.is_none() {
+            let ids = (
+                KeyId(*storage_keys.kek.as_bytes()),
+                KeyId(*storage_keys.dek.as_bytes()),
+            );
+            let store2 = Arc::clone(&store);
+            blocking(move || store2.set_storage_keys(ids.0, ids.1)).await?;
+        }
+        Ok(Self {
+            inner: Arc::new(Inner {
+                signer,
+                store,
+                settings,
+                storage_keys,
+                locks: locks::ActivationLocks::new(),
+                clock,
+            }),
+        })
+    }
+
+    /// The settings in force.
+    pub fn settings(&self) -> &Settings {
+        &self.inner.settings
+    }
+
+    /// The signer (for readiness probes and the key report).
+    pub fn signer(&self) -> &Arc<dyn Signer> {
+        &self.inner.signer
+    }
+
+    /// The store (for readiness probes and the audit command).
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.inner.store
+    }
+
+    fn now(&self) -> Timestamp {
+        self.inner.clock.now()
+    }
+
+    /// Runs a store write on the blocking pool (writes wait for their flush).
+    async fn write<T, F>(&self, f: F) -> Result<T, ServiceError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&dyn Store) -> Result<T, StoreError> + Send + 'static,
+    {
+        let store = Arc::clone(&self.inner.store);
+        blocking(move || f(store.as_ref())).await
+    }
+
+    // ---------------------------------------------------------------------------------------------
+    // Applications
+
+    /// Creates an application and its first master key pair, generated inside the HSM.
+    pub async fn create_application(
+        &self,
+        application_id: &str,
+    ) -> Result<ApplicationDetail, ServiceError> {
+        check_name("applicationId", application_id)?;
+        if self.inner.store.application(application_id)?.is_some() {
+            return Err(ServiceError::invalid("applicationId already exists"));
+        }
+        let key = self.inner.signer.generate_master_key().await?;
+        let now = self.now();
+        let app = Application {
+            id: application_id.to_owned(),
+            roles: Vec::new(),
+            master_keys: vec![MasterKeyRef {
+                key_id: KeyId(*key.id.as_bytes()),
+                public_key: PublicKeyBytes(key.public_key.as_bytes().to_vec()),
+                created_at: now,
+            }],
+            created_at: now,
+        };
+        let mut audit = AuditDraft::new(
+            now,
+            AuditOperation::ApplicationCreate,
+            AuditOutcome::Created,
+        );
+        audit.application_id = Some(app.id.clone());
+        let stored = app.clone();
+        let result = self
+            .write(move |s| s.create_application(&stored, Some(audit)))
+            .await;
+        match result {
+            Ok(()) => {
+                tracing::info!(application_id = %app.id, key_id = %key.id, "application created");
+                application_detail(&app)
+            }
+            // Lost a race with a concurrent create of the same id; the new HSM key stays unused.
+            Err(ServiceError::Internal)
+                if matches!(self.inner.store.application(application_id), Ok(Some(_))) =>
+            {
+                tracing::warn!(application_id, key_id = %key.id, "orphaned master key after a create race");
+                Err(ServiceError::invalid("applicationId already exists"))
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The application and its newest master public key.
+    pub async fn application_detail(
+        &self,
+        application_id: &str,
+    ) -> Result<ApplicationDetail, ServiceError> {
+        let app = self
+            .inner
+            .store
+            .application(application_id)?
+            .ok_or(ServiceError::ApplicationNotFound)?;
+        application_detail(&app)
+    }
+
+    // ---------------------------------------------------------------------------------------------
+    // Activations
+
+    /// Registers a device: a per-activation key pair generated in the HSM (kept only wrapped), the factor
+    /// keys derived once from ECDH in the HSM and stored only encrypted, and a random initial counter.
+    pub async fn register_activation(
+        &self,
+        request: RegisterActivation,
+    ) -> Result<RegisteredActivation, ServiceError> {
+        check_name("applicationId", &request.application_id)?;
+        check_name("userId", &request.user_id)?;
+        for flag in &request.activation_flags {
+            check_name("activationFlags", flag)?;
+        }
+        let device_key = parse_public_key(&request.device_public_key)?;
+        let max_failed_attempts = match request.max_failed_attempts {
+            None => self.inner.settings.signature.max_failed_attempts,
+            Some(n) if (1..=64).contains(&n) => n,
+            Some(_) => return Err(ServiceError::invalid("maxFailedAttempts must be 1..=64")),
+        };
+        if self
+            .inner
+            .store
+            .application(&request.application_id)?
+            .is_none()
+        {
+            return Err(ServiceError::ApplicationNotFound);
+        }
+
+        let activation_id = uuid::Uuid::new_v4().to_string();
+        let signer = &self.inner.signer;
+        let pair = signer
+            .generate_wrapped_key_pair(&self.inner.storage_keys.kek)
+            .await?;
+        let server_key = PublicKey::from_sec1(pair.public_key.as_bytes()).map_err(|e| {
+            tracing::error!(error = %e, "the HSM returned an invalid public key");
+            ServiceError::Internal
+        })?;
+        let shared = signer
+            .ecdh(&pair.wrapped, &device_key.to_uncompressed())
+            .await?;
+        let factor_keys =
+            FactorKeys::from_master_secret(&MasterSecret::from_ecdh_x(shared.expose()));
+        let sealed = signer
+            .encrypt_secret(
+                &self.inner.storage_keys.dek,
+                &factor_keys_aad(&activation_id),
+                seal_factor_keys(&factor_keys).as_slice(),
+            )
+            .await?;
+
+        let ctr_data = CounterData::generate(&mut rand::rngs::OsRng);
+        let fingerprint =
+            crypto::fingerprint::fingerprint_v3(&device_key, &activation_id, &server_key);
+        let now = self.now();
+        let activation = Activation {
+            id: activation_id.clone(),
+            application_id: request.application_id.clone(),
+            user_id: request.user_id,
+            status: ActivationStatus::PendingCommit,
+            blocked_reason: None,
+            flags: request.activation_flags,
+            device_public_key: PublicKeyBytes(device_key.to_uncompressed().to_vec()),
+            server_public_key: PublicKeyBytes(server_key.to_uncompressed().to_vec()),
+            wrapped_server_private_key: WrappedKey(pair.wrapped.to_bytes()),
+            wrapping_key_id: KeyId(*pair.wrapped.kek().as_bytes()),
+            encrypted_factor_keys: EncryptedFactorKeys(sealed.as_bytes().to_vec()),
+            counter: 0,
+            ctr_data: *ctr_data.as_bytes(),
+            failed_attempts: 0,
+            max_failed_attempts,
+            created_at: now,
+            last_used_at: None,
+            version: 0,
+        };
+        let audit = activation_audit(
+            now,
+            &activation,
+            AuditOperation::ActivationRegister,
+            AuditOutcome::Created,
+        );
+        self.write(move |s| s.insert_activation(&activation, Some(audit)))
+            .await?;
+        tracing::info!(activation_id = %activation_id, application_id = %request.application_id, "activation registered");
+        Ok(RegisteredActivation {
+            activation_id,
+            activation_status: ActivationStatus::PendingCommit,
+            server_public_key: server_key.to_base64(),
+            ctr_data: ctr_data.to_base64(),
+            device_public_key_fingerprint: fingerprint,
+        })
+    }
+
+    /// `PENDING_COMMIT` → `ACTIVE`.
+    pub async fn commit_activation(&self, activation_id: &str) -> Result<(), ServiceError> {
+        self.change_activation(activation_id, AuditOperation::ActivationCommit, |a| {
+            if a.status != ActivationStatus::PendingCommit {
+                return Err(ServiceError::IncorrectState);
+            }
+            a.status = ActivationStatus::Active;
+            Ok(AuditOutcome::Changed)
+        })
+        .await
+        .map(drop)
+    }
+
+    /// `ACTIVE` → `BLOCKED` with a reason (default `NOT_SPECIFIED`).
+    pub async fn block_activation(
+        &self,
+        activation_id: &str,
+        reason: Option<&str>,
+    ) -> Result<Activation, ServiceError> {
+        let reason = match reason {
+            Some(r) if !r.trim().is_empty() => {
+                check_name("reason", r)?;
+                r.to_owned()
+            }
+            _ => BLOCKED_REASON_NOT_SPECIFIED.to_owned(),
+        };
+        self.change_activation(activation_id, AuditOperation::ActivationBlock, move |a| {
+            if a.status != ActivationStatus::Active {
+                return Err(ServiceError::IncorrectState);
+            }
+            a.status = ActivationStatus::Blocked;
+            a.blocked_reason = Some(reason);
+            Ok(AuditOutcome::Changed)
+        })
+        .await
+    }
+
+    /// `BLOCKED` → `ACTIVE`; failed attempts back to 0, blocked reason cleared, counter untouched.
+    pub async fn unblock_activation(
+        &self,
+        activation_id: &str,
+    ) -> Result<Activation, ServiceError> {
+        self.change_activation(activation_id, AuditOperation::ActivationUnblock, |a| {
+            if a.status != ActivationStatus::Blocked {
+                return Err(ServiceError::IncorrectState);
+            }
+            a.status = ActivationStatus::Active;
+            a.blocked_reason = None;
+            a.failed_attempts = 0;
+            Ok(AuditOutcome::Changed)
+        })
+        .await
+    }
+
+    /// Any state but `REMOVED` → `REMOVED`; the wrapped private key and the encrypted factor keys are
+    /// erased from the record. The record stays for audit and is never reused.
+    pub async fn remove_activation(&self, activation_id: &str) -> Result<(), ServiceError> {
+        self.change_activation(activation_id, AuditOperation::ActivationRemove, |a| {
+            if a.status == ActivationStatus::Removed {
+                return Err(ServiceError::IncorrectState);
+            }
+            a.status = ActivationStatus::Removed;
+            a.destroy_key_material();
+            Ok(AuditOutcome::Removed)
+        })
+        .await
+        .map(drop)
+    }
+
+    /// The activation's record (status, counters, timestamps) for the status method.
+    pub async fn activation_status(
+        &self,
+        activation_id: &str,
+    ) -> Result<ActivationInfo, ServiceError> {
+        let activation = self
+            .inner
+            .store
+            .activation(activation_id)?
+            .ok_or(ServiceError::ActivationNotFound)?;
+        activation_info(&activation)
+    }
+
+    /// Applies `change` to the activation under its lock and stores it with an audit record.
+    async fn change_activation<F>(
+        &self,
+        activation_id: &str,
+        operation: AuditOperation,
+        change: F,
+    ) -> Result<Activation, ServiceError>
+    where
+        F: FnOnce(&mut Activation) -> Result<AuditOutcome, ServiceError>,
+    {
+        let _guard = self.inner.locks.lock(activation_id).await;
+        let mut activation = self
+            .inner
+            .store
+            .activation(activation_id)?
+            .ok_or(ServiceError::ActivationNotFound)?;
+        let outcome = change(&mut activation)?;
+        let audit = activation_audit(self.now(), &activation, operation, outcome);
+        let committed = self
+            .write(move |s| s.update_activation(&activation, Some(audit)))
+            .await?;
+        tracing::info!(
+            activation_id,
+            operation = operation.as_str(),
+            "activation changed"
+        );
+        Ok(committed.activation)
+    }
+
+    // ---------------------------------------------------------------------------------------------
+    // Offline payloads
+
+    /// `createPersonalizedOfflineSignaturePayload`: signed in the HSM with the activation's own key.
+    pub async fn create_personalized_payload(
+        &self,
+        request: CreatePersonalized,
+    ) -> Result<OfflinePayload, ServiceError> {
+        let nonce = match request.nonce.as_deref() {
+            Some(n) if !n.trim().is_empty() => {
+                decode_nonce(n)
+                    .map_err(|_| ServiceError::invalid("nonce must be Base64 of 16 bytes"))?;
+                n.to_owned()
+            }
+            _ => generate_nonce(&mut rand::rngs::OsRng),
+        };
+        let now = self.now();
+        let totp = match &request.proximity_check {
+            Some(p) => p
+                .parse()?
+                .map(|p| p.totp_at(now, self.otp_digits()))
+                .transpose()?,
+            None => None,
+        };
+        let activation = self
+            .inner
+            .store
+            .activation(&request.activation_id)?
+            .ok_or(ServiceError::ActivationNotFound)?;
+        if activation.status != ActivationStatus::Active {
+            return Err(ServiceError::IncorrectState);
+        }
+        let wrapped = HsmWrappedKey::from_bytes(&activation.wrapped_server_private_key.0)?;
+        let unsigned = UnsignedOfflineData::new(
+            &request.data,
+            totp.as_deref(),
+            &nonce,
+            KeyIndicator::Personalized,
+        );
+        let signature = self
+            .inner
+            .signer
+            .sign_digest(KeyRef::Wrapped(&wrapped), &unsigned.digest())
+            .await?;
+        let offline_data = finish_offline_data(unsigned, signature.as_bytes())?;
+        let owner = NonceOwner::Activation(activation.id.clone());
+        let mut audit = AuditDraft::new(
+            now,
+            AuditOperation::CreatePersonalized,
+            AuditOutcome::Created,
+        );
+        audit.activation_id = Some(activation.id.clone());
+        audit.application_id = Some(activation.application_id.clone());
+        audit.data_sha256 = Some(Sha256::digest(request.data.as_bytes()).into());
+        self.register_nonce(&nonce, owner, now, audit).await?;
+        Ok(OfflinePayload {
+            offline_data,
+            nonce,
+        })
+    }
+
+    /// `createNonPersonalizedOfflineSignaturePayload`: signed in the HSM with the application's newest
+    /// master key.
+    pub async fn create_non_personalized_payload(
+        &self,
+        request: CreateNonPersonalized,
+    ) -> Result<OfflinePayload, ServiceError> {
+        let app = self
+            .inner
+            .store
+            .application(&request.application_id)?
+            .ok_or(ServiceError::ApplicationNotFound)?;
+        let master = app
+            .newest_master_key()
+            .ok_or(ServiceError::NoMasterKeyPair)?;
+        let key_id = HsmKeyId::from_bytes(master.key_id.0);
+        let nonce = generate_nonce(&mut rand::rngs::OsRng);
+        let unsigned = UnsignedOfflineData::new(&request.data, None, &nonce, KeyIndicator::Master);
+        let signature = self
+            .inner
+            .signer
+            .sign_digest(KeyRef::Token(&key_id), &unsigned.digest())
+            .await?;
+        let offline_data = finish_offline_data(unsigned, signature.as_bytes())?;
+        let now = self.now();
+        let mut audit = AuditDraft::new(
+            now,
+            AuditOperation::CreateNonPersonalized,
+            AuditOutcome::Created,
+        );
+        audit.application_id = Some(app.id.clone());
+        audit.data_sha256 = Some(Sha256::digest(request.data.as_bytes()).into());
+        self.register_nonce(&nonce, NonceOwner::Application(app.id.clone()), now, audit)
+            .await?;
+        Ok(OfflinePayload {
+            offline_data,
+            nonce,
+        })
+    }
+
+    /// Records an issued nonce durably (policy `enforce`) with its audit record, or only the audit
+    /// record (policy `off`).
+    async fn register_nonce(
+        &self,
+        nonce: &str,
+        owner: NonceOwner,
+        now: Timestamp,
+        audit: AuditDraft,
+    ) -> Result<(), ServiceError> {
+        match self.inner.settings.nonce_policy {
+            NoncePolicy::Off => {
+                self.write(move |s| s.append_audit(audit)).await?;
+            }
+            NoncePolicy::Enforce => {
+                let issued = IssuedNonce {
+                    nonce: nonce.to_owned(),
+                    issued_for: owner,
+                    issued_at: now,
+                    expires_at: now.saturating_add(self.inner.settings.nonce_ttl),
+                    consumed_at: None,
+                };
+                match self
+                    .write(move |s| s.issue_nonce(&issued, Some(audit)))
+                    .await
+                {
+                    Ok(()) => {}
+                    Err(ServiceError::Internal)
+                        if matches!(self.inner.store.nonce(nonce), Ok(Some(_))) =>
+                    {
+                        return Err(ServiceError::invalid("nonce was already issued"));
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Deletes nonces that expired more than `retention` ago (at most `max`), so that the registry does
+    /// not grow without bound. Returns how many were deleted.
+    pub async fn prune_nonces(
+        &self,
+        retention: Duration,
+        max: usize,
+    ) -> Result<usize, ServiceError> {
+        let before = self.now().saturating_sub(retention);
+        self.write(move |s| s.prune_nonces(before, max)).await
+    }
+
+    fn otp_digits(&self) -> u32 {
+        self.inner.settings.signature.proximity_otp_length
+    }
+
+    async fn factor_keys(&self, activation: &Activation) -> Result<FactorKeys, ServiceError> {
+        let sealed = EncryptedSecret::from_bytes(activation.encrypted_factor_keys.0.clone())?;
+        let plain = self
+            .inner
+            .signer
+            .decrypt_secret(
+                &self.inner.storage_keys.dek,
+                &factor_keys_aad(&activation.id),
+                &sealed,
+            )
+            .await?;
+        open_factor_keys(plain.expose())
+    }
+}
+
+/// Runs a blocking store call on tokio's blocking pool.
+async fn blocking<T, F>(f: F) -> Result<T, ServiceError>
+where
+    T: Send + 'static,
+    F: FnOnce() -> Result<T, StoreError> + Send + 'static,
+{
+    match tokio::task::spawn_blocking(f).await {
+        Ok(result) => result.map_err(ServiceError::from),
+        Err(e) => {
+            tracing::error!(error = %e, "store task failed");
+            Err(ServiceError::Internal)
+        }
+    }
+}
+
+fn check_name(field: &str, value: &str) -> Result<(), ServiceError> {
+    if value.trim().is_empty() {
+        return Err(ServiceError::invalid(format!("{field} must not be blank")));
+    }
+    if value.len() > MAX_NAME_LEN || value.chars().any(char::is_control) {
+        return Err(ServiceError::invalid(format!(
+            "{field} must be at most {MAX_NAME_LEN} bytes without control characters"
+        )));
+    }
+    Ok(())
+}
+
+/// Base64 that does not decode is ERR0024; bytes that are not a P-256 point are ERR0010 (`api.md`).
+fn parse_public_key(text: &str) -> Result<PublicKey, ServiceError> {
+    let bytes = b64::decode(text)
+        .map_err(|_| ServiceError::invalid("devicePublicKey is not canonical Base64"))?;
+    PublicKey::from_sec1(&bytes).map_err(|_| ServiceError::InvalidKeyFormat)
+}
+
+fn factor_keys_aad(activation_id: &str) -> Vec<u8> {
+    [FACTOR_KEYS_AAD, activation_id.as_bytes()].concat()
+}
+
+fn seal_factor_keys(keys: &FactorKeys) -> Zeroizing<Vec<u8>> {
+    let mut plain = Zeroizing::new(Vec::with_capacity(FACTOR_KEYS_LEN));
+    for factor in [
+        crypto::signature::Factor::Possession,
+        crypto::signature::Factor::Knowledge,
+        crypto::signature::Factor::Biometry,
+    ] {
+        plain.extend_from_slice(keys.key(factor).expose());
+    }
+    plain
+}
+
+fn open_factor_keys(plain: &[u8]) -> Result<FactorKeys, ServiceError> {
+    if plain.len() != FACTOR_KEYS_LEN {
+        tracing::error!(
+            len = plain.len(),
+            "decrypted factor-key blob has the wrong length"
+        );
+        return Err(ServiceError::Internal);
+    }
+    let key = |i: usize| {
+        SymmetricKey::from_slice(&plain[i * 16..(i + 1) * 16]).map_err(|_| ServiceError::Internal)
+    };
+    Ok(FactorKeys::new(key(0)?, key(1)?, key(2)?))
+}
+
+fn finish_offline_data(unsigned: UnsignedOfflineData, der: &[u8]) -> Result<String, ServiceError> {
+    let signature = crypto::DerSignature::from_der(der).map_err(|e| {
+        tracing::error!(error = %e, "the HSM returned a malformed signature");
+        ServiceError::SignatureFailed
+    })?;
+    Ok(unsigned.finish(&signature))
+}
+
+fn application_detail(app: &Application) -> Result<ApplicationDetail, ServiceError> {
+    let master = app
+        .newest_master_key()
+        .ok_or(ServiceError::NoMasterKeyPair)?;
+    Ok(ApplicationDetail {
+        application_id: app.id.clone(),
+        application_roles: app.roles.clone(),
+        master_public_key: b64::encode(&master.public_key.0),
+    })
+}
+
+fn activation_info(a: &Activation) -> Result<ActivationInfo, ServiceError> {
+    let device =
+        PublicKey::from_sec1(&a.device_public_key.0).map_err(|_| ServiceError::Internal)?;
+    let server =
+        PublicKey::from_sec1(&a.server_public_key.0).map_err(|_| ServiceError::Internal)?;
+    Ok(ActivationInfo {
+        activation_id: a.id.clone(),
+        activation_status: a.status,
+        blocked_reason: a.blocked_reason.clone(),
+        user_id: a.user_id.clone(),
+        application_id: a.application_id.clone(),
+        activation_flags: a.flags.clone(),
+        failed_attempts: a.failed_attempts,
+        max_failed_attempts: a.max_failed_attempts,
+        counter: a.counter,
+        timestamp_created: a.created_at,
+        timestamp_last_used: a.last_used_at,
+        device_public_key_fingerprint: crypto::fingerprint::fingerprint_v3(&device, &a.id, &server),
+    })
+}
+
+fn activation_audit(
+    now: Timestamp,
+    a: &Activation,
+    operation: AuditOperation,
+    outcome: AuditOutcome,
+) -> AuditDraft {
+    let mut audit = AuditDraft::new(now, operation, outcome);
+    audit.activation_id = Some(a.id.clone());
+    audit.application_id = Some(a.application_id.clone());
+    audit
+}

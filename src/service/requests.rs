@@ -1,0 +1,245 @@
+//! The inputs and outputs of the use cases, as plain Rust values. The HTTP layer turns its wire types
+//! into these and back; nothing here knows JSON.
+
+use crate::crypto::{b64, totp};
+use crate::store::{ActivationStatus, Timestamp};
+
+use super::{MAX_PROXIMITY_STEP_COUNT, ServiceError};
+
+/// `application/create` and `application/detail` answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApplicationDetail {
+    pub application_id: String,
+    pub application_roles: Vec<String>,
+    /// Base64 of the newest master public key (65-byte uncompressed SEC1).
+    pub master_public_key: String,
+}
+
+/// `activation/register` request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RegisterActivation {
+    pub application_id: String,
+    pub user_id: String,
+    /// Base64 of a SEC1 P-256 point (uncompressed or compressed).
+    pub device_public_key: String,
+    pub max_failed_attempts: Option<u32>,
+    pub activation_flags: Vec<String>,
+}
+
+/// `activation/register` answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RegisteredActivation {
+    pub activation_id: String,
+    pub activation_status: ActivationStatus,
+    /// Base64 of the per-activation server public key (uncompressed).
+    pub server_public_key: String,
+    /// Base64 of the initial 16-byte hash-based counter.
+    pub ctr_data: String,
+    /// PowerAuth v3 fingerprint, 8 decimal digits.
+    pub device_public_key_fingerprint: String,
+}
+
+/// `activation/status` answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ActivationInfo {
+    pub activation_id: String,
+    pub activation_status: ActivationStatus,
+    pub blocked_reason: Option<String>,
+    pub user_id: String,
+    pub application_id: String,
+    pub activation_flags: Vec<String>,
+    pub failed_attempts: u32,
+    pub max_failed_attempts: u32,
+    /// Numeric counter (position in the hash chain).
+    pub counter: u64,
+    pub timestamp_created: Timestamp,
+    pub timestamp_last_used: Option<Timestamp>,
+    pub device_public_key_fingerprint: String,
+}
+
+/// The proximity check as a request carries it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProximityCheck {
+    /// Base64 TOTP seed; blank disables the check (PowerAuth behaviour).
+    pub seed: String,
+    /// Seconds per TOTP step, at least 1.
+    pub step_length: i64,
+    /// Backward steps accepted on verify (0 = current step only); ignored on create.
+    pub step_count: i64,
+}
+
+/// A proximity check that passed validation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct ValidProximity {
+    seed: Vec<u8>,
+    step_length: u64,
+    step_count: u32,
+}
+
+impl ProximityCheck {
+    /// `None` when the seed is blank (the check is off), else the validated check.
+    pub(crate) fn parse(&self) -> Result<Option<ValidProximity>, ServiceError> {
+        if self.seed.trim().is_empty() {
+            return Ok(None);
+        }
+        let seed = b64::decode(&self.seed).map_err(|_| {
+            ServiceError::InvalidRequest("proximityCheck.seed is not canonical Base64".into())
+        })?;
+        let step_length = u64::try_from(self.step_length)
+            .ok()
+            .filter(|s| *s >= 1)
+            .ok_or_else(|| {
+                ServiceError::InvalidRequest("proximityCheck.stepLength must be at least 1".into())
+            })?;
+        let step_count = u32::try_from(self.step_count)
+            .ok()
+            .filter(|c| *c <= MAX_PROXIMITY_STEP_COUNT)
+            .ok_or_else(|| {
+                ServiceError::InvalidRequest(format!(
+                    "proximityCheck.stepCount must be 0..={MAX_PROXIMITY_STEP_COUNT}"
+                ))
+            })?;
+        Ok(Some(ValidProximity {
+            seed,
+            step_length,
+            step_count,
+        }))
+    }
+}
+
+impl ValidProximity {
+    /// The TOTP of the step containing `now`.
+    pub(crate) fn totp_at(&self, now: Timestamp, digits: u32) -> Result<String, ServiceError> {
+        totp::totp(&self.seed, unix_seconds(now), self.step_length, digits)
+            .map_err(|e| ServiceError::InvalidRequest(e.to_string()))
+    }
+
+    /// The TOTPs of the current step and `step_count` previous ones, current first.
+    pub(crate) fn candidates(
+        &self,
+        now: Timestamp,
+        digits: u32,
+    ) -> Result<Vec<String>, ServiceError> {
+        totp::totp_candidates(
+            &self.seed,
+            unix_seconds(now),
+            self.step_length,
+            self.step_count,
+            digits,
+        )
+        .map_err(|e| ServiceError::InvalidRequest(e.to_string()))
+    }
+}
+
+fn unix_seconds(t: Timestamp) -> u64 {
+    u64::try_from(t.unix_millis().div_euclid(1000)).unwrap_or(0)
+}
+
+/// `signature/offline/personalized/create` request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CreatePersonalized {
+    pub activation_id: String,
+    pub data: String,
+    /// Base64 of 16 bytes, or `None`/blank for a fresh random nonce.
+    pub nonce: Option<String>,
+    pub proximity_check: Option<ProximityCheck>,
+}
+
+/// `signature/offline/non-personalized/create` request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CreateNonPersonalized {
+    pub application_id: String,
+    pub data: String,
+}
+
+/// Answer of both create methods.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OfflinePayload {
+    /// The QR payload (`powerauth-offline.md` §4).
+    pub offline_data: String,
+    /// The nonce inside it.
+    pub nonce: String,
+}
+
+/// `signature/offline/verify` request.
+#[derive(Clone, PartialEq, Eq)]
+pub struct VerifyRequest {
+    pub activation_id: String,
+    /// `POST&B64(uriId)&NONCE&B64(body)`, without `&offline`.
+    pub data: String,
+    /// The code exactly as typed, e.g. `12345678-90123456`.
+    pub signature: String,
+    pub allow_biometry: bool,
+    pub component_length: Option<i64>,
+    pub proximity_check: Option<ProximityCheck>,
+}
+
+impl std::fmt::Debug for VerifyRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("VerifyRequest")
+            .field("activation_id", &self.activation_id)
+            .field("allow_biometry", &self.allow_biometry)
+            .field("component_length", &self.component_length)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The nonce registry's verdict (`api.md`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum NonceStatus {
+    Valid,
+    Unknown,
+    Expired,
+    Consumed,
+    Mismatch,
+}
+
+impl NonceStatus {
+    /// The upper-case wire name.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Valid => "VALID",
+            Self::Unknown => "UNKNOWN",
+            Self::Expired => "EXPIRED",
+            Self::Consumed => "CONSUMED",
+            Self::Mismatch => "MISMATCH",
+        }
+    }
+}
+
+/// `signature/offline/verify` answer (`powerauth-offline.md` §8.2 plus `nonceStatus`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VerifyResponse {
+    pub signature_valid: bool,
+    pub activation_status: ActivationStatus,
+    pub blocked_reason: Option<String>,
+    pub activation_id: String,
+    pub user_id: Option<String>,
+    pub application_id: Option<String>,
+    /// `POSSESSION_KNOWLEDGE` or `POSSESSION_BIOMETRY`.
+    pub signature_type: Option<crate::crypto::SignatureType>,
+    pub remaining_attempts: Option<u32>,
+    pub application_roles: Vec<String>,
+    pub activation_flags: Vec<String>,
+    /// `None` when the nonce policy is off or the check was not reached.
+    pub nonce_status: Option<NonceStatus>,
+}
+
+impl VerifyResponse {
+    /// The §8.2 answer for a missing activation or one that is not usable: only the status is filled.
+    pub(crate) fn bare(activation_id: &str, status: ActivationStatus) -> Self {
+        Self {
+            signature_valid: false,
+            activation_status: status,
+            blocked_reason: None,
+            activation_id: activation_id.to_owned(),
+            user_id: None,
+            application_id: None,
+            signature_type: None,
+            remaining_attempts: None,
+            application_roles: Vec::new(),
+            activation_flags: Vec::new(),
+            nonce_status: None,
+        }
+    }
+}

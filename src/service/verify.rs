@@ -1,0 +1,314 @@
+//! `verifyOfflineSignature` (`powerauth-offline.md` §8, `api.md`): the order of checks, the counter
+//! window, failure counting and blocking, the nonce registry, and the one atomic write that ends every
+//! attempt.
+
+use sha2::{Digest as _, Sha256};
+
+use crate::config::NoncePolicy;
+use crate::crypto::offline_data::{DataToSign, RequestData};
+use crate::crypto::{ComponentLength, CounterData, SignatureType, WindowSearch};
+use crate::store::{
+    Activation, ActivationStatus, AuditDraft, AuditOperation, AuditOutcome, Conflict, NonceOwner,
+    StoreError, Timestamp, VerificationCommit,
+};
+
+use super::requests::{NonceStatus, VerifyRequest, VerifyResponse};
+use super::{BLOCKED_REASON_MAX_FAILED, Service, ServiceError};
+
+/// Types tried at each counter position, in order (§8.1).
+const WITHOUT_BIOMETRY: &[SignatureType] = &[SignatureType::PossessionKnowledge];
+const WITH_BIOMETRY: &[SignatureType] = &[
+    SignatureType::PossessionKnowledge,
+    SignatureType::PossessionBiometry,
+];
+
+/// How often a verification is re-run after losing a compare-and-swap (another process changed the
+/// record between our read and our write; within one process the activation lock prevents it).
+const MAX_ATTEMPTS: usize = 3;
+
+/// A request that passed the format checks.
+struct Checked {
+    request: VerifyRequest,
+    data: RequestData,
+    length: ComponentLength,
+    proximity: Option<super::requests::ValidProximity>,
+    allowed: &'static [SignatureType],
+    data_sha256: [u8; 32],
+}
+
+/// Why one pass of the verification did not produce an answer.
+enum PassError {
+    /// The record changed under us: read again and redo.
+    Stale,
+    Failed(ServiceError),
+}
+
+impl From<ServiceError> for PassError {
+    fn from(e: ServiceError) -> Self {
+        Self::Failed(e)
+    }
+}
+
+impl Service {
+    /// Verifies a code typed by the user (§8). Formats are checked first (ERR0024, nothing changes);
+    /// every later outcome is an answer, written to the audit trail, with the activation's new state
+    /// durable before it returns.
+    #[tracing::instrument(skip_all, fields(activation_id = %request.activation_id))]
+    pub async fn verify(&self, request: VerifyRequest) -> Result<VerifyResponse, ServiceError> {
+        let checked = self.check(request)?;
+        let _guard = self.inner.locks.lock(&checked.request.activation_id).await;
+        for _ in 0..MAX_ATTEMPTS {
+            match self.verify_pass(&checked).await {
+                Ok(response) => {
+                    tracing::info!(
+                        valid = response.signature_valid,
+                        status = response.activation_status.as_str(),
+                        nonce = response.nonce_status.map(|s| s.as_str()),
+                        "verification"
+                    );
+                    return Ok(response);
+                }
+                Err(PassError::Stale) => continue,
+                Err(PassError::Failed(e)) => return Err(e),
+            }
+        }
+        tracing::error!("verification lost the compare-and-swap {MAX_ATTEMPTS} times");
+        Err(ServiceError::Internal)
+    }
+
+    fn check(&self, request: VerifyRequest) -> Result<Checked, ServiceError> {
+        let data = RequestData::parse(&request.data).map_err(|_| {
+            ServiceError::invalid("data must have exactly four '&'-separated parts")
+        })?;
+        let length = request
+            .component_length
+            .unwrap_or_else(|| i64::from(self.inner.settings.signature.component_length));
+        let length = ComponentLength::new(length)
+            .map_err(|_| ServiceError::invalid("componentLength must be 4..=8"))?;
+        let proximity = match &request.proximity_check {
+            Some(p) => p.parse()?,
+            None => None,
+        };
+        let allowed = if request.allow_biometry {
+            WITH_BIOMETRY
+        } else {
+            WITHOUT_BIOMETRY
+        };
+        let data_sha256 = Sha256::digest(request.data.as_bytes()).into();
+        Ok(Checked {
+            request,
+            data,
+            length,
+            proximity,
+            allowed,
+            data_sha256,
+        })
+    }
+
+    async fn verify_pass(&self, c: &Checked) -> Result<VerifyResponse, PassError> {
+        let now = self.now();
+        let id = &c.request.activation_id;
+        let mut audit = AuditDraft::new(now, AuditOperation::Verify, AuditOutcome::NotFound);
+        audit.activation_id = Some(id.clone());
+        audit.data_sha256 = Some(c.data_sha256);
+
+        let Some(mut activation) = self
+            .inner
+            .store
+            .activation(id)
+            .map_err(ServiceError::from)?
+        else {
+            self.write(move |s| s.append_audit(audit)).await?;
+            return Ok(VerifyResponse::bare(id, ActivationStatus::Removed));
+        };
+        audit.application_id = Some(activation.application_id.clone());
+        audit.counter_before = Some(activation.counter);
+        activation.last_used_at = Some(now);
+
+        if activation.status != ActivationStatus::Active {
+            audit.outcome = AuditOutcome::Inactive;
+            let status = activation.status;
+            self.commit(activation, None, audit).await?;
+            return Ok(VerifyResponse::bare(id, status));
+        }
+        if activation.failed_attempts >= activation.max_failed_attempts {
+            activation.status = ActivationStatus::Blocked;
+            activation.blocked_reason = Some(BLOCKED_REASON_MAX_FAILED.to_owned());
+            audit.outcome = AuditOutcome::ForcedBlock;
+            self.commit(activation, None, audit).await?;
+            return Ok(VerifyResponse::bare(id, ActivationStatus::Blocked));
+        }
+
+        let nonce_status = match self.inner.settings.nonce_policy {
+            NoncePolicy::Off => None,
+            NoncePolicy::Enforce => Some(self.nonce_status(&activation, c.data.nonce(), now)?),
+        };
+        audit.nonce_status = nonce_status.map(|s| s.as_str().to_owned());
+        if let Some(status) = nonce_status.filter(|s| *s != NonceStatus::Valid) {
+            return self.reject_nonce(activation, audit, status).await;
+        }
+
+        let keys = self.factor_keys(&activation).await?;
+        let candidates = self.candidates(c, now)?;
+        let found = WindowSearch {
+            keys: &keys,
+            counter: CounterData::from_bytes(activation.ctr_data),
+            allowed_types: c.allowed,
+            candidates: &candidates,
+            lookahead: self.inner.settings.signature.lookahead,
+            component_length: c.length,
+            code: &c.request.signature,
+        }
+        .find();
+        drop(keys);
+
+        let signature_type;
+        let consume = match found {
+            Some(m) => {
+                activation.counter = activation.counter + u64::from(m.position) + 1;
+                activation.ctr_data = *m.next_counter_data.as_bytes();
+                activation.failed_attempts = 0;
+                signature_type = m.signature_type;
+                audit.outcome = AuditOutcome::Valid;
+                nonce_status.map(|_| c.data.nonce().to_owned())
+            }
+            None => {
+                activation.failed_attempts = activation.failed_attempts.saturating_add(1);
+                if activation.failed_attempts >= activation.max_failed_attempts {
+                    activation.status = ActivationStatus::Blocked;
+                    activation.blocked_reason = Some(BLOCKED_REASON_MAX_FAILED.to_owned());
+                }
+                signature_type = c.allowed[0];
+                audit.outcome = AuditOutcome::Invalid;
+                None
+            }
+        };
+        audit.signature_type = Some(signature_type.wire_name().to_owned());
+        audit.counter_after = Some(activation.counter);
+
+        let valid = found.is_some();
+        let stored = self.commit(activation, consume, audit).await?;
+        Ok(self.filled(&stored, valid, Some(signature_type), nonce_status))
+    }
+
+    /// The registry's verdict on `nonce` for this activation.
+    fn nonce_status(
+        &self,
+        activation: &Activation,
+        nonce: &str,
+        now: Timestamp,
+    ) -> Result<NonceStatus, ServiceError> {
+        let Some(issued) = self.inner.store.nonce(nonce)? else {
+            return Ok(NonceStatus::Unknown);
+        };
+        let owner_matches = match &issued.issued_for {
+            NonceOwner::Activation(a) => *a == activation.id,
+            NonceOwner::Application(app) => *app == activation.application_id,
+        };
+        Ok(if !owner_matches {
+            NonceStatus::Mismatch
+        } else if issued.consumed_at.is_some() {
+            NonceStatus::Consumed
+        } else if issued.expires_at <= now {
+            NonceStatus::Expired
+        } else {
+            NonceStatus::Valid
+        })
+    }
+
+    /// A nonce that is not `VALID`: answered at once, counter and failed attempts untouched, only an
+    /// audit record written.
+    async fn reject_nonce(
+        &self,
+        activation: Activation,
+        mut audit: AuditDraft,
+        status: NonceStatus,
+    ) -> Result<VerifyResponse, PassError> {
+        audit.outcome = AuditOutcome::NonceRejected;
+        audit.nonce_status = Some(status.as_str().to_owned());
+        audit.counter_after = Some(activation.counter);
+        self.write(move |s| s.append_audit(audit)).await?;
+        Ok(self.filled(&activation, false, None, Some(status)))
+    }
+
+    /// The messages to try: the plain `DATA_TO_SIGN`, or one per proximity TOTP step (current first).
+    fn candidates(&self, c: &Checked, now: Timestamp) -> Result<Vec<DataToSign>, ServiceError> {
+        let Some(proximity) = &c.proximity else {
+            return Ok(vec![c.data.to_data_to_sign()]);
+        };
+        let digits = self.inner.settings.signature.proximity_otp_length;
+        proximity
+            .candidates(now, digits)?
+            .iter()
+            .map(|otp| {
+                c.data
+                    .with_proximity_totp(otp)
+                    .map(|d| d.to_data_to_sign())
+                    .map_err(|_| {
+                        ServiceError::invalid("the body part of data is not canonical Base64")
+                    })
+            })
+            .collect()
+    }
+
+    /// The atomic, durable end of an attempt. A lost compare-and-swap is [`PassError::Stale`].
+    async fn commit(
+        &self,
+        activation: Activation,
+        consume_nonce: Option<String>,
+        audit: AuditDraft,
+    ) -> Result<Activation, PassError> {
+        let store = std::sync::Arc::clone(&self.inner.store);
+        let commit = VerificationCommit {
+            activation,
+            consume_nonce,
+            audit,
+        };
+        let joined = tokio::task::spawn_blocking(move || store.commit_verification(commit)).await;
+        match joined {
+            Ok(Ok(committed)) => Ok(committed.activation),
+            Ok(Err(StoreError::Conflict(Conflict::StaleVersion))) => Err(PassError::Stale),
+            // The nonce was consumed (or changed owner) between our check and our write: the
+            // next pass reads the registry again and answers with its verdict.
+            Ok(Err(StoreError::Conflict(Conflict::NonceConsumed | Conflict::NonceOwner))) => {
+                Err(PassError::Stale)
+            }
+            Ok(Err(e)) => Err(PassError::Failed(e.into())),
+            Err(e) => {
+                tracing::error!(error = %e, "store task failed");
+                Err(PassError::Failed(ServiceError::Internal))
+            }
+        }
+    }
+
+    /// The §8.2 answer with the activation's details filled in.
+    fn filled(
+        &self,
+        activation: &Activation,
+        valid: bool,
+        signature_type: Option<SignatureType>,
+        nonce_status: Option<NonceStatus>,
+    ) -> VerifyResponse {
+        let roles = match self.inner.store.application(&activation.application_id) {
+            Ok(Some(app)) => app.roles,
+            _ => Vec::new(),
+        };
+        VerifyResponse {
+            signature_valid: valid,
+            activation_status: activation.status,
+            blocked_reason: activation.blocked_reason.clone(),
+            activation_id: activation.id.clone(),
+            user_id: Some(activation.user_id.clone()),
+            application_id: Some(activation.application_id.clone()),
+            signature_type,
+            remaining_attempts: Some(
+                activation
+                    .max_failed_attempts
+                    .saturating_sub(activation.failed_attempts),
+            ),
+            application_roles: roles,
+            activation_flags: activation.flags.clone(),
+            nonce_status,
+        }
+    }
+}
