@@ -9,6 +9,8 @@
 //! last line exactly `N passed, M failed`. This is the only vector checker: `tests/vectors.rs`
 //! calls it too, so a failure always names its case.
 
+#![warn(missing_docs)]
+
 use std::fmt;
 use std::io::{self, Write};
 use std::path::Path;
