@@ -39,11 +39,13 @@ pub enum VectorKind {
     MasterSecret,
     /// `verify-activation-data-signature-v3.json`: ECDSA over the activation code.
     ActivationSignatureV3,
+    /// `public-key-fingerprint-v3.json`: the v3 activation fingerprint and minimal X coordinates.
+    FingerprintV3,
 }
 
 impl VectorKind {
     /// All known kinds.
-    pub const ALL: [Self; 7] = [
+    pub const ALL: [Self; 8] = [
         Self::SignaturesOffline,
         Self::SignaturesV3,
         Self::SignaturesV31,
@@ -51,6 +53,7 @@ impl VectorKind {
         Self::DerivedKeys,
         Self::MasterSecret,
         Self::ActivationSignatureV3,
+        Self::FingerprintV3,
     ];
 
     /// The file name this kind is recognised by.
@@ -63,6 +66,7 @@ impl VectorKind {
             Self::DerivedKeys => "compute-derived-keys.json",
             Self::MasterSecret => "compute-master-secret-key.json",
             Self::ActivationSignatureV3 => "verify-activation-data-signature-v3.json",
+            Self::FingerprintV3 => "public-key-fingerprint-v3.json",
         }
     }
 
@@ -208,6 +212,7 @@ pub fn check_case(kind: VectorKind, case: &Value) -> Result<(), CaseFailure> {
         VectorKind::DerivedKeys => check_derived_keys(&case),
         VectorKind::MasterSecret => check_master_secret(&case),
         VectorKind::ActivationSignatureV3 => check_activation_signature(&case),
+        VectorKind::FingerprintV3 => check_fingerprint(&case),
     }
 }
 
@@ -403,6 +408,28 @@ fn check_activation_signature(case: &Case<'_>) -> Result<(), CaseFailure> {
             got: e.to_string(),
         }),
     }
+}
+
+/// `activationId` sits in `output` in upstream's file although it is an input.
+fn check_fingerprint(case: &Case<'_>) -> Result<(), CaseFailure> {
+    let public = |key: &str| PublicKey::from_base64(case.input(key)?).map_err(malformed(key));
+    let device = public("devicePublicKey")?;
+    let server = public("serverPublicKey")?;
+    for (name, key) in [
+        ("devicePublicKeyCoordX", &device),
+        ("serverPublicKeyCoordX", &server),
+    ] {
+        if case.output.contains_key(name) {
+            expect_eq(
+                name,
+                case.output(name)?,
+                &b64::encode(c::fingerprint::minimal_x(key)),
+            )?;
+        }
+    }
+    let activation_id = case.output("activationId")?;
+    let got = c::fingerprint::fingerprint_v3(&device, activation_id, &server);
+    expect_eq("fingerprint", case.output("fingerprint")?, &got)
 }
 
 #[cfg(test)]
@@ -650,8 +677,9 @@ mod tests {
         assert_eq!((summary.passed, summary.failed), (31, 0), "{report}");
     }
 
-    /// A few cases copied from upstream's `signatures-v2.json`, `signatures-v3.json` and
-    /// `signatures-v31.json` (wultra/powerauth-crypto, `powerauth-docs/test-vectors`), which are
+    /// A few cases copied from upstream's `signatures-v2.json`, `signatures-v3.json`,
+    /// `signatures-v31.json` and `public-key-fingerprint-v3.json` (wultra/powerauth-crypto,
+    /// `powerauth-docs/test-vectors`), which are
     /// not in `../shared/vectors`. They cover 3FA, the numeric v2 `counter`, the Base64 format,
     /// and upstream's v3 cases that name their Base64 counter data `counter`.
     #[test]
@@ -767,8 +795,24 @@ mod tests {
                 ),
             ],
         );
+        write_vectors(
+            tmp.path(),
+            "public-key-fingerprint-v3.json",
+            vec![json!({
+                "input": {
+                    "devicePublicKey": "BHS5kLb7nQkN4D8hMNbYs7uAj1yVHShh5l/YKIZowo8cN4CK6Q/9X5jb0mQruk/RB4AenmNB9jSKv00T9J8EneA=",
+                    "serverPublicKey": "BLVfJ2NrOBByBZhfS4UtEQU3fLhnzYbWdp3ZVEQPfKtTGXzXIpKqxCVwpRl3X++4OJQJoemybZ/cmkLU5fY2SZE=",
+                },
+                "output": {
+                    "devicePublicKeyCoordX": "dLmQtvudCQ3gPyEw1tizu4CPXJUdKGHmX9gohmjCjxw=",
+                    "serverPublicKeyCoordX": "tV8nY2s4EHIFmF9LhS0RBTd8uGfNhtZ2ndlURA98q1M=",
+                    "activationId": "6ae8cd16-67a7-4840-8d37-33d9aab6ea51",
+                    "fingerprint": "80201993",
+                },
+            })],
+        );
         let (summary, report) = run_to_string(tmp.path());
-        assert_eq!((summary.passed, summary.failed), (9, 0), "{report}");
+        assert_eq!((summary.passed, summary.failed), (10, 0), "{report}");
     }
 
     #[test]
