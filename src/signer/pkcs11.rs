@@ -14,7 +14,6 @@ mod ops;
 mod pool;
 mod token;
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -35,14 +34,16 @@ pub use token::login_attempts;
 pub struct Pkcs11Signer {
     queue: crossbeam_channel::Sender<Job>,
     timeout: Duration,
-    shared: Arc<Shared>,
+    /// Worker threads (the workers alone hold the shared state, so that closing the sessions
+    /// and `C_Finalize` run on a worker thread, never on an async runtime thread).
+    workers: usize,
 }
 
 impl std::fmt::Debug for Pkcs11Signer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Pkcs11Signer")
             .field("timeout", &self.timeout)
-            .field("shared", &self.shared)
+            .field("workers", &self.workers)
             .finish_non_exhaustive()
     }
 }
@@ -76,10 +77,12 @@ impl Pkcs11Signer {
             queue_depth = cfg.queue_depth.get(),
             "PKCS#11 signer ready"
         );
+        let workers = shared.workers();
+        drop(shared);
         Ok(Pkcs11Signer {
             queue,
             timeout: cfg.timeout,
-            shared,
+            workers,
         })
     }
 
