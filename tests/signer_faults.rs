@@ -330,3 +330,79 @@ fn slow_calls_answer_timeout() {
         })
     });
 }
+
+#[test]
+fn token_chosen_by_serial_and_closed_cleanly() {
+    with_token(
+        "token_chosen_by_serial_and_closed_cleanly",
+        "faults",
+        |token| {
+            runtime().block_on(async {
+                let signer = Pkcs11Signer::open(&token.config())
+                    .await
+                    .expect("open by label");
+                let master = signer.generate_master_key().await.unwrap();
+                let serial = signer.inventory().await.unwrap().token.serial;
+                assert!(!serial.is_empty());
+                no_hang(signer.close()).await;
+                let mut cfg = token.config();
+                cfg.token = TokenSelector::Serial(serial);
+                let signer = Pkcs11Signer::open(&cfg).await.expect("open by serial");
+                assert_eq!(
+                    signer.public_key(&master.id).await.unwrap(),
+                    master.public_key
+                );
+                assert_eq!(login_attempts(), 2);
+            })
+        },
+    );
+}
+
+#[test]
+fn pin_rejected_on_reconnect_is_fatal_and_never_retried() {
+    with_token(
+        "pin_rejected_on_reconnect_is_fatal_and_never_retried",
+        "faults",
+        |token| {
+            runtime().block_on(async {
+                let signer = Pkcs11Signer::open(&token.config()).await.expect("open");
+                let master = signer.generate_master_key().await.unwrap();
+                assert_eq!(login_attempts(), 1);
+                // Replace the token by one with the same label and another user PIN.
+                let new_pin = token.dir.join("new.pin");
+                std::fs::write(&new_pin, "another-pin-2468").unwrap();
+                softhsm::init_token(&token.dir, &token.label, Some(&new_pin));
+
+                let mut answers = Vec::new();
+                for _ in 0..40 {
+                    let r = no_hang(signer.sign_digest(KeyRef::Token(&master.id), &[1; 32])).await;
+                    answers.push(r.map(|_| ()));
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+                assert!(
+                    answers.iter().all(|a| matches!(
+                        a,
+                        Err(SignerError::TokenUnavailable | SignerError::PinRejected)
+                    )),
+                    "{answers:?}"
+                );
+                let first_rejection = answers
+                    .iter()
+                    .position(|a| *a == Err(SignerError::PinRejected))
+                    .expect("the re-login is rejected");
+                assert!(
+                    answers[first_rejection..]
+                        .iter()
+                        .all(|a| *a == Err(SignerError::PinRejected)),
+                    "once rejected, always rejected: {answers:?}"
+                );
+                assert_eq!(
+                    login_attempts(),
+                    2,
+                    "one login at open, exactly one on reconnect"
+                );
+                assert_eq!(signer.health().await, Err(SignerError::PinRejected));
+            })
+        },
+    );
+}

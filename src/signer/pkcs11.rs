@@ -27,6 +27,7 @@ use super::{
 use ops::{Ctx, OpError};
 use pool::{Job, Shared};
 
+pub use ops::temporary_objects_alive;
 pub use token::login_attempts;
 
 /// The PKCS#11 implementation of [`Signer`]. Dropping it stops the workers, closes the sessions
@@ -37,6 +38,8 @@ pub struct Pkcs11Signer {
     /// Worker threads (the workers alone hold the shared state, so that closing the sessions
     /// and `C_Finalize` run on a worker thread, never on an async runtime thread).
     workers: usize,
+    /// Fires when the workers have closed every session and finalized the library.
+    closed: tokio::sync::oneshot::Receiver<()>,
 }
 
 impl std::fmt::Debug for Pkcs11Signer {
@@ -78,12 +81,23 @@ impl Pkcs11Signer {
             "PKCS#11 signer ready"
         );
         let workers = shared.workers();
+        let (closed_tx, closed) = tokio::sync::oneshot::channel();
+        shared.notify_when_closed(closed_tx);
         drop(shared);
         Ok(Pkcs11Signer {
             queue,
             timeout: cfg.timeout,
             workers,
+            closed,
         })
+    }
+
+    /// Stops the workers after the queued work, closes every session and finalizes the library;
+    /// returns when that is done. (Dropping the signer does the same in the background.)
+    pub async fn close(self) {
+        let Pkcs11Signer { queue, closed, .. } = self;
+        drop(queue);
+        let _ = closed.await;
     }
 
     /// Queues `op` and awaits its answer within the timeout.
