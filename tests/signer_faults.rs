@@ -132,6 +132,7 @@ fn token_taken_away_and_given_back() {
             // The outage never made the signer create a key.
             let inventory = signer.inventory().await.expect("inventory");
             assert_eq!(inventory.objects.len(), 4, "{inventory:?}");
+            no_hang(signer.shutdown()).await;
         })
     });
 }
@@ -172,6 +173,7 @@ fn wrong_pin_fails_fast_with_one_login_attempt() {
                     .expect("open with right PIN");
                 assert_eq!(login_attempts(), 3);
                 signer.health().await.expect("healthy");
+                no_hang(signer.shutdown()).await;
             })
         },
     );
@@ -302,6 +304,7 @@ fn full_queue_answers_busy_at_once() {
             assert!(busy > 0, "expected some Busy answers");
             assert_eq!(busy + ok, 64, "only Busy or success: {results:?}");
             assert!(ok >= 1);
+            no_hang(signer.shutdown()).await;
         })
     });
 }
@@ -327,6 +330,7 @@ fn slow_calls_answer_timeout() {
                     .iter()
                     .all(|r| matches!(r, Ok(_) | Err(SignerError::Timeout)))
             );
+            no_hang(signer.shutdown()).await;
         })
     });
 }
@@ -344,7 +348,7 @@ fn token_chosen_by_serial_and_closed_cleanly() {
                 let master = signer.generate_master_key().await.unwrap();
                 let serial = signer.inventory().await.unwrap().token.serial;
                 assert!(!serial.is_empty());
-                no_hang(signer.close()).await;
+                no_hang(signer.shutdown()).await;
                 let mut cfg = token.config();
                 cfg.token = TokenSelector::Serial(serial);
                 let signer = Pkcs11Signer::open(&cfg).await.expect("open by serial");
@@ -353,6 +357,7 @@ fn token_chosen_by_serial_and_closed_cleanly() {
                     master.public_key
                 );
                 assert_eq!(login_attempts(), 2);
+                no_hang(signer.shutdown()).await;
             })
         },
     );
@@ -402,6 +407,7 @@ fn pin_rejected_on_reconnect_is_fatal_and_never_retried() {
                     "one login at open, exactly one on reconnect"
                 );
                 assert_eq!(signer.health().await, Err(SignerError::PinRejected));
+                no_hang(signer.shutdown()).await;
             })
         },
     );

@@ -86,6 +86,7 @@ fn fresh_token_has_no_violation() {
             assert_eq!(json["wrappedKeys"]["mechanism"], "CKM_AES_KEY_WRAP_PAD");
             assert_eq!(json["wrappedKeys"]["count"], 1);
             assert_eq!(json["violations"], 0);
+            signer.shutdown().await;
         })
     });
 }
@@ -171,6 +172,7 @@ fn foreign_keys_with_our_prefix_are_violations() {
                      only as the imported-key case"
                     ),
                 }
+                signer.shutdown().await;
             })
         },
     );

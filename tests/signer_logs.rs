@@ -159,7 +159,7 @@ fn pin_never_reaches_logs_or_errors() {
                 // The software signer logs its warning through the same subscriber.
                 let soft = SoftwareSigner::open(&SoftwareConfig::default()).unwrap();
                 shown.push(format!("{soft:?}"));
-                drop(signer);
+                signer.shutdown().await;
             });
 
             let logs = String::from_utf8(capture.0.lock().unwrap().clone()).unwrap();

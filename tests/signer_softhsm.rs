@@ -19,6 +19,7 @@ where
                 .await
                 .expect("open the signer");
             body(&signer, &token).await;
+            offline_signer::signer::Signer::shutdown(&signer).await;
         })
     });
 }

@@ -33,13 +33,14 @@ pub use token::login_attempts;
 /// The PKCS#11 implementation of [`Signer`]. Dropping it stops the workers, closes the sessions
 /// and finalizes the library once the queued work is done.
 pub struct Pkcs11Signer {
-    queue: crossbeam_channel::Sender<Job>,
+    /// `None` after [`Signer::shutdown`].
+    queue: std::sync::Mutex<Option<crossbeam_channel::Sender<Job>>>,
     timeout: Duration,
     /// Worker threads (the workers alone hold the shared state, so that closing the sessions
     /// and `C_Finalize` run on a worker thread, never on an async runtime thread).
     workers: usize,
     /// Fires when the workers have closed every session and finalized the library.
-    closed: tokio::sync::oneshot::Receiver<()>,
+    closed: tokio::sync::Mutex<Option<tokio::sync::oneshot::Receiver<()>>>,
 }
 
 impl std::fmt::Debug for Pkcs11Signer {
@@ -85,19 +86,11 @@ impl Pkcs11Signer {
         shared.notify_when_closed(closed_tx);
         drop(shared);
         Ok(Pkcs11Signer {
-            queue,
+            queue: std::sync::Mutex::new(Some(queue)),
             timeout: cfg.timeout,
             workers,
-            closed,
+            closed: tokio::sync::Mutex::new(Some(closed)),
         })
-    }
-
-    /// Stops the workers after the queued work, closes every session and finalizes the library;
-    /// returns when that is done. (Dropping the signer does the same in the background.)
-    pub async fn close(self) {
-        let Pkcs11Signer { queue, closed, .. } = self;
-        drop(queue);
-        let _ = closed.await;
     }
 
     /// Queues `op` and awaits its answer within the timeout.
@@ -113,7 +106,13 @@ impl Pkcs11Signer {
             }
             let _ = tx.send(shared.execute(idx, &op));
         });
-        self.queue.try_send(job).map_err(|e| match e {
+        let queue = self
+            .queue
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+            .ok_or(SignerError::TokenUnavailable)?;
+        queue.try_send(job).map_err(|e| match e {
             crossbeam_channel::TrySendError::Full(_) => SignerError::Busy,
             crossbeam_channel::TrySendError::Disconnected(_) => SignerError::TokenUnavailable,
         })?;
@@ -225,5 +224,15 @@ impl Signer for Pkcs11Signer {
 
     async fn inventory(&self) -> Result<Inventory, SignerError> {
         self.run(ops::inventory).await
+    }
+
+    async fn shutdown(&self) {
+        let queue = self.queue.lock().unwrap_or_else(|p| p.into_inner()).take();
+        drop(queue);
+        // Workers stop once the queue is empty and every in-flight caller's clone is gone; the
+        // last one closes the sessions, finalizes the library and fires `closed`.
+        if let Some(closed) = self.closed.lock().await.take() {
+            let _ = closed.await;
+        }
     }
 }

@@ -143,7 +143,8 @@ pub fn with_token_custom(
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
         out.status.success(),
-        "child test {test_name} failed\n--- stdout ---\n{stdout}\n--- stderr ---\n{stderr}"
+        "child test {test_name} failed ({})\n--- stdout ---\n{stdout}\n--- stderr ---\n{stderr}",
+        out.status
     );
     assert!(
         stdout.contains("1 passed"),
