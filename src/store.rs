@@ -180,6 +180,10 @@ pub trait Store: Send + Sync {
     /// Deletes a credential. [`StoreError::NotFound`] if absent.
     fn remove_credential(&self, client_token: &str) -> Result<(), StoreError>;
 
+    /// Proves the store is readable and writable right now (for the readiness check): makes one small
+    /// durable write that changes no record.
+    fn probe(&self) -> Result<(), StoreError>;
+
     /// Appends an audit record on its own (for events that change nothing else).
     fn append_audit(&self, draft: AuditDraft) -> Result<AuditRecord, StoreError>;
 
