@@ -41,8 +41,8 @@ ensure_softhsm() {
             exit 1
         fi
     fi
-    "${sudo[@]}" apt-get update >&2
-    DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y softhsm2 >&2
+    ${sudo[@]+"${sudo[@]}"} apt-get update >&2
+    ${sudo[@]+"${sudo[@]}"} env DEBIAN_FRONTEND=noninteractive apt-get install -y softhsm2 >&2
 }
 
 random_pin() {

@@ -18,6 +18,8 @@
 //! - [`fingerprint`]: the v3 device-key fingerprint.
 //! - [`window`]: the verifier's counter-window scan.
 
+#![warn(missing_docs)]
+
 pub mod b64;
 pub mod counter;
 pub mod ecdsa;

@@ -1,13 +1,15 @@
 //! The conformance runner behind `offline-signer selftest --vectors DIR`.
 //!
 //! It checks upstream-format PowerAuth test-vector files (`spec/powerauth-offline.md` §10) against
-//! [`crate::crypto`]. Files are recognised by name; each holds
+//! [`crate::crypto`]. Files are recognised by name (see [`VectorKind`]); each holds
 //! `{"description": ..., "data": [{"input": {...}, "output": {...}}, ...]}` with string values.
 //! Every case is one pass or one failure: a malformed case (bad Base64, unknown type, missing
 //! field) is a failure with a message, never a panic. The report has one line per failing case
 //! (file, index, expected, got), one summary line per file, one line per skipped file, and as its
 //! last line exactly `N passed, M failed`. This is the only vector checker: `tests/vectors.rs`
 //! calls it too, so a failure always names its case.
+
+#![warn(missing_docs)]
 
 use std::fmt;
 use std::io::{self, Write};
@@ -27,22 +29,31 @@ pub enum VectorKind {
     SignaturesOffline,
     /// `signatures-v3.json`: decimal codes with L = 8 unless the case says otherwise.
     SignaturesV3,
+    /// `signatures-v31.json`: online Base64 codes (last 16 bytes of each component).
+    SignaturesV31,
+    /// `signatures-v2.json`: decimal codes, L = 8, with a numeric `counter`.
+    SignaturesV2,
     /// `compute-derived-keys.json`: KDF indices 1, 2, 3, 1000, 2000.
     DerivedKeys,
     /// `compute-master-secret-key.json`: ECDH fold, both directions.
     MasterSecret,
     /// `verify-activation-data-signature-v3.json`: ECDSA over the activation code.
     ActivationSignatureV3,
+    /// `public-key-fingerprint-v3.json`: the v3 activation fingerprint and minimal X coordinates.
+    FingerprintV3,
 }
 
 impl VectorKind {
     /// All known kinds.
-    pub const ALL: [Self; 5] = [
+    pub const ALL: [Self; 8] = [
         Self::SignaturesOffline,
         Self::SignaturesV3,
+        Self::SignaturesV31,
+        Self::SignaturesV2,
         Self::DerivedKeys,
         Self::MasterSecret,
         Self::ActivationSignatureV3,
+        Self::FingerprintV3,
     ];
 
     /// The file name this kind is recognised by.
@@ -50,9 +61,12 @@ impl VectorKind {
         match self {
             Self::SignaturesOffline => "signatures-offline.json",
             Self::SignaturesV3 => "signatures-v3.json",
+            Self::SignaturesV31 => "signatures-v31.json",
+            Self::SignaturesV2 => "signatures-v2.json",
             Self::DerivedKeys => "compute-derived-keys.json",
             Self::MasterSecret => "compute-master-secret-key.json",
             Self::ActivationSignatureV3 => "verify-activation-data-signature-v3.json",
+            Self::FingerprintV3 => "public-key-fingerprint-v3.json",
         }
     }
 
@@ -191,10 +205,14 @@ pub fn run_file(path: &Path, kind: VectorKind, out: &mut dyn Write) -> io::Resul
 pub fn check_case(kind: VectorKind, case: &Value) -> Result<(), CaseFailure> {
     let case = Case::new(case)?;
     match kind {
-        VectorKind::SignaturesOffline | VectorKind::SignaturesV3 => check_signature(&case),
+        VectorKind::SignaturesOffline | VectorKind::SignaturesV3 | VectorKind::SignaturesV2 => {
+            check_signature(&case, CodeFormat::Decimal)
+        }
+        VectorKind::SignaturesV31 => check_signature(&case, CodeFormat::Base64),
         VectorKind::DerivedKeys => check_derived_keys(&case),
         VectorKind::MasterSecret => check_master_secret(&case),
         VectorKind::ActivationSignatureV3 => check_activation_signature(&case),
+        VectorKind::FingerprintV3 => check_fingerprint(&case),
     }
 }
 
@@ -259,7 +277,32 @@ fn symmetric_key(case: &Case<'_>, key: &str) -> Result<SymmetricKey, CaseFailure
     SymmetricKey::from_base64(case.input(key)?).map_err(malformed(key))
 }
 
-fn check_signature(case: &Case<'_>) -> Result<(), CaseFailure> {
+#[derive(Clone, Copy)]
+enum CodeFormat {
+    Decimal,
+    Base64,
+}
+
+/// The counter input `C`: `counterData` (Base64 of 16 bytes), or else `counter`, which upstream
+/// files use both for a v2 decimal counter (`"7"` → `0x00×8 ‖ BE64(7)`) and, in some v3 cases, for
+/// Base64 counter data.
+fn counter_input(case: &Case<'_>) -> Result<CounterData, CaseFailure> {
+    if case.input.contains_key("counterData") || !case.input.contains_key("counter") {
+        return CounterData::from_base64(case.input("counterData")?)
+            .map_err(malformed("counterData"));
+    }
+    let text = case.input("counter")?;
+    if !text.is_empty() && text.bytes().all(|b| b.is_ascii_digit()) {
+        let number = text.parse().map_err(|_| {
+            CaseFailure::Malformed(format!("counter {text:?} does not fit 64 bits"))
+        })?;
+        Ok(CounterData::from_v2_counter(number))
+    } else {
+        CounterData::from_base64(text).map_err(malformed("counter"))
+    }
+}
+
+fn check_signature(case: &Case<'_>, format: CodeFormat) -> Result<(), CaseFailure> {
     let signature_type =
         SignatureType::parse(case.input("signatureType")?).map_err(malformed("signatureType"))?;
     let length = match case.input.get("signatureComponentLength") {
@@ -296,11 +339,15 @@ fn check_signature(case: &Case<'_>) -> Result<(), CaseFailure> {
             factors.contains(&signature::Factor::Biometry),
         )?,
     );
-    let counter =
-        CounterData::from_base64(case.input("counterData")?).map_err(malformed("counterData"))?;
+    let counter = counter_input(case)?;
     let data = b64::decode(case.input("data")?).map_err(malformed("data"))?;
     let expected = case.output("signature")?;
-    let got = signature::decimal_signature(&keys, signature_type, &counter, &data, length);
+    let got = match format {
+        CodeFormat::Decimal => {
+            signature::decimal_signature(&keys, signature_type, &counter, &data, length)
+        }
+        CodeFormat::Base64 => signature::base64_signature(&keys, signature_type, &counter, &data),
+    };
     expect_eq("signature", expected, &got)
 }
 
@@ -361,6 +408,28 @@ fn check_activation_signature(case: &Case<'_>) -> Result<(), CaseFailure> {
             got: e.to_string(),
         }),
     }
+}
+
+/// `activationId` sits in `output` in upstream's file although it is an input.
+fn check_fingerprint(case: &Case<'_>) -> Result<(), CaseFailure> {
+    let public = |key: &str| PublicKey::from_base64(case.input(key)?).map_err(malformed(key));
+    let device = public("devicePublicKey")?;
+    let server = public("serverPublicKey")?;
+    for (name, key) in [
+        ("devicePublicKeyCoordX", &device),
+        ("serverPublicKeyCoordX", &server),
+    ] {
+        if case.output.contains_key(name) {
+            expect_eq(
+                name,
+                case.output(name)?,
+                &b64::encode(c::fingerprint::minimal_x(key)),
+            )?;
+        }
+    }
+    let activation_id = case.output("activationId")?;
+    let got = c::fingerprint::fingerprint_v3(&device, activation_id, &server);
+    expect_eq("fingerprint", case.output("fingerprint")?, &got)
 }
 
 #[cfg(test)]
@@ -606,6 +675,144 @@ mod tests {
         write_vectors(tmp.path(), "signatures-offline.json", cases);
         let (summary, report) = run_to_string(tmp.path());
         assert_eq!((summary.passed, summary.failed), (31, 0), "{report}");
+    }
+
+    /// A few cases copied from upstream's `signatures-v2.json`, `signatures-v3.json`,
+    /// `signatures-v31.json` and `public-key-fingerprint-v3.json` (wultra/powerauth-crypto,
+    /// `powerauth-docs/test-vectors`), which are
+    /// not in `../shared/vectors`. They cover 3FA, the numeric v2 `counter`, the Base64 format,
+    /// and upstream's v3 cases that name their Base64 counter data `counter`.
+    #[test]
+    fn upstream_excerpts_of_v2_v3_v31_files() {
+        fn case(
+            keys: [&str; 3],
+            t: &str,
+            counter: (&str, &str),
+            data: &str,
+            expected: &str,
+        ) -> Value {
+            let mut input = json!({
+                "signaturePossessionKey": keys[0], "signatureKnowledgeKey": keys[1], "signatureBiometryKey": keys[2],
+                "signatureType": t, "data": data,
+            });
+            input[counter.0] = json!(counter.1);
+            json!({"input": input, "output": {"signature": expected}})
+        }
+        let v2_keys = [
+            "iWasXMeSxqhx2+PNjF+ljg==",
+            "xEOxGbtWPAZ5S2ua2oFFSQ==",
+            "n7VnDt9AG4jqDfQp/+hHeg==",
+        ];
+        let v3_keys = [
+            "AsmonII6Gb3vyNgjD36jUQ==",
+            "PMy2u+1UVXUN4Wq15sI8hw==",
+            "xf4XBLyIyaXLO4RZD3LQZg==",
+        ];
+        let v31_keys = [
+            "NtqvzzwtSRbWkO40XbaJcQ==",
+            "F8SfFX2UWeibws+9zojlwA==",
+            "X6hHHDRPcumP2a2NKCX5bQ==",
+        ];
+        let tmp = tempfile::tempdir().unwrap();
+        write_vectors(
+            tmp.path(),
+            "signatures-v2.json",
+            vec![
+                case(
+                    v2_keys,
+                    "possession",
+                    ("counter", "1"),
+                    "BNfOm/mFIDeb4bMV85LD4TR46NgvhOUVxvOTVK9qT6j/3QwySDQdVZZcHLWE9d6KO1tisCycteE1pFRyGAdr3HI9T67XkcpUQqBexPDm4//NLPEA1hJc",
+                    "66149845",
+                ),
+                case(
+                    v2_keys,
+                    "possession_knowledge",
+                    ("counter", "5"),
+                    "YmdvHBCGcg==",
+                    "05098148-00322369",
+                ),
+                case(
+                    v2_keys,
+                    "possession_knowledge_biometry",
+                    ("counter", "0"),
+                    "ZZNmfAjGgbPTRo8=",
+                    "78036932-37837466-10658519",
+                ),
+            ],
+        );
+        write_vectors(
+            tmp.path(),
+            "signatures-v3.json",
+            vec![
+                case(
+                    v3_keys,
+                    "possession",
+                    ("counterData", "ySsZoq+YHdZBwsV/CFsdxw=="),
+                    "T494euhSV0zLzJwX0bR12s+XtwGdMPTJ",
+                    "90702949",
+                ),
+                case(
+                    v3_keys,
+                    "possession_knowledge",
+                    ("counter", "NEhM6/Doc10A8JJHeFFmwQ=="),
+                    "QqQbYGaoVYcSW/rnBMKeSJdx4xwstj6LnHJoEnGsWp/dICUGRo7o/XNS1Xpd",
+                    "74300064-78535396",
+                ),
+                case(
+                    v3_keys,
+                    "possession_knowledge_biometry",
+                    ("counter", "NzE23Yyd70quwsHWwQ3Isg=="),
+                    "g4UNS2tsXtEkmUXULVwVbyWgWok5LLaFbrw0AUb5Ikw04yBrauQHwXNX6wZn6WoJEL4ycdDXkHHmh+OUF1eZzF2fWdjy7qj2gNo9",
+                    "96308725-53396610-80105355",
+                ),
+            ],
+        );
+        write_vectors(
+            tmp.path(),
+            "signatures-v31.json",
+            vec![
+                case(
+                    v31_keys,
+                    "possession",
+                    ("counterData", "oJPoaEwdNltsQo0aEbWKWw=="),
+                    "7sNuLSwM9XcZlWpc0EGrs7aCntDkiWY=",
+                    "NbxajPzaV2b1C5q0WsHsVw==",
+                ),
+                case(
+                    v31_keys,
+                    "possession_knowledge",
+                    ("counterData", "64H8UkXgWHtwWOJ4a1FIQQ=="),
+                    "",
+                    "Q5Qzf5y1Kfw0UklQY60dHJLnY4TELSR+E8kD6iuEjwQ=",
+                ),
+                case(
+                    v31_keys,
+                    "possession_knowledge_biometry",
+                    ("counterData", "puQ9pOV22qasClkapLPtAg=="),
+                    "RPGzeTRdVJ4Hq2oirwEhnAYGssqG2ek0JGSExWAOD1+d",
+                    "D9ogIYFrSNdNDASGFF8sgZGG4p6utvo60uWT0WTnbGh7M8Ho1jqEGqNJ+xfF3Efr",
+                ),
+            ],
+        );
+        write_vectors(
+            tmp.path(),
+            "public-key-fingerprint-v3.json",
+            vec![json!({
+                "input": {
+                    "devicePublicKey": "BHS5kLb7nQkN4D8hMNbYs7uAj1yVHShh5l/YKIZowo8cN4CK6Q/9X5jb0mQruk/RB4AenmNB9jSKv00T9J8EneA=",
+                    "serverPublicKey": "BLVfJ2NrOBByBZhfS4UtEQU3fLhnzYbWdp3ZVEQPfKtTGXzXIpKqxCVwpRl3X++4OJQJoemybZ/cmkLU5fY2SZE=",
+                },
+                "output": {
+                    "devicePublicKeyCoordX": "dLmQtvudCQ3gPyEw1tizu4CPXJUdKGHmX9gohmjCjxw=",
+                    "serverPublicKeyCoordX": "tV8nY2s4EHIFmF9LhS0RBTd8uGfNhtZ2ndlURA98q1M=",
+                    "activationId": "6ae8cd16-67a7-4840-8d37-33d9aab6ea51",
+                    "fingerprint": "80201993",
+                },
+            })],
+        );
+        let (summary, report) = run_to_string(tmp.path());
+        assert_eq!((summary.passed, summary.failed), (10, 0), "{report}");
     }
 
     #[test]

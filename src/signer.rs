@@ -614,6 +614,12 @@ pub trait Signer: Send + Sync + fmt::Debug {
 
     /// Lists the token and every object labelled with [`LABEL_PREFIX`], read from the token.
     async fn inventory(&self) -> Result<Inventory, SignerError>;
+
+    /// Stops accepting work, lets queued work finish, releases the token (sessions closed,
+    /// library finalized) and returns when that is done. Later calls answer
+    /// [`SignerError::TokenUnavailable`]. Call it before the process exits: a PKCS#11 module
+    /// unloaded under a running call may crash the process at exit.
+    async fn shutdown(&self) {}
 }
 
 /// Builds the configured signer. For PKCS#11 this loads the module, finds the token, logs in once

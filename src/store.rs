@@ -188,6 +188,10 @@ pub trait Store: Send + Sync {
     /// are already recorded: the keys they name protect every activation.
     fn set_storage_keys(&self, kek: KeyId, dek: KeyId) -> Result<(), StoreError>;
 
+    /// Proves the store is readable and writable right now (for the readiness check): makes one small
+    /// durable write that changes no record.
+    fn probe(&self) -> Result<(), StoreError>;
+
     /// Appends an audit record on its own (for events that change nothing else).
     fn append_audit(&self, draft: AuditDraft) -> Result<AuditRecord, StoreError>;
 

@@ -6,7 +6,7 @@ mod conformance;
 #[path = "common/softhsm.rs"]
 mod softhsm;
 
-use offline_signer::signer::pkcs11::Pkcs11Signer;
+use offline_signer::signer::pkcs11::{Pkcs11Signer, temporary_objects_alive};
 use softhsm::{TestToken, runtime, with_token};
 
 fn run<F>(name: &str, body: F)
@@ -19,6 +19,7 @@ where
                 .await
                 .expect("open the signer");
             body(&signer, &token).await;
+            offline_signer::signer::Signer::shutdown(&signer).await;
         })
     });
 }
@@ -78,6 +79,23 @@ fn softhsm_unwrapped_key_is_never_extractable() {
                 inventory.objects.len(),
                 2,
                 "only KEK and DEK: {inventory:?}"
+            );
+            // Every temporary object (session key pair, unwrapped key, derived secret) was
+            // destroyed by its guard.
+            let device = p256::SecretKey::random(&mut rand::rngs::OsRng).public_key();
+            let point =
+                p256::elliptic_curve::sec1::ToEncodedPoint::to_encoded_point(&device, false);
+            s.ecdh(&pair.wrapped, point.as_bytes()).await.unwrap();
+            s.sign_digest(
+                offline_signer::signer::KeyRef::Wrapped(&pair.wrapped),
+                &[3; 32],
+            )
+            .await
+            .unwrap();
+            assert_eq!(
+                temporary_objects_alive(),
+                0,
+                "temporary objects left behind"
             );
         },
     );

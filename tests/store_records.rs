@@ -454,3 +454,17 @@ fn size_on_disk_counts_the_files() {
         .expect("insert");
     assert!(store.size_on_disk().expect("size") > 0);
 }
+
+#[test]
+fn probe_writes_durably_without_touching_records() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let store = open(&dir);
+    let before = store.flush_count();
+    store.probe().expect("probe");
+    assert_eq!(
+        store.flush_count(),
+        before + 1,
+        "the probe reaches the disk"
+    );
+    assert_eq!(store.audit_head().expect("head").seq, 0);
+}

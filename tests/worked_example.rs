@@ -292,6 +292,12 @@ fn proximity_variant() {
         scan(ctr(0), &[PK], &later, 20, code).map(|m| m.candidate),
         Some(1)
     );
+    assert_eq!(
+        plain
+            .proximity_candidates(&seed, 1_700_000_000 + 30, 30, 1, 8)
+            .unwrap(),
+        later
+    );
     // Two steps later it is outside stepCount = 1; without proximity it never matches.
     assert!(scan(ctr(0), &[PK], &candidates_at(1_700_000_000 + 60), 20, code).is_none());
     assert!(scan(ctr(0), &[PK], &[plain.to_data_to_sign()], 20, code).is_none());

@@ -11,7 +11,7 @@ use std::fmt;
 
 use super::ecdsa::{self, DerSignature};
 use super::keys::PublicKey;
-use super::{CryptoError, b64};
+use super::{CryptoError, b64, totp};
 
 /// The literal application secret of offline mode, appended as `"&offline"`.
 pub const OFFLINE_APPLICATION_SECRET: &str = "offline";
@@ -125,6 +125,23 @@ impl RequestData {
             parts[2],
             b64::encode(text)
         )))
+    }
+
+    /// The candidate messages of §8.1 with a proximity check: for each TOTP of
+    /// [`totp::totp_candidates`] (current step first, then `step_count` earlier steps),
+    /// `DATA_TO_SIGN` of [`RequestData::with_proximity_totp`].
+    pub fn proximity_candidates(
+        &self,
+        seed: &[u8],
+        now_unix_seconds: u64,
+        step_seconds: u64,
+        step_count: u32,
+        digits: u32,
+    ) -> Result<Vec<DataToSign>, CryptoError> {
+        totp::totp_candidates(seed, now_unix_seconds, step_seconds, step_count, digits)?
+            .iter()
+            .map(|otp| Ok(self.with_proximity_totp(otp)?.to_data_to_sign()))
+            .collect()
     }
 
     /// `DATA_TO_SIGN = UTF8(self ‖ "&offline")`.

@@ -38,17 +38,17 @@ pub enum Factor {
 /// The six signature types of §7.2.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum SignatureType {
-    /// `POSSESSION` / `possession`: [Kp].
+    /// `POSSESSION` / `possession`: `[Kp]`.
     Possession,
-    /// `KNOWLEDGE` / `knowledge`: [Kk].
+    /// `KNOWLEDGE` / `knowledge`: `[Kk]`.
     Knowledge,
-    /// `BIOMETRY` / `biometry`: [Kb].
+    /// `BIOMETRY` / `biometry`: `[Kb]`.
     Biometry,
-    /// `POSSESSION_KNOWLEDGE` / `possession_knowledge`: [Kp, Kk].
+    /// `POSSESSION_KNOWLEDGE` / `possession_knowledge`: `[Kp, Kk]`.
     PossessionKnowledge,
-    /// `POSSESSION_BIOMETRY` / `possession_biometry`: [Kp, Kb].
+    /// `POSSESSION_BIOMETRY` / `possession_biometry`: `[Kp, Kb]`.
     PossessionBiometry,
-    /// `POSSESSION_KNOWLEDGE_BIOMETRY` / `possession_knowledge_biometry`: [Kp, Kk, Kb].
+    /// `POSSESSION_KNOWLEDGE_BIOMETRY` / `possession_knowledge_biometry`: `[Kp, Kk, Kb]`.
     PossessionKnowledgeBiometry,
 }
 

@@ -115,8 +115,9 @@ impl WindowSearch<'_> {
     ) -> Option<WindowMatch> {
         let factor_macs = FactorMacs::new(self.keys);
         let mut positions: Vec<Position> = Vec::new();
-        let mut values = vec![0u32; recipes.len()];
-        let mut code = [0u8; MAX_CODE_LEN];
+        // Computed codes are valid one-time codes for later positions: wipe them afterwards.
+        let mut values = Zeroizing::new(vec![0u32; recipes.len()]);
+        let mut code = Zeroizing::new([0u8; MAX_CODE_LEN]);
         for (candidate, data) in self.candidates.iter().enumerate() {
             for offset in 0..self.lookahead {
                 let index = offset as usize;

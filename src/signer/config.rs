@@ -35,7 +35,7 @@ pub const DEFAULT_QUEUE_DEPTH: usize = 256;
 pub const DEFAULT_TIMEOUT_MS: u64 = 2000;
 
 /// The `[signer]` table as written. Unknown keys are errors.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawSignerConfig {
     /// `"pkcs11"` or `"software-insecure"`.

@@ -1,20 +1,19 @@
 //! The PKCS#11 signer: the only code in the crate that imports `cryptoki`.
 //!
 //! [`Pkcs11Signer`] turns each trait call into a job on a bounded crossbeam queue served by a pool
-//! of dedicated OS threads, each owning its own session ([`pool`]); the async caller awaits a
+//! of dedicated OS threads, each owning its own session (`pool`); the async caller awaits a
 //! tokio oneshot with the configured timeout, so no PKCS#11 call ever runs on a tokio worker and
 //! no caller waits forever. A full queue answers [`SignerError::Busy`] at once.
 //!
-//! - [`token`]: start-up path checks, `C_Initialize`, token selection, the one counted login,
+//! - `token`: start-up path checks, `C_Initialize`, token selection, the one counted login,
 //!   return-code classification.
-//! - [`pool`]: connection state, worker threads, session faults, re-initialization with back-off.
-//! - [`ops`]: the operations and the key templates of the keys table.
+//! - `pool`: connection state, worker threads, session faults, re-initialization with back-off.
+//! - `ops`: the operations and the key templates of the keys table.
 
 mod ops;
 mod pool;
 mod token;
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -28,21 +27,35 @@ use super::{
 use ops::{Ctx, OpError};
 use pool::{Job, Shared};
 
+pub use ops::temporary_objects_alive;
+
+/// Longest wait for start-up (loading the module, `C_Initialize`, login) before
+/// [`SignerError::Timeout`]; network HSMs can be slow to connect.
+const OPEN_TIMEOUT: Duration = Duration::from_secs(60);
 pub use token::login_attempts;
 
 /// The PKCS#11 implementation of [`Signer`]. Dropping it stops the workers, closes the sessions
-/// and finalizes the library once the queued work is done.
+/// and finalizes the library once the queued work is done; [`Signer::shutdown`] does the same and
+/// waits for it.
+///
+/// One per process: the library is initialized and finalized per process, so a second signer on
+/// the same module would share (and, when it shuts down, finalize) the first one's library.
 pub struct Pkcs11Signer {
-    queue: crossbeam_channel::Sender<Job>,
+    /// `None` after [`Signer::shutdown`].
+    queue: std::sync::Mutex<Option<crossbeam_channel::Sender<Job>>>,
     timeout: Duration,
-    shared: Arc<Shared>,
+    /// Worker threads (the workers alone hold the shared state, so that closing the sessions
+    /// and `C_Finalize` run on a worker thread, never on an async runtime thread).
+    workers: usize,
+    /// Fires when the workers have closed every session and finalized the library.
+    closed: tokio::sync::Mutex<Option<tokio::sync::oneshot::Receiver<()>>>,
 }
 
 impl std::fmt::Debug for Pkcs11Signer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Pkcs11Signer")
             .field("timeout", &self.timeout)
-            .field("shared", &self.shared)
+            .field("workers", &self.workers)
             .finish_non_exhaustive()
     }
 }
@@ -52,6 +65,7 @@ impl Pkcs11Signer {
     /// (exactly one attempt) and starts the workers. Runs the blocking part on a dedicated thread.
     pub async fn open(cfg: &Pkcs11Config) -> Result<Self, SignerError> {
         let cfg = cfg.clone();
+        let timeout = cfg.timeout;
         let (tx, rx) = tokio::sync::oneshot::channel();
         std::thread::Builder::new()
             .name("pkcs11-open".into())
@@ -59,8 +73,13 @@ impl Pkcs11Signer {
                 let _ = tx.send(Self::open_blocking(&cfg));
             })
             .map_err(|e| SignerError::Internal(format!("cannot start the open thread: {e}")))?;
-        rx.await
-            .map_err(|_| SignerError::Internal("the open thread died".into()))?
+        match tokio::time::timeout(OPEN_TIMEOUT.max(timeout), rx).await {
+            Ok(Ok(result)) => result,
+            Ok(Err(_)) => Err(SignerError::Internal("the open thread died".into())),
+            // The thread may still finish; the signer it builds is then dropped, which releases
+            // the token.
+            Err(_) => Err(SignerError::Timeout),
+        }
     }
 
     /// The blocking body of [`Pkcs11Signer::open`]; do not call it on an async runtime thread.
@@ -76,10 +95,15 @@ impl Pkcs11Signer {
             queue_depth = cfg.queue_depth.get(),
             "PKCS#11 signer ready"
         );
+        let workers = shared.workers();
+        let (closed_tx, closed) = tokio::sync::oneshot::channel();
+        shared.notify_when_closed(closed_tx);
+        drop(shared);
         Ok(Pkcs11Signer {
-            queue,
+            queue: std::sync::Mutex::new(Some(queue)),
             timeout: cfg.timeout,
-            shared,
+            workers,
+            closed: tokio::sync::Mutex::new(Some(closed)),
         })
     }
 
@@ -96,7 +120,13 @@ impl Pkcs11Signer {
             }
             let _ = tx.send(shared.execute(idx, &op));
         });
-        self.queue.try_send(job).map_err(|e| match e {
+        let queue = self
+            .queue
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+            .ok_or(SignerError::TokenUnavailable)?;
+        queue.try_send(job).map_err(|e| match e {
             crossbeam_channel::TrySendError::Full(_) => SignerError::Busy,
             crossbeam_channel::TrySendError::Disconnected(_) => SignerError::TokenUnavailable,
         })?;
@@ -208,5 +238,15 @@ impl Signer for Pkcs11Signer {
 
     async fn inventory(&self) -> Result<Inventory, SignerError> {
         self.run(ops::inventory).await
+    }
+
+    async fn shutdown(&self) {
+        let queue = self.queue.lock().unwrap_or_else(|p| p.into_inner()).take();
+        drop(queue);
+        // Workers stop once the queue is empty and every in-flight caller's clone is gone; the
+        // last one closes the sessions, finalizes the library and fires `closed`.
+        if let Some(closed) = self.closed.lock().await.take() {
+            let _ = closed.await;
+        }
     }
 }

@@ -1,7 +1,8 @@
 //! [`SledStore`]: the [`Store`] on an embedded sled database in one directory.
 //!
 //! Trees and keys (values are the [`super::codec`] encodings, each starting with its format byte):
-//! - `meta`: `format` → `u32` BE store format ([`STORE_FORMAT`]); `audit_head` → chain head.
+//! - `meta`: `format` → `u32` BE store format ([`STORE_FORMAT`]); `audit_head` → chain head;
+//!   `probe` → `i64` BE time of the last readiness probe.
 //! - `applications`: application id (UTF-8) → application.
 //! - `activations`: activation id (UTF-8) → activation.
 //! - `nonces`: nonce string (UTF-8) → issued nonce.
@@ -35,6 +36,7 @@ pub const STORE_FORMAT: u32 = 1;
 const KEY_FORMAT: &[u8] = b"format";
 const KEY_AUDIT_HEAD: &[u8] = b"audit_head";
 const KEY_STORAGE_KEYS: &[u8] = b"storage_keys";
+const KEY_PROBE: &[u8] = b"probe";
 
 type TxError = ConflictableTransactionError<StoreError>;
 
@@ -168,6 +170,7 @@ impl SledStore {
                     &self.applications,
                     &self.activations,
                     &self.nonces,
+                    &self.nonce_expiry,
                     &self.credentials,
                     &self.audit,
                 ];
@@ -500,6 +503,12 @@ impl Store for SledStore {
                 what: "storage key ids",
             });
         }
+        self.durable()
+    }
+
+    fn probe(&self) -> Result<(), StoreError> {
+        let now = Timestamp::now().unix_millis().to_be_bytes();
+        self.meta.insert(KEY_PROBE, &now).map_err(io)?;
         self.durable()
     }
 

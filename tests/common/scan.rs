@@ -32,7 +32,10 @@ pub fn forms(needle: &[u8]) -> Vec<(&'static str, Vec<u8>)> {
         padded.extend_from_slice(needle);
         let first = (8 * shift).div_ceil(6);
         let end = (8 * (shift + needle.len())) / 6;
-        for (name, engine) in [("base64", &STANDARD_NO_PAD), ("base64url", &URL_SAFE_NO_PAD)] {
+        for (name, engine) in [
+            ("base64", &STANDARD_NO_PAD),
+            ("base64url", &URL_SAFE_NO_PAD),
+        ] {
             let text = engine.encode(&padded);
             if first < end {
                 out.push((name, text.as_bytes()[first..end].to_vec()));
@@ -61,7 +64,11 @@ pub fn scan_dir(dir: &Path, needle: &[u8]) -> std::io::Result<Vec<Hit>> {
             }
             for (offset, window) in bytes.windows(pattern.len()).enumerate() {
                 if window == pattern.as_slice() {
-                    hits.push(Hit { file: path.clone(), offset, form });
+                    hits.push(Hit {
+                        file: path.clone(),
+                        offset,
+                        form,
+                    });
                 }
             }
         }

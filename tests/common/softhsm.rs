@@ -100,6 +100,18 @@ pub fn with_token_prepared(
     user_pin: Option<&str>,
     body: impl FnOnce(TestToken),
 ) {
+    with_token_custom(test_name, label, user_pin, |_| None, body)
+}
+
+/// The general form: `conf_override` receives the prepared directory and may return another
+/// `SOFTHSM2_CONF` path for the child (e.g. a missing file).
+pub fn with_token_custom(
+    test_name: &str,
+    label: &str,
+    user_pin: Option<&str>,
+    conf_override: impl FnOnce(&Path) -> Option<PathBuf>,
+    body: impl FnOnce(TestToken),
+) {
     if let (Ok(dir), Ok(label)) = (std::env::var(CHILD_DIR), std::env::var(CHILD_LABEL)) {
         body(TestToken {
             dir: PathBuf::from(dir),
@@ -118,10 +130,11 @@ pub fn with_token_prepared(
     });
     let dir = tmp.path().join("hsm");
     init_token(&dir, label, pin_file.as_deref());
+    let conf = conf_override(&dir).unwrap_or_else(|| dir.join("softhsm2.conf"));
     let exe = std::env::current_exe().expect("current test binary");
     let out = Command::new(exe)
         .args([test_name, "--exact", "--nocapture", "--test-threads=1"])
-        .env("SOFTHSM2_CONF", dir.join("softhsm2.conf"))
+        .env("SOFTHSM2_CONF", conf)
         .env(CHILD_DIR, &dir)
         .env(CHILD_LABEL, label)
         .output()
@@ -130,7 +143,8 @@ pub fn with_token_prepared(
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
         out.status.success(),
-        "child test {test_name} failed\n--- stdout ---\n{stdout}\n--- stderr ---\n{stderr}"
+        "child test {test_name} failed ({})\n--- stdout ---\n{stdout}\n--- stderr ---\n{stderr}",
+        out.status
     );
     assert!(
         stdout.contains("1 passed"),
@@ -143,7 +157,21 @@ pub fn with_token(test_name: &str, label: &str, body: impl FnOnce(TestToken)) {
     with_token_prepared(test_name, label, None, body)
 }
 
-/// A current-thread tokio runtime for a test body.
+/// Runs `softhsm2-util` (inherits `SOFTHSM2_CONF`) and asserts success.
+pub fn softhsm_util(args: &[&str]) -> String {
+    let out = Command::new("softhsm2-util")
+        .args(args)
+        .output()
+        .expect("softhsm2-util runs");
+    assert!(
+        out.status.success(),
+        "softhsm2-util {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// A tokio runtime for a test body.
 pub fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)

@@ -8,6 +8,8 @@
 //! temporary object (unwrapped keys, session key pairs, derived secrets) is held by a [`Temp`]
 //! guard that destroys it on every path.
 
+use std::sync::atomic::{AtomicI64, Ordering};
+
 use cryptoki::context::Pkcs11;
 use cryptoki::error::Error as CkError;
 use cryptoki::mechanism::Mechanism;
@@ -74,10 +76,30 @@ struct Temp<'a> {
     handle: ObjectHandle,
 }
 
+/// Temporary objects created and not (yet) destroyed by this process.
+static TEMPORARY_OBJECTS: AtomicI64 = AtomicI64::new(0);
+
+/// How many temporary objects (session key pairs, unwrapped keys, derived secrets) this process
+/// created and has not destroyed. Zero whenever no operation is running; tests check it.
+pub fn temporary_objects_alive() -> i64 {
+    TEMPORARY_OBJECTS.load(Ordering::SeqCst)
+}
+
+impl<'a> Temp<'a> {
+    fn new(session: &'a Session, handle: ObjectHandle) -> Self {
+        TEMPORARY_OBJECTS.fetch_add(1, Ordering::SeqCst);
+        Temp { session, handle }
+    }
+}
+
 impl Drop for Temp<'_> {
     fn drop(&mut self) {
-        if let Err(e) = self.session.destroy_object(self.handle) {
-            tracing::debug!(error = %e, "destroying a temporary object failed");
+        match self.session.destroy_object(self.handle) {
+            Ok(()) => {
+                TEMPORARY_OBJECTS.fetch_sub(1, Ordering::SeqCst);
+            }
+            // A session object also dies with its session (dropped on session faults).
+            Err(e) => tracing::debug!(error = %e, "destroying a temporary object failed"),
         }
     }
 }
@@ -314,14 +336,8 @@ pub(crate) fn generate_wrapped(ctx: &Ctx<'_>, kek_id: &KeyId) -> Result<WrappedK
         &public_template,
         &private_template,
     )?;
-    let public = Temp {
-        session: ctx.session,
-        handle: public,
-    };
-    let private = Temp {
-        session: ctx.session,
-        handle: private,
-    };
+    let public = Temp::new(ctx.session, public);
+    let private = Temp::new(ctx.session, private);
     let blob = ctx
         .session
         .wrap_key(&Mechanism::AesKeyWrapPad, kek, private.handle)?;
@@ -349,10 +365,7 @@ fn unwrap<'a>(ctx: &Ctx<'a>, wrapped: &WrappedKey) -> Result<Temp<'a>, OpError> 
         .session
         .unwrap_key(&Mechanism::AesKeyWrapPad, kek, wrapped.blob(), &template)
         .map_err(|e| auth_failure(ctx, e))?;
-    Ok(Temp {
-        session: ctx.session,
-        handle,
-    })
+    Ok(Temp::new(ctx.session, handle))
 }
 
 fn sign_with(ctx: &Ctx<'_>, key: ObjectHandle, digest: &[u8; 32]) -> Result<DerSignature, OpError> {
@@ -401,10 +414,7 @@ pub(crate) fn ecdh(
     let derived = ctx
         .session
         .derive_key(&Mechanism::Ecdh1Derive(params), key.handle, &template)?;
-    let derived = Temp {
-        session: ctx.session,
-        handle: derived,
-    };
+    let derived = Temp::new(ctx.session, derived);
     let mut attrs = ctx
         .session
         .get_attributes(derived.handle, &[AttributeType::Value])?;

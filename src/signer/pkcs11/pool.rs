@@ -58,6 +58,8 @@ pub(crate) struct Shared {
     workers: usize,
     state: RwLock<State>,
     generations: std::sync::atomic::AtomicU64,
+    /// Told when the last worker has closed the sessions and finalized the library.
+    on_closed: Mutex<Option<tokio::sync::oneshot::Sender<()>>>,
 }
 
 impl std::fmt::Debug for Shared {
@@ -92,6 +94,7 @@ impl Shared {
                 delay: BACKOFF_START,
             }),
             generations: std::sync::atomic::AtomicU64::new(0),
+            on_closed: Mutex::new(None),
         };
         let live = shared.connect(requested_workers)?;
         let limit = shared.session_limit(live.slot);
@@ -111,6 +114,11 @@ impl Shared {
         };
         shared.state = RwLock::new(State::Live(live));
         Ok(Arc::new(shared))
+    }
+
+    /// Registers the channel told when the shared state is finally dropped.
+    pub(crate) fn notify_when_closed(&self, tx: tokio::sync::oneshot::Sender<()>) {
+        *lock(&self.on_closed) = Some(tx);
     }
 
     /// Number of worker threads to start.
@@ -352,6 +360,9 @@ impl Drop for Shared {
         if let State::Live(live) = state {
             self.tear_down(live);
         }
+        if let Some(tx) = lock(&self.on_closed).take() {
+            let _ = tx.send(());
+        }
     }
 }
 
@@ -368,7 +379,12 @@ pub(crate) fn start_workers(
             .name(format!("pkcs11-worker-{idx}"))
             .spawn(move || {
                 while let Ok(job) = rx.recv() {
-                    job(&shared, idx);
+                    // A panicking job must not take the worker (and its session slot) down; its
+                    // caller sees the dropped answer channel as TokenUnavailable.
+                    let run = std::panic::AssertUnwindSafe(|| job(&shared, idx));
+                    if std::panic::catch_unwind(run).is_err() {
+                        tracing::error!(worker = idx, "a signer job panicked");
+                    }
                 }
             })
             .map_err(|e| SignerError::Internal(format!("cannot start a worker thread: {e}")))?;

@@ -1,0 +1,179 @@
+//! key-report against a real SoftHSM token: a fresh token with a master key pair, KEK and DEK
+//! shows no violation; a key with our label prefix that is extractable or was imported does.
+
+#[path = "common/softhsm.rs"]
+mod softhsm;
+
+use offline_signer::signer::pkcs11::Pkcs11Signer;
+use offline_signer::signer::report::KeyPurpose;
+use offline_signer::signer::{Signer, key_report};
+use softhsm::{runtime, with_token};
+
+#[test]
+fn fresh_token_has_no_violation() {
+    with_token("fresh_token_has_no_violation", "report", |token| {
+        runtime().block_on(async {
+            let signer = Pkcs11Signer::open(&token.config()).await.expect("open");
+            let master = signer.generate_master_key().await.unwrap();
+            let ids = signer.ensure_storage_keys(None).await.unwrap();
+            // Wrapped keys and their use leave nothing on the token.
+            let pair = signer.generate_wrapped_key_pair(&ids.kek).await.unwrap();
+            signer
+                .unwrapped_key_attributes(&pair.wrapped)
+                .await
+                .unwrap();
+
+            let mut report = key_report(&signer).await.expect("report");
+            report.wrapped_keys.count = Some(1);
+            assert_eq!(report.token.label, "report");
+            assert_eq!(report.token.manufacturer, "SoftHSM project");
+            assert_eq!(report.keys.len(), 4, "{report:#?}");
+            for key in &report.keys {
+                assert!(key.ok, "{}: {}", key.attributes.label, key.verdict);
+                let a = &key.attributes;
+                assert_eq!(a.token, Some(true));
+                if key.purpose != KeyPurpose::MasterPublic {
+                    assert_eq!(a.sensitive, Some(true), "{a:?}");
+                    assert_eq!(a.always_sensitive, Some(true), "{a:?}");
+                    assert_eq!(a.extractable, Some(false), "{a:?}");
+                    assert_eq!(a.never_extractable, Some(true), "{a:?}");
+                    assert_eq!(a.local, Some(true), "{a:?}");
+                    assert_eq!(a.private, Some(true), "{a:?}");
+                    assert_eq!(a.value_readable, Some(false), "{a:?}");
+                }
+            }
+            let purposes: Vec<KeyPurpose> = report.keys.iter().map(|k| k.purpose).collect();
+            for p in [
+                KeyPurpose::MasterPrivate,
+                KeyPurpose::MasterPublic,
+                KeyPurpose::Kek,
+                KeyPurpose::Dek,
+            ] {
+                assert_eq!(purposes.iter().filter(|q| **q == p).count(), 1, "{p:?}");
+            }
+            assert_eq!(report.violations(), 0);
+            assert_eq!(
+                report.wrapped_keys.kek_id.as_deref(),
+                Some(ids.kek.to_string().as_str())
+            );
+            let master_row = report
+                .keys
+                .iter()
+                .find(|k| k.purpose == KeyPurpose::MasterPrivate)
+                .unwrap();
+            assert_eq!(master_row.attributes.id, master.id.to_string());
+
+            let json: serde_json::Value = serde_json::to_value(&report).unwrap();
+            let key0 = &json["keys"][0];
+            for field in [
+                "id",
+                "label",
+                "purpose",
+                "class",
+                "keyType",
+                "sensitive",
+                "extractable",
+                "alwaysSensitive",
+                "neverExtractable",
+                "local",
+                "verdict",
+            ] {
+                assert!(key0.get(field).is_some(), "missing {field} in {key0}");
+            }
+            for field in ["label", "serial", "manufacturer", "model"] {
+                assert!(json["token"].get(field).is_some(), "missing token.{field}");
+            }
+            assert_eq!(json["wrappedKeys"]["mechanism"], "CKM_AES_KEY_WRAP_PAD");
+            assert_eq!(json["wrappedKeys"]["count"], 1);
+            assert_eq!(json["violations"], 0);
+            signer.shutdown().await;
+        })
+    });
+}
+
+#[test]
+fn foreign_keys_with_our_prefix_are_violations() {
+    with_token(
+        "foreign_keys_with_our_prefix_are_violations",
+        "report",
+        |token| {
+            runtime().block_on(async {
+                let signer = Pkcs11Signer::open(&token.config()).await.expect("open");
+                signer.ensure_storage_keys(None).await.unwrap();
+                assert_eq!(key_report(&signer).await.unwrap().violations(), 0);
+
+                // An AES key imported from a file (softhsm2-util): sensitive, but not generated in
+                // the token, never "always sensitive": a violation of the keys table.
+                let key_file = token.dir.join("imported.key");
+                std::fs::write(&key_file, [0x42u8; 32]).unwrap();
+                let pin = token.user_pin();
+                softhsm::softhsm_util(&[
+                    "--import",
+                    key_file.to_str().unwrap(),
+                    "--aes",
+                    "--token",
+                    "report",
+                    "--label",
+                    "offline-signer/imported",
+                    "--id",
+                    "0102",
+                    "--pin",
+                    &pin,
+                ]);
+                let report = key_report(&signer).await.unwrap();
+                let imported = report
+                    .keys
+                    .iter()
+                    .find(|k| k.attributes.label == "offline-signer/imported")
+                    .expect("the imported key is reported");
+                assert!(!imported.ok, "{}", imported.verdict);
+                assert!(
+                    imported.verdict.contains("not generated in the token"),
+                    "{}",
+                    imported.verdict
+                );
+                assert_eq!(report.violations(), 1, "{report:#?}");
+
+                // An extractable key generated in the token with our prefix (pkcs11-tool, if present).
+                let tool = std::process::Command::new("pkcs11-tool")
+                    .args([
+                        "--module",
+                        softhsm::MODULE,
+                        "--token-label",
+                        "report",
+                        "--login",
+                        "--pin",
+                        &pin,
+                        "--keygen",
+                        "--key-type",
+                        "AES:32",
+                        "--label",
+                        "offline-signer/leaky",
+                        "--id",
+                        "0103",
+                        "--extractable",
+                    ])
+                    .output();
+                match tool {
+                    Ok(out) if out.status.success() => {
+                        let report = key_report(&signer).await.unwrap();
+                        let leaky = report
+                            .keys
+                            .iter()
+                            .find(|k| k.attributes.label == "offline-signer/leaky")
+                            .expect("the extractable key is reported");
+                        assert_eq!(leaky.attributes.extractable, Some(true));
+                        assert!(!leaky.ok);
+                        assert!(leaky.verdict.contains("extractable"), "{}", leaky.verdict);
+                        assert_eq!(report.violations(), 2);
+                    }
+                    _ => eprintln!(
+                        "NOTICE: pkcs11-tool (opensc) not available: the extractable-key case ran \
+                     only as the imported-key case"
+                    ),
+                }
+                signer.shutdown().await;
+            })
+        },
+    );
+}
