@@ -1,6 +1,7 @@
 //! The inputs and outputs of the use cases, as plain Rust values. The HTTP layer turns its wire types
 //! into these and back; nothing here knows JSON.
 
+use crate::crypto::offline_data::{DataToSign, RequestData};
 use crate::crypto::{b64, totp};
 use crate::store::{ActivationStatus, Timestamp};
 
@@ -114,20 +115,25 @@ impl ValidProximity {
             .map_err(|e| ServiceError::InvalidRequest(e.to_string()))
     }
 
-    /// The TOTPs of the current step and `step_count` previous ones, current first.
+    /// The messages to try for `data`: one per TOTP step, current step first (§8.1).
     pub(crate) fn candidates(
         &self,
+        data: &RequestData,
         now: Timestamp,
         digits: u32,
-    ) -> Result<Vec<String>, ServiceError> {
-        totp::totp_candidates(
+    ) -> Result<Vec<DataToSign>, ServiceError> {
+        data.proximity_candidates(
             &self.seed,
             unix_seconds(now),
             self.step_length,
             self.step_count,
             digits,
         )
-        .map_err(|e| ServiceError::InvalidRequest(e.to_string()))
+        .map_err(|_| {
+            ServiceError::InvalidRequest(
+                "with proximityCheck, the body part of data must be canonical Base64".into(),
+            )
+        })
     }
 }
 

@@ -5,7 +5,7 @@
 use sha2::{Digest as _, Sha256};
 
 use crate::config::NoncePolicy;
-use crate::crypto::offline_data::{DataToSign, RequestData};
+use crate::crypto::offline_data::RequestData;
 use crate::crypto::{ComponentLength, CounterData, SignatureType, WindowSearch};
 use crate::store::{
     Activation, ActivationStatus, AuditDraft, AuditOperation, AuditOutcome, Conflict, NonceOwner,
@@ -149,7 +149,10 @@ impl Service {
         }
 
         let keys = self.factor_keys(&activation).await?;
-        let candidates = self.candidates(c, now)?;
+        let candidates = match &c.proximity {
+            None => vec![c.data.to_data_to_sign()],
+            Some(p) => p.candidates(&c.data, now, self.otp_digits())?,
+        };
         let found = WindowSearch {
             keys: &keys,
             counter: CounterData::from_bytes(activation.ctr_data),
@@ -229,26 +232,6 @@ impl Service {
         audit.counter_after = Some(activation.counter);
         self.write(move |s| s.append_audit(audit)).await?;
         Ok(self.filled(&activation, false, None, Some(status)))
-    }
-
-    /// The messages to try: the plain `DATA_TO_SIGN`, or one per proximity TOTP step (current first).
-    fn candidates(&self, c: &Checked, now: Timestamp) -> Result<Vec<DataToSign>, ServiceError> {
-        let Some(proximity) = &c.proximity else {
-            return Ok(vec![c.data.to_data_to_sign()]);
-        };
-        let digits = self.inner.settings.signature.proximity_otp_length;
-        proximity
-            .candidates(now, digits)?
-            .iter()
-            .map(|otp| {
-                c.data
-                    .with_proximity_totp(otp)
-                    .map(|d| d.to_data_to_sign())
-                    .map_err(|_| {
-                        ServiceError::invalid("the body part of data is not canonical Base64")
-                    })
-            })
-            .collect()
     }
 
     /// The atomic, durable end of an attempt. A lost compare-and-swap is [`PassError::Stale`].
