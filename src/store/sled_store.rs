@@ -123,15 +123,34 @@ fn maybe_append(
     draft.map(|d| append_in(meta, audit, d)).transpose()
 }
 
+/// How long [`SledStore::open`] waits for another handle of the same process to let go of the
+/// database's file lock. sled releases it from a background thread shortly after the last handle is
+/// dropped, so an immediate reopen in the same process (tests, a restart of the service inside one
+/// process) can find it still held. Another *process* holding the lock is a real error and is reported
+/// once the wait is over.
+const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+
+fn open_db(dir: &Path) -> Result<sled::Db, StoreError> {
+    let deadline = std::time::Instant::now() + LOCK_WAIT;
+    loop {
+        match sled::Config::new().path(dir).flush_every_ms(None).open() {
+            Ok(db) => return Ok(db),
+            Err(sled::Error::Io(e))
+                if e.kind() == std::io::ErrorKind::WouldBlock
+                    && std::time::Instant::now() < deadline =>
+            {
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            Err(e) => return Err(io(e)),
+        }
+    }
+}
+
 impl SledStore {
     /// Opens (or creates) the store in `dir`. Refuses a store written in a newer format, and a non-empty
     /// directory database without a format marker.
     pub fn open(dir: &Path) -> Result<Self, StoreError> {
-        let db = sled::Config::new()
-            .path(dir)
-            .flush_every_ms(None)
-            .open()
-            .map_err(io)?;
+        let db = open_db(dir)?;
         let tree = |name: &str| db.open_tree(name).map_err(io);
         let store = Self {
             dir: dir.to_path_buf(),
