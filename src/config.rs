@@ -302,3 +302,114 @@ impl RawConfig {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SIGNER: &str = "[signer]\nkind = \"pkcs11\"\nmodule = \"/usr/lib/softhsm/libsofthsm2.so\"\ntoken_label = \"t\"\npin_file = \"pin\"\n";
+
+    fn load(text: &str) -> Result<Config, ConfigError> {
+        Config::from_toml(Path::new("/etc/offline-signer/config.toml"), text)
+    }
+
+    #[test]
+    fn defaults_are_powerauths() {
+        let c = load(SIGNER).expect("valid");
+        assert_eq!(c.listen, "127.0.0.1:8080".parse().expect("addr"));
+        assert_eq!(c.data_dir, Path::new("/etc/offline-signer/data"));
+        assert!(c.restrict_access);
+        assert_eq!(c.body_limit_bytes, 65536);
+        assert_eq!(
+            c.signature,
+            SignatureSettings {
+                lookahead: 20,
+                max_failed_attempts: 5,
+                component_length: 8,
+                proximity_otp_length: 8,
+            }
+        );
+        assert_eq!(c.nonce_policy, NoncePolicy::Enforce);
+        assert_eq!(c.nonce_ttl, Duration::from_secs(300));
+    }
+
+    #[test]
+    fn relative_signer_paths_follow_the_config_file() {
+        let c = load(SIGNER).expect("valid");
+        let SignerConfig::Pkcs11(p) = &c.signer else {
+            panic!("pkcs11 expected");
+        };
+        let debug = format!("{p:?}");
+        assert!(debug.contains("/etc/offline-signer/pin"), "{debug}");
+        assert!(debug.contains("/usr/lib/softhsm/libsofthsm2.so"), "{debug}");
+    }
+
+    #[test]
+    fn unknown_keys_are_refused() {
+        for text in [
+            format!("lisen = \"127.0.0.1:1\"\n{SIGNER}"),
+            format!("[signature]\nlook_ahead = 3\n{SIGNER}"),
+            format!("[nonce]\npolicy = \"enforce\"\nttl = 3\n{SIGNER}"),
+            format!("{SIGNER}colour = \"blue\"\n"),
+        ] {
+            assert!(
+                matches!(load(&text), Err(ConfigError::Parse { .. })),
+                "{text}"
+            );
+        }
+    }
+
+    #[test]
+    fn out_of_range_values_name_their_key() {
+        for (text, key) in [
+            ("[signature]\nlookahead = 0\n", "signature.lookahead"),
+            ("[signature]\nlookahead = 65\n", "signature.lookahead"),
+            (
+                "[signature]\nmax_failed_attempts = 0\n",
+                "signature.max_failed_attempts",
+            ),
+            (
+                "[signature]\ncomponent_length = 3\n",
+                "signature.component_length",
+            ),
+            (
+                "[signature]\ncomponent_length = 9\n",
+                "signature.component_length",
+            ),
+            (
+                "[signature]\nproximity_otp_length = 5\n",
+                "signature.proximity_otp_length",
+            ),
+            ("[nonce]\nttl_seconds = 0\n", "nonce.ttl_seconds"),
+            ("body_limit_bytes = 10\n", "body_limit_bytes"),
+            ("listen = \"nowhere\"\n", "listen"),
+        ] {
+            // Top-level keys must come before the first table.
+            let text = if text.starts_with('[') {
+                format!("{SIGNER}{text}")
+            } else {
+                format!("{text}{SIGNER}")
+            };
+            match load(&text) {
+                Err(ConfigError::Invalid { key: k, .. }) => assert_eq!(k, key, "{text}"),
+                other => panic!("{text}: expected an error about {key}, got {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn a_literal_pin_is_refused_without_echoing_it() {
+        let text = format!("{SIGNER}pin = \"4242-secret\"\n");
+        let e = load(&text).expect_err("a PIN in the file must be refused");
+        let shown = format!("{e} {e:?}");
+        assert!(shown.contains("pin_file"), "{shown}");
+        assert!(!shown.contains("4242-secret"), "{shown}");
+    }
+
+    #[test]
+    fn nonce_policy_off_is_accepted() {
+        let c = load(&format!("{SIGNER}[nonce]\npolicy = \"off\"\n")).expect("valid");
+        assert_eq!(c.nonce_policy, NoncePolicy::Off);
+        assert!(load(&format!("{SIGNER}[nonce]\npolicy = \"maybe\"\n")).is_err());
+    }
+}
