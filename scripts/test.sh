@@ -5,6 +5,7 @@
 #
 # What it installs when missing (needs root or sudo, Debian/Ubuntu):
 #   softhsm2       the PKCS#11 token the signer tests run against (via scripts/softhsm-init.sh)
+#   opensc         pkcs11-tool, with which a key-report test plants an extractable key to be flagged
 #   cargo-nextest  runs each test in its own process (one C_Initialize per process, see hsm-notes)
 #
 # The upstream PowerAuth vectors are read from ../shared/vectors beside the checkout. With CI=true a
@@ -19,6 +20,13 @@ probe_dir=$(mktemp -d)
 trap 'rm -rf "$probe_dir"' EXIT
 ./scripts/softhsm-init.sh "$probe_dir" test-probe >/dev/null
 echo "softhsm2 $(softhsm2-util --version) works"
+
+if ! command -v pkcs11-tool >/dev/null 2>&1; then
+    say "Installing opensc (pkcs11-tool)"
+    sudo=()
+    [ "$(id -u)" -eq 0 ] || sudo=(sudo)
+    ${sudo[@]+"${sudo[@]}"} env DEBIAN_FRONTEND=noninteractive apt-get install -y opensc >/dev/null
+fi
 
 if ! cargo nextest --version >/dev/null 2>&1; then
     say "Installing cargo-nextest (one time)"
