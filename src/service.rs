@@ -219,7 +219,7 @@ impl Service {
     }
 
     /// Runs a store write on the blocking pool (writes wait for their flush).
-    async fn write<T, F>(&self, f: F) -> Result<T, ServiceError>
+    async fn write<T, F>(&self, f: F) -> Result<T, StoreError>
     where
         T: Send + 'static,
         F: FnOnce(&dyn Store) -> Result<T, StoreError> + Send + 'static,
@@ -268,13 +268,11 @@ impl Service {
                 application_detail(&app)
             }
             // Lost a race with a concurrent create of the same id; the new HSM key stays unused.
-            Err(ServiceError::Internal)
-                if matches!(self.inner.store.application(application_id), Ok(Some(_))) =>
-            {
+            Err(StoreError::AlreadyExists { .. }) => {
                 tracing::warn!(application_id, key_id = %key.id, "orphaned master key after a create race");
                 Err(ServiceError::invalid("applicationId already exists"))
             }
-            Err(e) => Err(e),
+            Err(e) => Err(e.into()),
         }
     }
 
@@ -621,12 +619,10 @@ impl Service {
                     .await
                 {
                     Ok(()) => {}
-                    Err(ServiceError::Internal)
-                        if matches!(self.inner.store.nonce(nonce), Ok(Some(_))) =>
-                    {
+                    Err(StoreError::AlreadyExists { .. }) => {
                         return Err(ServiceError::invalid("nonce was already issued"));
                     }
-                    Err(e) => return Err(e),
+                    Err(e) => return Err(e.into()),
                 }
             }
         }
@@ -641,7 +637,7 @@ impl Service {
         max: usize,
     ) -> Result<usize, ServiceError> {
         let before = self.now().saturating_sub(retention);
-        self.write(move |s| s.prune_nonces(before, max)).await
+        Ok(self.write(move |s| s.prune_nonces(before, max)).await?)
     }
 
     fn otp_digits(&self) -> u32 {
@@ -663,19 +659,18 @@ impl Service {
     }
 }
 
-/// Runs a blocking store call on tokio's blocking pool.
-async fn blocking<T, F>(f: F) -> Result<T, ServiceError>
+/// Runs a blocking store call on tokio's blocking pool. A task that panicked or was cancelled is
+/// reported as a store I/O failure: the write's fate is unknown.
+async fn blocking<T, F>(f: F) -> Result<T, StoreError>
 where
     T: Send + 'static,
     F: FnOnce() -> Result<T, StoreError> + Send + 'static,
 {
-    match tokio::task::spawn_blocking(f).await {
-        Ok(result) => result.map_err(ServiceError::from),
-        Err(e) => {
-            tracing::error!(error = %e, "store task failed");
-            Err(ServiceError::Internal)
-        }
-    }
+    tokio::task::spawn_blocking(f).await.unwrap_or_else(|e| {
+        Err(StoreError::Io {
+            detail: format!("store task failed: {e}"),
+        })
+    })
 }
 
 fn check_name(field: &str, value: &str) -> Result<(), ServiceError> {

@@ -49,6 +49,12 @@ impl From<ServiceError> for PassError {
     }
 }
 
+impl From<StoreError> for PassError {
+    fn from(e: StoreError) -> Self {
+        Self::Failed(e.into())
+    }
+}
+
 impl Service {
     /// Verifies a code typed by the user (§8). Formats are checked first (ERR0024, nothing changes);
     /// every later outcome is an answer, written to the audit trail, with the activation's new state
@@ -241,26 +247,20 @@ impl Service {
         consume_nonce: Option<String>,
         audit: AuditDraft,
     ) -> Result<Activation, PassError> {
-        let store = std::sync::Arc::clone(&self.inner.store);
         let commit = VerificationCommit {
             activation,
             consume_nonce,
             audit,
         };
-        let joined = tokio::task::spawn_blocking(move || store.commit_verification(commit)).await;
-        match joined {
-            Ok(Ok(committed)) => Ok(committed.activation),
-            Ok(Err(StoreError::Conflict(Conflict::StaleVersion))) => Err(PassError::Stale),
+        match self.write(move |s| s.commit_verification(commit)).await {
+            Ok(committed) => Ok(committed.activation),
+            Err(StoreError::Conflict(Conflict::StaleVersion)) => Err(PassError::Stale),
             // The nonce was consumed (or changed owner) between our check and our write: the
             // next pass reads the registry again and answers with its verdict.
-            Ok(Err(StoreError::Conflict(Conflict::NonceConsumed | Conflict::NonceOwner))) => {
+            Err(StoreError::Conflict(Conflict::NonceConsumed | Conflict::NonceOwner)) => {
                 Err(PassError::Stale)
             }
-            Ok(Err(e)) => Err(PassError::Failed(e.into())),
-            Err(e) => {
-                tracing::error!(error = %e, "store task failed");
-                Err(PassError::Failed(ServiceError::Internal))
-            }
+            Err(e) => Err(PassError::Failed(e.into())),
         }
     }
 
