@@ -5,13 +5,18 @@
 //! - [`selftest`] runs upstream-format test-vector files against [`crypto`] (the `selftest` command).
 //! - [`signer`]   the signer trait; `signer/pkcs11.rs` (the only user of cryptoki) and `signer/software.rs`.
 //! - [`store`]    the only module that knows sled: versioned records, the audit chain.
+//! - [`service`]  the use cases: applications, activations, payloads, verification, nonce registry.
+//! - [`http`]     the axum router of `spec/api.md`: wire types, envelope, errors, auth (only user of axum).
+//! - [`server`]   wiring config → signer → store → service → router; graceful shutdown; admin commands.
 //! - [`config`]   the TOML configuration, raw then validated.
 //!
-//! Dependencies point inward: `service → {signer, store} → crypto`.
+//! Dependencies point inward: `server → http → service → {signer, store} → crypto`.
 
 pub mod config;
 pub mod crypto;
+pub mod http;
 pub mod selftest;
+pub mod server;
 pub mod service;
 pub mod signer;
 pub mod store;

@@ -8,9 +8,10 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
+use secrecy::ExposeSecret as _;
 
 use offline_signer::config::Config;
-use offline_signer::{selftest, signer, store};
+use offline_signer::{selftest, server, signer, store};
 
 /// PowerAuth-compatible offline signatures with keys in a PKCS#11 HSM.
 ///
@@ -66,6 +67,82 @@ enum Command {
     Audit {
         #[command(subcommand)]
         command: AuditCommand,
+    },
+
+    /// Serve the HTTP API (spec/api.md) until SIGTERM or SIGINT.
+    ///
+    /// Listens on the configuration's `listen` address. On SIGTERM/SIGINT it stops accepting
+    /// connections, lets in-flight requests finish, releases the HSM and exits 0.
+    Serve {
+        /// The service configuration file.
+        #[arg(long, value_name = "FILE")]
+        config: PathBuf,
+    },
+
+    /// Manage integration credentials (HTTP Basic `clientToken:clientSecret`).
+    ///
+    /// Run these while the server is STOPPED: the store allows one process at a time.
+    Integration {
+        #[command(subcommand)]
+        command: IntegrationCommand,
+    },
+
+    /// Manage applications.
+    ///
+    /// Run these while the server is STOPPED: the store allows one process at a time.
+    Application {
+        #[command(subcommand)]
+        command: ApplicationCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum IntegrationCommand {
+    /// Create a credential and print it ONCE as `OFFLINE_SIGNER_CLIENT_TOKEN=...` and
+    /// `OFFLINE_SIGNER_CLIENT_SECRET=...` lines (only the secret's SHA-256 is stored).
+    ///
+    /// Run it while the server is stopped (one process per store).
+    Create {
+        /// A name saying who uses the credential.
+        #[arg(long)]
+        name: String,
+        /// The service configuration file (its data_dir holds the store).
+        #[arg(long, value_name = "FILE")]
+        config: PathBuf,
+    },
+    /// List credentials: client token, name, creation time (never a secret).
+    ///
+    /// Run it while the server is stopped (one process per store).
+    List {
+        /// The service configuration file.
+        #[arg(long, value_name = "FILE")]
+        config: PathBuf,
+    },
+    /// Remove the credential with this client token.
+    ///
+    /// Run it while the server is stopped (one process per store).
+    Remove {
+        /// The client token.
+        #[arg(long)]
+        token: String,
+        /// The service configuration file.
+        #[arg(long, value_name = "FILE")]
+        config: PathBuf,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum ApplicationCommand {
+    /// Create an application and its master key pair in the HSM; print its detail as JSON.
+    ///
+    /// Run it while the server is stopped (one process per store).
+    Create {
+        /// The application id (free-form name), e.g. `demo`.
+        #[arg(long)]
+        id: String,
+        /// The service configuration file.
+        #[arg(long, value_name = "FILE")]
+        config: PathBuf,
     },
 }
 
@@ -159,7 +236,49 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
                 }
             }
         }
+        Command::Serve { config } => {
+            let config = Config::load(&config)?;
+            runtime()?.block_on(server::serve(&config))?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Integration { command } => integration(command),
+        Command::Application {
+            command: ApplicationCommand::Create { id, config },
+        } => {
+            let config = Config::load(&config)?;
+            let detail = runtime()?.block_on(server::create_application(&config, &id))?;
+            println!("{}", server::application_json(detail));
+            Ok(ExitCode::SUCCESS)
+        }
     }
+}
+
+fn integration(command: IntegrationCommand) -> anyhow::Result<ExitCode> {
+    match command {
+        IntegrationCommand::Create { name, config } => {
+            let config = Config::load(&config)?;
+            let created = server::create_integration(&config, &name)?;
+            println!("OFFLINE_SIGNER_CLIENT_TOKEN={}", created.client_token);
+            println!(
+                "OFFLINE_SIGNER_CLIENT_SECRET={}",
+                created.client_secret.expose_secret()
+            );
+            eprintln!("The secret is shown only now; the store keeps only its SHA-256.");
+        }
+        IntegrationCommand::List { config } => {
+            let config = Config::load(&config)?;
+            for c in server::list_integrations(&config)? {
+                let created = offline_signer::http::wire::rfc3339(c.created_at).unwrap_or_default();
+                println!("{}\t{}\t{}", c.client_token, c.name, created);
+            }
+        }
+        IntegrationCommand::Remove { token, config } => {
+            let config = Config::load(&config)?;
+            server::remove_integration(&config, &token)?;
+            println!("removed {token}");
+        }
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 fn exit_status(ok: bool) -> ExitCode {

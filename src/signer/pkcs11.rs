@@ -126,15 +126,27 @@ impl Pkcs11Signer {
             .unwrap_or_else(|p| p.into_inner())
             .clone()
             .ok_or(SignerError::TokenUnavailable)?;
-        queue.try_send(job).map_err(|e| match e {
-            crossbeam_channel::TrySendError::Full(_) => SignerError::Busy,
+        let started = std::time::Instant::now();
+        let sent = queue.try_send(job);
+        metrics::gauge!("offline_signer_hsm_queue_depth").set(queue.len() as f64);
+        sent.map_err(|e| match e {
+            crossbeam_channel::TrySendError::Full(_) => {
+                metrics::counter!("offline_signer_hsm_rejected_total", "reason" => "busy")
+                    .increment(1);
+                SignerError::Busy
+            }
             crossbeam_channel::TrySendError::Disconnected(_) => SignerError::TokenUnavailable,
         })?;
-        match tokio::time::timeout(self.timeout, rx).await {
+        let result = match tokio::time::timeout(self.timeout, rx).await {
             Ok(Ok(result)) => result,
             Ok(Err(_)) => Err(SignerError::TokenUnavailable),
             Err(_) => Err(SignerError::Timeout),
-        }
+        };
+        // Queueing included: what a request waits for the HSM.
+        let outcome = if result.is_ok() { "ok" } else { "error" };
+        metrics::histogram!("offline_signer_hsm_operation_duration_seconds", "outcome" => outcome)
+            .record(started.elapsed().as_secs_f64());
+        result
     }
 }
 

@@ -1,0 +1,343 @@
+//! The HTTP API: the axum router of `spec/api.md` (every method under `/rest/v3`, the PowerAuth
+//! envelope), the operations endpoints (`/health`, `/ready`, `/metrics`, `/openapi.json`) and the
+//! layers every request passes: request id and trace span, sensitive `Authorization` header, panic
+//! catcher, metrics, request timeout, body limit, and integration-credential authentication.
+//!
+//! This is the only module that imports axum. It is thin: wire types (`wire`), the error mapping and
+//! the JSON extractor (`error`), authentication (`auth`), the handlers (`api`). Everything else is the
+//! service's business.
+//!
+//! Order of work for an API request: authentication (401 before the body is read) → body read within
+//! `body_limit_bytes` (413) → JSON parse (ERR0024) → the use case.
+
+pub mod api;
+pub mod auth;
+pub mod error;
+pub mod wire;
+
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
+use axum::http::{HeaderName, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use tower::ServiceBuilder;
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::sensitive_headers::SetSensitiveRequestHeadersLayer;
+use tower_http::trace::{DefaultOnResponse, TraceLayer};
+use utoipa::OpenApi;
+
+use crate::service::Service;
+use error::{ApiError, Outcome};
+use wire::HealthResponse;
+
+/// The base path of every PowerAuth method.
+pub const API_PREFIX: &str = "/rest/v3";
+
+/// What the router needs from the configuration.
+#[derive(Debug, Clone, Copy)]
+pub struct ApiSettings {
+    /// HTTP Basic with integration credentials on every API method.
+    pub restrict_access: bool,
+    /// Larger request bodies are refused with 413.
+    pub body_limit_bytes: usize,
+    /// Longest a request may take before it is answered 503 `ERR_TIMEOUT`.
+    pub request_timeout: Duration,
+}
+
+impl ApiSettings {
+    /// The settings of a validated configuration.
+    pub fn from_config(config: &crate::config::Config) -> Self {
+        Self {
+            restrict_access: config.restrict_access,
+            body_limit_bytes: config.body_limit_bytes,
+            request_timeout: config.request_timeout,
+        }
+    }
+}
+
+/// State of the operations endpoints.
+#[derive(Clone)]
+struct OpsState {
+    service: Service,
+    metrics: Option<PrometheusHandle>,
+}
+
+/// The OpenAPI 3.1 document, generated from the handlers' annotations.
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "offline-signer",
+        description = "PowerAuth-compatible offline signatures with keys in a PKCS#11 HSM (spec/api.md)."
+    ),
+    paths(
+        api::create_application,
+        api::application_detail,
+        api::register_activation,
+        api::commit_activation,
+        api::activation_status,
+        api::block_activation,
+        api::unblock_activation,
+        api::remove_activation,
+        api::create_personalized,
+        api::create_non_personalized,
+        api::verify,
+        health,
+        ready,
+        metrics_text,
+        openapi_json,
+    ),
+    components(schemas(wire::ErrorEnvelope, wire::HealthResponse)),
+    modifiers(&BasicAuthScheme)
+)]
+pub struct ApiDoc;
+
+struct BasicAuthScheme;
+
+impl utoipa::Modify for BasicAuthScheme {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "basicAuth",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Basic).build()),
+        );
+    }
+}
+
+/// Histogram buckets (seconds) for request and HSM latencies.
+const LATENCY_BUCKETS: &[f64] = &[
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+
+/// The process-wide Prometheus recorder: installed by the first call, shared afterwards. `None` when
+/// another metrics recorder was installed first (then `/metrics` answers 503).
+pub fn metrics_handle() -> Option<PrometheusHandle> {
+    static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
+    HANDLE
+        .get_or_init(|| match PrometheusBuilder::new()
+            .set_buckets(LATENCY_BUCKETS)
+            .and_then(PrometheusBuilder::install_recorder)
+        {
+            Ok(handle) => Some(handle),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot install the Prometheus recorder; /metrics is off");
+                None
+            }
+        })
+        .clone()
+}
+
+/// The whole router: API methods, operations endpoints, fallbacks and layers.
+pub fn router(service: Service, settings: ApiSettings) -> Router {
+    let mut api = Router::new()
+        .route("/application/create", post(api::create_application))
+        .route("/application/detail", post(api::application_detail))
+        .route("/activation/register", post(api::register_activation))
+        .route("/activation/commit", post(api::commit_activation))
+        .route("/activation/status", post(api::activation_status))
+        .route("/activation/block", post(api::block_activation))
+        .route("/activation/unblock", post(api::unblock_activation))
+        .route("/activation/remove", post(api::remove_activation))
+        .route(
+            "/signature/offline/personalized/create",
+            post(api::create_personalized),
+        )
+        .route(
+            "/signature/offline/non-personalized/create",
+            post(api::create_non_personalized),
+        )
+        .route("/signature/offline/verify", post(api::verify))
+        .with_state(service.clone())
+        .layer(DefaultBodyLimit::max(settings.body_limit_bytes));
+    if settings.restrict_access {
+        let authenticator = auth::Authenticator::new(Arc::clone(service.store()));
+        api = api.route_layer(middleware::from_fn_with_state(
+            authenticator,
+            auth::require_credentials,
+        ));
+    }
+
+    let ops = Router::new()
+        .route("/health", get(health))
+        .route("/ready", get(ready))
+        .route("/metrics", get(metrics_text))
+        .route("/openapi.json", get(openapi_json))
+        .with_state(OpsState {
+            service,
+            metrics: metrics_handle(),
+        });
+
+    let timeout = settings.request_timeout;
+    let x_request_id = HeaderName::from_static("x-request-id");
+    Router::new()
+        .nest(API_PREFIX, api)
+        .merge(ops)
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(middleware::from_fn(move |req, next| {
+            with_timeout(timeout, req, next)
+        }))
+        .layer(middleware::from_fn(catch_panic))
+        .layer(middleware::from_fn(record_request))
+        .layer(
+            ServiceBuilder::new()
+                .layer(SetSensitiveRequestHeadersLayer::new([
+                    header::AUTHORIZATION,
+                ]))
+                .layer(SetRequestIdLayer::new(
+                    x_request_id.clone(),
+                    MakeRequestUuid,
+                ))
+                .layer(
+                    TraceLayer::new_for_http()
+                        .make_span_with(request_span)
+                        .on_response(DefaultOnResponse::new().level(tracing::Level::INFO)),
+                )
+                .layer(PropagateRequestIdLayer::new(x_request_id)),
+        )
+}
+
+/// One span per request: method, path and request id only (never headers or body).
+fn request_span(request: &Request) -> tracing::Span {
+    let request_id = request
+        .headers()
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    tracing::info_span!(
+        "request",
+        method = %request.method(),
+        path = %request.uri().path(),
+        request_id,
+    )
+}
+
+async fn not_found() -> ApiError {
+    ApiError::NotFound
+}
+
+async fn method_not_allowed() -> ApiError {
+    ApiError::MethodNotAllowed
+}
+
+async fn with_timeout(timeout: Duration, request: Request, next: Next) -> Response {
+    match tokio::time::timeout(timeout, next.run(request)).await {
+        Ok(response) => response,
+        Err(_) => {
+            tracing::warn!(timeout_ms = timeout.as_millis(), "request timed out");
+            ApiError::Timeout.into_response()
+        }
+    }
+}
+
+/// Runs the rest of the stack in its own task so that a panic becomes a 500 `ERR0000` answer instead
+/// of a dropped connection. (The task also finishes its work if the client goes away.)
+async fn catch_panic(request: Request, next: Next) -> Response {
+    use tracing::Instrument as _;
+    match tokio::spawn(next.run(request).in_current_span()).await {
+        Ok(response) => response,
+        Err(e) => {
+            tracing::error!(panicked = e.is_panic(), "request handler failed");
+            ApiError::Panicked.into_response()
+        }
+    }
+}
+
+/// Request count and latency per method (route) and outcome (`OK` or the error code).
+async fn record_request(request: Request, next: Next) -> Response {
+    let method = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|p| p.as_str().trim_start_matches(API_PREFIX).to_owned())
+        .unwrap_or_else(|| "unmatched".to_owned());
+    let started = Instant::now();
+    let response = next.run(request).await;
+    let outcome = response
+        .extensions()
+        .get::<Outcome>()
+        .map_or_else(|| response.status().as_str().to_owned(), |o| o.0.to_owned());
+    let labels = [("method", method), ("outcome", outcome)];
+    metrics::counter!("offline_signer_http_requests_total", &labels).increment(1);
+    metrics::histogram!("offline_signer_http_request_duration_seconds", &labels)
+        .record(started.elapsed().as_secs_f64());
+    response
+}
+
+/// The process is up.
+#[utoipa::path(get, path = "/health", tag = "operations",
+    responses((status = 200, description = "Up", body = HealthResponse)))]
+async fn health() -> axum::Json<HealthResponse> {
+    axum::Json(HealthResponse {
+        status: "UP",
+        reason: None,
+    })
+}
+
+/// The HSM answers and the store is writable.
+#[utoipa::path(get, path = "/ready", tag = "operations",
+    responses(
+        (status = 200, description = "Ready", body = HealthResponse),
+        (status = 503, description = "Not ready, with the reason", body = HealthResponse),
+    ))]
+async fn ready(State(ops): State<OpsState>) -> Response {
+    let down = |reason: String| {
+        tracing::warn!(reason = %reason, "not ready");
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            axum::Json(HealthResponse {
+                status: "DOWN",
+                reason: Some(reason),
+            }),
+        )
+            .into_response()
+    };
+    if let Err(e) = ops.service.signer().health().await {
+        return down(format!("HSM: {e}"));
+    }
+    let store = Arc::clone(ops.service.store());
+    match tokio::task::spawn_blocking(move || store.probe()).await {
+        Ok(Ok(())) => axum::Json(HealthResponse {
+            status: "UP",
+            reason: None,
+        })
+        .into_response(),
+        Ok(Err(e)) => down(format!("store: {e}")),
+        Err(_) => down("store: the probe task failed".to_owned()),
+    }
+}
+
+/// Prometheus text format.
+#[utoipa::path(get, path = "/metrics", tag = "operations",
+    responses((status = 200, description = "Prometheus text exposition format", body = String, content_type = "text/plain")))]
+async fn metrics_text(State(ops): State<OpsState>) -> Response {
+    match &ops.metrics {
+        Some(handle) => (
+            [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+            handle.render(),
+        )
+            .into_response(),
+        None => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "metrics recorder not installed\n",
+        )
+            .into_response(),
+    }
+}
+
+/// This contract as OpenAPI 3.1, generated from the code.
+#[utoipa::path(get, path = "/openapi.json", tag = "operations",
+    responses((status = 200, description = "OpenAPI 3.1 document", content_type = "application/json")))]
+async fn openapi_json() -> Response {
+    match ApiDoc::openapi().to_json() {
+        Ok(json) => ([(header::CONTENT_TYPE, "application/json")], json).into_response(),
+        Err(e) => {
+            tracing::error!(error = %e, "cannot serialize the OpenAPI document");
+            ApiError::Service(crate::service::ServiceError::Internal).into_response()
+        }
+    }
+}

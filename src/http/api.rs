@@ -1,0 +1,320 @@
+//! The handlers of the PowerAuth-compatible methods (`spec/api.md`), one per route, each a thin
+//! translation: wire request → service call → wire response. The `#[utoipa::path]` on each is what
+//! `/openapi.json` is generated from, so the document cannot drift from the routes.
+
+use axum::extract::State;
+
+use super::error::{ApiError, ApiJson, ApiOk};
+use super::wire::*;
+use crate::crypto::SignatureType;
+use crate::service::{
+    CreateNonPersonalized, CreatePersonalized, RegisterActivation, Service, ServiceError,
+    VerifyRequest, VerifyResponse,
+};
+use crate::store::ActivationStatus;
+
+/// Result of every handler.
+pub type ApiResult<T> = Result<ApiOk<T>, ApiError>;
+
+/// Creates an application and its first master key pair, generated inside the HSM.
+#[utoipa::path(post, path = "/rest/v3/application/create", tag = "applications",
+    request_body = RequestEnvelope<ApplicationRequest>,
+    responses(
+        (status = 200, description = "Created", body = ResponseEnvelope<ApplicationResponse>),
+        (status = 400, description = "ERR0024 (malformed, or the id exists)", body = ErrorEnvelope),
+        (status = 401, description = "ERR_AUTHENTICATION", body = ErrorEnvelope),
+        (status = 503, description = "ERR_HSM_UNAVAILABLE", body = ErrorEnvelope),
+    ),
+    security(("basicAuth" = [])))]
+pub async fn create_application(
+    State(service): State<Service>,
+    ApiJson(request): ApiJson<ApplicationRequest>,
+) -> ApiResult<ApplicationResponse> {
+    let detail = service.create_application(&request.application_id).await?;
+    Ok(ApiOk(detail.into()))
+}
+
+/// The application and its newest master public key.
+#[utoipa::path(post, path = "/rest/v3/application/detail", tag = "applications",
+    request_body = RequestEnvelope<ApplicationRequest>,
+    responses(
+        (status = 200, description = "Found", body = ResponseEnvelope<ApplicationResponse>),
+        (status = 400, description = "ERR0015, ERR0003, ERR0024", body = ErrorEnvelope),
+        (status = 401, description = "ERR_AUTHENTICATION", body = ErrorEnvelope),
+    ),
+    security(("basicAuth" = [])))]
+pub async fn application_detail(
+    State(service): State<Service>,
+    ApiJson(request): ApiJson<ApplicationRequest>,
+) -> ApiResult<ApplicationResponse> {
+    let detail = service.application_detail(&request.application_id).await?;
+    Ok(ApiOk(detail.into()))
+}
+
+/// **[ext]** Registers a device directly: server key pair in the HSM, factor keys from ECDH, random
+/// `ctrData`. The activation is `PENDING_COMMIT`.
+#[utoipa::path(post, path = "/rest/v3/activation/register", tag = "activations",
+    request_body = RequestEnvelope<RegisterRequest>,
+    responses(
+        (status = 200, description = "Registered", body = ResponseEnvelope<RegisterResponse>),
+        (status = 400, description = "ERR0015, ERR0010, ERR0024", body = ErrorEnvelope),
+        (status = 401, description = "ERR_AUTHENTICATION", body = ErrorEnvelope),
+        (status = 503, description = "ERR_HSM_UNAVAILABLE", body = ErrorEnvelope),
+    ),
+    security(("basicAuth" = [])))]
+pub async fn register_activation(
+    State(service): State<Service>,
+    ApiJson(request): ApiJson<RegisterRequest>,
+) -> ApiResult<RegisterResponse> {
+    let registered = service
+        .register_activation(RegisterActivation {
+            application_id: request.application_id,
+            user_id: request.user_id,
+            device_public_key: request.device_public_key,
+            max_failed_attempts: request.max_failed_attempts,
+            activation_flags: request.activation_flags.unwrap_or_default(),
+        })
+        .await?;
+    Ok(ApiOk(registered.into()))
+}
+
+/// `PENDING_COMMIT` → `ACTIVE`.
+#[utoipa::path(post, path = "/rest/v3/activation/commit", tag = "activations",
+    request_body = RequestEnvelope<ActivationRequest>,
+    responses(
+        (status = 200, description = "Committed", body = ResponseEnvelope<CommitResponse>),
+        (status = 400, description = "ERR0009, ERR0008, ERR0024", body = ErrorEnvelope),
+        (status = 401, description = "ERR_AUTHENTICATION", body = ErrorEnvelope),
+    ),
+    security(("basicAuth" = [])))]
+pub async fn commit_activation(
+    State(service): State<Service>,
+    ApiJson(request): ApiJson<ActivationRequest>,
+) -> ApiResult<CommitResponse> {
+    service.commit_activation(&request.activation_id).await?;
+    Ok(ApiOk(CommitResponse {
+        activation_id: request.activation_id,
+        activated: true,
+    }))
+}
+
+/// The activation's status, counters and timestamps.
+#[utoipa::path(post, path = "/rest/v3/activation/status", tag = "activations",
+    request_body = RequestEnvelope<ActivationRequest>,
+    responses(
+        (status = 200, description = "Found", body = ResponseEnvelope<StatusResponse>),
+        (status = 400, description = "ERR0009, ERR0024", body = ErrorEnvelope),
+        (status = 401, description = "ERR_AUTHENTICATION", body = ErrorEnvelope),
+    ),
+    security(("basicAuth" = [])))]
+pub async fn activation_status(
+    State(service): State<Service>,
+    ApiJson(request): ApiJson<ActivationRequest>,
+) -> ApiResult<StatusResponse> {
+    let info = service.activation_status(&request.activation_id).await?;
+    Ok(ApiOk(info.into()))
+}
+
+/// `ACTIVE` → `BLOCKED` (reason defaults to `NOT_SPECIFIED`).
+#[utoipa::path(post, path = "/rest/v3/activation/block", tag = "activations",
+    request_body = RequestEnvelope<BlockRequest>,
+    responses(
+        (status = 200, description = "Blocked", body = ResponseEnvelope<StatusChangeResponse>),
+        (status = 400, description = "ERR0009, ERR0008, ERR0024", body = ErrorEnvelope),
+        (status = 401, description = "ERR_AUTHENTICATION", body = ErrorEnvelope),
+    ),
+    security(("basicAuth" = [])))]
+pub async fn block_activation(
+    State(service): State<Service>,
+    ApiJson(request): ApiJson<BlockRequest>,
+) -> ApiResult<StatusChangeResponse> {
+    let activation = service
+        .block_activation(&request.activation_id, request.reason.as_deref())
+        .await?;
+    metrics::counter!("offline_signer_activations_blocked_total", "reason" => "api").increment(1);
+    Ok(ApiOk(StatusChangeResponse {
+        activation_id: activation.id,
+        activation_status: activation.status.into(),
+    }))
+}
+
+/// `BLOCKED` → `ACTIVE`; failed attempts back to 0, counter untouched.
+#[utoipa::path(post, path = "/rest/v3/activation/unblock", tag = "activations",
+    request_body = RequestEnvelope<ActivationRequest>,
+    responses(
+        (status = 200, description = "Unblocked", body = ResponseEnvelope<StatusChangeResponse>),
+        (status = 400, description = "ERR0009, ERR0008, ERR0024", body = ErrorEnvelope),
+        (status = 401, description = "ERR_AUTHENTICATION", body = ErrorEnvelope),
+    ),
+    security(("basicAuth" = [])))]
+pub async fn unblock_activation(
+    State(service): State<Service>,
+    ApiJson(request): ApiJson<ActivationRequest>,
+) -> ApiResult<StatusChangeResponse> {
+    let activation = service.unblock_activation(&request.activation_id).await?;
+    Ok(ApiOk(StatusChangeResponse {
+        activation_id: activation.id,
+        activation_status: activation.status.into(),
+    }))
+}
+
+/// Any state but `REMOVED` → `REMOVED`; the activation's wrapped key material is destroyed.
+#[utoipa::path(post, path = "/rest/v3/activation/remove", tag = "activations",
+    request_body = RequestEnvelope<ActivationRequest>,
+    responses(
+        (status = 200, description = "Removed", body = ResponseEnvelope<RemoveResponse>),
+        (status = 400, description = "ERR0009, ERR0008, ERR0024", body = ErrorEnvelope),
+        (status = 401, description = "ERR_AUTHENTICATION", body = ErrorEnvelope),
+    ),
+    security(("basicAuth" = [])))]
+pub async fn remove_activation(
+    State(service): State<Service>,
+    ApiJson(request): ApiJson<ActivationRequest>,
+) -> ApiResult<RemoveResponse> {
+    service.remove_activation(&request.activation_id).await?;
+    Ok(ApiOk(RemoveResponse {
+        activation_id: request.activation_id,
+        removed: true,
+    }))
+}
+
+/// `createPersonalizedOfflineSignaturePayload`: a QR payload signed in the HSM with the activation's
+/// key (key indicator `1`). The activation must be `ACTIVE`.
+#[utoipa::path(post, path = "/rest/v3/signature/offline/personalized/create", tag = "offline signatures",
+    request_body = RequestEnvelope<CreatePersonalizedRequest>,
+    responses(
+        (status = 200, description = "Signed", body = ResponseEnvelope<OfflinePayloadResponse>),
+        (status = 400, description = "ERR0009, ERR0008, ERR0013, ERR0024", body = ErrorEnvelope),
+        (status = 401, description = "ERR_AUTHENTICATION", body = ErrorEnvelope),
+        (status = 503, description = "ERR_HSM_UNAVAILABLE", body = ErrorEnvelope),
+    ),
+    security(("basicAuth" = [])))]
+pub async fn create_personalized(
+    State(service): State<Service>,
+    ApiJson(request): ApiJson<CreatePersonalizedRequest>,
+) -> ApiResult<OfflinePayloadResponse> {
+    let payload = service
+        .create_personalized_payload(CreatePersonalized {
+            activation_id: request.activation_id,
+            data: request.data,
+            nonce: request.nonce,
+            proximity_check: request.proximity_check.map(Into::into),
+        })
+        .await?;
+    Ok(ApiOk(payload.into()))
+}
+
+/// `createNonPersonalizedOfflineSignaturePayload`: a QR payload signed in the HSM with the
+/// application's newest master key (key indicator `0`).
+#[utoipa::path(post, path = "/rest/v3/signature/offline/non-personalized/create", tag = "offline signatures",
+    request_body = RequestEnvelope<CreateNonPersonalizedRequest>,
+    responses(
+        (status = 200, description = "Signed", body = ResponseEnvelope<OfflinePayloadResponse>),
+        (status = 400, description = "ERR0015, ERR0003, ERR0013, ERR0024", body = ErrorEnvelope),
+        (status = 401, description = "ERR_AUTHENTICATION", body = ErrorEnvelope),
+        (status = 503, description = "ERR_HSM_UNAVAILABLE", body = ErrorEnvelope),
+    ),
+    security(("basicAuth" = [])))]
+pub async fn create_non_personalized(
+    State(service): State<Service>,
+    ApiJson(request): ApiJson<CreateNonPersonalizedRequest>,
+) -> ApiResult<OfflinePayloadResponse> {
+    let payload = service
+        .create_non_personalized_payload(CreateNonPersonalized {
+            application_id: request.application_id,
+            data: request.data,
+        })
+        .await?;
+    Ok(ApiOk(payload.into()))
+}
+
+/// `verifyOfflineSignature`: checks a code against the counter window, moves the counter, counts
+/// failures, blocks at the limit. An unknown activation is a 200 with `activationStatus: REMOVED`.
+#[utoipa::path(post, path = "/rest/v3/signature/offline/verify", tag = "offline signatures",
+    request_body = RequestEnvelope<VerifyRequestWire>,
+    responses(
+        (status = 200, description = "Verified (valid or not)", body = ResponseEnvelope<VerifyResponseWire>),
+        (status = 400, description = "ERR0024", body = ErrorEnvelope),
+        (status = 401, description = "ERR_AUTHENTICATION", body = ErrorEnvelope),
+        (status = 503, description = "ERR_HSM_UNAVAILABLE", body = ErrorEnvelope),
+    ),
+    security(("basicAuth" = [])))]
+pub async fn verify(
+    State(service): State<Service>,
+    ApiJson(request): ApiJson<VerifyRequestWire>,
+) -> ApiResult<VerifyResponseWire> {
+    let response = service
+        .verify(VerifyRequest {
+            activation_id: request.activation_id,
+            data: request.data,
+            signature: request.signature,
+            allow_biometry: request.allow_biometry.unwrap_or(false),
+            component_length: request.component_length,
+            proximity_check: request.proximity_check.map(Into::into),
+        })
+        .await?;
+    record_verification(&response);
+    Ok(ApiOk(verify_response(response)?))
+}
+
+fn verify_response(r: VerifyResponse) -> Result<VerifyResponseWire, ApiError> {
+    let signature_type = match r.signature_type {
+        None => None,
+        Some(SignatureType::PossessionKnowledge) => Some(SignatureTypeWire::PossessionKnowledge),
+        Some(SignatureType::PossessionBiometry) => Some(SignatureTypeWire::PossessionBiometry),
+        Some(
+            other @ (SignatureType::Possession
+            | SignatureType::Knowledge
+            | SignatureType::Biometry
+            | SignatureType::PossessionKnowledgeBiometry),
+        ) => {
+            tracing::error!(
+                ?other,
+                "verification reported a type offline codes never have"
+            );
+            return Err(ServiceError::Internal.into());
+        }
+    };
+    Ok(VerifyResponseWire {
+        signature_valid: r.signature_valid,
+        activation_status: r.activation_status.into(),
+        blocked_reason: r.blocked_reason,
+        activation_id: r.activation_id,
+        user_id: r.user_id,
+        application_id: r.application_id,
+        signature_type,
+        remaining_attempts: r.remaining_attempts,
+        application_roles: r.application_roles,
+        activation_flags: r.activation_flags,
+        nonce_status: r.nonce_status.map(Into::into),
+    })
+}
+
+/// Verification outcomes by validity, nonce status and signature type; blocks caused by this attempt.
+fn record_verification(r: &VerifyResponse) {
+    let nonce = r.nonce_status.map_or("NONE", |s| s.as_str());
+    let signature_type = match r.signature_type {
+        Some(SignatureType::PossessionBiometry) => "POSSESSION_BIOMETRY",
+        Some(_) => "POSSESSION_KNOWLEDGE",
+        None => "NONE",
+    };
+    let valid = if r.signature_valid { "true" } else { "false" };
+    metrics::counter!(
+        "offline_signer_verifications_total",
+        "valid" => valid,
+        "nonce_status" => nonce,
+        "signature_type" => signature_type,
+        "activation_status" => r.activation_status.as_str(),
+    )
+    .increment(1);
+    if !r.signature_valid
+        && r.activation_status == ActivationStatus::Blocked
+        && r.remaining_attempts == Some(0)
+    {
+        metrics::counter!(
+            "offline_signer_activations_blocked_total",
+            "reason" => "max_failed_attempts"
+        )
+        .increment(1);
+    }
+}

@@ -1,0 +1,250 @@
+//! Every failure the API can answer, and the one place where each becomes an HTTP status, a code and a
+//! message ([`ApiError::parts`], an exhaustive match). Also the JSON body extractor [`ApiJson`], which
+//! turns every way a body can be wrong into `ERR0024` (or 413) instead of axum's plain-text rejections.
+//!
+//! Messages are PowerAuth's English texts (`powerauth-offline.md` §2.4). Details (which field, the
+//! underlying error) go to the log at debug level, never into the response.
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::{FromRequest, Request};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::de::DeserializeOwned;
+
+use super::wire::{EnvelopeStatus, ErrorBody, ErrorEnvelope, RequestEnvelope};
+use crate::service::ServiceError;
+
+/// The outcome label a response carries for the metrics middleware: `OK` or the error code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Outcome(pub &'static str);
+
+/// An error answer.
+#[derive(Debug)]
+pub enum ApiError {
+    /// A use case failed.
+    Service(ServiceError),
+    /// The body is not JSON of the expected shape (ERR0024).
+    MalformedBody,
+    /// The body is larger than `body_limit_bytes`.
+    PayloadTooLarge,
+    /// Missing or wrong integration credentials.
+    Unauthenticated,
+    /// No such path.
+    NotFound,
+    /// The path exists, with another HTTP method.
+    MethodNotAllowed,
+    /// The request ran past `request_timeout_ms`.
+    Timeout,
+    /// A handler panicked (a bug); details are in the log.
+    Panicked,
+}
+
+impl From<ServiceError> for ApiError {
+    fn from(e: ServiceError) -> Self {
+        Self::Service(e)
+    }
+}
+
+const MSG_INVALID_REQUEST: &str = "Invalid request received.";
+const MSG_UNKNOWN: &str = "Unknown error occurred.";
+
+impl ApiError {
+    /// HTTP status, code and message: the whole mapping of `spec/api.md`.
+    pub fn parts(&self) -> (StatusCode, &'static str, &'static str) {
+        match self {
+            Self::Service(e) => match e {
+                ServiceError::InvalidRequest(_) => {
+                    (StatusCode::BAD_REQUEST, "ERR0024", MSG_INVALID_REQUEST)
+                }
+                ServiceError::ApplicationNotFound => (
+                    StatusCode::BAD_REQUEST,
+                    "ERR0015",
+                    "Application or application version does not exist.",
+                ),
+                ServiceError::NoMasterKeyPair => (
+                    StatusCode::BAD_REQUEST,
+                    "ERR0003",
+                    "No master server key pair configured in database.",
+                ),
+                ServiceError::ActivationNotFound => (
+                    StatusCode::BAD_REQUEST,
+                    "ERR0009",
+                    "Activation with given activation ID was not found.",
+                ),
+                ServiceError::IncorrectState => (
+                    StatusCode::BAD_REQUEST,
+                    "ERR0008",
+                    "Incorrect activation state.",
+                ),
+                ServiceError::InvalidKeyFormat => (
+                    StatusCode::BAD_REQUEST,
+                    "ERR0010",
+                    "Key with invalid format was provided.",
+                ),
+                ServiceError::SignatureFailed => (
+                    StatusCode::BAD_REQUEST,
+                    "ERR0013",
+                    "Unable to compute signature.",
+                ),
+                ServiceError::HsmUnavailable => (
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "ERR_HSM_UNAVAILABLE",
+                    "The HSM is unavailable; nothing was changed. Try again later.",
+                ),
+                ServiceError::Internal => {
+                    (StatusCode::INTERNAL_SERVER_ERROR, "ERR0000", MSG_UNKNOWN)
+                }
+            },
+            Self::MalformedBody => (StatusCode::BAD_REQUEST, "ERR0024", MSG_INVALID_REQUEST),
+            Self::PayloadTooLarge => (
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "ERR0024",
+                "Request body exceeds the configured size limit.",
+            ),
+            Self::Unauthenticated => (
+                StatusCode::UNAUTHORIZED,
+                "ERR_AUTHENTICATION",
+                "Integration credentials are missing or invalid.",
+            ),
+            Self::NotFound => (
+                StatusCode::NOT_FOUND,
+                "ERROR_NOT_FOUND",
+                "Resource not found.",
+            ),
+            Self::MethodNotAllowed => (
+                StatusCode::METHOD_NOT_ALLOWED,
+                "ERROR_METHOD_NOT_ALLOWED",
+                "Method not allowed; every API method is a POST.",
+            ),
+            Self::Timeout => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "ERR_TIMEOUT",
+                "The request did not finish in time. Try again later.",
+            ),
+            Self::Panicked => (StatusCode::INTERNAL_SERVER_ERROR, "ERR0000", MSG_UNKNOWN),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let (status, code, message) = self.parts();
+        if let Self::Service(ServiceError::InvalidRequest(detail)) = &self {
+            tracing::debug!(code, detail = %detail, "request refused");
+        }
+        let localized_message = match self {
+            Self::NotFound => None,
+            _ => Some(message.to_owned()),
+        };
+        let body = ErrorEnvelope {
+            status: EnvelopeStatus::Error,
+            response_object: ErrorBody {
+                code: code.to_owned(),
+                message: message.to_owned(),
+                localized_message,
+            },
+        };
+        let mut response = (status, Json(body)).into_response();
+        if status == StatusCode::UNAUTHORIZED {
+            response.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Basic realm=\"offline-signer\""),
+            );
+        }
+        response.extensions_mut().insert(Outcome(code));
+        response
+    }
+}
+
+/// A successful answer: `{"status": "OK", "responseObject": T}` with HTTP 200.
+#[derive(Debug)]
+pub struct ApiOk<T>(pub T);
+
+impl<T: serde::Serialize> IntoResponse for ApiOk<T> {
+    fn into_response(self) -> Response {
+        let body = super::wire::ResponseEnvelope {
+            status: EnvelopeStatus::Ok,
+            response_object: self.0,
+        };
+        let mut response = (StatusCode::OK, Json(body)).into_response();
+        response.extensions_mut().insert(Outcome("OK"));
+        response
+    }
+}
+
+/// The `requestObject` of a JSON body, or [`ApiError::MalformedBody`] / [`ApiError::PayloadTooLarge`].
+///
+/// The body is read whole (bounded by axum's `DefaultBodyLimit`, which the router sets from
+/// `body_limit_bytes`) and parsed with `serde_json`; the `Content-Type` is not checked.
+#[derive(Debug)]
+pub struct ApiJson<T>(pub T);
+
+impl<T, S> FromRequest<S> for ApiJson<T>
+where
+    T: DeserializeOwned,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let bytes = Bytes::from_request(req, state).await.map_err(|rejection| {
+            if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                ApiError::PayloadTooLarge
+            } else {
+                tracing::debug!(error = %rejection.body_text(), "cannot read the request body");
+                ApiError::MalformedBody
+            }
+        })?;
+        match serde_json::from_slice::<RequestEnvelope<T>>(&bytes) {
+            Ok(envelope) => Ok(Self(envelope.request_object)),
+            Err(e) => {
+                // serde's text may quote request data: debug level only.
+                tracing::debug!(error = %e, "malformed request body");
+                Err(ApiError::MalformedBody)
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_service_error_has_its_contract_code() {
+        let cases = [
+            (ServiceError::InvalidRequest("x".into()), 400, "ERR0024"),
+            (ServiceError::ApplicationNotFound, 400, "ERR0015"),
+            (ServiceError::NoMasterKeyPair, 400, "ERR0003"),
+            (ServiceError::ActivationNotFound, 400, "ERR0009"),
+            (ServiceError::IncorrectState, 400, "ERR0008"),
+            (ServiceError::InvalidKeyFormat, 400, "ERR0010"),
+            (ServiceError::SignatureFailed, 400, "ERR0013"),
+            (ServiceError::HsmUnavailable, 503, "ERR_HSM_UNAVAILABLE"),
+            (ServiceError::Internal, 500, "ERR0000"),
+        ];
+        for (error, status, code) in cases {
+            let (got_status, got_code, message) = ApiError::Service(error).parts();
+            assert_eq!((got_status.as_u16(), got_code), (status, code));
+            assert!(message.ends_with('.'));
+        }
+    }
+
+    #[tokio::test]
+    async fn invalid_request_detail_stays_out_of_the_body() {
+        let response =
+            ApiError::Service(ServiceError::InvalidRequest("secret-detail".into())).into_response();
+        assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+        assert_eq!(
+            response.extensions().get::<Outcome>(),
+            Some(&Outcome("ERR0024"))
+        );
+        let body = axum::body::to_bytes(response.into_body(), 4096)
+            .await
+            .expect("in-memory body");
+        let text = String::from_utf8_lossy(&body);
+        assert!(!text.contains("secret-detail"), "{text}");
+        assert!(text.contains("Invalid request received."), "{text}");
+    }
+}
