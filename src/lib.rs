@@ -6,12 +6,16 @@
 //! - [`signer`]   the signer trait; `signer/pkcs11.rs` (the only user of cryptoki) and `signer/software.rs`.
 //! - [`store`]    the only module that knows sled: versioned records, the audit chain.
 //! - [`config`]   the TOML configuration, raw then validated.
+//! - [`token`]    the mobile-token simulator and the REST client (`token activate|sign|status`).
+//! - [`qr`]       QR codes of `offlineData` for the terminal, PNG and SVG (`qr`).
 //!
 //! Dependencies point inward: `service → {signer, store} → crypto`.
 
 pub mod config;
 pub mod crypto;
+pub mod qr;
 pub mod selftest;
 pub mod service;
 pub mod signer;
 pub mod store;
+pub mod token;

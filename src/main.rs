@@ -10,7 +10,7 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 
 use offline_signer::config::Config;
-use offline_signer::{selftest, signer, store};
+use offline_signer::{qr, selftest, signer, store, token};
 
 /// PowerAuth-compatible offline signatures with keys in a PKCS#11 HSM.
 ///
@@ -67,6 +67,17 @@ enum Command {
         #[command(subcommand)]
         command: AuditCommand,
     },
+
+    /// A software mobile token: activate it, sign QR payloads with it, show its status.
+    ///
+    /// A test double of a phone app; its state file holds what a phone keeps in secure storage.
+    Token {
+        #[command(subcommand)]
+        command: token::cli::TokenCommand,
+    },
+
+    /// Show an offlineData payload as a QR code: in the terminal, or as a PNG or SVG file.
+    Qr(qr::QrArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -158,6 +169,14 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
                     Ok(ExitCode::FAILURE)
                 }
             }
+        }
+        Command::Token { command } => {
+            token::cli::run(command)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Qr(args) => {
+            qr::run(args)?;
+            Ok(ExitCode::SUCCESS)
         }
     }
 }
