@@ -166,6 +166,76 @@ pub struct Activation {
     pub max_failed_attempts: Option<u32>,
 }
 
+/// The token side of an activation between "key pair made" and "registered": holds the device
+/// private key until [`PendingActivation::complete`] has derived the factor keys, then drops it.
+#[derive(Debug)]
+pub struct PendingActivation {
+    device_private: PrivateKey,
+    server_url: String,
+    application_id: String,
+    user_id: String,
+}
+
+impl PendingActivation {
+    /// Draws a fresh device key pair (OS CSPRNG).
+    pub fn new(server_url: &str, activation: &Activation) -> Self {
+        Self {
+            device_private: PrivateKey::generate(&mut rand::rngs::OsRng),
+            server_url: server_url.to_owned(),
+            application_id: activation.application_id.clone(),
+            user_id: activation.user_id.clone(),
+        }
+    }
+
+    /// The device public key to register.
+    pub fn device_public_key(&self) -> PublicKey {
+        self.device_private.public_key()
+    }
+
+    /// Checks the server's answer to register and derives the token state: the server public key
+    /// and `ctrData` must be well formed, and the server's fingerprint must equal
+    /// `fingerprint_v3(device, activationId, server)` computed here (else
+    /// [`TokenError::FingerprintMismatch`]). The factor keys come from
+    /// `KDF(REDUCE(ECDH_X(devicePrivate, serverPublic)), 1|2|3)`; the device private key is dropped.
+    pub fn complete(
+        self,
+        registered: &client::Registered,
+        master_public_key: &str,
+    ) -> Result<TokenState, TokenError> {
+        let master_public_key = PublicKey::from_base64(master_public_key)
+            .map_err(|_| TokenError::InvalidServerValue("master public key"))?;
+        let server_public_key = PublicKey::from_base64(&registered.server_public_key)
+            .map_err(|_| TokenError::InvalidServerValue("server public key"))?;
+        let counter_data = CounterData::from_base64(&registered.ctr_data)
+            .map_err(|_| TokenError::InvalidServerValue("ctrData"))?;
+        let device_public_key = self.device_public_key();
+        let local = fingerprint::fingerprint_v3(
+            &device_public_key,
+            &registered.activation_id,
+            &server_public_key,
+        );
+        if local != registered.device_public_key_fingerprint {
+            return Err(TokenError::FingerprintMismatch {
+                server: registered.device_public_key_fingerprint.clone(),
+                local,
+            });
+        }
+        let master = MasterSecret::agree(&self.device_private, &server_public_key);
+        Ok(TokenState {
+            server_url: self.server_url,
+            application_id: self.application_id,
+            user_id: self.user_id,
+            activation_id: registered.activation_id.clone(),
+            device_public_key,
+            server_public_key,
+            master_public_key,
+            factor_keys: FactorKeys::from_master_secret(&master),
+            counter_data,
+            counter: 0,
+        })
+    }
+}
+
 impl Token {
     /// Wraps a state (loaded from a file or freshly activated).
     pub fn new(state: TokenState) -> Self {
@@ -194,48 +264,17 @@ impl Token {
         let detail = client
             .application_detail(&activation.application_id)
             .await?;
-        let master_public_key = PublicKey::from_base64(&detail.master_public_key)
-            .map_err(|_| TokenError::InvalidServerValue("master public key"))?;
-        let device_private = PrivateKey::generate(&mut rand::rngs::OsRng);
-        let device_public_key = device_private.public_key();
+        let pending = PendingActivation::new(client.base_url(), activation);
         let registered = client
             .activation_register(&client::RegisterRequest {
                 application_id: activation.application_id.clone(),
                 user_id: activation.user_id.clone(),
-                device_public_key: device_public_key.to_base64(),
+                device_public_key: pending.device_public_key().to_base64(),
                 max_failed_attempts: activation.max_failed_attempts,
                 activation_flags: Vec::new(),
             })
             .await?;
-        let server_public_key = PublicKey::from_base64(&registered.server_public_key)
-            .map_err(|_| TokenError::InvalidServerValue("server public key"))?;
-        let counter_data = CounterData::from_base64(&registered.ctr_data)
-            .map_err(|_| TokenError::InvalidServerValue("ctrData"))?;
-        let local = fingerprint::fingerprint_v3(
-            &device_public_key,
-            &registered.activation_id,
-            &server_public_key,
-        );
-        if local != registered.device_public_key_fingerprint {
-            return Err(TokenError::FingerprintMismatch {
-                server: registered.device_public_key_fingerprint,
-                local,
-            });
-        }
-        let master = MasterSecret::agree(&device_private, &server_public_key);
-        drop(device_private);
-        let state = TokenState {
-            server_url: client.base_url().to_owned(),
-            application_id: activation.application_id.clone(),
-            user_id: activation.user_id.clone(),
-            activation_id: registered.activation_id,
-            device_public_key,
-            server_public_key,
-            master_public_key,
-            factor_keys: FactorKeys::from_master_secret(&master),
-            counter_data,
-            counter: 0,
-        };
+        let state = pending.complete(&registered, &detail.master_public_key)?;
         persist(&state)?;
         client.activation_commit(&state.activation_id).await?;
         Ok(Self { state })
@@ -546,6 +585,49 @@ mod tests {
             token.sign("garbage", &SignOptions::default()),
             Err(TokenError::MalformedPayload(_))
         ));
+    }
+
+    #[test]
+    fn activation_checks_the_fingerprint_and_derives_the_server_keys() {
+        let activation = Activation {
+            application_id: "demo".into(),
+            user_id: "alice".into(),
+            max_failed_attempts: None,
+        };
+        let pending = PendingActivation::new("http://127.0.0.1:8080", &activation);
+        let device = pending.device_public_key();
+        // Play the server: its own key pair, the same ECDH, the same KDF.
+        let server = PrivateKey::generate(&mut rand::rngs::OsRng);
+        let id = "0d2b7c1e-6f3a-4b8e-9c1d-2e3f4a5b6c7d";
+        let mut registered = client::Registered {
+            activation_id: id.into(),
+            activation_status: "PENDING_COMMIT".into(),
+            server_public_key: server.public_key().to_base64(),
+            ctr_data: "AAECAwQFBgcICQoLDA0ODw==".into(),
+            device_public_key_fingerprint: fingerprint::fingerprint_v3(
+                &device,
+                id,
+                &server.public_key(),
+            ),
+        };
+        let master = master_key().public_key().to_base64();
+        let right = registered.device_public_key_fingerprint.clone();
+        registered.device_public_key_fingerprint = "12345678".into();
+        let again = PendingActivation {
+            device_private: pending.device_private.clone(),
+            ..PendingActivation::new("http://x", &activation)
+        };
+        assert!(matches!(
+            again.complete(&registered, &master),
+            Err(TokenError::FingerprintMismatch { .. })
+        ));
+        registered.device_public_key_fingerprint = right;
+        let state = pending.complete(&registered, &master).unwrap();
+        let expected = FactorKeys::from_master_secret(&MasterSecret::agree(&server, &device));
+        assert_eq!(state.factor_keys, expected);
+        assert_eq!(state.activation_id, id);
+        assert_eq!(state.counter, 0);
+        assert_eq!(state.fingerprint(), registered.device_public_key_fingerprint);
     }
 
     #[test]
