@@ -202,6 +202,19 @@ pub fn router(service: Service, settings: ApiSettings) -> Router {
         )
 }
 
+/// Serves [`router`] on `listener` until `shutdown` completes; in-flight requests finish first
+/// (axum's graceful shutdown). Here so that `server` needs no axum of its own.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    service: Service,
+    settings: ApiSettings,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, router(service, settings))
+        .with_graceful_shutdown(shutdown)
+        .await
+}
+
 /// One span per request: method, path and request id only (never headers or body).
 fn request_span(request: &Request) -> tracing::Span {
     let request_id = request

@@ -9,14 +9,18 @@
 //! - [`http`]     the axum router of `spec/api.md`: wire types, envelope, errors, auth (only user of axum).
 //! - [`server`]   wiring config → signer → store → service → router; graceful shutdown; admin commands.
 //! - [`config`]   the TOML configuration, raw then validated.
+//! - [`token`]    the mobile-token simulator and the REST client (`token activate|sign|status`).
+//! - [`qr`]       QR codes of `offlineData` for the terminal, PNG and SVG (`qr`).
 //!
 //! Dependencies point inward: `server → http → service → {signer, store} → crypto`.
 
 pub mod config;
 pub mod crypto;
 pub mod http;
+pub mod qr;
 pub mod selftest;
 pub mod server;
 pub mod service;
 pub mod signer;
 pub mod store;
+pub mod token;

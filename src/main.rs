@@ -11,7 +11,7 @@ use clap::{Parser, Subcommand};
 use secrecy::ExposeSecret as _;
 
 use offline_signer::config::Config;
-use offline_signer::{selftest, server, signer, store};
+use offline_signer::{qr, selftest, server, signer, store, token};
 
 /// PowerAuth-compatible offline signatures with keys in a PKCS#11 HSM.
 ///
@@ -94,6 +94,17 @@ enum Command {
         #[command(subcommand)]
         command: ApplicationCommand,
     },
+
+    /// A software mobile token: activate it, sign QR payloads with it, show its status.
+    ///
+    /// A test double of a phone app; its state file holds what a phone keeps in secure storage.
+    Token {
+        #[command(subcommand)]
+        command: token::cli::TokenCommand,
+    },
+
+    /// Show an offlineData payload as a QR code: in the terminal, or as a PNG or SVG file.
+    Qr(qr::QrArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -248,6 +259,14 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
             let config = Config::load(&config)?;
             let detail = runtime()?.block_on(server::create_application(&config, &id))?;
             println!("{}", server::application_json(detail));
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Token { command } => {
+            token::cli::run(command)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Qr(args) => {
+            qr::run(args)?;
             Ok(ExitCode::SUCCESS)
         }
     }

@@ -131,10 +131,8 @@ pub async fn serve_on(
 ) -> Result<(), ServerError> {
     let address = listener.local_addr().map_err(ServerError::Serve)?;
     let pruner = tokio::spawn(prune_nonces_forever(service.clone()));
-    let app = http::router(service, settings);
     tracing::info!(%address, restrict_access = settings.restrict_access, "serving");
-    let result = axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown)
+    let result = http::serve(listener, service, settings, shutdown)
         .await
         .map_err(ServerError::Serve);
     pruner.abort();

@@ -1,0 +1,365 @@
+//! The token's persistent state and its file (`--state FILE`).
+//!
+//! A [`TokenState`] holds what a phone keeps for one activation to make offline codes
+//! (`spec/powerauth-offline.md` §9): the three factor keys Kp, Kk, Kb, the activation's server public
+//! key (checks personalized QR codes), the application's master public key (checks non-personalized
+//! ones), the hash-based counter `CTR_DATA` and how many codes were made, the ids and the server URL.
+//! The device private key is **not** kept: offline signing needs only the factor keys derived from it
+//! at activation, so the simulator drops it as soon as they exist.
+//!
+//! The file is JSON, created with mode 0600 and always replaced atomically: the new content goes to a
+//! temporary file in the same folder (mode 0600, flushed with `fsync`), which is then renamed over the
+//! old one and the folder is synced. A crash leaves either the old file or the new one, never half of
+//! one. A real mobile token keeps this material in the phone's secure storage (Keychain, Android
+//! Keystore), with Kk encrypted under a key derived from the PIN; this file is a test double.
+
+use std::fmt;
+use std::io::Write as _;
+use std::os::unix::fs::OpenOptionsExt as _;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use zeroize::{Zeroize as _, Zeroizing};
+
+use crate::crypto::{CounterData, FactorKeys, PublicKey, SymmetricKey};
+
+/// The format version written into every state file.
+pub const STATE_FORMAT: u32 = 1;
+
+/// Why a state file could not be read or written. Messages name the file, never its secrets.
+#[derive(Debug, thiserror::Error)]
+pub enum StateFileError {
+    /// The file could not be read.
+    #[error("cannot read token state {path}: {source}")]
+    Read {
+        /// The state file.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The file could not be written or renamed into place.
+    #[error("cannot write token state {path}: {source}")]
+    Write {
+        /// The state file.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The file is not a token state of this version (the JSON reason only, never a value).
+    #[error("token state {path} is not valid: {reason}")]
+    Invalid {
+        /// The state file.
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
+    /// `activate` refuses to replace an existing state file (it holds another activation's keys).
+    #[error("token state {0} already exists; remove it first to activate a new token")]
+    AlreadyExists(PathBuf),
+}
+
+/// Everything the simulated phone keeps for one activation. `Debug` redacts the factor keys.
+#[derive(Clone, PartialEq, Eq)]
+pub struct TokenState {
+    /// Base URL of the service, e.g. `http://127.0.0.1:8080`.
+    pub server_url: String,
+    /// The application this token belongs to.
+    pub application_id: String,
+    /// The user the activation was registered for.
+    pub user_id: String,
+    /// The activation id (UUID).
+    pub activation_id: String,
+    /// The device public key (for the fingerprint).
+    pub device_public_key: PublicKey,
+    /// `KEY_SERVER_PUBLIC`: checks QR codes with key indicator `1`.
+    pub server_public_key: PublicKey,
+    /// `KEY_SERVER_MASTER_PUBLIC`: checks QR codes with key indicator `0`.
+    pub master_public_key: PublicKey,
+    /// Kp, Kk, Kb.
+    pub factor_keys: FactorKeys,
+    /// The counter data the next code is made with.
+    pub counter_data: CounterData,
+    /// How many codes this token has made since activation.
+    pub counter: u64,
+}
+
+impl fmt::Debug for TokenState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TokenState")
+            .field("server_url", &self.server_url)
+            .field("application_id", &self.application_id)
+            .field("activation_id", &self.activation_id)
+            .field("factor_keys", &"REDACTED")
+            .field("counter_data", &self.counter_data)
+            .field("counter", &self.counter)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The JSON shape of the file. Key fields hold Base64 and are wiped after use.
+#[derive(Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct StateFile {
+    format: u32,
+    server_url: String,
+    application_id: String,
+    user_id: String,
+    activation_id: String,
+    device_public_key: String,
+    server_public_key: String,
+    master_public_key: String,
+    possession_key: String,
+    knowledge_key: String,
+    biometry_key: String,
+    ctr_data: String,
+    counter: u64,
+}
+
+impl Drop for StateFile {
+    fn drop(&mut self) {
+        self.possession_key.zeroize();
+        self.knowledge_key.zeroize();
+        self.biometry_key.zeroize();
+    }
+}
+
+impl TokenState {
+    /// Reads and validates a state file.
+    pub fn load(path: &Path) -> Result<Self, StateFileError> {
+        let bytes = Zeroizing::new(std::fs::read(path).map_err(|source| StateFileError::Read {
+            path: path.to_owned(),
+            source,
+        })?);
+        let invalid = |reason: String| StateFileError::Invalid {
+            path: path.to_owned(),
+            reason,
+        };
+        // Only the kind of error and its position: serde_json's message can quote a value.
+        let file: StateFile = serde_json::from_slice(&bytes).map_err(|e| {
+            invalid(format!(
+                "JSON {:?} error at line {}, column {}",
+                e.classify(),
+                e.line(),
+                e.column()
+            ))
+        })?;
+        if file.format != STATE_FORMAT {
+            return Err(invalid(format!(
+                "format {} (this build reads {STATE_FORMAT})",
+                file.format
+            )));
+        }
+        let key = |name: &str, text: &str| {
+            PublicKey::from_base64(text).map_err(|_| invalid(format!("{name} is not a P-256 key")))
+        };
+        let secret = |name: &str, text: &str| {
+            SymmetricKey::from_base64(text)
+                .map_err(|_| invalid(format!("{name} is not Base64 of 16 bytes")))
+        };
+        Ok(Self {
+            device_public_key: key("devicePublicKey", &file.device_public_key)?,
+            server_public_key: key("serverPublicKey", &file.server_public_key)?,
+            master_public_key: key("masterPublicKey", &file.master_public_key)?,
+            factor_keys: FactorKeys::new(
+                secret("possessionKey", &file.possession_key)?,
+                secret("knowledgeKey", &file.knowledge_key)?,
+                secret("biometryKey", &file.biometry_key)?,
+            ),
+            counter_data: CounterData::from_base64(&file.ctr_data)
+                .map_err(|_| invalid("ctrData is not Base64 of 16 bytes".to_owned()))?,
+            counter: file.counter,
+            server_url: file.server_url.clone(),
+            application_id: file.application_id.clone(),
+            user_id: file.user_id.clone(),
+            activation_id: file.activation_id.clone(),
+        })
+    }
+
+    /// Writes the state atomically with mode 0600 (see the module documentation).
+    pub fn save(&self, path: &Path) -> Result<(), StateFileError> {
+        let file = StateFile {
+            format: STATE_FORMAT,
+            server_url: self.server_url.clone(),
+            application_id: self.application_id.clone(),
+            user_id: self.user_id.clone(),
+            activation_id: self.activation_id.clone(),
+            device_public_key: self.device_public_key.to_base64(),
+            server_public_key: self.server_public_key.to_base64(),
+            master_public_key: self.master_public_key.to_base64(),
+            possession_key: self.factor_keys.possession.to_base64().to_string(),
+            knowledge_key: self.factor_keys.knowledge.to_base64().to_string(),
+            biometry_key: self.factor_keys.biometry.to_base64().to_string(),
+            ctr_data: self.counter_data.to_base64(),
+            counter: self.counter,
+        };
+        let mut json = Zeroizing::new(
+            serde_json::to_vec_pretty(&file).expect("a struct of strings and numbers serializes"),
+        );
+        json.push(b'\n');
+        write_atomically(path, &json).map_err(|source| StateFileError::Write {
+            path: path.to_owned(),
+            source,
+        })
+    }
+
+    /// Writes a brand-new state file; refuses when `path` already exists.
+    pub fn create(&self, path: &Path) -> Result<(), StateFileError> {
+        if path.exists() {
+            return Err(StateFileError::AlreadyExists(path.to_owned()));
+        }
+        self.save(path)
+    }
+
+    /// The v3 fingerprint of this activation (8 digits), as shown at activation.
+    pub fn fingerprint(&self) -> String {
+        crate::crypto::fingerprint::fingerprint_v3(
+            &self.device_public_key,
+            &self.activation_id,
+            &self.server_public_key,
+        )
+    }
+}
+
+/// Writes `bytes` to a fresh 0600 temporary file beside `path`, syncs it, renames it over `path` and
+/// syncs the folder. On any error the temporary file is removed and `path` is untouched.
+pub fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let folder = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_owned(),
+        _ => PathBuf::from("."),
+    };
+    let name = path
+        .file_name()
+        .ok_or_else(|| std::io::Error::other("the state path names no file"))?;
+    let mut tmp_name = std::ffi::OsString::from(".");
+    tmp_name.push(name);
+    tmp_name.push(format!(
+        ".tmp-{}-{}",
+        std::process::id(),
+        rand::random::<u32>()
+    ));
+    let tmp = folder.join(tmp_name);
+    let result = (|| {
+        let mut file = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&tmp)?;
+        file.write_all(bytes)?;
+        file.sync_all()?;
+        drop(file);
+        std::fs::rename(&tmp, path)?;
+        std::fs::File::open(&folder)?.sync_all()
+    })();
+    if result.is_err() {
+        // Best effort: the rename did not happen or the folder sync failed after it; a leftover
+        // temporary file holds no more than the state file itself and is 0600.
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::{MetadataExt as _, PermissionsExt as _};
+
+    use super::*;
+    use crate::crypto::PrivateKey;
+
+    pub(crate) fn sample() -> TokenState {
+        let server =
+            PrivateKey::from_base64("AL0qVUrBte9i+xm0TQBkPT9XAxEiQae3tMwMUMEUGlYc").unwrap();
+        TokenState {
+            server_url: "http://127.0.0.1:8080".into(),
+            application_id: "demo".into(),
+            user_id: "alice".into(),
+            activation_id: "c564e700-7e86-4a87-b6c8-a5a0cc89683f".into(),
+            device_public_key: PublicKey::from_base64(
+                "BH/XZpylbWzTHS9LWR7ckCfHPPOG0MrsP9C2hmXXgQYpzmKSP4w0SpZz5227RKpEGkIq3Jew6p3KxrbUGDTC+nU=",
+            )
+            .unwrap(),
+            server_public_key: server.public_key(),
+            master_public_key: server.public_key(),
+            factor_keys: FactorKeys::new(
+                SymmetricKey::from_base64("UUOQH89Hoa/Nw7ew5rGTPw==").unwrap(),
+                SymmetricKey::from_base64("hjHWTy3HA3nQdDcdnJbRMw==").unwrap(),
+                SymmetricKey::from_base64("S9fNvGUhUafp18upFWzCoA==").unwrap(),
+            ),
+            counter_data: CounterData::from_base64("AAECAwQFBgcICQoLDA0ODw==").unwrap(),
+            counter: 3,
+        }
+    }
+
+    #[test]
+    fn round_trip_with_mode_0600() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("token.json");
+        let state = sample();
+        state.create(&path).unwrap();
+        assert_eq!(
+            std::fs::metadata(&path).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
+        assert_eq!(TokenState::load(&path).unwrap(), state);
+        assert!(matches!(
+            state.create(&path),
+            Err(StateFileError::AlreadyExists(_))
+        ));
+        let names: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
+        assert_eq!(names.len(), 1, "no temporary file is left behind");
+    }
+
+    #[test]
+    fn save_replaces_the_file_by_rename() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("token.json");
+        std::fs::write(&path, b"old content").unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let before = std::fs::metadata(&path).unwrap().ino();
+        // A reader holding the old file open keeps seeing all of it: the old inode is never
+        // truncated or rewritten in place.
+        let old_handle = std::fs::File::open(&path).unwrap();
+        let mut state = sample();
+        state.counter = 42;
+        state.save(&path).unwrap();
+        let after = std::fs::metadata(&path).unwrap();
+        assert_ne!(after.ino(), before, "a new file was renamed into place");
+        assert_eq!(after.permissions().mode() & 0o777, 0o600);
+        let mut old = String::new();
+        std::io::Read::read_to_string(&mut &old_handle, &mut old).unwrap();
+        assert_eq!(old, "old content");
+        assert_eq!(TokenState::load(&path).unwrap().counter, 42);
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
+    }
+
+    #[test]
+    fn failed_write_leaves_the_old_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("token.json");
+        sample().save(&path).unwrap();
+        let original = std::fs::read(&path).unwrap();
+        // The target is now a non-empty directory: rename fails, the temp file is cleaned up.
+        let blocked = dir.path().join("blocked");
+        std::fs::create_dir(&blocked).unwrap();
+        std::fs::write(blocked.join("x"), b"").unwrap();
+        assert!(sample().save(&blocked).is_err());
+        assert_eq!(std::fs::read(&path).unwrap(), original);
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 2);
+    }
+
+    #[test]
+    fn invalid_files_are_refused_without_echoing_secrets() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("token.json");
+        sample().save(&path).unwrap();
+        let text = std::fs::read_to_string(&path).unwrap();
+        let broken = text.replace("hjHWTy3HA3nQdDcdnJbRMw==", "hjHWTy3HA3nQdDcdnJbRM===");
+        std::fs::write(&path, broken).unwrap();
+        let err = TokenState::load(&path).unwrap_err().to_string();
+        assert!(err.contains("knowledgeKey"), "{err}");
+        assert!(!err.contains("hjHWTy3HA3"), "{err}");
+        std::fs::write(&path, text.replace("\"format\": 1", "\"format\": 9")).unwrap();
+        assert!(TokenState::load(&path).is_err());
+        let debug = format!("{:?}", sample());
+        assert!(!debug.contains("UUOQH89H"), "{debug}");
+    }
+}

@@ -1,0 +1,622 @@
+//! End-to-end flows over a real socket: the real `offline-signer serve` binary against a throwaway
+//! SoftHSM token (made by `scripts/softhsm-init.sh`), driven by the software token
+//! (`offline_signer::token`) on the phone side and the REST client (`token::client::Client`) on the
+//! web-application side.
+//!
+//! Each test starts its own server: a temp folder with the token, a config file, an integration
+//! credential (`integration create`) and an application (`application create`), then `serve` with
+//! `SOFTHSM2_CONF` in the child's environment. The server is stopped with SIGTERM (then SIGKILL if it
+//! does not exit) when the test ends, pass or fail.
+//!
+//! When SoftHSM is missing the tests FAIL under `CI=true` and print a loud notice otherwise.
+#![allow(clippy::unwrap_used)] // tests: a panic is the failure report
+
+#[path = "common/softhsm.rs"]
+mod softhsm;
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use offline_signer::token::client::{
+    Client, CreatePersonalized, Credentials, OfflinePayload, ProximityCheck, VerifyRequest,
+    VerifyResponse,
+};
+use offline_signer::token::{Activation, SignOptions, SignedOperation, Token, TokenState};
+
+const BIN: &str = env!("CARGO_BIN_EXE_offline-signer");
+const APP: &str = "e2e-bank";
+/// A Web Flow payment that allows biometry.
+const PAYMENT: &str = "5ff1b1ed-a3cc-45a3-8ab0-ed60950312b6\nPlatba 100 Kč\nPotvrďte prosím platbu\nA1*A100CZK*ICZ2730300000001165254011*D20250425\nB";
+/// A Web Flow login without the B flag.
+const LOGIN: &str =
+    "0b7b1e6e-4c9e-4d0e-9a43-0d6c1d2a7f00\nLogin\nSign in to internet banking\nA2\n";
+const SEED: &str = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
+
+/// A running server and everything it needs; stopped on drop.
+struct Server {
+    child: Option<Child>,
+    dir: tempfile::TempDir,
+    url: String,
+    credentials: Credentials,
+}
+
+impl Server {
+    /// Starts a server, or returns `None` (after a loud notice) when SoftHSM is missing outside CI.
+    fn start(label: &str, extra_config: &str) -> Option<Self> {
+        if !softhsm_present() {
+            return None;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let hsm = dir.path().join("hsm");
+        softhsm::init_token(&hsm, label, None);
+        let port = free_port();
+        let config = dir.path().join("config.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "listen = \"127.0.0.1:{port}\"\n\
+                 data_dir = \"data\"\n\
+                 restrict_access = true\n\
+                 {extra_config}\n\
+                 [signer]\n\
+                 kind = \"pkcs11\"\n\
+                 module = \"{module}\"\n\
+                 token_label = \"{label}\"\n\
+                 pin_file = \"hsm/user.pin\"\n\
+                 pool_size = 2\n",
+                module = softhsm::MODULE,
+            ),
+        )
+        .unwrap();
+        let conf = hsm.join("softhsm2.conf");
+
+        let out = admin(
+            &conf,
+            &["integration", "create", "--name", "e2e", "--config"],
+            &config,
+        );
+        let text = String::from_utf8(out).unwrap();
+        let value = |key: &str| {
+            text.lines()
+                .find_map(|l| l.strip_prefix(&format!("{key}=")))
+                .unwrap_or_else(|| panic!("integration create printed no {key}: {text}"))
+                .to_owned()
+        };
+        let credentials = Credentials::new(
+            value("OFFLINE_SIGNER_CLIENT_TOKEN"),
+            value("OFFLINE_SIGNER_CLIENT_SECRET"),
+        );
+        admin(
+            &conf,
+            &["application", "create", "--id", APP, "--config"],
+            &config,
+        );
+
+        let log = std::fs::File::create(dir.path().join("server.log")).unwrap();
+        let child = Command::new(BIN)
+            .args(["serve", "--config"])
+            .arg(&config)
+            .env("SOFTHSM2_CONF", &conf)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        let mut server = Self {
+            child: Some(child),
+            dir,
+            url: format!("http://127.0.0.1:{port}"),
+            credentials,
+        };
+        server.wait_until_healthy();
+        Some(server)
+    }
+
+    fn client(&self) -> Client {
+        Client::new(&self.url, Some(self.credentials.clone())).unwrap()
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("server.log")).unwrap_or_default()
+    }
+
+    /// Polls `/health` (every 100 ms, for at most 60 s) until it answers; fails with the server log
+    /// if the process exits first or never answers.
+    fn wait_until_healthy(&mut self) {
+        let client = Client::new(&self.url, None).unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        for _ in 0..600 {
+            if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
+                panic!(
+                    "the server exited with {status} before answering:\n{}",
+                    self.log()
+                );
+            }
+            if rt.block_on(client.health()).unwrap_or(false) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        panic!("the server never answered /health:\n{}", self.log());
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let Some(mut child) = self.child.take() else {
+            return;
+        };
+        // SIGTERM lets the server release the HSM; SIGKILL if it is still there after 10 s.
+        let _ = Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status();
+        for _ in 0..100 {
+            if matches!(child.try_wait(), Ok(Some(_))) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+}
+
+/// Runs an administrative command (server stopped) and returns its stdout.
+fn admin(conf: &Path, args: &[&str], config: &Path) -> Vec<u8> {
+    let out = Command::new(BIN)
+        .args(args)
+        .arg(config)
+        .env("SOFTHSM2_CONF", conf)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out.stdout
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn softhsm_present() -> bool {
+    let util_ok = Command::new("softhsm2-util")
+        .arg("--version")
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false);
+    let present = Path::new(softhsm::MODULE).is_file() && util_ok;
+    if !present {
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "SoftHSM is missing and CI=true: install softhsm2"
+        );
+        eprintln!(
+            "!!! SoftHSM is not installed: this end-to-end test did NOT run (CI would fail) !!!"
+        );
+    }
+    present
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+/// Activates a software token (state saved to `dir/<name>.json`) and returns it.
+async fn activate(server: &Server, name: &str, max_failed_attempts: Option<u32>) -> Token {
+    let path: PathBuf = server.dir.path().join(format!("{name}.json"));
+    let activation = Activation {
+        application_id: APP.to_owned(),
+        user_id: name.to_owned(),
+        max_failed_attempts,
+    };
+    let token = Token::activate(&server.client(), &activation, |state| {
+        state.create(&path).map_err(Into::into)
+    })
+    .await
+    .unwrap();
+    assert_eq!(TokenState::load(&path).unwrap(), *token.state());
+    token
+}
+
+async fn personalized(client: &Client, token: &Token, data: &str) -> OfflinePayload {
+    client
+        .create_personalized(&CreatePersonalized {
+            activation_id: token.state().activation_id.clone(),
+            data: data.to_owned(),
+            nonce: None,
+            proximity_check: None,
+        })
+        .await
+        .unwrap()
+}
+
+fn verify_request(token: &Token, signed: &SignedOperation) -> VerifyRequest {
+    VerifyRequest {
+        activation_id: token.state().activation_id.clone(),
+        data: signed.data.clone(),
+        signature: signed.code.clone(),
+        allow_biometry: signed.allow_biometry,
+        component_length: None,
+        proximity_check: None,
+    }
+}
+
+async fn verify(client: &Client, token: &Token, signed: &SignedOperation) -> VerifyResponse {
+    client.verify(&verify_request(token, signed)).await.unwrap()
+}
+
+fn pin() -> SignOptions {
+    SignOptions::default()
+}
+
+#[test]
+fn personalized_replay_lookahead_biometry_and_short_codes() {
+    let Some(server) = Server::start("e2e-personalized", "") else {
+        return;
+    };
+    runtime().block_on(async {
+        let client = server.client();
+        let mut token = activate(&server, "alice", None).await;
+        let status = client
+            .activation_status(&token.state().activation_id)
+            .await
+            .unwrap();
+        assert_eq!(status.activation_status, "ACTIVE");
+        assert_eq!(
+            status.device_public_key_fingerprint.as_deref(),
+            Some(token.state().fingerprint().as_str())
+        );
+
+        // Personalized payment, approved with the PIN.
+        let payload = personalized(&client, &token, PAYMENT).await;
+        let signed = token.sign(&payload.offline_data, &pin()).unwrap();
+        assert_eq!(signed.nonce, payload.nonce);
+        assert_eq!(signed.key, "personalized");
+        assert_eq!(signed.operation.title, "Platba 100 Kč");
+        let answer = verify(&client, &token, &signed).await;
+        assert!(answer.signature_valid, "{answer:?}");
+        assert_eq!(
+            answer.signature_type.as_deref(),
+            Some("POSSESSION_KNOWLEDGE")
+        );
+        assert_eq!(answer.user_id.as_deref(), Some("alice"));
+        assert_eq!(answer.nonce_status.as_deref(), Some("VALID"));
+
+        // The same code again is a replay and is rejected.
+        let replay = verify(&client, &token, &signed).await;
+        assert!(!replay.signature_valid, "{replay:?}");
+        assert_eq!(replay.nonce_status.as_deref(), Some("CONSUMED"));
+
+        // Lookahead: the phone showed 19 codes nobody typed; the 20th is still inside the window.
+        let payload = personalized(&client, &token, PAYMENT).await;
+        for _ in 0..19 {
+            token.sign(&payload.offline_data, &pin()).unwrap();
+        }
+        let signed = token.sign(&payload.offline_data, &pin()).unwrap();
+        assert!(verify(&client, &token, &signed).await.signature_valid);
+
+        // Biometry (the QR has the B flag): valid only when the web application allows it.
+        let payload = personalized(&client, &token, PAYMENT).await;
+        let bio = SignOptions {
+            biometry: true,
+            ..SignOptions::default()
+        };
+        let signed = token.sign(&payload.offline_data, &bio).unwrap();
+        let mut request = verify_request(&token, &signed);
+        request.allow_biometry = false;
+        let refused = client.verify(&request).await.unwrap();
+        assert!(
+            !refused.signature_valid,
+            "biometry not allowed: {refused:?}"
+        );
+        request.allow_biometry = true;
+        let answer = client.verify(&request).await.unwrap();
+        assert!(answer.signature_valid, "{answer:?}");
+        assert_eq!(
+            answer.signature_type.as_deref(),
+            Some("POSSESSION_BIOMETRY")
+        );
+
+        // Component length 4.
+        let payload = personalized(&client, &token, LOGIN).await;
+        let short = SignOptions {
+            length: offline_signer::crypto::ComponentLength::new(4).unwrap(),
+            ..SignOptions::default()
+        };
+        let signed = token.sign(&payload.offline_data, &short).unwrap();
+        assert_eq!(signed.code.len(), 9);
+        assert!(!signed.allow_biometry);
+        let mut request = verify_request(&token, &signed);
+        request.component_length = Some(4);
+        let answer = client.verify(&request).await.unwrap();
+        assert!(answer.signature_valid, "{answer:?}");
+    });
+}
+
+#[test]
+fn beyond_the_lookahead_window_fails() {
+    let Some(server) = Server::start("e2e-window", "[signature]\nlookahead = 5\n") else {
+        return;
+    };
+    runtime().block_on(async {
+        let client = server.client();
+        let mut token = activate(&server, "bob", Some(10)).await;
+        let payload = personalized(&client, &token, PAYMENT).await;
+        // Positions 0..=4 are in the window; the sixth code (position 5) is not.
+        for _ in 0..5 {
+            token.sign(&payload.offline_data, &pin()).unwrap();
+        }
+        let signed = token.sign(&payload.offline_data, &pin()).unwrap();
+        let answer = verify(&client, &token, &signed).await;
+        assert!(!answer.signature_valid, "{answer:?}");
+        assert_eq!(answer.remaining_attempts, Some(9));
+    });
+}
+
+#[test]
+fn non_personalized_and_proximity() {
+    let Some(server) = Server::start("e2e-nonpers", "") else {
+        return;
+    };
+    runtime().block_on(async {
+        let client = server.client();
+        let mut token = activate(&server, "carol", None).await;
+
+        // Non-personalized: signed with the application's master key (indicator 0).
+        let payload = client.create_non_personalized(APP, LOGIN).await.unwrap();
+        assert!(
+            payload
+                .offline_data
+                .contains(&format!("\n{}\n0", payload.nonce))
+        );
+        let signed = token.sign(&payload.offline_data, &pin()).unwrap();
+        assert_eq!(signed.key, "master");
+        let answer = verify(&client, &token, &signed).await;
+        assert!(answer.signature_valid, "{answer:?}");
+
+        // Proximity TOTP: the QR carries it, the code covers it, the web application's data does not.
+        let payload = client
+            .create_personalized(&CreatePersonalized {
+                activation_id: token.state().activation_id.clone(),
+                data: PAYMENT.to_owned(),
+                nonce: None,
+                proximity_check: Some(ProximityCheck {
+                    seed: SEED.to_owned(),
+                    step_length: 30,
+                    step_count: None,
+                }),
+            })
+            .await
+            .unwrap();
+        let signed = token.sign(&payload.offline_data, &pin()).unwrap();
+        let totp = signed.proximity.as_ref().expect("a TOTP line").totp.clone();
+        assert_eq!(totp.len(), 8);
+        assert!(!signed.data.contains(&totp));
+        let mut request = verify_request(&token, &signed);
+        request.proximity_check = Some(ProximityCheck {
+            seed: SEED.to_owned(),
+            step_length: 30,
+            step_count: Some(1),
+        });
+        let answer = client.verify(&request).await.unwrap();
+        assert!(answer.signature_valid, "{answer:?}");
+
+        // Without the proximity check the server does not append the TOTP: the code does not match.
+        let payload = client
+            .create_personalized(&CreatePersonalized {
+                activation_id: token.state().activation_id.clone(),
+                data: PAYMENT.to_owned(),
+                nonce: None,
+                proximity_check: Some(ProximityCheck {
+                    seed: SEED.to_owned(),
+                    step_length: 30,
+                    step_count: None,
+                }),
+            })
+            .await
+            .unwrap();
+        let signed = token.sign(&payload.offline_data, &pin()).unwrap();
+        let answer = verify(&client, &token, &signed).await;
+        assert!(!answer.signature_valid, "{answer:?}");
+    });
+}
+
+#[test]
+fn blocking_unblock_and_remove() {
+    let Some(server) = Server::start("e2e-block", "") else {
+        return;
+    };
+    runtime().block_on(async {
+        let client = server.client();
+        let mut token = activate(&server, "dave", Some(3)).await;
+        let id = token.state().activation_id.clone();
+
+        // Three wrong codes block the activation.
+        let payload = personalized(&client, &token, PAYMENT).await;
+        let signed = token.sign(&payload.offline_data, &pin()).unwrap();
+        let mut wrong = verify_request(&token, &signed);
+        wrong.signature = "00000000-00000000".to_owned();
+        let mut last = None;
+        for expected_remaining in [2, 1, 0] {
+            let answer = client.verify(&wrong).await.unwrap();
+            assert!(!answer.signature_valid);
+            assert_eq!(answer.remaining_attempts, Some(expected_remaining));
+            last = Some(answer);
+        }
+        let last = last.unwrap();
+        assert_eq!(last.activation_status, "BLOCKED");
+        assert_eq!(last.blocked_reason.as_deref(), Some("MAX_FAILED_ATTEMPTS"));
+
+        // Even the right code is refused while blocked, and creating a QR is refused.
+        let answer = verify(&client, &token, &signed).await;
+        assert!(!answer.signature_valid);
+        assert_eq!(answer.activation_status, "BLOCKED");
+        let err = client
+            .create_personalized(&CreatePersonalized {
+                activation_id: id.clone(),
+                data: PAYMENT.to_owned(),
+                nonce: None,
+                proximity_check: None,
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(err.service_code(), Some("ERR0008"), "{err}");
+
+        // Unblock: the failure count resets; the code the phone showed is still good (its nonce
+        // was never consumed and the counter did not move).
+        client.activation_unblock(&id).await.unwrap();
+        let status = client.activation_status(&id).await.unwrap();
+        assert_eq!(status.activation_status, "ACTIVE");
+        assert_eq!(status.failed_attempts, 0);
+        let answer = verify(&client, &token, &signed).await;
+        assert!(answer.signature_valid, "{answer:?}");
+
+        // An administrative block and unblock.
+        client
+            .activation_block(&id, Some("LOST_PHONE"))
+            .await
+            .unwrap();
+        let status = client.activation_status(&id).await.unwrap();
+        assert_eq!(status.activation_status, "BLOCKED");
+        assert_eq!(status.blocked_reason.as_deref(), Some("LOST_PHONE"));
+        client.activation_unblock(&id).await.unwrap();
+        let payload = personalized(&client, &token, PAYMENT).await;
+        let signed = token.sign(&payload.offline_data, &pin()).unwrap();
+        assert!(verify(&client, &token, &signed).await.signature_valid);
+
+        // Remove: no more QR codes, and verification answers REMOVED.
+        let payload = personalized(&client, &token, PAYMENT).await;
+        let signed = token.sign(&payload.offline_data, &pin()).unwrap();
+        client.activation_remove(&id).await.unwrap();
+        let answer = verify(&client, &token, &signed).await;
+        assert!(!answer.signature_valid);
+        assert_eq!(answer.activation_status, "REMOVED");
+        let err = client
+            .create_personalized(&CreatePersonalized {
+                activation_id: id.clone(),
+                data: PAYMENT.to_owned(),
+                nonce: None,
+                proximity_check: None,
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(err.service_code(), Some("ERR0008"), "{err}");
+    });
+}
+
+#[test]
+fn wrong_credentials_are_refused() {
+    let Some(server) = Server::start("e2e-auth", "") else {
+        return;
+    };
+    runtime().block_on(async {
+        let client = Client::new(&server.url, Some(Credentials::new("nobody", "wrong"))).unwrap();
+        let err = client.application_detail(APP).await.unwrap_err();
+        assert_eq!(err.service_code(), Some("ERR_AUTHENTICATION"), "{err}");
+        let anonymous = Client::new(&server.url, None).unwrap();
+        assert!(anonymous.health().await.unwrap());
+        assert!(anonymous.application_detail(APP).await.is_err());
+    });
+}
+
+/// The command line on both sides: `token activate`, `token sign --json`, `token status --remote`.
+#[test]
+fn token_cli_against_the_server() {
+    let Some(server) = Server::start("e2e-cli", "") else {
+        return;
+    };
+    let state = server.dir.path().join("cli-token.json");
+    let env = [
+        (
+            "OFFLINE_SIGNER_CLIENT_TOKEN",
+            server.credentials.client_token.clone(),
+        ),
+        ("OFFLINE_SIGNER_CLIENT_SECRET", {
+            use secrecy::ExposeSecret as _;
+            server.credentials.client_secret.expose_secret().to_owned()
+        }),
+    ];
+    let run = |args: &[&str]| {
+        let out = Command::new(BIN)
+            .args(args)
+            .envs(env.iter().map(|(k, v)| (k, v)))
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        out
+    };
+    let state_arg = state.to_str().unwrap();
+    let out = run(&[
+        "token",
+        "activate",
+        "--server",
+        &server.url,
+        "--application",
+        APP,
+        "--user",
+        "erin",
+        "--state",
+        state_arg,
+    ]);
+    let activation_id = String::from_utf8(out.stdout).unwrap().trim().to_owned();
+    assert_eq!(activation_id.len(), 36);
+
+    let client = server.client();
+    runtime().block_on(async {
+        let payload = client
+            .create_personalized(&CreatePersonalized {
+                activation_id: activation_id.clone(),
+                data: PAYMENT.to_owned(),
+                nonce: None,
+                proximity_check: None,
+            })
+            .await
+            .unwrap();
+        let out = run(&[
+            "token",
+            "sign",
+            "--state",
+            state_arg,
+            "--json",
+            "--offline-data",
+            &payload.offline_data,
+        ]);
+        let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        let answer = client
+            .verify(&VerifyRequest {
+                activation_id: activation_id.clone(),
+                data: json["data"].as_str().unwrap().to_owned(),
+                signature: json["code"].as_str().unwrap().to_owned(),
+                allow_biometry: json["allowBiometry"].as_bool().unwrap(),
+                component_length: None,
+                proximity_check: None,
+            })
+            .await
+            .unwrap();
+        assert!(answer.signature_valid, "{answer:?}");
+    });
+    let out = run(&["token", "status", "--state", state_arg, "--remote"]);
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(text.contains("status       ACTIVE"), "{text}");
+    assert!(text.contains("codes made   1"), "{text}");
+    assert!(text.contains("matches"), "{text}");
+}
