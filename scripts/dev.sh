@@ -1,36 +1,42 @@
 #!/usr/bin/env bash
-# Runs offline-signer for development against a SoftHSM token, with everything kept under one home folder.
+# Runs offline-signer for development against a SoftHSM token, everything kept under one home folder.
 #
 #   ./scripts/dev.sh
 #
 # Environment:
-#   OFFLINE_SIGNER_HOME    where the token, config and data live   (default ./var/dev)
-#   OFFLINE_SIGNER_LISTEN  address to serve on                     (default 127.0.0.1:8080)
+#   OFFLINE_SIGNER_HOME    where the token, config, data and credentials live   (default ./var/dev)
+#   OFFLINE_SIGNER_LISTEN  address to serve on                                  (default 127.0.0.1:8080)
 #
-# First run: installs softhsm2 if missing (root or sudo), creates the SoftHSM token "offline-signer-dev"
-# with random PINs kept in $OFFLINE_SIGNER_HOME/softhsm (mode 0600), writes $OFFLINE_SIGNER_HOME/config.toml,
-# and builds target/release/offline-signer. Later runs reuse the same home and token.
+# First run: installs softhsm2 if missing (root or sudo), creates the SoftHSM token "offline-signer-dev" with
+# random PINs in $OFFLINE_SIGNER_HOME/softhsm (mode 0600), writes $OFFLINE_SIGNER_HOME/config.toml, builds
+# target/release/offline-signer, creates the application "demo" (its master key pair generated in the token)
+# and an integration credential written to $OFFLINE_SIGNER_HOME/credentials.env (mode 0600). The service's
+# KEK and DEK are generated in the token on the first start. Then it serves in the foreground until Ctrl-C.
+# Later runs reuse the same home: same token, same keys, same data, same credential.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 home=${OFFLINE_SIGNER_HOME:-./var/dev}
 listen=${OFFLINE_SIGNER_LISTEN:-127.0.0.1:8080}
 label=offline-signer-dev
+application=demo
 mkdir -p "$home"
 home=$(cd "$home" && pwd)
 
-if [ ! -f "$home/softhsm/softhsm2.conf" ]; then
+if [[ ! -f "$home/softhsm/softhsm2.conf" ]]; then
     echo "==> Creating the SoftHSM dev token in $home/softhsm"
     ./scripts/softhsm-init.sh "$home/softhsm" "$label" >/dev/null
 fi
 export SOFTHSM2_CONF="$home/softhsm/softhsm2.conf"
 
-if [ ! -f "$home/config.toml" ]; then
+if [[ ! -f "$home/config.toml" ]]; then
     echo "==> Writing $home/config.toml"
     cat >"$home/config.toml" <<TOML
 # offline-signer development configuration (written by scripts/dev.sh). See README.md, "Configuration".
-listen = "$listen"
+# scripts/dev.sh passes --listen \$OFFLINE_SIGNER_LISTEN to serve, which overrides listen below.
+listen = "127.0.0.1:8080"
 data_dir = "data"
+restrict_access = true
 
 [signer]
 kind = "pkcs11"
@@ -40,22 +46,44 @@ pin_file = "softhsm/user.pin"
 pool_size = 2
 TOML
 fi
+config=$home/config.toml
 
-echo "==> Building target/release/offline-signer"
+echo "==> Building target/release/offline-signer (release; the first build takes a few minutes)"
 cargo build --release --locked --quiet
-bin=target/release/offline-signer
+bin=${CARGO_TARGET_DIR:-target}/release/offline-signer
 
-if [ -d ../shared/vectors ]; then
-    echo "==> Self-test against ../shared/vectors"
-    "$bin" selftest --vectors ../shared/vectors | tail -n 1
+# The store admits one process at a time: the set-up commands below run before the server starts.
+if [[ ! -f "$home/.application-$application" ]]; then
+    echo "==> Creating the application '$application' (master key pair generated in the token)"
+    if ! out=$("$bin" application create --id "$application" --config "$config" 2>&1 >/dev/null); then
+        # A run interrupted after the create but before the marker: the application is there already.
+        if [[ $out != *"already exists"* ]]; then
+            echo "$out" >&2
+            exit 1
+        fi
+    fi
+    touch "$home/.application-$application"
 fi
 
-echo "==> Keys on the dev token (key-report)"
-"$bin" key-report --config "$home/config.toml"
+if [[ ! -s "$home/credentials.env" ]]; then
+    echo "==> Creating an integration credential in $home/credentials.env"
+    (umask 077 && "$bin" integration create --name dev --config "$config" >"$home/credentials.env.tmp" 2>/dev/null)
+    mv "$home/credentials.env.tmp" "$home/credentials.env"
+fi
+# shellcheck disable=SC1091
+. "$home/credentials.env"
 
 cat <<MSG
 
-offline-signer is built and its dev token is ready in $home.
-The HTTP API is not implemented yet (see README.md, "What works today"), so there is no server to start:
-this script stops here instead of pretending to serve on $listen.
+offline-signer serves on http://$listen (home: $home). Ctrl-C stops it.
+In another terminal, create a QR payload for the application "$application":
+
+  curl -sS -u '$OFFLINE_SIGNER_CLIENT_TOKEN:$OFFLINE_SIGNER_CLIENT_SECRET' \\
+       -H 'Content-Type: application/json' \\
+       -d '{"requestObject":{"applicationId":"$application","data":"0b7b1e6e-4c9e-4d0e-9a43-0d6c1d2a7f00\\nLogin\\nSign in to internet banking\\nA2\\n"}}' \\
+       http://$listen/rest/v3/signature/offline/non-personalized/create
+
+The credential is in $home/credentials.env; README.md walks through a whole payment with the token simulator.
+
 MSG
+exec "$bin" serve --config "$config" --listen "$listen"

@@ -77,6 +77,9 @@ enum Command {
         /// The service configuration file.
         #[arg(long, value_name = "FILE")]
         config: PathBuf,
+        /// Listen on this address instead of the configuration's `listen`, e.g. `0.0.0.0:8080`.
+        #[arg(long, value_name = "ADDR")]
+        listen: Option<std::net::SocketAddr>,
     },
 
     /// Manage integration credentials (HTTP Basic `clientToken:clientSecret`).
@@ -189,7 +192,8 @@ fn init_logging(cli: &Cli) -> anyhow::Result<()> {
         .with_context(|| format!("invalid --log filter {:?}", cli.log))?;
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
     if cli.log_json {
         builder.json().init();
     } else {
@@ -247,8 +251,11 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
                 }
             }
         }
-        Command::Serve { config } => {
-            let config = Config::load(&config)?;
+        Command::Serve { config, listen } => {
+            let mut config = Config::load(&config)?;
+            if let Some(listen) = listen {
+                config.listen = listen;
+            }
             runtime()?.block_on(server::serve(&config))?;
             Ok(ExitCode::SUCCESS)
         }

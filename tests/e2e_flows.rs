@@ -93,24 +93,57 @@ impl Server {
             &config,
         );
 
-        let log = std::fs::File::create(dir.path().join("server.log")).unwrap();
+        let mut server = Self {
+            child: None,
+            dir,
+            url: format!("http://127.0.0.1:{port}"),
+            credentials,
+        };
+        server.spawn();
+        Some(server)
+    }
+
+    /// Starts `serve` on the server's folder (config, token, data) and waits until it answers.
+    fn spawn(&mut self) {
+        assert!(self.child.is_none(), "the server is already running");
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.path().join("server.log"))
+            .unwrap();
         let child = Command::new(BIN)
             .args(["serve", "--config"])
-            .arg(&config)
-            .env("SOFTHSM2_CONF", &conf)
+            .arg(self.dir.path().join("config.toml"))
+            .env("SOFTHSM2_CONF", self.dir.path().join("hsm/softhsm2.conf"))
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
             .stderr(log)
             .spawn()
             .unwrap();
-        let mut server = Self {
-            child: Some(child),
-            dir,
-            url: format!("http://127.0.0.1:{port}"),
-            credentials,
-        };
-        server.wait_until_healthy();
-        Some(server)
+        self.child = Some(child);
+        self.wait_until_healthy();
+    }
+
+    /// Sends SIGTERM and waits (at most 30 s) for the process to exit; returns its exit status.
+    fn terminate(&mut self) -> std::process::ExitStatus {
+        let mut child = self.child.take().unwrap();
+        let sent = Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(sent.success());
+        for _ in 0..300 {
+            if let Some(status) = child.try_wait().unwrap() {
+                return status;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+        panic!(
+            "the server did not exit within 30 s of SIGTERM:\n{}",
+            self.log()
+        );
     }
 
     fn client(&self) -> Client {
@@ -345,6 +378,21 @@ fn personalized_replay_lookahead_biometry_and_short_codes() {
         request.component_length = Some(4);
         let answer = client.verify(&request).await.unwrap();
         assert!(answer.signature_valid, "{answer:?}");
+
+        // The PKCS#11 signer reports its queue depth and operation latency.
+        let metrics = reqwest::get(format!("{}/metrics", server.url))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        for name in [
+            "offline_signer_hsm_queue_depth",
+            "offline_signer_hsm_operation_duration_seconds_bucket",
+            "offline_signer_verifications_total",
+        ] {
+            assert!(metrics.contains(name), "{name} missing:\n{metrics}");
+        }
     });
 }
 
@@ -619,4 +667,101 @@ fn token_cli_against_the_server() {
     assert!(text.contains("status       ACTIVE"), "{text}");
     assert!(text.contains("codes made   1"), "{text}");
     assert!(text.contains("matches"), "{text}");
+}
+
+/// One phone and one web-application session in a loop: create a personalized payload, sign it,
+/// verify the code. Returns every verify request the server acknowledged as valid; stops at the first
+/// transport error (the server is going away).
+async fn approve_until_refused(client: Client, mut token: Token) -> Vec<VerifyRequest> {
+    let mut acknowledged = Vec::new();
+    loop {
+        let Ok(payload) = client
+            .create_personalized(&CreatePersonalized {
+                activation_id: token.state().activation_id.clone(),
+                data: PAYMENT.to_owned(),
+                nonce: None,
+                proximity_check: None,
+            })
+            .await
+        else {
+            return acknowledged;
+        };
+        let signed = token.sign(&payload.offline_data, &pin()).unwrap();
+        let request = verify_request(&token, &signed);
+        match client.verify(&request).await {
+            Ok(answer) => {
+                assert!(answer.signature_valid, "under load: {answer:?}");
+                acknowledged.push(request);
+            }
+            Err(_) => return acknowledged,
+        }
+    }
+}
+
+#[test]
+fn sigterm_under_load_loses_no_acknowledged_verification() {
+    let Some(mut server) = Server::start("e2e-sigterm", "") else {
+        return;
+    };
+    let rt = runtime();
+    let tokens = rt.block_on(async {
+        let mut tokens = Vec::new();
+        for i in 0..8 {
+            tokens.push(activate(&server, &format!("user{i}"), None).await);
+        }
+        tokens
+    });
+
+    // Eight sessions approve payments back to back; SIGTERM arrives while they do.
+    let workers: Vec<_> = tokens
+        .into_iter()
+        .map(|token| rt.spawn(approve_until_refused(server.client(), token)))
+        .collect();
+    std::thread::sleep(Duration::from_millis(1500));
+    let status = server.terminate();
+    assert!(
+        status.success(),
+        "serve must exit 0 after SIGTERM, got {status}:\n{}",
+        server.log()
+    );
+    let acknowledged: Vec<VerifyRequest> = rt.block_on(async {
+        let mut all = Vec::new();
+        for worker in workers {
+            all.extend(worker.await.unwrap());
+        }
+        all
+    });
+    assert!(
+        acknowledged.len() >= 8,
+        "the load did not run: {} verifications acknowledged",
+        acknowledged.len()
+    );
+    let log = server.log();
+    assert!(log.contains("SIGTERM: shutting down"), "{log}");
+    assert!(log.contains("HTTP server drained"), "{log}");
+
+    // Every acknowledged verification survived the shutdown: its nonce is consumed (the counter moved
+    // in the same atomic write), so the very same request is now refused.
+    server.spawn();
+    rt.block_on(async {
+        let client = server.client();
+        for request in &acknowledged {
+            let again = client.verify(request).await.unwrap();
+            assert!(!again.signature_valid, "acknowledged, then lost: {again:?}");
+            assert_eq!(again.nonce_status.as_deref(), Some("CONSUMED"), "{again:?}");
+        }
+    });
+
+    // The audit trail is intact after the shutdown.
+    server.terminate();
+    let out = Command::new(BIN)
+        .args(["audit", "verify", "--config"])
+        .arg(server.dir.path().join("config.toml"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "audit verify: {}",
+        String::from_utf8_lossy(&out.stdout)
+    );
 }

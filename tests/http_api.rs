@@ -296,6 +296,17 @@ async fn register_commit_status_create_verify() {
         .ok("/activation/status", json!({ "activationId": id }))
         .await;
     assert!(status["timestampLastUsed"].is_string());
+
+    // Verification outcomes are counted by validity, nonce status and signature type.
+    let (_, _, body) = api.get("/metrics").await;
+    let text = String::from_utf8(body.to_vec()).unwrap();
+    let counted = text.lines().any(|line| {
+        line.starts_with("offline_signer_verifications_total{")
+            && line.contains(r#"valid="true""#)
+            && line.contains(r#"nonce_status="VALID""#)
+            && line.contains(r#"signature_type="POSSESSION_BIOMETRY""#)
+    });
+    assert!(counted, "{text}");
 }
 
 #[tokio::test]
@@ -802,10 +813,39 @@ async fn operations_endpoints() {
         doc["components"]["securitySchemes"]["basicAuth"]["scheme"],
         "basic"
     );
+    // An independent OpenAPI 3.1 parser accepts the document and finds every operation.
+    let spec = oas3::from_json(doc.to_string()).expect("a well-formed OpenAPI 3.1 document");
+    assert!(spec.openapi.starts_with("3.1"), "{}", spec.openapi);
+    assert_eq!(spec.operations().count(), 15);
+    // Every reference points at a component that exists.
+    let mut refs = Vec::new();
+    collect_refs(&doc, &mut refs);
+    assert!(!refs.is_empty());
+    for reference in refs {
+        let pointer = reference
+            .strip_prefix('#')
+            .unwrap_or_else(|| panic!("external reference {reference}"));
+        assert!(doc.pointer(pointer).is_some(), "dangling {reference}");
+    }
     // The verify response schema names every field of the contract.
     let text = doc.to_string();
     for field in VERIFY_FIELDS {
         assert!(text.contains(&format!("\"{field}\"")), "{field}");
+    }
+}
+
+fn collect_refs(value: &Value, out: &mut Vec<String>) {
+    match value {
+        Value::Object(map) => {
+            for (key, inner) in map {
+                match (key.as_str(), inner) {
+                    ("$ref", Value::String(r)) => out.push(r.clone()),
+                    _ => collect_refs(inner, out),
+                }
+            }
+        }
+        Value::Array(items) => items.iter().for_each(|v| collect_refs(v, out)),
+        _ => {}
     }
 }
 

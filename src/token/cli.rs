@@ -225,19 +225,8 @@ fn describe(signed: &SignedOperation) {
         signed.counter
     );
     if signed.component_length == 8 {
-        eprintln!("Code to type: {}", grouped(&signed.code));
+        eprintln!("Code to type: {}", signed.code);
     }
-}
-
-/// `12345678-90123456` → `1234-5678-9012-3456`, the way a phone shows it.
-fn grouped(code: &str) -> String {
-    code.split('-')
-        .flat_map(|part| {
-            let (a, b) = part.split_at(part.len() / 2);
-            [a.to_owned(), b.to_owned()]
-        })
-        .collect::<Vec<_>>()
-        .join("-")
 }
 
 fn status(args: StatusArgs) -> Result<(), TokenError> {
@@ -295,11 +284,6 @@ pub fn strip_one_newline(mut text: String) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn codes_are_grouped_by_four() {
-        assert_eq!(grouped("12345678-90123456"), "1234-5678-9012-3456");
-    }
 
     #[test]
     fn one_newline_is_stripped() {
