@@ -110,6 +110,15 @@ impl From<SignerError> for ServiceError {
     }
 }
 
+/// A signing error: the HSM being unreachable or busy stays a 503 (retry later); any other failure
+/// to sign (key missing from the token, mechanism refused, unwrap failed) is ERR0013.
+fn signing_failed(e: SignerError) -> ServiceError {
+    match ServiceError::from(e) {
+        ServiceError::HsmUnavailable => ServiceError::HsmUnavailable,
+        _ => ServiceError::SignatureFailed,
+    }
+}
+
 impl From<StoreError> for ServiceError {
     fn from(e: StoreError) -> Self {
         tracing::error!(error = %e, "store failed");
@@ -536,7 +545,8 @@ impl Service {
             .inner
             .signer
             .sign_digest(KeyRef::Wrapped(&wrapped), &unsigned.digest())
-            .await?;
+            .await
+            .map_err(signing_failed)?;
         let offline_data = finish_offline_data(unsigned, signature.as_bytes())?;
         let owner = NonceOwner::Activation(activation.id.clone());
         let mut audit = AuditDraft::new(
@@ -575,7 +585,8 @@ impl Service {
             .inner
             .signer
             .sign_digest(KeyRef::Token(&key_id), &unsigned.digest())
-            .await?;
+            .await
+            .map_err(signing_failed)?;
         let offline_data = finish_offline_data(unsigned, signature.as_bytes())?;
         let now = self.now();
         let mut audit = AuditDraft::new(

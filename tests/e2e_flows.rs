@@ -39,6 +39,8 @@ struct Server {
     dir: tempfile::TempDir,
     url: String,
     credentials: Credentials,
+    /// The integration secret, to check that it never reaches the server's log.
+    client_secret: String,
 }
 
 impl Server {
@@ -98,6 +100,7 @@ impl Server {
             dir,
             url: format!("http://127.0.0.1:{port}"),
             credentials,
+            client_secret: value("OFFLINE_SIGNER_CLIENT_SECRET"),
         };
         server.spawn();
         Some(server)
@@ -739,6 +742,13 @@ fn sigterm_under_load_loses_no_acknowledged_verification() {
     let log = server.log();
     assert!(log.contains("SIGTERM: shutting down"), "{log}");
     assert!(log.contains("HTTP server drained"), "{log}");
+    // Hundreds of requests later, the log holds no code, no payload data and no credential secret.
+    assert!(!log.contains(&server.client_secret), "secret in the log");
+    assert!(!log.contains("Platba"), "payload data in the log");
+    for request in &acknowledged {
+        assert!(!log.contains(&request.signature), "a code in the log");
+        assert!(!log.contains(&request.data), "request data in the log");
+    }
 
     // Every acknowledged verification survived the shutdown: its nonce is consumed (the counter moved
     // in the same atomic write), so the very same request is now refused.

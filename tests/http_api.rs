@@ -968,9 +968,10 @@ async fn hsm_faults_map_to_503_500_and_timeouts() {
     assert_eq!(body["status"], "DOWN");
     assert!(body["reason"].as_str().unwrap().starts_with("HSM"));
 
+    // The HSM answers but cannot sign: ERR0013, without the signer's detail.
     signer.mode.store(BROKEN, Ordering::SeqCst);
     let (status, body) = api.call(path, create.clone()).await;
-    assert_error(status, &body, StatusCode::INTERNAL_SERVER_ERROR, "ERR0000");
+    assert_error(status, &body, StatusCode::BAD_REQUEST, "ERR0013");
     assert!(
         !body.to_string().contains("simulated"),
         "no detail leaks: {body}"

@@ -95,7 +95,10 @@ fn sign_json_is_pure_json_and_the_counter_is_saved() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("100 CZK"), "{stderr}");
     assert!(stderr.contains("2018-04-25"), "{stderr}");
-    assert!(stderr.contains("Code to type: 29703108-68382858"), "{stderr}");
+    assert!(
+        stderr.contains("Code to type: 29703108-68382858"),
+        "{stderr}"
+    );
 
     let saved = TokenState::load(&state).unwrap();
     assert_eq!(saved.counter, 1);
