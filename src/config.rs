@@ -7,6 +7,7 @@
 //!
 //! ```toml
 //! listen = "127.0.0.1:8080"
+//! base_path = ""                     # e.g. "/powerauth-java-server": methods under {base_path}/rest/v3
 //! data_dir = "data"                  # relative to this file's folder
 //! restrict_access = true             # HTTP Basic with integration credentials
 //! body_limit_bytes = 65536
@@ -65,6 +66,8 @@ pub enum ConfigError {
 pub struct RawConfig {
     #[serde(default = "default_listen")]
     pub listen: String,
+    #[serde(default)]
+    pub base_path: String,
     #[serde(default = "default_data_dir")]
     pub data_dir: PathBuf,
     #[serde(default = "default_true")]
@@ -157,6 +160,21 @@ fn default_max_failed() -> u32 {
 fn default_component_length() -> u32 {
     8
 }
+/// Empty, or one or more `/segment`s of URL-safe characters, at most 128 bytes.
+fn valid_base_path(path: &str) -> bool {
+    path.is_empty()
+        || (path.len() <= 128
+            && path.starts_with('/')
+            && path[1..].split('/').all(|segment| {
+                !segment.is_empty()
+                    && segment != "."
+                    && segment != ".."
+                    && segment
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b"-._".contains(&b))
+            }))
+}
+
 fn default_otp_length() -> u32 {
     8
 }
@@ -170,6 +188,9 @@ pub struct Config {
     /// The file it came from (for messages).
     pub path: PathBuf,
     pub listen: SocketAddr,
+    /// Prefix of `/rest/v3` (empty, or `/segment[/segment...]` without a trailing slash), so that a
+    /// client configured for PowerAuth Server at e.g. `/powerauth-java-server` keeps its URLs.
+    pub base_path: String,
     /// Absolute, or relative to the working directory when the file path was.
     pub data_dir: PathBuf,
     pub restrict_access: bool,
@@ -228,6 +249,15 @@ impl RawConfig {
                 format!("must be an address:port, got {:?}", self.listen),
             )
         })?;
+        if !valid_base_path(&self.base_path) {
+            return Err(invalid(
+                "base_path",
+                format!(
+                    "must be empty or like \"/powerauth-java-server\" (segments of A-Z a-z 0-9 - . _, no trailing slash), got {:?}",
+                    self.base_path
+                ),
+            ));
+        }
         let in_range = |key: &'static str, value: u32, lo: u32, hi: u32| {
             if (lo..=hi).contains(&value) {
                 Ok(value)
@@ -291,6 +321,7 @@ impl RawConfig {
         Ok(Config {
             path: path.to_owned(),
             listen,
+            base_path: self.base_path,
             data_dir: base.join(self.data_dir),
             restrict_access: self.restrict_access,
             body_limit_bytes: self.body_limit_bytes,
@@ -314,11 +345,20 @@ mod tests {
     }
 
     #[test]
+    fn base_path_like_powerauth_servers() {
+        let c = load(&format!("base_path = \"/powerauth-java-server\"\n{SIGNER}")).expect("valid");
+        assert_eq!(c.base_path, "/powerauth-java-server");
+        let c = load(&format!("base_path = \"/bank/pa_v1.2\"\n{SIGNER}")).expect("valid");
+        assert_eq!(c.base_path, "/bank/pa_v1.2");
+    }
+
+    #[test]
     fn defaults_are_powerauths() {
         let c = load(SIGNER).expect("valid");
         assert_eq!(c.listen, "127.0.0.1:8080".parse().expect("addr"));
         assert_eq!(c.data_dir, Path::new("/etc/offline-signer/data"));
         assert!(c.restrict_access);
+        assert_eq!(c.base_path, "");
         assert_eq!(c.body_limit_bytes, 65536);
         assert_eq!(
             c.signature,
@@ -383,6 +423,11 @@ mod tests {
             ("[nonce]\nttl_seconds = 0\n", "nonce.ttl_seconds"),
             ("body_limit_bytes = 10\n", "body_limit_bytes"),
             ("listen = \"nowhere\"\n", "listen"),
+            ("base_path = \"powerauth\"\n", "base_path"),
+            ("base_path = \"/powerauth/\"\n", "base_path"),
+            ("base_path = \"/a//b\"\n", "base_path"),
+            ("base_path = \"/../x\"\n", "base_path"),
+            ("base_path = \"/a b\"\n", "base_path"),
         ] {
             // Top-level keys must come before the first table.
             let text = if text.starts_with('[') {

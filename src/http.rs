@@ -39,8 +39,10 @@ use wire::HealthResponse;
 pub const API_PREFIX: &str = "/rest/v3";
 
 /// What the router needs from the configuration.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct ApiSettings {
+    /// Prefix of [`API_PREFIX`] (empty, or e.g. `/powerauth-java-server`); validated by `config`.
+    pub base_path: String,
     /// HTTP Basic with integration credentials on every API method.
     pub restrict_access: bool,
     /// Larger request bodies are refused with 413.
@@ -53,6 +55,7 @@ impl ApiSettings {
     /// The settings of a validated configuration.
     pub fn from_config(config: &crate::config::Config) -> Self {
         Self {
+            base_path: config.base_path.clone(),
             restrict_access: config.restrict_access,
             body_limit_bytes: config.body_limit_bytes,
             request_timeout: config.request_timeout,
@@ -65,6 +68,7 @@ impl ApiSettings {
 struct OpsState {
     service: Service,
     metrics: Option<PrometheusHandle>,
+    base_path: String,
 }
 
 /// The OpenAPI 3.1 document, generated from the handlers' annotations.
@@ -170,12 +174,13 @@ pub fn router(service: Service, settings: ApiSettings) -> Router {
         .with_state(OpsState {
             service,
             metrics: metrics_handle(),
+            base_path: settings.base_path.clone(),
         });
 
     let timeout = settings.request_timeout;
     let x_request_id = HeaderName::from_static("x-request-id");
     Router::new()
-        .nest(API_PREFIX, api)
+        .nest(&format!("{}{API_PREFIX}", settings.base_path), api)
         .merge(ops)
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
@@ -266,7 +271,12 @@ async fn record_request(request: Request, next: Next) -> Response {
     let method = request
         .extensions()
         .get::<MatchedPath>()
-        .map(|p| p.as_str().trim_start_matches(API_PREFIX).to_owned())
+        .map(|p| {
+            let path = p.as_str();
+            path.split_once(API_PREFIX)
+                .map_or(path, |(_, method)| method)
+                .to_owned()
+        })
         .unwrap_or_else(|| "unmatched".to_owned());
     let started = Instant::now();
     let response = next.run(request).await;
@@ -345,8 +355,22 @@ async fn metrics_text(State(ops): State<OpsState>) -> Response {
 /// This contract as OpenAPI 3.1, generated from the code.
 #[utoipa::path(get, path = "/openapi.json", tag = "operations",
     responses((status = 200, description = "OpenAPI 3.1 document", content_type = "application/json")))]
-async fn openapi_json() -> Response {
-    match ApiDoc::openapi().to_json() {
+async fn openapi_json(State(ops): State<OpsState>) -> Response {
+    let mut doc = ApiDoc::openapi();
+    if !ops.base_path.is_empty() {
+        // The API methods live under the configured base path; the operations endpoints do not.
+        doc.paths.paths = std::mem::take(&mut doc.paths.paths)
+            .into_iter()
+            .map(|(path, item)| {
+                if path.starts_with(API_PREFIX) {
+                    (format!("{}{path}", ops.base_path), item)
+                } else {
+                    (path, item)
+                }
+            })
+            .collect();
+    }
+    match doc.to_json() {
         Ok(json) => ([(header::CONTENT_TYPE, "application/json")], json).into_response(),
         Err(e) => {
             tracing::error!(error = %e, "cannot serialize the OpenAPI document");

@@ -713,6 +713,52 @@ async fn authentication_happens_first() {
 }
 
 #[tokio::test]
+async fn base_path_prefixes_every_method_like_powerauth_server() {
+    let mut settings = api_settings(true);
+    settings.base_path = "/powerauth-java-server".to_owned();
+    let api = Api::with(
+        Arc::new(SoftwareSigner::new_in_memory()),
+        default_settings(),
+        settings,
+    )
+    .await;
+    let post = |path: &str| {
+        Request::post(path)
+            .header("content-type", "application/json")
+            .header("authorization", &api.authorization)
+            .body(Body::from(
+                json!({ "requestObject": { "applicationId": "demo" } }).to_string(),
+            ))
+            .unwrap()
+    };
+    let (status, _, body) = api
+        .send(post("/powerauth-java-server/rest/v3/application/create"))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body:?}");
+    let (status, _, _) = api.send(post("/rest/v3/application/detail")).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+
+    // Operations stay at the root; the document lists the methods where they now are.
+    let (status, _, body) = api.get("/openapi.json").await;
+    assert_eq!(status, StatusCode::OK);
+    let doc: Value = serde_json::from_slice(&body).unwrap();
+    assert!(
+        doc["paths"]["/powerauth-java-server/rest/v3/signature/offline/verify"]["post"].is_object()
+    );
+    assert!(doc["paths"]["/rest/v3/signature/offline/verify"].is_null());
+    assert!(doc["paths"]["/health"]["get"].is_object());
+
+    let (_, _, body) = api.get("/metrics").await;
+    let text = String::from_utf8(body.to_vec()).unwrap();
+    assert!(
+        text.contains(
+            r#"offline_signer_http_requests_total{method="/application/create",outcome="OK"}"#
+        ),
+        "{text}"
+    );
+}
+
+#[tokio::test]
 async fn open_access_needs_no_credentials() {
     let api = Api::with(
         Arc::new(SoftwareSigner::new_in_memory()),

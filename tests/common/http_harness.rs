@@ -26,6 +26,7 @@ pub const BODY_LIMIT: usize = 4096;
 
 pub fn api_settings(restrict_access: bool) -> ApiSettings {
     ApiSettings {
+        base_path: String::new(),
         restrict_access,
         body_limit_bytes: BODY_LIMIT,
         request_timeout: Duration::from_secs(30),
