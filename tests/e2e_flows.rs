@@ -269,14 +269,23 @@ async fn activate(server: &Server, name: &str, max_failed_attempts: Option<u32>)
     token
 }
 
+/// A personalized-create request for `token`'s activation.
+fn create_request(
+    token: &Token,
+    data: &str,
+    proximity: Option<ProximityCheck>,
+) -> CreatePersonalized {
+    CreatePersonalized {
+        activation_id: token.state().activation_id.clone(),
+        data: data.to_owned(),
+        nonce: None,
+        proximity_check: proximity,
+    }
+}
+
 async fn personalized(client: &Client, token: &Token, data: &str) -> OfflinePayload {
     client
-        .create_personalized(&CreatePersonalized {
-            activation_id: token.state().activation_id.clone(),
-            data: data.to_owned(),
-            nonce: None,
-            proximity_check: None,
-        })
+        .create_personalized(&create_request(token, data, None))
         .await
         .unwrap()
 }
@@ -294,6 +303,15 @@ fn verify_request(token: &Token, signed: &SignedOperation) -> VerifyRequest {
 
 async fn verify(client: &Client, token: &Token, signed: &SignedOperation) -> VerifyResponse {
     client.verify(&verify_request(token, signed)).await.unwrap()
+}
+
+/// The proximity check of these tests: TOTP over [`SEED`] with 30-second steps.
+fn proximity(step_count: Option<u32>) -> ProximityCheck {
+    ProximityCheck {
+        seed: SEED.to_owned(),
+        step_length: 30,
+        step_count,
+    }
 }
 
 fn pin() -> SignOptions {
@@ -442,16 +460,7 @@ fn non_personalized_and_proximity() {
 
         // Proximity TOTP: the QR carries it, the code covers it, the web application's data does not.
         let payload = client
-            .create_personalized(&CreatePersonalized {
-                activation_id: token.state().activation_id.clone(),
-                data: PAYMENT.to_owned(),
-                nonce: None,
-                proximity_check: Some(ProximityCheck {
-                    seed: SEED.to_owned(),
-                    step_length: 30,
-                    step_count: None,
-                }),
-            })
+            .create_personalized(&create_request(&token, PAYMENT, Some(proximity(None))))
             .await
             .unwrap();
         let signed = token.sign(&payload.offline_data, &pin()).unwrap();
@@ -459,26 +468,13 @@ fn non_personalized_and_proximity() {
         assert_eq!(totp.len(), 8);
         assert!(!signed.data.contains(&totp));
         let mut request = verify_request(&token, &signed);
-        request.proximity_check = Some(ProximityCheck {
-            seed: SEED.to_owned(),
-            step_length: 30,
-            step_count: Some(1),
-        });
+        request.proximity_check = Some(proximity(Some(1)));
         let answer = client.verify(&request).await.unwrap();
         assert!(answer.signature_valid, "{answer:?}");
 
         // Without the proximity check the server does not append the TOTP: the code does not match.
         let payload = client
-            .create_personalized(&CreatePersonalized {
-                activation_id: token.state().activation_id.clone(),
-                data: PAYMENT.to_owned(),
-                nonce: None,
-                proximity_check: Some(ProximityCheck {
-                    seed: SEED.to_owned(),
-                    step_length: 30,
-                    step_count: None,
-                }),
-            })
+            .create_personalized(&create_request(&token, PAYMENT, Some(proximity(None))))
             .await
             .unwrap();
         let signed = token.sign(&payload.offline_data, &pin()).unwrap();
@@ -679,12 +675,7 @@ async fn approve_until_refused(client: Client, mut token: Token) -> Vec<VerifyRe
     let mut acknowledged = Vec::new();
     loop {
         let Ok(payload) = client
-            .create_personalized(&CreatePersonalized {
-                activation_id: token.state().activation_id.clone(),
-                data: PAYMENT.to_owned(),
-                nonce: None,
-                proximity_check: None,
-            })
+            .create_personalized(&create_request(&token, PAYMENT, None))
             .await
         else {
             return acknowledged;
