@@ -132,6 +132,12 @@ pub async fn serve_on(
     let address = listener.local_addr().map_err(ServerError::Serve)?;
     let pruner = tokio::spawn(prune_nonces_forever(service.clone()));
     tracing::info!(%address, restrict_access = settings.restrict_access, "serving");
+    if !settings.restrict_access {
+        tracing::warn!(
+            %address,
+            "restrict_access = false: every API method is open to anyone who can reach this address"
+        );
+    }
     let result = http::serve(listener, service, settings, shutdown)
         .await
         .map_err(ServerError::Serve);
