@@ -354,16 +354,19 @@ async fn http_runs(
                 result["service"][name][level.to_string()] = json!(s);
             }
         }
-        // Probe: sizes the verify runs so that each lasts about `seconds`.
-        let probe = verify_run(&target, phones, &all, 32, 0, 400).await?;
-        let rate = probe.per_s.max(50.0);
+        // Probes (one caller, then 32): size the verify runs so that each lasts about `seconds`
+        // (a verify run sends a fixed number of prepared requests).
+        let rate_1 = verify_run(&target, phones, &all, 1, 0, 200)
+            .await?
+            .per_s
+            .max(50.0);
+        let rate = verify_run(&target, phones, &all, 32, 0, 600)
+            .await?
+            .per_s
+            .max(50.0);
         for level in LEVELS {
-            let n = if level == 1 {
-                (o.seconds / (probe.p50_ms.max(0.1) / 1000.0 * 1.5)) as usize
-            } else {
-                (rate * o.seconds) as usize
-            }
-            .clamp(200, 60_000);
+            let per_s = if level == 1 { rate_1 } else { rate };
+            let n = ((per_s * o.seconds) as usize).clamp(200, 60_000);
             let s = verify_run(&target, phones, &all, level, 0, n).await?;
             eprintln!("bench: verify c={level}: {}", json!(s));
             result["service"]["verify"][level.to_string()] = json!(s);

@@ -160,6 +160,10 @@ impl Target {
         max_skip: u32,
     ) -> Result<Summary, BenchError> {
         let plans = plan_verifies(phones, selection, payloads, concurrency, max_skip)?;
+        eprintln!(
+            "bench: sending {} prepared verifies from {concurrency} tasks",
+            plans.iter().map(Vec::len).sum::<usize>()
+        );
         let started = Instant::now();
         let mut tasks = tokio::task::JoinSet::new();
         for requests in plans {
