@@ -58,9 +58,12 @@ say "Building the release binary"
 cargo build --release --locked --bin offline-signer
 bin="$target_dir/release/offline-signer"
 
+criterion=()
 if [[ "$micro" != 0 ]]; then
     say "Micro-benchmarks (criterion, short measurement times)"
+    rm -rf "$target_dir/criterion"
     cargo bench --locked --bench crypto -- --warm-up-time 1 --measurement-time 3 --noplot >&2
+    criterion=(--criterion "$target_dir/criterion")
 fi
 
 cat >"$out/config.toml" <<EOF
@@ -88,7 +91,7 @@ say "offline-signer bench run (activations $activations, growth $growth, $second
     --activations "$activations" \
     --growth "$growth" \
     --seconds "$seconds" \
-    --criterion "$target_dir/criterion" \
+    ${criterion[@]+"${criterion[@]}"} \
     --note "$note"
 
 say "Done in $(($(date +%s) - started)) s: $out/result.json, $out/chart.svg, $out/summary.md"

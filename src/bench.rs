@@ -647,7 +647,7 @@ fn loadavg() -> Value {
 
 fn git_commit() -> Value {
     Command::new("git")
-        .args(["rev-parse", "--short", "HEAD"])
+        .args(["describe", "--always", "--dirty"])
         .output()
         .ok()
         .filter(|o| o.status.success())
