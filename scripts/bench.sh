@@ -37,6 +37,7 @@ out=target/bench
 label=offline-signer-bench
 module=/usr/lib/softhsm/libsofthsm2.so
 started=$(date +%s)
+load_at_start=$(cut -d' ' -f1-3 /proc/loadavg)
 
 if command -v ss >/dev/null 2>&1 && ss -Hltn "sport = :$port" | grep -q .; then
     echo "bench: port $port is in use; set BENCH_PORT" >&2
@@ -82,7 +83,7 @@ EOF
 
 note=${BENCH_NOTE:-}
 load=$(cut -d' ' -f1-3 /proc/loadavg)
-note="load average at start: $load${note:+; $note}"
+note="load average when bench.sh started: $load_at_start; after the build and criterion: $load${note:+; $note}"
 
 say "offline-signer bench run (activations $activations, growth $growth, $seconds s per point)"
 "$bin" --log warn bench run \

@@ -49,9 +49,9 @@ pub struct Ceilings {
     pub concurrency: usize,
 }
 
-/// Measures every ceiling for `seconds` each. The application's master key and the first activations
-/// of `phones` (already registered in the configured store) are used; the store ceiling runs on a
-/// scratch store in `scratch`.
+/// Measures every ceiling for `seconds` each, best of [`ROUNDS`] rounds. The application's master
+/// key and the first activations of `phones` (already registered in the configured store) are used;
+/// the store ceiling runs on a scratch store in `scratch`.
 pub async fn run(
     config: &Config,
     application: &str,
@@ -96,24 +96,50 @@ pub async fn run(
         .ok_or_else(|| BenchError::Failed("no seeded activation to measure with".into()))?;
     drop(store);
 
+    // Every ceiling is the best of ROUNDS interleaved rounds: a ceiling is what the token or the
+    // store can do, and a short disturbance (the other core busy with writeback, say) lowers one
+    // round only.
     let signer = signer::open_signer(&config.signer).await?;
-    let measured = signer_ceilings(
-        &signer,
-        &master,
-        &dek,
-        &wrapped,
-        &sealed,
-        seconds,
-        concurrency,
-    )
-    .await;
+    let mut measured = Ok(None);
+    for _ in 0..ROUNDS {
+        let round = signer_ceilings(
+            &signer,
+            &master,
+            &dek,
+            &wrapped,
+            &sealed,
+            seconds,
+            concurrency,
+        )
+        .await;
+        measured = match (measured, round) {
+            (Ok(None), Ok(r)) => Ok(Some(r)),
+            (Ok(Some(best)), Ok(r)) => Ok(Some(best_of(best, r))),
+            (Err(e), _) | (_, Err(e)) => Err(e),
+        };
+    }
     signer.shutdown().await;
-    let (token, unwrap, decrypt) = measured?;
+    let (token, unwrap, decrypt) =
+        measured?.ok_or_else(|| BenchError::Failed("no ceiling round ran".into()))?;
 
     let scratch_store = Arc::new(SledStore::open(scratch)?);
-    let writes_1 = store_ceiling(&scratch_store, &template, 1, seconds)?;
-    let writes = store_ceiling(&scratch_store, &template, concurrency, seconds)?;
-    let writes_128 = store_ceiling(&scratch_store, &template, 128, seconds)?;
+    let mut writes_1 = store_ceiling(&scratch_store, &template, 1, seconds)?;
+    let mut writes = store_ceiling(&scratch_store, &template, concurrency, seconds)?;
+    let mut writes_128 = store_ceiling(&scratch_store, &template, 128, seconds)?;
+    for _ in 1..ROUNDS {
+        writes_1 = best(
+            writes_1,
+            store_ceiling(&scratch_store, &template, 1, seconds)?,
+        );
+        writes = best(
+            writes,
+            store_ceiling(&scratch_store, &template, concurrency, seconds)?,
+        );
+        writes_128 = best(
+            writes_128,
+            store_ceiling(&scratch_store, &template, 128, seconds)?,
+        );
+    }
     Ok(Ceilings {
         token_sign_per_s: token.1.per_s,
         unwrap_sign_per_s: unwrap.1.per_s,
@@ -130,6 +156,19 @@ pub async fn run(
 }
 
 type Pair = (Summary, Summary);
+
+/// Rounds of every ceiling measurement; the best round counts.
+const ROUNDS: usize = 2;
+
+/// The faster of two runs.
+fn best(a: Summary, b: Summary) -> Summary {
+    if b.per_s > a.per_s { b } else { a }
+}
+
+fn best_of(a: (Pair, Pair, Pair), b: (Pair, Pair, Pair)) -> (Pair, Pair, Pair) {
+    let pair = |x: Pair, y: Pair| (best(x.0, y.0), best(x.1, y.1));
+    (pair(a.0, b.0), pair(a.1, b.1), pair(a.2, b.2))
+}
 
 async fn signer_ceilings(
     signer: &Arc<dyn Signer>,
@@ -233,8 +272,9 @@ fn store_ceiling(
     writers: usize,
     seconds: f64,
 ) -> Result<Summary, BenchError> {
-    /// Nonces issued up front per writer: more than a writer can commit in the run.
-    const NONCES_PER_WRITER: usize = 4000;
+    /// Most nonces issued up front per writer. A writer that runs out stops early; the rate is taken
+    /// over the time until the last writer stopped, so it stays right, over a shorter time.
+    const NONCES_PER_WRITER: usize = 16_000;
     let stop = Arc::new(AtomicBool::new(false));
     let started_gate = Arc::new(std::sync::Barrier::new(writers + 1));
     let mut handles = Vec::new();
@@ -249,7 +289,7 @@ fn store_ceiling(
                 let prepared = (|| {
                     activation = store.insert_activation(&activation, None)?.activation;
                     let now = Timestamp::now();
-                    let budget = NONCES_PER_WRITER.min(usize::max(64, 40_000 / writers));
+                    let budget = NONCES_PER_WRITER.min(usize::max(256, 64_000 / writers));
                     let mut nonces = Vec::with_capacity(budget);
                     for _ in 0..budget {
                         let nonce =
