@@ -8,7 +8,8 @@
 #   result.json    every figure (ceilings, service over HTTP, ratios, growth, memory, micro-benchmarks)
 #   chart.svg      throughput and p99 against concurrency for the three methods
 #   summary.md     the tables printed at the end, with each target met or not
-#   hsm/           the throwaway token (scripts/softhsm-init.sh), config.toml, data/, server logs
+#   hsm/           the throwaway token (scripts/softhsm-init.sh); also config.toml, data/, server logs, and
+#   devices.jsonl  the simulated tokens' states (factor keys of throwaway activations; mode 0600)
 #
 # Settings (environment):
 #   BENCH_ACTIVATIONS  activations in play for the main runs            (default 1000)

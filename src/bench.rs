@@ -235,7 +235,7 @@ pub async fn run(o: &RunOptions) -> Result<Value, BenchError> {
     }
     std::fs::create_dir_all(&o.dir)
         .map_err(|e| BenchError::Failed(format!("{}: {e}", o.dir.display())))?;
-    let devices = o.dir.join("devices.txt");
+    let devices = o.dir.join("devices.jsonl");
     let _ = std::fs::remove_file(&devices);
     let load_before = loadavg();
     let cfg = o.config.display().to_string();
@@ -390,7 +390,7 @@ async fn http_runs(
     }
     let more = o.growth - o.activations;
     eprintln!("bench: seeding {more} more activations (growth run)");
-    let dev = o.dir.join("devices.txt").display().to_string();
+    let dev = o.dir.join("devices.jsonl").display().to_string();
     let seed_growth: seed::SeedReport = child_json(&[
         "bench",
         "seed",

@@ -242,3 +242,66 @@ async fn collect(
     }
     Ok(all.summary(started.elapsed()))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::crypto::{
+        CounterData, FactorKeys, KeyIndicator, MasterSecret, PrivateKey, SymmetricKey,
+        UnsignedOfflineData, ecdsa,
+    };
+
+    fn states(master: &PrivateKey, n: u8) -> Vec<TokenState> {
+        let server = PrivateKey::from_scalar_bytes(&[3; 32]).expect("a valid scalar");
+        (0..n)
+            .map(|i| TokenState {
+                server_url: "http://127.0.0.1:1".into(),
+                application_id: "bench".into(),
+                user_id: "bench-user".into(),
+                activation_id: format!("a{i}"),
+                device_public_key: server.public_key(),
+                server_public_key: server.public_key(),
+                master_public_key: master.public_key(),
+                factor_keys: FactorKeys::from_master_secret(&MasterSecret::from_key(
+                    SymmetricKey::from_bytes([i; 16]),
+                )),
+                counter_data: CounterData::from_bytes([i; 16]),
+                counter: 0,
+            })
+            .collect()
+    }
+
+    fn payload(master: &PrivateKey, i: u8) -> String {
+        let nonce = crate::crypto::b64::encode([i; 16]);
+        let unsigned =
+            UnsignedOfflineData::new(&payload_data(), None, &nonce, KeyIndicator::Master);
+        let signature = ecdsa::sign(master, unsigned.signed_bytes());
+        unsigned.finish(&signature)
+    }
+
+    #[test]
+    fn each_task_signs_with_its_own_tokens_in_turn() {
+        let master = PrivateKey::from_scalar_bytes(&[5; 32]).expect("a valid scalar");
+        let mut phones = states(&master, 5);
+        let payloads: Vec<String> = (0..9).map(|i| payload(&master, i)).collect();
+        // Tokens 1..=4 take part; task 0 owns a1 and a3, task 1 owns a2 and a4.
+        let plans = plan_verifies(&mut phones, &[1, 2, 3, 4], payloads, 2, 0).expect("planned");
+        let ids =
+            |w: usize| -> Vec<&str> { plans[w].iter().map(|r| r.activation_id.as_str()).collect() };
+        assert_eq!(ids(0), ["a1", "a3", "a1", "a3", "a1"]);
+        assert_eq!(ids(1), ["a2", "a4", "a2", "a4"]);
+        assert_eq!(
+            phones[0].counter, 0,
+            "a token outside the selection is untouched"
+        );
+        assert_eq!(phones[1].counter, 3);
+        assert_eq!(phones[4].counter, 2);
+        let codes: std::collections::HashSet<&str> = plans
+            .iter()
+            .flatten()
+            .map(|r| r.signature.as_str())
+            .collect();
+        assert_eq!(codes.len(), 9, "every request carries its own code");
+        assert!(plan_verifies(&mut phones, &[1], Vec::new(), 2, 0).is_err());
+    }
+}
