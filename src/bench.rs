@@ -106,6 +106,15 @@ pub enum BenchCommand {
         #[arg(long, default_value_t = 64)]
         concurrency: usize,
     },
+    /// Redraw DIR/chart.svg and DIR/summary.md from an existing result.json (prints the table).
+    Report {
+        /// A result.json written by `bench run`.
+        #[arg(long, value_name = "FILE")]
+        result: PathBuf,
+        /// Where chart.svg and summary.md go.
+        #[arg(long, value_name = "DIR")]
+        dir: PathBuf,
+    },
     /// Measure the token and store ceilings (server stopped). Prints JSON on stdout.
     Ceilings {
         #[arg(long, value_name = "FILE")]
@@ -167,6 +176,16 @@ pub fn main(command: BenchCommand) -> Result<(), BenchError> {
                 concurrency,
             ))?;
             println!("{}", json!(c));
+        }
+        BenchCommand::Report { result, dir } => {
+            let text = std::fs::read_to_string(&result)
+                .map_err(|e| BenchError::Failed(format!("{}: {e}", result.display())))?;
+            let value: Value = serde_json::from_str(&text)
+                .map_err(|e| BenchError::Failed(format!("{}: {e}", result.display())))?;
+            let table = report::table(&value);
+            write(&dir.join("chart.svg"), &report::svg(&value))?;
+            write(&dir.join("summary.md"), &table)?;
+            println!("{table}");
         }
         BenchCommand::Run {
             config,

@@ -244,9 +244,9 @@ pub fn svg(result: &Value) -> String {
                     .iter()
                     .filter_map(move |l| num(result, &["service", m, l, field]))
             })
-            .fold(0.0_f64, f64::max)
-            .max(1e-9)
-            * 1.1;
+            .fold(0.0_f64, f64::max);
+        let (step, ticks) = axis(max);
+        let max = step * f64::from(ticks);
         let _ = writeln!(
             out,
             r#"<text x="{}" y="30" text-anchor="middle" font-size="14">{title}</text>"#,
@@ -256,9 +256,9 @@ pub fn svg(result: &Value) -> String {
             out,
             r##"<rect x="{x0}" y="{y0}" width="{pw}" height="{ph}" fill="none" stroke="#999"/>"##
         );
-        for t in 0..=4 {
-            let v = max * f64::from(t) / 4.0;
-            let y = y0 + ph - ph * f64::from(t) / 4.0;
+        for t in 0..=ticks {
+            let v = step * f64::from(t);
+            let y = y0 + ph - ph * f64::from(t) / f64::from(ticks);
             let _ = writeln!(
                 out,
                 r##"<line x1="{x0}" y1="{y:.1}" x2="{}" y2="{y:.1}" stroke="#eee"/>"##,
@@ -269,7 +269,7 @@ pub fn svg(result: &Value) -> String {
                 r#"<text x="{}" y="{:.1}" text-anchor="end">{}</text>"#,
                 x0 - 6.0,
                 y + 4.0,
-                fmt(Some(v))
+                tick_label(v)
             );
         }
         // Concurrency on a log2 axis: 1 → 0, 32 → 5, 128 → 7.
@@ -336,6 +336,29 @@ pub fn svg(result: &Value) -> String {
     }
     out.push_str("</svg>\n");
     out
+}
+
+/// A tick value without trailing zeros (`75`, `2.5`, `0.6`).
+fn tick_label(v: f64) -> String {
+    let text = format!("{v:.3}");
+    text.trim_end_matches('0').trim_end_matches('.').to_owned()
+}
+
+/// A round tick step (1, 2, 2.5 or 5 times a power of ten) and the number of ticks (1..=5) whose
+/// last tick is at or above `max`.
+fn axis(max: f64) -> (f64, u32) {
+    if !max.is_finite() || max <= 0.0 {
+        return (1.0, 1);
+    }
+    let raw = max / 5.0;
+    let power = 10_f64.powf(raw.log10().floor());
+    let step = [1.0, 2.0, 2.5, 5.0, 10.0]
+        .into_iter()
+        .map(|m| m * power)
+        .find(|s| *s >= raw)
+        .unwrap_or(10.0 * power);
+    let ticks = (max / step).ceil().clamp(1.0, 5.0) as u32;
+    (step, ticks)
 }
 
 /// The fields issue 7 requires in `result.json`, as paths.
@@ -473,6 +496,21 @@ mod tests {
             ]
         );
         assert!(missing_fields(&sample()).contains(&"ratios.verify".to_owned()));
+    }
+
+    #[test]
+    fn chart_axes_end_on_round_ticks() {
+        assert_eq!(axis(4937.0), (1000.0, 5));
+        assert_eq!(axis(118.0), (25.0, 5));
+        assert_eq!(axis(100.0), (20.0, 5));
+        assert_eq!(axis(0.9), (0.2, 5));
+        assert_eq!(axis(3.0), (1.0, 3));
+        assert_eq!(axis(0.0), (1.0, 1));
+        assert_eq!(axis(f64::NAN), (1.0, 1));
+        assert_eq!(
+            [75.0, 2.5, 0.2 * 3.0, 1000.0, 0.0].map(tick_label),
+            ["75", "2.5", "0.6", "1000", "0"]
+        );
     }
 
     #[test]
