@@ -23,6 +23,7 @@ pub mod report;
 pub mod seed;
 pub mod stats;
 
+use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -572,8 +573,8 @@ fn exe() -> Result<PathBuf, BenchError> {
     std::env::current_exe().map_err(|e| BenchError::Failed(format!("finding this executable: {e}")))
 }
 
-/// Runs this binary with `args` (logging at `warn`) and parses its stdout as JSON.
-fn child_json<T: serde::de::DeserializeOwned>(args: &[&str]) -> Result<T, BenchError> {
+/// Runs this binary with `--log warn` and `args` (its stderr passed through) and returns its stdout.
+fn run_self(args: &[&OsStr]) -> Result<Vec<u8>, BenchError> {
     let out = Command::new(exe()?)
         .args(["--log", "warn"])
         .args(args)
@@ -586,34 +587,25 @@ fn child_json<T: serde::de::DeserializeOwned>(args: &[&str]) -> Result<T, BenchE
             out.status
         )));
     }
-    serde_json::from_slice(&out.stdout)
+    Ok(out.stdout)
+}
+
+/// Runs this binary with `args` and parses its stdout as JSON.
+fn child_json<T: serde::de::DeserializeOwned>(args: &[&str]) -> Result<T, BenchError> {
+    let args: Vec<&OsStr> = args.iter().map(OsStr::new).collect();
+    serde_json::from_slice(&run_self(&args)?)
         .map_err(|e| BenchError::Failed(format!("{args:?} printed no JSON: {e}")))
 }
 
 /// Creates an integration credential with `offline-signer integration create` (server stopped).
 fn credentials(config: &Path) -> Result<Credentials, BenchError> {
-    let out = Command::new(exe()?)
-        .args([
-            "--log",
-            "warn",
-            "integration",
-            "create",
-            "--name",
-            "bench",
-            "--config",
-        ])
-        .arg(config)
-        .stderr(Stdio::inherit())
-        .output()
-        .map_err(|e| BenchError::Http(format!("integration create: {e}")))?;
-    if !out.status.success() {
-        return Err(BenchError::Http(format!(
-            "`offline-signer integration create` failed ({})",
-            out.status
-        )));
-    }
-    let text = zeroize::Zeroizing::new(String::from_utf8_lossy(&out.stdout).into_owned());
-    parse_credentials(&text)
+    let mut args: Vec<&OsStr> = ["integration", "create", "--name", "bench", "--config"]
+        .into_iter()
+        .map(OsStr::new)
+        .collect();
+    args.push(config.as_os_str());
+    let stdout = zeroize::Zeroizing::new(run_self(&args)?);
+    parse_credentials(&String::from_utf8_lossy(&stdout))
 }
 
 /// The client token and secret from what `integration create` prints.
@@ -699,6 +691,14 @@ mod tests {
         assert_eq!(parse_vmhwm_kib(status), Some(2048));
         assert_eq!(parse_vmhwm_kib("Name: x\n"), None);
         assert!(peak_rss_mib(std::process::id()).is_some_and(|m| m > 0.0));
+    }
+
+    #[test]
+    fn credentials_are_read_from_integration_create_output() {
+        let printed = "Created integration bench.\nOFFLINE_SIGNER_CLIENT_TOKEN=tok-1\nOFFLINE_SIGNER_CLIENT_SECRET=s3cr3t\n";
+        let c = parse_credentials(printed).expect("both lines are there");
+        assert_eq!(c.client_token, "tok-1");
+        assert!(parse_credentials("OFFLINE_SIGNER_CLIENT_TOKEN=tok-1\n").is_err());
     }
 
     #[test]
