@@ -49,7 +49,7 @@ pub struct Ceilings {
     pub concurrency: usize,
 }
 
-/// Measures every ceiling for `seconds` each, best of [`ROUNDS`] rounds. The application's master
+/// Measures every ceiling for `seconds` each, best of two rounds. The application's master
 /// key and the first activations of `phones` (already registered in the configured store) are used;
 /// the store ceiling runs on a scratch store in `scratch`.
 pub async fn run(
