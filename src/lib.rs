@@ -11,9 +11,11 @@
 //! - [`config`]   the TOML configuration, raw then validated.
 //! - [`token`]    the mobile-token simulator and the REST client (`token activate|sign|status`).
 //! - [`qr`]       QR codes of `offlineData` for the terminal, PNG and SVG (`qr`).
+//! - [`bench`]    the benchmark driver and HTTP load generator (`offline-signer bench`).
 //!
 //! Dependencies point inward: `server → http → service → {signer, store} → crypto`.
 
+pub mod bench;
 pub mod config;
 pub mod crypto;
 pub mod http;

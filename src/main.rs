@@ -11,7 +11,7 @@ use clap::{Parser, Subcommand};
 use secrecy::ExposeSecret as _;
 
 use offline_signer::config::Config;
-use offline_signer::{qr, selftest, server, signer, store, token};
+use offline_signer::{bench, qr, selftest, server, signer, store, token};
 
 /// PowerAuth-compatible offline signatures with keys in a PKCS#11 HSM.
 ///
@@ -108,6 +108,12 @@ enum Command {
 
     /// Show an offlineData payload as a QR code: in the terminal, or as a PNG or SVG file.
     Qr(qr::QrArgs),
+
+    /// Benchmarks: ceilings of the token and store, the service over HTTP, growth (scripts/bench.sh).
+    Bench {
+        #[command(subcommand)]
+        command: bench::BenchCommand,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -274,6 +280,10 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
         }
         Command::Qr(args) => {
             qr::run(args)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Bench { command } => {
+            bench::main(command)?;
             Ok(ExitCode::SUCCESS)
         }
     }

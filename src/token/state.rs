@@ -130,12 +130,18 @@ impl TokenState {
             path: path.to_owned(),
             source,
         })?);
+        Self::from_json(&bytes, path)
+    }
+
+    /// Parses and validates the JSON of a state (a state file, or one line of a file holding many
+    /// states, e.g. the benchmark's devices); `path` names it in errors.
+    pub fn from_json(bytes: &[u8], path: &Path) -> Result<Self, StateFileError> {
         let invalid = |reason: String| StateFileError::Invalid {
             path: path.to_owned(),
             reason,
         };
         // Only the kind of error and its position: serde_json's message can quote a value.
-        let file: StateFile = serde_json::from_slice(&bytes).map_err(|e| {
+        let file: StateFile = serde_json::from_slice(bytes).map_err(|e| {
             invalid(format!(
                 "JSON {:?} error at line {}, column {}",
                 e.classify(),
@@ -177,7 +183,29 @@ impl TokenState {
 
     /// Writes the state atomically with mode 0600 (see the module documentation).
     pub fn save(&self, path: &Path) -> Result<(), StateFileError> {
-        let file = StateFile {
+        let mut json = Zeroizing::new(
+            serde_json::to_vec_pretty(&self.file())
+                .expect("a struct of strings and numbers serializes"),
+        );
+        json.push(b'\n');
+        write_atomically(path, &json).map_err(|source| StateFileError::Write {
+            path: path.to_owned(),
+            source,
+        })
+    }
+
+    /// The state as one line of compact JSON (the content of a state file without indentation),
+    /// ending in a line feed; [`TokenState::from_json`] reads it back.
+    pub fn to_json_line(&self) -> Zeroizing<Vec<u8>> {
+        let mut json = Zeroizing::new(
+            serde_json::to_vec(&self.file()).expect("a struct of strings and numbers serializes"),
+        );
+        json.push(b'\n');
+        json
+    }
+
+    fn file(&self) -> StateFile {
+        StateFile {
             format: STATE_FORMAT,
             server_url: self.server_url.clone(),
             application_id: self.application_id.clone(),
@@ -191,15 +219,7 @@ impl TokenState {
             biometry_key: self.factor_keys.biometry.to_base64().to_string(),
             ctr_data: self.counter_data.to_base64(),
             counter: self.counter,
-        };
-        let mut json = Zeroizing::new(
-            serde_json::to_vec_pretty(&file).expect("a struct of strings and numbers serializes"),
-        );
-        json.push(b'\n');
-        write_atomically(path, &json).map_err(|source| StateFileError::Write {
-            path: path.to_owned(),
-            source,
-        })
+        }
     }
 
     /// Writes a brand-new state file; refuses when `path` already exists.
@@ -306,6 +326,20 @@ mod tests {
         ));
         let names: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
         assert_eq!(names.len(), 1, "no temporary file is left behind");
+    }
+
+    #[test]
+    fn one_line_of_json_round_trips() {
+        let state = sample();
+        let line = state.to_json_line();
+        assert_eq!(line.iter().filter(|b| **b == b'\n').count(), 1);
+        assert!(line.ends_with(b"\n"));
+        let back = TokenState::from_json(&line, Path::new("devices.jsonl")).unwrap();
+        assert_eq!(back, state);
+        assert!(matches!(
+            TokenState::from_json(b"{}", Path::new("devices.jsonl")),
+            Err(StateFileError::Invalid { .. })
+        ));
     }
 
     #[test]

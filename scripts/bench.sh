@@ -1,0 +1,99 @@
+#!/usr/bin/env bash
+# Runs the benchmark of issue 7 against a throwaway SoftHSM token and prints its summary table.
+#
+#   ./scripts/bench.sh                       # the full run (about 10 minutes on 2 cores)
+#   BENCH_GROWTH=0 BENCH_SECONDS=1 ./scripts/bench.sh   # a quick trial: no growth run, short points
+#
+# Everything goes to target/bench/ (wiped first):
+#   result.json    every figure (ceilings, service over HTTP, ratios, growth, memory, micro-benchmarks)
+#   chart.svg      throughput and p99 against concurrency for the three methods
+#   summary.md     the tables printed at the end, with each target met or not
+#   hsm/           the throwaway token (scripts/softhsm-init.sh); also config.toml, data/, server logs, and
+#   devices.jsonl  the simulated tokens' states (factor keys of throwaway activations; mode 0600)
+#
+# Settings (environment):
+#   BENCH_ACTIVATIONS  activations in play for the main runs            (default 1000)
+#   BENCH_GROWTH       activations registered in total for the growth run (default 100000; 0 skips)
+#   BENCH_SECONDS      seconds per measured point                        (default 4)
+#   BENCH_POOL         signer pool size (sessions / HSM worker threads)  (default 2)
+#   BENCH_PORT         loopback port of the server                       (default 38417)
+#   BENCH_MICRO        0 skips the criterion micro-benchmarks            (default 1)
+#   BENCH_NOTE         free text recorded in result.json                 (default: the load average)
+#   CARGO_TARGET_DIR   honoured; the release binary and criterion output are taken from it
+#
+# Installs softhsm2 when missing (through scripts/softhsm-init.sh; needs root or sudo).
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+say() { printf '\n==> %s\n' "$*" >&2; }
+
+activations=${BENCH_ACTIVATIONS:-1000}
+growth=${BENCH_GROWTH:-100000}
+seconds=${BENCH_SECONDS:-4}
+pool=${BENCH_POOL:-2}
+port=${BENCH_PORT:-38417}
+micro=${BENCH_MICRO:-1}
+target_dir=${CARGO_TARGET_DIR:-target}
+out=target/bench
+label=offline-signer-bench
+module=/usr/lib/softhsm/libsofthsm2.so
+started=$(date +%s)
+load_at_start=$(cut -d' ' -f1-3 /proc/loadavg)
+
+if command -v ss >/dev/null 2>&1 && ss -Hltn "sport = :$port" | grep -q .; then
+    echo "bench: port $port is in use; set BENCH_PORT" >&2
+    exit 1
+fi
+
+say "Fresh folder $out"
+rm -rf "$out"
+mkdir -p "$out"
+out=$(cd "$out" && pwd -P)
+
+say "SoftHSM: a throwaway token '$label' (installs softhsm2 if missing)"
+eval "$(./scripts/softhsm-init.sh "$out/hsm" "$label")"
+export SOFTHSM2_CONF
+[[ -f "$module" ]] || module=$(find /usr/lib -name libsofthsm2.so -print -quit)
+[[ -n "$module" ]] || { echo "bench: libsofthsm2.so not found" >&2; exit 1; }
+
+say "Building the release binary"
+cargo build --release --locked --bin offline-signer
+bin="$target_dir/release/offline-signer"
+
+criterion=()
+if [[ "$micro" != 0 ]]; then
+    say "Micro-benchmarks (criterion, short measurement times)"
+    rm -rf "$target_dir/criterion"
+    cargo bench --locked --bench crypto -- --warm-up-time 1 --measurement-time 3 --noplot >&2
+    criterion=(--criterion "$target_dir/criterion")
+fi
+
+cat >"$out/config.toml" <<EOF
+# Written by scripts/bench.sh: a throwaway token and data directory under target/bench.
+listen = "127.0.0.1:$port"
+data_dir = "data"
+restrict_access = true
+
+[signer]
+kind = "pkcs11"
+module = "$module"
+token_label = "$label"
+pin_file = "hsm/user.pin"
+pool_size = $pool
+EOF
+
+note=${BENCH_NOTE:-}
+load=$(cut -d' ' -f1-3 /proc/loadavg)
+note="load average when bench.sh started: $load_at_start; after the build and criterion: $load${note:+; $note}"
+
+say "offline-signer bench run (activations $activations, growth $growth, $seconds s per point)"
+"$bin" --log warn bench run \
+    --config "$out/config.toml" \
+    --dir "$out" \
+    --activations "$activations" \
+    --growth "$growth" \
+    --seconds "$seconds" \
+    ${criterion[@]+"${criterion[@]}"} \
+    --note "$note"
+
+say "Done in $(($(date +%s) - started)) s: $out/result.json, $out/chart.svg, $out/summary.md"

@@ -1,0 +1,141 @@
+//! Latency samples and their summary: throughput, p50, p99 and p99.9 over one timed run.
+
+use std::time::Duration;
+
+use serde::Serialize;
+
+/// One timed run's figures, as written to `result.json`.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct Summary {
+    /// Completed requests (answered as expected) in the run.
+    pub requests: u64,
+    /// Requests that failed (transport error, unexpected status or answer).
+    pub errors: u64,
+    /// Wall time of the run, in seconds.
+    pub seconds: f64,
+    /// `requests / seconds`.
+    pub per_s: f64,
+    /// Median latency in milliseconds.
+    pub p50_ms: f64,
+    /// 99th percentile latency in milliseconds.
+    pub p99_ms: f64,
+    /// 99.9th percentile latency in milliseconds.
+    pub p999_ms: f64,
+}
+
+/// Collected latencies of one run, in microseconds.
+#[derive(Debug, Default, Clone)]
+pub struct Latencies {
+    micros: Vec<u32>,
+    errors: u64,
+}
+
+impl Latencies {
+    /// Room for `n` samples.
+    pub fn with_capacity(n: usize) -> Self {
+        Self {
+            micros: Vec::with_capacity(n),
+            errors: 0,
+        }
+    }
+
+    /// Records one successful operation that took `d`.
+    pub fn record(&mut self, d: Duration) {
+        self.micros
+            .push(u32::try_from(d.as_micros()).unwrap_or(u32::MAX));
+    }
+
+    /// Records one failed operation (not counted in the latencies).
+    pub fn error(&mut self) {
+        self.errors += 1;
+    }
+
+    /// Adds another task's samples.
+    pub fn merge(&mut self, other: Latencies) {
+        self.micros.extend(other.micros);
+        self.errors += other.errors;
+    }
+
+    /// Successful operations so far.
+    pub fn len(&self) -> usize {
+        self.micros.len()
+    }
+
+    /// `true` when nothing succeeded.
+    pub fn is_empty(&self) -> bool {
+        self.micros.is_empty()
+    }
+
+    /// The summary over a run that lasted `elapsed`.
+    pub fn summary(mut self, elapsed: Duration) -> Summary {
+        self.micros.sort_unstable();
+        let seconds = elapsed.as_secs_f64();
+        let requests = self.micros.len() as u64;
+        Summary {
+            requests,
+            errors: self.errors,
+            seconds,
+            per_s: if seconds > 0.0 {
+                requests as f64 / seconds
+            } else {
+                0.0
+            },
+            p50_ms: percentile_ms(&self.micros, 0.50),
+            p99_ms: percentile_ms(&self.micros, 0.99),
+            p999_ms: percentile_ms(&self.micros, 0.999),
+        }
+    }
+}
+
+/// Nearest-rank percentile of sorted microsecond samples, in milliseconds (0 when empty).
+fn percentile_ms(sorted: &[u32], q: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let rank = (q * sorted.len() as f64).ceil() as usize;
+    let index = rank.clamp(1, sorted.len()) - 1;
+    f64::from(sorted[index]) / 1000.0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nearest_rank_percentiles() {
+        let mut l = Latencies::default();
+        for ms in 1..=1000u64 {
+            l.record(Duration::from_millis(ms));
+        }
+        l.error();
+        let s = l.summary(Duration::from_secs(2));
+        assert_eq!(s.requests, 1000);
+        assert_eq!(s.errors, 1);
+        assert_eq!(s.per_s, 500.0);
+        assert_eq!(s.p50_ms, 500.0);
+        assert_eq!(s.p99_ms, 990.0);
+        assert_eq!(s.p999_ms, 999.0);
+    }
+
+    #[test]
+    fn empty_run_is_all_zero() {
+        let s = Latencies::default().summary(Duration::from_secs(1));
+        assert_eq!(
+            (s.requests, s.p50_ms, s.p999_ms, s.per_s),
+            (0, 0.0, 0.0, 0.0)
+        );
+    }
+
+    #[test]
+    fn single_sample_is_every_percentile() {
+        let mut a = Latencies::default();
+        let mut b = Latencies::default();
+        b.record(Duration::from_micros(1500));
+        a.merge(b);
+        let s = a.summary(Duration::ZERO);
+        assert_eq!(
+            (s.p50_ms, s.p99_ms, s.p999_ms, s.per_s),
+            (1.5, 1.5, 1.5, 0.0)
+        );
+    }
+}
