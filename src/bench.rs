@@ -210,7 +210,8 @@ pub fn main(command: BenchCommand) -> Result<(), BenchError> {
             let table = report::table(&result);
             write(
                 &options.dir.join("result.json"),
-                &serde_json::to_string_pretty(&result).unwrap_or_default(),
+                &serde_json::to_string_pretty(&result)
+                    .map_err(|e| BenchError::Failed(format!("serializing result.json: {e}")))?,
             )?;
             write(&options.dir.join("chart.svg"), &report::svg(&result))?;
             write(&options.dir.join("summary.md"), &table)?;
