@@ -67,7 +67,7 @@ fi
 
 if [[ ! -s "$home/credentials.env" ]]; then
     echo "==> Creating an integration credential in $home/credentials.env"
-    (umask 077 && "$bin" integration create --name dev --config "$config" >"$home/credentials.env.tmp" 2>/dev/null)
+    (umask 077 && "$bin" integration create --name dev --config "$config" >"$home/credentials.env.tmp")
     mv "$home/credentials.env.tmp" "$home/credentials.env"
 fi
 # shellcheck disable=SC1091
