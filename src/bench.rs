@@ -69,29 +69,7 @@ pub enum BenchCommand {
     ///
     /// The configuration's data_dir must be empty: the run seeds it. HTTP credentials are created
     /// with `offline-signer integration create` before the server starts.
-    Run {
-        /// The service configuration (a throwaway SoftHSM token and data directory).
-        #[arg(long, value_name = "FILE")]
-        config: PathBuf,
-        /// Output folder (device file, logs, result.json, chart.svg).
-        #[arg(long, value_name = "DIR")]
-        dir: PathBuf,
-        /// Activations registered for the main runs.
-        #[arg(long, default_value_t = 1000)]
-        activations: usize,
-        /// Activations registered in total for the growth run (0: skip it).
-        #[arg(long, default_value_t = 100_000)]
-        growth: usize,
-        /// Seconds per measured point.
-        #[arg(long, default_value_t = 4.0)]
-        seconds: f64,
-        /// Folder with criterion's estimates (CARGO_TARGET_DIR/criterion), for the `micro` section.
-        #[arg(long, value_name = "DIR")]
-        criterion: Option<PathBuf>,
-        /// Free text recorded in result.json (e.g. what else ran on the machine).
-        #[arg(long, default_value = "")]
-        note: String,
-    },
+    Run(RunOptions),
     /// Register and commit COUNT activations in-process (server stopped); append the phones to DEVICES.
     /// Prints a JSON report on stdout.
     Seed {
@@ -183,39 +161,16 @@ pub fn main(command: BenchCommand) -> Result<(), BenchError> {
                 .map_err(|e| BenchError::Failed(format!("{}: {e}", result.display())))?;
             let value: Value = serde_json::from_str(&text)
                 .map_err(|e| BenchError::Failed(format!("{}: {e}", result.display())))?;
-            let table = report::table(&value);
-            write(&dir.join("chart.svg"), &report::svg(&value))?;
-            write(&dir.join("summary.md"), &table)?;
-            println!("{table}");
+            write_chart_and_summary(&dir, &value)?;
         }
-        BenchCommand::Run {
-            config,
-            dir,
-            activations,
-            growth,
-            seconds,
-            criterion,
-            note,
-        } => {
-            let options = RunOptions {
-                config,
-                dir,
-                activations,
-                growth,
-                seconds,
-                criterion,
-                note,
-            };
+        BenchCommand::Run(options) => {
             let result = runtime.block_on(run(&options))?;
-            let table = report::table(&result);
             write(
                 &options.dir.join("result.json"),
                 &serde_json::to_string_pretty(&result)
                     .map_err(|e| BenchError::Failed(format!("serializing result.json: {e}")))?,
             )?;
-            write(&options.dir.join("chart.svg"), &report::svg(&result))?;
-            write(&options.dir.join("summary.md"), &table)?;
-            println!("{table}");
+            write_chart_and_summary(&options.dir, &result)?;
             println!(
                 "wrote {}, {}, {}",
                 options.dir.join("result.json").display(),
@@ -227,20 +182,43 @@ pub fn main(command: BenchCommand) -> Result<(), BenchError> {
     Ok(())
 }
 
+/// Writes `dir/chart.svg` and `dir/summary.md` from a `result.json` value and prints the table.
+fn write_chart_and_summary(dir: &Path, result: &Value) -> Result<(), BenchError> {
+    let table = report::table(result);
+    write(&dir.join("chart.svg"), &report::svg(result))?;
+    write(&dir.join("summary.md"), &table)?;
+    println!("{table}");
+    Ok(())
+}
+
 fn write(path: &Path, text: &str) -> Result<(), BenchError> {
     std::fs::write(path, text)
         .map_err(|e| BenchError::Failed(format!("writing {}: {e}", path.display())))
 }
 
 /// Options of `bench run`.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, clap::Args)]
 pub struct RunOptions {
+    /// The service configuration (a throwaway SoftHSM token and data directory).
+    #[arg(long, value_name = "FILE")]
     pub config: PathBuf,
+    /// Output folder (device file, logs, result.json, chart.svg).
+    #[arg(long, value_name = "DIR")]
     pub dir: PathBuf,
+    /// Activations registered for the main runs.
+    #[arg(long, default_value_t = 1000)]
     pub activations: usize,
+    /// Activations registered in total for the growth run (0: skip it).
+    #[arg(long, default_value_t = 100_000)]
     pub growth: usize,
+    /// Seconds per measured point.
+    #[arg(long, default_value_t = 4.0)]
     pub seconds: f64,
+    /// Folder with criterion's estimates (CARGO_TARGET_DIR/criterion), for the `micro` section.
+    #[arg(long, value_name = "DIR")]
     pub criterion: Option<PathBuf>,
+    /// Free text recorded in result.json (e.g. what else ran on the machine).
+    #[arg(long, default_value = "")]
     pub note: String,
 }
 

@@ -514,12 +514,7 @@ fn blocking_unblock_and_remove() {
         assert!(!answer.signature_valid);
         assert_eq!(answer.activation_status, "BLOCKED");
         let err = client
-            .create_personalized(&CreatePersonalized {
-                activation_id: id.clone(),
-                data: PAYMENT.to_owned(),
-                nonce: None,
-                proximity_check: None,
-            })
+            .create_personalized(&create_request(&token, PAYMENT, None))
             .await
             .unwrap_err();
         assert_eq!(err.service_code(), Some("ERR0008"), "{err}");
@@ -554,12 +549,7 @@ fn blocking_unblock_and_remove() {
         assert!(!answer.signature_valid);
         assert_eq!(answer.activation_status, "REMOVED");
         let err = client
-            .create_personalized(&CreatePersonalized {
-                activation_id: id.clone(),
-                data: PAYMENT.to_owned(),
-                nonce: None,
-                proximity_check: None,
-            })
+            .create_personalized(&create_request(&token, PAYMENT, None))
             .await
             .unwrap_err();
         assert_eq!(err.service_code(), Some("ERR0008"), "{err}");
