@@ -1,699 +1,476 @@
-//! The benchmark (issue 7): how fast the service is, against what ceiling, and how cost grows.
+//! The benchmark's in-process steps (`offline-signer bench ceilings|info`), run by `offline-token
+//! bench run` while the server is stopped. The rest of the benchmark (seeding and load over HTTP,
+//! the report) lives in the `offline-token` crate and talks to the server over HTTP only.
 //!
-//! `offline-signer bench run` drives everything `scripts/bench.sh` reports, as separate processes
-//! where the store or the token demand it (sled allows one process per data directory; PKCS#11 one
-//! initialization per process):
+//! The ceilings: what the token and the store can do with no HTTP and no service logic in between,
+//! measured on the same token, with the same pool size, through the [`Signer`] and [`Store`] traits.
 //!
-//! 1. `bench seed`: registers and commits activations through the service's real register path
-//!    ([`seed`]), writing each phone's state to a device file;
-//! 2. `bench ceilings`: what the token and the store do alone, through the `Signer` and `Store`
-//!    traits, same token and pool size, no HTTP ([`ceilings`]);
-//! 3. `serve` as a child process, loaded over loopback HTTP with keep-alive and integration
-//!    credentials ([`load`]); its peak resident memory read from `/proc/PID/status` (`VmHWM`);
-//! 4. more seeding up to the growth size, and the verify run again against the larger store;
-//! 5. `result.json`, `chart.svg` and a summary table ([`report`]), including the criterion
-//!    micro-benchmarks (`benches/crypto.rs`) when their estimates are found.
+//! - token sign: `sign_digest` with the application's master key (a token object);
+//! - unwrap + sign: `sign_digest` with an activation's wrapped key (unwrapped into a session object,
+//!   used, destroyed — what a personalized create pays);
+//! - DEK decrypt: `decrypt_secret` of an activation's sealed factor-key blob under the DEK (AES-GCM
+//!   in the HSM — what the issue calls the "KEK decrypt"; the KEK itself only wraps and unwraps);
+//! - store writes: concurrent durable `commit_verification` calls (activation compare-and-swap,
+//!   nonce consumption and audit record, group commit), on a scratch store in the same file system,
+//!   one activation per writer thread.
 //!
-//! Nothing here is used by the service itself; no test asserts on a duration.
+//! No test asserts on a duration.
 
-pub mod ceilings;
-pub mod load;
-pub mod phone;
-pub mod report;
-pub mod seed;
-pub mod stats;
-
-use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use rand::seq::SliceRandom as _;
-use serde_json::{Value, json};
+use serde::Serialize;
 
-use crate::config::{Config, ConfigError};
-use crate::service::ServiceError;
-use crate::signer::SignerError;
-use crate::store::StoreError;
-use crate::token::TokenState;
-use crate::token::client::Credentials;
+use crate::app::{self, AppError};
+use crate::config::Config;
+use crate::model::{EncryptedSecret, KeyId, Timestamp, WrappedKey};
+use crate::service::factor_keys_aad;
+use crate::signer::{KeyRef, Signer, SignerConfig, SignerError};
+use crate::store::{
+    AuditDraft, AuditOperation, AuditOutcome, IssuedNonce, NonceOwner, SledStore, Store,
+    StoreError, VerificationCommit,
+};
 
 /// Why a benchmark step failed.
 #[derive(Debug, thiserror::Error)]
 pub enum BenchError {
+    /// Store or signer could not be opened.
     #[error(transparent)]
-    Config(#[from] ConfigError),
+    App(#[from] AppError),
+    /// The signer failed during a measurement.
     #[error("signer: {0}")]
     Signer(#[from] SignerError),
+    /// The store failed during a measurement.
     #[error("store: {0}")]
     Store(#[from] StoreError),
-    #[error("service: {0}")]
-    Service(#[from] ServiceError),
-    #[error("device file: {0}")]
-    Devices(String),
-    #[error("token: {0}")]
-    Token(#[from] crate::token::TokenError),
-    #[error("HTTP client: {0}")]
-    Client(#[from] crate::token::client::ClientError),
-    #[error("HTTP: {0}")]
-    Http(String),
+    /// Anything else, said in words.
     #[error("{0}")]
     Failed(String),
 }
 
-/// The `bench` subcommands.
+/// The `bench` subcommands of the service binary.
 #[derive(Debug, clap::Subcommand)]
 pub enum BenchCommand {
-    /// Run the whole benchmark (what scripts/bench.sh calls) and write DIR/result.json, DIR/chart.svg
-    /// and DIR/summary.md.
-    ///
-    /// The configuration's data_dir must be empty: the run seeds it. HTTP credentials are created
-    /// with `offline-signer integration create` before the server starts.
-    Run(RunOptions),
-    /// Register and commit COUNT activations in-process (server stopped); append the phones to DEVICES.
-    /// Prints a JSON report on stdout.
-    Seed {
-        #[arg(long, value_name = "FILE")]
-        config: PathBuf,
-        #[arg(long, default_value = "bench")]
-        app: String,
-        #[arg(long)]
-        count: usize,
-        #[arg(long, value_name = "FILE")]
-        devices: PathBuf,
-        /// Registrations in flight.
-        #[arg(long, default_value_t = 64)]
-        concurrency: usize,
-    },
-    /// Redraw DIR/chart.svg and DIR/summary.md from an existing result.json (prints the table).
-    Report {
-        /// A result.json written by `bench run`.
-        #[arg(long, value_name = "FILE")]
-        result: PathBuf,
-        /// Where chart.svg and summary.md go.
-        #[arg(long, value_name = "DIR")]
-        dir: PathBuf,
-    },
     /// Measure the token and store ceilings (server stopped). Prints JSON on stdout.
     Ceilings {
+        /// The service configuration file.
         #[arg(long, value_name = "FILE")]
         config: PathBuf,
+        /// The seeded application whose master key signs.
         #[arg(long, default_value = "bench")]
         app: String,
+        /// A file with one seeded activation id per line (their keys are unwrapped and opened).
         #[arg(long, value_name = "FILE")]
-        devices: PathBuf,
+        activations: PathBuf,
         /// Scratch store for the store ceiling (created).
         #[arg(long, value_name = "DIR")]
         scratch: PathBuf,
+        /// Seconds per measured point.
         #[arg(long, default_value_t = 3.0)]
         seconds: f64,
+        /// Callers in flight for the concurrent figures.
         #[arg(long, default_value_t = 32)]
         concurrency: usize,
     },
+    /// Print, as JSON, the listen address, the data folder's size on disk and the settings of a
+    /// configuration (works while the server runs: it opens neither store nor token).
+    Info {
+        /// The service configuration file.
+        #[arg(long, value_name = "FILE")]
+        config: PathBuf,
+    },
 }
 
-/// Name of the application every run uses.
-const APPLICATION: &str = "bench";
-/// Concurrency levels of the service runs.
-const LEVELS: [usize; 3] = [1, 32, 128];
-
-/// Runs one `bench` subcommand.
-pub fn main(command: BenchCommand) -> Result<(), BenchError> {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| BenchError::Failed(format!("starting the async runtime: {e}")))?;
+/// Runs one `bench` subcommand and returns the JSON to print.
+///
+/// # Errors
+/// [`BenchError`] from the step that failed.
+pub fn main(command: BenchCommand) -> Result<serde_json::Value, BenchError> {
     match command {
-        BenchCommand::Seed {
-            config,
-            app,
-            count,
-            devices,
-            concurrency,
-        } => {
-            let config = Config::load(&config)?;
-            let report =
-                runtime.block_on(seed::run(&config, &app, count, concurrency, &devices))?;
-            println!("{}", json!(report));
+        BenchCommand::Info { config } => {
+            let config = load(&config)?;
+            Ok(serde_json::json!({
+                "listen": config.listen.to_string(),
+                "data_dir_bytes": dir_size(&config.data_dir),
+                "settings": {
+                    "lookahead": config.service.signature.lookahead,
+                    "nonce_policy": format!("{:?}", config.service.nonce_policy),
+                    "nonce_ttl_s": config.service.nonce_ttl.as_secs(),
+                },
+            }))
         }
         BenchCommand::Ceilings {
             config,
             app,
-            devices,
+            activations,
             scratch,
             seconds,
             concurrency,
         } => {
-            let config = Config::load(&config)?;
-            let phones = phone::load(&devices)?;
-            let c = runtime.block_on(ceilings::run(
-                &config,
-                &app,
-                &phones,
-                &scratch,
-                seconds,
-                concurrency,
-            ))?;
-            println!("{}", json!(c));
-        }
-        BenchCommand::Report { result, dir } => {
-            let text = std::fs::read_to_string(&result)
-                .map_err(|e| BenchError::Failed(format!("{}: {e}", result.display())))?;
-            let value: Value = serde_json::from_str(&text)
-                .map_err(|e| BenchError::Failed(format!("{}: {e}", result.display())))?;
-            write_chart_and_summary(&dir, &value)?;
-        }
-        BenchCommand::Run(options) => {
-            let result = runtime.block_on(run(&options))?;
-            write(
-                &options.dir.join("result.json"),
-                &serde_json::to_string_pretty(&result)
-                    .map_err(|e| BenchError::Failed(format!("serializing result.json: {e}")))?,
-            )?;
-            write_chart_and_summary(&options.dir, &result)?;
-            println!(
-                "wrote {}, {}, {}",
-                options.dir.join("result.json").display(),
-                options.dir.join("chart.svg").display(),
-                options.dir.join("summary.md").display()
-            );
+            let config = load(&config)?;
+            let text = std::fs::read_to_string(&activations)
+                .map_err(|e| BenchError::Failed(format!("{}: {e}", activations.display())))?;
+            let ids: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+                .map_err(|e| BenchError::Failed(format!("starting the async runtime: {e}")))?;
+            let c = runtime.block_on(run(&config, &app, &ids, &scratch, seconds, concurrency))?;
+            serde_json::to_value(c).map_err(|e| BenchError::Failed(e.to_string()))
         }
     }
-    Ok(())
 }
 
-/// Writes `dir/chart.svg` and `dir/summary.md` from a `result.json` value and prints the table.
-fn write_chart_and_summary(dir: &Path, result: &Value) -> Result<(), BenchError> {
-    let table = report::table(result);
-    write(&dir.join("chart.svg"), &report::svg(result))?;
-    write(&dir.join("summary.md"), &table)?;
-    println!("{table}");
-    Ok(())
+fn load(path: &Path) -> Result<Config, BenchError> {
+    Config::load(path).map_err(|e| BenchError::Failed(e.to_string()))
 }
 
-fn write(path: &Path, text: &str) -> Result<(), BenchError> {
-    std::fs::write(path, text)
-        .map_err(|e| BenchError::Failed(format!("writing {}: {e}", path.display())))
+/// Bytes of every file below `dir` (0 when it does not exist).
+fn dir_size(dir: &Path) -> u64 {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    entries
+        .flatten()
+        .map(|e| match e.metadata() {
+            Ok(m) if m.is_dir() => dir_size(&e.path()),
+            Ok(m) => m.len(),
+            Err(_) => 0,
+        })
+        .sum()
 }
 
-/// Options of `bench run`.
-#[derive(Debug, Clone, clap::Args)]
-pub struct RunOptions {
-    /// The service configuration (a throwaway SoftHSM token and data directory).
-    #[arg(long, value_name = "FILE")]
-    pub config: PathBuf,
-    /// Output folder (device file, logs, result.json, chart.svg).
-    #[arg(long, value_name = "DIR")]
-    pub dir: PathBuf,
-    /// Activations registered for the main runs.
-    #[arg(long, default_value_t = 1000)]
-    pub activations: usize,
-    /// Activations registered in total for the growth run (0: skip it).
-    #[arg(long, default_value_t = 100_000)]
-    pub growth: usize,
-    /// Seconds per measured point.
-    #[arg(long, default_value_t = 4.0)]
-    pub seconds: f64,
-    /// Folder with criterion's estimates (CARGO_TARGET_DIR/criterion), for the `micro` section.
-    #[arg(long, value_name = "DIR")]
-    pub criterion: Option<PathBuf>,
-    /// Free text recorded in result.json (e.g. what else ran on the machine).
-    #[arg(long, default_value = "")]
-    pub note: String,
+/// A measured rate: operations per second over a run.
+#[derive(Debug, Clone, Copy)]
+struct Summary {
+    per_s: f64,
 }
 
-/// The whole run; returns `result.json`'s content.
-pub async fn run(o: &RunOptions) -> Result<Value, BenchError> {
-    let started = Instant::now();
-    let config = Config::load(&o.config)?;
-    if std::fs::read_dir(&config.data_dir).is_ok_and(|mut d| d.next().is_some()) {
-        return Err(BenchError::Failed(format!(
-            "data_dir {} is not empty: the benchmark seeds a fresh store",
-            config.data_dir.display()
-        )));
-    }
-    std::fs::create_dir_all(&o.dir)
-        .map_err(|e| BenchError::Failed(format!("{}: {e}", o.dir.display())))?;
-    let devices = o.dir.join("devices.jsonl");
-    let _ = std::fs::remove_file(&devices);
-    let load_before = loadavg();
-    let cfg = o.config.display().to_string();
-    let dev = devices.display().to_string();
-
-    eprintln!("bench: seeding {} activations", o.activations);
-    let seed_main: seed::SeedReport = child_json(&[
-        "bench",
-        "seed",
-        "--config",
-        &cfg,
-        "--app",
-        APPLICATION,
-        "--count",
-        &o.activations.to_string(),
-        "--devices",
-        &dev,
-    ])?;
-    eprintln!(
-        "bench: seeded in {:.1} s; measuring ceilings",
-        seed_main.seconds
-    );
-    let scratch = o.dir.join("ceiling-store");
-    let _ = std::fs::remove_dir_all(&scratch);
-    let ceilings: ceilings::Ceilings = child_json(&[
-        "bench",
-        "ceilings",
-        "--config",
-        &cfg,
-        "--app",
-        APPLICATION,
-        "--devices",
-        &dev,
-        "--scratch",
-        &scratch.display().to_string(),
-        "--seconds",
-        &o.seconds.min(3.0).to_string(),
-    ])?;
-    let _ = std::fs::remove_dir_all(&scratch);
-    eprintln!("bench: ceilings {}", json!(ceilings));
-
-    let mut result = json!({
-        "git_commit": git_commit(),
-        "machine": machine(),
-        "note": o.note,
-        "load_average_before": load_before,
-        "settings": {
-            "seconds_per_point": o.seconds,
-            "activations": o.activations,
-            "growth_activations": o.growth,
-            "lookahead": config.signature.lookahead,
-            "nonce_policy": format!("{:?}", config.nonce_policy),
-            "nonce_ttl_s": config.nonce_ttl.as_secs(),
-            "pool_size": ceilings.pool_size,
-        },
-        "seed": {"main": seed_main},
-        "ceilings": ceilings,
-    });
-
-    let mut phones = phone::load(&devices)?;
-    match http_runs(o, &config, &mut phones, &mut result).await {
-        Ok(()) => {}
-        Err(e) => {
-            eprintln!("bench: HTTP part not run / incomplete: {e}");
-            result["http_not_run"] = json!(e.to_string());
+impl Summary {
+    fn new(count: u64, elapsed: Duration) -> Self {
+        Self {
+            per_s: count as f64 / elapsed.as_secs_f64().max(f64::MIN_POSITIVE),
         }
     }
-    result["micro"] = micro(o.criterion.as_deref());
-    let c = result["ceilings"].clone();
-    let svc = |m: &str| result["service"][m]["32"]["per_s"].as_f64();
-    result["ratios"] = json!({
-        "non_personalized_create": report::ratio(svc("non_personalized_create"), c["token_sign_per_s"].as_f64()),
-        "personalized_create": report::ratio(svc("personalized_create"), c["unwrap_sign_per_s"].as_f64()),
-        "verify": report::ratio(svc("verify"), c["kek_decrypt_per_s"].as_f64()),
-    });
-    result["load_average_after"] = json!(loadavg());
-    result["total_seconds"] = json!(started.elapsed().as_secs_f64());
-    let missing = report::missing_fields(&result);
-    if !missing.is_empty() {
-        eprintln!("bench: result.json lacks {}", missing.join(", "));
-    }
-    result["missing_fields"] = json!(missing);
-    Ok(result)
 }
 
-/// The service runs, the growth step and the memory figures; fills `result` as it goes.
-async fn http_runs(
-    o: &RunOptions,
+/// The ceilings, each at the concurrency the service runs at (32 callers) and at 1.
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
+pub struct Ceilings {
+    pub token_sign_per_s: f64,
+    pub unwrap_sign_per_s: f64,
+    pub kek_decrypt_per_s: f64,
+    pub store_durable_writes_per_s: f64,
+    /// The same with one caller at a time (latency-bound).
+    pub token_sign_per_s_1: f64,
+    pub unwrap_sign_per_s_1: f64,
+    pub kek_decrypt_per_s_1: f64,
+    pub store_durable_writes_per_s_1: f64,
+    /// Store writes with 128 writer threads.
+    pub store_durable_writes_per_s_128: f64,
+    /// Signer worker threads (sessions) the ceilings ran with.
+    pub pool_size: usize,
+    /// Callers in flight for the concurrent figures.
+    pub concurrency: usize,
+}
+
+/// Measures every ceiling for `seconds` each, best of two rounds. The application's master
+/// key and the first of the `activations` (already registered in the configured store) are used;
+/// the store ceiling runs on a scratch store in `scratch`.
+async fn run(
     config: &Config,
-    phones: &mut [TokenState],
-    result: &mut Value,
-) -> Result<(), BenchError> {
-    let origin = format!("http://{}", config.listen);
-    let target = load::Target::new(&origin, credentials(&o.config)?)?;
-    let all: Vec<usize> = (0..phones.len()).collect();
-    let ids: Vec<String> = phones.iter().map(|p| p.activation_id.clone()).collect();
-
-    let server = Server::start(&o.config, &o.dir.join("server-main.log"), &target).await?;
-    let outcome = async {
-        eprintln!("bench: warming up");
-        target
-            .run_create(load::Create::NonPersonalized, APPLICATION, &ids, 32, 1.0)
-            .await?;
-        target
-            .run_create(load::Create::Personalized, APPLICATION, &ids, 32, 1.0)
-            .await?;
-        for (kind, name) in [
-            (load::Create::NonPersonalized, "non_personalized_create"),
-            (load::Create::Personalized, "personalized_create"),
-        ] {
-            for level in LEVELS {
-                let s = target
-                    .run_create(kind, APPLICATION, &ids, level, o.seconds)
-                    .await?;
-                eprintln!("bench: {name} c={level}: {}", json!(s));
-                result["service"][name][level.to_string()] = json!(s);
-            }
-        }
-        // Probes (one caller, then 32): size the verify runs so that each lasts about `seconds`
-        // (a verify run sends a fixed number of prepared requests).
-        let rate_1 = verify_run(&target, phones, &all, 1, 0, 200)
-            .await?
-            .per_s
-            .max(50.0);
-        let rate = verify_run(&target, phones, &all, 32, 0, 600)
-            .await?
-            .per_s
-            .max(50.0);
-        for level in LEVELS {
-            let per_s = if level == 1 { rate_1 } else { rate };
-            let n = ((per_s * o.seconds) as usize).clamp(200, 60_000);
-            let s = verify_run(&target, phones, &all, level, 0, n).await?;
-            eprintln!("bench: verify c={level}: {}", json!(s));
-            result["service"]["verify"][level.to_string()] = json!(s);
-        }
-        let n = ((rate * o.seconds) as usize).clamp(200, 60_000);
-        let s = verify_run(&target, phones, &all, 32, 19, n).await?;
-        eprintln!("bench: verify 0-19 ahead c=32: {}", json!(s));
-        result["service_window"]["verify_skip_0_19"]["32"] = json!(s);
-        Ok::<_, BenchError>(n)
-    }
-    .await;
-    let rss_main = server.stop().await;
-    let n = outcome?;
-    result["server_peak_rss_mib_main"] = json!(rss_main);
-    result["server_peak_rss_mib"] = json!(rss_main);
-    let verify_1k = result["service"]["verify"]["32"]["per_s"].as_f64();
-    result["growth"]["verify_per_s_1k"] = json!(verify_1k);
-
-    if o.growth <= o.activations {
-        return Ok(());
-    }
-    let more = o.growth - o.activations;
-    eprintln!("bench: seeding {more} more activations (growth run)");
-    let dev = o.dir.join("devices.jsonl").display().to_string();
-    let seed_growth: seed::SeedReport = child_json(&[
-        "bench",
-        "seed",
-        "--config",
-        &o.config.display().to_string(),
-        "--app",
-        APPLICATION,
-        "--count",
-        &more.to_string(),
-        "--devices",
-        &dev,
-    ])?;
-    eprintln!("bench: seeded {more} in {:.1} s", seed_growth.seconds);
-    let per_activation = seed_growth
-        .disk_bytes_after
-        .saturating_sub(seed_growth.disk_bytes_before) as f64
-        / more as f64;
-    result["seed"]["growth"] = json!(seed_growth);
-    result["growth"]["disk_bytes_per_activation"] = json!(per_activation);
-    result["growth"]["disk_bytes_total"] = json!(seed_growth.disk_bytes_after);
-    result["growth"]["registered"] = json!(o.growth);
-
-    // The phones of the main run keep their advanced counters; the new ones come from the file.
-    let mut grown = phone::load(Path::new(&dev))?;
-    let kept = phones.len();
-    grown.drain(..kept.min(grown.len()));
-    let mut everyone: Vec<TokenState> = Vec::with_capacity(o.growth);
-    everyone.extend(phones.iter().cloned());
-    everyone.extend(grown);
-    let mut spread: Vec<usize> = (0..everyone.len()).collect();
-    spread.shuffle(&mut rand::thread_rng());
-    spread.truncate(n.max(32));
-    let same: Vec<usize> = (0..kept).collect();
-
-    let server = Server::start(&o.config, &o.dir.join("server-growth.log"), &target).await?;
-    let outcome = async {
-        verify_run(&target, &mut everyone, &same, 32, 0, 400).await?;
-        let spread_run = verify_run(&target, &mut everyone, &spread, 32, 0, n).await?;
-        eprintln!(
-            "bench: verify c=32, {} registered, spread: {}",
-            o.growth,
-            json!(spread_run)
-        );
-        let same_run = verify_run(&target, &mut everyone, &same, 32, 0, n).await?;
-        eprintln!(
-            "bench: verify c=32, {} registered, same {kept}: {}",
-            o.growth,
-            json!(same_run)
-        );
-        Ok::<_, BenchError>((spread_run, same_run))
-    }
-    .await;
-    let rss_growth = server.stop().await;
-    let (spread_run, same_run) = outcome?;
-    result["server_peak_rss_mib_growth"] = json!(rss_growth);
-    result["server_peak_rss_mib"] = json!(rss_main.max(rss_growth));
-    result["growth"]["verify_per_s_100k"] = json!(spread_run.per_s);
-    result["growth"]["verify_100k_spread"] = json!(spread_run);
-    result["growth"]["verify_per_s_100k_same_1k"] = json!(same_run.per_s);
-    if let Some(v1k) = verify_1k.filter(|v| *v > 0.0) {
-        result["growth"]["verify_loss_100k"] = json!(1.0 - spread_run.per_s / v1k);
-    }
-    Ok(())
-}
-
-/// Creates `n` payloads (untimed), has the tokens sign them, and runs `n` verifies from
-/// `concurrency` tasks.
-async fn verify_run(
-    target: &load::Target,
-    phones: &mut [TokenState],
-    selection: &[usize],
+    application: &str,
+    activations: &[&str],
+    scratch: &Path,
+    seconds: f64,
     concurrency: usize,
-    max_skip: u32,
-    n: usize,
-) -> Result<stats::Summary, BenchError> {
-    let payloads = target.issue_payloads(APPLICATION, n, 32).await?;
-    target
-        .run_verify(phones, selection, payloads, concurrency, max_skip)
-        .await
-}
-
-/// The server as a child process (`offline-signer serve`), stderr to a log file.
-struct Server {
-    child: Child,
-}
-
-impl Server {
-    async fn start(config: &Path, log: &Path, target: &load::Target) -> Result<Self, BenchError> {
-        let log_file = std::fs::File::create(log)
-            .map_err(|e| BenchError::Failed(format!("{}: {e}", log.display())))?;
-        let child = Command::new(exe()?)
-            .arg("serve")
-            .arg("--config")
-            .arg(config)
-            .stdout(Stdio::null())
-            .stderr(log_file)
-            .spawn()
-            .map_err(|e| BenchError::Http(format!("starting the server: {e}")))?;
-        let mut server = Server { child };
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            if let Ok(Some(status)) = server.child.try_wait() {
-                return Err(BenchError::Http(format!(
-                    "the server exited at start ({status}); see {}",
-                    log.display()
-                )));
-            }
-            if target.healthy().await {
-                return Ok(server);
-            }
-            if Instant::now() > deadline {
-                server.stop().await;
-                return Err(BenchError::Http(
-                    "the server did not answer /health within 60 s".into(),
-                ));
-            }
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
-    }
-
-    /// Reads the peak resident memory (MiB), then stops the server with SIGTERM (SIGKILL after 30 s).
-    async fn stop(mut self) -> f64 {
-        let pid = self.child.id();
-        let rss = peak_rss_mib(pid).unwrap_or(f64::NAN);
-        let _ = Command::new("kill")
-            .arg("-TERM")
-            .arg(pid.to_string())
-            .status();
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            match self.child.try_wait() {
-                Ok(Some(_)) => break,
-                Ok(None) if Instant::now() < deadline => {
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                }
-                _ => {
-                    eprintln!("bench: the server did not stop on SIGTERM; killing it");
-                    let _ = self.child.kill();
-                    let _ = self.child.wait();
-                    break;
-                }
-            }
-        }
-        rss
-    }
-}
-
-/// `VmHWM` of a process, in MiB.
-pub fn peak_rss_mib(pid: u32) -> Option<f64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    parse_vmhwm_kib(&status).map(|kib| kib as f64 / 1024.0)
-}
-
-fn parse_vmhwm_kib(status: &str) -> Option<u64> {
-    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
-    line.split_whitespace().nth(1)?.parse().ok()
-}
-
-fn exe() -> Result<PathBuf, BenchError> {
-    std::env::current_exe().map_err(|e| BenchError::Failed(format!("finding this executable: {e}")))
-}
-
-/// Runs this binary with `--log warn` and `args` (its stderr passed through) and returns its stdout.
-fn run_self(args: &[&OsStr]) -> Result<Vec<u8>, BenchError> {
-    let out = Command::new(exe()?)
-        .args(["--log", "warn"])
-        .args(args)
-        .stderr(Stdio::inherit())
-        .output()
-        .map_err(|e| BenchError::Failed(format!("running {args:?}: {e}")))?;
-    if !out.status.success() {
-        return Err(BenchError::Failed(format!(
-            "{args:?} failed ({})",
-            out.status
-        )));
-    }
-    Ok(out.stdout)
-}
-
-/// Runs this binary with `args` and parses its stdout as JSON.
-fn child_json<T: serde::de::DeserializeOwned>(args: &[&str]) -> Result<T, BenchError> {
-    let args: Vec<&OsStr> = args.iter().map(OsStr::new).collect();
-    serde_json::from_slice(&run_self(&args)?)
-        .map_err(|e| BenchError::Failed(format!("{args:?} printed no JSON: {e}")))
-}
-
-/// Creates an integration credential with `offline-signer integration create` (server stopped).
-fn credentials(config: &Path) -> Result<Credentials, BenchError> {
-    let mut args: Vec<&OsStr> = ["integration", "create", "--name", "bench", "--config"]
-        .into_iter()
-        .map(OsStr::new)
-        .collect();
-    args.push(config.as_os_str());
-    let stdout = zeroize::Zeroizing::new(run_self(&args)?);
-    parse_credentials(&String::from_utf8_lossy(&stdout))
-}
-
-/// The client token and secret from what `integration create` prints.
-fn parse_credentials(text: &str) -> Result<Credentials, BenchError> {
-    let value = |key: &str| {
-        text.lines()
-            .find_map(|l| l.strip_prefix(key).map(str::to_owned))
-            .ok_or_else(|| BenchError::Http(format!("integration create printed no {key}")))
+) -> Result<Ceilings, BenchError> {
+    let pool_size = match &config.signer {
+        SignerConfig::Pkcs11(p) => p.pool_size.get(),
+        SignerConfig::SoftwareInsecure(_) => 0,
     };
-    Ok(Credentials::new(
-        value("OFFLINE_SIGNER_CLIENT_TOKEN=")?,
-        value("OFFLINE_SIGNER_CLIENT_SECRET=")?,
-    ))
-}
-
-/// The criterion estimates of `benches/crypto.rs`, in microseconds (mean), when present.
-fn micro(criterion: Option<&Path>) -> Value {
-    let Some(dir) = criterion else {
-        return Value::Null;
-    };
-    let mut out = serde_json::Map::new();
-    for name in [
-        "code_2_factors",
-        "window_worst_case",
-        "offline_data_build",
-        "offline_data_parse",
-        "offline_data_verify",
-    ] {
-        let path = dir.join(name).join("new").join("estimates.json");
-        let mean_ns = std::fs::read_to_string(&path)
-            .ok()
-            .and_then(|t| serde_json::from_str::<Value>(&t).ok())
-            .and_then(|v| v["mean"]["point_estimate"].as_f64());
-        if let Some(ns) = mean_ns {
-            out.insert(format!("{name}_us"), json!(ns / 1000.0));
-        }
+    let store = app::open_store(config)?;
+    let app = store
+        .application(application)?
+        .ok_or_else(|| BenchError::Failed(format!("application {application} is not seeded")))?;
+    let master = app
+        .newest_master_key()
+        .ok_or_else(|| BenchError::Failed("the application has no master key".into()))?;
+    let master = master.key_id;
+    let (_, dek) = store
+        .storage_keys()?
+        .ok_or_else(|| BenchError::Failed("the store has no storage keys".into()))?;
+    let mut wrapped = Vec::new();
+    let mut sealed = Vec::new();
+    let mut template = None;
+    for id in activations.iter().take(concurrency.max(1)) {
+        let a = store
+            .activation(id)?
+            .ok_or_else(|| BenchError::Failed(format!("activation {id} not found")))?;
+        let (Some(w), Some(s)) = (&a.wrapped_server_private_key, &a.encrypted_factor_keys) else {
+            return Err(BenchError::Failed(format!("activation {id} has no keys")));
+        };
+        wrapped.push(Arc::new(w.clone()));
+        sealed.push(Arc::new((factor_keys_aad(&a.id), s.clone())));
+        template.get_or_insert(a);
     }
-    if out.is_empty() {
-        Value::Null
-    } else {
-        Value::Object(out)
+    let template = template
+        .ok_or_else(|| BenchError::Failed("no seeded activation to measure with".into()))?;
+    drop(store);
+
+    // Every ceiling is the best of ROUNDS interleaved rounds: a ceiling is what the token or the
+    // store can do, and a short disturbance (the other core busy with writeback, say) lowers one
+    // round only.
+    let signer = app::open_signer(config).await?;
+    let mut measured = Ok(None);
+    for _ in 0..ROUNDS {
+        let round = signer_ceilings(
+            &signer,
+            &master,
+            &dek,
+            &wrapped,
+            &sealed,
+            seconds,
+            concurrency,
+        )
+        .await;
+        measured = match (measured, round) {
+            (Ok(None), Ok(r)) => Ok(Some(r)),
+            (Ok(Some(best)), Ok(r)) => Ok(Some(best_of(best, r))),
+            (Err(e), _) | (_, Err(e)) => Err(e),
+        };
     }
-}
+    signer.shutdown().await;
+    let (token, unwrap, decrypt) =
+        measured?.ok_or_else(|| BenchError::Failed("no ceiling round ran".into()))?;
 
-fn loadavg() -> Value {
-    std::fs::read_to_string("/proc/loadavg")
-        .map(|s| json!(s.split_whitespace().take(3).collect::<Vec<_>>().join(" ")))
-        .unwrap_or(Value::Null)
-}
-
-fn git_commit() -> Value {
-    Command::new("git")
-        .args(["describe", "--always", "--dirty"])
-        .output()
-        .ok()
-        .filter(|o| o.status.success())
-        .map(|o| json!(String::from_utf8_lossy(&o.stdout).trim()))
-        .unwrap_or(Value::Null)
-}
-
-fn machine() -> Value {
-    let cpu = std::fs::read_to_string("/proc/cpuinfo").ok().and_then(|t| {
-        t.lines()
-            .find(|l| l.starts_with("model name"))
-            .and_then(|l| l.split(':').nth(1))
-            .map(|s| s.trim().to_owned())
-    });
-    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").ok();
-    json!({
-        "cpus": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
-        "cpu_model": cpu,
-        "kernel": kernel.map(|k| k.trim().to_owned()),
+    let scratch_store = Arc::new(SledStore::open(scratch)?);
+    let mut writes_1 = store_ceiling(&scratch_store, &template, 1, seconds)?;
+    let mut writes = store_ceiling(&scratch_store, &template, concurrency, seconds)?;
+    let mut writes_128 = store_ceiling(&scratch_store, &template, 128, seconds)?;
+    for _ in 1..ROUNDS {
+        writes_1 = best(
+            writes_1,
+            store_ceiling(&scratch_store, &template, 1, seconds)?,
+        );
+        writes = best(
+            writes,
+            store_ceiling(&scratch_store, &template, concurrency, seconds)?,
+        );
+        writes_128 = best(
+            writes_128,
+            store_ceiling(&scratch_store, &template, 128, seconds)?,
+        );
+    }
+    Ok(Ceilings {
+        token_sign_per_s: token.1.per_s,
+        unwrap_sign_per_s: unwrap.1.per_s,
+        kek_decrypt_per_s: decrypt.1.per_s,
+        store_durable_writes_per_s: writes.per_s,
+        token_sign_per_s_1: token.0.per_s,
+        unwrap_sign_per_s_1: unwrap.0.per_s,
+        kek_decrypt_per_s_1: decrypt.0.per_s,
+        store_durable_writes_per_s_1: writes_1.per_s,
+        store_durable_writes_per_s_128: writes_128.per_s,
+        pool_size,
+        concurrency,
     })
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
+type Pair = (Summary, Summary);
 
-    #[test]
-    fn reads_the_peak_resident_set() {
-        let status = "Name:\tx\nVmPeak:\t  900 kB\nVmHWM:\t   2048 kB\nVmRSS:\t 1000 kB\n";
-        assert_eq!(parse_vmhwm_kib(status), Some(2048));
-        assert_eq!(parse_vmhwm_kib("Name: x\n"), None);
-        assert!(peak_rss_mib(std::process::id()).is_some_and(|m| m > 0.0));
-    }
+/// Rounds of every ceiling measurement; the best round counts.
+const ROUNDS: usize = 2;
 
-    #[test]
-    fn credentials_are_read_from_integration_create_output() {
-        let printed = "Created integration bench.\nOFFLINE_SIGNER_CLIENT_TOKEN=tok-1\nOFFLINE_SIGNER_CLIENT_SECRET=s3cr3t\n";
-        let c = parse_credentials(printed).expect("both lines are there");
-        assert_eq!(c.client_token, "tok-1");
-        assert!(parse_credentials("OFFLINE_SIGNER_CLIENT_TOKEN=tok-1\n").is_err());
-    }
+/// The faster of two runs.
+fn best(a: Summary, b: Summary) -> Summary {
+    if b.per_s > a.per_s { b } else { a }
+}
 
-    #[test]
-    fn missing_criterion_output_is_null() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        assert_eq!(micro(Some(dir.path())), Value::Null);
-        let est = dir.path().join("window_worst_case/new");
-        std::fs::create_dir_all(&est).expect("mkdir");
-        std::fs::write(
-            est.join("estimates.json"),
-            r#"{"mean":{"point_estimate":81234.0}}"#,
-        )
-        .expect("write");
-        assert_eq!(
-            micro(Some(dir.path()))["window_worst_case_us"],
-            json!(81.234)
-        );
+fn best_of(a: (Pair, Pair, Pair), b: (Pair, Pair, Pair)) -> (Pair, Pair, Pair) {
+    let pair = |x: Pair, y: Pair| (best(x.0, y.0), best(x.1, y.1));
+    (pair(a.0, b.0), pair(a.1, b.1), pair(a.2, b.2))
+}
+
+async fn signer_ceilings(
+    signer: &Arc<dyn Signer>,
+    master: &KeyId,
+    dek: &KeyId,
+    wrapped: &[Arc<WrappedKey>],
+    sealed: &[Arc<(Vec<u8>, EncryptedSecret)>],
+    seconds: f64,
+    concurrency: usize,
+) -> Result<(Pair, Pair, Pair), BenchError> {
+    let digest = [0x5a_u8; 32];
+    let master = *master;
+    let dek = *dek;
+    let token = move |signer: Arc<dyn Signer>, _: usize| async move {
+        signer
+            .sign_digest(KeyRef::Token(&master), &digest)
+            .await
+            .map(drop)
+    };
+    let wrapped = wrapped.to_vec();
+    let unwrap = move |signer: Arc<dyn Signer>, i: usize| {
+        let key = Arc::clone(&wrapped[i % wrapped.len()]);
+        async move {
+            signer
+                .sign_digest(KeyRef::Wrapped(&key), &digest)
+                .await
+                .map(drop)
+        }
+    };
+    let sealed = sealed.to_vec();
+    let decrypt = move |signer: Arc<dyn Signer>, i: usize| {
+        let blob = Arc::clone(&sealed[i % sealed.len()]);
+        async move {
+            signer
+                .decrypt_secret(&dek, &blob.0, &blob.1)
+                .await
+                .map(drop)
+        }
+    };
+    let mut out = Vec::new();
+    for level in [1, concurrency] {
+        out.push(drive(signer, level, seconds, token).await?);
     }
+    let token = (out[0], out[1]);
+    out.clear();
+    for level in [1, concurrency] {
+        out.push(drive(signer, level, seconds, unwrap.clone()).await?);
+    }
+    let unwrap = (out[0], out[1]);
+    out.clear();
+    for level in [1, concurrency] {
+        out.push(drive(signer, level, seconds, decrypt.clone()).await?);
+    }
+    Ok((token, unwrap, (out[0], out[1])))
+}
+
+/// Runs `op` from `callers` concurrent tasks until `seconds` have passed; any error aborts.
+async fn drive<F, Fut>(
+    signer: &Arc<dyn Signer>,
+    callers: usize,
+    seconds: f64,
+    op: F,
+) -> Result<Summary, BenchError>
+where
+    F: Fn(Arc<dyn Signer>, usize) -> Fut + Clone + Send + 'static,
+    Fut: std::future::Future<Output = Result<(), SignerError>> + Send,
+{
+    // Warm-up: one call per caller, untimed (sessions, caches, first unwrap of each key).
+    for i in 0..callers {
+        op(Arc::clone(signer), i).await?;
+    }
+    let deadline = Instant::now() + Duration::from_secs_f64(seconds);
+    let started = Instant::now();
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..callers {
+        let op = op.clone();
+        let signer = Arc::clone(signer);
+        tasks.spawn(async move {
+            let mut done = 0u64;
+            while Instant::now() < deadline {
+                op(Arc::clone(&signer), i).await?;
+                done += 1;
+            }
+            Ok::<_, SignerError>(done)
+        });
+    }
+    let mut all = 0u64;
+    while let Some(joined) = tasks.join_next().await {
+        all += joined.map_err(|e| BenchError::Failed(format!("ceiling task failed: {e}")))??;
+    }
+    Ok(Summary::new(all, started.elapsed()))
+}
+
+/// Durable verification commits from `writers` threads, each on its own activation (a copy of
+/// `template` under a fresh id) and consuming its own pre-issued nonce.
+fn store_ceiling(
+    store: &Arc<SledStore>,
+    template: &crate::store::Activation,
+    writers: usize,
+    seconds: f64,
+) -> Result<Summary, BenchError> {
+    /// Most nonces issued up front per writer. A writer that runs out stops early; the rate is taken
+    /// over the time until the last writer stopped, so it stays right, over a shorter time.
+    const NONCES_PER_WRITER: usize = 16_000;
+    let stop = Arc::new(AtomicBool::new(false));
+    let started_gate = Arc::new(std::sync::Barrier::new(writers + 1));
+    let mut handles = Vec::new();
+    for _ in 0..writers {
+        let store = Arc::clone(store);
+        let stop = Arc::clone(&stop);
+        let gate = Arc::clone(&started_gate);
+        let mut activation = template.clone();
+        activation.id = uuid::Uuid::new_v4().to_string();
+        handles.push(std::thread::spawn(
+            move || -> Result<(u64, Instant), BenchError> {
+                let prepared = (|| {
+                    activation = store.insert_activation(&activation, None)?.activation;
+                    let now = Timestamp::now();
+                    let budget = NONCES_PER_WRITER.min(usize::max(256, 64_000 / writers));
+                    let mut nonces = Vec::with_capacity(budget);
+                    for _ in 0..budget {
+                        let nonce =
+                            crate::crypto::offline_data::generate_nonce(&mut rand::rngs::OsRng);
+                        store.issue_nonce(
+                            &IssuedNonce {
+                                nonce: nonce.clone(),
+                                issued_for: NonceOwner::Activation(activation.id.clone()),
+                                issued_at: now,
+                                expires_at: now.saturating_add(Duration::from_secs(3600)),
+                                consumed_at: None,
+                            },
+                            None,
+                        )?;
+                        nonces.push(nonce);
+                    }
+                    Ok::<_, BenchError>(nonces)
+                })();
+                gate.wait();
+                let nonces = prepared?;
+                let mut done = 0u64;
+                for nonce in nonces {
+                    if stop.load(Ordering::Relaxed) {
+                        break;
+                    }
+                    let mut next = activation.clone();
+                    next.counter += 1;
+                    let mut audit = AuditDraft::new(
+                        Timestamp::now(),
+                        AuditOperation::Verify,
+                        AuditOutcome::Valid,
+                    );
+                    audit.activation_id = Some(next.id.clone());
+                    activation = store
+                        .commit_verification(VerificationCommit {
+                            activation: next,
+                            consume_nonce: Some(nonce),
+                            audit,
+                        })?
+                        .activation;
+                    done += 1;
+                }
+                Ok((done, Instant::now()))
+            },
+        ));
+    }
+    started_gate.wait();
+    let started = Instant::now();
+    std::thread::sleep(Duration::from_secs_f64(seconds));
+    stop.store(true, Ordering::Relaxed);
+    let mut all = 0u64;
+    let mut last_finish = started;
+    for h in handles {
+        let (done, finished) = h
+            .join()
+            .map_err(|_| BenchError::Failed("a store writer thread panicked".into()))??;
+        all += done;
+        last_finish = last_finish.max(finished);
+    }
+    let elapsed = last_finish.duration_since(started);
+    Ok(Summary::new(all, elapsed))
 }

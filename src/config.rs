@@ -2,7 +2,9 @@
 //!
 //! [`RawConfig`] mirrors the file (serde, `deny_unknown_fields`, defaults filled in); [`Config`] is what
 //! the rest of the program sees: validated ranges, typed values, paths resolved against the folder of
-//! the configuration file. Nothing here holds a secret: the HSM PIN is named by `pin_file` or `pin_env`
+//! the configuration file. Each layer owns its settings type ([`ApiSettings`] of `http`,
+//! [`service::Settings`] of the service, [`SignerConfig`] of the signer); this module only reads the
+//! file and composes them. Nothing here holds a secret: the HSM PIN is named by `pin_file` or `pin_env`
 //! in the `[signer]` table and read by the signer itself.
 //!
 //! ```toml
@@ -34,28 +36,46 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use crate::http::ApiSettings;
+use crate::service::{self, NoncePolicy, SignatureSettings};
 use crate::signer::{RawSignerConfig, SignerConfig};
 
 /// Why a configuration file was refused. Messages name the file and the key; they never echo values
 /// that could be secrets.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
+    /// The file cannot be read.
     #[error("cannot read configuration file {path}: {source}")]
     Read {
+        /// The file.
         path: PathBuf,
+        /// Why.
         source: std::io::Error,
     },
+    /// The file is not TOML of the expected shape (an unknown key, a wrong type).
     #[error("configuration file {path} is not valid: {message}")]
-    Parse { path: PathBuf, message: String },
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// The parser's words.
+        message: String,
+    },
+    /// A value is out of its range.
     #[error("configuration file {path}: `{key}` {problem}")]
     Invalid {
+        /// The file.
         path: PathBuf,
+        /// The key, dotted (`signature.lookahead`).
         key: &'static str,
+        /// What is wrong.
         problem: String,
     },
+    /// The `[signer]` table is refused.
     #[error("configuration file {path}: [signer] {source}")]
     Signer {
+        /// The file.
         path: PathBuf,
+        /// What the signer's settings say.
         source: crate::signer::ConfigError,
     },
 }
@@ -125,17 +145,6 @@ impl Default for RawNonceConfig {
     }
 }
 
-/// Whether issued nonces are registered and checked (`api.md`, nonce registry).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum NoncePolicy {
-    /// Nonces are single-use and expire: the default.
-    #[default]
-    Enforce,
-    /// PowerAuth's behaviour: nonces are not recorded; replay protection is the counter alone.
-    Off,
-}
-
 fn default_listen() -> String {
     "127.0.0.1:8080".to_owned()
 }
@@ -182,41 +191,28 @@ fn default_nonce_ttl() -> u64 {
     300
 }
 
-/// Validated configuration.
+/// Validated configuration: each layer's settings, composed.
 #[derive(Debug)]
 pub struct Config {
     /// The file it came from (for messages).
     pub path: PathBuf,
+    /// Where the API listens.
     pub listen: SocketAddr,
-    /// Prefix of `/rest/v3` (empty, or `/segment[/segment...]` without a trailing slash), so that a
-    /// client configured for PowerAuth Server at e.g. `/powerauth-java-server` keeps its URLs.
-    pub base_path: String,
-    /// Absolute, or relative to the working directory when the file path was.
+    /// The store's folder: absolute, or relative to the working directory when the file path was.
     pub data_dir: PathBuf,
-    pub restrict_access: bool,
-    pub body_limit_bytes: usize,
-    pub request_timeout: Duration,
-    pub signature: SignatureSettings,
-    pub nonce_policy: NoncePolicy,
-    pub nonce_ttl: Duration,
+    /// The HTTP layer's settings (`base_path`, `restrict_access`, limits, timeout).
+    pub http: ApiSettings,
+    /// The use cases' settings (`[signature]`, `[nonce]`).
+    pub service: service::Settings,
+    /// The `[signer]` table.
     pub signer: SignerConfig,
-}
-
-/// Verification settings (`powerauth-offline.md` §2.3).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct SignatureSettings {
-    /// Size of the counter window: positions `counter .. counter + lookahead` are tried.
-    pub lookahead: u32,
-    /// Failed attempts before an activation is blocked, for activations that do not set their own.
-    pub max_failed_attempts: u32,
-    /// Digits per factor component when a request does not say.
-    pub component_length: u32,
-    /// Digits of the proximity TOTP, used by both create and verify.
-    pub proximity_otp_length: u32,
 }
 
 impl Config {
     /// Reads, parses and validates the file at `path`.
+    ///
+    /// # Errors
+    /// [`ConfigError`] naming the file and the key at fault.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
             path: path.to_owned(),
@@ -226,6 +222,9 @@ impl Config {
     }
 
     /// Parses and validates `text`; `path` names the file in messages and anchors relative paths.
+    ///
+    /// # Errors
+    /// [`ConfigError`] naming the file and the key at fault.
     pub fn from_toml(path: &Path, text: &str) -> Result<Config, ConfigError> {
         let raw: RawConfig = toml::from_str(text).map_err(|e| ConfigError::Parse {
             path: path.to_owned(),
@@ -237,6 +236,9 @@ impl Config {
 
 impl RawConfig {
     /// Checks every range and resolves relative paths against the folder of `path`.
+    ///
+    /// # Errors
+    /// [`ConfigError::Invalid`] naming the key at fault, or [`ConfigError::Signer`].
     pub fn validate(self, path: &Path) -> Result<Config, ConfigError> {
         let invalid = |key: &'static str, problem: String| ConfigError::Invalid {
             path: path.to_owned(),
@@ -321,14 +323,18 @@ impl RawConfig {
         Ok(Config {
             path: path.to_owned(),
             listen,
-            base_path: self.base_path,
             data_dir: base.join(self.data_dir),
-            restrict_access: self.restrict_access,
-            body_limit_bytes: self.body_limit_bytes,
-            request_timeout: Duration::from_millis(self.request_timeout_ms),
-            signature,
-            nonce_policy: self.nonce.policy,
-            nonce_ttl: Duration::from_secs(self.nonce.ttl_seconds),
+            http: ApiSettings {
+                base_path: self.base_path,
+                restrict_access: self.restrict_access,
+                body_limit_bytes: self.body_limit_bytes,
+                request_timeout: Duration::from_millis(self.request_timeout_ms),
+            },
+            service: service::Settings {
+                signature,
+                nonce_policy: self.nonce.policy,
+                nonce_ttl: Duration::from_secs(self.nonce.ttl_seconds),
+            },
             signer,
         })
     }
@@ -347,9 +353,9 @@ mod tests {
     #[test]
     fn base_path_like_powerauth_servers() {
         let c = load(&format!("base_path = \"/powerauth-java-server\"\n{SIGNER}")).expect("valid");
-        assert_eq!(c.base_path, "/powerauth-java-server");
+        assert_eq!(c.http.base_path, "/powerauth-java-server");
         let c = load(&format!("base_path = \"/bank/pa_v1.2\"\n{SIGNER}")).expect("valid");
-        assert_eq!(c.base_path, "/bank/pa_v1.2");
+        assert_eq!(c.http.base_path, "/bank/pa_v1.2");
     }
 
     #[test]
@@ -357,11 +363,11 @@ mod tests {
         let c = load(SIGNER).expect("valid");
         assert_eq!(c.listen, "127.0.0.1:8080".parse().expect("addr"));
         assert_eq!(c.data_dir, Path::new("/etc/offline-signer/data"));
-        assert!(c.restrict_access);
-        assert_eq!(c.base_path, "");
-        assert_eq!(c.body_limit_bytes, 65536);
+        assert!(c.http.restrict_access);
+        assert_eq!(c.http.base_path, "");
+        assert_eq!(c.http.body_limit_bytes, 65536);
         assert_eq!(
-            c.signature,
+            c.service.signature,
             SignatureSettings {
                 lookahead: 20,
                 max_failed_attempts: 5,
@@ -369,8 +375,8 @@ mod tests {
                 proximity_otp_length: 8,
             }
         );
-        assert_eq!(c.nonce_policy, NoncePolicy::Enforce);
-        assert_eq!(c.nonce_ttl, Duration::from_secs(300));
+        assert_eq!(c.service.nonce_policy, NoncePolicy::Enforce);
+        assert_eq!(c.service.nonce_ttl, Duration::from_secs(300));
     }
 
     #[test]
@@ -454,7 +460,7 @@ mod tests {
     #[test]
     fn nonce_policy_off_is_accepted() {
         let c = load(&format!("{SIGNER}[nonce]\npolicy = \"off\"\n")).expect("valid");
-        assert_eq!(c.nonce_policy, NoncePolicy::Off);
+        assert_eq!(c.service.nonce_policy, NoncePolicy::Off);
         assert!(load(&format!("{SIGNER}[nonce]\npolicy = \"maybe\"\n")).is_err());
     }
 }

@@ -15,7 +15,7 @@ pub mod auth;
 pub mod error;
 pub mod wire;
 
-use std::sync::{Arc, OnceLock};
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use axum::Router;
@@ -49,18 +49,6 @@ pub struct ApiSettings {
     pub body_limit_bytes: usize,
     /// Longest a request may take before it is answered 503 `ERR_TIMEOUT`.
     pub request_timeout: Duration,
-}
-
-impl ApiSettings {
-    /// The settings of a validated configuration.
-    pub fn from_config(config: &crate::config::Config) -> Self {
-        Self {
-            base_path: config.base_path.clone(),
-            restrict_access: config.restrict_access,
-            body_limit_bytes: config.body_limit_bytes,
-            request_timeout: config.request_timeout,
-        }
-    }
 }
 
 /// State of the operations endpoints.
@@ -159,9 +147,8 @@ pub fn router(service: Service, settings: ApiSettings) -> Router {
         .with_state(service.clone())
         .layer(DefaultBodyLimit::max(settings.body_limit_bytes));
     if settings.restrict_access {
-        let authenticator = auth::Authenticator::new(Arc::clone(service.store()));
         api = api.route_layer(middleware::from_fn_with_state(
-            authenticator,
+            service.clone(),
             auth::require_credentials,
         ));
     }
@@ -188,6 +175,7 @@ pub fn router(service: Service, settings: ApiSettings) -> Router {
             with_timeout(timeout, req, next)
         }))
         .layer(middleware::from_fn(catch_panic))
+        .layer(middleware::from_fn(log_error))
         .layer(middleware::from_fn(record_request))
         .layer(
             ServiceBuilder::new()
@@ -205,6 +193,12 @@ pub fn router(service: Service, settings: ApiSettings) -> Router {
                 )
                 .layer(PropagateRequestIdLayer::new(x_request_id)),
         )
+}
+
+/// `application/detail`-style JSON (the API's field names), for the command line.
+pub fn application_json(detail: crate::service::ApplicationDetail) -> String {
+    let wire: wire::ApplicationResponse = detail.into();
+    serde_json::to_string_pretty(&wire).unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}"))
 }
 
 /// Serves [`router`] on `listener` until `shutdown` completes; in-flight requests finish first
@@ -266,6 +260,16 @@ async fn catch_panic(request: Request, next: Next) -> Response {
     }
 }
 
+/// Writes the internal detail of an error answer ([`error::ErrorDetail`], attached by
+/// [`ApiError`]'s `IntoResponse`) to the log, once, inside the request's span.
+async fn log_error(request: Request, next: Next) -> Response {
+    let mut response = next.run(request).await;
+    if let Some(detail) = response.extensions_mut().remove::<error::ErrorDetail>() {
+        detail.log();
+    }
+    response
+}
+
 /// Request count and latency per method (route) and outcome (`OK` or the error code).
 async fn record_request(request: Request, next: Next) -> Response {
     let method = request
@@ -319,18 +323,13 @@ async fn ready(State(ops): State<OpsState>) -> Response {
         )
             .into_response()
     };
-    if let Err(e) = ops.service.signer().health().await {
-        return down(format!("HSM: {e}"));
-    }
-    let store = Arc::clone(ops.service.store());
-    match tokio::task::spawn_blocking(move || store.probe()).await {
-        Ok(Ok(())) => axum::Json(HealthResponse {
+    match ops.service.ready().await {
+        Ok(()) => axum::Json(HealthResponse {
             status: "UP",
             reason: None,
         })
         .into_response(),
-        Ok(Err(e)) => down(format!("store: {e}")),
-        Err(_) => down("store: the probe task failed".to_owned()),
+        Err(e) => down(e.to_string()),
     }
 }
 
@@ -374,7 +373,7 @@ async fn openapi_json(State(ops): State<OpsState>) -> Response {
         Ok(json) => ([(header::CONTENT_TYPE, "application/json")], json).into_response(),
         Err(e) => {
             tracing::error!(error = %e, "cannot serialize the OpenAPI document");
-            ApiError::Service(crate::service::ServiceError::Internal).into_response()
+            ApiError::Panicked.into_response()
         }
     }
 }

@@ -11,7 +11,7 @@ use clap::{Parser, Subcommand};
 use secrecy::ExposeSecret as _;
 
 use offline_signer::config::Config;
-use offline_signer::{bench, qr, selftest, server, signer, store, token};
+use offline_signer::{app, bench, http, selftest, server};
 
 /// PowerAuth-compatible offline signatures with keys in a PKCS#11 HSM.
 ///
@@ -98,18 +98,8 @@ enum Command {
         command: ApplicationCommand,
     },
 
-    /// A software mobile token: activate it, sign QR payloads with it, show its status.
-    ///
-    /// A test double of a phone app; its state file holds what a phone keeps in secure storage.
-    Token {
-        #[command(subcommand)]
-        command: token::cli::TokenCommand,
-    },
-
-    /// Show an offlineData payload as a QR code: in the terminal, or as a PNG or SVG file.
-    Qr(qr::QrArgs),
-
-    /// Benchmarks: ceilings of the token and store, the service over HTTP, growth (scripts/bench.sh).
+    /// The benchmark's in-process steps: the token and store ceilings, and what a configuration
+    /// says (`offline-token bench run`, called by scripts/bench.sh, runs these).
     Bench {
         #[command(subcommand)]
         command: bench::BenchCommand,
@@ -219,10 +209,7 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
         }
         Command::KeyReport { config } => {
             let config = Config::load(&config)?;
-            let report = runtime()?.block_on(async {
-                let signer = signer::open_signer(&config.signer).await?;
-                signer::key_report(signer.as_ref()).await
-            })?;
+            let report = runtime()?.block_on(app::key_report(&config))?;
             let mut out = std::io::stdout().lock();
             serde_json::to_writer_pretty(&mut out, &report)?;
             writeln!(out)?;
@@ -240,9 +227,7 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
             command: AuditCommand::Verify { config },
         } => {
             let config = Config::load(&config)?;
-            let store = store::SledStore::open(&config.data_dir)
-                .with_context(|| format!("opening the store in {}", config.data_dir.display()))?;
-            let report = store::verify_audit_chain(&store)?;
+            let report = app::verify_audit(&config)?;
             match report.first_broken {
                 None => {
                     println!("audit chain intact: {} records", report.records);
@@ -271,19 +256,11 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
         } => {
             let config = Config::load(&config)?;
             let detail = runtime()?.block_on(server::create_application(&config, &id))?;
-            println!("{}", server::application_json(detail));
-            Ok(ExitCode::SUCCESS)
-        }
-        Command::Token { command } => {
-            token::cli::run(command)?;
-            Ok(ExitCode::SUCCESS)
-        }
-        Command::Qr(args) => {
-            qr::run(args)?;
+            println!("{}", http::application_json(detail));
             Ok(ExitCode::SUCCESS)
         }
         Command::Bench { command } => {
-            bench::main(command)?;
+            println!("{}", bench::main(command)?);
             Ok(ExitCode::SUCCESS)
         }
     }
@@ -304,7 +281,7 @@ fn integration(command: IntegrationCommand) -> anyhow::Result<ExitCode> {
         IntegrationCommand::List { config } => {
             let config = Config::load(&config)?;
             for c in server::list_integrations(&config)? {
-                let created = offline_signer::http::wire::rfc3339(c.created_at).unwrap_or_default();
+                let created = http::wire::rfc3339(c.created_at).unwrap_or_default();
                 println!("{}\t{}\t{}", c.client_token, c.name, created);
             }
         }

@@ -1,25 +1,23 @@
-//! Wiring and lifetime of the running service, and the administrative commands that work on the same
-//! pieces: configuration → signer → store → [`Service`] → [`http::router`], served until SIGTERM or
-//! SIGINT, with a background task pruning expired nonces.
+//! The running service and the administrative commands: [`serve`] opens everything through
+//! [`crate::app`], serves the API until SIGTERM or SIGINT, with a background task pruning expired
+//! nonces, and shuts down in order.
 //!
 //! Shutdown order: stop accepting connections, let in-flight requests finish (axum's graceful
-//! shutdown), stop the pruning task, [`Signer::shutdown`] (sessions closed, library finalized), then
-//! drop the store. Every store write is durable when it returns, so nothing acknowledged is lost.
+//! shutdown), stop the pruning task, release the HSM (sessions closed, library finalized), then drop
+//! the store. Every store write is durable when it returns, so nothing acknowledged is lost.
 //!
 //! sled allows one process per data directory: the commands below ([`create_integration`],
 //! [`list_integrations`], [`remove_integration`], [`create_application`]) must run while the server
 //! is stopped.
 
-use std::sync::Arc;
 use std::time::Duration;
 
-use secrecy::SecretString;
-
+use crate::app::{self, App, AppError};
 use crate::config::Config;
 use crate::http::{self, ApiSettings};
-use crate::service::{ApplicationDetail, Service, ServiceError, Settings, SystemClock};
-use crate::signer::{self, Signer, SignerError};
-use crate::store::{IntegrationCredential, SledStore, Store, StoreError, Timestamp};
+use crate::model::Timestamp;
+use crate::service::{ApplicationDetail, NewCredential, Service, ServiceError};
+use crate::store::IntegrationCredential;
 
 /// How often expired nonces are pruned.
 pub const PRUNE_INTERVAL: Duration = Duration::from_secs(60);
@@ -31,77 +29,38 @@ const PRUNE_BATCH: usize = 10_000;
 /// Why the server or a command could not do its work.
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
-    #[error("opening the store in {path}: {source}")]
-    OpenStore { path: String, source: StoreError },
-    #[error("the store failed: {0}")]
-    Store(#[from] StoreError),
-    #[error("opening the signer: {0}")]
-    OpenSigner(#[from] SignerError),
-    #[error("starting the service: {0}")]
-    Service(ServiceError),
+    /// Store, signer or service could not be opened.
+    #[error(transparent)]
+    App(#[from] AppError),
+    /// A use case refused or failed.
+    #[error("{0}")]
+    Service(#[from] ServiceError),
+    /// The listen address cannot be bound.
     #[error("cannot listen on {address}: {source}")]
     Bind {
+        /// The address.
         address: std::net::SocketAddr,
+        /// Why.
         source: std::io::Error,
     },
+    /// Serving failed.
     #[error("serving HTTP failed: {0}")]
     Serve(std::io::Error),
+    /// `integration remove` of a token that does not exist.
     #[error("no integration credential with client token {0}")]
     UnknownCredential(String),
-    #[error("invalid {what}: {problem}")]
-    Invalid {
-        what: &'static str,
-        problem: &'static str,
-    },
-}
-
-/// The service settings of a configuration.
-pub fn service_settings(config: &Config) -> Settings {
-    Settings {
-        signature: config.signature,
-        nonce_policy: config.nonce_policy,
-        nonce_ttl: config.nonce_ttl,
-    }
-}
-
-fn open_store(config: &Config) -> Result<Arc<SledStore>, ServerError> {
-    SledStore::open(&config.data_dir)
-        .map(Arc::new)
-        .map_err(|source| ServerError::OpenStore {
-            path: config.data_dir.display().to_string(),
-            source,
-        })
-}
-
-/// Opens signer, store and service. On a service error the signer is shut down before returning.
-async fn open_service(
-    config: &Config,
-) -> Result<(Service, Arc<dyn Signer>, Arc<SledStore>), ServerError> {
-    let store = open_store(config)?;
-    let signer = signer::open_signer(&config.signer).await?;
-    match Service::open(
-        Arc::clone(&signer),
-        Arc::clone(&store) as Arc<dyn Store>,
-        service_settings(config),
-        Arc::new(SystemClock),
-    )
-    .await
-    {
-        Ok(service) => Ok((service, signer, store)),
-        Err(e) => {
-            signer.shutdown().await;
-            Err(ServerError::Service(e))
-        }
-    }
 }
 
 /// `offline-signer serve`: runs until SIGTERM or SIGINT, then shuts down in order (module docs).
+///
+/// # Errors
+/// [`ServerError`] when a part cannot be opened, the address cannot be bound, or serving fails.
 pub async fn serve(config: &Config) -> Result<(), ServerError> {
-    let (service, signer, store) = open_service(config).await?;
+    let app = App::open(config).await?;
     let listener = match tokio::net::TcpListener::bind(config.listen).await {
         Ok(l) => l,
         Err(source) => {
-            signer.shutdown().await;
+            app.close().await;
             return Err(ServerError::Bind {
                 address: config.listen,
                 source,
@@ -110,19 +69,21 @@ pub async fn serve(config: &Config) -> Result<(), ServerError> {
     };
     let result = serve_on(
         listener,
-        service,
-        ApiSettings::from_config(config),
+        app.service().clone(),
+        config.http.clone(),
         shutdown_signal(),
     )
     .await;
-    signer.shutdown().await;
-    drop(store);
+    app.close().await;
     tracing::info!("stopped");
     result
 }
 
 /// Serves `service` on `listener` until `shutdown` completes, with the nonce-pruning task running
 /// alongside; in-flight requests finish before it returns. Does not shut the signer down.
+///
+/// # Errors
+/// [`ServerError::Serve`] when the listener fails.
 pub async fn serve_on(
     listener: tokio::net::TcpListener,
     service: Service,
@@ -198,67 +159,47 @@ async fn prune_nonces_forever(service: Service) {
 // -------------------------------------------------------------------------------------------------
 // Administrative commands (server stopped)
 
-/// A credential just made: the secret is shown once and never stored.
-#[derive(Debug)]
-pub struct NewCredential {
-    pub client_token: String,
-    pub name: String,
-    pub client_secret: SecretString,
-}
-
 /// `integration create`: stores a new credential (its secret hashed) and returns the secret once.
+///
+/// # Errors
+/// [`ServerError::App`] when the store cannot be opened, [`ServerError::Service`] for a bad name.
 pub fn create_integration(config: &Config, name: &str) -> Result<NewCredential, ServerError> {
-    if name.trim().is_empty() || name.len() > 255 || name.chars().any(char::is_control) {
-        return Err(ServerError::Invalid {
-            what: "name",
-            problem: "must be 1..=255 bytes without control characters",
-        });
-    }
-    let store = open_store(config)?;
-    let (credential, secret) = http::auth::new_credential(name, Timestamp::now());
-    store.put_credential(&credential)?;
-    tracing::info!(client_token = %credential.client_token, name, "integration credential created");
-    Ok(NewCredential {
-        client_token: credential.client_token,
-        name: credential.name,
-        client_secret: secret,
-    })
+    let created = app::credentials(config)?.create(name, Timestamp::now())?;
+    tracing::info!(client_token = %created.client_token, name, "integration credential created");
+    Ok(created)
 }
 
 /// `integration list`: every credential (token, name, creation time; the hash stays inside).
+///
+/// # Errors
+/// [`ServerError::App`] when the store cannot be opened.
 pub fn list_integrations(config: &Config) -> Result<Vec<IntegrationCredential>, ServerError> {
-    Ok(open_store(config)?.credentials()?)
+    Ok(app::credentials(config)?.list()?)
 }
 
 /// `integration remove`: deletes the credential with this client token.
+///
+/// # Errors
+/// [`ServerError::UnknownCredential`] when there is none.
 pub fn remove_integration(config: &Config, client_token: &str) -> Result<(), ServerError> {
-    let store = open_store(config)?;
-    match store.remove_credential(client_token) {
-        Ok(()) => {
-            tracing::info!(client_token, "integration credential removed");
-            Ok(())
-        }
-        Err(StoreError::NotFound { .. }) => {
-            Err(ServerError::UnknownCredential(client_token.to_owned()))
-        }
-        Err(e) => Err(e.into()),
+    if app::credentials(config)?.remove(client_token)? {
+        tracing::info!(client_token, "integration credential removed");
+        Ok(())
+    } else {
+        Err(ServerError::UnknownCredential(client_token.to_owned()))
     }
 }
 
 /// `application create`: creates the application and its master key pair in the HSM.
+///
+/// # Errors
+/// [`ServerError`] when a part cannot be opened or the use case refuses.
 pub async fn create_application(
     config: &Config,
     application_id: &str,
 ) -> Result<ApplicationDetail, ServerError> {
-    let (service, signer, store) = open_service(config).await?;
-    let result = service.create_application(application_id).await;
-    signer.shutdown().await;
-    drop(store);
-    result.map_err(ServerError::Service)
-}
-
-/// `application detail`-style JSON for the CLI (same field names as the API).
-pub fn application_json(detail: ApplicationDetail) -> String {
-    let wire: http::wire::ApplicationResponse = detail.into();
-    serde_json::to_string_pretty(&wire).unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}"))
+    let app = App::open(config).await?;
+    let result = app.service().create_application(application_id).await;
+    app.close().await;
+    Ok(result?)
 }

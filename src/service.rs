@@ -14,6 +14,7 @@
 //!   pool; HSM work runs on the signer's own threads.
 //! - Time comes from a [`Clock`], so tests can pin TOTP steps and nonce expiry.
 
+mod credentials;
 pub mod locks;
 pub mod requests;
 mod verify;
@@ -24,21 +25,20 @@ use std::time::Duration;
 use sha2::{Digest as _, Sha256};
 use zeroize::Zeroizing;
 
-use crate::config::{NoncePolicy, SignatureSettings};
+use serde::Deserialize;
+
 use crate::crypto::offline_data::{
     KeyIndicator, UnsignedOfflineData, decode_nonce, generate_nonce,
 };
-use crate::crypto::{self, CounterData, FactorKeys, MasterSecret, PublicKey, SymmetricKey, b64};
-use crate::signer::{
-    EncryptedSecret, KeyId as HsmKeyId, KeyRef, Signer, SignerError, StorageKeyIds,
-    WrappedKey as HsmWrappedKey,
-};
+use crate::crypto::{self, CounterData, FactorKeys, MasterSecret, SymmetricKey, b64};
+use crate::model::{ActivationStatus, PublicKey, Timestamp};
+use crate::signer::{KeyRef, Signer, SignerError, StorageKeyIds};
 use crate::store::{
-    Activation, ActivationStatus, Application, AuditDraft, AuditOperation, AuditOutcome,
-    EncryptedFactorKeys, IssuedNonce, KeyId, MasterKeyRef, NonceOwner, PublicKeyBytes, Store,
-    StoreError, Timestamp, WrappedKey,
+    Activation, Application, AuditDraft, AuditOperation, AuditOutcome, IssuedNonce, MasterKeyRef,
+    NonceOwner, Store, StoreError,
 };
 
+pub use credentials::{Credentials, NewCredential};
 pub use requests::*;
 
 /// Blocked reason set when the failure limit is reached (`powerauth-offline.md` §12).
@@ -55,8 +55,9 @@ const FACTOR_KEYS_AAD: &[u8] = b"offline-signer/factor-keys/v1:";
 /// Layout of the sealed factor-key plaintext: Kp ‖ Kk ‖ Kb.
 const FACTOR_KEYS_LEN: usize = 48;
 
-/// A use case failed. Each variant is one PowerAuth error code or HTTP status (see `http`); details
-/// for operators are logged where the error is made, never sent to the caller.
+/// A use case failed. Each variant is one PowerAuth error code or HTTP status (see `http`). What
+/// went wrong inside ([`Cause`]) travels with the error for the operator's log, written once at the
+/// boundary; it never reaches the caller.
 #[derive(Debug, thiserror::Error)]
 pub enum ServiceError {
     /// ERR0024: the request is malformed or out of range. The text says which field, never a secret.
@@ -77,20 +78,38 @@ pub enum ServiceError {
     /// ERR0010.
     #[error("a key in the request has an invalid format")]
     InvalidKeyFormat,
-    /// ERR0013.
-    #[error("the signature could not be computed")]
-    SignatureFailed,
+    /// ERR0013: the HSM answered, but would not sign (key missing, mechanism refused, …).
+    #[error("the signature could not be computed: {0}")]
+    SignatureFailed(Cause),
     /// HTTP 503: the HSM is unreachable, busy or too slow; nothing changed.
-    #[error("the HSM is unavailable")]
-    HsmUnavailable,
-    /// Anything else (store failure, corrupt record): HTTP 500, details in the log.
-    #[error("internal error")]
-    Internal,
+    #[error("the HSM is unavailable: {0}")]
+    HsmUnavailable(SignerError),
+    /// Anything else (store failure, corrupt record, a broken invariant): HTTP 500.
+    #[error("internal error: {0}")]
+    Internal(Cause),
+}
+
+/// What went wrong inside the service, for the operator's log only.
+#[derive(Debug, thiserror::Error)]
+pub enum Cause {
+    /// The signer failed.
+    #[error("signer: {0}")]
+    Signer(SignerError),
+    /// The store failed.
+    #[error("store: {0}")]
+    Store(StoreError),
+    /// Something that must not happen did (the words say what).
+    #[error("{0}")]
+    Invariant(&'static str),
 }
 
 impl ServiceError {
     fn invalid(message: impl Into<String>) -> Self {
         Self::InvalidRequest(message.into())
+    }
+
+    fn invariant(what: &'static str) -> Self {
+        Self::Internal(Cause::Invariant(what))
     }
 }
 
@@ -98,14 +117,9 @@ impl From<SignerError> for ServiceError {
     fn from(e: SignerError) -> Self {
         match e {
             SignerError::TokenUnavailable | SignerError::Busy | SignerError::Timeout => {
-                tracing::warn!(error = %e, "HSM unavailable");
-                Self::HsmUnavailable
+                Self::HsmUnavailable(e)
             }
-            SignerError::InvalidPublicKey => Self::InvalidKeyFormat,
-            other => {
-                tracing::error!(error = %other, "signer failed");
-                Self::Internal
-            }
+            other => Self::Internal(Cause::Signer(other)),
         }
     }
 }
@@ -114,15 +128,14 @@ impl From<SignerError> for ServiceError {
 /// to sign (key missing from the token, mechanism refused, unwrap failed) is ERR0013.
 fn signing_failed(e: SignerError) -> ServiceError {
     match ServiceError::from(e) {
-        ServiceError::HsmUnavailable => ServiceError::HsmUnavailable,
-        _ => ServiceError::SignatureFailed,
+        ServiceError::Internal(cause) => ServiceError::SignatureFailed(cause),
+        other => other,
     }
 }
 
 impl From<StoreError> for ServiceError {
     fn from(e: StoreError) -> Self {
-        tracing::error!(error = %e, "store failed");
-        Self::Internal
+        Self::Internal(Cause::Store(e))
     }
 }
 
@@ -142,12 +155,39 @@ impl Clock for SystemClock {
     }
 }
 
-/// Settings of the use cases, taken from [`crate::config::Config`].
-#[derive(Debug, Clone, Copy)]
+/// Settings of the use cases (the `[signature]` and `[nonce]` tables of the configuration).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Settings {
+    /// Verification settings.
     pub signature: SignatureSettings,
+    /// Whether issued nonces are registered and checked.
     pub nonce_policy: NoncePolicy,
+    /// How long an issued nonce stays valid.
     pub nonce_ttl: Duration,
+}
+
+/// Verification settings (`powerauth-offline.md` §2.3).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SignatureSettings {
+    /// Size of the counter window: positions `counter .. counter + lookahead` are tried.
+    pub lookahead: u32,
+    /// Failed attempts before an activation is blocked, for activations that do not set their own.
+    pub max_failed_attempts: u32,
+    /// Digits per factor component when a request does not say.
+    pub component_length: u32,
+    /// Digits of the proximity TOTP, used by both create and verify.
+    pub proximity_otp_length: u32,
+}
+
+/// Whether issued nonces are registered and checked (`api.md`, nonce registry).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum NoncePolicy {
+    /// Nonces are single-use and expire: the default.
+    #[default]
+    Enforce,
+    /// PowerAuth's behaviour: nonces are not recorded; replay protection is the counter alone.
+    Off,
 }
 
 /// The service: cheap to clone, shared by every request.
@@ -163,6 +203,7 @@ struct Inner {
     storage_keys: StorageKeyIds,
     locks: locks::ActivationLocks,
     clock: Arc<dyn Clock>,
+    credentials: Credentials,
 }
 
 impl std::fmt::Debug for Service {
@@ -183,19 +224,15 @@ impl Service {
         settings: Settings,
         clock: Arc<dyn Clock>,
     ) -> Result<Self, ServiceError> {
-        let recorded = store.storage_keys()?.map(|(kek, dek)| StorageKeyIds {
-            kek: HsmKeyId::from_bytes(kek.0),
-            dek: HsmKeyId::from_bytes(dek.0),
-        });
+        let recorded = store
+            .storage_keys()?
+            .map(|(kek, dek)| StorageKeyIds { kek, dek });
         let storage_keys = signer.ensure_storage_keys(recorded).await?;
         if recorded.is_none() {
-            let ids = (
-                KeyId(*storage_keys.kek.as_bytes()),
-                KeyId(*storage_keys.dek.as_bytes()),
-            );
             let store2 = Arc::clone(&store);
-            blocking(move || store2.set_storage_keys(ids.0, ids.1)).await?;
+            blocking(move || store2.set_storage_keys(storage_keys.kek, storage_keys.dek)).await?;
         }
+        let credentials = Credentials::new(Arc::clone(&store));
         Ok(Self {
             inner: Arc::new(Inner {
                 signer,
@@ -204,6 +241,7 @@ impl Service {
                 storage_keys,
                 locks: locks::ActivationLocks::new(),
                 clock,
+                credentials,
             }),
         })
     }
@@ -213,14 +251,29 @@ impl Service {
         &self.inner.settings
     }
 
-    /// The signer (for readiness probes and the key report).
-    pub fn signer(&self) -> &Arc<dyn Signer> {
-        &self.inner.signer
+    /// Whether the service can do its work right now: the HSM answers and the store takes a durable
+    /// write (the readiness probe).
+    ///
+    /// # Errors
+    /// [`ServiceError::HsmUnavailable`] or [`ServiceError::Internal`] saying which part failed.
+    pub async fn ready(&self) -> Result<(), ServiceError> {
+        self.inner.signer.health().await?;
+        Ok(self.write(|s| s.probe()).await?)
     }
 
-    /// The store (for readiness probes and the audit command).
-    pub fn store(&self) -> &Arc<dyn Store> {
-        &self.inner.store
+    /// Checks integration credentials (HTTP Basic `clientToken:clientSecret`): `Ok(true)` only for a
+    /// stored token whose secret matches, compared in constant time.
+    ///
+    /// # Errors
+    /// [`ServiceError::Internal`] when the store cannot be read.
+    pub fn authenticate(
+        &self,
+        client_token: &str,
+        client_secret: &secrecy::SecretString,
+    ) -> Result<bool, ServiceError> {
+        self.inner
+            .credentials
+            .authenticate(client_token, client_secret)
     }
 
     fn now(&self) -> Timestamp {
@@ -255,8 +308,8 @@ impl Service {
             id: application_id.to_owned(),
             roles: Vec::new(),
             master_keys: vec![MasterKeyRef {
-                key_id: KeyId(*key.id.as_bytes()),
-                public_key: PublicKeyBytes(key.public_key.as_bytes().to_vec()),
+                key_id: key.id,
+                public_key: key.public_key,
                 created_at: now,
             }],
             created_at: now,
@@ -332,13 +385,8 @@ impl Service {
         let pair = signer
             .generate_wrapped_key_pair(&self.inner.storage_keys.kek)
             .await?;
-        let server_key = PublicKey::from_sec1(pair.public_key.as_bytes()).map_err(|e| {
-            tracing::error!(error = %e, "the HSM returned an invalid public key");
-            ServiceError::Internal
-        })?;
-        let shared = signer
-            .ecdh(&pair.wrapped, &device_key.to_uncompressed())
-            .await?;
+        let server_key = pair.public_key;
+        let shared = signer.ecdh(&pair.wrapped, &device_key).await?;
         let factor_keys =
             FactorKeys::from_master_secret(&MasterSecret::from_ecdh_x(shared.expose()));
         let sealed = signer
@@ -360,11 +408,10 @@ impl Service {
             status: ActivationStatus::PendingCommit,
             blocked_reason: None,
             flags: request.activation_flags,
-            device_public_key: PublicKeyBytes(device_key.to_uncompressed().to_vec()),
-            server_public_key: PublicKeyBytes(server_key.to_uncompressed().to_vec()),
-            wrapped_server_private_key: WrappedKey(pair.wrapped.to_bytes()),
-            wrapping_key_id: KeyId(*pair.wrapped.kek().as_bytes()),
-            encrypted_factor_keys: EncryptedFactorKeys(sealed.as_bytes().to_vec()),
+            device_public_key: device_key,
+            server_public_key: server_key,
+            wrapped_server_private_key: Some(pair.wrapped),
+            encrypted_factor_keys: Some(sealed),
             counter: 0,
             ctr_data: *ctr_data.as_bytes(),
             failed_attempts: 0,
@@ -470,7 +517,7 @@ impl Service {
             .store
             .activation(activation_id)?
             .ok_or(ServiceError::ActivationNotFound)?;
-        activation_info(&activation)
+        Ok(activation_info(&activation))
     }
 
     /// Applies `change` to the activation under its lock and stores it with an audit record.
@@ -534,7 +581,10 @@ impl Service {
         if activation.status != ActivationStatus::Active {
             return Err(ServiceError::IncorrectState);
         }
-        let wrapped = HsmWrappedKey::from_bytes(&activation.wrapped_server_private_key.0)?;
+        let wrapped = activation
+            .wrapped_server_private_key
+            .as_ref()
+            .ok_or(ServiceError::invariant("an active activation has no wrapped key"))?;
         let unsigned = UnsignedOfflineData::new(
             &request.data,
             totp.as_deref(),
@@ -544,10 +594,10 @@ impl Service {
         let signature = self
             .inner
             .signer
-            .sign_digest(KeyRef::Wrapped(&wrapped), &unsigned.digest())
+            .sign_digest(KeyRef::Wrapped(wrapped), &unsigned.digest())
             .await
             .map_err(signing_failed)?;
-        let offline_data = finish_offline_data(unsigned, signature.as_bytes())?;
+        let offline_data = unsigned.finish(&signature);
         let owner = NonceOwner::Activation(activation.id.clone());
         let mut audit = AuditDraft::new(
             now,
@@ -578,7 +628,7 @@ impl Service {
         let master = app
             .newest_master_key()
             .ok_or(ServiceError::NoMasterKeyPair)?;
-        let key_id = HsmKeyId::from_bytes(master.key_id.0);
+        let key_id = master.key_id;
         let nonce = generate_nonce(&mut rand::rngs::OsRng);
         let unsigned = UnsignedOfflineData::new(&request.data, None, &nonce, KeyIndicator::Master);
         let signature = self
@@ -587,7 +637,7 @@ impl Service {
             .sign_digest(KeyRef::Token(&key_id), &unsigned.digest())
             .await
             .map_err(signing_failed)?;
-        let offline_data = finish_offline_data(unsigned, signature.as_bytes())?;
+        let offline_data = unsigned.finish(&signature);
         let now = self.now();
         let mut audit = AuditDraft::new(
             now,
@@ -656,14 +706,17 @@ impl Service {
     }
 
     async fn factor_keys(&self, activation: &Activation) -> Result<FactorKeys, ServiceError> {
-        let sealed = EncryptedSecret::from_bytes(activation.encrypted_factor_keys.0.clone())?;
+        let sealed = activation
+            .encrypted_factor_keys
+            .as_ref()
+            .ok_or(ServiceError::invariant("the activation has no factor keys"))?;
         let plain = self
             .inner
             .signer
             .decrypt_secret(
                 &self.inner.storage_keys.dek,
                 &factor_keys_aad(&activation.id),
-                &sealed,
+                sealed,
             )
             .await?;
         open_factor_keys(plain.expose())
@@ -723,24 +776,15 @@ fn seal_factor_keys(keys: &FactorKeys) -> Zeroizing<Vec<u8>> {
 
 fn open_factor_keys(plain: &[u8]) -> Result<FactorKeys, ServiceError> {
     if plain.len() != FACTOR_KEYS_LEN {
-        tracing::error!(
-            len = plain.len(),
-            "decrypted factor-key blob has the wrong length"
-        );
-        return Err(ServiceError::Internal);
+        return Err(ServiceError::invariant(
+            "the decrypted factor-key blob has the wrong length",
+        ));
     }
     let key = |i: usize| {
-        SymmetricKey::from_slice(&plain[i * 16..(i + 1) * 16]).map_err(|_| ServiceError::Internal)
+        SymmetricKey::from_slice(&plain[i * 16..(i + 1) * 16])
+            .map_err(|_| ServiceError::invariant("a factor key is not 16 bytes"))
     };
     Ok(FactorKeys::new(key(0)?, key(1)?, key(2)?))
-}
-
-fn finish_offline_data(unsigned: UnsignedOfflineData, der: &[u8]) -> Result<String, ServiceError> {
-    let signature = crypto::DerSignature::from_der(der).map_err(|e| {
-        tracing::error!(error = %e, "the HSM returned a malformed signature");
-        ServiceError::SignatureFailed
-    })?;
-    Ok(unsigned.finish(&signature))
 }
 
 fn application_detail(app: &Application) -> Result<ApplicationDetail, ServiceError> {
@@ -750,16 +794,12 @@ fn application_detail(app: &Application) -> Result<ApplicationDetail, ServiceErr
     Ok(ApplicationDetail {
         application_id: app.id.clone(),
         application_roles: app.roles.clone(),
-        master_public_key: b64::encode(&master.public_key.0),
+        master_public_key: master.public_key.to_base64(),
     })
 }
 
-fn activation_info(a: &Activation) -> Result<ActivationInfo, ServiceError> {
-    let device =
-        PublicKey::from_sec1(&a.device_public_key.0).map_err(|_| ServiceError::Internal)?;
-    let server =
-        PublicKey::from_sec1(&a.server_public_key.0).map_err(|_| ServiceError::Internal)?;
-    Ok(ActivationInfo {
+fn activation_info(a: &Activation) -> ActivationInfo {
+    ActivationInfo {
         activation_id: a.id.clone(),
         activation_status: a.status,
         blocked_reason: a.blocked_reason.clone(),
@@ -771,8 +811,12 @@ fn activation_info(a: &Activation) -> Result<ActivationInfo, ServiceError> {
         counter: a.counter,
         timestamp_created: a.created_at,
         timestamp_last_used: a.last_used_at,
-        device_public_key_fingerprint: crypto::fingerprint::fingerprint_v3(&device, &a.id, &server),
-    })
+        device_public_key_fingerprint: crypto::fingerprint::fingerprint_v3(
+            &a.device_public_key,
+            &a.id,
+            &a.server_public_key,
+        ),
+    }
 }
 
 fn activation_audit(

@@ -1,10 +1,11 @@
 //! The signer: every operation that touches key material the service must not hold.
 //!
-//! This module owns the [`Signer`] trait and the byte-level types that cross it ([`KeyId`],
-//! [`EcPublicKey`], [`WrappedKey`], [`EncryptedSecret`], [`DerSignature`], [`SharedSecret`],
-//! [`PlainSecret`]), the error type [`SignerError`], the `[signer]` configuration table
-//! ([`config::RawSignerConfig`] → [`config::SignerConfig`]) and [`open_signer`], which builds the
-//! configured implementation:
+//! This module owns the [`Signer`] trait, the two secret types only the signer hands out
+//! ([`SharedSecret`], [`PlainSecret`]), its errors ([`OpenError`] at start, [`SignerError`] per
+//! operation), the `[signer]` configuration table ([`config::RawSignerConfig`] →
+//! [`config::SignerConfig`]) and [`open_signer`], which builds the configured implementation. The
+//! byte-level types that cross the trait (key ids, wrapped keys, sealed secrets, public keys, DER
+//! signatures) are the shared vocabulary of [`crate::model`].
 //!
 //! - [`pkcs11::Pkcs11Signer`] talks to a PKCS#11 token through a pool of dedicated OS threads; it
 //!   is the only code in the crate that imports `cryptoki`.
@@ -22,7 +23,6 @@ pub mod report;
 pub mod software;
 
 use std::fmt;
-use std::str::FromStr;
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -30,6 +30,7 @@ use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
 
 pub use config::{ConfigError, RawSignerConfig, SignerConfig};
+use crate::model::{DerSignature, EncryptedSecret, KeyId, PublicKey, WrappedKey};
 pub use report::{KeyReport, key_report};
 
 /// Prefix of the `CKA_LABEL` of every object the service owns on the token.
@@ -47,24 +48,10 @@ pub fn master_label(id: &KeyId) -> String {
 /// Length in bytes of a digest accepted by [`Signer::sign_digest`] (SHA-256).
 pub const DIGEST_LEN: usize = 32;
 
-/// Errors of the signer layer, in domain words. None of them carries a PIN or key bytes.
+/// Why the signer could not start: the configuration, the module or the token is not what it must
+/// be. Fix it and start again; none of these is retried.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum SignerError {
-    /// The token is gone or failing; the signer keeps trying to get it back on its own.
-    #[error("the HSM token is unavailable")]
-    TokenUnavailable,
-    /// The work queue is full (back-pressure): try again later.
-    #[error("the signer is busy (work queue full)")]
-    Busy,
-    /// The operation did not finish within the configured timeout.
-    #[error("the signer did not answer within the timeout")]
-    Timeout,
-    /// The token refused the user PIN. Never retried.
-    #[error("the HSM token rejected the user PIN")]
-    PinRejected,
-    /// The token's user PIN is locked (or expired). Never retried.
-    #[error("the HSM token's user PIN is locked")]
-    PinLocked,
+pub enum OpenError {
     /// The PIN could not be read from its configured source (named, never its content).
     #[error("cannot read the PIN from {source_name}: {reason}")]
     PinUnavailable {
@@ -73,26 +60,6 @@ pub enum SignerError {
         /// Why, e.g. "empty" or the I/O error kind.
         reason: String,
     },
-    /// No key with this label and id is on the token.
-    #[error("key not found: {label}")]
-    KeyNotFound {
-        /// The `CKA_LABEL` searched for (contains only the public key id).
-        label: String,
-    },
-    /// More than one object matches a label and id that must be unique.
-    #[error("{count} objects match {label}; exactly one is required")]
-    AmbiguousKey {
-        /// The `CKA_LABEL` searched for.
-        label: String,
-        /// How many objects matched.
-        count: usize,
-    },
-    /// A public key is not a valid P-256 point.
-    #[error("invalid P-256 public key")]
-    InvalidPublicKey,
-    /// The caller passed malformed input (e.g. a digest that is not 32 bytes).
-    #[error("invalid input: {0}")]
-    InvalidInput(&'static str),
     /// The configured PKCS#11 module file does not exist.
     #[error("PKCS#11 module not found: {path}")]
     ModuleNotFound {
@@ -125,13 +92,56 @@ pub enum SignerError {
         /// How many tokens matched.
         count: usize,
     },
+    /// The software signer's key file is malformed.
+    #[error("malformed software key file")]
+    KeyFile,
+    /// The token was reached but its first operations failed (PIN refused, mechanism missing…).
+    #[error(transparent)]
+    Token(#[from] SignerError),
+}
+
+/// Why one signer operation failed, in domain words. None of them carries a PIN or key bytes.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SignerError {
+    /// The token is gone or failing; the signer keeps trying to get it back on its own.
+    #[error("the HSM token is unavailable")]
+    TokenUnavailable,
+    /// The work queue is full (back-pressure): try again later.
+    #[error("the signer is busy (work queue full)")]
+    Busy,
+    /// The operation did not finish within the configured timeout.
+    #[error("the signer did not answer within the timeout")]
+    Timeout,
+    /// The token refused the user PIN. Never retried.
+    #[error("the HSM token rejected the user PIN")]
+    PinRejected,
+    /// The token's user PIN is locked (or expired). Never retried.
+    #[error("the HSM token's user PIN is locked")]
+    PinLocked,
+    /// No key with this label and id is on the token.
+    #[error("key not found: {label}")]
+    KeyNotFound {
+        /// The `CKA_LABEL` searched for (contains only the public key id).
+        label: String,
+    },
+    /// More than one object matches a label and id that must be unique.
+    #[error("{count} objects match {label}; exactly one is required")]
+    AmbiguousKey {
+        /// The `CKA_LABEL` searched for.
+        label: String,
+        /// How many objects matched.
+        count: usize,
+    },
+    /// The caller passed malformed input (e.g. a digest that is not 32 bytes).
+    #[error("invalid input: {0}")]
+    InvalidInput(&'static str),
     /// The token does not offer a mechanism the service needs.
     #[error("the token does not support {0}")]
     Unsupported(String),
     /// Authenticated decryption failed: wrong key, wrong associated data or tampered bytes.
     #[error("decryption failed")]
     DecryptFailed,
-    /// A stored blob (wrapped key, sealed secret, key file) is malformed.
+    /// A stored blob (wrapped key, sealed secret) or a token answer is malformed.
     #[error("malformed {0}")]
     Malformed(&'static str),
     /// Anything else; the text names the failing step and return code only.
@@ -139,117 +149,9 @@ pub enum SignerError {
     Internal(String),
 }
 
-/// A random 16-byte key identifier, stored as `CKA_ID` on the token and recorded in the store.
-/// Displays as 32 lowercase hex digits; serializes as that string.
-#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct KeyId([u8; 16]);
-
-impl KeyId {
-    /// A fresh random id from the operating system's CSPRNG.
-    pub fn generate() -> Self {
-        use rand::RngCore;
-        let mut bytes = [0u8; 16];
-        rand::rngs::OsRng.fill_bytes(&mut bytes);
-        KeyId(bytes)
-    }
-
-    /// Wraps 16 bytes.
-    pub const fn from_bytes(bytes: [u8; 16]) -> Self {
-        KeyId(bytes)
-    }
-
-    /// The 16 bytes (the `CKA_ID` value).
-    pub const fn as_bytes(&self) -> &[u8; 16] {
-        &self.0
-    }
-
-    /// Parses a `CKA_ID` value; `None` unless it is exactly 16 bytes.
-    pub fn from_slice(bytes: &[u8]) -> Option<Self> {
-        <[u8; 16]>::try_from(bytes).ok().map(KeyId)
-    }
-}
-
-impl fmt::Display for KeyId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&hex::encode(self.0))
-    }
-}
-
-impl fmt::Debug for KeyId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "KeyId({self})")
-    }
-}
-
-impl FromStr for KeyId {
-    type Err = SignerError;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let bytes = hex::decode(s).map_err(|_| SignerError::Malformed("key id"))?;
-        KeyId::from_slice(&bytes).ok_or(SignerError::Malformed("key id"))
-    }
-}
-
-impl Serialize for KeyId {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&self.to_string())
-    }
-}
-
-impl<'de> Deserialize<'de> for KeyId {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let s = String::deserialize(d)?;
-        s.parse().map_err(serde::de::Error::custom)
-    }
-}
-
-/// A validated P-256 public key as its 65-byte uncompressed SEC1 encoding `04 ‖ X ‖ Y`.
-#[derive(Clone, Copy, PartialEq, Eq)]
-pub struct EcPublicKey([u8; 65]);
-
-impl EcPublicKey {
-    /// Accepts a SEC1 point (uncompressed or compressed) and checks that it is on P-256 and not the
-    /// identity; stores the uncompressed form.
-    pub fn from_sec1(bytes: &[u8]) -> Result<Self, SignerError> {
-        let key =
-            p256::PublicKey::from_sec1_bytes(bytes).map_err(|_| SignerError::InvalidPublicKey)?;
-        Ok(Self::from_p256(&key))
-    }
-
-    /// Accepts a `CKA_EC_POINT` value: either DER-wrapped (`04 41 04‖X‖Y`, as SoftHSM returns it)
-    /// or the raw SEC1 point (as some HSMs return it).
-    pub fn from_ec_point(bytes: &[u8]) -> Result<Self, SignerError> {
-        if bytes.len() >= 2 && bytes[0] == 0x04 && usize::from(bytes[1]) == bytes.len() - 2 {
-            // DER OCTET STRING with a short length; a raw uncompressed point (65 bytes) cannot
-            // have this shape because its second byte would have to be 63.
-            return Self::from_sec1(&bytes[2..]);
-        }
-        Self::from_sec1(bytes)
-    }
-
-    /// From a p256 key.
-    pub fn from_p256(key: &p256::PublicKey) -> Self {
-        use p256::elliptic_curve::sec1::ToEncodedPoint;
-        let point = key.to_encoded_point(false);
-        let mut out = [0u8; 65];
-        out.copy_from_slice(point.as_bytes());
-        EcPublicKey(out)
-    }
-
-    /// The 65 bytes `04 ‖ X ‖ Y`.
-    pub const fn as_bytes(&self) -> &[u8; 65] {
-        &self.0
-    }
-
-    /// As a p256 key (for verification).
-    pub fn to_p256(&self) -> p256::PublicKey {
-        p256::PublicKey::from_sec1_bytes(&self.0)
-            .expect("EcPublicKey is only built from a validated P-256 point")
-    }
-}
-
-impl fmt::Debug for EcPublicKey {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "EcPublicKey({})", hex::encode(self.0))
+impl From<crate::model::Malformed> for SignerError {
+    fn from(e: crate::model::Malformed) -> Self {
+        SignerError::Malformed(e.0)
     }
 }
 
@@ -259,7 +161,7 @@ pub struct GeneratedKeyPair {
     /// The `CKA_ID` of both halves.
     pub id: KeyId,
     /// The public half.
-    pub public_key: EcPublicKey,
+    pub public_key: PublicKey,
 }
 
 /// The ids of the two storage keys, recorded by the caller (the store) after the first start.
@@ -271,156 +173,13 @@ pub struct StorageKeyIds {
     pub dek: KeyId,
 }
 
-/// Version byte of [`WrappedKey::to_bytes`].
-const WRAPPED_KEY_VERSION: u8 = 1;
-
-/// A per-activation P-256 private key wrapped under the KEK.
-///
-/// Bytes (`to_bytes`): `version (1 byte, 0x01) ‖ KEK id (16 bytes) ‖ blob`, where the blob is the
-/// implementation's wrapping: `CKM_AES_KEY_WRAP_PAD` (RFC 5649) of the PKCS#8 private key for
-/// PKCS#11, RFC 5649 of the 32-byte scalar for the software signer. A blob only unwraps with the
-/// signer kind and KEK that made it.
-#[derive(Clone, PartialEq, Eq)]
-pub struct WrappedKey {
-    kek: KeyId,
-    blob: Vec<u8>,
-}
-
-impl WrappedKey {
-    /// Assembles a wrapped key (used by the implementations).
-    pub fn new(kek: KeyId, blob: Vec<u8>) -> Self {
-        WrappedKey { kek, blob }
-    }
-
-    /// The KEK it is wrapped under.
-    pub fn kek(&self) -> &KeyId {
-        &self.kek
-    }
-
-    /// The wrapped bytes, without version and KEK id.
-    pub fn blob(&self) -> &[u8] {
-        &self.blob
-    }
-
-    /// `0x01 ‖ KEK id ‖ blob`, for the store.
-    pub fn to_bytes(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(17 + self.blob.len());
-        out.push(WRAPPED_KEY_VERSION);
-        out.extend_from_slice(self.kek.as_bytes());
-        out.extend_from_slice(&self.blob);
-        out
-    }
-
-    /// Parses [`WrappedKey::to_bytes`].
-    pub fn from_bytes(bytes: &[u8]) -> Result<Self, SignerError> {
-        match bytes.split_first() {
-            Some((&WRAPPED_KEY_VERSION, rest)) if rest.len() > 16 => Ok(WrappedKey {
-                kek: KeyId::from_slice(&rest[..16]).ok_or(SignerError::Malformed("wrapped key"))?,
-                blob: rest[16..].to_vec(),
-            }),
-            _ => Err(SignerError::Malformed("wrapped key")),
-        }
-    }
-}
-
-impl fmt::Debug for WrappedKey {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "WrappedKey {{ kek: {}, blob: {} bytes }}",
-            self.kek,
-            self.blob.len()
-        )
-    }
-}
-
 /// A freshly generated per-activation key pair: the private half wrapped, the public half clear.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct WrappedKeyPair {
     /// The private key wrapped under the KEK.
     pub wrapped: WrappedKey,
     /// The public key (sent to the device).
-    pub public_key: EcPublicKey,
-}
-
-/// Version byte of [`EncryptedSecret`].
-pub const SEALED_VERSION: u8 = 1;
-/// AES-GCM nonce length used by [`EncryptedSecret`].
-pub const SEALED_IV_LEN: usize = 12;
-/// AES-GCM tag length used by [`EncryptedSecret`].
-pub const SEALED_TAG_LEN: usize = 16;
-
-/// Factor-key material sealed under the DEK with AES-256-GCM.
-///
-/// Bytes: `version (0x01) ‖ IV (12 random bytes) ‖ ciphertext ‖ tag (16 bytes)`. The associated
-/// data (e.g. the activation id) is supplied by the caller at both ends and is not stored here.
-#[derive(Clone, PartialEq, Eq)]
-pub struct EncryptedSecret(Vec<u8>);
-
-impl EncryptedSecret {
-    /// Assembles the bytes from parts.
-    pub fn from_parts(iv: &[u8; SEALED_IV_LEN], ciphertext_and_tag: &[u8]) -> Self {
-        let mut out = Vec::with_capacity(1 + SEALED_IV_LEN + ciphertext_and_tag.len());
-        out.push(SEALED_VERSION);
-        out.extend_from_slice(iv);
-        out.extend_from_slice(ciphertext_and_tag);
-        EncryptedSecret(out)
-    }
-
-    /// Checks version and minimum length.
-    pub fn from_bytes(bytes: Vec<u8>) -> Result<Self, SignerError> {
-        if bytes.len() < 1 + SEALED_IV_LEN + SEALED_TAG_LEN || bytes[0] != SEALED_VERSION {
-            return Err(SignerError::Malformed("encrypted secret"));
-        }
-        Ok(EncryptedSecret(bytes))
-    }
-
-    /// All bytes, for the store.
-    pub fn as_bytes(&self) -> &[u8] {
-        &self.0
-    }
-
-    /// The 12-byte IV.
-    pub fn iv(&self) -> [u8; SEALED_IV_LEN] {
-        let mut iv = [0u8; SEALED_IV_LEN];
-        iv.copy_from_slice(&self.0[1..1 + SEALED_IV_LEN]);
-        iv
-    }
-
-    /// Ciphertext followed by the 16-byte tag.
-    pub fn ciphertext_and_tag(&self) -> &[u8] {
-        &self.0[1 + SEALED_IV_LEN..]
-    }
-}
-
-impl fmt::Debug for EncryptedSecret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "EncryptedSecret({} bytes)", self.0.len())
-    }
-}
-
-/// An ECDSA P-256 signature in DER (`SEQUENCE { INTEGER r, INTEGER s }`); S may be high.
-#[derive(Clone, PartialEq, Eq)]
-pub struct DerSignature(Vec<u8>);
-
-impl DerSignature {
-    /// Converts a raw `r ‖ s` (64 bytes, as `CKM_ECDSA` returns it) to DER.
-    pub fn from_raw(raw: &[u8]) -> Result<Self, SignerError> {
-        let sig = p256::ecdsa::Signature::from_slice(raw)
-            .map_err(|_| SignerError::Internal("token returned a malformed signature".into()))?;
-        Ok(DerSignature(sig.to_der().as_bytes().to_vec()))
-    }
-
-    /// The DER bytes.
-    pub fn as_bytes(&self) -> &[u8] {
-        &self.0
-    }
-}
-
-impl fmt::Debug for DerSignature {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "DerSignature({})", hex::encode(&self.0))
-    }
+    pub public_key: PublicKey,
 }
 
 /// The 32-byte x-coordinate of an ECDH shared point; wiped on drop, redacted in `Debug`.
@@ -579,10 +338,13 @@ pub trait Signer: Send + Sync + fmt::Debug {
         digest: &[u8],
     ) -> Result<DerSignature, SignerError>;
 
-    /// ECDH between a wrapped private key and a device public key (SEC1, validated here first:
-    /// [`SignerError::InvalidPublicKey`]); returns the 32-byte x-coordinate.
-    async fn ecdh(&self, key: &WrappedKey, peer_public: &[u8])
-    -> Result<SharedSecret, SignerError>;
+    /// ECDH between a wrapped private key and a peer's public key (a validated P-256 point);
+    /// returns the 32-byte x-coordinate.
+    async fn ecdh(
+        &self,
+        key: &WrappedKey,
+        peer_public: &PublicKey,
+    ) -> Result<SharedSecret, SignerError>;
 
     /// Seals `plaintext` under the DEK with AES-256-GCM, a random 12-byte IV and the caller's
     /// `associated_data`.
@@ -603,7 +365,7 @@ pub trait Signer: Send + Sync + fmt::Debug {
     ) -> Result<PlainSecret, SignerError>;
 
     /// Reads the public key of a token key pair.
-    async fn public_key(&self, id: &KeyId) -> Result<EcPublicKey, SignerError>;
+    async fn public_key(&self, id: &KeyId) -> Result<PublicKey, SignerError>;
 
     /// Unwraps `key` exactly as signing does, reads the attributes of the unwrapped object and
     /// destroys it: proof of how unwrapped keys live (sensitive, not extractable, session-only).
@@ -624,7 +386,10 @@ pub trait Signer: Send + Sync + fmt::Debug {
 
 /// Builds the configured signer. For PKCS#11 this loads the module, finds the token, logs in once
 /// and starts the worker threads; every failure is reported by name.
-pub async fn open_signer(cfg: &SignerConfig) -> Result<Arc<dyn Signer>, SignerError> {
+///
+/// # Errors
+/// [`OpenError`] naming what is missing or refused.
+pub async fn open_signer(cfg: &SignerConfig) -> Result<Arc<dyn Signer>, OpenError> {
     match cfg {
         SignerConfig::Pkcs11(p) => {
             let signer = pkcs11::Pkcs11Signer::open(p).await?;
@@ -646,52 +411,6 @@ pub(crate) fn check_digest(digest: &[u8]) -> Result<[u8; DIGEST_LEN], SignerErro
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn key_id_hex_round_trip() {
-        let id = KeyId::generate();
-        let text = id.to_string();
-        assert_eq!(text.len(), 32);
-        assert_eq!(text.parse::<KeyId>().unwrap(), id);
-        assert!("abcd".parse::<KeyId>().is_err());
-        let json = serde_json::to_string(&id).unwrap();
-        assert_eq!(serde_json::from_str::<KeyId>(&json).unwrap(), id);
-    }
-
-    #[test]
-    fn ec_point_accepts_der_wrapped_and_raw() {
-        let secret = p256::SecretKey::from_slice(&[7u8; 32]).unwrap();
-        let public = EcPublicKey::from_p256(&secret.public_key());
-        let mut wrapped = vec![0x04, 0x41];
-        wrapped.extend_from_slice(public.as_bytes());
-        assert_eq!(EcPublicKey::from_ec_point(&wrapped).unwrap(), public);
-        assert_eq!(
-            EcPublicKey::from_ec_point(public.as_bytes()).unwrap(),
-            public
-        );
-        let mut off_curve = *public.as_bytes();
-        off_curve[64] ^= 1;
-        assert_eq!(
-            EcPublicKey::from_sec1(&off_curve),
-            Err(SignerError::InvalidPublicKey)
-        );
-    }
-
-    #[test]
-    fn wrapped_key_bytes_round_trip() {
-        let wk = WrappedKey::new(KeyId::generate(), vec![1, 2, 3]);
-        assert_eq!(WrappedKey::from_bytes(&wk.to_bytes()).unwrap(), wk);
-        assert!(WrappedKey::from_bytes(&[2; 20]).is_err());
-        assert!(WrappedKey::from_bytes(&[1; 17]).is_err());
-    }
-
-    #[test]
-    fn sealed_secret_rejects_short_or_unknown_version() {
-        assert!(EncryptedSecret::from_bytes(vec![1; 28]).is_err());
-        assert!(EncryptedSecret::from_bytes(vec![2; 40]).is_err());
-        let s = EncryptedSecret::from_bytes(vec![1; 40]).unwrap();
-        assert_eq!(s.ciphertext_and_tag().len(), 27);
-    }
 
     #[test]
     fn digest_length_is_enforced() {

@@ -11,7 +11,7 @@
 //!
 //! Invariants:
 //! - No plaintext secret reaches the store: key material arrives wrapped or encrypted by the HSM
-//!   ([`WrappedKey`], [`EncryptedFactorKeys`]), integration secrets arrive hashed ([`SecretHash`]), and an
+//!   ([`WrappedKey`], [`EncryptedSecret`]), integration secrets arrive hashed ([`SecretHash`]), and an
 //!   audit record holds a SHA-256 of the signed data, never the data or a code.
 //! - Every write method returns only after its write is durable (flushed and `fsync`ed), so whatever the
 //!   service acknowledges survives a crash.
@@ -41,10 +41,13 @@ pub use audit::{
 };
 pub use group_commit::FlushHold;
 pub use records::{
-    Activation, ActivationStatus, Application, EncryptedFactorKeys, IntegrationCredential,
-    IssuedNonce, KeyId, MasterKeyRef, NonceOwner, PublicKeyBytes, SecretHash, Timestamp,
-    WrappedKey,
+    Activation, Application, IntegrationCredential, IssuedNonce, MasterKeyRef, NonceOwner,
+    SecretHash,
 };
+
+use crate::model::{KeyId, Timestamp};
+#[cfg(doc)]
+use crate::model::{EncryptedSecret, WrappedKey};
 pub use sled_store::{STORE_FORMAT, SledStore};
 
 /// What can go wrong in the store, in the service's words.

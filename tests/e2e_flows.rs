@@ -11,18 +11,17 @@
 //! When SoftHSM is missing the tests FAIL under `CI=true` and print a loud notice otherwise.
 #![allow(clippy::unwrap_used)] // tests: a panic is the failure report
 
-#[path = "common/softhsm.rs"]
-mod softhsm;
+use offline_signer_testkit::softhsm;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use offline_signer::token::client::{
+use offline_token::client::{
     Client, CreatePersonalized, Credentials, OfflinePayload, ProximityCheck, VerifyRequest,
     VerifyResponse,
 };
-use offline_signer::token::{Activation, SignOptions, SignedOperation, Token, TokenState};
+use offline_token::{Activation, SignOptions, SignedOperation, Token, TokenState};
 
 const BIN: &str = env!("CARGO_BIN_EXE_offline-signer");
 const APP: &str = "e2e-bank";

@@ -2,10 +2,8 @@
 //! code the API can produce, authentication, limits, the envelope, and the exact JSON field names.
 #![allow(clippy::unwrap_used)]
 
-#[path = "common/http_harness.rs"]
-mod http_harness;
-#[path = "common/service_harness.rs"]
-mod service_harness;
+use offline_signer_testkit::http_harness;
+use offline_signer_testkit::service_harness;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU8, Ordering};

@@ -17,15 +17,14 @@ use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
 
-use offline_signer::config::{NoncePolicy, SignatureSettings};
 use offline_signer::crypto::offline_data::{DEFAULT_URI_ID, OfflineData, RequestData};
 use offline_signer::crypto::signature::decimal_signature;
 use offline_signer::crypto::{
     ComponentLength, CounterData, FactorKeys, MasterSecret, PrivateKey, PublicKey, SignatureType,
 };
 use offline_signer::service::{
-    CreatePersonalized, NonceStatus, RegisterActivation, Service, Settings, SystemClock,
-    VerifyRequest,
+    CreatePersonalized, NoncePolicy, NonceStatus, RegisterActivation, Service, Settings,
+    SignatureSettings, SystemClock, VerifyRequest,
 };
 use offline_signer::signer::config::SoftwareConfig;
 use offline_signer::signer::software::SoftwareSigner;
@@ -73,8 +72,7 @@ fn devices_file(dir: &Path) -> PathBuf {
 
 fn factor_keys(store: &SledStore, id: &str, device: &PrivateKey) -> FactorKeys {
     let record = store.activation(id).expect("read").expect("exists");
-    let server = PublicKey::from_sec1(&record.server_public_key.0).expect("server key");
-    FactorKeys::from_master_secret(&MasterSecret::agree(device, &server))
+    FactorKeys::from_master_secret(&MasterSecret::agree(device, &record.server_public_key))
 }
 
 fn read_devices(dir: &Path) -> Vec<(String, PrivateKey)> {

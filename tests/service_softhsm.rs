@@ -1,14 +1,10 @@
 //! The service scenarios against a real SoftHSM token (one throwaway token per test, each in its own
 //! child process; see `common/softhsm.rs`).
 
-#[path = "common/scan.rs"]
-mod scan;
-#[path = "common/service_harness.rs"]
-mod service_harness;
-#[path = "common/service_suite.rs"]
-mod service_suite;
-#[path = "common/softhsm.rs"]
-mod softhsm;
+use offline_signer_testkit::scan;
+use offline_signer_testkit::service_harness;
+use offline_signer_testkit::service_suite;
+use offline_signer_testkit::softhsm;
 
 use std::sync::Arc;
 

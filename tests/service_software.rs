@@ -1,11 +1,8 @@
 //! The service scenarios against the in-process `software-insecure` signer.
 
-#[path = "common/scan.rs"]
-mod scan;
-#[path = "common/service_harness.rs"]
-mod service_harness;
-#[path = "common/service_suite.rs"]
-mod service_suite;
+use offline_signer_testkit::scan;
+use offline_signer_testkit::service_harness;
+use offline_signer_testkit::service_suite;
 
 use std::sync::Arc;
 

@@ -2,10 +2,8 @@
 //! PIN (exactly one login attempt), start-up problems reported by name, back-pressure and
 //! timeouts. Each test runs in its own child process with its own token.
 
-#[path = "common/conformance.rs"]
-mod conformance;
-#[path = "common/softhsm.rs"]
-mod softhsm;
+use offline_signer_testkit::conformance;
+use offline_signer_testkit::softhsm;
 
 use std::num::NonZeroUsize;
 use std::path::PathBuf;
@@ -13,7 +11,7 @@ use std::time::Duration;
 
 use offline_signer::signer::config::{PinSource, SignerConfig, TokenSelector};
 use offline_signer::signer::pkcs11::{Pkcs11Signer, login_attempts};
-use offline_signer::signer::{KeyRef, Signer, SignerError, open_signer};
+use offline_signer::signer::{KeyRef, OpenError, Signer, SignerError, open_signer};
 use p256::ecdsa::signature::hazmat::PrehashVerifier;
 use softhsm::{runtime, with_token, with_token_custom};
 
@@ -111,7 +109,7 @@ fn token_taken_away_and_given_back() {
                 }
             }
             let sig = recovered.expect("the signer came back after the token returned");
-            let vk = p256::ecdsa::VerifyingKey::from(&master.public_key.to_p256());
+            let vk = p256::ecdsa::VerifyingKey::from(&master.public_key.as_p256());
             let parsed = p256::ecdsa::Signature::from_der(sig.as_bytes()).unwrap();
             vk.verify_prehash(&digest, &parsed)
                 .expect("signature after recovery verifies");
@@ -152,7 +150,7 @@ fn wrong_pin_fails_fast_with_one_login_attempt() {
                 cfg.pin = PinSource::File(wrong);
                 assert_eq!(login_attempts(), 0);
                 let err = no_hang(Pkcs11Signer::open(&cfg)).await.unwrap_err();
-                assert_eq!(err, SignerError::PinRejected);
+                assert_eq!(err, OpenError::Token(SignerError::PinRejected));
                 // Proof of "exactly one": the signer counts every C_Login it makes.
                 assert_eq!(
                     login_attempts(),
@@ -164,7 +162,7 @@ fn wrong_pin_fails_fast_with_one_login_attempt() {
                 let err = no_hang(open_signer(&SignerConfig::Pkcs11(cfg)))
                     .await
                     .unwrap_err();
-                assert_eq!(err, SignerError::PinRejected);
+                assert_eq!(err, OpenError::Token(SignerError::PinRejected));
                 assert_eq!(login_attempts(), 2);
 
                 // The right PIN still works afterwards (one attempt).
@@ -187,7 +185,7 @@ fn start_up_problems_are_named() {
             cfg.module = PathBuf::from("/nonexistent/libpkcs11.so");
             assert_eq!(
                 Pkcs11Signer::open(&cfg).await.unwrap_err(),
-                SignerError::ModuleNotFound {
+                OpenError::ModuleNotFound {
                     path: "/nonexistent/libpkcs11.so".into()
                 }
             );
@@ -196,7 +194,7 @@ fn start_up_problems_are_named() {
             let err = Pkcs11Signer::open(&cfg).await.unwrap_err();
             assert_eq!(
                 err,
-                SignerError::TokenNotFound {
+                OpenError::TokenNotFound {
                     selector: "label \"no-such-token\"".into()
                 }
             );
@@ -233,7 +231,7 @@ fn two_tokens_with_the_label_are_refused() {
             let err = Pkcs11Signer::open(&token.config()).await.unwrap_err();
             assert_eq!(
                 err,
-                SignerError::AmbiguousToken {
+                OpenError::AmbiguousToken {
                     selector: "label \"twice\"".into(),
                     count: 2
                 }
@@ -253,7 +251,7 @@ fn missing_softhsm_conf_is_named() {
             runtime().block_on(async {
                 let err = Pkcs11Signer::open(&token.config()).await.unwrap_err();
                 let expected = token.dir.join("absent.conf").display().to_string();
-                assert_eq!(err, SignerError::ConfigMissing { path: expected });
+                assert_eq!(err, OpenError::ConfigMissing { path: expected });
             })
         },
     );
@@ -278,7 +276,7 @@ fn missing_token_dir_is_named() {
             runtime().block_on(async {
                 let err = Pkcs11Signer::open(&token.config()).await.unwrap_err();
                 let expected = format!("{}/gone/", token.dir.display());
-                assert_eq!(err, SignerError::TokenDirMissing { path: expected });
+                assert_eq!(err, OpenError::TokenDirMissing { path: expected });
             })
         },
     );

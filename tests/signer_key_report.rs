@@ -1,8 +1,7 @@
 //! key-report against a real SoftHSM token: a fresh token with a master key pair, KEK and DEK
 //! shows no violation; a key with our label prefix that is extractable or was imported does.
 
-#[path = "common/softhsm.rs"]
-mod softhsm;
+use offline_signer_testkit::softhsm;
 
 use offline_signer::signer::pkcs11::Pkcs11Signer;
 use offline_signer::signer::report::KeyPurpose;

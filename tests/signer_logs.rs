@@ -2,8 +2,7 @@
 //! PIN runs under a TRACE-level subscriber writing to a buffer, and every captured line and every
 //! error's Display and Debug is searched for the PIN (and for the secrets that pass through).
 
-#[path = "common/softhsm.rs"]
-mod softhsm;
+use offline_signer_testkit::softhsm;
 
 use std::io::Write;
 use std::sync::{Arc, Mutex};

@@ -1,10 +1,8 @@
 //! The conformance suite against a real SoftHSM token, plus PKCS#11-only checks. Each test makes
 //! its own token and runs in a child process (see `common/softhsm.rs`).
 
-#[path = "common/conformance.rs"]
-mod conformance;
-#[path = "common/softhsm.rs"]
-mod softhsm;
+use offline_signer_testkit::conformance;
+use offline_signer_testkit::softhsm;
 
 use offline_signer::signer::pkcs11::{Pkcs11Signer, temporary_objects_alive};
 use softhsm::{TestToken, runtime, with_token};
@@ -82,10 +80,10 @@ fn softhsm_unwrapped_key_is_never_extractable() {
             );
             // Every temporary object (session key pair, unwrapped key, derived secret) was
             // destroyed by its guard.
-            let device = p256::SecretKey::random(&mut rand::rngs::OsRng).public_key();
-            let point =
-                p256::elliptic_curve::sec1::ToEncodedPoint::to_encoded_point(&device, false);
-            s.ecdh(&pair.wrapped, point.as_bytes()).await.unwrap();
+            let device = offline_signer::model::PublicKey::from_p256(
+                p256::SecretKey::random(&mut rand::rngs::OsRng).public_key(),
+            );
+            s.ecdh(&pair.wrapped, &device).await.unwrap();
             s.sign_digest(
                 offline_signer::signer::KeyRef::Wrapped(&pair.wrapped),
                 &[3; 32],

@@ -1,8 +1,7 @@
 //! `scripts/softhsm-init.sh` is idempotent: run twice, it leaves exactly one token with the
 //! label, keeps the PINs it generated (mode 0600) and prints the variable to export.
 
-#[path = "common/softhsm.rs"]
-mod softhsm;
+use offline_signer_testkit::softhsm;
 
 use std::os::unix::fs::PermissionsExt;
 use std::process::Command;

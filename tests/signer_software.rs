@@ -1,7 +1,6 @@
 //! The conformance suite against the `software-insecure` signer.
 
-#[path = "common/conformance.rs"]
-mod conformance;
+use offline_signer_testkit::conformance;
 
 use offline_signer::signer::Signer;
 use offline_signer::signer::software::SoftwareSigner;

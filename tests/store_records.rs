@@ -346,7 +346,7 @@ fn prune_deletes_only_old_nonces_and_is_bounded() {
             &nonce_for(
                 "ancient",
                 "a",
-                offline_signer::store::Timestamp::from_unix_millis(-5),
+                offline_signer::model::Timestamp::from_unix_millis(-5),
             ),
             None,
         )

@@ -4,8 +4,7 @@
 
 #[path = "common/store_fixtures.rs"]
 mod fixtures;
-#[path = "common/scan.rs"]
-mod scan;
+use offline_signer_testkit::scan;
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;

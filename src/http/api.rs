@@ -6,12 +6,11 @@ use axum::extract::State;
 
 use super::error::{ApiError, ApiJson, ApiOk};
 use super::wire::*;
-use crate::crypto::SignatureType;
+use crate::model::{ActivationStatus, SignatureType};
 use crate::service::{
-    CreateNonPersonalized, CreatePersonalized, RegisterActivation, Service, ServiceError,
+    Cause, CreateNonPersonalized, CreatePersonalized, RegisterActivation, Service, ServiceError,
     VerifyRequest, VerifyResponse,
 };
-use crate::store::ActivationStatus;
 
 /// Result of every handler.
 pub type ApiResult<T> = Result<ApiOk<T>, ApiError>;
@@ -263,16 +262,15 @@ fn verify_response(r: VerifyResponse) -> Result<VerifyResponseWire, ApiError> {
         Some(SignatureType::PossessionKnowledge) => Some(SignatureTypeWire::PossessionKnowledge),
         Some(SignatureType::PossessionBiometry) => Some(SignatureTypeWire::PossessionBiometry),
         Some(
-            other @ (SignatureType::Possession
+            (SignatureType::Possession
             | SignatureType::Knowledge
             | SignatureType::Biometry
             | SignatureType::PossessionKnowledgeBiometry),
         ) => {
-            tracing::error!(
-                ?other,
-                "verification reported a type offline codes never have"
-            );
-            return Err(ServiceError::Internal.into());
+            return Err(ServiceError::Internal(Cause::Invariant(
+                "verification reported a signature type offline codes never have",
+            ))
+            .into());
         }
     };
     Ok(VerifyResponseWire {

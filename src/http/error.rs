@@ -15,6 +15,38 @@ use serde::de::DeserializeOwned;
 use super::wire::{EnvelopeStatus, ErrorBody, ErrorEnvelope, RequestEnvelope};
 use crate::service::ServiceError;
 
+/// How loud an [`ErrorDetail`] is logged.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Level {
+    /// The caller's mistake; worth a look when debugging a client.
+    Debug,
+    /// The service is degraded (the HSM away or busy).
+    Warn,
+    /// A failure that needs an operator.
+    Error,
+}
+
+/// The internal detail of an error answer, for the log only: attached to the response by
+/// `IntoResponse`, written once by the router's logging middleware, never sent to the caller.
+#[derive(Debug, Clone)]
+pub(crate) struct ErrorDetail {
+    level: Level,
+    code: &'static str,
+    detail: String,
+}
+
+impl ErrorDetail {
+    /// Writes the detail at its level.
+    pub(crate) fn log(&self) {
+        let (code, detail) = (self.code, &self.detail);
+        match self.level {
+            Level::Debug => tracing::debug!(code, detail = %detail, "request refused"),
+            Level::Warn => tracing::warn!(code, detail = %detail, "request failed"),
+            Level::Error => tracing::error!(code, detail = %detail, "request failed"),
+        }
+    }
+}
+
 /// The outcome label a response carries for the metrics middleware: `OK` or the error code.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Outcome(pub &'static str);
@@ -82,17 +114,17 @@ impl ApiError {
                     "ERR0010",
                     "Key with invalid format was provided.",
                 ),
-                ServiceError::SignatureFailed => (
+                ServiceError::SignatureFailed(_) => (
                     StatusCode::BAD_REQUEST,
                     "ERR0013",
                     "Unable to compute signature.",
                 ),
-                ServiceError::HsmUnavailable => (
+                ServiceError::HsmUnavailable(_) => (
                     StatusCode::SERVICE_UNAVAILABLE,
                     "ERR_HSM_UNAVAILABLE",
                     "The HSM is unavailable; nothing was changed. Try again later.",
                 ),
-                ServiceError::Internal => {
+                ServiceError::Internal(_) => {
                     (StatusCode::INTERNAL_SERVER_ERROR, "ERR0000", MSG_UNKNOWN)
                 }
             },
@@ -130,9 +162,19 @@ impl ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let (status, code, message) = self.parts();
-        if let Self::Service(ServiceError::InvalidRequest(detail)) = &self {
-            tracing::debug!(code, detail = %detail, "request refused");
+        let detail = match &self {
+            Self::Service(e @ ServiceError::InvalidRequest(_)) => Some((Level::Debug, e)),
+            Self::Service(e @ ServiceError::HsmUnavailable(_)) => Some((Level::Warn, e)),
+            Self::Service(e @ (ServiceError::SignatureFailed(_) | ServiceError::Internal(_))) => {
+                Some((Level::Error, e))
+            }
+            _ => None,
         }
+        .map(|(level, e)| ErrorDetail {
+            level,
+            code,
+            detail: e.to_string(),
+        });
         let localized_message = match self {
             Self::NotFound => None,
             _ => Some(message.to_owned()),
@@ -153,6 +195,9 @@ impl IntoResponse for ApiError {
             );
         }
         response.extensions_mut().insert(Outcome(code));
+        if let Some(detail) = detail {
+            response.extensions_mut().insert(detail);
+        }
         response
     }
 }
@@ -210,6 +255,8 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::service::Cause;
+    use crate::signer::SignerError;
 
     #[test]
     fn every_service_error_has_its_contract_code() {
@@ -220,9 +267,17 @@ mod tests {
             (ServiceError::ActivationNotFound, 400, "ERR0009"),
             (ServiceError::IncorrectState, 400, "ERR0008"),
             (ServiceError::InvalidKeyFormat, 400, "ERR0010"),
-            (ServiceError::SignatureFailed, 400, "ERR0013"),
-            (ServiceError::HsmUnavailable, 503, "ERR_HSM_UNAVAILABLE"),
-            (ServiceError::Internal, 500, "ERR0000"),
+            (
+                ServiceError::SignatureFailed(Cause::Invariant("x")),
+                400,
+                "ERR0013",
+            ),
+            (
+                ServiceError::HsmUnavailable(SignerError::Busy),
+                503,
+                "ERR_HSM_UNAVAILABLE",
+            ),
+            (ServiceError::Internal(Cause::Invariant("x")), 500, "ERR0000"),
         ];
         for (error, status, code) in cases {
             let (got_status, got_code, message) = ApiError::Service(error).parts();

@@ -12,7 +12,7 @@ use utoipa::ToSchema;
 use crate::service::{
     ActivationInfo, ApplicationDetail, NonceStatus, OfflinePayload, RegisteredActivation,
 };
-use crate::store::{ActivationStatus, Timestamp};
+use crate::model::{ActivationStatus, Timestamp};
 
 /// `{"requestObject": {...}}`.
 #[derive(Debug, Deserialize, ToSchema)]

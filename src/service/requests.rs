@@ -3,7 +3,7 @@
 
 use crate::crypto::offline_data::{DataToSign, RequestData};
 use crate::crypto::{b64, totp};
-use crate::store::{ActivationStatus, Timestamp};
+use crate::model::{ActivationStatus, Timestamp};
 
 use super::{MAX_PROXIMITY_STEP_COUNT, ServiceError};
 

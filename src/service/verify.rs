@@ -4,16 +4,16 @@
 
 use sha2::{Digest as _, Sha256};
 
-use crate::config::NoncePolicy;
 use crate::crypto::offline_data::RequestData;
-use crate::crypto::{ComponentLength, CounterData, SignatureType, WindowSearch};
+use crate::crypto::{ComponentLength, CounterData, WindowSearch};
+use crate::model::{ActivationStatus, SignatureType, Timestamp};
 use crate::store::{
-    Activation, ActivationStatus, AuditDraft, AuditOperation, AuditOutcome, Conflict, NonceOwner,
-    StoreError, Timestamp, VerificationCommit,
+    Activation, AuditDraft, AuditOperation, AuditOutcome, Conflict, NonceOwner, StoreError,
+    VerificationCommit,
 };
 
 use super::requests::{NonceStatus, VerifyRequest, VerifyResponse};
-use super::{BLOCKED_REASON_MAX_FAILED, Service, ServiceError};
+use super::{BLOCKED_REASON_MAX_FAILED, NoncePolicy, Service, ServiceError};
 
 /// Types tried at each counter position, in order (§8.1).
 const WITHOUT_BIOMETRY: &[SignatureType] = &[SignatureType::PossessionKnowledge];
@@ -78,8 +78,9 @@ impl Service {
                 Err(PassError::Failed(e)) => return Err(e),
             }
         }
-        tracing::error!("verification lost the compare-and-swap {MAX_ATTEMPTS} times");
-        Err(ServiceError::Internal)
+        Err(ServiceError::invariant(
+            "a verification lost the compare-and-swap three times in a row",
+        ))
     }
 
     fn check(&self, request: VerifyRequest) -> Result<Checked, ServiceError> {

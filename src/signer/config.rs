@@ -25,7 +25,7 @@ use secrecy::SecretString;
 use serde::Deserialize;
 use serde::de::IgnoredAny;
 
-use super::SignerError;
+use super::OpenError;
 
 /// Default number of worker threads (each owns one session).
 pub const DEFAULT_POOL_SIZE: usize = 2;
@@ -136,14 +136,17 @@ pub enum PinSource {
 
 impl PinSource {
     /// Reads the PIN. Errors name the source, never the content.
-    pub fn read(&self) -> Result<SecretString, SignerError> {
+    ///
+    /// # Errors
+    /// [`OpenError::PinUnavailable`] naming the source (never the content).
+    pub fn read(&self) -> Result<SecretString, OpenError> {
         let (source_name, raw) = match self {
             PinSource::File(path) => {
                 let name = format!("file {}", path.display());
                 match std::fs::read_to_string(path) {
                     Ok(s) => (name, zeroize::Zeroizing::new(s)),
                     Err(e) => {
-                        return Err(SignerError::PinUnavailable {
+                        return Err(OpenError::PinUnavailable {
                             source_name: name,
                             reason: e.kind().to_string(),
                         });
@@ -155,7 +158,7 @@ impl PinSource {
                 match std::env::var(var) {
                     Ok(s) => (name, zeroize::Zeroizing::new(s)),
                     Err(_) => {
-                        return Err(SignerError::PinUnavailable {
+                        return Err(OpenError::PinUnavailable {
                             source_name: name,
                             reason: "not set or not UTF-8".into(),
                         });
@@ -168,7 +171,7 @@ impl PinSource {
             .map(|s| s.strip_suffix('\r').unwrap_or(s))
             .unwrap_or(&raw);
         if trimmed.is_empty() {
-            return Err(SignerError::PinUnavailable {
+            return Err(OpenError::PinUnavailable {
                 source_name,
                 reason: "empty".into(),
             });
@@ -188,7 +191,7 @@ pub struct Pkcs11Config {
     pub pin: PinSource,
     /// Worker threads, each owning one session (lowered to fit the token's session limit).
     pub pool_size: NonZeroUsize,
-    /// Queue depth before [`SignerError::Busy`].
+    /// Queue depth before [`super::SignerError::Busy`].
     pub queue_depth: NonZeroUsize,
     /// Per-operation timeout, queueing included.
     pub timeout: Duration,
@@ -472,7 +475,7 @@ mod tests {
             "{err}"
         );
         let missing = PinSource::File(dir.path().join("nope")).read().unwrap_err();
-        assert!(matches!(missing, SignerError::PinUnavailable { .. }));
+        assert!(matches!(missing, OpenError::PinUnavailable { .. }));
     }
 
     #[test]

@@ -20,10 +20,10 @@ use async_trait::async_trait;
 
 use super::config::Pkcs11Config;
 use super::{
-    DerSignature, EcPublicKey, EncryptedSecret, GeneratedKeyPair, Inventory, KeyId, KeyRef,
-    ObjectAttributes, PlainSecret, SharedSecret, Signer, SignerError, SignerKind, StorageKeyIds,
-    WrappedKey, WrappedKeyPair, check_digest,
+    GeneratedKeyPair, Inventory, KeyRef, ObjectAttributes, OpenError, PlainSecret, SharedSecret,
+    Signer, SignerError, SignerKind, StorageKeyIds, WrappedKeyPair, check_digest,
 };
+use crate::model::{DerSignature, EncryptedSecret, KeyId, PublicKey, WrappedKey};
 use ops::{Ctx, OpError};
 use pool::{Job, Shared};
 
@@ -63,7 +63,10 @@ impl std::fmt::Debug for Pkcs11Signer {
 impl Pkcs11Signer {
     /// Checks the paths, reads the PIN, loads and initializes the module, finds the token, logs in
     /// (exactly one attempt) and starts the workers. Runs the blocking part on a dedicated thread.
-    pub async fn open(cfg: &Pkcs11Config) -> Result<Self, SignerError> {
+    ///
+    /// # Errors
+    /// [`OpenError`] naming the missing file, the token that is not there, or the refusal.
+    pub async fn open(cfg: &Pkcs11Config) -> Result<Self, OpenError> {
         let cfg = cfg.clone();
         let timeout = cfg.timeout;
         let (tx, rx) = tokio::sync::oneshot::channel();
@@ -75,15 +78,18 @@ impl Pkcs11Signer {
             .map_err(|e| SignerError::Internal(format!("cannot start the open thread: {e}")))?;
         match tokio::time::timeout(OPEN_TIMEOUT.max(timeout), rx).await {
             Ok(Ok(result)) => result,
-            Ok(Err(_)) => Err(SignerError::Internal("the open thread died".into())),
+            Ok(Err(_)) => Err(SignerError::Internal("the open thread died".into()).into()),
             // The thread may still finish; the signer it builds is then dropped, which releases
             // the token.
-            Err(_) => Err(SignerError::Timeout),
+            Err(_) => Err(SignerError::Timeout.into()),
         }
     }
 
     /// The blocking body of [`Pkcs11Signer::open`]; do not call it on an async runtime thread.
-    pub fn open_blocking(cfg: &Pkcs11Config) -> Result<Self, SignerError> {
+    ///
+    /// # Errors
+    /// As [`Pkcs11Signer::open`].
+    pub fn open_blocking(cfg: &Pkcs11Config) -> Result<Self, OpenError> {
         let lib = token::load(&cfg.module)?;
         let pin = cfg.pin.read()?;
         let shared = Shared::connect_first(lib, cfg.token.clone(), pin, cfg.pool_size.get())?;
@@ -200,10 +206,11 @@ impl Signer for Pkcs11Signer {
     async fn ecdh(
         &self,
         key: &WrappedKey,
-        peer_public: &[u8],
+        peer_public: &PublicKey,
     ) -> Result<SharedSecret, SignerError> {
-        // Validate on the host: SoftHSM answers an off-curve point with CKR_GENERAL_ERROR.
-        let peer = EcPublicKey::from_sec1(peer_public)?;
+        // The type guarantees a point of the curve (SoftHSM answers an off-curve point with
+        // CKR_GENERAL_ERROR).
+        let peer = *peer_public;
         let key = key.clone();
         self.run(move |ctx| ops::ecdh(ctx, &key, &peer)).await
     }
@@ -234,7 +241,7 @@ impl Signer for Pkcs11Signer {
             .await
     }
 
-    async fn public_key(&self, id: &KeyId) -> Result<EcPublicKey, SignerError> {
+    async fn public_key(&self, id: &KeyId) -> Result<PublicKey, SignerError> {
         let id = *id;
         self.run(move |ctx| ops::public_key(ctx, &id)).await
     }

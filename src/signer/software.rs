@@ -23,11 +23,11 @@ use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
 
 use super::config::SoftwareConfig;
+use crate::model::{DerSignature, EncryptedSecret, KeyId, PublicKey, SEALED_IV_LEN, WrappedKey};
 use super::{
-    DEK_LABEL, DerSignature, EcPublicKey, EncryptedSecret, GeneratedKeyPair, Inventory, KEK_LABEL,
-    KeyId, KeyRef, ObjectAttributes, PlainSecret, SEALED_IV_LEN, SharedSecret, Signer, SignerError,
-    SignerKind, StorageKeyIds, TokenDescription, WrappedKey, WrappedKeyPair, check_digest,
-    master_label,
+    DEK_LABEL, GeneratedKeyPair, Inventory, KEK_LABEL, KeyRef, ObjectAttributes, OpenError,
+    PlainSecret, SharedSecret, Signer, SignerError, SignerKind, StorageKeyIds, TokenDescription,
+    WrappedKeyPair, check_digest, master_label,
 };
 
 /// What a software key is for.
@@ -97,7 +97,10 @@ impl SoftwareSigner {
     }
 
     /// Builds the signer from its settings, loading the key file when it exists. Logs a warning.
-    pub fn open(cfg: &SoftwareConfig) -> Result<Self, SignerError> {
+    ///
+    /// # Errors
+    /// [`OpenError::KeyFile`] when the key file cannot be read or parsed.
+    pub fn open(cfg: &SoftwareConfig) -> Result<Self, OpenError> {
         warn_insecure(cfg.key_file.as_deref());
         let mut keys = BTreeMap::new();
         if let Some(path) = &cfg.key_file {
@@ -201,26 +204,29 @@ fn label_of(purpose: Purpose) -> &'static str {
     }
 }
 
-fn load_file(path: &Path) -> Result<BTreeMap<KeyId, SoftKey>, SignerError> {
-    let text =
-        Zeroizing::new(std::fs::read_to_string(path).map_err(|e| {
-            SignerError::Internal(format!("reading {}: {}", path.display(), e.kind()))
-        })?);
+fn load_file(path: &Path) -> Result<BTreeMap<KeyId, SoftKey>, OpenError> {
+    let text = Zeroizing::new(std::fs::read_to_string(path).map_err(|e| {
+        OpenError::Token(SignerError::Internal(format!(
+            "reading {}: {}",
+            path.display(),
+            e.kind()
+        )))
+    })?);
     let file: KeyFile =
-        serde_json::from_str(&text).map_err(|_| SignerError::Malformed("software key file"))?;
+        serde_json::from_str(&text).map_err(|_| OpenError::KeyFile)?;
     let mut keys = BTreeMap::new();
     for k in file.keys {
         let secret = Zeroizing::new(
-            hex::decode(&k.secret).map_err(|_| SignerError::Malformed("software key file"))?,
+            hex::decode(&k.secret).map_err(|_| OpenError::KeyFile)?,
         );
         let key = match k.purpose {
             Purpose::Master => SoftKey::Master(
                 p256::SecretKey::from_slice(&secret)
-                    .map_err(|_| SignerError::Malformed("software key file"))?,
+                    .map_err(|_| OpenError::KeyFile)?,
             ),
             p => {
                 let bytes = <[u8; 32]>::try_from(secret.as_slice())
-                    .map_err(|_| SignerError::Malformed("software key file"))?;
+                    .map_err(|_| OpenError::KeyFile)?;
                 SoftKey::Aes(p, Zeroizing::new(bytes))
             }
         };
@@ -300,7 +306,7 @@ impl Signer for SoftwareSigner {
 
     async fn generate_master_key(&self) -> Result<GeneratedKeyPair, SignerError> {
         let secret = p256::SecretKey::random(&mut rand::rngs::OsRng);
-        let public_key = EcPublicKey::from_p256(&secret.public_key());
+        let public_key = PublicKey::from_p256(secret.public_key());
         let id = KeyId::generate();
         self.insert(id, SoftKey::Master(secret))?;
         Ok(GeneratedKeyPair { id, public_key })
@@ -332,7 +338,7 @@ impl Signer for SoftwareSigner {
             .map_err(|_| SignerError::Internal("AES key wrap failed".into()))?;
         Ok(WrappedKeyPair {
             wrapped: WrappedKey::new(*kek, blob),
-            public_key: EcPublicKey::from_p256(&secret.public_key()),
+            public_key: PublicKey::from_p256(secret.public_key()),
         })
     }
 
@@ -351,14 +357,15 @@ impl Signer for SoftwareSigner {
             .sign_prehash(&digest)
             .map_err(|_| SignerError::Internal("ECDSA signing failed".into()))?;
         DerSignature::from_raw(&sig.to_bytes())
+            .map_err(|_| SignerError::Internal("ECDSA signing gave a malformed signature".into()))
     }
 
     async fn ecdh(
         &self,
         key: &WrappedKey,
-        peer_public: &[u8],
+        peer_public: &PublicKey,
     ) -> Result<SharedSecret, SignerError> {
-        let peer = EcPublicKey::from_sec1(peer_public)?.to_p256();
+        let peer = peer_public.as_p256();
         let secret = self.unwrap_key(key)?;
         let shared = p256::ecdh::diffie_hellman(secret.to_nonzero_scalar(), peer.as_affine());
         let mut x = Zeroizing::new([0u8; 32]);
@@ -409,8 +416,8 @@ impl Signer for SoftwareSigner {
         Ok(PlainSecret::new(Zeroizing::new(pt)))
     }
 
-    async fn public_key(&self, id: &KeyId) -> Result<EcPublicKey, SignerError> {
-        Ok(EcPublicKey::from_p256(&self.master(id)?.public_key()))
+    async fn public_key(&self, id: &KeyId) -> Result<PublicKey, SignerError> {
+        Ok(PublicKey::from_p256(self.master(id)?.public_key()))
     }
 
     async fn unwrapped_key_attributes(

@@ -11,7 +11,7 @@
 use sha2::{Digest, Sha256};
 
 use super::codec;
-use super::records::Timestamp;
+use crate::model::Timestamp;
 use super::{Store, StoreError};
 
 /// Domain-separation prefix of every audit hash.

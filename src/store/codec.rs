@@ -9,9 +9,11 @@
 
 use super::audit::{AuditOperation, AuditOutcome, AuditRecord};
 use super::records::{
-    Activation, ActivationStatus, Application, EncryptedFactorKeys, IntegrationCredential,
-    IssuedNonce, KeyId, MasterKeyRef, NonceOwner, PublicKeyBytes, SecretHash, Timestamp,
-    WrappedKey,
+    Activation, Application, IntegrationCredential, IssuedNonce, MasterKeyRef, NonceOwner,
+    SecretHash,
+};
+use crate::model::{
+    ActivationStatus, EncryptedSecret, KeyId, PublicKey, Timestamp, WrappedKey,
 };
 
 /// The first byte of every record written by this version.
@@ -131,6 +133,14 @@ impl<'a> Reader<'a> {
             Err(_) => self.fail("string is not UTF-8"),
         }
     }
+    /// A P-256 public key stored as its SEC1 bytes; anything else is corrupt.
+    pub fn public_key(&mut self) -> Decoded<PublicKey> {
+        let bytes = self.bytes()?;
+        match PublicKey::from_sec1(&bytes) {
+            Ok(key) => Ok(key),
+            Err(_) => self.fail("public key is not a P-256 point"),
+        }
+    }
     pub fn opt<T>(&mut self, get: impl FnOnce(&mut Self) -> Decoded<T>) -> Decoded<Option<T>> {
         match self.u8()? {
             0 => Ok(None),
@@ -187,8 +197,8 @@ pub fn encode_application(app: &Application) -> Vec<u8> {
         u32::try_from(app.master_keys.len()).expect("an application has a handful of master keys");
     w.u32(n);
     for key in &app.master_keys {
-        w.raw(&key.key_id.0);
-        w.bytes(&key.public_key.0);
+        w.raw(key.key_id.as_bytes());
+        w.bytes(&key.public_key.to_uncompressed());
         w.time(key.created_at);
     }
     w.time(app.created_at);
@@ -203,8 +213,8 @@ pub fn decode_application(bytes: &[u8]) -> Decoded<Application> {
         let mut master_keys = Vec::new();
         for _ in 0..n {
             master_keys.push(MasterKeyRef {
-                key_id: KeyId(r.array()?),
-                public_key: PublicKeyBytes(r.bytes()?),
+                key_id: KeyId::from_bytes(r.array()?),
+                public_key: r.public_key()?,
                 created_at: r.time()?,
             });
         }
@@ -223,6 +233,10 @@ pub fn decode_application(bytes: &[u8]) -> Decoded<Application> {
 /// device_public_key ‖ server_public_key ‖ wrapped_server_private_key ‖ wrapping_key_id[16] ‖
 /// encrypted_factor_keys ‖ counter(u64) ‖ ctr_data[16] ‖ failed_attempts(u32) ‖ max_failed_attempts(u32) ‖
 /// created_at ‖ last_used_at? ‖ version(u64)`
+///
+/// A removed activation's key material is stored as empty byte strings and a zero KEK id;
+/// `wrapping_key_id` repeats the KEK id inside the wrapped key (the layout predates that) and must
+/// agree with it.
 pub fn encode_activation(a: &Activation) -> Vec<u8> {
     let mut w = Writer::new();
     w.u8(RECORD_FORMAT_V1);
@@ -232,11 +246,23 @@ pub fn encode_activation(a: &Activation) -> Vec<u8> {
     w.u8(a.status.code());
     w.opt(a.blocked_reason.as_deref(), Writer::str);
     w.strs(&a.flags);
-    w.bytes(&a.device_public_key.0);
-    w.bytes(&a.server_public_key.0);
-    w.bytes(&a.wrapped_server_private_key.0);
-    w.raw(&a.wrapping_key_id.0);
-    w.bytes(&a.encrypted_factor_keys.0);
+    w.bytes(&a.device_public_key.to_uncompressed());
+    w.bytes(&a.server_public_key.to_uncompressed());
+    match &a.wrapped_server_private_key {
+        Some(wrapped) => {
+            w.bytes(&wrapped.to_bytes());
+            w.raw(wrapped.kek().as_bytes());
+        }
+        None => {
+            w.bytes(&[]);
+            w.raw(&[0; 16]);
+        }
+    }
+    w.bytes(
+        a.encrypted_factor_keys
+            .as_ref()
+            .map_or(&[][..], EncryptedSecret::as_bytes),
+    );
     w.u64(a.counter);
     w.raw(&a.ctr_data);
     w.u32(a.failed_attempts);
@@ -258,18 +284,42 @@ pub fn decode_activation(bytes: &[u8]) -> Decoded<Activation> {
                 "activation: unknown status code {code}"
             )));
         };
+        let blocked_reason = r.opt(Reader::str)?;
+        let flags = r.strs()?;
+        let device_public_key = r.public_key()?;
+        let server_public_key = r.public_key()?;
+        let wrapped = r.bytes()?;
+        let wrapping_key_id: [u8; 16] = r.array()?;
+        let wrapped_server_private_key = if wrapped.is_empty() {
+            None
+        } else {
+            let key = WrappedKey::from_bytes(&wrapped)
+                .or_else(|_| r.fail("malformed wrapped server private key"))?;
+            if key.kek().as_bytes() != &wrapping_key_id {
+                return r.fail("wrapping key id disagrees with the wrapped key");
+            }
+            Some(key)
+        };
+        let sealed = r.bytes()?;
+        let encrypted_factor_keys = if sealed.is_empty() {
+            None
+        } else {
+            Some(
+                EncryptedSecret::from_bytes(sealed)
+                    .or_else(|_| r.fail("malformed encrypted factor keys"))?,
+            )
+        };
         Ok(Activation {
             id,
             application_id,
             user_id,
             status,
-            blocked_reason: r.opt(Reader::str)?,
-            flags: r.strs()?,
-            device_public_key: PublicKeyBytes(r.bytes()?),
-            server_public_key: PublicKeyBytes(r.bytes()?),
-            wrapped_server_private_key: WrappedKey(r.bytes()?),
-            wrapping_key_id: KeyId(r.array()?),
-            encrypted_factor_keys: EncryptedFactorKeys(r.bytes()?),
+            blocked_reason,
+            flags,
+            device_public_key,
+            server_public_key,
+            wrapped_server_private_key,
+            encrypted_factor_keys,
             counter: r.u64()?,
             ctr_data: r.array()?,
             failed_attempts: r.u32()?,
@@ -437,6 +487,15 @@ mod tests {
         any::<i64>().prop_map(Timestamp::from_unix_millis)
     }
 
+    /// One of three fixed P-256 public keys.
+    fn test_key(i: usize) -> PublicKey {
+        let mut scalar = [0u8; 32];
+        scalar[31] = u8::try_from(i + 1).expect("small index");
+        crate::crypto::PrivateKey::from_scalar_bytes(&scalar)
+            .expect("1..=3 are valid scalars")
+            .public_key()
+    }
+
     fn arb_activation() -> impl Strategy<Value = Activation> {
         (
             (
@@ -448,11 +507,10 @@ mod tests {
             ),
             (
                 proptest::collection::vec(".{0,10}", 0..4),
-                proptest::collection::vec(any::<u8>(), 0..70),
-                proptest::collection::vec(any::<u8>(), 0..70),
-                proptest::collection::vec(any::<u8>(), 0..100),
-                any::<[u8; 16]>(),
-                proptest::collection::vec(any::<u8>(), 0..100),
+                0usize..3,
+                0usize..3,
+                proptest::option::of((any::<[u8; 16]>(), proptest::collection::vec(any::<u8>(), 1..100))),
+                proptest::option::of(proptest::collection::vec(any::<u8>(), 28..100)),
             ),
             (any::<u64>(), any::<[u8; 16]>(), any::<u32>(), any::<u32>()),
             (arb_time(), proptest::option::of(arb_time()), any::<u64>()),
@@ -464,11 +522,15 @@ mod tests {
                 status: ActivationStatus::from_code(a.3).expect("strategy yields 1..=5"),
                 blocked_reason: a.4,
                 flags: b.0,
-                device_public_key: PublicKeyBytes(b.1),
-                server_public_key: PublicKeyBytes(b.2),
-                wrapped_server_private_key: WrappedKey(b.3),
-                wrapping_key_id: KeyId(b.4),
-                encrypted_factor_keys: EncryptedFactorKeys(b.5),
+                device_public_key: test_key(b.1),
+                server_public_key: test_key(b.2),
+                wrapped_server_private_key: b
+                    .3
+                    .map(|(kek, blob)| WrappedKey::new(KeyId::from_bytes(kek), blob)),
+                encrypted_factor_keys: b.4.map(|mut bytes| {
+                    bytes[0] = crate::model::SEALED_VERSION;
+                    EncryptedSecret::from_bytes(bytes).expect("version byte set, 28+ bytes")
+                }),
                 counter: c.0,
                 ctr_data: c.1,
                 failed_attempts: c.2,
@@ -531,11 +593,13 @@ mod tests {
             status: ActivationStatus::Active,
             blocked_reason: Some("MAX_FAILED_ATTEMPTS".into()),
             flags: vec!["FLAG_ONE".into(), "FLAG_TWO".into()],
-            device_public_key: PublicKeyBytes(vec![4; 65]),
-            server_public_key: PublicKeyBytes(vec![4; 65]),
-            wrapped_server_private_key: WrappedKey(vec![9; 80]),
-            wrapping_key_id: KeyId([1; 16]),
-            encrypted_factor_keys: EncryptedFactorKeys(vec![7; 12 + 48 + 16]),
+            device_public_key: test_key(0),
+            server_public_key: test_key(1),
+            wrapped_server_private_key: Some(WrappedKey::new(KeyId::from_bytes([1; 16]), vec![9; 80])),
+            encrypted_factor_keys: Some(
+                EncryptedSecret::from_bytes([vec![1], vec![7; 12 + 48 + 16]].concat())
+                    .expect("a well-formed sealed blob"),
+            ),
             counter: 42,
             ctr_data: [3; 16],
             failed_attempts: 1,

@@ -2,113 +2,22 @@
 //! integration credentials, plus the small newtypes they are built from.
 //!
 //! Nothing here touches sled or knows how a record is laid out on disk (that is [`super::codec`]). Key
-//! material only ever appears as opaque, already-protected blobs ([`WrappedKey`], [`EncryptedFactorKeys`]):
+//! material only ever appears as opaque, already-protected blobs ([`WrappedKey`], [`EncryptedSecret`]):
 //! the service wraps or encrypts in the HSM before a record is built, so the store never sees a plaintext
 //! secret.
 
 use std::fmt;
 
-use time::OffsetDateTime;
-
-/// A point in time, stored as whole milliseconds since the Unix epoch (UTC).
-///
-/// Milliseconds, not `OffsetDateTime`, so that a record reads back exactly as it was written.
-#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Debug)]
-pub struct Timestamp(i64);
-
-impl Timestamp {
-    /// The current time, truncated to the millisecond.
-    pub fn now() -> Self {
-        Self::from_offset_date_time(OffsetDateTime::now_utc())
-    }
-
-    /// Wraps milliseconds since the Unix epoch.
-    pub const fn from_unix_millis(millis: i64) -> Self {
-        Self(millis)
-    }
-
-    /// Milliseconds since the Unix epoch.
-    pub const fn unix_millis(self) -> i64 {
-        self.0
-    }
-
-    /// Truncates an `OffsetDateTime` to the millisecond (saturating far outside ±292 million years).
-    pub fn from_offset_date_time(at: OffsetDateTime) -> Self {
-        let millis = at.unix_timestamp_nanos() / 1_000_000;
-        Self(i64::try_from(millis).unwrap_or(if millis < 0 { i64::MIN } else { i64::MAX }))
-    }
-
-    /// The same instant as a UTC `OffsetDateTime`; `None` outside the range `time` can represent.
-    pub fn to_offset_date_time(self) -> Option<OffsetDateTime> {
-        OffsetDateTime::from_unix_timestamp_nanos(i128::from(self.0) * 1_000_000).ok()
-    }
-
-    /// `self + duration`, saturating at the end of time.
-    pub fn saturating_add(self, duration: std::time::Duration) -> Self {
-        let millis = i64::try_from(duration.as_millis()).unwrap_or(i64::MAX);
-        Self(self.0.saturating_add(millis))
-    }
-
-    /// `self - duration`, saturating at the beginning of time.
-    pub fn saturating_sub(self, duration: std::time::Duration) -> Self {
-        let millis = i64::try_from(duration.as_millis()).unwrap_or(i64::MAX);
-        Self(self.0.saturating_sub(millis))
-    }
-}
-
-/// The random 16-byte `CKA_ID` that names a key object in the HSM.
-#[derive(Clone, Copy, PartialEq, Eq, Hash)]
-pub struct KeyId(pub [u8; 16]);
-
-impl fmt::Debug for KeyId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "KeyId({})", hex::encode(self.0))
-    }
-}
-
-/// A P-256 public key as the 65-byte uncompressed SEC1 point `04 ‖ X ‖ Y`.
-///
-/// The store keeps the bytes it is given; checking that they are a point of the curve is the caller's job.
-#[derive(Clone, PartialEq, Eq, Hash)]
-pub struct PublicKeyBytes(pub Vec<u8>);
-
-impl fmt::Debug for PublicKeyBytes {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "PublicKeyBytes({})", hex::encode(&self.0))
-    }
-}
-
-/// A private key wrapped under the HSM's key-encryption key (`CKM_AES_KEY_WRAP_PAD`): opaque bytes.
-///
-/// `Debug` shows only the length: although the blob is ciphertext, it has no business in a log.
-#[derive(Clone, PartialEq, Eq, Default)]
-pub struct WrappedKey(pub Vec<u8>);
-
-impl fmt::Debug for WrappedKey {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "WrappedKey({} bytes)", self.0.len())
-    }
-}
-
-/// The activation's factor keys, encrypted by the HSM's data-encryption key (AES-GCM): opaque bytes.
-///
-/// `Debug` shows only the length.
-#[derive(Clone, PartialEq, Eq, Default)]
-pub struct EncryptedFactorKeys(pub Vec<u8>);
-
-impl fmt::Debug for EncryptedFactorKeys {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "EncryptedFactorKeys({} bytes)", self.0.len())
-    }
-}
+use crate::model::{ActivationStatus, EncryptedSecret, KeyId, PublicKey, Timestamp, WrappedKey};
 
 /// One master key pair of an application: where its private half lives in the HSM and its public half.
 #[derive(Clone, PartialEq, Eq, Debug)]
 pub struct MasterKeyRef {
     /// `CKA_ID` of the private key object in the HSM.
     pub key_id: KeyId,
-    /// The public key, 65-byte uncompressed SEC1.
-    pub public_key: PublicKeyBytes,
+    /// The public half.
+    pub public_key: PublicKey,
+    /// When it was generated.
     pub created_at: Timestamp,
 }
 
@@ -130,47 +39,6 @@ impl Application {
     }
 }
 
-/// Activation status, with PowerAuth's numeric codes (`powerauth-offline.md` §12), which are also the
-/// bytes stored on disk.
-#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
-pub enum ActivationStatus {
-    Created = 1,
-    PendingCommit = 2,
-    Active = 3,
-    Blocked = 4,
-    Removed = 5,
-}
-
-impl ActivationStatus {
-    /// PowerAuth's numeric code.
-    pub const fn code(self) -> u8 {
-        self as u8
-    }
-
-    /// The status for a PowerAuth numeric code.
-    pub const fn from_code(code: u8) -> Option<Self> {
-        match code {
-            1 => Some(Self::Created),
-            2 => Some(Self::PendingCommit),
-            3 => Some(Self::Active),
-            4 => Some(Self::Blocked),
-            5 => Some(Self::Removed),
-            _ => None,
-        }
-    }
-
-    /// The upper-case wire name (`CREATED`, `PENDING_COMMIT`, `ACTIVE`, `BLOCKED`, `REMOVED`).
-    pub const fn as_str(self) -> &'static str {
-        match self {
-            Self::Created => "CREATED",
-            Self::PendingCommit => "PENDING_COMMIT",
-            Self::Active => "ACTIVE",
-            Self::Blocked => "BLOCKED",
-            Self::Removed => "REMOVED",
-        }
-    }
-}
-
 /// One activation: a device registered to a user of an application, with its counter state.
 #[derive(Clone, PartialEq, Eq, Debug)]
 pub struct Activation {
@@ -181,16 +49,15 @@ pub struct Activation {
     pub status: ActivationStatus,
     pub blocked_reason: Option<String>,
     pub flags: Vec<String>,
-    /// The device's public key, 65-byte uncompressed SEC1.
-    pub device_public_key: PublicKeyBytes,
-    /// The per-activation server public key, 65-byte uncompressed SEC1.
-    pub server_public_key: PublicKeyBytes,
-    /// The per-activation server private key, wrapped under the KEK named by `wrapping_key_id`.
-    pub wrapped_server_private_key: WrappedKey,
-    /// `CKA_ID` of the HSM key that wraps `wrapped_server_private_key`.
-    pub wrapping_key_id: KeyId,
-    /// The factor keys, encrypted in the HSM; the service defines the blob's layout.
-    pub encrypted_factor_keys: EncryptedFactorKeys,
+    /// The device's public key.
+    pub device_public_key: PublicKey,
+    /// The per-activation server public key.
+    pub server_public_key: PublicKey,
+    /// The per-activation server private key, wrapped under the KEK it names; `None` once removed.
+    pub wrapped_server_private_key: Option<WrappedKey>,
+    /// The factor keys, sealed under the DEK (the service defines the plaintext's layout); `None`
+    /// once removed.
+    pub encrypted_factor_keys: Option<EncryptedSecret>,
     /// Numeric counter (position in the hash chain).
     pub counter: u64,
     /// Hash-based counter value `CTR_DATA` (protocol v3).
@@ -211,13 +78,13 @@ impl Activation {
     /// sled keeps superseded values in its log segments until it reclaims them; those bytes are the
     /// same wrapped/encrypted blobs, never plaintext.
     pub fn destroy_key_material(&mut self) {
-        self.wrapped_server_private_key = WrappedKey::default();
-        self.encrypted_factor_keys = EncryptedFactorKeys::default();
+        self.wrapped_server_private_key = None;
+        self.encrypted_factor_keys = None;
     }
 
     /// Whether [`Self::destroy_key_material`] has run (or the activation never had key material).
     pub fn key_material_destroyed(&self) -> bool {
-        self.wrapped_server_private_key.0.is_empty() && self.encrypted_factor_keys.0.is_empty()
+        self.wrapped_server_private_key.is_none() && self.encrypted_factor_keys.is_none()
     }
 }
 
@@ -268,37 +135,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn timestamp_survives_offset_date_time_round_trip() {
-        let t = Timestamp::from_unix_millis(1_764_000_000_123);
-        let back = t
-            .to_offset_date_time()
-            .map(Timestamp::from_offset_date_time);
-        assert_eq!(back, Some(t));
-    }
-
-    #[test]
-    fn status_codes_round_trip_and_match_powerauth() {
-        for (code, name) in [
-            (1, "CREATED"),
-            (2, "PENDING_COMMIT"),
-            (3, "ACTIVE"),
-            (4, "BLOCKED"),
-            (5, "REMOVED"),
-        ] {
-            let status = ActivationStatus::from_code(code).expect("codes 1..=5 are defined");
-            assert_eq!(status.code(), code);
-            assert_eq!(status.as_str(), name);
-        }
-        assert_eq!(ActivationStatus::from_code(0), None);
-        assert_eq!(ActivationStatus::from_code(6), None);
-    }
-
-    #[test]
-    fn debug_of_key_material_shows_only_length() {
-        let w = WrappedKey(vec![0xAB; 80]);
-        assert_eq!(format!("{w:?}"), "WrappedKey(80 bytes)");
-        let e = EncryptedFactorKeys(vec![0xCD; 76]);
-        assert_eq!(format!("{e:?}"), "EncryptedFactorKeys(76 bytes)");
+    fn debug_of_a_secret_hash_shows_only_length() {
         let s = SecretHash(vec![0xEF; 32]);
         assert!(!format!("{s:?}").contains("ef"));
     }

@@ -25,9 +25,9 @@ use super::audit::{AuditDraft, AuditEntry, AuditRecord, ChainHead};
 use super::codec::{self, DecodeError};
 use super::group_commit::{FlushHold, GroupCommit};
 use super::records::{
-    Activation, Application, IntegrationCredential, IssuedNonce, KeyId, MasterKeyRef, NonceOwner,
-    Timestamp,
+    Activation, Application, IntegrationCredential, IssuedNonce, MasterKeyRef, NonceOwner,
 };
+use crate::model::{KeyId, Timestamp};
 use super::{Committed, Conflict, Store, StoreError, VerificationCommit};
 
 /// The store layout version this build writes and reads. A store with a higher number is refused.
@@ -517,12 +517,14 @@ impl Store for SledStore {
             what: "storage key ids are not 32 bytes".into(),
         })?;
         let (kek, dek) = raw.split_at(16);
-        let id = |half: &[u8]| KeyId(half.try_into().expect("split_at(16) of 32 bytes gives 16"));
+        let id = |half: &[u8]| {
+            KeyId::from_bytes(half.try_into().expect("split_at(16) of 32 bytes gives 16"))
+        };
         Ok(Some((id(kek), id(dek))))
     }
 
     fn set_storage_keys(&self, kek: KeyId, dek: KeyId) -> Result<(), StoreError> {
-        let value = [kek.0, dek.0].concat();
+        let value = [*kek.as_bytes(), *dek.as_bytes()].concat();
         let swapped = self
             .meta
             .compare_and_swap(KEY_STORAGE_KEYS, None as Option<&[u8]>, Some(value))

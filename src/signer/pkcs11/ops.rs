@@ -25,10 +25,12 @@ use rand::RngCore;
 use zeroize::Zeroizing;
 
 use crate::signer::config::TokenSelector;
+use crate::model::{
+    DerSignature, EncryptedSecret, KeyId, PublicKey, SEALED_IV_LEN, SEALED_TAG_LEN, WrappedKey,
+};
 use crate::signer::{
-    DEK_LABEL, DerSignature, EcPublicKey, EncryptedSecret, GeneratedKeyPair, Inventory, KEK_LABEL,
-    KeyId, LABEL_PREFIX, ObjectAttributes, PlainSecret, SEALED_IV_LEN, SEALED_TAG_LEN,
-    SharedSecret, SignerError, StorageKeyIds, TokenDescription, WrappedKey, WrappedKeyPair,
+    DEK_LABEL, GeneratedKeyPair, Inventory, KEK_LABEL, LABEL_PREFIX, ObjectAttributes,
+    PlainSecret, SharedSecret, SignerError, StorageKeyIds, TokenDescription, WrappedKeyPair,
     master_label,
 };
 
@@ -186,12 +188,13 @@ fn find_one(
     }
 }
 
-fn read_ec_point(ctx: &Ctx<'_>, public: ObjectHandle) -> Result<EcPublicKey, OpError> {
+fn read_ec_point(ctx: &Ctx<'_>, public: ObjectHandle) -> Result<PublicKey, OpError> {
     let attrs = ctx
         .session
         .get_attributes(public, &[AttributeType::EcPoint])?;
     match attrs.first() {
-        Some(Attribute::EcPoint(point)) => Ok(EcPublicKey::from_ec_point(point)?),
+        Some(Attribute::EcPoint(point)) => Ok(PublicKey::from_ec_point(point)
+            .map_err(|_| SignerError::Malformed("CKA_EC_POINT from the token"))?),
         _ => Err(SignerError::Internal("token returned no CKA_EC_POINT".into()).into()),
     }
 }
@@ -370,7 +373,8 @@ fn unwrap<'a>(ctx: &Ctx<'a>, wrapped: &WrappedKey) -> Result<Temp<'a>, OpError> 
 
 fn sign_with(ctx: &Ctx<'_>, key: ObjectHandle, digest: &[u8; 32]) -> Result<DerSignature, OpError> {
     let raw = ctx.session.sign(&Mechanism::Ecdsa, key, digest)?;
-    Ok(DerSignature::from_raw(&raw)?)
+    Ok(DerSignature::from_raw(&raw)
+        .map_err(|_| SignerError::Malformed("signature from the token"))?)
 }
 
 /// Signs with a token master key.
@@ -397,10 +401,11 @@ pub(crate) fn sign_wrapped(
 pub(crate) fn ecdh(
     ctx: &Ctx<'_>,
     wrapped: &WrappedKey,
-    peer: &EcPublicKey,
+    peer: &PublicKey,
 ) -> Result<SharedSecret, OpError> {
     let key = unwrap(ctx, wrapped)?;
-    let params = Ecdh1DeriveParams::new(EcKdf::null(), peer.as_bytes());
+    let point = peer.to_uncompressed();
+    let params = Ecdh1DeriveParams::new(EcKdf::null(), &point);
     // The derived secret is a short-lived session object whose value we read once.
     let template = [
         Attribute::Class(ObjectClass::SECRET_KEY),
@@ -473,7 +478,7 @@ pub(crate) fn decrypt(
 }
 
 /// Reads a master public key.
-pub(crate) fn public_key(ctx: &Ctx<'_>, id: &KeyId) -> Result<EcPublicKey, OpError> {
+pub(crate) fn public_key(ctx: &Ctx<'_>, id: &KeyId) -> Result<PublicKey, OpError> {
     let public = find_one(ctx, ObjectClass::PUBLIC_KEY, &master_label(id), id)?;
     read_ec_point(ctx, public)
 }

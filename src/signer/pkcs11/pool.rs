@@ -23,7 +23,7 @@ use secrecy::SecretString;
 
 use super::ops::{Ctx, OpError, confirm_alive};
 use super::token::{self, Fault};
-use crate::signer::SignerError;
+use crate::signer::{OpenError, SignerError};
 use crate::signer::config::TokenSelector;
 
 /// First back-off delay after a failed re-connection.
@@ -83,7 +83,7 @@ impl Shared {
         selector: TokenSelector,
         pin: SecretString,
         requested_workers: usize,
-    ) -> Result<Arc<Shared>, SignerError> {
+    ) -> Result<Arc<Shared>, OpenError> {
         let mut shared = Shared {
             lib,
             selector,
@@ -146,12 +146,12 @@ impl Shared {
 
     /// `C_Initialize`, find the token, open the login session, log in (once).
     /// On failure the library is finalized again so that the next try sees a fresh token list.
-    fn connect(&self, workers: usize) -> Result<Live, SignerError> {
+    fn connect(&self, workers: usize) -> Result<Live, OpenError> {
         token::initialize(&self.lib).map_err(|e| match token::classify(&e) {
             Fault::Session(_) => SignerError::TokenUnavailable,
             Fault::Pin(err) | Fault::Other(err) => err,
         })?;
-        let attempt = || -> Result<Live, SignerError> {
+        let attempt = || -> Result<Live, OpenError> {
             let slot = token::find_slot(&self.lib, &self.selector)?;
             let login = self
                 .lib
@@ -242,7 +242,7 @@ impl Shared {
                 tracing::info!(token = %self.selector, "token connection restored");
                 *state = State::Live(live);
             }
-            Err(e @ (SignerError::PinRejected | SignerError::PinLocked)) => {
+            Err(OpenError::Token(e @ (SignerError::PinRejected | SignerError::PinLocked))) => {
                 tracing::error!(error = %e, "the token refused the PIN; not retrying");
                 *state = State::Fatal(e);
             }

@@ -12,7 +12,7 @@ use cryptoki::session::{Session, UserType};
 use cryptoki::slot::Slot;
 use secrecy::SecretString;
 
-use crate::signer::SignerError;
+use crate::signer::{OpenError, SignerError};
 use crate::signer::config::{TokenSelector, softhsm_token_dir};
 
 /// Every `C_Login` this process made through the signer (successful or not).
@@ -26,9 +26,9 @@ pub fn login_attempts() -> u64 {
 
 /// Checks, before `C_Initialize` (which would only say `CKR_GENERAL_ERROR`), that the module file
 /// exists and, for SoftHSM, that `SOFTHSM2_CONF` and the token directory it names exist.
-pub(crate) fn check_paths(module: &Path) -> Result<(), SignerError> {
+pub(crate) fn check_paths(module: &Path) -> Result<(), OpenError> {
     if !module.is_file() {
-        return Err(SignerError::ModuleNotFound {
+        return Err(OpenError::ModuleNotFound {
             path: module.display().to_string(),
         });
     }
@@ -45,31 +45,31 @@ pub(crate) fn check_paths(module: &Path) -> Result<(), SignerError> {
     };
     let conf = Path::new(&conf);
     if !conf.is_file() {
-        return Err(SignerError::ConfigMissing {
+        return Err(OpenError::ConfigMissing {
             path: conf.display().to_string(),
         });
     }
     match softhsm_token_dir(conf) {
-        Ok(Some(dir)) if !dir.is_dir() => Err(SignerError::TokenDirMissing {
+        Ok(Some(dir)) if !dir.is_dir() => Err(OpenError::TokenDirMissing {
             path: dir.display().to_string(),
         }),
         Ok(_) => Ok(()),
-        Err(e) => Err(SignerError::Internal(format!(
+        Err(e) => Err(OpenError::Token(SignerError::Internal(format!(
             "reading SOFTHSM2_CONF {}: {}",
             conf.display(),
             e.kind()
-        ))),
+        )))),
     }
 }
 
 /// Loads the module (once per process).
-pub(crate) fn load(module: &Path) -> Result<Pkcs11, SignerError> {
+pub(crate) fn load(module: &Path) -> Result<Pkcs11, OpenError> {
     check_paths(module)?;
     Pkcs11::new(module).map_err(|e| {
-        SignerError::Internal(format!(
+        OpenError::Token(SignerError::Internal(format!(
             "cannot load PKCS#11 module {}: {e}",
             module.display()
-        ))
+        )))
     })
 }
 
@@ -82,7 +82,7 @@ pub(crate) fn initialize(lib: &Pkcs11) -> Result<(), CkError> {
 }
 
 /// Finds the one slot whose token matches the selector.
-pub(crate) fn find_slot(lib: &Pkcs11, selector: &TokenSelector) -> Result<Slot, SignerError> {
+pub(crate) fn find_slot(lib: &Pkcs11, selector: &TokenSelector) -> Result<Slot, OpenError> {
     let slots = lib
         .get_slots_with_token()
         .map_err(|e| internal("C_GetSlotList", &e))?;
@@ -101,10 +101,10 @@ pub(crate) fn find_slot(lib: &Pkcs11, selector: &TokenSelector) -> Result<Slot, 
     }
     match matches.as_slice() {
         [one] => Ok(*one),
-        [] => Err(SignerError::TokenNotFound {
+        [] => Err(OpenError::TokenNotFound {
             selector: selector.to_string(),
         }),
-        more => Err(SignerError::AmbiguousToken {
+        more => Err(OpenError::AmbiguousToken {
             selector: selector.to_string(),
             count: more.len(),
         }),

@@ -1,0 +1,21 @@
+//! Test helpers shared by offline-signer's integration tests (a dev-only crate: nothing the service
+//! ships depends on it).
+//!
+//! - [`softhsm`]: a throwaway SoftHSM token per test, in a child process with its own `SOFTHSM2_CONF`.
+//! - [`conformance`]: the signer conformance scenarios, run against every signer.
+//! - [`service_harness`], [`service_suite`]: the service scenarios, written once, run against every
+//!   signer through [`service_scenarios!`].
+//! - [`http_harness`]: the in-process router with a software token on the phone side.
+//! - [`scan`]: searching a folder for secret bytes in every encoding.
+//! - [`required`]: the one rule for tools a test needs (SoftHSM, `pkcs11-tool`, the vector folder):
+//!   missing means failed, unless `OFFLINE_SIGNER_ALLOW_MISSING=1` says otherwise.
+#![allow(clippy::unwrap_used, clippy::missing_errors_doc, clippy::missing_panics_doc)]
+// Test helpers: a panic is the failure report.
+
+pub mod conformance;
+pub mod http_harness;
+pub mod required;
+pub mod scan;
+pub mod service_harness;
+pub mod service_suite;
+pub mod softhsm;

@@ -1,0 +1,265 @@
+//! Test helper: a whole service (any signer, a sled store in a temp dir, a clock the test moves) and a
+//! minimal mobile token that computes codes the way a phone does (`powerauth-offline.md` §9).
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::time::Duration;
+
+use offline_signer::crypto::offline_data::{DEFAULT_URI_ID, OfflineData, RequestData};
+use offline_signer::crypto::signature::decimal_signature;
+use offline_signer::crypto::{
+    ComponentLength, CounterData, FactorKeys, MasterSecret, PrivateKey, PublicKey, SignatureType,
+};
+use offline_signer::service::{
+    Clock, CreatePersonalized, OfflinePayload, ProximityCheck, RegisterActivation, Service,
+    NoncePolicy, Settings, SignatureSettings, VerifyRequest, VerifyResponse,
+};
+use offline_signer::signer::Signer;
+use offline_signer::model::Timestamp;
+use offline_signer::store::{SledStore, Store};
+
+/// A clock that only moves when the test says so. Starts at 2026-01-01T00:00:00Z.
+#[derive(Debug)]
+pub struct ManualClock(AtomicI64);
+
+impl ManualClock {
+    pub fn new() -> Self {
+        Self(AtomicI64::new(1_767_225_600_000))
+    }
+    pub fn advance(&self, d: Duration) {
+        self.0.fetch_add(d.as_millis() as i64, Ordering::SeqCst);
+    }
+    pub fn unix_seconds(&self) -> u64 {
+        (self.0.load(Ordering::SeqCst) / 1000) as u64
+    }
+}
+
+impl Clock for ManualClock {
+    fn now(&self) -> Timestamp {
+        Timestamp::from_unix_millis(self.0.load(Ordering::SeqCst))
+    }
+}
+
+/// The settings of a fresh service: PowerAuth's defaults, nonce registry on, 300 s TTL.
+pub fn default_settings() -> Settings {
+    Settings {
+        signature: SignatureSettings {
+            lookahead: 20,
+            max_failed_attempts: 5,
+            component_length: 8,
+            proximity_otp_length: 8,
+        },
+        nonce_policy: NoncePolicy::Enforce,
+        nonce_ttl: Duration::from_secs(300),
+    }
+}
+
+pub struct Harness {
+    pub service: Service,
+    pub store: Arc<SledStore>,
+    pub clock: Arc<ManualClock>,
+    pub dir: tempfile::TempDir,
+}
+
+impl Harness {
+    pub async fn new(signer: Arc<dyn Signer>, settings: Settings) -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Arc::new(SledStore::open(&dir.path().join("data")).expect("open store"));
+        let clock = Arc::new(ManualClock::new());
+        let service = Service::open(
+            signer,
+            Arc::clone(&store) as Arc<dyn Store>,
+            settings,
+            Arc::clone(&clock) as Arc<dyn Clock>,
+        )
+        .await
+        .expect("service opens");
+        Self {
+            service,
+            store,
+            clock,
+            dir,
+        }
+    }
+
+    /// Creates application `id` (master key in the signer).
+    pub async fn application(&self, id: &str) -> PublicKey {
+        let detail = self
+            .service
+            .create_application(id)
+            .await
+            .expect("create application");
+        PublicKey::from_base64(&detail.master_public_key).expect("master key is a point")
+    }
+
+    /// Registers and commits a device of `app`, returning the phone's state.
+    pub async fn device(&self, app: &str, max_failed_attempts: Option<u32>) -> Device {
+        let device = self.pending_device(app, max_failed_attempts).await;
+        self.service
+            .commit_activation(&device.activation_id)
+            .await
+            .expect("commit");
+        device
+    }
+
+    /// Registers a device without committing it.
+    pub async fn pending_device(&self, app: &str, max_failed_attempts: Option<u32>) -> Device {
+        let device_private = PrivateKey::generate(&mut rand::rngs::OsRng);
+        let registered = self
+            .service
+            .register_activation(RegisterActivation {
+                application_id: app.to_owned(),
+                user_id: "alice".to_owned(),
+                device_public_key: device_private.public_key().to_base64(),
+                max_failed_attempts,
+                activation_flags: vec!["FLAG_A".to_owned()],
+            })
+            .await
+            .expect("register");
+        let server_public_key =
+            PublicKey::from_base64(&registered.server_public_key).expect("server key");
+        let master = MasterSecret::agree(&device_private, &server_public_key);
+        Device {
+            master_secret: master.as_key().expose().to_vec(),
+            activation_id: registered.activation_id,
+            keys: FactorKeys::from_master_secret(&master),
+            counter: std::cell::Cell::new(
+                CounterData::from_base64(&registered.ctr_data).expect("ctr data"),
+            ),
+            server_public_key,
+        }
+    }
+
+    /// A personalized payload for `device`, checked like the phone checks it, and the request data the
+    /// phone signs for it.
+    pub async fn payload(
+        &self,
+        device: &Device,
+        proximity: Option<ProximityCheck>,
+    ) -> (OfflinePayload, RequestData) {
+        let payload = self
+            .service
+            .create_personalized_payload(CreatePersonalized {
+                activation_id: device.activation_id.clone(),
+                data: web_flow_data(),
+                nonce: None,
+                proximity_check: proximity,
+            })
+            .await
+            .expect("create personalized payload");
+        let data = phone_request_data(&payload.offline_data, &device.server_public_key);
+        (payload, data)
+    }
+
+    pub async fn verify(&self, device: &Device, data: &RequestData, code: &str) -> VerifyResponse {
+        self.verify_with(device, data, code, |_| {}).await
+    }
+
+    pub async fn verify_with(
+        &self,
+        device: &Device,
+        data: &RequestData,
+        code: &str,
+        tweak: impl FnOnce(&mut VerifyRequest),
+    ) -> VerifyResponse {
+        let mut request = VerifyRequest {
+            activation_id: device.activation_id.clone(),
+            data: data.as_str().to_owned(),
+            signature: code.to_owned(),
+            allow_biometry: false,
+            component_length: None,
+            proximity_check: None,
+        };
+        tweak(&mut request);
+        self.service.verify(request).await.expect("verify answers")
+    }
+
+    pub fn stored(&self, device: &Device) -> offline_signer::store::Activation {
+        self.store
+            .activation(&device.activation_id)
+            .expect("store read")
+            .expect("activation exists")
+    }
+}
+
+/// A Web Flow payment (`powerauth-offline.md` §5), with the `B` flag.
+pub fn web_flow_data() -> String {
+    "5ff1b1ed-a3cc-45a3-8ab0-ed60950312b6\nPayment\nPlease confirm this payment\nA1*A100CZK*ICZ2730300000001165254011*D20180425\nB".to_owned()
+}
+
+/// Parses and ECDSA-checks `offline_data` with `key`, and returns the request data WITHOUT the TOTP
+/// (what the web application sends; the phone's signed form adds the TOTP, see [`Device::code_for`]).
+pub fn phone_request_data(offline_data: &str, key: &PublicKey) -> RequestData {
+    let parsed = OfflineData::parse(offline_data).expect("offlineData parses");
+    parsed.verify(key).expect("offlineData signature verifies");
+    let fields = parsed.web_flow().expect("Web Flow payload");
+    RequestData::for_operation(
+        DEFAULT_URI_ID,
+        parsed.nonce(),
+        fields.operation_id,
+        fields.operation_data,
+        None,
+    )
+}
+
+/// The TOTP line of a payload, if it has one.
+pub fn payload_totp(offline_data: &str) -> Option<String> {
+    let parsed = OfflineData::parse(offline_data).expect("offlineData parses");
+    parsed.web_flow().and_then(|f| f.totp.map(str::to_owned))
+}
+
+/// The phone's state: factor keys and its own copy of the hash-based counter.
+pub struct Device {
+    pub activation_id: String,
+    /// The master shared secret (a test's view into the phone, to scan the disk for it).
+    pub master_secret: Vec<u8>,
+    pub keys: FactorKeys,
+    pub counter: std::cell::Cell<CounterData>,
+    pub server_public_key: PublicKey,
+}
+
+impl Device {
+    /// The code at the phone's current counter, without advancing it.
+    pub fn code_for(
+        &self,
+        signature_type: SignatureType,
+        data: &RequestData,
+        totp: Option<&str>,
+        length: u8,
+    ) -> String {
+        let signed = match totp {
+            Some(totp) => data.with_proximity_totp(totp).expect("proximity body"),
+            None => data.clone(),
+        };
+        decimal_signature(
+            &self.keys,
+            signature_type,
+            &self.counter.get(),
+            signed.to_data_to_sign().as_bytes(),
+            ComponentLength::new(i64::from(length)).expect("4..=8"),
+        )
+    }
+
+    /// What the phone does: computes the PIN code (possession + knowledge, 8 digits) and advances.
+    pub fn sign(&self, data: &RequestData) -> String {
+        self.sign_as(SignatureType::PossessionKnowledge, data, None, 8)
+    }
+
+    /// Moves the phone's counter `steps` positions ahead, as if it had shown codes nobody used.
+    pub fn skip(&self, steps: u32) {
+        self.counter.set(self.counter.get().advance(steps));
+    }
+
+    /// Computes a code and advances the phone's counter (it does so for every code it shows).
+    pub fn sign_as(
+        &self,
+        signature_type: SignatureType,
+        data: &RequestData,
+        totp: Option<&str>,
+        length: u8,
+    ) -> String {
+        let code = self.code_for(signature_type, data, totp, length);
+        self.counter.set(self.counter.get().next());
+        code
+    }
+}

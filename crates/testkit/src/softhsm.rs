@@ -1,0 +1,163 @@
+//! Test helper: a throwaway SoftHSM token per test, made by `scripts/softhsm-init.sh`.
+//!
+//! SoftHSM reads `SOFTHSM2_CONF` at `C_Initialize`, and setting an environment variable inside
+//! a running test is `unsafe` in edition 2024 (forbidden here). So [`with_token`] re-runs the
+//! current test binary for just this test in a child process with `SOFTHSM2_CONF` set: the parent
+//! makes the token and checks the child's exit status, the child runs the body.
+//!
+//! When SoftHSM is missing the test FAILS, unless `OFFLINE_SIGNER_ALLOW_MISSING=1` (see
+//! [`crate::required`]).
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+pub const MODULE: &str = crate::required::SOFTHSM_MODULE;
+const CHILD_DIR: &str = "OFFLINE_SIGNER_TEST_SOFTHSM_DIR";
+const CHILD_LABEL: &str = "OFFLINE_SIGNER_TEST_SOFTHSM_LABEL";
+
+/// The token a child test runs against.
+pub struct TestToken {
+    /// The directory `softhsm-init.sh` filled (conf, tokens/, user.pin, so.pin).
+    pub dir: PathBuf,
+    /// The token label.
+    pub label: String,
+}
+
+impl TestToken {
+    pub fn user_pin_file(&self) -> PathBuf {
+        self.dir.join("user.pin")
+    }
+
+    pub fn user_pin(&self) -> String {
+        std::fs::read_to_string(self.user_pin_file()).expect("user.pin written by the init script")
+    }
+
+    pub fn tokens_dir(&self) -> PathBuf {
+        self.dir.join("tokens")
+    }
+
+    /// A PKCS#11 signer configuration for this token.
+    pub fn config(&self) -> offline_signer::signer::config::Pkcs11Config {
+        use offline_signer::signer::config::{PinSource, Pkcs11Config, TokenSelector};
+        Pkcs11Config::new(
+            PathBuf::from(MODULE),
+            TokenSelector::Label(self.label.clone()),
+            PinSource::File(self.user_pin_file()),
+        )
+    }
+}
+
+fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+/// `true` when SoftHSM is usable; otherwise fails, or skips loudly when that is allowed.
+pub fn softhsm_present() -> bool {
+    crate::required::softhsm()
+}
+
+pub fn init_token(dir: &Path, label: &str, user_pin_file: Option<&Path>) {
+    let mut cmd = Command::new("bash");
+    cmd.arg(repo_root().join("scripts/softhsm-init.sh"))
+        .arg(dir)
+        .arg(label);
+    if let Some(p) = user_pin_file {
+        cmd.arg(p);
+    }
+    let out = cmd.output().expect("bash runs");
+    assert!(
+        out.status.success(),
+        "softhsm-init.sh failed: {}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Runs `body` in a child process of this test binary with a fresh token; `test_name` must be
+/// the exact name of the calling `#[test]` function. `prepare` may customise the token directory
+/// before the child starts (e.g. write a user PIN file first: it receives the directory).
+pub fn with_token_prepared(
+    test_name: &str,
+    label: &str,
+    user_pin: Option<&str>,
+    body: impl FnOnce(TestToken),
+) {
+    with_token_custom(test_name, label, user_pin, |_| None, body)
+}
+
+/// The general form: `conf_override` receives the prepared directory and may return another
+/// `SOFTHSM2_CONF` path for the child (e.g. a missing file).
+pub fn with_token_custom(
+    test_name: &str,
+    label: &str,
+    user_pin: Option<&str>,
+    conf_override: impl FnOnce(&Path) -> Option<PathBuf>,
+    body: impl FnOnce(TestToken),
+) {
+    if let (Ok(dir), Ok(label)) = (std::env::var(CHILD_DIR), std::env::var(CHILD_LABEL)) {
+        body(TestToken {
+            dir: PathBuf::from(dir),
+            label,
+        });
+        return;
+    }
+    if !softhsm_present() {
+        return;
+    }
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let pin_file = user_pin.map(|pin| {
+        let p = tmp.path().join("chosen.pin");
+        std::fs::write(&p, pin).expect("write pin");
+        p
+    });
+    let dir = tmp.path().join("hsm");
+    init_token(&dir, label, pin_file.as_deref());
+    let conf = conf_override(&dir).unwrap_or_else(|| dir.join("softhsm2.conf"));
+    let exe = std::env::current_exe().expect("current test binary");
+    let out = Command::new(exe)
+        .args([test_name, "--exact", "--nocapture", "--test-threads=1"])
+        .env("SOFTHSM2_CONF", conf)
+        .env(CHILD_DIR, &dir)
+        .env(CHILD_LABEL, label)
+        .output()
+        .expect("re-run the test binary");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "child test {test_name} failed ({})\n--- stdout ---\n{stdout}\n--- stderr ---\n{stderr}",
+        out.status
+    );
+    assert!(
+        stdout.contains("1 passed"),
+        "child did not run exactly the test {test_name}:\n{stdout}"
+    );
+}
+
+/// [`with_token_prepared`] with a random PIN.
+pub fn with_token(test_name: &str, label: &str, body: impl FnOnce(TestToken)) {
+    with_token_prepared(test_name, label, None, body)
+}
+
+/// Runs `softhsm2-util` (inherits `SOFTHSM2_CONF`) and asserts success.
+pub fn softhsm_util(args: &[&str]) -> String {
+    let out = Command::new("softhsm2-util")
+        .args(args)
+        .output()
+        .expect("softhsm2-util runs");
+    assert!(
+        out.status.success(),
+        "softhsm2-util {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// A tokio runtime for a test body.
+pub fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("tokio runtime")
+}

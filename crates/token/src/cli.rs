@@ -1,0 +1,263 @@
+//! The `offline-token` token subcommands: `activate`, `sign`, `status`.
+//!
+//! Output discipline: what a script consumes goes to **stdout** (the JSON object of `--json`, one
+//! value of `--field`, or the code alone), everything meant for a person (the operation, the flags,
+//! the fingerprint, hints) goes to **stderr**. So `token sign --json` prints pure JSON on stdout.
+//! The state file is saved before a code is printed, as a phone persists its counter before it shows
+//! a code.
+
+use std::io::Write as _;
+use std::path::PathBuf;
+
+use clap::{Args, Subcommand, ValueEnum};
+
+use super::client::{Client, Credentials};
+use super::{Activation, SignOptions, SignedOperation, Token, TokenError, TokenState};
+use crate::crypto::ComponentLength;
+use crate::crypto::offline_data::DEFAULT_URI_ID;
+
+/// A software mobile token (test double of a phone app).
+#[derive(Debug, Subcommand)]
+pub enum TokenCommand {
+    /// Activate a new token: device key pair, register, fingerprint check, save the state, commit.
+    ///
+    /// Integration credentials come from OFFLINE_SIGNER_CLIENT_TOKEN and OFFLINE_SIGNER_CLIENT_SECRET
+    /// (as in credentials.env). The state file must not exist yet; it is created with mode 0600.
+    Activate(ActivateArgs),
+    /// Check a QR payload (offlineData), show the operation and print the code to type.
+    ///
+    /// The payload comes from --offline-data or stdin (one trailing newline is ignored). A payload
+    /// whose ECDSA signature does not verify is refused. Every code shown advances the counter.
+    Sign(SignArgs),
+    /// Show the token's activation, server, counter position and fingerprint.
+    Status(StatusArgs),
+}
+
+/// Arguments of `token activate`.
+#[derive(Debug, Args)]
+pub struct ActivateArgs {
+    /// Base URL of the service, e.g. http://127.0.0.1:8080.
+    #[arg(long, value_name = "URL")]
+    pub server: String,
+    /// The application id to activate in.
+    #[arg(long, value_name = "ID")]
+    pub application: String,
+    /// The user id to register.
+    #[arg(long, value_name = "ID")]
+    pub user: String,
+    /// The state file to create (mode 0600).
+    #[arg(long, value_name = "FILE")]
+    pub state: PathBuf,
+    /// Failed attempts before the server blocks the activation (server default when absent).
+    #[arg(long, value_name = "N")]
+    pub max_failed_attempts: Option<u32>,
+}
+
+/// Arguments of `token sign`.
+#[derive(Debug, Args)]
+pub struct SignArgs {
+    /// The token's state file.
+    #[arg(long, value_name = "FILE")]
+    pub state: PathBuf,
+    /// Approve with biometry (possession + biometry) instead of the PIN; needs the B flag.
+    #[arg(long)]
+    pub biometry: bool,
+    /// Digits per code component, 4..=8.
+    #[arg(long, value_name = "N", default_value_t = 8, value_parser = clap::value_parser!(u8).range(4..=8))]
+    pub length: u8,
+    /// The offlineData text; read from stdin when absent.
+    #[arg(long, value_name = "TEXT")]
+    pub offline_data: Option<String>,
+    /// The uriId of the normalized data (must match the web application's).
+    #[arg(long, value_name = "ID", default_value = DEFAULT_URI_ID)]
+    pub uri_id: String,
+    /// Print a JSON object (code, data, nonce, signatureType, allowBiometry, proximity, …) on stdout.
+    #[arg(long, conflicts_with = "field")]
+    pub json: bool,
+    /// Print only this value on stdout (for shell scripts).
+    #[arg(long, value_enum, value_name = "NAME")]
+    pub field: Option<Field>,
+}
+
+/// One value `token sign --field` can print.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Field {
+    /// The code to type.
+    Code,
+    /// The `data` for verify (no TOTP).
+    Data,
+    /// The nonce.
+    Nonce,
+    /// `POSSESSION_KNOWLEDGE` or `POSSESSION_BIOMETRY`.
+    SignatureType,
+    /// `true` or `false`: whether verify needs allowBiometry.
+    AllowBiometry,
+    /// The proximity TOTP (empty when the QR had none).
+    Totp,
+}
+
+/// Arguments of `token status`.
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    /// The token's state file.
+    #[arg(long, value_name = "FILE")]
+    pub state: PathBuf,
+    /// Also ask the server for the activation's status (uses the credential variables).
+    #[arg(long)]
+    pub remote: bool,
+}
+
+/// Runs one `token` subcommand.
+pub fn run(command: TokenCommand) -> Result<(), TokenError> {
+    match command {
+        TokenCommand::Activate(args) => activate(args),
+        TokenCommand::Sign(args) => sign(args),
+        TokenCommand::Status(args) => status(args),
+    }
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime, TokenError> {
+    Ok(tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?)
+}
+
+fn activate(args: ActivateArgs) -> Result<(), TokenError> {
+    if args.state.exists() {
+        return Err(super::StateFileError::AlreadyExists(args.state).into());
+    }
+    let credentials = Credentials::from_env();
+    if credentials.is_none() {
+        eprintln!(
+            "note: {} / {} are not set; calling the service without credentials",
+            super::client::CLIENT_TOKEN_ENV,
+            super::client::CLIENT_SECRET_ENV
+        );
+    }
+    let client = Client::new(&args.server, credentials)?;
+    let activation = Activation {
+        application_id: args.application,
+        user_id: args.user,
+        max_failed_attempts: args.max_failed_attempts,
+    };
+    let path = args.state;
+    let token = runtime()?.block_on(Token::activate(&client, &activation, |state| {
+        state.create(&path).map_err(TokenError::from)
+    }))?;
+    let state = token.state();
+    eprintln!("Token activated.");
+    eprintln!("  activation  {}", state.activation_id);
+    eprintln!(
+        "  fingerprint {} (matches the server's)",
+        state.fingerprint()
+    );
+    eprintln!("  state       {} (mode 0600)", path.display());
+    println!("{}", state.activation_id);
+    Ok(())
+}
+
+fn sign(args: SignArgs) -> Result<(), TokenError> {
+    let offline_data = match args.offline_data {
+        Some(text) => text,
+        None => crate::input::read_stdin()?,
+    };
+    let state = TokenState::load(&args.state)?;
+    let mut token = Token::new(state);
+    let options = SignOptions {
+        biometry: args.biometry,
+        length: ComponentLength::new(i64::from(args.length)).map_err(TokenError::InvalidLength)?,
+        uri_id: args.uri_id,
+    };
+    let signed = token.sign(&offline_data, &options)?;
+    // The counter moved: persist it before the code leaves the token.
+    token.state().save(&args.state)?;
+    describe(&signed);
+    let mut out = std::io::stdout().lock();
+    if args.json {
+        serde_json::to_writer_pretty(&mut out, &signed).map_err(std::io::Error::other)?;
+        writeln!(out)?;
+    } else if let Some(field) = args.field {
+        writeln!(out, "{}", field_value(&signed, field))?;
+    } else {
+        writeln!(out, "{}", signed.code)?;
+    }
+    out.flush()?;
+    Ok(())
+}
+
+fn field_value(signed: &SignedOperation, field: Field) -> String {
+    match field {
+        Field::Code => signed.code.clone(),
+        Field::Data => signed.data.clone(),
+        Field::Nonce => signed.nonce.clone(),
+        Field::SignatureType => signed.signature_type.to_owned(),
+        Field::AllowBiometry => signed.allow_biometry.to_string(),
+        Field::Totp => signed
+            .proximity
+            .as_ref()
+            .map(|p| p.totp.clone())
+            .unwrap_or_default(),
+    }
+}
+
+/// The human display, on stderr.
+fn describe(signed: &SignedOperation) {
+    eprintln!(
+        "QR signature OK ({} key).",
+        if signed.key == "master" {
+            "application master"
+        } else {
+            "activation's server"
+        }
+    );
+    eprint!("{}", signed.operation);
+    if let Some(p) = &signed.proximity {
+        eprintln!("  Proximity  TOTP {} (signed into the code)", p.totp);
+    }
+    eprintln!(
+        "Approved with {} ({}); code {} of this token.",
+        if signed.signature_type == "POSSESSION_BIOMETRY" {
+            "biometry"
+        } else {
+            "PIN"
+        },
+        signed.signature_type,
+        signed.counter
+    );
+    if signed.component_length == 8 {
+        eprintln!("Code to type: {}", signed.code);
+    }
+}
+
+fn status(args: StatusArgs) -> Result<(), TokenError> {
+    let state = TokenState::load(&args.state)?;
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "activation   {}", state.activation_id)?;
+    writeln!(out, "application  {}", state.application_id)?;
+    writeln!(out, "user         {}", state.user_id)?;
+    writeln!(out, "server       {}", state.server_url)?;
+    writeln!(out, "codes made   {}", state.counter)?;
+    writeln!(out, "fingerprint  {}", state.fingerprint())?;
+    if args.remote {
+        let client = Client::new(&state.server_url, Credentials::from_env())?;
+        let remote = runtime()?.block_on(client.activation_status(&state.activation_id))?;
+        writeln!(out, "status       {}", remote.activation_status)?;
+        if let Some(reason) = &remote.blocked_reason {
+            writeln!(out, "blocked      {reason}")?;
+        }
+        writeln!(
+            out,
+            "failures     {} of {}",
+            remote.failed_attempts, remote.max_failed_attempts
+        )?;
+        if let Some(fp) = &remote.device_public_key_fingerprint {
+            let same = *fp == state.fingerprint();
+            writeln!(
+                out,
+                "server fingerprint {fp} ({})",
+                if same { "matches" } else { "DIFFERS" }
+            )?;
+        }
+    }
+    Ok(())
+}
