@@ -6,9 +6,9 @@
 //! runtime). A `PgStore` therefore owns a small multi-threaded tokio runtime ([`RUNTIME_THREADS`]
 //! workers) that owns the connection pool and drives every connection. Each trait method spawns its
 //! async body on that runtime and waits for the answer on a one-slot `crossbeam-channel`; the caller's
-//! thread blocks exactly as it would on sled's `fsync`, and the caller's runtime is never entered. A
-//! synchronous client (`postgres`) would hide the same arrangement (it runs its own runtime inside) but
-//! without a pool that recycles broken connections. Dropping the store shuts the runtime down without
+//! thread blocks exactly as it would on sled's `fsync`, and the caller's runtime is never entered. The
+//! synchronous `postgres` crate is no way out: it drives its connection with `block_on` on the calling
+//! thread, which panics on a tokio worker thread. Dropping the store shuts its runtime down without
 //! waiting, so it may be dropped anywhere, even on a runtime thread.
 //!
 //! **Layout.** Each record is stored as its [`super::codec`] encoding in a `bytea` column — the same bytes
