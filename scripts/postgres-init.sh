@@ -151,6 +151,10 @@ is_running() {
     [[ -f "$pgdata/PG_VERSION" ]] && as_server "$bindir/pg_ctl" -D "$pgdata" status >/dev/null 2>&1
 }
 
+if $stop && [[ ! -d "$dir_arg" ]]; then
+    say "no cluster in $dir_arg: nothing to stop"
+    exit 0
+fi
 mkdir -p "$dir_arg"
 dir=$(cd "$dir_arg" && pwd -P)
 pgdata="$dir/pgdata"
