@@ -1,13 +1,16 @@
 //! Persistent state: applications, activations (keys as wrapped blobs, counters, failed attempts), the
 //! nonce registry, integration credentials and the hash-chained audit trail. This is the only module
-//! that knows sled (`store/sled_store.rs`); the rest of the service sees the [`Store`] trait.
+//! that knows sled (`store/sled_store.rs`) or the PostgreSQL client (`store/postgres.rs`); the rest of the
+//! service sees the [`Store`] trait.
 //!
 //! Codemap:
 //! - `records.rs`      the record types and their newtypes (no storage code).
 //! - `codec.rs`        the versioned binary layout of every stored value (first byte = record format).
-//! - `audit.rs`        audit records, the hash chain, and [`verify_audit_chain`].
+//! - `audit.rs`        audit records, the hash chains, and [`verify_audit_chain`].
 //! - `group_commit.rs` one `fsync` for many concurrent writers.
 //! - `sled_store.rs`   [`SledStore`], the embedded implementation.
+//! - `postgres.rs`     [`PgStore`], the implementation for several instances sharing one PostgreSQL
+//!   database, with its settings ([`RawPostgresSettings`] → [`PostgresSettings`]) and migrations.
 //!
 //! Invariants:
 //! - No plaintext secret reaches the store: key material arrives wrapped or encrypted by the HSM
@@ -17,29 +20,33 @@
 //!   service acknowledges survives a crash.
 //! - [`Store::commit_verification`] is one atomic write: the activation's new state (compare-and-swap on
 //!   its `version`), the nonce consumption and the audit record land together or not at all.
-//! - The audit chain is appended under the same serialization as the write it records, so the chain has
-//!   no gaps and no forks.
+//! - Each audit chain is appended under the same serialization as the write it records, so a chain has
+//!   no gaps and no forks. sled has one chain; PostgreSQL one per writing instance ([`ChainId`]), so
+//!   that instances do not queue on one global lock.
 //!
 //! **Why the trait is synchronous.** sled is a synchronous library and the only slow step, the `fsync`, is
 //! a blocking system call; an `async` trait would only hide a blocking call behind a future (and box every
 //! call). Reads are microseconds and may be called directly from async code; writes block until durable
-//! and belong in `spawn_blocking` (or on the same dedicated thread as the HSM work). A PostgreSQL
-//! implementation can keep the same shape with a synchronous client and a connection pool:
-//! `commit_verification` becomes one transaction with `SELECT … FOR UPDATE` on the activation row, an
-//! `UPDATE … WHERE version = $expected`, an `UPDATE nonces SET consumed_at = … WHERE consumed_at IS NULL`
-//! (zero rows → [`Conflict::NonceConsumed`]), and an insert into the audit table after locking its head row.
+//! and belong in `spawn_blocking` (or on the same dedicated thread as the HSM work). [`PgStore`] keeps
+//! the same shape: it runs its async client on a small runtime of its own and blocks the caller on the
+//! answer (see its module docs for why).
 
 mod audit;
 mod codec;
 mod group_commit;
+mod postgres;
 mod records;
 mod sled_store;
 
 pub use audit::{
     AuditDraft, AuditEntry, AuditOperation, AuditOutcome, AuditRecord, ChainBreak, ChainHead,
-    ChainReport, verify_audit_chain,
+    ChainId, ChainReport, InvalidChainId, verify_audit_chain,
 };
 pub use group_commit::FlushHold;
+pub use postgres::{
+    DATABASE_URL_ENV, PgStore, PostgresSettings, PostgresSettingsError, RawPostgresSettings,
+    SCHEMA_VERSION, SchemaMigration, migrate,
+};
 pub use records::{
     Activation, Application, IntegrationCredential, IssuedNonce, MasterKeyRef, NonceOwner,
     SecretHash,
@@ -195,17 +202,42 @@ pub trait Store: Send + Sync {
     /// durable write that changes no record.
     fn probe(&self) -> Result<(), StoreError>;
 
-    /// Appends an audit record on its own (for events that change nothing else).
+    /// Appends an audit record on its own (for events that change nothing else), to this handle's chain.
     fn append_audit(&self, draft: AuditDraft) -> Result<AuditRecord, StoreError>;
 
-    /// Up to `limit` audit entries from position `from_seq` on, in order. Damaged records come back as
-    /// [`AuditEntry::Undecodable`] rather than failing the read, so that the chain check can name them.
-    fn audit_entries(&self, from_seq: u64, limit: usize) -> Result<Vec<AuditEntry>, StoreError>;
+    /// The chain this handle appends to (every audit draft given to a write lands there).
+    fn audit_chain(&self) -> ChainId;
 
-    /// The newest audit record's position and hash.
-    fn audit_head(&self) -> Result<ChainHead, StoreError>;
+    /// Every audit chain in the store, ordered by id: one for sled, one per writing instance for
+    /// PostgreSQL (including chains of instances that are gone).
+    fn audit_chains(&self) -> Result<Vec<ChainId>, StoreError>;
 
-    /// Up to `limit` audit records from position `from_seq` on; a damaged record is [`StoreError::Corrupt`].
+    /// Up to `limit` entries of `chain` from position `from_seq` on, in order. Damaged records come back
+    /// as [`AuditEntry::Undecodable`] rather than failing the read, so that the chain check can name them.
+    /// [`StoreError::NotFound`] (`"audit chain"`) if the store has no such chain.
+    fn audit_chain_entries(
+        &self,
+        chain: &ChainId,
+        from_seq: u64,
+        limit: usize,
+    ) -> Result<Vec<AuditEntry>, StoreError>;
+
+    /// The newest record's position and hash in `chain` ([`ChainId::empty_head`] while it is empty).
+    /// [`StoreError::NotFound`] (`"audit chain"`) if the store has no such chain.
+    fn audit_chain_head(&self, chain: &ChainId) -> Result<ChainHead, StoreError>;
+
+    /// [`Self::audit_chain_entries`] of this handle's own chain.
+    fn audit_entries(&self, from_seq: u64, limit: usize) -> Result<Vec<AuditEntry>, StoreError> {
+        self.audit_chain_entries(&self.audit_chain(), from_seq, limit)
+    }
+
+    /// [`Self::audit_chain_head`] of this handle's own chain.
+    fn audit_head(&self) -> Result<ChainHead, StoreError> {
+        self.audit_chain_head(&self.audit_chain())
+    }
+
+    /// Up to `limit` records of this handle's chain from position `from_seq` on; a damaged record is
+    /// [`StoreError::Corrupt`].
     fn audit_records(&self, from_seq: u64, limit: usize) -> Result<Vec<AuditRecord>, StoreError> {
         self.audit_entries(from_seq, limit)?
             .into_iter()

@@ -15,12 +15,14 @@ use axum::http::{Request, StatusCode};
 use http_harness::{Api, BODY_LIMIT, api_settings, assert_error, basic, keys, sorted};
 use offline_signer::crypto::{PrivateKey, SignatureType};
 use offline_signer::signer::software::SoftwareSigner;
-use offline_signer::signer::{
-    DerSignature, EcPublicKey, EncryptedSecret, GeneratedKeyPair, Inventory, KeyId, KeyRef,
-    ObjectAttributes, PlainSecret, SharedSecret, Signer, SignerError, SignerKind, StorageKeyIds,
-    WrappedKey, WrappedKeyPair,
+use offline_signer::model::{
+    DerSignature, EncryptedSecret, KeyId, PublicKey, Timestamp, WrappedKey,
 };
-use offline_signer::store::{Application, Store, Timestamp};
+use offline_signer::signer::{
+    GeneratedKeyPair, Inventory, KeyRef, ObjectAttributes, PlainSecret, SharedSecret, Signer,
+    SignerError, SignerKind, StorageKeyIds, WrappedKeyPair,
+};
+use offline_signer::store::{Application, Store};
 use serde_json::{Value, json};
 use service_harness::{default_settings, web_flow_data};
 
@@ -947,7 +949,7 @@ impl Signer for FaultySigner {
             _ => self.inner.sign_digest(key, digest).await,
         }
     }
-    async fn ecdh(&self, key: &WrappedKey, peer: &[u8]) -> Result<SharedSecret, SignerError> {
+    async fn ecdh(&self, key: &WrappedKey, peer: &PublicKey) -> Result<SharedSecret, SignerError> {
         self.inner.ecdh(key, peer).await
     }
     async fn encrypt_secret(
@@ -966,7 +968,7 @@ impl Signer for FaultySigner {
     ) -> Result<PlainSecret, SignerError> {
         self.inner.decrypt_secret(dek, aad, sealed).await
     }
-    async fn public_key(&self, id: &KeyId) -> Result<EcPublicKey, SignerError> {
+    async fn public_key(&self, id: &KeyId) -> Result<PublicKey, SignerError> {
         self.inner.public_key(id).await
     }
     async fn unwrapped_key_attributes(

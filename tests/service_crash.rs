@@ -20,7 +20,7 @@ use std::time::Duration;
 use offline_signer::crypto::offline_data::{DEFAULT_URI_ID, OfflineData, RequestData};
 use offline_signer::crypto::signature::decimal_signature;
 use offline_signer::crypto::{
-    ComponentLength, CounterData, FactorKeys, MasterSecret, PrivateKey, PublicKey, SignatureType,
+    ComponentLength, CounterData, FactorKeys, MasterSecret, PrivateKey, SignatureType,
 };
 use offline_signer::service::{
     CreatePersonalized, NoncePolicy, NonceStatus, RegisterActivation, Service, Settings,

@@ -1,14 +1,13 @@
 //! The service scenarios against a real SoftHSM token (one throwaway token per test, each in its own
 //! child process; see `common/softhsm.rs`).
 
-use offline_signer_testkit::scan;
 use offline_signer_testkit::service_harness;
 use offline_signer_testkit::service_suite;
 use offline_signer_testkit::softhsm;
 
 use std::sync::Arc;
 
-use offline_signer::config::NoncePolicy;
+use offline_signer::service::NoncePolicy;
 use offline_signer::service::Settings;
 use offline_signer::signer::pkcs11::Pkcs11Signer;
 use service_harness::{Harness, default_settings};

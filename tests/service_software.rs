@@ -1,12 +1,11 @@
 //! The service scenarios against the in-process `software-insecure` signer.
 
-use offline_signer_testkit::scan;
 use offline_signer_testkit::service_harness;
 use offline_signer_testkit::service_suite;
 
 use std::sync::Arc;
 
-use offline_signer::config::NoncePolicy;
+use offline_signer::service::NoncePolicy;
 use offline_signer::service::Settings;
 use offline_signer::signer::software::SoftwareSigner;
 use service_harness::{Harness, default_settings};

@@ -109,7 +109,7 @@ fn token_taken_away_and_given_back() {
                 }
             }
             let sig = recovered.expect("the signer came back after the token returned");
-            let vk = p256::ecdsa::VerifyingKey::from(&master.public_key.as_p256());
+            let vk = p256::ecdsa::VerifyingKey::from(master.public_key.as_p256());
             let parsed = p256::ecdsa::Signature::from_der(sig.as_bytes()).unwrap();
             vk.verify_prehash(&digest, &parsed)
                 .expect("signature after recovery verifies");

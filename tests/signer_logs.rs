@@ -9,8 +9,8 @@ use std::sync::{Arc, Mutex};
 
 use offline_signer::signer::config::{PinSource, RawSignerConfig, SignerConfig, SoftwareConfig};
 use offline_signer::signer::software::SoftwareSigner;
-use offline_signer::signer::{EncryptedSecret, KeyRef, SignerError, key_report, open_signer};
-use p256::elliptic_curve::sec1::ToEncodedPoint;
+use offline_signer::model::{EncryptedSecret, KeyId, PublicKey};
+use offline_signer::signer::{KeyRef, OpenError, SignerError, key_report, open_signer};
 use softhsm::{runtime, with_token_prepared};
 
 const PIN: &str = "PIN-7355608-recognisable";
@@ -33,7 +33,7 @@ impl Write for Capture {
     }
 }
 
-fn show(shown: &mut Vec<String>, e: &SignerError) {
+fn show(shown: &mut Vec<String>, e: &(impl std::fmt::Display + std::fmt::Debug)) {
     shown.push(e.to_string());
     shown.push(format!("{e:?}"));
 }
@@ -70,7 +70,7 @@ fn pin_never_reaches_logs_or_errors() {
                 let err = open_signer(&SignerConfig::Pkcs11(wrong.clone()))
                     .await
                     .unwrap_err();
-                assert_eq!(err, SignerError::PinRejected);
+                assert_eq!(err, OpenError::Token(SignerError::PinRejected));
                 show(&mut shown, &err);
 
                 // The flow: open → sign → ECDH → encrypt → decrypt → report.
@@ -91,11 +91,8 @@ fn pin_never_reaches_logs_or_errors() {
                     .await
                     .unwrap();
                 let device = p256::SecretKey::random(&mut rand::rngs::OsRng);
-                let device_public = device.public_key().to_encoded_point(false);
-                let shared = signer
-                    .ecdh(&pair.wrapped, device_public.as_bytes())
-                    .await
-                    .unwrap();
+                let device_public = PublicKey::from_p256(device.public_key());
+                let shared = signer.ecdh(&pair.wrapped, &device_public).await.unwrap();
                 secrets_hex.push(hex::encode(shared.expose()));
                 shown.push(format!("{shared:?}"));
                 let sealed = signer
@@ -121,7 +118,10 @@ fn pin_never_reaches_logs_or_errors() {
                 );
                 show(
                     &mut shown,
-                    &signer.ecdh(&pair.wrapped, &[4; 65]).await.unwrap_err(),
+                    &signer
+                        .public_key(&KeyId::from_bytes([4; 16]))
+                        .await
+                        .unwrap_err(),
                 );
                 let bogus = EncryptedSecret::from_bytes(vec![1; 40]).unwrap();
                 show(

@@ -61,7 +61,7 @@ async fn software_key_report_flags_in_memory_keys() {
 
 mod laws {
     use super::*;
-    use offline_signer::signer::{EncryptedSecret, WrappedKey};
+    use offline_signer::model::{EncryptedSecret, WrappedKey};
     use proptest::prelude::*;
 
     fn block_on<F: std::future::Future>(f: F) -> F::Output {
@@ -100,7 +100,7 @@ mod laws {
         /// WrappedKey bytes: from_bytes ∘ to_bytes = id.
         #[test]
         fn wrapped_key_bytes_round_trip(kek in any::<[u8; 16]>(), blob in proptest::collection::vec(any::<u8>(), 1..100)) {
-            let wk = WrappedKey::new(offline_signer::signer::KeyId::from_bytes(kek), blob);
+            let wk = WrappedKey::new(offline_signer::model::KeyId::from_bytes(kek), blob);
             prop_assert_eq!(WrappedKey::from_bytes(&wk.to_bytes()).unwrap(), wk);
         }
     }

@@ -1,15 +1,17 @@
-//! Durability of acknowledged writes: group commit under 64 concurrent writers, and a child process
-//! that commits in a loop and is killed with SIGKILL at random moments.
+//! Durability of acknowledged writes, on sled and on PostgreSQL from one scenario list: 64 concurrent
+//! writers, and a child process that commits in a loop and is killed with SIGKILL at random moments.
+//! sled's group commit (one flush for many queued writers) is checked on sled alone.
 
-#[path = "common/store_fixtures.rs"]
-mod fixtures;
+use offline_signer_testkit::store_fixtures as fixtures;
+use offline_signer_testkit::store_backends as backends;
+use offline_signer_testkit::store_scenarios;
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Write};
-use std::path::Path;
 use std::process::{Command, Stdio};
 use std::sync::Arc;
 
+use backends::Backend;
 use fixtures::{APP, activation, application, nonce_for, t, verify_draft};
 use offline_signer::store::{
     AuditDraft, AuditOperation, AuditOutcome, SledStore, Store, StoreError, VerificationCommit,
@@ -17,9 +19,15 @@ use offline_signer::store::{
 };
 use rand::Rng;
 
+store_scenarios!(
+    many_threads_committing_freely_are_all_durable,
+    commit_loop_acknowledges_durable_commits,
+    acknowledged_commits_survive_sigkill,
+);
+
 /// One verification commit for activation `id`: issue a nonce, consume it, move the counter.
 /// Returns `(counter, audit seq, nonce)` once the commit is durable.
-fn verify_once(store: &SledStore, id: &str) -> (u64, u64, String) {
+fn verify_once(store: &dyn Store, id: &str) -> (u64, u64, String) {
     let a = store
         .activation(id)
         .expect("read")
@@ -49,7 +57,7 @@ fn verify_once(store: &SledStore, id: &str) -> (u64, u64, String) {
     (done.activation.counter, seq, nonce)
 }
 
-fn setup(store: &SledStore, ids: &[String]) {
+fn setup(store: &dyn Store, ids: &[String]) {
     match store.create_application(&application(APP), None) {
         Ok(()) | Err(StoreError::AlreadyExists { .. }) => {}
         Err(e) => panic!("create application: {e}"),
@@ -64,8 +72,8 @@ fn setup(store: &SledStore, ids: &[String]) {
 
 /// Every acknowledged commit `(activation id, counter, audit seq, nonce)` is in the store, and the chain
 /// is intact.
-fn check_acknowledged(dir: &Path, acks: &[(String, u64, u64, String)]) {
-    let store = SledStore::open(dir).expect("reopen after the writer is gone");
+fn check_acknowledged<B: Backend>(place: &B, acks: &[(String, u64, u64, String)]) {
+    let store = place.open();
     let report = verify_audit_chain(&store).expect("walk the chain");
     assert_eq!(
         report.first_broken, None,
@@ -97,12 +105,13 @@ fn check_acknowledged(dir: &Path, acks: &[(String, u64, u64, String)]) {
     }
 }
 
+/// sled only: PostgreSQL groups commits inside the server, out of the store's sight.
 #[test]
 fn group_commit_serves_queued_writers_with_one_flush() {
     let dir = tempfile::tempdir().expect("temp dir");
     let store = Arc::new(SledStore::open(dir.path()).expect("open"));
     let ids: Vec<String> = (0..64).map(|i| format!("gc-{i}")).collect();
-    setup(&store, &ids);
+    setup(store.as_ref(), &ids);
     for id in &ids {
         store
             .issue_nonce(&nonce_for(&format!("n-{id}"), id, t(300_000)), None)
@@ -159,13 +168,12 @@ fn group_commit_serves_queued_writers_with_one_flush() {
     assert_eq!((report.records, report.first_broken), (64, None));
 }
 
-#[test]
-fn many_threads_committing_freely_are_all_durable() {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let store = Arc::new(SledStore::open(dir.path()).expect("open"));
+fn many_threads_committing_freely_are_all_durable<B: Backend>() {
+    let Some(place) = B::fresh() else { return };
+    let store = Arc::new(place.open());
     let ids: Vec<String> = (0..64).map(|i| format!("free-{i}")).collect();
-    setup(&store, &ids);
-    let before = store.flush_count();
+    setup(store.as_ref(), &ids);
+    let before = B::flush_count(&store);
     let threads: Vec<_> = ids
         .iter()
         .map(|id| {
@@ -173,7 +181,7 @@ fn many_threads_committing_freely_are_all_durable() {
             let id = id.clone();
             std::thread::spawn(move || {
                 (0..5)
-                    .map(|_| verify_once(&store, &id))
+                    .map(|_| verify_once(store.as_ref(), &id))
                     .map(|(c, s, n)| (id.clone(), c, s, n))
                     .collect::<Vec<_>>()
             })
@@ -184,11 +192,13 @@ fn many_threads_committing_freely_are_all_durable() {
         .flat_map(|th| th.join().expect("writer does not panic"))
         .collect();
     // Each verify_once makes two durable writes; grouping can only lower the flush count.
-    let writes = 2 * acks.len() as u64;
-    assert!(store.flush_count() - before <= writes);
+    if let (Some(before), Some(after)) = (before, B::flush_count(&store)) {
+        let writes = 2 * acks.len() as u64;
+        assert!(after - before <= writes);
+    }
     drop(store);
-    check_acknowledged(dir.path(), &acks);
-    let store = SledStore::open(dir.path()).expect("reopen");
+    check_acknowledged(&place, &acks);
+    let store = place.open();
     for id in &ids {
         assert_eq!(
             store.activation(id).expect("read").expect("exists").counter,
@@ -197,16 +207,17 @@ fn many_threads_committing_freely_are_all_durable() {
     }
 }
 
-const CHILD_DIR_ENV: &str = "OFFLINE_SIGNER_STORE_CRASH_CHILD_DIR";
+/// Set for the crash child: where its store lives ([`Backend::location`]).
+const CHILD_LOCATION_ENV: &str = "OFFLINE_SIGNER_STORE_CRASH_CHILD_LOCATION";
 const LOOP_TEST: &str = "commit_loop_acknowledges_durable_commits";
 const WRITERS: usize = 4;
 
 /// Commits in a loop from [`WRITERS`] threads and prints `ACK <id> <counter> <seq> <nonce>` after each
 /// commit returns. Runs `iterations` per thread, or (as the crash child) until killed.
-fn commit_loop(dir: &Path, iterations: Option<u64>) -> Vec<(String, u64, u64, String)> {
-    let store = Arc::new(SledStore::open(dir).expect("open"));
+fn commit_loop<B: Backend>(place: &B, iterations: Option<u64>) -> Vec<(String, u64, u64, String)> {
+    let store = Arc::new(place.open());
     let ids: Vec<String> = (0..WRITERS).map(|i| format!("crash-{i}")).collect();
-    setup(&store, &ids);
+    setup(store.as_ref(), &ids);
     let threads: Vec<_> = ids
         .into_iter()
         .map(|id| {
@@ -215,7 +226,7 @@ fn commit_loop(dir: &Path, iterations: Option<u64>) -> Vec<(String, u64, u64, St
                 let mut acks = Vec::new();
                 // As the crash child, a safety cap stops an orphan that nobody kills.
                 for _ in 0..iterations.unwrap_or(1_000_000) {
-                    let (counter, seq, nonce) = verify_once(&store, &id);
+                    let (counter, seq, nonce) = verify_once(store.as_ref(), &id);
                     let line = format!("ACK {id} {counter} {seq} {nonce}\n");
                     if std::io::stdout().lock().write_all(line.as_bytes()).is_err() {
                         // The parent is gone.
@@ -235,16 +246,15 @@ fn commit_loop(dir: &Path, iterations: Option<u64>) -> Vec<(String, u64, u64, St
 
 /// In-process, this is a bounded run of the same loop the crash child runs; as the crash child (the
 /// environment variable set by `acknowledged_commits_survive_sigkill`) it loops until killed.
-#[test]
-fn commit_loop_acknowledges_durable_commits() {
-    if let Ok(dir) = std::env::var(CHILD_DIR_ENV) {
-        commit_loop(Path::new(&dir), None);
+fn commit_loop_acknowledges_durable_commits<B: Backend>() {
+    if let Ok(location) = std::env::var(CHILD_LOCATION_ENV) {
+        commit_loop(&B::at_location(&location), None);
         return;
     }
-    let dir = tempfile::tempdir().expect("temp dir");
-    let acks = commit_loop(dir.path(), Some(25));
+    let Some(place) = B::fresh() else { return };
+    let acks = commit_loop(&place, Some(25));
     assert_eq!(acks.len(), WRITERS * 25);
-    check_acknowledged(dir.path(), &acks);
+    check_acknowledged(&place, &acks);
 }
 
 fn parse_ack(line: &str) -> Option<(String, u64, u64, String)> {
@@ -256,17 +266,17 @@ fn parse_ack(line: &str) -> Option<(String, u64, u64, String)> {
     parts.next().is_none().then_some((id, counter, seq, nonce))
 }
 
-#[test]
-fn acknowledged_commits_survive_sigkill() {
+fn acknowledged_commits_survive_sigkill<B: Backend>() {
     const ROUNDS: u64 = 5;
-    let dir = tempfile::tempdir().expect("temp dir");
+    let Some(place) = B::fresh() else { return };
+    let child_test = format!("{}::{LOOP_TEST}", B::NAME);
     let exe = std::env::current_exe().expect("the test binary knows its path");
     let mut rng = rand::thread_rng();
     let mut all_acks = Vec::new();
     for round in 0..ROUNDS {
         let mut child = Command::new(&exe)
-            .args([LOOP_TEST, "--exact", "--nocapture", "--test-threads=1"])
-            .env(CHILD_DIR_ENV, dir.path())
+            .args([&child_test, "--exact", "--nocapture", "--test-threads=1"])
+            .env(CHILD_LOCATION_ENV, place.location())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
@@ -297,10 +307,10 @@ fn acknowledged_commits_survive_sigkill() {
             round_acks.extend(parse_ack(&line));
         }
         all_acks.extend(round_acks);
-        check_acknowledged(dir.path(), &all_acks);
+        check_acknowledged(&place, &all_acks);
     }
     // Each round can leave at most one durable-but-unacknowledged commit per writer.
-    let store = SledStore::open(dir.path()).expect("reopen");
+    let store = place.open();
     let mut max_acked: BTreeMap<&str, u64> = BTreeMap::new();
     for (id, counter, _, _) in &all_acks {
         let m = max_acked.entry(id.as_str()).or_default();

@@ -1,26 +1,41 @@
-//! The store's record operations on a real sled directory: round trips, compare-and-swap, the nonce
-//! registry, credentials, the format marker, and reopening.
+//! The store's record operations, on sled and on PostgreSQL from one scenario list: round trips,
+//! compare-and-swap, the nonce registry, credentials, the format marker, and reopening.
 
-#[path = "common/store_fixtures.rs"]
-mod fixtures;
+use offline_signer_testkit::store_fixtures as fixtures;
+use offline_signer_testkit::postgres as postgres_server;
+use offline_signer_testkit::store_backends as backends;
+use offline_signer_testkit::store_scenarios;
 
 use std::sync::Arc;
 
+use backends::Backend;
 use fixtures::{APP, activation, application, nonce_for, t, verify_draft};
+use offline_signer::model::{ActivationStatus, KeyId};
 use offline_signer::store::{
-    ActivationStatus, AuditDraft, AuditOperation, AuditOutcome, Conflict, IntegrationCredential,
-    KeyId, MasterKeyRef, NonceOwner, PublicKeyBytes, STORE_FORMAT, SecretHash, SledStore, Store,
-    StoreError, VerificationCommit, verify_audit_chain,
+    AuditDraft, AuditOperation, AuditOutcome, Conflict, IntegrationCredential, MasterKeyRef,
+    NonceOwner, SecretHash, SledStore, Store, StoreError, VerificationCommit, verify_audit_chain,
 };
 
-fn open(dir: &tempfile::TempDir) -> SledStore {
-    SledStore::open(dir.path()).expect("a fresh temp dir opens as a store")
-}
+store_scenarios!(
+    application_round_trip_duplicate_and_new_master_key,
+    activation_round_trip_and_compare_and_swap,
+    remove_destroys_key_material,
+    concurrent_compare_and_swap_loses_no_update,
+    nonce_consumed_twice_is_a_conflict_and_keeps_the_first_state,
+    racing_verifications_consume_a_nonce_once,
+    nonce_owner_is_checked_at_consumption,
+    rejected_attempt_commits_without_a_nonce,
+    prune_deletes_only_old_nonces_and_is_bounded,
+    credentials_put_get_list_remove,
+    storage_keys_are_recorded_once,
+    reopen_after_drop_keeps_every_acknowledged_write,
+    a_store_from_a_newer_build_is_refused,
+    probe_writes_durably_without_touching_records,
+);
 
-#[test]
-fn application_round_trip_duplicate_and_new_master_key() {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let store = open(&dir);
+fn application_round_trip_duplicate_and_new_master_key<B: Backend>() {
+    let Some(place) = B::fresh() else { return };
+    let store = place.open();
     let app = application(APP);
     store
         .create_application(&app, None)
@@ -35,8 +50,8 @@ fn application_round_trip_duplicate_and_new_master_key() {
     assert_eq!(store.application("nope").expect("read"), None);
 
     let newer = MasterKeyRef {
-        key_id: KeyId([0xAA; 16]),
-        public_key: PublicKeyBytes(vec![4; 65]),
+        key_id: KeyId::from_bytes([0xAA; 16]),
+        public_key: fixtures::test_key(0xAB),
         created_at: t(5),
     };
     let stored = store
@@ -53,10 +68,9 @@ fn application_round_trip_duplicate_and_new_master_key() {
     ));
 }
 
-#[test]
-fn activation_round_trip_and_compare_and_swap() {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let store = open(&dir);
+fn activation_round_trip_and_compare_and_swap<B: Backend>() {
+    let Some(place) = B::fresh() else { return };
+    let store = place.open();
     let a = activation("act-1");
     let inserted = store
         .insert_activation(&a, None)
@@ -97,10 +111,9 @@ fn activation_round_trip_and_compare_and_swap() {
     ));
 }
 
-#[test]
-fn remove_destroys_key_material() {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let store = open(&dir);
+fn remove_destroys_key_material<B: Backend>() {
+    let Some(place) = B::fresh() else { return };
+    let store = place.open();
     let mut a = store
         .insert_activation(&activation("act-r"), None)
         .expect("insert")
@@ -129,10 +142,9 @@ fn remove_destroys_key_material() {
     );
 }
 
-#[test]
-fn concurrent_compare_and_swap_loses_no_update() {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let store = Arc::new(open(&dir));
+fn concurrent_compare_and_swap_loses_no_update<B: Backend>() {
+    let Some(place) = B::fresh() else { return };
+    let store = Arc::new(place.open());
     store
         .insert_activation(&activation("hot"), None)
         .expect("insert");
@@ -164,10 +176,9 @@ fn concurrent_compare_and_swap_loses_no_update() {
     assert_eq!(a.version, 81);
 }
 
-#[test]
-fn nonce_consumed_twice_is_a_conflict_and_keeps_the_first_state() {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let store = open(&dir);
+fn nonce_consumed_twice_is_a_conflict_and_keeps_the_first_state<B: Backend>() {
+    let Some(place) = B::fresh() else { return };
+    let store = place.open();
     let a = store
         .insert_activation(&activation("act-n"), None)
         .expect("insert")
@@ -224,10 +235,9 @@ fn nonce_consumed_twice_is_a_conflict_and_keeps_the_first_state() {
     );
 }
 
-#[test]
-fn racing_verifications_consume_a_nonce_once() {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let store = Arc::new(open(&dir));
+fn racing_verifications_consume_a_nonce_once<B: Backend>() {
+    let Some(place) = B::fresh() else { return };
+    let store = Arc::new(place.open());
     let a = store
         .insert_activation(&activation("act-race"), None)
         .expect("insert")
@@ -263,10 +273,9 @@ fn racing_verifications_consume_a_nonce_once() {
     assert_eq!(store.audit_head().expect("head").seq, 1);
 }
 
-#[test]
-fn nonce_owner_is_checked_at_consumption() {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let store = open(&dir);
+fn nonce_owner_is_checked_at_consumption<B: Backend>() {
+    let Some(place) = B::fresh() else { return };
+    let store = place.open();
     let a = store
         .insert_activation(&activation("act-o"), None)
         .expect("insert")
@@ -300,10 +309,9 @@ fn nonce_owner_is_checked_at_consumption() {
     assert_eq!(ok.activation.version, 2);
 }
 
-#[test]
-fn rejected_attempt_commits_without_a_nonce() {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let store = open(&dir);
+fn rejected_attempt_commits_without_a_nonce<B: Backend>() {
+    let Some(place) = B::fresh() else { return };
+    let store = place.open();
     let a = store
         .insert_activation(&activation("act-f"), None)
         .expect("insert")
@@ -323,10 +331,9 @@ fn rejected_attempt_commits_without_a_nonce() {
     assert_eq!((rec.seq, rec.outcome), (1, AuditOutcome::Invalid));
 }
 
-#[test]
-fn prune_deletes_only_old_nonces_and_is_bounded() {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let store = open(&dir);
+fn prune_deletes_only_old_nonces_and_is_bounded<B: Backend>() {
+    let Some(place) = B::fresh() else { return };
+    let store = place.open();
     for i in 0..10 {
         store
             .issue_nonce(&nonce_for(&format!("n{i}"), "a", t(i * 1000)), None)
@@ -355,10 +362,9 @@ fn prune_deletes_only_old_nonces_and_is_bounded() {
     assert_eq!(store.nonce("ancient").expect("read"), None);
 }
 
-#[test]
-fn credentials_put_get_list_remove() {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let store = open(&dir);
+fn credentials_put_get_list_remove<B: Backend>() {
+    let Some(place) = B::fresh() else { return };
+    let store = place.open();
     let cred = |token: &str| IntegrationCredential {
         client_token: token.into(),
         name: format!("client {token}"),
@@ -386,11 +392,10 @@ fn credentials_put_get_list_remove() {
     assert_eq!(store.credentials().expect("list"), vec![cred("b")]);
 }
 
-#[test]
-fn reopen_after_drop_keeps_every_acknowledged_write() {
-    let dir = tempfile::tempdir().expect("temp dir");
+fn reopen_after_drop_keeps_every_acknowledged_write<B: Backend>() {
+    let Some(place) = B::fresh() else { return };
     let (app, act, nonce, cred, head) = {
-        let store = open(&dir);
+        let store = place.open();
         let app = application(APP);
         store.create_application(&app, None).expect("app");
         let a = store
@@ -419,7 +424,7 @@ fn reopen_after_drop_keeps_every_acknowledged_write() {
         let nonce = store.nonce("durable").expect("read").expect("present");
         (app, act, nonce, cred, store.audit_head().expect("head"))
     };
-    let store = open(&dir);
+    let store = place.open();
     assert_eq!(store.application(APP).expect("read"), Some(app));
     assert_eq!(store.activation("act-d").expect("read"), Some(act));
     assert_eq!(store.nonce("durable").expect("read"), Some(nonce));
@@ -429,42 +434,63 @@ fn reopen_after_drop_keeps_every_acknowledged_write() {
     assert_eq!((report.records, report.first_broken), (1, None));
 }
 
-#[test]
-fn a_store_from_a_newer_build_is_refused() {
-    let dir = tempfile::tempdir().expect("temp dir");
-    {
-        let store = open(&dir);
-        store.set_format_marker_raw(STORE_FORMAT + 1).expect("hook");
-    }
-    match SledStore::open(dir.path()) {
+fn a_store_from_a_newer_build_is_refused<B: Backend>() {
+    let Some(place) = B::fresh() else { return };
+    let expected = {
+        let store = place.open();
+        B::mark_newer_format(&store)
+    };
+    match place.try_open() {
         Err(StoreError::NewerFormat { found, supported }) => {
-            assert_eq!((found, supported), (STORE_FORMAT + 1, STORE_FORMAT));
+            assert_eq!((found, supported), expected);
         }
         Err(e) => panic!("wrong error: {e}"),
         Ok(_) => panic!("a newer store format must be refused"),
     }
 }
 
+fn storage_keys_are_recorded_once<B: Backend>() {
+    let Some(place) = B::fresh() else { return };
+    let store = place.open();
+    assert_eq!(store.storage_keys().expect("read"), None);
+    store
+        .set_storage_keys(KeyId::from_bytes([1; 16]), KeyId::from_bytes([2; 16]))
+        .expect("first record");
+    assert!(matches!(
+        store.set_storage_keys(KeyId::from_bytes([3; 16]), KeyId::from_bytes([4; 16])),
+        Err(StoreError::AlreadyExists {
+            what: "storage key ids"
+        })
+    ));
+    drop(store);
+    let store = place.open();
+    assert_eq!(
+        store.storage_keys().expect("read"),
+        Some((KeyId::from_bytes([1; 16]), KeyId::from_bytes([2; 16])))
+    );
+}
+
 #[test]
 fn size_on_disk_counts_the_files() {
     let dir = tempfile::tempdir().expect("temp dir");
-    let store = open(&dir);
+    let store = SledStore::open(dir.path()).expect("open");
     store
         .insert_activation(&activation("act-s"), None)
         .expect("insert");
     assert!(store.size_on_disk().expect("size") > 0);
 }
 
-#[test]
-fn probe_writes_durably_without_touching_records() {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let store = open(&dir);
-    let before = store.flush_count();
+fn probe_writes_durably_without_touching_records<B: Backend>() {
+    let Some(place) = B::fresh() else { return };
+    let store = place.open();
+    let before = B::flush_count(&store);
     store.probe().expect("probe");
-    assert_eq!(
-        store.flush_count(),
-        before + 1,
-        "the probe reaches the disk"
-    );
+    if let Some(before) = before {
+        assert_eq!(
+            B::flush_count(&store),
+            Some(before + 1),
+            "the probe reaches the disk"
+        );
+    }
     assert_eq!(store.audit_head().expect("head").seq, 0);
 }

@@ -2,16 +2,14 @@
 //! finds what the store was given in opaque key-material fields, and finds nothing the store was never
 //! given. The service's end-to-end test reuses the scanner to show that no plaintext key reaches disk.
 
-#[path = "common/store_fixtures.rs"]
-mod fixtures;
+use offline_signer_testkit::store_fixtures as fixtures;
 use offline_signer_testkit::scan;
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use fixtures::{APP, activation, application, t};
-use offline_signer::store::{
-    EncryptedFactorKeys, IntegrationCredential, SecretHash, SledStore, Store, WrappedKey,
-};
+use offline_signer::model::{EncryptedSecret, KeyId, WrappedKey};
+use offline_signer::store::{IntegrationCredential, SecretHash, SledStore, Store};
 
 /// Stands for a wrapped blob's contents: given to the store, so it must be found.
 const GIVEN: [u8; 16] = *b"GIVEN-BLOB-6d1f2";
@@ -27,9 +25,14 @@ fn scanner_finds_stored_blobs_and_nothing_the_store_was_not_given() {
             .create_application(&application(APP), None)
             .expect("app");
         let mut a = activation("act-scan");
-        a.wrapped_server_private_key = WrappedKey([&[0xA5; 8][..], &GIVEN, &[0xA5; 56]].concat());
-        a.encrypted_factor_keys =
-            EncryptedFactorKeys([&[0x5A; 12][..], &GIVEN, &[0x5A; 48]].concat());
+        a.wrapped_server_private_key = Some(WrappedKey::new(
+            KeyId::from_bytes([0xA5; 16]),
+            [&[0xA5; 8][..], &GIVEN, &[0xA5; 56]].concat(),
+        ));
+        a.encrypted_factor_keys = Some(
+            EncryptedSecret::from_bytes([&[1][..], &[0x5A; 12], &GIVEN, &[0x5A; 48]].concat())
+                .expect("a well-formed sealed blob"),
+        );
         store.insert_activation(&a, None).expect("insert");
         store
             .put_credential(&IntegrationCredential {

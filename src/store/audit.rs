@@ -1,8 +1,11 @@
 //! The audit trail: what one audit record holds, how records are hash-chained, and the walk that checks
-//! the chain (`offline-signer audit verify`).
+//! every chain (`offline-signer audit verify`).
 //!
-//! Record `n` carries `prev_hash` = the `hash` of record `n − 1` (32 zero bytes for the first record,
-//! `seq` 1) and `hash = SHA-256("offline-signer/audit/v1" ‖ canonical bytes)`, where the canonical bytes
+//! A store holds one or more chains, each named by a [`ChainId`]: sled has exactly one
+//! ([`ChainId::embedded`]); the PostgreSQL store has one per writing instance, so that instances never
+//! queue on one another to append. Within a chain, record `n` carries `prev_hash` = the `hash` of record
+//! `n − 1` (for the first record, `seq` 1, the chain's [`ChainId::genesis_hash`]: 32 zero bytes for the
+//! embedded chain, a hash of the chain's name for every other) and `hash = SHA-256("offline-signer/audit/v1" ‖ canonical bytes)`, where the canonical bytes
 //! are every other field in the fixed layout of [`super::codec::audit_body`] (record-format byte first,
 //! `prev_hash` last). Deleting, reordering or editing any record breaks the chain at that record; the chain
 //! head kept beside the records catches a truncated tail. A record never holds the signed data or a code,
@@ -16,6 +19,78 @@ use super::{Store, StoreError};
 
 /// Domain-separation prefix of every audit hash.
 const AUDIT_HASH_DOMAIN: &[u8] = b"offline-signer/audit/v1";
+
+/// Domain-separation prefix of the genesis hash of a named chain.
+const CHAIN_GENESIS_DOMAIN: &[u8] = b"offline-signer/audit/chain/v1";
+
+/// The name of the single chain of an embedded (sled) store.
+const EMBEDDED_CHAIN: &str = "embedded";
+
+/// The name of one audit chain: 1 to 64 characters from `A–Z a–z 0–9 . _ : @ -`.
+///
+/// Each writing instance appends to its own chain. Two handles given the same id share the chain (their
+/// appends then serialize on it): that is safe, only slower.
+#[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Debug)]
+pub struct ChainId(String);
+
+impl ChainId {
+    /// Longest accepted id, in bytes.
+    pub const MAX_LEN: usize = 64;
+
+    /// Checks and wraps a chain name.
+    pub fn new(id: impl Into<String>) -> Result<Self, InvalidChainId> {
+        let id = id.into();
+        let allowed =
+            |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | ':' | '@' | '-');
+        if id.is_empty() || id.len() > Self::MAX_LEN || !id.chars().all(allowed) {
+            return Err(InvalidChainId);
+        }
+        Ok(Self(id))
+    }
+
+    /// The one chain of an embedded store (`embedded`).
+    pub fn embedded() -> Self {
+        Self(EMBEDDED_CHAIN.to_owned())
+    }
+
+    /// The name.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// The `prev_hash` of the chain's first record and the head hash of an empty chain: 32 zero bytes for
+    /// the embedded chain (its stores predate named chains), `SHA-256("offline-signer/audit/chain/v1" ‖
+    /// name)` for every other. Binding the first link to the name means a record cannot be moved to the
+    /// start of another chain unnoticed.
+    pub fn genesis_hash(&self) -> [u8; 32] {
+        if self.0 == EMBEDDED_CHAIN {
+            return [0; 32];
+        }
+        let mut h = Sha256::new();
+        h.update(CHAIN_GENESIS_DOMAIN);
+        h.update(self.0.as_bytes());
+        h.finalize().into()
+    }
+
+    /// The head of this chain while it has no record.
+    pub fn empty_head(&self) -> ChainHead {
+        ChainHead {
+            seq: 0,
+            hash: self.genesis_hash(),
+        }
+    }
+}
+
+impl std::fmt::Display for ChainId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// A chain id that is empty, longer than [`ChainId::MAX_LEN`] or has a character outside the allowed set.
+#[derive(Clone, Copy, PartialEq, Eq, Debug, thiserror::Error)]
+#[error("an audit chain id is 1 to 64 characters from A-Z a-z 0-9 . _ : @ -")]
+pub struct InvalidChainId;
 
 /// What was done. Stored as the stable upper-case name of [`Self::as_str`].
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
@@ -232,7 +307,8 @@ impl AuditEntry {
     }
 }
 
-/// The newest audit record's position and hash (`0` and 32 zero bytes for an empty trail).
+/// The newest audit record's position and hash in one chain (`0` and the chain's
+/// [`ChainId::genesis_hash`] for an empty chain).
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub struct ChainHead {
     pub seq: u64,
@@ -240,6 +316,7 @@ pub struct ChainHead {
 }
 
 impl ChainHead {
+    /// The head of the empty embedded chain (zero hash).
     pub const EMPTY: Self = Self {
         seq: 0,
         hash: [0; 32],
@@ -281,35 +358,67 @@ impl std::fmt::Display for ChainBreak {
     }
 }
 
-/// The result of walking the audit chain.
+/// The result of walking the audit chains.
 #[derive(Clone, PartialEq, Eq, Debug)]
 pub struct ChainReport {
-    /// How many records were checked and found intact before the first break (all of them if none).
+    /// How many records were checked and found intact: in every chain, up to its first break.
     pub records: u64,
-    /// The position of the first broken record and why.
+    /// The position of the first broken record and why (in the first broken chain, by id order).
     pub first_broken: Option<(u64, ChainBreak)>,
+    /// The chain `first_broken` is in; `None` when every chain is intact.
+    pub broken_chain: Option<ChainId>,
+    /// How many chains were walked.
+    pub chains: usize,
+}
+
+impl ChainReport {
+    /// Whether every chain is intact.
+    pub fn is_intact(&self) -> bool {
+        self.first_broken.is_none()
+    }
 }
 
 /// How many records [`verify_audit_chain`] asks the store for at once.
 const PAGE: usize = 512;
 
-/// Walks the whole audit trail from record 1 and reports the first broken link.
+/// Walks every audit chain of the store from its record 1 and reports the first broken link.
 ///
 /// Works with any [`Store`]; reads in pages, so memory stays bounded on a long trail. A storage failure
-/// is an error; a damaged record is not (it is the report).
+/// is an error; a damaged record is not (it is the report). Each chain must link from its genesis hash
+/// without a gap and end exactly at its stored head, so a record missing, edited, reordered or forked
+/// inside any chain is found. What the walk cannot see is a whole chain deleted with its head (the store
+/// keeps no list of chains outside itself); signed checkpoints of every head are the answer to that.
 pub fn verify_audit_chain(store: &dyn Store) -> Result<ChainReport, StoreError> {
+    let mut report = ChainReport {
+        records: 0,
+        first_broken: None,
+        broken_chain: None,
+        chains: 0,
+    };
+    for chain in store.audit_chains()? {
+        let (records, broken) = verify_one_chain(store, &chain)?;
+        report.records += records;
+        report.chains += 1;
+        if report.first_broken.is_none() && broken.is_some() {
+            report.first_broken = broken;
+            report.broken_chain = Some(chain);
+        }
+    }
+    Ok(report)
+}
+
+/// Walks one chain: the number of intact records before the first break, and the break.
+fn verify_one_chain(
+    store: &dyn Store,
+    chain: &ChainId,
+) -> Result<(u64, Option<(u64, ChainBreak)>), StoreError> {
     let mut expected = 1u64;
-    let mut prev = [0u8; 32];
+    let mut prev = chain.genesis_hash();
     loop {
-        let page = store.audit_entries(expected, PAGE)?;
+        let page = store.audit_chain_entries(chain, expected, PAGE)?;
         let page_len = page.len();
         for entry in page {
-            let broken = |seq, why| {
-                Ok(ChainReport {
-                    records: expected - 1,
-                    first_broken: Some((seq, why)),
-                })
-            };
+            let broken = |seq, why| Ok((expected - 1, Some((seq, why))));
             if entry.seq() != expected {
                 return broken(
                     expected,
@@ -338,32 +447,23 @@ pub fn verify_audit_chain(store: &dyn Store) -> Result<ChainReport, StoreError> 
         }
     }
     let records = expected - 1;
-    let head = store.audit_head()?;
+    let head = store.audit_chain_head(chain)?;
     if head.seq > records {
-        return Ok(ChainReport {
+        return Ok((
             records,
-            first_broken: Some((expected, ChainBreak::Missing { found: None })),
-        });
+            Some((expected, ChainBreak::Missing { found: None })),
+        ));
     }
     if head.seq < records {
         // Records exist past the head: something appended around the store.
         let why = ChainBreak::HeadMismatch { head_seq: head.seq };
-        return Ok(ChainReport {
-            records: head.seq,
-            first_broken: Some((head.seq + 1, why)),
-        });
+        return Ok((head.seq, Some((head.seq + 1, why))));
     }
     if head.hash != prev {
         let why = ChainBreak::HeadMismatch { head_seq: head.seq };
-        return Ok(ChainReport {
-            records,
-            first_broken: Some((records, why)),
-        });
+        return Ok((records, Some((records, why))));
     }
-    Ok(ChainReport {
-        records,
-        first_broken: None,
-    })
+    Ok((records, None))
 }
 
 #[cfg(test)]
@@ -447,6 +547,20 @@ mod tests {
         for v in variants {
             assert_ne!(v.compute_hash(), first.hash, "{v:?}");
         }
+    }
+
+    #[test]
+    fn chain_ids_are_checked_and_named_chains_have_their_own_genesis() {
+        assert!(ChainId::new("host-1:8080").is_ok());
+        assert!(ChainId::new("").is_err());
+        assert!(ChainId::new("a b").is_err());
+        assert!(ChainId::new("x".repeat(65)).is_err());
+        assert_eq!(ChainId::embedded().genesis_hash(), [0; 32]);
+        assert_eq!(ChainId::embedded().empty_head(), ChainHead::EMPTY);
+        let a = ChainId::new("a").expect("valid");
+        let b = ChainId::new("b").expect("valid");
+        assert_ne!(a.genesis_hash(), [0; 32]);
+        assert_ne!(a.genesis_hash(), b.genesis_hash());
     }
 
     #[test]

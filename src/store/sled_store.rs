@@ -1,7 +1,8 @@
 //! [`SledStore`]: the [`Store`] on an embedded sled database in one directory.
 //!
 //! Trees and keys (values are the [`super::codec`] encodings, each starting with its format byte):
-//! - `meta`: `format` → `u32` BE store format ([`STORE_FORMAT`]); `audit_head` → chain head;
+//! - `meta`: `format` → `u32` BE store format ([`STORE_FORMAT`]); `audit_head` → head of the one audit
+//!   chain ([`ChainId::embedded`]);
 //!   `probe` → `i64` BE time of the last readiness probe.
 //! - `applications`: application id (UTF-8) → application.
 //! - `activations`: activation id (UTF-8) → activation.
@@ -21,7 +22,7 @@ use sled::transaction::{
 };
 use sled::{Transactional, Tree};
 
-use super::audit::{AuditDraft, AuditEntry, AuditRecord, ChainHead};
+use super::audit::{AuditDraft, AuditEntry, AuditRecord, ChainHead, ChainId};
 use super::codec::{self, DecodeError};
 use super::group_commit::{FlushHold, GroupCommit};
 use super::records::{
@@ -89,6 +90,17 @@ fn expiry_of_key(key: &[u8]) -> Option<Timestamp> {
     Some(Timestamp::from_unix_millis(
         (u64::from_be_bytes(first) ^ (1 << 63)) as i64,
     ))
+}
+
+/// sled keeps exactly one chain, [`ChainId::embedded`].
+fn only_chain(chain: &ChainId) -> Result<(), StoreError> {
+    if *chain == ChainId::embedded() {
+        Ok(())
+    } else {
+        Err(StoreError::NotFound {
+            what: "audit chain",
+        })
+    }
 }
 
 /// Reads the chain head inside a transaction.
@@ -552,7 +564,21 @@ impl Store for SledStore {
         Ok(rec)
     }
 
-    fn audit_entries(&self, from_seq: u64, limit: usize) -> Result<Vec<AuditEntry>, StoreError> {
+    fn audit_chain(&self) -> ChainId {
+        ChainId::embedded()
+    }
+
+    fn audit_chains(&self) -> Result<Vec<ChainId>, StoreError> {
+        Ok(vec![ChainId::embedded()])
+    }
+
+    fn audit_chain_entries(
+        &self,
+        chain: &ChainId,
+        from_seq: u64,
+        limit: usize,
+    ) -> Result<Vec<AuditEntry>, StoreError> {
+        only_chain(chain)?;
         self.audit
             .range(from_seq.to_be_bytes()..)
             .take(limit)
@@ -574,7 +600,8 @@ impl Store for SledStore {
             .collect()
     }
 
-    fn audit_head(&self) -> Result<ChainHead, StoreError> {
+    fn audit_chain_head(&self, chain: &ChainId) -> Result<ChainHead, StoreError> {
+        only_chain(chain)?;
         match self.meta.get(KEY_AUDIT_HEAD).map_err(io)? {
             None => Ok(ChainHead::EMPTY),
             Some(bytes) => {

@@ -7,6 +7,8 @@
 //!   signer through [`service_scenarios!`].
 //! - [`http_harness`]: the in-process router with a software token on the phone side.
 //! - [`scan`]: searching a folder for secret bytes in every encoding.
+//! - [`store_backends`], [`store_fixtures`], [`postgres`]: the store scenarios, written once, run
+//!   against sled and PostgreSQL through [`store_scenarios!`]; a throwaway PostgreSQL per test run.
 //! - [`required`]: the one rule for tools a test needs (SoftHSM, `pkcs11-tool`, the vector folder):
 //!   missing means failed, unless `OFFLINE_SIGNER_ALLOW_MISSING=1` says otherwise.
 #![allow(clippy::unwrap_used, clippy::missing_errors_doc, clippy::missing_panics_doc)]
@@ -14,8 +16,11 @@
 
 pub mod conformance;
 pub mod http_harness;
+pub mod postgres;
 pub mod required;
 pub mod scan;
 pub mod service_harness;
 pub mod service_suite;
 pub mod softhsm;
+pub mod store_backends;
+pub mod store_fixtures;

@@ -1,14 +1,31 @@
 //! Record builders shared by the `store_*` integration tests.
 
-#![allow(dead_code)]
 
+use offline_signer::crypto::PrivateKey;
+use offline_signer::model::{
+    ActivationStatus, EncryptedSecret, KeyId, PublicKey, Timestamp, WrappedKey,
+};
 use offline_signer::store::{
-    Activation, ActivationStatus, Application, AuditDraft, AuditOperation, AuditOutcome,
-    EncryptedFactorKeys, IssuedNonce, KeyId, MasterKeyRef, NonceOwner, PublicKeyBytes, Timestamp,
-    WrappedKey,
+    Activation, Application, AuditDraft, AuditOperation, AuditOutcome, IssuedNonce, MasterKeyRef,
+    NonceOwner,
 };
 
 pub const APP: &str = "demo-app";
+
+/// A fixed P-256 public key, different for each `n` in 1..=255.
+pub fn test_key(n: u8) -> PublicKey {
+    let mut scalar = [0u8; 32];
+    scalar[31] = n;
+    PrivateKey::from_scalar_bytes(&scalar)
+        .expect("1..=255 are valid scalars")
+        .public_key()
+}
+
+/// A well-formed sealed blob (version byte, IV, ciphertext and tag) filled with `fill`.
+pub fn sealed(fill: u8, len: usize) -> EncryptedSecret {
+    EncryptedSecret::from_bytes([vec![1], vec![fill; len]].concat())
+        .expect("version byte and at least IV + tag")
+}
 
 pub fn t(millis: i64) -> Timestamp {
     Timestamp::from_unix_millis(1_764_000_000_000 + millis)
@@ -19,8 +36,8 @@ pub fn application(id: &str) -> Application {
         id: id.to_owned(),
         roles: vec!["ROLE_A".into(), "ROLE_B".into()],
         master_keys: vec![MasterKeyRef {
-            key_id: KeyId([0x11; 16]),
-            public_key: PublicKeyBytes([&[4u8][..], &[0x22; 64]].concat()),
+            key_id: KeyId::from_bytes([0x11; 16]),
+            public_key: test_key(0x22),
             created_at: t(0),
         }],
         created_at: t(0),
@@ -35,11 +52,13 @@ pub fn activation(id: &str) -> Activation {
         status: ActivationStatus::Active,
         blocked_reason: None,
         flags: vec!["FLAG".into()],
-        device_public_key: PublicKeyBytes([&[4u8][..], &[0x33; 64]].concat()),
-        server_public_key: PublicKeyBytes([&[4u8][..], &[0x44; 64]].concat()),
-        wrapped_server_private_key: WrappedKey(vec![0x55; 80]),
-        wrapping_key_id: KeyId([0x66; 16]),
-        encrypted_factor_keys: EncryptedFactorKeys(vec![0x77; 76]),
+        device_public_key: test_key(0x33),
+        server_public_key: test_key(0x44),
+        wrapped_server_private_key: Some(WrappedKey::new(
+            KeyId::from_bytes([0x66; 16]),
+            vec![0x55; 80],
+        )),
+        encrypted_factor_keys: Some(sealed(0x77, 75)),
         counter: 0,
         ctr_data: [0x88; 16],
         failed_attempts: 0,

@@ -1,0 +1,264 @@
+//! Test helper: a fresh PostgreSQL database per test.
+//!
+//! The server is `OFFLINE_SIGNER_TEST_DATABASE_URL` when set (a role allowed to `CREATE DATABASE`).
+//! Otherwise the helper starts one itself with `scripts/postgres-init.sh` into a directory under `/tmp`
+//! named after this checkout, shared by every test process of the checkout (nextest runs each test in a
+//! process of its own, and initdb per test would cost seconds each). Sharing is guarded by `flock`: each
+//! process leaves a lease (its pid) and a watchdog started with the cluster stops and deletes it once no
+//! leaseholder has been alive for a few seconds, so no server outlives the test run.
+//!
+//! Each test gets its own database `test_<uuid>`, dropped when the [`TestDatabase`] is dropped, so tests
+//! are independent and may run in parallel.
+//!
+//! PostgreSQL missing or not starting FAILS the test, unless `OFFLINE_SIGNER_ALLOW_MISSING=1`, in
+//! which case the test prints a loud notice and passes without running.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::OnceLock;
+
+use offline_signer::store::PostgresSettings;
+
+/// The server to use, when given from outside.
+pub const TEST_URL_ENV: &str = "OFFLINE_SIGNER_TEST_DATABASE_URL";
+/// `1` turns a missing PostgreSQL from a failure into a loud skip.
+pub const ALLOW_MISSING_ENV: &str = crate::required::ALLOW_MISSING;
+
+fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+/// `None` after a loud notice when missing PostgreSQL is allowed; otherwise fails the test.
+pub fn missing<T>(why: &str) -> Option<T> {
+    if std::env::var(ALLOW_MISSING_ENV).as_deref() == Ok("1") {
+        eprintln!(
+            "\n**********************************************************************\n\
+             SKIPPED: PostgreSQL is not available ({why}).\n\
+             {ALLOW_MISSING_ENV}=1 is set, so this PostgreSQL test passes WITHOUT RUNNING.\n\
+             **********************************************************************\n"
+        );
+        return None;
+    }
+    panic!(
+        "PostgreSQL is not available: {why}. Set {TEST_URL_ENV} to a server, let \
+         scripts/postgres-init.sh install one (needs root or sudo), or set {ALLOW_MISSING_ENV}=1 \
+         to skip the PostgreSQL tests loudly."
+    );
+}
+
+/// Runs SQL statements on `url` over a connection of its own (CREATE/DROP DATABASE, kill sessions).
+pub fn admin_exec(url: &str, sql: &str) -> Result<(), String> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())?;
+    runtime.block_on(async {
+        let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+            .await
+            .map_err(|e| format!("connect: {e}"))?;
+        let driver = tokio::spawn(connection);
+        let result = client.batch_execute(sql).await.map_err(|e| e.to_string());
+        drop(client);
+        let _ = driver.await;
+        result
+    })
+}
+
+/// Holds a row lock in a transaction of its own until dropped (to show who waits and who skips).
+pub struct HeldLock {
+    release: Option<std::sync::mpsc::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl HeldLock {
+    /// Runs `lock_sql` (e.g. `SELECT … FOR UPDATE`) in an open transaction on `url`; returns once the
+    /// lock is held.
+    pub fn take(url: &str, lock_sql: &str) -> Self {
+        let (locked_tx, locked_rx) = std::sync::mpsc::channel();
+        let (release_tx, release_rx) = std::sync::mpsc::channel::<()>();
+        let url = url.to_owned();
+        let lock_sql = lock_sql.to_owned();
+        let thread = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            runtime.block_on(async move {
+                let (client, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+                    .await
+                    .expect("connect for the lock holder");
+                tokio::spawn(connection);
+                client.batch_execute("BEGIN").await.expect("begin");
+                client
+                    .batch_execute(&lock_sql)
+                    .await
+                    .expect("take the lock");
+                locked_tx.send(()).unwrap();
+                tokio::task::spawn_blocking(move || release_rx.recv())
+                    .await
+                    .unwrap()
+                    .ok();
+                client.batch_execute("ROLLBACK").await.expect("rollback");
+            });
+        });
+        locked_rx.recv().expect("the lock holder took its lock");
+        Self {
+            release: Some(release_tx),
+            thread: Some(thread),
+        }
+    }
+}
+
+impl Drop for HeldLock {
+    fn drop(&mut self) {
+        drop(self.release.take());
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// The admin URL (role with CREATEDB) of the server for this process, started once.
+fn server_url() -> Result<String, String> {
+    static URL: OnceLock<Result<String, String>> = OnceLock::new();
+    URL.get_or_init(|| match std::env::var(TEST_URL_ENV) {
+        Ok(url) if !url.is_empty() => Ok(url),
+        _ => start_shared_cluster(),
+    })
+    .clone()
+}
+
+/// The shared cluster's directory: short (unix socket paths are limited to 107 bytes), under `/tmp` (the
+/// server's unprivileged user must reach it), and one per checkout.
+fn shared_base() -> PathBuf {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    env!("CARGO_MANIFEST_DIR").hash(&mut h);
+    PathBuf::from(format!("/tmp/offline-signer-pg-{:016x}", h.finish()))
+}
+
+/// Under the lock: leaves this process's lease, starts the cluster (and its watchdog) unless running,
+/// and prints the URL. The watchdog stops and deletes the cluster once no lease has been alive for
+/// about six seconds.
+const ENSURE_CLUSTER: &str = r#"
+set -euo pipefail
+base=$1 script=$2 lease=$3
+mkdir -p "$base/leases"
+exec 9>"$base/lock"
+flock 9
+touch "$base/leases/$lease"
+if [[ -s "$base/url" && -s "$base/watchdog.pid" ]] && kill -0 "$(cat "$base/watchdog.pid")" 2>/dev/null; then
+    cat "$base/url"
+    exit 0
+fi
+"$script" "$base/cluster" >"$base/url.new" 9>&-
+mv "$base/url.new" "$base/url"
+watchdog='
+base=$1 script=$2 idle=0
+while sleep 2; do
+    exec 9>"$base/lock"
+    flock 9
+    alive=0
+    for f in "$base"/leases/*; do
+        [[ -e "$f" ]] || continue
+        if kill -0 "${f##*/}" 2>/dev/null; then alive=1; else rm -f "$f"; fi
+    done
+    if [[ $alive = 1 ]]; then idle=0; else idle=$((idle + 1)); fi
+    if [[ $idle -ge 3 ]]; then
+        rm -f "$base/url" "$base/watchdog.pid"
+        "$script" --stop "$base/cluster" || true
+        rm -rf "$base/cluster"
+        exit 0
+    fi
+    exec 9>&-
+done
+'
+setsid bash -c "$watchdog" watchdog "$base" "$script" </dev/null >/dev/null 2>&1 9>&- &
+echo $! >"$base/watchdog.pid"
+cat "$base/url"
+"#;
+
+fn start_shared_cluster() -> Result<String, String> {
+    let script = repo_root().join("scripts/postgres-init.sh");
+    let out = Command::new("bash")
+        .args(["-c", ENSURE_CLUSTER, "ensure-cluster"])
+        .arg(shared_base())
+        .arg(&script)
+        .arg(std::process::id().to_string())
+        .stdin(Stdio::null())
+        .stderr(Stdio::inherit())
+        .output()
+        .map_err(|e| format!("running {}: {e}", script.display()))?;
+    if !out.status.success() {
+        return Err(format!(
+            "{} failed ({}); its messages are above",
+            script.display(),
+            out.status
+        ));
+    }
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("OFFLINE_SIGNER_DATABASE_URL="))
+        .map(str::to_owned)
+        .ok_or_else(|| "postgres-init.sh printed no OFFLINE_SIGNER_DATABASE_URL line".to_owned())
+}
+
+/// A database of its own for one test, dropped with it.
+pub struct TestDatabase {
+    /// `test_<uuid>`.
+    pub name: String,
+    /// The server's admin URL (password included).
+    admin_url: String,
+}
+
+impl TestDatabase {
+    /// A new empty database, or `None` when PostgreSQL is missing and that is allowed.
+    pub fn create() -> Option<Self> {
+        let admin_url = match server_url() {
+            Ok(url) => url,
+            Err(why) => return missing(&why),
+        };
+        let name = format!("test_{}", uuid::Uuid::new_v4().simple());
+        if let Err(e) = admin_exec(&admin_url, &format!("CREATE DATABASE {name}")) {
+            return missing(&format!("CREATE DATABASE failed: {e}"));
+        }
+        Some(Self { name, admin_url })
+    }
+
+    /// Settings for this database with a pool of `pool_size`.
+    pub fn settings(&self, pool_size: usize) -> PostgresSettings {
+        PostgresSettings::from_url(&self.admin_url, pool_size)
+            .expect("the test server's URL is valid")
+            .with_database(&self.name)
+    }
+
+    /// A URL for this database (password included), for child processes and admin statements.
+    pub fn url(&self) -> String {
+        match self.admin_url.rsplit_once('/') {
+            Some((server, tail)) => {
+                let params = tail.find('?').map_or("", |i| &tail[i..]);
+                format!("{server}/{}{params}", self.name)
+            }
+            None => panic!("the test server URL has no database part"),
+        }
+    }
+
+    /// Terminates every other session connected to this database (a server-side connection loss).
+    pub fn kill_sessions(&self) -> Result<(), String> {
+        admin_exec(
+            &self.url(),
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+             WHERE datname = current_database() AND pid <> pg_backend_pid()",
+        )
+    }
+}
+
+impl Drop for TestDatabase {
+    fn drop(&mut self) {
+        let _ = admin_exec(
+            &self.admin_url,
+            &format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name),
+        );
+    }
+}

@@ -1,0 +1,1046 @@
+//! [`PgStore`]: the [`Store`] on a PostgreSQL database shared by several service instances. The only code
+//! of the crate that knows the PostgreSQL client (`tokio-postgres`, pooled by `deadpool-postgres`).
+//!
+//! **Sync trait, async client.** The trait is synchronous and is called from tokio worker threads and
+//! from blocking threads alike, so a method may not `block_on` the caller's runtime (that panics inside a
+//! runtime). A `PgStore` therefore owns a small multi-threaded tokio runtime ([`RUNTIME_THREADS`]
+//! workers) that owns the connection pool and drives every connection. Each trait method spawns its
+//! async body on that runtime and waits for the answer on a one-slot `crossbeam-channel`; the caller's
+//! thread blocks exactly as it would on sled's `fsync`, and the caller's runtime is never entered. The
+//! synchronous `postgres` crate is no way out: it drives its connection with `block_on` on the calling
+//! thread, which panics on a tokio worker thread. Dropping the store shuts its runtime down without
+//! waiting, so it may be dropped anywhere, even on a runtime thread.
+//!
+//! **Layout.** Each record is stored as its [`super::codec`] encoding in a `bytea` column — the same bytes
+//! sled stores — beside copies of the few fields the database must index, compare or lock on
+//! (`activations.version`, `nonces.expires_at` and `consumed_at`). The codec stays the one definition of
+//! a record's layout and of the bytes the audit chain hashes; the columns are derived from the value being
+//! written in the same statement. Tables and their reasons: `postgres/migrations/0001_initial.sql`.
+//!
+//! **Guarantees, as sled's.** Every write is one transaction committed with the server's default
+//! `synchronous_commit` (on), so it is durable when the method returns. `commit_verification` is one
+//! transaction: a compare-and-swap `UPDATE … WHERE version = $read` on the activation row (which also
+//! serializes concurrent commits of one activation), the nonce row locked and checked exactly as sled
+//! checks it, consumed with a `consumed_at IS NULL` guard, then the audit append. Any error rolls back the
+//! whole transaction. A connection lost mid-way is [`StoreError::Io`] with nothing half-written (at worst
+//! the commit landed and its answer was lost, as with any database); the pool drops broken connections
+//! and opens new ones when the server is back.
+//!
+//! **Audit chains.** Each `PgStore` appends to its own chain ([`ChainId`], given to [`PgStore::open`]),
+//! so instances never wait on one another's audit appends. A chain's appends serialize on its head row in
+//! `audit_chains`, locked as the last step of the writing transaction, so no record is missing or forked
+//! within a chain; [`super::verify_audit_chain`] walks every chain. All appends of one instance share its
+//! head row, so one instance commits audited writes one after another (about one WAL flush each).
+//!
+//! **Migrations** run at open (and via [`migrate`]) inside one transaction holding a transaction-scoped
+//! advisory lock, so two instances starting at once do not race; a schema newer than [`SCHEMA_VERSION`]
+//! is refused with [`StoreError::NewerFormat`].
+
+mod settings;
+
+use std::future::Future;
+use std::time::Duration;
+
+use deadpool_postgres::{Manager, ManagerConfig, Pool, PoolError, RecyclingMethod, Runtime};
+use tokio_postgres::NoTls;
+use tokio_postgres::error::SqlState;
+
+use super::audit::{AuditDraft, AuditEntry, AuditRecord, ChainHead, ChainId};
+use super::codec::{self, DecodeError};
+use super::records::{
+    Activation, Application, IntegrationCredential, IssuedNonce, MasterKeyRef, NonceOwner,
+};
+use crate::model::{KeyId, Timestamp};
+use super::{Committed, Conflict, Store, StoreError, VerificationCommit};
+
+pub use settings::{
+    DATABASE_URL_ENV, PostgresSettings, PostgresSettingsError, RawPostgresSettings,
+};
+
+/// Worker threads of each store's private runtime: the work on them is only driving sockets.
+pub const RUNTIME_THREADS: usize = 2;
+
+/// How long a caller waits for a pooled connection before [`StoreError::Io`].
+const POOL_WAIT: Duration = Duration::from_secs(10);
+
+/// How long one store operation may take in all before [`StoreError::Io`] (its transaction is then
+/// rolled back).
+const OPERATION_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// A schema change: applied in order, once, and recorded in `schema_version`.
+struct Migration {
+    version: u32,
+    name: &'static str,
+    sql: &'static str,
+}
+
+/// Every migration of this build, oldest first. Never edit a released one: add the next.
+const MIGRATIONS: &[Migration] = &[Migration {
+    version: 1,
+    name: "initial",
+    sql: include_str!("postgres/migrations/0001_initial.sql"),
+}];
+
+/// The schema version this build writes and reads. A database with a higher one is refused.
+pub const SCHEMA_VERSION: u32 = 1;
+
+/// The key of the transaction-scoped advisory lock that serializes migrations (ASCII "offsgnr1").
+const MIGRATION_LOCK: i64 = 0x6f66_6673_676e_7231;
+
+/// What [`migrate`] did.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub struct SchemaMigration {
+    /// The schema version found (0 for an empty database).
+    pub from: u32,
+    /// The schema version now.
+    pub to: u32,
+}
+
+fn io(detail: impl Into<String>) -> StoreError {
+    StoreError::Io {
+        detail: detail.into(),
+    }
+}
+
+/// A client error in the store's words. The messages name the failure, never the password.
+fn db(e: tokio_postgres::Error) -> StoreError {
+    if e.code() == Some(&SqlState::UNIQUE_VIOLATION) {
+        return StoreError::AlreadyExists { what: "record" };
+    }
+    io(format!("PostgreSQL: {e}"))
+}
+
+fn pool(e: PoolError) -> StoreError {
+    match e {
+        PoolError::Backend(e) => db(e),
+        other => io(format!("PostgreSQL connection pool: {other}")),
+    }
+}
+
+fn corrupt(e: DecodeError) -> StoreError {
+    StoreError::Corrupt { what: e.0 }
+}
+
+/// A `u64` the store keeps in a `bigint` column.
+fn to_i64(value: u64, what: &str) -> Result<i64, StoreError> {
+    i64::try_from(value).map_err(|_| StoreError::Corrupt {
+        what: format!("{what} {value} does not fit PostgreSQL's bigint"),
+    })
+}
+
+/// A `bigint` column read back as the `u64` it was written from.
+fn to_u64(value: i64, what: &str) -> Result<u64, StoreError> {
+    u64::try_from(value).map_err(|_| StoreError::Corrupt {
+        what: format!("{what} {value} is negative"),
+    })
+}
+
+fn hash32(bytes: &[u8], what: &str) -> Result<[u8; 32], StoreError> {
+    bytes.try_into().map_err(|_| StoreError::Corrupt {
+        what: format!("{what} is not 32 bytes"),
+    })
+}
+
+/// A private runtime and the pool it drives.
+struct Engine {
+    /// `Some` until drop, which shuts it down without blocking.
+    runtime: Option<tokio::runtime::Runtime>,
+    handle: tokio::runtime::Handle,
+    pool: Pool,
+}
+
+impl Engine {
+    fn start(settings: &PostgresSettings) -> Result<Self, StoreError> {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(RUNTIME_THREADS)
+            .thread_name("pg-store")
+            .enable_all()
+            .build()
+            .map_err(|e| io(format!("starting the PostgreSQL store's runtime: {e}")))?;
+        let manager = Manager::from_config(
+            settings.connect_config(),
+            NoTls,
+            ManagerConfig {
+                // A connection whose socket died is dropped; a live one is reused without a round trip.
+                recycling_method: RecyclingMethod::Fast,
+            },
+        );
+        let pool = Pool::builder(manager)
+            .max_size(settings.pool_size())
+            .runtime(Runtime::Tokio1)
+            .wait_timeout(Some(POOL_WAIT))
+            .create_timeout(Some(POOL_WAIT))
+            .recycle_timeout(Some(POOL_WAIT))
+            .build()
+            .map_err(|e| io(format!("building the PostgreSQL connection pool: {e}")))?;
+        Ok(Self {
+            handle: runtime.handle().clone(),
+            runtime: Some(runtime),
+            pool,
+        })
+    }
+
+    /// Runs `body` on the store's runtime and blocks the calling thread until it answers.
+    fn run<T, F>(&self, body: impl FnOnce(Pool) -> F) -> Result<T, StoreError>
+    where
+        F: Future<Output = Result<T, StoreError>> + Send + 'static,
+        T: Send + 'static,
+    {
+        let (tx, rx) = crossbeam_channel::bounded(1);
+        let work = body(self.pool.clone());
+        self.handle.spawn(async move {
+            let answer = match tokio::time::timeout(OPERATION_TIMEOUT, work).await {
+                Ok(answer) => answer,
+                Err(_) => Err(io(format!(
+                    "PostgreSQL operation took longer than {OPERATION_TIMEOUT:?}"
+                ))),
+            };
+            // The caller may be gone (its thread panicked); nothing to tell then.
+            let _ = tx.send(answer);
+        });
+        rx.recv()
+            .map_err(|_| io("the PostgreSQL store's runtime stopped before answering"))?
+    }
+}
+
+impl Drop for Engine {
+    fn drop(&mut self) {
+        self.pool.close();
+        if let Some(runtime) = self.runtime.take() {
+            runtime.shutdown_background();
+        }
+    }
+}
+
+/// Applies every pending migration in one transaction under the migration lock.
+async fn migrate_with(pool: &Pool) -> Result<SchemaMigration, StoreError> {
+    let mut client = pool.get().await.map_err(self::pool)?;
+    let tx = client.transaction().await.map_err(db)?;
+    tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])
+        .await
+        .map_err(db)?;
+    tx.batch_execute(
+        "CREATE TABLE IF NOT EXISTS schema_version (
+             version    integer PRIMARY KEY,
+             name       text NOT NULL,
+             applied_at timestamptz NOT NULL DEFAULT now()
+         )",
+    )
+    .await
+    .map_err(db)?;
+    let found: Option<i32> = tx
+        .query_one("SELECT max(version) FROM schema_version", &[])
+        .await
+        .map_err(db)?
+        .get(0);
+    let from = u32::try_from(found.unwrap_or(0)).map_err(|_| StoreError::Corrupt {
+        what: "schema_version holds a negative version".into(),
+    })?;
+    if from > SCHEMA_VERSION {
+        return Err(StoreError::NewerFormat {
+            found: from,
+            supported: SCHEMA_VERSION,
+        });
+    }
+    for migration in MIGRATIONS.iter().filter(|m| m.version > from) {
+        tx.batch_execute(migration.sql).await.map_err(|e| {
+            io(format!(
+                "PostgreSQL migration {} ({}): {e}",
+                migration.version, migration.name
+            ))
+        })?;
+        let version = i32::try_from(migration.version).map_err(|_| io("migration number"))?;
+        tx.execute(
+            "INSERT INTO schema_version (version, name) VALUES ($1, $2)",
+            &[&version, &migration.name],
+        )
+        .await
+        .map_err(db)?;
+    }
+    tx.commit().await.map_err(db)?;
+    Ok(SchemaMigration {
+        from,
+        to: SCHEMA_VERSION,
+    })
+}
+
+/// Brings the database's schema to [`SCHEMA_VERSION`] (for `offline-signer store migrate`); safe to run
+/// while instances are up and from several processes at once. [`StoreError::NewerFormat`] if the database
+/// was migrated by a newer build.
+pub fn migrate(settings: &PostgresSettings) -> Result<SchemaMigration, StoreError> {
+    let engine = Engine::start(&settings.with_pool_size(1))?;
+    engine.run(|pool| async move { migrate_with(&pool).await })
+}
+
+/// The store on PostgreSQL. Cheap to share behind an `Arc`; all methods take `&self` and block the
+/// calling thread until the database answers.
+pub struct PgStore {
+    engine: Engine,
+    chain: ChainId,
+    target: String,
+}
+
+impl std::fmt::Debug for PgStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PgStore")
+            .field("target", &self.target)
+            .field("chain", &self.chain)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A transaction of the pool (the statement-caching wrapper).
+type Tx<'a> = deadpool_postgres::Transaction<'a>;
+
+/// Appends `draft` to `chain` inside `tx`: locks the chain's head row, links the record to it and moves
+/// the head. The last step of every audited write, so the head row is held only until the commit.
+async fn append_in(
+    tx: &Tx<'_>,
+    chain: &ChainId,
+    draft: AuditDraft,
+) -> Result<AuditRecord, StoreError> {
+    let head = tx
+        .prepare_cached(
+            "SELECT head_seq, head_hash FROM audit_chains WHERE chain_id = $1 FOR UPDATE",
+        )
+        .await
+        .map_err(db)?;
+    let Some(row) = tx.query_opt(&head, &[&chain.as_str()]).await.map_err(db)? else {
+        return Err(StoreError::NotFound {
+            what: "audit chain",
+        });
+    };
+    let seq = to_u64(row.get(0), "audit chain head")?;
+    let prev = hash32(row.get(1), "audit chain head hash")?;
+    let rec = draft.seal(seq + 1, prev);
+    let seq_db = to_i64(rec.seq, "audit seq")?;
+    let insert = tx
+        .prepare_cached("INSERT INTO audit_records (chain_id, seq, record) VALUES ($1, $2, $3)")
+        .await
+        .map_err(db)?;
+    tx.execute(
+        &insert,
+        &[&chain.as_str(), &seq_db, &codec::encode_audit(&rec)],
+    )
+    .await
+    .map_err(db)?;
+    let advance = tx
+        .prepare_cached("UPDATE audit_chains SET head_seq = $2, head_hash = $3 WHERE chain_id = $1")
+        .await
+        .map_err(db)?;
+    tx.execute(&advance, &[&chain.as_str(), &seq_db, &rec.hash.as_slice()])
+        .await
+        .map_err(db)?;
+    Ok(rec)
+}
+
+async fn maybe_append(
+    tx: &Tx<'_>,
+    chain: &ChainId,
+    draft: Option<AuditDraft>,
+) -> Result<Option<AuditRecord>, StoreError> {
+    match draft {
+        None => Ok(None),
+        Some(d) => append_in(tx, chain, d).await.map(Some),
+    }
+}
+
+/// Reads one `record` column by key and decodes it.
+async fn get_decoded<T>(
+    pool: &Pool,
+    sql: &'static str,
+    key: String,
+    decode: fn(&[u8]) -> Result<T, DecodeError>,
+) -> Result<Option<T>, StoreError> {
+    let client = pool.get().await.map_err(self::pool)?;
+    let st = client.prepare_cached(sql).await.map_err(db)?;
+    match client.query_opt(&st, &[&key]).await.map_err(db)? {
+        None => Ok(None),
+        Some(row) => decode(row.get(0)).map(Some).map_err(corrupt),
+    }
+}
+
+/// Compare-and-swap of an activation with an optional nonce consumption and audit record, in `tx`.
+/// The checks and their order are sled's (`sled_store.rs`, `commit_activation`).
+async fn commit_activation_in(
+    tx: &Tx<'_>,
+    chain: &ChainId,
+    next: Activation,
+    consume_nonce: Option<String>,
+    audit: Option<AuditDraft>,
+) -> Result<Committed, StoreError> {
+    let stored = Activation {
+        version: next.version.wrapping_add(1),
+        ..next.clone()
+    };
+    let read_version = to_i64(next.version, "activation version");
+    let new_version = to_i64(stored.version, "activation version");
+    let swapped = match (read_version, new_version) {
+        (Ok(read), Ok(new)) => {
+            let cas = tx
+                .prepare_cached(
+                    "UPDATE activations SET version = $3, record = $4 WHERE id = $1 AND version = $2",
+                )
+                .await
+                .map_err(db)?;
+            tx.execute(
+                &cas,
+                &[&next.id, &read, &new, &codec::encode_activation(&stored)],
+            )
+            .await
+            .map_err(db)?
+        }
+        // A version beyond bigint was never stored: it cannot match.
+        _ => 0,
+    };
+    if swapped == 0 {
+        let exists = tx
+            .prepare_cached("SELECT 1 FROM activations WHERE id = $1")
+            .await
+            .map_err(db)?;
+        return Err(
+            match tx.query_opt(&exists, &[&next.id]).await.map_err(db)? {
+                None => StoreError::NotFound { what: "activation" },
+                Some(_) => StoreError::Conflict(Conflict::StaleVersion),
+            },
+        );
+    }
+    if let Some(nonce) = consume_nonce {
+        let lock = tx
+            .prepare_cached("SELECT record FROM nonces WHERE nonce = $1 FOR UPDATE")
+            .await
+            .map_err(db)?;
+        let Some(row) = tx.query_opt(&lock, &[&nonce]).await.map_err(db)? else {
+            return Err(StoreError::NotFound { what: "nonce" });
+        };
+        let mut issued = codec::decode_nonce(row.get(0)).map_err(corrupt)?;
+        if issued.consumed_at.is_some() {
+            return Err(StoreError::Conflict(Conflict::NonceConsumed));
+        }
+        let owner_ok = match &issued.issued_for {
+            NonceOwner::Activation(id) => *id == next.id,
+            NonceOwner::Application(id) => *id == next.application_id,
+        };
+        if !owner_ok {
+            return Err(StoreError::Conflict(Conflict::NonceOwner));
+        }
+        let consumed_at = audit.as_ref().map_or_else(Timestamp::now, |d| d.time);
+        issued.consumed_at = Some(consumed_at);
+        let consume = tx
+            .prepare_cached(
+                "UPDATE nonces SET consumed_at = $2, record = $3 \
+                 WHERE nonce = $1 AND consumed_at IS NULL",
+            )
+            .await
+            .map_err(db)?;
+        let consumed = tx
+            .execute(
+                &consume,
+                &[
+                    &nonce,
+                    &consumed_at.unix_millis(),
+                    &codec::encode_nonce(&issued),
+                ],
+            )
+            .await
+            .map_err(db)?;
+        if consumed != 1 {
+            return Err(StoreError::Conflict(Conflict::NonceConsumed));
+        }
+    }
+    let audit = maybe_append(tx, chain, audit).await?;
+    Ok(Committed {
+        activation: stored,
+        audit,
+    })
+}
+
+/// Runs `body` in one transaction on a pooled connection and commits it; any error rolls it back.
+macro_rules! in_transaction {
+    ($pool:expr, |$tx:ident| $body:expr) => {{
+        let mut client = $pool.get().await.map_err(pool)?;
+        let $tx = client.transaction().await.map_err(db)?;
+        let value = $body;
+        $tx.commit().await.map_err(db)?;
+        Ok(value)
+    }};
+}
+
+impl PgStore {
+    /// Connects to the database of `settings`, applies pending migrations (refusing a schema newer than
+    /// this build), and makes sure `chain` exists: this handle appends every audit record to it.
+    ///
+    /// `chain` is this instance's stable id: from the configuration, or persisted beside it
+    /// ([`PostgresSettings::audit_chain_or_persisted`]). Opening needs the database to answer; later
+    /// outages are [`StoreError::Io`] per call and heal by themselves.
+    pub fn open(settings: &PostgresSettings, chain: ChainId) -> Result<Self, StoreError> {
+        let engine = Engine::start(settings)?;
+        let start = chain.clone();
+        engine.run(|pool| async move {
+            migrate_with(&pool).await?;
+            let client = pool.get().await.map_err(self::pool)?;
+            client
+                .execute(
+                    "INSERT INTO audit_chains (chain_id, head_seq, head_hash) VALUES ($1, 0, $2) \
+                     ON CONFLICT (chain_id) DO NOTHING",
+                    &[&start.as_str(), &start.genesis_hash().as_slice()],
+                )
+                .await
+                .map_err(db)?;
+            Ok(())
+        })?;
+        Ok(Self {
+            engine,
+            chain,
+            target: settings.target(),
+        })
+    }
+
+    /// `user@host:port/database` of the store (for messages).
+    pub fn target(&self) -> &str {
+        &self.target
+    }
+
+    /// The schema version recorded in the database.
+    pub fn schema_version(&self) -> Result<u32, StoreError> {
+        self.engine.run(|pool| async move {
+            let client = pool.get().await.map_err(self::pool)?;
+            let found: Option<i32> = client
+                .query_one("SELECT max(version) FROM schema_version", &[])
+                .await
+                .map_err(db)?
+                .get(0);
+            u32::try_from(found.unwrap_or(0)).map_err(|_| StoreError::Corrupt {
+                what: "schema_version holds a negative version".into(),
+            })
+        })
+    }
+
+    /// Test hook: rewrites the raw stored bytes of record `seq` of this handle's chain (to simulate
+    /// tampering).
+    #[doc(hidden)]
+    pub fn tamper_audit_raw(
+        &self,
+        seq: u64,
+        edit: impl FnOnce(&mut Vec<u8>),
+    ) -> Result<(), StoreError> {
+        let chain = self.chain.clone();
+        let seq_db = to_i64(seq, "audit seq")?;
+        let read_chain = chain.clone();
+        let mut bytes: Vec<u8> = self.engine.run(move |pool| async move {
+            let client = pool.get().await.map_err(self::pool)?;
+            let row = client
+                .query_opt(
+                    "SELECT record FROM audit_records WHERE chain_id = $1 AND seq = $2",
+                    &[&read_chain.as_str(), &seq_db],
+                )
+                .await
+                .map_err(db)?
+                .ok_or(StoreError::NotFound {
+                    what: "audit record",
+                })?;
+            Ok(row.get(0))
+        })?;
+        edit(&mut bytes);
+        self.engine.run(move |pool| async move {
+            let client = pool.get().await.map_err(self::pool)?;
+            client
+                .execute(
+                    "UPDATE audit_records SET record = $3 WHERE chain_id = $1 AND seq = $2",
+                    &[&chain.as_str(), &seq_db, &bytes],
+                )
+                .await
+                .map_err(db)?;
+            Ok(())
+        })
+    }
+
+    /// Test hook: deletes record `seq` of this handle's chain behind the chain's back.
+    #[doc(hidden)]
+    pub fn remove_audit_raw(&self, seq: u64) -> Result<(), StoreError> {
+        let chain = self.chain.clone();
+        let seq_db = to_i64(seq, "audit seq")?;
+        self.engine.run(move |pool| async move {
+            let client = pool.get().await.map_err(self::pool)?;
+            client
+                .execute(
+                    "DELETE FROM audit_records WHERE chain_id = $1 AND seq = $2",
+                    &[&chain.as_str(), &seq_db],
+                )
+                .await
+                .map_err(db)?;
+            Ok(())
+        })
+    }
+
+    /// Test hook: records schema version `version` as applied (to simulate a newer build's migration).
+    #[doc(hidden)]
+    pub fn set_schema_version_raw(&self, version: u32) -> Result<(), StoreError> {
+        let version = i32::try_from(version).map_err(|_| io("schema version out of range"))?;
+        self.engine.run(move |pool| async move {
+            let client = pool.get().await.map_err(self::pool)?;
+            client
+                .execute(
+                    "INSERT INTO schema_version (version, name) VALUES ($1, 'test: newer build')",
+                    &[&version],
+                )
+                .await
+                .map_err(db)?;
+            Ok(())
+        })
+    }
+}
+
+impl Store for PgStore {
+    fn create_application(
+        &self,
+        app: &Application,
+        audit: Option<AuditDraft>,
+    ) -> Result<(), StoreError> {
+        let id = app.id.clone();
+        let value = codec::encode_application(app);
+        let chain = self.chain.clone();
+        self.engine.run(|pool| async move {
+            in_transaction!(pool, |tx| {
+                let insert = tx
+                    .prepare_cached(
+                        "INSERT INTO applications (id, record) VALUES ($1, $2) \
+                         ON CONFLICT (id) DO NOTHING",
+                    )
+                    .await
+                    .map_err(db)?;
+                if tx.execute(&insert, &[&id, &value]).await.map_err(db)? == 0 {
+                    return Err(StoreError::AlreadyExists {
+                        what: "application",
+                    });
+                }
+                maybe_append(&tx, &chain, audit).await?;
+            })
+        })
+    }
+
+    fn application(&self, id: &str) -> Result<Option<Application>, StoreError> {
+        let key = id.to_owned();
+        self.engine.run(|pool| async move {
+            get_decoded(
+                &pool,
+                "SELECT record FROM applications WHERE id = $1",
+                key,
+                codec::decode_application,
+            )
+            .await
+        })
+    }
+
+    fn add_master_key(
+        &self,
+        application_id: &str,
+        key: MasterKeyRef,
+        audit: Option<AuditDraft>,
+    ) -> Result<Application, StoreError> {
+        let id = application_id.to_owned();
+        let chain = self.chain.clone();
+        self.engine.run(|pool| async move {
+            in_transaction!(pool, |tx| {
+                let lock = tx
+                    .prepare_cached("SELECT record FROM applications WHERE id = $1 FOR UPDATE")
+                    .await
+                    .map_err(db)?;
+                let Some(row) = tx.query_opt(&lock, &[&id]).await.map_err(db)? else {
+                    return Err(StoreError::NotFound {
+                        what: "application",
+                    });
+                };
+                let mut app = codec::decode_application(row.get(0)).map_err(corrupt)?;
+                app.master_keys.insert(0, key);
+                let update = tx
+                    .prepare_cached("UPDATE applications SET record = $2 WHERE id = $1")
+                    .await
+                    .map_err(db)?;
+                tx.execute(&update, &[&id, &codec::encode_application(&app)])
+                    .await
+                    .map_err(db)?;
+                maybe_append(&tx, &chain, audit).await?;
+                app
+            })
+        })
+    }
+
+    fn insert_activation(
+        &self,
+        activation: &Activation,
+        audit: Option<AuditDraft>,
+    ) -> Result<Committed, StoreError> {
+        let stored = Activation {
+            version: 1,
+            ..activation.clone()
+        };
+        let chain = self.chain.clone();
+        self.engine.run(|pool| async move {
+            in_transaction!(pool, |tx| {
+                let insert = tx
+                    .prepare_cached(
+                        "INSERT INTO activations (id, version, record) VALUES ($1, 1, $2) \
+                         ON CONFLICT (id) DO NOTHING",
+                    )
+                    .await
+                    .map_err(db)?;
+                let value = codec::encode_activation(&stored);
+                if tx
+                    .execute(&insert, &[&stored.id, &value])
+                    .await
+                    .map_err(db)?
+                    == 0
+                {
+                    return Err(StoreError::AlreadyExists { what: "activation" });
+                }
+                let audit = maybe_append(&tx, &chain, audit).await?;
+                Committed {
+                    activation: stored,
+                    audit,
+                }
+            })
+        })
+    }
+
+    fn activation(&self, id: &str) -> Result<Option<Activation>, StoreError> {
+        let key = id.to_owned();
+        self.engine.run(|pool| async move {
+            get_decoded(
+                &pool,
+                "SELECT record FROM activations WHERE id = $1",
+                key,
+                codec::decode_activation,
+            )
+            .await
+        })
+    }
+
+    fn update_activation(
+        &self,
+        activation: &Activation,
+        audit: Option<AuditDraft>,
+    ) -> Result<Committed, StoreError> {
+        let next = activation.clone();
+        let chain = self.chain.clone();
+        self.engine.run(|pool| async move {
+            in_transaction!(pool, |tx| {
+                commit_activation_in(&tx, &chain, next, None, audit).await?
+            })
+        })
+    }
+
+    fn commit_verification(&self, commit: VerificationCommit) -> Result<Committed, StoreError> {
+        let chain = self.chain.clone();
+        self.engine.run(|pool| async move {
+            in_transaction!(pool, |tx| {
+                commit_activation_in(
+                    &tx,
+                    &chain,
+                    commit.activation,
+                    commit.consume_nonce,
+                    Some(commit.audit),
+                )
+                .await?
+            })
+        })
+    }
+
+    fn issue_nonce(
+        &self,
+        nonce: &IssuedNonce,
+        audit: Option<AuditDraft>,
+    ) -> Result<(), StoreError> {
+        let key = nonce.nonce.clone();
+        let expires_at = nonce.expires_at.unix_millis();
+        let consumed_at = nonce.consumed_at.map(Timestamp::unix_millis);
+        let value = codec::encode_nonce(nonce);
+        let chain = self.chain.clone();
+        self.engine.run(|pool| async move {
+            in_transaction!(pool, |tx| {
+                let insert = tx
+                    .prepare_cached(
+                        "INSERT INTO nonces (nonce, expires_at, consumed_at, record) \
+                         VALUES ($1, $2, $3, $4) ON CONFLICT (nonce) DO NOTHING",
+                    )
+                    .await
+                    .map_err(db)?;
+                let inserted = tx
+                    .execute(&insert, &[&key, &expires_at, &consumed_at, &value])
+                    .await
+                    .map_err(db)?;
+                if inserted == 0 {
+                    return Err(StoreError::AlreadyExists { what: "nonce" });
+                }
+                maybe_append(&tx, &chain, audit).await?;
+            })
+        })
+    }
+
+    fn nonce(&self, nonce: &str) -> Result<Option<IssuedNonce>, StoreError> {
+        let key = nonce.to_owned();
+        self.engine.run(|pool| async move {
+            get_decoded(
+                &pool,
+                "SELECT record FROM nonces WHERE nonce = $1",
+                key,
+                codec::decode_nonce,
+            )
+            .await
+        })
+    }
+
+    fn prune_nonces(&self, expired_before: Timestamp, max: usize) -> Result<usize, StoreError> {
+        let before = expired_before.unix_millis();
+        let limit = i64::try_from(max).unwrap_or(i64::MAX);
+        self.engine.run(|pool| async move {
+            let client = pool.get().await.map_err(self::pool)?;
+            // Rows a verification holds are skipped, not waited for; another instance pruning at the
+            // same time takes other rows. Oldest expiry first, as sled's index.
+            let st = client
+                .prepare_cached(
+                    "DELETE FROM nonces WHERE nonce IN ( \
+                         SELECT nonce FROM nonces WHERE expires_at < $1 \
+                         ORDER BY expires_at LIMIT $2 FOR UPDATE SKIP LOCKED)",
+                )
+                .await
+                .map_err(db)?;
+            let deleted = client.execute(&st, &[&before, &limit]).await.map_err(db)?;
+            usize::try_from(deleted).map_err(|_| io("deleted row count"))
+        })
+    }
+
+    fn put_credential(&self, credential: &IntegrationCredential) -> Result<(), StoreError> {
+        let key = credential.client_token.clone();
+        let value = codec::encode_credential(credential);
+        self.engine.run(|pool| async move {
+            let client = pool.get().await.map_err(self::pool)?;
+            let st = client
+                .prepare_cached(
+                    "INSERT INTO credentials (client_token, record) VALUES ($1, $2) \
+                     ON CONFLICT (client_token) DO UPDATE SET record = EXCLUDED.record",
+                )
+                .await
+                .map_err(db)?;
+            client.execute(&st, &[&key, &value]).await.map_err(db)?;
+            Ok(())
+        })
+    }
+
+    fn credential(&self, client_token: &str) -> Result<Option<IntegrationCredential>, StoreError> {
+        let key = client_token.to_owned();
+        self.engine.run(|pool| async move {
+            get_decoded(
+                &pool,
+                "SELECT record FROM credentials WHERE client_token = $1",
+                key,
+                codec::decode_credential,
+            )
+            .await
+        })
+    }
+
+    fn credentials(&self) -> Result<Vec<IntegrationCredential>, StoreError> {
+        self.engine.run(|pool| async move {
+            let client = pool.get().await.map_err(self::pool)?;
+            let st = client
+                .prepare_cached("SELECT record FROM credentials ORDER BY client_token")
+                .await
+                .map_err(db)?;
+            client
+                .query(&st, &[])
+                .await
+                .map_err(db)?
+                .iter()
+                .map(|row| codec::decode_credential(row.get(0)).map_err(corrupt))
+                .collect()
+        })
+    }
+
+    fn remove_credential(&self, client_token: &str) -> Result<(), StoreError> {
+        let key = client_token.to_owned();
+        self.engine.run(|pool| async move {
+            let client = pool.get().await.map_err(self::pool)?;
+            let st = client
+                .prepare_cached("DELETE FROM credentials WHERE client_token = $1")
+                .await
+                .map_err(db)?;
+            if client.execute(&st, &[&key]).await.map_err(db)? == 0 {
+                return Err(StoreError::NotFound {
+                    what: "integration credential",
+                });
+            }
+            Ok(())
+        })
+    }
+
+    fn storage_keys(&self) -> Result<Option<(KeyId, KeyId)>, StoreError> {
+        self.engine.run(|pool| async move {
+            let client = pool.get().await.map_err(self::pool)?;
+            let Some(row) = client
+                .query_opt("SELECT kek, dek FROM storage_keys", &[])
+                .await
+                .map_err(db)?
+            else {
+                return Ok(None);
+            };
+            let id = |bytes: &[u8]| {
+                <[u8; 16]>::try_from(bytes)
+                    .map(KeyId::from_bytes)
+                    .map_err(|_| StoreError::Corrupt {
+                        what: "storage key id is not 16 bytes".into(),
+                    })
+            };
+            Ok(Some((id(row.get(0))?, id(row.get(1))?)))
+        })
+    }
+
+    fn set_storage_keys(&self, kek: KeyId, dek: KeyId) -> Result<(), StoreError> {
+        self.engine.run(move |pool| async move {
+            let client = pool.get().await.map_err(self::pool)?;
+            // The constant primary key admits one row: of two instances racing here, the second waits
+            // for the first's commit and then inserts nothing.
+            let inserted = client
+                .execute(
+                    "INSERT INTO storage_keys (singleton, kek, dek) VALUES (true, $1, $2) \
+                     ON CONFLICT (singleton) DO NOTHING",
+                    &[&kek.as_bytes().as_slice(), &dek.as_bytes().as_slice()],
+                )
+                .await
+                .map_err(db)?;
+            if inserted == 0 {
+                return Err(StoreError::AlreadyExists {
+                    what: "storage key ids",
+                });
+            }
+            Ok(())
+        })
+    }
+
+    fn probe(&self) -> Result<(), StoreError> {
+        let chain = self.chain.clone();
+        let now = Timestamp::now().unix_millis();
+        self.engine.run(move |pool| async move {
+            let client = pool.get().await.map_err(self::pool)?;
+            let st = client
+                .prepare_cached(
+                    "INSERT INTO probes (chain_id, probed_at) VALUES ($1, $2) \
+                     ON CONFLICT (chain_id) DO UPDATE SET probed_at = EXCLUDED.probed_at",
+                )
+                .await
+                .map_err(db)?;
+            client
+                .execute(&st, &[&chain.as_str(), &now])
+                .await
+                .map_err(db)?;
+            Ok(())
+        })
+    }
+
+    fn append_audit(&self, draft: AuditDraft) -> Result<AuditRecord, StoreError> {
+        let chain = self.chain.clone();
+        self.engine.run(|pool| async move {
+            in_transaction!(pool, |tx| append_in(&tx, &chain, draft).await?)
+        })
+    }
+
+    fn audit_chain(&self) -> ChainId {
+        self.chain.clone()
+    }
+
+    fn audit_chains(&self) -> Result<Vec<ChainId>, StoreError> {
+        self.engine.run(|pool| async move {
+            let client = pool.get().await.map_err(self::pool)?;
+            client
+                .query("SELECT chain_id FROM audit_chains ORDER BY chain_id", &[])
+                .await
+                .map_err(db)?
+                .iter()
+                .map(|row| {
+                    ChainId::new(row.get::<_, String>(0)).map_err(|e| StoreError::Corrupt {
+                        what: format!("audit_chains: {e}"),
+                    })
+                })
+                .collect()
+        })
+    }
+
+    fn audit_chain_entries(
+        &self,
+        chain: &ChainId,
+        from_seq: u64,
+        limit: usize,
+    ) -> Result<Vec<AuditEntry>, StoreError> {
+        let chain = chain.clone();
+        // Positions beyond bigint hold nothing.
+        let Ok(from) = i64::try_from(from_seq) else {
+            return Ok(Vec::new());
+        };
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        self.engine.run(move |pool| async move {
+            let client = pool.get().await.map_err(self::pool)?;
+            let known = client
+                .prepare_cached("SELECT 1 FROM audit_chains WHERE chain_id = $1")
+                .await
+                .map_err(db)?;
+            if client
+                .query_opt(&known, &[&chain.as_str()])
+                .await
+                .map_err(db)?
+                .is_none()
+            {
+                return Err(StoreError::NotFound {
+                    what: "audit chain",
+                });
+            }
+            let st = client
+                .prepare_cached(
+                    "SELECT seq, record FROM audit_records WHERE chain_id = $1 AND seq >= $2 \
+                     ORDER BY seq LIMIT $3",
+                )
+                .await
+                .map_err(db)?;
+            client
+                .query(&st, &[&chain.as_str(), &from, &limit])
+                .await
+                .map_err(db)?
+                .iter()
+                .map(|row| {
+                    let seq = to_u64(row.get(0), "audit seq")?;
+                    Ok(match codec::decode_audit(row.get(1)) {
+                        Ok(rec) if rec.seq == seq => AuditEntry::Record(rec),
+                        Ok(rec) => AuditEntry::Undecodable {
+                            seq,
+                            detail: format!("record says seq {}", rec.seq),
+                        },
+                        Err(e) => AuditEntry::Undecodable { seq, detail: e.0 },
+                    })
+                })
+                .collect()
+        })
+    }
+
+    fn audit_chain_head(&self, chain: &ChainId) -> Result<ChainHead, StoreError> {
+        let chain = chain.clone();
+        self.engine.run(move |pool| async move {
+            let client = pool.get().await.map_err(self::pool)?;
+            let st = client
+                .prepare_cached("SELECT head_seq, head_hash FROM audit_chains WHERE chain_id = $1")
+                .await
+                .map_err(db)?;
+            let Some(row) = client
+                .query_opt(&st, &[&chain.as_str()])
+                .await
+                .map_err(db)?
+            else {
+                return Err(StoreError::NotFound {
+                    what: "audit chain",
+                });
+            };
+            Ok(ChainHead {
+                seq: to_u64(row.get(0), "audit chain head")?,
+                hash: hash32(row.get(1), "audit chain head hash")?,
+            })
+        })
+    }
+}
