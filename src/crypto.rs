@@ -20,9 +20,12 @@
 
 #![warn(missing_docs)]
 
+mod aes_cbc;
+pub mod application;
 pub mod b64;
 pub mod counter;
 pub mod ecdsa;
+pub mod ecies;
 mod error;
 pub mod fingerprint;
 pub mod kdf;
