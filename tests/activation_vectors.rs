@@ -127,7 +127,8 @@ fn alter(value: &mut Value) {
 /// The checker is not blind: one altered value in each file is reported, naming file and case.
 #[test]
 fn an_altered_value_in_each_file_is_reported() {
-    let cases: [(&str, &str, fn(&mut Value)); 6] = [
+    type Edit = fn(&mut Value);
+    let cases: [(&str, &str, Edit); 6] = [
         ("activation-ecies.json", "#5: ", |v| {
             alter(&mut v["data"][5]["output"]["encryptedResponse"]["mac"])
         }),

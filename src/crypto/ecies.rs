@@ -861,6 +861,28 @@ impl fmt::Debug for ClientEncryptor {
     }
 }
 
+/// The replay-store key of a request (§2.8, upstream `DefaultReplayVerificationService`):
+/// `B64(EPH ‖ NONCE ‖ ASCII(activation id))`, the id only in activation scope. Layer 1 and layer 2
+/// of one activation have their own `EPH` and nonce, so they do not collide.
+pub fn replay_key(
+    ephemeral: &EphemeralPublicKey,
+    nonce: &[u8; NONCE_LEN],
+    activation_id: Option<&str>,
+) -> String {
+    let mut bytes = ephemeral.as_bytes().to_vec();
+    bytes.extend_from_slice(nonce);
+    if let Some(id) = activation_id {
+        bytes.extend_from_slice(id.as_bytes());
+    }
+    b64::encode(bytes)
+}
+
+/// The recommended strict freshness rule of §2.8: `|now − TS| ≤ window` (all Unix milliseconds).
+/// Upstream only rejects `TS > now + 60 s`; the window and whether to apply it are configuration.
+pub fn timestamp_is_fresh(timestamp_ms: i64, now_ms: i64, window_ms: i64) -> bool {
+    timestamp_ms.abs_diff(now_ms) <= window_ms.unsigned_abs()
+}
+
 fn decode_nonce(text: &str) -> Result<[u8; NONCE_LEN], CryptoError> {
     b64::decode_array(text).map_err(|_| CryptoError::MalformedEcies("nonce is not 16 bytes"))
 }
@@ -1025,6 +1047,24 @@ mod tests {
             format!("{activation:?}"),
             "EciesContext { version: V3_3, encryptor: ActivationScopeGeneric, shared_info2_base: \"REDACTED\" }"
         );
+    }
+
+    #[test]
+    fn replay_key_and_freshness() {
+        let eph = EphemeralPublicKey::from_base64("AtInIqdy/Lu44gfe+c2RQsDyuxHtq4xCfHgNKJsVrbgs")
+            .unwrap();
+        let nonce = [0xAB; 16];
+        let app = b64::decode(&replay_key(&eph, &nonce, None)).unwrap();
+        assert_eq!(app.len(), 33 + 16);
+        assert_eq!(app[..33], *eph.as_bytes());
+        assert_eq!(app[33..], nonce);
+        let act = b64::decode(&replay_key(&eph, &nonce, Some(ACT_ID))).unwrap();
+        assert_eq!(act[..49], app[..]);
+        assert_eq!(act[49..], *ACT_ID.as_bytes());
+        assert!(timestamp_is_fresh(1_000, 61_000, 60_000));
+        assert!(timestamp_is_fresh(61_000, 1_000, 60_000));
+        assert!(!timestamp_is_fresh(1_000, 61_001, 60_000));
+        assert!(!timestamp_is_fresh(i64::MIN, i64::MAX, 60_000));
     }
 
     #[test]
