@@ -3,8 +3,8 @@
 //! The signer makes them, the store keeps them, the service combines them and the HTTP layer shows
 //! some of them; every layer uses these very types, so there is nothing to convert between layers.
 //! This module depends on nothing of the crate but the pure [`crate::crypto`], whose P-256
-//! [`PublicKey`], [`DerSignature`] and [`SignatureType`] are part of the vocabulary and re-exported
-//! here.
+//! [`PublicKey`], [`DerSignature`], [`SignatureType`] and [`ActivationStatus`] are part of the
+//! vocabulary and re-exported here.
 //!
 //! Key material appears only as what the HSM hands out: a private key wrapped under the KEK
 //! ([`WrappedKey`]) and secret bytes sealed under the DEK ([`EncryptedSecret`]). Their `Debug` shows
@@ -16,7 +16,7 @@ use std::str::FromStr;
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
-pub use crate::crypto::{DerSignature, PublicKey, SignatureType};
+pub use crate::crypto::{ActivationStatus, DerSignature, PublicKey, SignatureType};
 
 /// Bytes that do not have the layout their type requires (a stored blob, a key id).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -254,52 +254,6 @@ impl EncryptedSecret {
 impl fmt::Debug for EncryptedSecret {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "EncryptedSecret({} bytes)", self.0.len())
-    }
-}
-
-/// Activation status, with PowerAuth's numeric codes (`powerauth-offline.md` §12), which are also the
-/// bytes stored on disk.
-#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
-pub enum ActivationStatus {
-    /// Made by `activation/init`, waiting for the device.
-    Created = 1,
-    /// The device's key is bound; waiting for `activation/commit`.
-    PendingCommit = 2,
-    /// Usable.
-    Active = 3,
-    /// Blocked by the bank or by too many failed attempts.
-    Blocked = 4,
-    /// Removed for good (kept for audit, never reused).
-    Removed = 5,
-}
-
-impl ActivationStatus {
-    /// PowerAuth's numeric code.
-    pub const fn code(self) -> u8 {
-        self as u8
-    }
-
-    /// The status for a PowerAuth numeric code.
-    pub const fn from_code(code: u8) -> Option<Self> {
-        match code {
-            1 => Some(Self::Created),
-            2 => Some(Self::PendingCommit),
-            3 => Some(Self::Active),
-            4 => Some(Self::Blocked),
-            5 => Some(Self::Removed),
-            _ => None,
-        }
-    }
-
-    /// The upper-case wire name (`CREATED`, `PENDING_COMMIT`, `ACTIVE`, `BLOCKED`, `REMOVED`).
-    pub const fn as_str(self) -> &'static str {
-        match self {
-            Self::Created => "CREATED",
-            Self::PendingCommit => "PENDING_COMMIT",
-            Self::Active => "ACTIVE",
-            Self::Blocked => "BLOCKED",
-            Self::Removed => "REMOVED",
-        }
     }
 }
 

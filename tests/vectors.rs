@@ -1,6 +1,6 @@
 //! Upstream PowerAuth test vectors (`../shared/vectors`, `spec/powerauth-offline.md` §10), checked
 //! through the one vector checker, [`offline_signer::selftest`], so that a failure names its case.
-//! Without the folder the tests say so loudly and return; with `CI=true` they fail instead.
+//! Without the folder the tests FAIL, unless `OFFLINE_SIGNER_ALLOW_MISSING=1` (then they say loudly that they checked nothing).
 
 use std::path::{Path, PathBuf};
 
@@ -9,20 +9,7 @@ use offline_signer::selftest::{self, VectorKind};
 use serde_json::Value;
 
 fn vectors_dir() -> Option<PathBuf> {
-    let dir = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/vectors"));
-    if dir.is_dir() {
-        return Some(dir);
-    }
-    assert!(
-        std::env::var("CI").as_deref() != Ok("true"),
-        "CI=true but the upstream vectors are missing at {}",
-        dir.display()
-    );
-    eprintln!(
-        "!!!!! NOTICE: upstream vectors not found at {}; vector tests check NOTHING !!!!!",
-        dir.display()
-    );
-    None
+    offline_signer_testkit::required::vectors_dir()
 }
 
 fn cases(dir: &Path, kind: VectorKind) -> Vec<Value> {

@@ -42,4 +42,35 @@ pub enum CryptoError {
     /// TOTP parameters out of range (step 0, digits outside 6..=10).
     #[error("invalid TOTP parameters: {0}")]
     InvalidTotpParameters(&'static str),
+    /// An application secret that is not the Base64 text of 16 bytes.
+    #[error("invalid application secret")]
+    InvalidApplicationSecret,
+    /// An application key that is not the Base64 text of 16 bytes.
+    #[error("invalid application key")]
+    InvalidApplicationKey,
+    /// A `protocolVersion` this layer does not know (it knows 3.0 to 3.3).
+    #[error("unsupported protocol version {0:?}")]
+    UnsupportedProtocolVersion(String),
+    /// An ECIES request, response or context whose shape does not fit the protocol version or the
+    /// encryptor (a field present that must be absent, or the other way round; a wrong length).
+    /// Upstream answers `ERR0024`.
+    #[error("malformed ECIES message: {0}")]
+    MalformedEcies(&'static str),
+    /// The ECIES MAC does not match, or the plaintext padding is broken. Both are one error on
+    /// purpose (upstream `ERR0018`), so that a caller cannot tell them apart.
+    #[error("ECIES decryption failed")]
+    EciesDecryptionFailed,
+    /// An activation code that fails §4.2 (format, alphabet or CRC-16).
+    #[error("invalid activation code: {0}")]
+    InvalidActivationCode(&'static str),
+    /// A status blob that the client must reject (§6.2: length, magic, status, look-ahead).
+    #[error("malformed status blob: {0}")]
+    MalformedStatusBlob(&'static str),
+    /// A JWT that cannot be parsed (parts, B64URL, JSON, claim types).
+    #[error("malformed JWT: {0}")]
+    MalformedJwt(&'static str),
+    /// A JWT that parses but is not accepted: wrong algorithm or type, a MAC or signature that
+    /// does not verify, or a claim that does not match what was asked for.
+    #[error("JWT rejected: {0}")]
+    JwtRejected(&'static str),
 }
