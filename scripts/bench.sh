@@ -56,15 +56,16 @@ export SOFTHSM2_CONF
 [[ -f "$module" ]] || module=$(find /usr/lib -name libsofthsm2.so -print -quit)
 [[ -n "$module" ]] || { echo "bench: libsofthsm2.so not found" >&2; exit 1; }
 
-say "Building the release binary"
-cargo build --release --locked --bin offline-signer
+say "Building the release binaries (offline-signer, offline-token)"
+cargo build --release --locked --bin offline-signer --bin offline-token
 bin="$target_dir/release/offline-signer"
+token="$target_dir/release/offline-token"
 
 criterion=()
 if [[ "$micro" != 0 ]]; then
     say "Micro-benchmarks (criterion, short measurement times)"
     rm -rf "$target_dir/criterion"
-    cargo bench --locked --bench crypto -- --warm-up-time 1 --measurement-time 3 --noplot >&2
+    cargo bench --locked -p offline-signer-crypto --bench crypto -- --warm-up-time 1 --measurement-time 3 --noplot >&2
     criterion=(--criterion "$target_dir/criterion")
 fi
 
@@ -86,8 +87,9 @@ note=${BENCH_NOTE:-}
 load=$(cut -d' ' -f1-3 /proc/loadavg)
 note="load average when bench.sh started: $load_at_start; after the build and criterion: $load${note:+; $note}"
 
-say "offline-signer bench run (activations $activations, growth $growth, $seconds s per point)"
-"$bin" --log warn bench run \
+say "offline-token bench run (activations $activations, growth $growth, $seconds s per point)"
+"$token" bench run \
+    --server-bin "$bin" \
     --config "$out/config.toml" \
     --dir "$out" \
     --activations "$activations" \

@@ -89,6 +89,17 @@ pub enum ServiceError {
     Internal(Cause),
 }
 
+/// Why the service is not ready (the `/ready` probe's reason).
+#[derive(Debug, thiserror::Error)]
+pub enum NotReady {
+    /// The HSM does not answer.
+    #[error("HSM: {0}")]
+    Hsm(SignerError),
+    /// The store does not take a durable write.
+    #[error("store: {0}")]
+    Store(StoreError),
+}
+
 /// What went wrong inside the service, for the operator's log only.
 #[derive(Debug, thiserror::Error)]
 pub enum Cause {
@@ -255,10 +266,10 @@ impl Service {
     /// write (the readiness probe).
     ///
     /// # Errors
-    /// [`ServiceError::HsmUnavailable`] or [`ServiceError::Internal`] saying which part failed.
-    pub async fn ready(&self) -> Result<(), ServiceError> {
-        self.inner.signer.health().await?;
-        Ok(self.write(|s| s.probe()).await?)
+    /// [`NotReady`] saying which part failed.
+    pub async fn ready(&self) -> Result<(), NotReady> {
+        self.inner.signer.health().await.map_err(NotReady::Hsm)?;
+        self.write(|s| s.probe()).await.map_err(NotReady::Store)
     }
 
     /// Checks integration credentials (HTTP Basic `clientToken:clientSecret`): `Ok(true)` only for a

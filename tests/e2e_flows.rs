@@ -572,8 +572,9 @@ fn token_cli_against_the_server() {
             server.credentials.client_secret.expose_secret().to_owned()
         }),
     ];
+    let token_bin = offline_signer_testkit::required::workspace_binary("offline-token");
     let run = |args: &[&str]| {
-        let out = Command::new(BIN)
+        let out = Command::new(&token_bin)
             .args(args)
             .envs(env.iter().map(|(k, v)| (k, v)))
             .output()
@@ -587,7 +588,6 @@ fn token_cli_against_the_server() {
     };
     let state_arg = state.to_str().unwrap();
     let out = run(&[
-        "token",
         "activate",
         "--server",
         &server.url,
@@ -613,7 +613,6 @@ fn token_cli_against_the_server() {
             .await
             .unwrap();
         let out = run(&[
-            "token",
             "sign",
             "--state",
             state_arg,
@@ -635,7 +634,7 @@ fn token_cli_against_the_server() {
             .unwrap();
         assert!(answer.signature_valid, "{answer:?}");
     });
-    let out = run(&["token", "status", "--state", state_arg, "--remote"]);
+    let out = run(&["status", "--state", state_arg, "--remote"]);
     let text = String::from_utf8(out.stdout).unwrap();
     assert!(text.contains("status       ACTIVE"), "{text}");
     assert!(text.contains("codes made   1"), "{text}");

@@ -510,7 +510,7 @@ mod tests {
                 0usize..3,
                 0usize..3,
                 proptest::option::of((any::<[u8; 16]>(), proptest::collection::vec(any::<u8>(), 1..100))),
-                proptest::option::of(proptest::collection::vec(any::<u8>(), 28..100)),
+                proptest::option::of(proptest::collection::vec(any::<u8>(), 29..100)),
             ),
             (any::<u64>(), any::<[u8; 16]>(), any::<u32>(), any::<u32>()),
             (arb_time(), proptest::option::of(arb_time()), any::<u64>()),
@@ -529,7 +529,7 @@ mod tests {
                     .map(|(kek, blob)| WrappedKey::new(KeyId::from_bytes(kek), blob)),
                 encrypted_factor_keys: b.4.map(|mut bytes| {
                     bytes[0] = crate::model::SEALED_VERSION;
-                    EncryptedSecret::from_bytes(bytes).expect("version byte set, 28+ bytes")
+                    EncryptedSecret::from_bytes(bytes).expect("version byte set, 29+ bytes")
                 }),
                 counter: c.0,
                 ctr_data: c.1,

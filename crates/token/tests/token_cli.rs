@@ -44,7 +44,6 @@ fn worked_state() -> TokenState {
 
 fn token(state: &Path, args: &[&str], stdin: Option<&str>) -> Output {
     let mut child = Command::new(BIN)
-        .arg("token")
         .args(args)
         .arg("--state")
         .arg(state)
@@ -222,7 +221,6 @@ fn activate_refuses_an_existing_state_file() {
     let (_dir, state) = setup();
     let out = Command::new(BIN)
         .args([
-            "token",
             "activate",
             "--server",
             "http://127.0.0.1:9",
