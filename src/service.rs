@@ -592,10 +592,13 @@ impl Service {
         if activation.status != ActivationStatus::Active {
             return Err(ServiceError::IncorrectState);
         }
-        let wrapped = activation
-            .wrapped_server_private_key
-            .as_ref()
-            .ok_or(ServiceError::invariant("an active activation has no wrapped key"))?;
+        let wrapped =
+            activation
+                .wrapped_server_private_key
+                .as_ref()
+                .ok_or(ServiceError::invariant(
+                    "an active activation has no wrapped key",
+                ))?;
         let unsigned = UnsignedOfflineData::new(
             &request.data,
             totp.as_deref(),

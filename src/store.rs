@@ -52,9 +52,9 @@ pub use records::{
     SecretHash,
 };
 
-use crate::model::{KeyId, Timestamp};
 #[cfg(doc)]
 use crate::model::{EncryptedSecret, WrappedKey};
+use crate::model::{KeyId, Timestamp};
 pub use sled_store::{STORE_FORMAT, SledStore};
 
 /// What can go wrong in the store, in the service's words.

@@ -1,11 +1,18 @@
-//! The conformance suite against a real SoftHSM token, plus PKCS#11-only checks. Each test makes
-//! its own token and runs in a child process (see `common/softhsm.rs`).
+//! The conformance suite (listed once in `offline_signer_testkit::conformance`) against a real SoftHSM
+//! token, plus PKCS#11-only checks. Each test makes its own token and runs in a child process (see
+//! `offline_signer_testkit::softhsm`).
 
 use offline_signer_testkit::conformance;
 use offline_signer_testkit::softhsm;
 
 use offline_signer::signer::pkcs11::{Pkcs11Signer, temporary_objects_alive};
 use softhsm::{TestToken, runtime, with_token};
+
+fn run_with(name: &str, body: impl AsyncFnOnce(&dyn offline_signer::signer::Signer)) {
+    run(name, async |s, _| body(s).await);
+}
+
+offline_signer_testkit::signer_conformance!(run_with);
 
 fn run<F>(name: &str, body: F)
 where
@@ -20,42 +27,6 @@ where
             offline_signer::signer::Signer::shutdown(&signer).await;
         })
     });
-}
-
-#[test]
-fn softhsm_token_key_signs_and_verifies() {
-    run("softhsm_token_key_signs_and_verifies", async |s, _| {
-        conformance::token_key_signs_and_verifies(s).await
-    });
-}
-
-#[test]
-fn softhsm_storage_keys_are_stable() {
-    run("softhsm_storage_keys_are_stable", async |s, _| {
-        conformance::storage_keys_are_stable(s).await;
-    });
-}
-
-#[test]
-fn softhsm_wrapped_key_signs_and_verifies() {
-    run("softhsm_wrapped_key_signs_and_verifies", async |s, _| {
-        conformance::wrapped_key_signs_and_verifies(s).await
-    });
-}
-
-#[test]
-fn softhsm_ecdh_matches_host() {
-    run("softhsm_ecdh_matches_host", async |s, _| {
-        conformance::ecdh_matches_host(s).await
-    });
-}
-
-#[test]
-fn softhsm_sealing_round_trips_and_authenticates() {
-    run(
-        "softhsm_sealing_round_trips_and_authenticates",
-        async |s, _| conformance::sealing_round_trips_and_authenticates(s).await,
-    );
 }
 
 #[test]
@@ -97,18 +68,4 @@ fn softhsm_unwrapped_key_is_never_extractable() {
             );
         },
     );
-}
-
-#[test]
-fn softhsm_unknown_key_is_not_found() {
-    run("softhsm_unknown_key_is_not_found", async |s, _| {
-        conformance::unknown_key_is_not_found(s).await
-    });
-}
-
-#[test]
-fn softhsm_concurrent_signatures_verify() {
-    run("softhsm_concurrent_signatures_verify", async |s, _| {
-        conformance::concurrent_signatures_verify(s).await
-    });
 }

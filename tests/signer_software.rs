@@ -1,6 +1,5 @@
-//! The conformance suite against the `software-insecure` signer.
-
-use offline_signer_testkit::conformance;
+//! The conformance suite (listed once in `offline_signer_testkit::conformance`) against the
+//! `software-insecure` signer, plus the software signer's own laws.
 
 use offline_signer::signer::Signer;
 use offline_signer::signer::software::SoftwareSigner;
@@ -9,45 +8,16 @@ fn signer() -> SoftwareSigner {
     SoftwareSigner::new_in_memory()
 }
 
-#[tokio::test]
-async fn software_token_key_signs_and_verifies() {
-    conformance::token_key_signs_and_verifies(&signer()).await;
+fn run_with(_name: &str, body: impl AsyncFnOnce(&dyn Signer)) {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("a runtime");
+    runtime.block_on(async { body(&signer()).await });
 }
 
-#[tokio::test]
-async fn software_storage_keys_are_stable() {
-    conformance::storage_keys_are_stable(&signer()).await;
-}
-
-#[tokio::test]
-async fn software_wrapped_key_signs_and_verifies() {
-    conformance::wrapped_key_signs_and_verifies(&signer()).await;
-}
-
-#[tokio::test]
-async fn software_ecdh_matches_host() {
-    conformance::ecdh_matches_host(&signer()).await;
-}
-
-#[tokio::test]
-async fn software_sealing_round_trips_and_authenticates() {
-    conformance::sealing_round_trips_and_authenticates(&signer()).await;
-}
-
-#[tokio::test]
-async fn software_unwrapped_key_is_never_extractable() {
-    conformance::unwrapped_key_is_never_extractable(&signer()).await;
-}
-
-#[tokio::test]
-async fn software_unknown_key_is_not_found() {
-    conformance::unknown_key_is_not_found(&signer()).await;
-}
-
-#[tokio::test]
-async fn software_concurrent_signatures_verify() {
-    conformance::concurrent_signatures_verify(&signer()).await;
-}
+offline_signer_testkit::signer_conformance!(run_with);
 
 #[tokio::test]
 async fn software_key_report_flags_in_memory_keys() {

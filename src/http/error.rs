@@ -277,7 +277,11 @@ mod tests {
                 503,
                 "ERR_HSM_UNAVAILABLE",
             ),
-            (ServiceError::Internal(Cause::Invariant("x")), 500, "ERR0000"),
+            (
+                ServiceError::Internal(Cause::Invariant("x")),
+                500,
+                "ERR0000",
+            ),
         ];
         for (error, status, code) in cases {
             let (got_status, got_code, message) = ApiError::Service(error).parts();

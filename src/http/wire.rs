@@ -9,10 +9,10 @@
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
+use crate::model::{ActivationStatus, Timestamp};
 use crate::service::{
     ActivationInfo, ApplicationDetail, NonceStatus, OfflinePayload, RegisteredActivation,
 };
-use crate::model::{ActivationStatus, Timestamp};
 
 /// `{"requestObject": {...}}`.
 #[derive(Debug, Deserialize, ToSchema)]

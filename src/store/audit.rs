@@ -14,8 +14,8 @@
 use sha2::{Digest, Sha256};
 
 use super::codec;
-use crate::model::Timestamp;
 use super::{Store, StoreError};
+use crate::model::Timestamp;
 
 /// Domain-separation prefix of every audit hash.
 const AUDIT_HASH_DOMAIN: &[u8] = b"offline-signer/audit/v1";

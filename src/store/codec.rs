@@ -12,9 +12,7 @@ use super::records::{
     Activation, Application, IntegrationCredential, IssuedNonce, MasterKeyRef, NonceOwner,
     SecretHash,
 };
-use crate::model::{
-    ActivationStatus, EncryptedSecret, KeyId, PublicKey, Timestamp, WrappedKey,
-};
+use crate::model::{ActivationStatus, EncryptedSecret, KeyId, PublicKey, Timestamp, WrappedKey};
 
 /// The first byte of every record written by this version.
 pub const RECORD_FORMAT_V1: u8 = 1;
@@ -509,7 +507,10 @@ mod tests {
                 proptest::collection::vec(".{0,10}", 0..4),
                 0usize..3,
                 0usize..3,
-                proptest::option::of((any::<[u8; 16]>(), proptest::collection::vec(any::<u8>(), 1..100))),
+                proptest::option::of((
+                    any::<[u8; 16]>(),
+                    proptest::collection::vec(any::<u8>(), 1..100),
+                )),
                 proptest::option::of(proptest::collection::vec(any::<u8>(), 29..100)),
             ),
             (any::<u64>(), any::<[u8; 16]>(), any::<u32>(), any::<u32>()),
@@ -595,7 +596,10 @@ mod tests {
             flags: vec!["FLAG_ONE".into(), "FLAG_TWO".into()],
             device_public_key: test_key(0),
             server_public_key: test_key(1),
-            wrapped_server_private_key: Some(WrappedKey::new(KeyId::from_bytes([1; 16]), vec![9; 80])),
+            wrapped_server_private_key: Some(WrappedKey::new(
+                KeyId::from_bytes([1; 16]),
+                vec![9; 80],
+            )),
             encrypted_factor_keys: Some(
                 EncryptedSecret::from_bytes([vec![1], vec![7; 12 + 48 + 16]].concat())
                     .expect("a well-formed sealed blob"),

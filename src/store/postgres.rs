@@ -50,8 +50,8 @@ use super::codec::{self, DecodeError};
 use super::records::{
     Activation, Application, IntegrationCredential, IssuedNonce, MasterKeyRef, NonceOwner,
 };
-use crate::model::{KeyId, Timestamp};
 use super::{Committed, Conflict, Store, StoreError, VerificationCommit};
+use crate::model::{KeyId, Timestamp};
 
 pub use settings::{
     DATABASE_URL_ENV, PostgresSettings, PostgresSettingsError, RawPostgresSettings,

@@ -28,8 +28,8 @@ use super::group_commit::{FlushHold, GroupCommit};
 use super::records::{
     Activation, Application, IntegrationCredential, IssuedNonce, MasterKeyRef, NonceOwner,
 };
-use crate::model::{KeyId, Timestamp};
 use super::{Committed, Conflict, Store, StoreError, VerificationCommit};
+use crate::model::{KeyId, Timestamp};
 
 /// The store layout version this build writes and reads. A store with a higher number is refused.
 pub const STORE_FORMAT: u32 = 1;

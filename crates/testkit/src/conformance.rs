@@ -1,5 +1,5 @@
-//! The signer conformance suite: one body per property, run against every implementation
-//! (`tests/signer_software.rs` and `tests/signer_softhsm.rs` call each function).
+//! The signer conformance suite: one body per property, listed once in [`signer_conformance!`] and
+//! run against every implementation (`tests/signer_software.rs`, `tests/signer_softhsm.rs`).
 
 use offline_signer::model::{EncryptedSecret, KeyId, PublicKey, WrappedKey};
 use offline_signer::signer::{KeyRef, Signer, SignerError, StorageKeyIds};
@@ -127,7 +127,10 @@ pub async fn ecdh_matches_host(s: &dyn Signer) {
     assert_eq!(&shared.expose()[..], &host.raw_secret_bytes()[..]);
     let compressed = device_public.to_encoded_point(true);
     let peer2 = PublicKey::from_sec1(compressed.as_bytes()).expect("a compressed curve point");
-    let shared2 = s.ecdh(&server.wrapped, &peer2).await.expect("ecdh compressed");
+    let shared2 = s
+        .ecdh(&server.wrapped, &peer2)
+        .await
+        .expect("ecdh compressed");
     assert_eq!(shared2.expose(), shared.expose());
 
     // The peer reaches the signer as a validated point: what is not one never gets that far
@@ -316,4 +319,39 @@ pub async fn futures_join_all<F: std::future::Future>(
         .into_iter()
         .map(|o| o.expect("all futures completed"))
         .collect()
+}
+
+/// Instantiates every conformance scenario of this module once for one signer. `$run` is a function
+/// `fn(name: &str, body: impl AsyncFnOnce(&dyn Signer))` that runs `body` against a fresh signer of
+/// that kind; the generated tests are named `conformance_suite::<scenario>`.
+#[macro_export]
+macro_rules! signer_conformance {
+    ($run:ident) => {
+        $crate::signer_conformance!(@each $run;
+            token_key_signs_and_verifies,
+            storage_keys_are_stable,
+            wrapped_key_signs_and_verifies,
+            ecdh_matches_host,
+            sealing_round_trips_and_authenticates,
+            unwrapped_key_is_never_extractable,
+            unknown_key_is_not_found,
+            concurrent_signatures_verify,
+        );
+    };
+    (@each $run:ident; $($name:ident),* $(,)?) => {
+        /// The conformance scenarios, one test each.
+        mod conformance_suite {
+            $(
+                #[test]
+                fn $name() {
+                    super::$run(
+                        concat!("conformance_suite::", stringify!($name)),
+                        async |s| {
+                            let _ = $crate::conformance::$name(s).await;
+                        },
+                    );
+                }
+            )*
+        }
+    };
 }

@@ -10,12 +10,13 @@ use offline_signer::crypto::signature::decimal_signature;
 use offline_signer::crypto::{
     ComponentLength, CounterData, FactorKeys, MasterSecret, PrivateKey, PublicKey, SignatureType,
 };
+use offline_signer::model::Timestamp;
 use offline_signer::service::{
     Clock, CreatePersonalized, OfflinePayload, ProximityCheck, RegisterActivation, Service,
-    NoncePolicy, Settings, SignatureSettings, VerifyRequest, VerifyResponse,
+    SignatureSettings, VerifyRequest, VerifyResponse,
 };
+pub use offline_signer::service::{NoncePolicy, Settings};
 use offline_signer::signer::Signer;
-use offline_signer::model::Timestamp;
 use offline_signer::store::{SledStore, Store};
 
 /// A clock that only moves when the test says so. Starts at 2026-01-01T00:00:00Z.

@@ -7,11 +7,11 @@ use offline_signer::crypto::offline_data::{
     DEFAULT_URI_ID, KeyIndicator, OfflineData, RequestData,
 };
 use offline_signer::crypto::{CounterData, SignatureType, b64};
+use offline_signer::model::ActivationStatus;
 use offline_signer::service::{
     CreateNonPersonalized, CreatePersonalized, NoncePolicy, NonceStatus, ProximityCheck,
     RegisterActivation, ServiceError,
 };
-use offline_signer::model::ActivationStatus;
 use offline_signer::store::{AuditOutcome, Store, verify_audit_chain};
 
 use super::service_harness::{Harness, payload_totp, phone_request_data};
@@ -284,6 +284,43 @@ pub async fn biometry_only_when_allowed(h: &Harness) {
         .await;
     assert!(r.signature_valid);
     assert_eq!(r.signature_type, Some(PK));
+
+    // A wrong code with biometry allowed: a failed attempt, reported as the first allowed type
+    // (POSSESSION_KNOWLEDGE), as PowerAuth does (`powerauth-offline.md` §8.2).
+    let (_, data) = h.payload(&phone, None).await;
+    let r = h
+        .verify_with(&phone, &data, WRONG, |v| v.allow_biometry = true)
+        .await;
+    assert!(!r.signature_valid);
+    assert_eq!(r.signature_type, Some(PK));
+    assert_eq!(r.remaining_attempts, Some(4));
+    assert_eq!(h.stored(&phone).failed_attempts, 1);
+}
+
+/// A nonce is valid up to, and not at, its expiry: one millisecond before `issued_at + ttl` it
+/// verifies, at `issued_at + ttl` exactly it is `EXPIRED` and touches nothing.
+pub async fn nonce_expires_exactly_at_its_expiry(h: &Harness) {
+    h.application("app").await;
+    let phone = h.device("app", None).await;
+    let ttl = h.service.settings().nonce_ttl;
+
+    let (_, in_time) = h.payload(&phone, None).await;
+    h.clock.advance(ttl - Duration::from_millis(1));
+    let r = h.verify(&phone, &in_time, &phone.sign(&in_time)).await;
+    assert_eq!(r.nonce_status, Some(NonceStatus::Valid), "{r:?}");
+    assert!(r.signature_valid, "{r:?}");
+
+    let (_, late) = h.payload(&phone, None).await;
+    h.clock.advance(ttl);
+    let before = h.stored(&phone);
+    let r = h
+        .verify(&phone, &late, &phone.code_for(PK, &late, None, 8))
+        .await;
+    assert_eq!(r.nonce_status, Some(NonceStatus::Expired), "{r:?}");
+    assert!(!r.signature_valid);
+    let after = h.stored(&phone);
+    assert_eq!(after.counter, before.counter);
+    assert_eq!(after.failed_attempts, before.failed_attempts);
 }
 
 pub async fn component_lengths_4_and_8(h: &Harness) {
@@ -756,4 +793,53 @@ pub async fn no_secret_in_the_data_dir(h: &Harness) {
         let hits = super::scan::scan_dir(&h.dir.path().join("data"), secret).expect("scan");
         assert!(hits.is_empty(), "a factor key is on disk: {hits:?}");
     }
+}
+
+/// Instantiates every service scenario of this module once for one backend. `$run` is a function
+/// `fn(name: &str, settings: Settings, body: impl AsyncFnOnce(&Harness))` that runs `body` against a
+/// fresh harness of that backend (a signer, a store, a clock). The list is written here once; each
+/// backend's test file is one line: `offline_signer_testkit::service_scenarios!(run_with);`.
+#[macro_export]
+macro_rules! service_scenarios {
+    ($run:path) => {
+        $crate::service_scenarios!(@each $run;
+            valid_code_moves_counter_and_resets_failures,
+            invalid_codes_block_at_the_limit_and_unblock_restores,
+            lookahead_edge_19_accepted_20_not,
+            replay_is_rejected_as_consumed,
+            rejected_nonces_touch_nothing,
+            nonce_expires_exactly_at_its_expiry,
+            biometry_only_when_allowed,
+            component_lengths_4_and_8,
+            proximity_current_and_previous_step,
+            removed_and_missing_and_pending,
+            forced_block_when_already_at_the_limit,
+            non_personalized_payload_and_shared_nonce,
+            one_of_32_concurrent_verifications_wins,
+            bad_input_is_refused,
+            audit_trail_is_complete_and_chained,
+            no_secret_in_the_data_dir,
+        );
+
+        #[test]
+        fn policy_off_is_powerauth_behaviour() {
+            let settings = $crate::service_harness::Settings {
+                nonce_policy: $crate::service_harness::NoncePolicy::Off,
+                ..$crate::service_harness::default_settings()
+            };
+            $run("policy_off_is_powerauth_behaviour", settings, async |h| {
+                $crate::service_suite::policy_off_is_powerauth_behaviour(h).await
+            });
+        }
+    };
+    (@each $run:path; $($name:ident),* $(,)?) => {$(
+        #[test]
+        fn $name() {
+            $run(
+                stringify!($name),
+                $crate::service_harness::default_settings(),
+                async |h| $crate::service_suite::$name(h).await,
+            );
+        }
+    )*};
 }

@@ -1,6 +1,5 @@
 //! Record builders shared by the `store_*` integration tests.
 
-
 use offline_signer::crypto::PrivateKey;
 use offline_signer::model::{
     ActivationStatus, EncryptedSecret, KeyId, PublicKey, Timestamp, WrappedKey,
