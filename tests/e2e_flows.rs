@@ -644,7 +644,11 @@ fn token_cli_against_the_server() {
 /// One phone and one web-application session in a loop: create a personalized payload, sign it,
 /// verify the code. Returns every verify request the server acknowledged as valid; stops at the first
 /// transport error (the server is going away).
-async fn approve_until_refused(client: Client, mut token: Token) -> Vec<VerifyRequest> {
+async fn approve_until_refused(
+    client: Client,
+    mut token: Token,
+    progress: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+) -> Vec<VerifyRequest> {
     let mut acknowledged = Vec::new();
     loop {
         let Ok(payload) = client
@@ -659,6 +663,7 @@ async fn approve_until_refused(client: Client, mut token: Token) -> Vec<VerifyRe
             Ok(answer) => {
                 assert!(answer.signature_valid, "under load: {answer:?}");
                 acknowledged.push(request);
+                progress.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
             }
             Err(_) => return acknowledged,
         }
@@ -679,12 +684,28 @@ fn sigterm_under_load_loses_no_acknowledged_verification() {
         tokens
     });
 
-    // Eight sessions approve payments back to back; SIGTERM arrives while they do.
+    // Eight sessions approve payments back to back; SIGTERM arrives while they do, once the load has
+    // demonstrably run (8 acknowledged verifications; waited for as an event, not a duration).
+    let progress = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let workers: Vec<_> = tokens
         .into_iter()
-        .map(|token| rt.spawn(approve_until_refused(server.client(), token)))
+        .map(|token| {
+            rt.spawn(approve_until_refused(
+                server.client(),
+                token,
+                std::sync::Arc::clone(&progress),
+            ))
+        })
         .collect();
-    std::thread::sleep(Duration::from_millis(1500));
+    let hang_guard = std::time::Instant::now() + Duration::from_secs(120);
+    while progress.load(std::sync::atomic::Ordering::SeqCst) < 8 {
+        assert!(
+            std::time::Instant::now() < hang_guard,
+            "the load never got going:\n{}",
+            server.log()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
     let status = server.terminate();
     assert!(
         status.success(),

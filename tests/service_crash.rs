@@ -267,14 +267,35 @@ fn sigkill_during_verifications_loses_nothing_acknowledged() {
             .spawn()
             .expect("spawn child");
         let stdout = child.stdout.take().expect("piped");
-        // Only complete lines count: the kill may cut the last one short.
+        // Kill at a random point of the child's work: after its k-th acknowledgment (an event, not
+        // a duration, so a slow machine changes nothing), k random in 1..=6. Only complete lines
+        // count: the kill may cut the last one short.
+        let kill_after = rng.gen_range(1..=6);
+        let (reached, reached_rx) = std::sync::mpsc::channel::<()>();
         let reader = std::thread::spawn(move || {
-            let mut text = String::new();
-            let _ = std::io::Read::read_to_string(&mut BufReader::new(stdout), &mut text);
-            let complete = text.rfind('\n').map_or("", |end| &text[..end]);
-            complete.lines().filter_map(parse_ack).collect::<Vec<_>>()
+            let mut reader = BufReader::new(stdout);
+            let mut got = Vec::new();
+            let mut line = String::new();
+            loop {
+                line.clear();
+                match std::io::BufRead::read_line(&mut reader, &mut line) {
+                    Ok(0) | Err(_) => break,
+                    Ok(_) if line.ends_with('\n') => {
+                        if let Some(ack) = parse_ack(line.trim_end()) {
+                            got.push(ack);
+                            if got.len() == kill_after {
+                                let _ = reached.send(());
+                            }
+                        }
+                    }
+                    Ok(_) => break,
+                }
+            }
+            got
         });
-        std::thread::sleep(Duration::from_millis(rng.gen_range(150..700)));
+        reached_rx
+            .recv_timeout(Duration::from_secs(120))
+            .expect("the child acknowledged verifications before the kill");
         child.kill().expect("SIGKILL");
         child.wait().expect("reap");
         let got = reader.join().expect("reader");
