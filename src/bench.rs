@@ -159,14 +159,21 @@ impl Summary {
 /// The ceilings, each at the concurrency the service runs at (32 callers) and at 1.
 #[derive(Debug, Clone, Serialize, serde::Deserialize)]
 pub struct Ceilings {
+    /// ECDSA signatures per second with a token key (an application master key).
     pub token_sign_per_s: f64,
+    /// Unwrap of an activation key into a session object, sign, destroy: per second.
     pub unwrap_sign_per_s: f64,
+    /// AES-GCM decryptions of a sealed factor-key blob under the DEK per second.
     pub kek_decrypt_per_s: f64,
+    /// Durable verification commits per second.
     pub store_durable_writes_per_s: f64,
     /// The same with one caller at a time (latency-bound).
     pub token_sign_per_s_1: f64,
+    /// Unwrap + sign with one caller.
     pub unwrap_sign_per_s_1: f64,
+    /// DEK decryptions with one caller.
     pub kek_decrypt_per_s_1: f64,
+    /// Durable commits with one writer.
     pub store_durable_writes_per_s_1: f64,
     /// Store writes with 128 writer threads.
     pub store_durable_writes_per_s_128: f64,

@@ -84,34 +84,48 @@ pub enum ConfigError {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawConfig {
+    /// `listen`: address:port of the API (default `127.0.0.1:8080`).
     #[serde(default = "default_listen")]
     pub listen: String,
+    /// `base_path`: prefix of `/rest/v3` (default empty).
     #[serde(default)]
     pub base_path: String,
+    /// `data_dir`: the sled store's folder, relative to this file (default `data`).
     #[serde(default = "default_data_dir")]
     pub data_dir: PathBuf,
+    /// `restrict_access`: HTTP Basic with integration credentials (default `true`).
     #[serde(default = "default_true")]
     pub restrict_access: bool,
+    /// `body_limit_bytes`: largest request body (default 65536).
     #[serde(default = "default_body_limit")]
     pub body_limit_bytes: usize,
+    /// `request_timeout_ms`: longest a request may take (default 10000).
     #[serde(default = "default_request_timeout_ms")]
     pub request_timeout_ms: u64,
+    /// `[signature]`.
     #[serde(default)]
     pub signature: RawSignatureConfig,
+    /// `[nonce]`.
     #[serde(default)]
     pub nonce: RawNonceConfig,
+    /// `[signer]` (required).
     pub signer: RawSignerConfig,
 }
 
+/// The `[signature]` table as written.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawSignatureConfig {
+    /// Counter window size, 1..=64 (default 20).
     #[serde(default = "default_lookahead")]
     pub lookahead: u32,
+    /// Failed attempts before blocking, 1..=64 (default 5).
     #[serde(default = "default_max_failed")]
     pub max_failed_attempts: u32,
+    /// Digits per factor component, 4..=8 (default 8).
     #[serde(default = "default_component_length")]
     pub component_length: u32,
+    /// Digits of the proximity TOTP, 6..=10 (default 8).
     #[serde(default = "default_otp_length")]
     pub proximity_otp_length: u32,
 }
@@ -127,11 +141,14 @@ impl Default for RawSignatureConfig {
     }
 }
 
+/// The `[nonce]` table as written.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawNonceConfig {
+    /// `enforce` (default) or `off`.
     #[serde(default)]
     pub policy: NoncePolicy,
+    /// Lifetime of an issued nonce, 1..=86400 s (default 300).
     #[serde(default = "default_nonce_ttl")]
     pub ttl_seconds: u64,
 }

@@ -262,10 +262,10 @@ fn verify_response(r: VerifyResponse) -> Result<VerifyResponseWire, ApiError> {
         Some(SignatureType::PossessionKnowledge) => Some(SignatureTypeWire::PossessionKnowledge),
         Some(SignatureType::PossessionBiometry) => Some(SignatureTypeWire::PossessionBiometry),
         Some(
-            (SignatureType::Possession
+            SignatureType::Possession
             | SignatureType::Knowledge
             | SignatureType::Biometry
-            | SignatureType::PossessionKnowledgeBiometry),
+            | SignatureType::PossessionKnowledgeBiometry,
         ) => {
             return Err(ServiceError::Internal(Cause::Invariant(
                 "verification reported a signature type offline codes never have",

@@ -19,7 +19,7 @@ use crate::model::Timestamp;
 use crate::store::{IntegrationCredential, SecretHash, Store, StoreError};
 
 /// Bytes of randomness in a client secret.
-pub const SECRET_BYTES: usize = 32;
+pub(super) const SECRET_BYTES: usize = 32;
 /// Longest credential name, in bytes.
 const MAX_NAME_LEN: usize = 255;
 

@@ -15,53 +15,53 @@ use super::records::{
 use crate::model::{ActivationStatus, EncryptedSecret, KeyId, PublicKey, Timestamp, WrappedKey};
 
 /// The first byte of every record written by this version.
-pub const RECORD_FORMAT_V1: u8 = 1;
+pub(super) const RECORD_FORMAT_V1: u8 = 1;
 
 /// Why bytes could not be decoded; turned into `StoreError::Corrupt` by the caller, who knows the record.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct DecodeError(pub String);
+pub(super) struct DecodeError(pub String);
 
 type Decoded<T> = Result<T, DecodeError>;
 
 /// Appends fields to a byte buffer.
 #[derive(Default)]
-pub struct Writer(Vec<u8>);
+pub(super) struct Writer(Vec<u8>);
 
 impl Writer {
-    pub fn new() -> Self {
+    pub(super) fn new() -> Self {
         Self(Vec::with_capacity(256))
     }
-    pub fn into_bytes(self) -> Vec<u8> {
+    pub(super) fn into_bytes(self) -> Vec<u8> {
         self.0
     }
-    pub fn u8(&mut self, v: u8) {
+    pub(super) fn u8(&mut self, v: u8) {
         self.0.push(v);
     }
-    pub fn u32(&mut self, v: u32) {
+    pub(super) fn u32(&mut self, v: u32) {
         self.0.extend_from_slice(&v.to_be_bytes());
     }
-    pub fn u64(&mut self, v: u64) {
+    pub(super) fn u64(&mut self, v: u64) {
         self.0.extend_from_slice(&v.to_be_bytes());
     }
-    pub fn i64(&mut self, v: i64) {
+    pub(super) fn i64(&mut self, v: i64) {
         self.0.extend_from_slice(&v.to_be_bytes());
     }
-    pub fn time(&mut self, v: Timestamp) {
+    pub(super) fn time(&mut self, v: Timestamp) {
         self.i64(v.unix_millis());
     }
-    pub fn raw(&mut self, v: &[u8]) {
+    pub(super) fn raw(&mut self, v: &[u8]) {
         self.0.extend_from_slice(v);
     }
-    pub fn bytes(&mut self, v: &[u8]) {
+    pub(super) fn bytes(&mut self, v: &[u8]) {
         // A record field over 4 GiB cannot reach us: sled values and HTTP bodies are far smaller.
         let len = u32::try_from(v.len()).expect("record fields are far below 4 GiB");
         self.u32(len);
         self.raw(v);
     }
-    pub fn str(&mut self, v: &str) {
+    pub(super) fn str(&mut self, v: &str) {
         self.bytes(v.as_bytes());
     }
-    pub fn opt<T>(&mut self, v: Option<T>, put: impl FnOnce(&mut Self, T)) {
+    pub(super) fn opt<T>(&mut self, v: Option<T>, put: impl FnOnce(&mut Self, T)) {
         match v {
             None => self.u8(0),
             Some(x) => {
@@ -70,7 +70,7 @@ impl Writer {
             }
         }
     }
-    pub fn strs(&mut self, v: &[String]) {
+    pub(super) fn strs(&mut self, v: &[String]) {
         let len = u32::try_from(v.len()).expect("record lists are far below 4 G entries");
         self.u32(len);
         for s in v {
@@ -80,19 +80,19 @@ impl Writer {
 }
 
 /// Reads fields back from a byte slice, failing on truncation.
-pub struct Reader<'a> {
+pub(super) struct Reader<'a> {
     buf: &'a [u8],
     what: &'static str,
 }
 
 impl<'a> Reader<'a> {
-    pub fn new(buf: &'a [u8], what: &'static str) -> Self {
+    pub(super) fn new(buf: &'a [u8], what: &'static str) -> Self {
         Self { buf, what }
     }
     fn fail<T>(&self, detail: &str) -> Decoded<T> {
         Err(DecodeError(format!("{}: {detail}", self.what)))
     }
-    pub fn raw(&mut self, n: usize) -> Decoded<&'a [u8]> {
+    pub(super) fn raw(&mut self, n: usize) -> Decoded<&'a [u8]> {
         if self.buf.len() < n {
             return self.fail("truncated");
         }
@@ -100,31 +100,31 @@ impl<'a> Reader<'a> {
         self.buf = tail;
         Ok(head)
     }
-    pub fn array<const N: usize>(&mut self) -> Decoded<[u8; N]> {
+    pub(super) fn array<const N: usize>(&mut self) -> Decoded<[u8; N]> {
         let mut out = [0u8; N];
         out.copy_from_slice(self.raw(N)?);
         Ok(out)
     }
-    pub fn u8(&mut self) -> Decoded<u8> {
+    pub(super) fn u8(&mut self) -> Decoded<u8> {
         Ok(self.array::<1>()?[0])
     }
-    pub fn u32(&mut self) -> Decoded<u32> {
+    pub(super) fn u32(&mut self) -> Decoded<u32> {
         Ok(u32::from_be_bytes(self.array()?))
     }
-    pub fn u64(&mut self) -> Decoded<u64> {
+    pub(super) fn u64(&mut self) -> Decoded<u64> {
         Ok(u64::from_be_bytes(self.array()?))
     }
-    pub fn i64(&mut self) -> Decoded<i64> {
+    pub(super) fn i64(&mut self) -> Decoded<i64> {
         Ok(i64::from_be_bytes(self.array()?))
     }
-    pub fn time(&mut self) -> Decoded<Timestamp> {
+    pub(super) fn time(&mut self) -> Decoded<Timestamp> {
         Ok(Timestamp::from_unix_millis(self.i64()?))
     }
-    pub fn bytes(&mut self) -> Decoded<Vec<u8>> {
+    pub(super) fn bytes(&mut self) -> Decoded<Vec<u8>> {
         let len = self.u32()? as usize;
         Ok(self.raw(len)?.to_vec())
     }
-    pub fn str(&mut self) -> Decoded<String> {
+    pub(super) fn str(&mut self) -> Decoded<String> {
         let bytes = self.bytes()?;
         match String::from_utf8(bytes) {
             Ok(s) => Ok(s),
@@ -132,21 +132,24 @@ impl<'a> Reader<'a> {
         }
     }
     /// A P-256 public key stored as its SEC1 bytes; anything else is corrupt.
-    pub fn public_key(&mut self) -> Decoded<PublicKey> {
+    pub(super) fn public_key(&mut self) -> Decoded<PublicKey> {
         let bytes = self.bytes()?;
         match PublicKey::from_sec1(&bytes) {
             Ok(key) => Ok(key),
             Err(_) => self.fail("public key is not a P-256 point"),
         }
     }
-    pub fn opt<T>(&mut self, get: impl FnOnce(&mut Self) -> Decoded<T>) -> Decoded<Option<T>> {
+    pub(super) fn opt<T>(
+        &mut self,
+        get: impl FnOnce(&mut Self) -> Decoded<T>,
+    ) -> Decoded<Option<T>> {
         match self.u8()? {
             0 => Ok(None),
             1 => get(self).map(Some),
             _ => self.fail("bad option tag"),
         }
     }
-    pub fn strs(&mut self) -> Decoded<Vec<String>> {
+    pub(super) fn strs(&mut self) -> Decoded<Vec<String>> {
         let count = self.u32()?;
         // Each string takes at least its 4-byte length: refuse counts the buffer cannot hold.
         if count as usize > self.buf.len() / 4 {
@@ -155,14 +158,14 @@ impl<'a> Reader<'a> {
         (0..count).map(|_| self.str()).collect()
     }
     /// Reads the record-format byte and refuses any format this version does not know.
-    pub fn format(&mut self) -> Decoded<u8> {
+    pub(super) fn format(&mut self) -> Decoded<u8> {
         match self.u8()? {
             RECORD_FORMAT_V1 => Ok(RECORD_FORMAT_V1),
             other => self.fail(&format!("unknown record format {other}")),
         }
     }
     /// Succeeds only if every byte was consumed.
-    pub fn finish(self) -> Decoded<()> {
+    pub(super) fn finish(self) -> Decoded<()> {
         if self.buf.is_empty() {
             Ok(())
         } else {
@@ -186,7 +189,7 @@ fn decode<T>(
 // ---- Application -----------------------------------------------------------------------------------
 
 /// `01 ‖ id ‖ roles ‖ u32 n ‖ n × (key_id[16] ‖ public_key ‖ created_at) ‖ created_at`
-pub fn encode_application(app: &Application) -> Vec<u8> {
+pub(super) fn encode_application(app: &Application) -> Vec<u8> {
     let mut w = Writer::new();
     w.u8(RECORD_FORMAT_V1);
     w.str(&app.id);
@@ -203,7 +206,7 @@ pub fn encode_application(app: &Application) -> Vec<u8> {
     w.into_bytes()
 }
 
-pub fn decode_application(bytes: &[u8]) -> Decoded<Application> {
+pub(super) fn decode_application(bytes: &[u8]) -> Decoded<Application> {
     decode(bytes, "application", |r| {
         let id = r.str()?;
         let roles = r.strs()?;
@@ -235,7 +238,7 @@ pub fn decode_application(bytes: &[u8]) -> Decoded<Application> {
 /// A removed activation's key material is stored as empty byte strings and a zero KEK id;
 /// `wrapping_key_id` repeats the KEK id inside the wrapped key (the layout predates that) and must
 /// agree with it.
-pub fn encode_activation(a: &Activation) -> Vec<u8> {
+pub(super) fn encode_activation(a: &Activation) -> Vec<u8> {
     let mut w = Writer::new();
     w.u8(RECORD_FORMAT_V1);
     w.str(&a.id);
@@ -271,7 +274,7 @@ pub fn encode_activation(a: &Activation) -> Vec<u8> {
     w.into_bytes()
 }
 
-pub fn decode_activation(bytes: &[u8]) -> Decoded<Activation> {
+pub(super) fn decode_activation(bytes: &[u8]) -> Decoded<Activation> {
     decode(bytes, "activation", |r| {
         let id = r.str()?;
         let application_id = r.str()?;
@@ -332,7 +335,7 @@ pub fn decode_activation(bytes: &[u8]) -> Decoded<Activation> {
 // ---- IssuedNonce -----------------------------------------------------------------------------------
 
 /// `01 ‖ nonce ‖ owner tag (1 activation, 2 application) ‖ owner id ‖ issued_at ‖ expires_at ‖ consumed_at?`
-pub fn encode_nonce(n: &IssuedNonce) -> Vec<u8> {
+pub(super) fn encode_nonce(n: &IssuedNonce) -> Vec<u8> {
     let mut w = Writer::new();
     w.u8(RECORD_FORMAT_V1);
     w.str(&n.nonce);
@@ -352,7 +355,7 @@ pub fn encode_nonce(n: &IssuedNonce) -> Vec<u8> {
     w.into_bytes()
 }
 
-pub fn decode_nonce(bytes: &[u8]) -> Decoded<IssuedNonce> {
+pub(super) fn decode_nonce(bytes: &[u8]) -> Decoded<IssuedNonce> {
     decode(bytes, "nonce", |r| {
         let nonce = r.str()?;
         let issued_for = match r.u8()? {
@@ -373,7 +376,7 @@ pub fn decode_nonce(bytes: &[u8]) -> Decoded<IssuedNonce> {
 // ---- IntegrationCredential -------------------------------------------------------------------------
 
 /// `01 ‖ client_token ‖ name ‖ secret_hash ‖ created_at`
-pub fn encode_credential(c: &IntegrationCredential) -> Vec<u8> {
+pub(super) fn encode_credential(c: &IntegrationCredential) -> Vec<u8> {
     let mut w = Writer::new();
     w.u8(RECORD_FORMAT_V1);
     w.str(&c.client_token);
@@ -383,7 +386,7 @@ pub fn encode_credential(c: &IntegrationCredential) -> Vec<u8> {
     w.into_bytes()
 }
 
-pub fn decode_credential(bytes: &[u8]) -> Decoded<IntegrationCredential> {
+pub(super) fn decode_credential(bytes: &[u8]) -> Decoded<IntegrationCredential> {
     decode(bytes, "integration credential", |r| {
         Ok(IntegrationCredential {
             client_token: r.str()?,
@@ -400,7 +403,7 @@ pub fn decode_credential(bytes: &[u8]) -> Decoded<IntegrationCredential> {
 /// `01 ‖ seq(u64) ‖ time ‖ activation_id? ‖ application_id? ‖ operation(str) ‖ outcome(str) ‖
 /// signature_type? ‖ counter_before(u64)? ‖ counter_after(u64)? ‖ nonce_status? ‖ data_sha256[32]? ‖
 /// prev_hash[32]`. The stored value is these bytes followed by the 32-byte hash.
-pub fn audit_body(rec: &AuditRecord) -> Vec<u8> {
+pub(super) fn audit_body(rec: &AuditRecord) -> Vec<u8> {
     let mut w = Writer::new();
     w.u8(RECORD_FORMAT_V1);
     w.u64(rec.seq);
@@ -419,13 +422,13 @@ pub fn audit_body(rec: &AuditRecord) -> Vec<u8> {
 }
 
 /// `audit_body ‖ hash[32]`
-pub fn encode_audit(rec: &AuditRecord) -> Vec<u8> {
+pub(super) fn encode_audit(rec: &AuditRecord) -> Vec<u8> {
     let mut bytes = audit_body(rec);
     bytes.extend_from_slice(&rec.hash);
     bytes
 }
 
-pub fn decode_audit(bytes: &[u8]) -> Decoded<AuditRecord> {
+pub(super) fn decode_audit(bytes: &[u8]) -> Decoded<AuditRecord> {
     decode(bytes, "audit record", |r| {
         let seq = r.u64()?;
         let time = r.time()?;
@@ -464,7 +467,7 @@ pub fn decode_audit(bytes: &[u8]) -> Decoded<AuditRecord> {
 // ---- Chain head (meta tree) ------------------------------------------------------------------------
 
 /// `01 ‖ seq(u64) ‖ hash[32]`: the last appended audit record, or seq 0 and 32 zero bytes when empty.
-pub fn encode_head(seq: u64, hash: &[u8; 32]) -> Vec<u8> {
+pub(super) fn encode_head(seq: u64, hash: &[u8; 32]) -> Vec<u8> {
     let mut w = Writer::new();
     w.u8(RECORD_FORMAT_V1);
     w.u64(seq);
@@ -472,7 +475,7 @@ pub fn encode_head(seq: u64, hash: &[u8; 32]) -> Vec<u8> {
     w.into_bytes()
 }
 
-pub fn decode_head(bytes: &[u8]) -> Decoded<(u64, [u8; 32])> {
+pub(super) fn decode_head(bytes: &[u8]) -> Decoded<(u64, [u8; 32])> {
     decode(bytes, "audit chain head", |r| Ok((r.u64()?, r.array()?)))
 }
 

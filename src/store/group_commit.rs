@@ -15,7 +15,7 @@ use std::sync::{Condvar, Mutex, MutexGuard, PoisonError};
 
 /// The state shared by all writers of one store.
 #[derive(Default)]
-pub struct GroupCommit {
+pub(super) struct GroupCommit {
     state: Mutex<State>,
     wake: Condvar,
 }
@@ -42,7 +42,7 @@ struct State {
 
 /// Why a write could not be made durable.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct FlushFailed(pub String);
+pub(super) struct FlushFailed(pub String);
 
 impl GroupCommit {
     fn lock(&self) -> MutexGuard<'_, State> {
@@ -52,7 +52,7 @@ impl GroupCommit {
 
     /// Blocks until a write that has already been applied is durable, running `flush` if this caller is
     /// elected leader. `flush` must make every write applied before it starts durable.
-    pub fn make_durable<F>(&self, flush: F) -> Result<(), FlushFailed>
+    pub(super) fn make_durable<F>(&self, flush: F) -> Result<(), FlushFailed>
     where
         F: Fn() -> Result<(), String>,
     {
@@ -92,17 +92,17 @@ impl GroupCommit {
     }
 
     /// Flushes performed so far.
-    pub fn flushes(&self) -> u64 {
+    pub(super) fn flushes(&self) -> u64 {
         self.lock().flushes
     }
 
     /// Writers currently waiting for durability (test hook).
-    pub fn waiting(&self) -> usize {
+    pub(super) fn waiting(&self) -> usize {
         self.lock().waiting
     }
 
     /// Stops any flush from starting until the returned guard is dropped (test hook).
-    pub fn hold(&self) -> FlushHold<'_> {
+    pub(super) fn hold(&self) -> FlushHold<'_> {
         self.lock().held = true;
         FlushHold(self)
     }

@@ -58,7 +58,7 @@ pub use settings::{
 };
 
 /// Worker threads of each store's private runtime: the work on them is only driving sockets.
-pub const RUNTIME_THREADS: usize = 2;
+pub(super) const RUNTIME_THREADS: usize = 2;
 
 /// How long a caller waits for a pooled connection before [`StoreError::Io`].
 const POOL_WAIT: Duration = Duration::from_secs(10);

@@ -11,12 +11,14 @@
 //!   against sled and PostgreSQL through [`store_scenarios!`]; a throwaway PostgreSQL per test run.
 //! - [`required`]: the one rule for tools a test needs (SoftHSM, `pkcs11-tool`, the vector folder):
 //!   missing means failed, unless `OFFLINE_SIGNER_ALLOW_MISSING=1` says otherwise.
+// Test helpers, not an API: a panic is the failure report, and the documentation of a helper is the
+// module that holds it and the tests that call it. The product crates keep every one of these lints.
 #![allow(
+    missing_docs,
     clippy::unwrap_used,
     clippy::missing_errors_doc,
     clippy::missing_panics_doc
 )]
-// Test helpers: a panic is the failure report.
 
 pub mod conformance;
 pub mod http_harness;

@@ -23,6 +23,12 @@ use offline_signer::store::{SledStore, Store};
 #[derive(Debug)]
 pub struct ManualClock(AtomicI64);
 
+impl Default for ManualClock {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 impl ManualClock {
     pub fn new() -> Self {
         Self(AtomicI64::new(1_767_225_600_000))

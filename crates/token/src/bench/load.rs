@@ -27,7 +27,9 @@ use super::stats::{Latencies, Summary};
 /// Which create method.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Create {
+    /// `signature/offline/non-personalized/create` (the application's master key signs).
     NonPersonalized,
+    /// `signature/offline/personalized/create` (the activation's own key signs).
     Personalized,
 }
 

@@ -11,9 +11,13 @@ pub const METHODS: [&str; 3] = ["non_personalized_create", "personalized_create"
 /// One row of the summary table.
 #[derive(Debug, Clone)]
 pub struct TargetRow {
+    /// What is measured.
     pub figure: &'static str,
+    /// The measured value, if any.
     pub value: Option<f64>,
+    /// Its unit.
     pub unit: &'static str,
+    /// The target, in words.
     pub target: &'static str,
     /// `Some(true)` met, `Some(false)` missed, `None` not measured.
     pub met: Option<bool>,
