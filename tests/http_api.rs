@@ -14,10 +14,10 @@ use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use http_harness::{Api, BODY_LIMIT, api_settings, assert_error, basic, keys, sorted};
 use offline_signer::crypto::{PrivateKey, SignatureType};
-use offline_signer::signer::software::SoftwareSigner;
 use offline_signer::model::{
     DerSignature, EncryptedSecret, KeyId, PublicKey, Timestamp, WrappedKey,
 };
+use offline_signer::signer::software::SoftwareSigner;
 use offline_signer::signer::{
     GeneratedKeyPair, Inventory, KeyRef, ObjectAttributes, PlainSecret, SharedSecret, Signer,
     SignerError, SignerKind, StorageKeyIds, WrappedKeyPair,
@@ -109,6 +109,7 @@ async fn application_without_master_key_is_err0003() {
                 roles: vec![],
                 master_keys: vec![],
                 created_at: Timestamp::now(),
+                versions: vec![],
             },
             None,
         )

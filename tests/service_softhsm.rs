@@ -54,6 +54,7 @@ scenarios!(
 #[test]
 fn policy_off_is_powerauth_behaviour() {
     let settings = Settings {
+        activation: offline_signer::service::ActivationSettings::default(),
         nonce_policy: NoncePolicy::Off,
         ..default_settings()
     };

@@ -44,6 +44,7 @@ scenarios!(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn policy_off_is_powerauth_behaviour() {
     let settings = Settings {
+        activation: offline_signer::service::ActivationSettings::default(),
         nonce_policy: NoncePolicy::Off,
         ..default_settings()
     };

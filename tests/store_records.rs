@@ -1,9 +1,9 @@
 //! The store's record operations, on sled and on PostgreSQL from one scenario list: round trips,
 //! compare-and-swap, the nonce registry, credentials, the format marker, and reopening.
 
-use offline_signer_testkit::store_fixtures as fixtures;
 use offline_signer_testkit::postgres as postgres_server;
 use offline_signer_testkit::store_backends as backends;
+use offline_signer_testkit::store_fixtures as fixtures;
 use offline_signer_testkit::store_scenarios;
 
 use std::sync::Arc;

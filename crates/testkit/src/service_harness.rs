@@ -10,12 +10,12 @@ use offline_signer::crypto::signature::decimal_signature;
 use offline_signer::crypto::{
     ComponentLength, CounterData, FactorKeys, MasterSecret, PrivateKey, PublicKey, SignatureType,
 };
+use offline_signer::model::Timestamp;
 use offline_signer::service::{
-    Clock, CreatePersonalized, OfflinePayload, ProximityCheck, RegisterActivation, Service,
-    NoncePolicy, Settings, SignatureSettings, VerifyRequest, VerifyResponse,
+    Clock, CreatePersonalized, NoncePolicy, OfflinePayload, ProximityCheck, RegisterActivation,
+    Service, Settings, SignatureSettings, VerifyRequest, VerifyResponse,
 };
 use offline_signer::signer::Signer;
-use offline_signer::model::Timestamp;
 use offline_signer::store::{SledStore, Store};
 
 /// A clock that only moves when the test says so. Starts at 2026-01-01T00:00:00Z.
@@ -43,6 +43,7 @@ impl Clock for ManualClock {
 /// The settings of a fresh service: PowerAuth's defaults, nonce registry on, 300 s TTL.
 pub fn default_settings() -> Settings {
     Settings {
+        activation: offline_signer::service::ActivationSettings::default(),
         signature: SignatureSettings {
             lookahead: 20,
             max_failed_attempts: 5,
@@ -96,7 +97,7 @@ impl Harness {
     pub async fn device(&self, app: &str, max_failed_attempts: Option<u32>) -> Device {
         let device = self.pending_device(app, max_failed_attempts).await;
         self.service
-            .commit_activation(&device.activation_id)
+            .commit_activation(&device.activation_id, None)
             .await
             .expect("commit");
         device
