@@ -29,8 +29,8 @@ use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
 
-use crate::model::{DerSignature, EncryptedSecret, KeyId, PublicKey, WrappedKey};
 pub use config::{ConfigError, RawSignerConfig, SignerConfig};
+use crate::model::{DerSignature, EncryptedSecret, KeyId, PublicKey, WrappedKey};
 pub use report::{KeyReport, key_report};
 
 /// Prefix of the `CKA_LABEL` of every object the service owns on the token.

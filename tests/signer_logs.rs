@@ -7,9 +7,9 @@ use offline_signer_testkit::softhsm;
 use std::io::Write;
 use std::sync::{Arc, Mutex};
 
-use offline_signer::model::{EncryptedSecret, KeyId, PublicKey};
 use offline_signer::signer::config::{PinSource, RawSignerConfig, SignerConfig, SoftwareConfig};
 use offline_signer::signer::software::SoftwareSigner;
+use offline_signer::model::{EncryptedSecret, KeyId, PublicKey};
 use offline_signer::signer::{KeyRef, OpenError, SignerError, key_report, open_signer};
 use softhsm::{runtime, with_token_prepared};
 

@@ -1,16 +1,16 @@
 //! The audit chain on sled and on PostgreSQL, from one scenario list: it verifies after a mixed flow,
 //! and any tampering is reported at exactly the damaged record.
 
-use offline_signer_testkit::store_backends as backends;
 use offline_signer_testkit::store_fixtures as fixtures;
+use offline_signer_testkit::store_backends as backends;
 use offline_signer_testkit::store_scenarios;
 
 use backends::Backend;
 use fixtures::{APP, activation, application, nonce_for, t, verify_draft};
 use offline_signer::model::ActivationStatus;
 use offline_signer::store::{
-    AuditDraft, AuditOperation, AuditOutcome, ChainBreak, ChainReport, NonceOwner, Store,
-    VerificationCommit, verify_audit_chain,
+    AuditDraft, AuditOperation, AuditOutcome, ChainBreak, ChainReport,
+    NonceOwner, Store, VerificationCommit, verify_audit_chain,
 };
 
 store_scenarios!(

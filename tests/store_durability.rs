@@ -2,8 +2,8 @@
 //! writers, and a child process that commits in a loop and is killed with SIGKILL at random moments.
 //! sled's group commit (one flush for many queued writers) is checked on sled alone.
 
-use offline_signer_testkit::store_backends as backends;
 use offline_signer_testkit::store_fixtures as fixtures;
+use offline_signer_testkit::store_backends as backends;
 use offline_signer_testkit::store_scenarios;
 
 use std::collections::BTreeMap;

@@ -3,8 +3,8 @@
 //! waits for a verification, and no password in an error. (Everything a store must do in general is in
 //! the shared scenarios of `store_records`, `store_audit` and `store_durability`.)
 
-use offline_signer_testkit::postgres as postgres_server;
 use offline_signer_testkit::store_fixtures as fixtures;
+use offline_signer_testkit::postgres as postgres_server;
 
 use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
@@ -12,8 +12,8 @@ use std::time::{Duration, Instant};
 use fixtures::{activation, nonce_for, t, verify_draft};
 use offline_signer::model::KeyId;
 use offline_signer::store::{
-    AuditOutcome, ChainBreak, ChainId, Conflict, PgStore, PostgresSettings, SCHEMA_VERSION, Store,
-    StoreError, VerificationCommit, migrate, verify_audit_chain,
+    AuditOutcome, ChainBreak, ChainId, Conflict, PgStore, PostgresSettings, SCHEMA_VERSION,
+    Store, StoreError, VerificationCommit, migrate, verify_audit_chain,
 };
 use postgres_server::{HeldLock, TestDatabase};
 
@@ -126,10 +126,7 @@ fn instances_racing_to_record_storage_keys_agree_on_one_pair() {
             let store = Arc::clone(store);
             let start = Arc::clone(&start);
             std::thread::spawn(move || {
-                let ids = (
-                    KeyId::from_bytes([i as u8; 16]),
-                    KeyId::from_bytes([0x80 | i as u8; 16]),
-                );
+                let ids = (KeyId::from_bytes([i as u8; 16]), KeyId::from_bytes([0x80 | i as u8; 16]));
                 start.wait();
                 (ids, store.set_storage_keys(ids.0, ids.1))
             })

@@ -2,8 +2,8 @@
 //! finds what the store was given in opaque key-material fields, and finds nothing the store was never
 //! given. The service's end-to-end test reuses the scanner to show that no plaintext key reaches disk.
 
-use offline_signer_testkit::scan;
 use offline_signer_testkit::store_fixtures as fixtures;
+use offline_signer_testkit::scan;
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;

@@ -9,8 +9,9 @@ use super::{CaseFailure, expect_eq};
 use crate::crypto::activation_code::{self, ActivationCode};
 use crate::crypto::application::{self, ApplicationSecret};
 use crate::crypto::ecies::{
-    self, ActivationBinding, ClientEncryptor, EciesContext, EciesRequest, EciesResponse, Encryptor,
-    EncryptorScope, EnvelopeKey, EphemeralPublicKey, PointFormat, ProtocolVersion, ServerEncryptor,
+    self, ActivationBinding, ClientEncryptor, EciesContext, EciesRequest, EciesResponse,
+    Encryptor, EncryptorScope, EnvelopeKey, EphemeralPublicKey, PointFormat, ProtocolVersion,
+    ServerEncryptor,
 };
 use crate::crypto::status_blob::{self, ActivationStatus, CounterSync, StatusBlob};
 use crate::crypto::temporary_key::{self, RequestJwt, TemporaryKeyClaims};
@@ -118,7 +119,8 @@ impl<'a> Obj<'a> {
     }
 
     fn hex(&self, key: &str) -> Checked<Vec<u8>> {
-        hex::decode(self.str(key)?).map_err(|_| malformed(format!("{} is not hex", self.name(key))))
+        hex::decode(self.str(key)?)
+            .map_err(|_| malformed(format!("{} is not hex", self.name(key))))
     }
 
     fn symmetric_key(&self, key: &str) -> Checked<SymmetricKey> {
@@ -133,13 +135,13 @@ impl<'a> Obj<'a> {
     /// `{prefix}PublicKey` (when present) its public key.
     fn key_pair(&self, prefix: &str) -> Checked<PrivateKey> {
         let java = format!("{prefix}PrivateKey");
-        let private =
-            PrivateKey::from_base64(self.str(&java)?).map_err(|e| crypto(&self.name(&java), e))?;
+        let private = PrivateKey::from_base64(self.str(&java)?)
+            .map_err(|e| crypto(&self.name(&java), e))?;
         let raw = format!("{prefix}PrivateKeyRaw32");
         if self.has(&raw) {
             let scalar = self.b64_array::<32>(&raw)?;
-            let from_raw =
-                PrivateKey::from_scalar_bytes(&scalar).map_err(|e| crypto(&self.name(&raw), e))?;
+            let from_raw = PrivateKey::from_scalar_bytes(&scalar)
+                .map_err(|e| crypto(&self.name(&raw), e))?;
             if from_raw.to_scalar_bytes() != private.to_scalar_bytes() {
                 return Err(mismatch(
                     &self.name(&raw),

@@ -23,12 +23,12 @@ use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
 
 use super::config::SoftwareConfig;
+use crate::model::{DerSignature, EncryptedSecret, KeyId, PublicKey, SEALED_IV_LEN, WrappedKey};
 use super::{
     DEK_LABEL, GeneratedKeyPair, Inventory, KEK_LABEL, KeyRef, ObjectAttributes, OpenError,
     PlainSecret, SharedSecret, Signer, SignerError, SignerKind, StorageKeyIds, TokenDescription,
     WrappedKeyPair, check_digest, master_label,
 };
-use crate::model::{DerSignature, EncryptedSecret, KeyId, PublicKey, SEALED_IV_LEN, WrappedKey};
 
 /// What a software key is for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -212,17 +212,21 @@ fn load_file(path: &Path) -> Result<BTreeMap<KeyId, SoftKey>, OpenError> {
             e.kind()
         )))
     })?);
-    let file: KeyFile = serde_json::from_str(&text).map_err(|_| OpenError::KeyFile)?;
+    let file: KeyFile =
+        serde_json::from_str(&text).map_err(|_| OpenError::KeyFile)?;
     let mut keys = BTreeMap::new();
     for k in file.keys {
-        let secret = Zeroizing::new(hex::decode(&k.secret).map_err(|_| OpenError::KeyFile)?);
+        let secret = Zeroizing::new(
+            hex::decode(&k.secret).map_err(|_| OpenError::KeyFile)?,
+        );
         let key = match k.purpose {
             Purpose::Master => SoftKey::Master(
-                p256::SecretKey::from_slice(&secret).map_err(|_| OpenError::KeyFile)?,
+                p256::SecretKey::from_slice(&secret)
+                    .map_err(|_| OpenError::KeyFile)?,
             ),
             p => {
-                let bytes =
-                    <[u8; 32]>::try_from(secret.as_slice()).map_err(|_| OpenError::KeyFile)?;
+                let bytes = <[u8; 32]>::try_from(secret.as_slice())
+                    .map_err(|_| OpenError::KeyFile)?;
                 SoftKey::Aes(p, Zeroizing::new(bytes))
             }
         };

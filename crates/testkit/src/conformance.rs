@@ -127,10 +127,7 @@ pub async fn ecdh_matches_host(s: &dyn Signer) {
     assert_eq!(&shared.expose()[..], &host.raw_secret_bytes()[..]);
     let compressed = device_public.to_encoded_point(true);
     let peer2 = PublicKey::from_sec1(compressed.as_bytes()).expect("a compressed curve point");
-    let shared2 = s
-        .ecdh(&server.wrapped, &peer2)
-        .await
-        .expect("ecdh compressed");
+    let shared2 = s.ecdh(&server.wrapped, &peer2).await.expect("ecdh compressed");
     assert_eq!(shared2.expose(), shared.expose());
 
     // The peer reaches the signer as a validated point: what is not one never gets that far

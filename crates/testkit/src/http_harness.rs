@@ -11,9 +11,9 @@ use axum::http::{HeaderMap, Request, StatusCode};
 use base64::Engine as _;
 use offline_signer::crypto::{CounterData, FactorKeys, MasterSecret, PrivateKey, PublicKey};
 use offline_signer::http::{ApiSettings, router};
-use offline_signer::model::Timestamp;
 use offline_signer::service::{Clock, Service, Settings, SystemClock};
 use offline_signer::signer::Signer;
+use offline_signer::model::Timestamp;
 use offline_signer::store::{SledStore, Store};
 use secrecy::ExposeSecret as _;
 use serde_json::{Value, json};
@@ -58,14 +58,10 @@ impl Api {
         )
         .await
         .expect("service opens");
-        let credential =
-            offline_signer::service::Credentials::new(Arc::clone(&store) as Arc<dyn Store>)
-                .create("tests", Timestamp::now())
-                .expect("store credential");
-        let authorization = basic(
-            &credential.client_token,
-            credential.client_secret.expose_secret(),
-        );
+        let credential = offline_signer::service::Credentials::new(Arc::clone(&store) as Arc<dyn Store>)
+            .create("tests", Timestamp::now())
+            .expect("store credential");
+        let authorization = basic(&credential.client_token, credential.client_secret.expose_secret());
         Self {
             router: router(service.clone(), api),
             service,

@@ -11,11 +11,7 @@
 //!   against sled and PostgreSQL through [`store_scenarios!`]; a throwaway PostgreSQL per test run.
 //! - [`required`]: the one rule for tools a test needs (SoftHSM, `pkcs11-tool`, the vector folder):
 //!   missing means failed, unless `OFFLINE_SIGNER_ALLOW_MISSING=1` says otherwise.
-#![allow(
-    clippy::unwrap_used,
-    clippy::missing_errors_doc,
-    clippy::missing_panics_doc
-)]
+#![allow(clippy::unwrap_used, clippy::missing_errors_doc, clippy::missing_panics_doc)]
 // Test helpers: a panic is the failure report.
 
 pub mod conformance;

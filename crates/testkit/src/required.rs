@@ -52,11 +52,11 @@ pub fn softhsm() -> bool {
 
 /// Whether OpenSC's `pkcs11-tool` is installed; see [`missing`].
 pub fn pkcs11_tool() -> bool {
-    let ok = Command::new("pkcs11-tool").arg("--help").output().is_ok();
-    ok || missing(
-        "pkcs11-tool (OpenSC)",
-        "apt-get install opensc; scripts/test.sh does",
-    )
+    let ok = Command::new("pkcs11-tool")
+        .arg("--help")
+        .output()
+        .is_ok();
+    ok || missing("pkcs11-tool (OpenSC)", "apt-get install opensc; scripts/test.sh does")
 }
 
 /// The upstream vector folder `../shared/vectors` beside the workspace, if present; see

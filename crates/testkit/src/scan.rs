@@ -2,6 +2,7 @@
 //! raw, lower- and upper-case hex, and standard or URL-safe Base64 at any of the three byte alignments.
 //! Used to check that no plaintext secret ever lands on disk.
 
+
 use std::path::{Path, PathBuf};
 
 use base64::Engine;

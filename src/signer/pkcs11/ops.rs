@@ -24,13 +24,14 @@ use cryptoki::types::Ulong;
 use rand::RngCore;
 use zeroize::Zeroizing;
 
+use crate::signer::config::TokenSelector;
 use crate::model::{
     DerSignature, EncryptedSecret, KeyId, PublicKey, SEALED_IV_LEN, SEALED_TAG_LEN, WrappedKey,
 };
-use crate::signer::config::TokenSelector;
 use crate::signer::{
-    DEK_LABEL, GeneratedKeyPair, Inventory, KEK_LABEL, LABEL_PREFIX, ObjectAttributes, PlainSecret,
-    SharedSecret, SignerError, StorageKeyIds, TokenDescription, WrappedKeyPair, master_label,
+    DEK_LABEL, GeneratedKeyPair, Inventory, KEK_LABEL, LABEL_PREFIX, ObjectAttributes,
+    PlainSecret, SharedSecret, SignerError, StorageKeyIds, TokenDescription, WrappedKeyPair,
+    master_label,
 };
 
 /// DER of the P-256 curve OID 1.2.840.10045.3.1.7 (`CKA_EC_PARAMS`).

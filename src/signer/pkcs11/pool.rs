@@ -23,8 +23,8 @@ use secrecy::SecretString;
 
 use super::ops::{Ctx, OpError, confirm_alive};
 use super::token::{self, Fault};
-use crate::signer::config::TokenSelector;
 use crate::signer::{OpenError, SignerError};
+use crate::signer::config::TokenSelector;
 
 /// First back-off delay after a failed re-connection.
 const BACKOFF_START: Duration = Duration::from_millis(100);

@@ -12,8 +12,8 @@ use cryptoki::session::{Session, UserType};
 use cryptoki::slot::Slot;
 use secrecy::SecretString;
 
-use crate::signer::config::{TokenSelector, softhsm_token_dir};
 use crate::signer::{OpenError, SignerError};
+use crate::signer::config::{TokenSelector, softhsm_token_dir};
 
 /// Every `C_Login` this process made through the signer (successful or not).
 static LOGIN_ATTEMPTS: AtomicU64 = AtomicU64::new(0);
