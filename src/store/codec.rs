@@ -693,7 +693,7 @@ mod tests {
                     any::<[u8; 16]>(),
                     proptest::collection::vec(any::<u8>(), 1..100),
                 )),
-                proptest::option::of(proptest::collection::vec(any::<u8>(), 28..100)),
+                proptest::option::of(proptest::collection::vec(any::<u8>(), 29..100)),
             ),
             (any::<u64>(), any::<[u8; 16]>(), any::<u32>(), any::<u32>()),
             (arb_time(), proptest::option::of(arb_time()), any::<u64>()),
