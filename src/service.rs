@@ -39,7 +39,7 @@ use crate::store::{
     MasterKeyRef, NonceOwner, Store, StoreError,
 };
 
-use activation::{DEFAULT_VERSION_ID, activation_info};
+use activation::DEFAULT_VERSION_ID;
 
 pub use activation::{
     ApplicationVersionInfo, EciesDecryptorRequest, EciesDecryptorSecrets, EciesFields,

@@ -1063,9 +1063,9 @@ impl Service {
                 sealed,
             )
             .await?;
-        let a = Sha256::digest(stored.expose());
-        let b = Sha256::digest(otp.as_bytes());
-        Ok(bool::from(a.as_slice().ct_eq(b.as_slice())))
+        let a: [u8; 32] = Sha256::digest(stored.expose()).into();
+        let b: [u8; 32] = Sha256::digest(otp.as_bytes()).into();
+        Ok(bool::from(a.ct_eq(&b)))
     }
 
     /// A wrong activation OTP: one more failed attempt; at the limit the activation is removed.
