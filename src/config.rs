@@ -25,6 +25,11 @@
 //! policy = "enforce"                 # or "off" (PowerAuth behaviour)
 //! ttl_seconds = 300
 //!
+//! [activation]                       # activation by code, protocol 3.3
+//! code_validity_seconds = 300        # activation/init → prepare and commit
+//! ecies_window_seconds = 60          # |now − ECIES timestamp| allowed
+//! temporary_key_validity_seconds = 300
+//!
 //! [signer]                           # see hsm-config/ for one example per HSM family
 //! kind = "pkcs11"
 //! ...
@@ -108,6 +113,9 @@ pub struct RawConfig {
     /// `[nonce]`.
     #[serde(default)]
     pub nonce: RawNonceConfig,
+    /// `[activation]`: activation-code validity, the ECIES time window.
+    #[serde(default)]
+    pub activation: service::RawActivationConfig,
     /// `[signer]` (required).
     pub signer: RawSignerConfig,
 }
@@ -319,6 +327,10 @@ impl RawConfig {
                 format!("must be 100..=600000, got {}", self.request_timeout_ms),
             ));
         }
+        let activation = self
+            .activation
+            .validate()
+            .map_err(|(key, problem)| invalid(key, problem))?;
         let base = path.parent().unwrap_or(Path::new(""));
         let mut raw_signer = self.signer;
         for path in [
@@ -348,6 +360,7 @@ impl RawConfig {
                 request_timeout: Duration::from_millis(self.request_timeout_ms),
             },
             service: service::Settings {
+                activation,
                 signature,
                 nonce_policy: self.nonce.policy,
                 nonce_ttl: Duration::from_secs(self.nonce.ttl_seconds),

@@ -69,6 +69,11 @@ struct OpsState {
     paths(
         api::create_application,
         api::application_detail,
+        api::create_application_version,
+        api::init_activation,
+        api::create_temporary_key,
+        api::ecies_decryptor,
+        api::prepare_activation,
         api::register_activation,
         api::commit_activation,
         api::activation_status,
@@ -129,6 +134,14 @@ pub fn router(service: Service, settings: ApiSettings) -> Router {
     let mut api = Router::new()
         .route("/application/create", post(api::create_application))
         .route("/application/detail", post(api::application_detail))
+        .route(
+            "/application/version/create",
+            post(api::create_application_version),
+        )
+        .route("/activation/init", post(api::init_activation))
+        .route("/keystore/create", post(api::create_temporary_key))
+        .route("/ecies/decryptor", post(api::ecies_decryptor))
+        .route("/activation/prepare", post(api::prepare_activation))
         .route("/activation/register", post(api::register_activation))
         .route("/activation/commit", post(api::commit_activation))
         .route("/activation/status", post(api::activation_status))

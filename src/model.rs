@@ -132,6 +132,35 @@ impl<'de> Deserialize<'de> for KeyId {
     }
 }
 
+/// When an activation created by code becomes `ACTIVE` (`spec/powerauth-activation.md` §4.4).
+#[derive(Clone, Copy, PartialEq, Eq, Debug, Default)]
+pub enum CommitPhase {
+    /// `PENDING_COMMIT` after prepare; `activation/commit` makes it `ACTIVE` (the default).
+    #[default]
+    OnCommit,
+    /// `ACTIVE` right after the key exchange in prepare.
+    OnKeyExchange,
+}
+
+impl CommitPhase {
+    /// The wire and storage name, `ON_COMMIT` or `ON_KEY_EXCHANGE`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::OnCommit => "ON_COMMIT",
+            Self::OnKeyExchange => "ON_KEY_EXCHANGE",
+        }
+    }
+
+    /// Parses [`Self::as_str`].
+    pub fn parse(text: &str) -> Option<Self> {
+        match text {
+            "ON_COMMIT" => Some(Self::OnCommit),
+            "ON_KEY_EXCHANGE" => Some(Self::OnKeyExchange),
+            _ => None,
+        }
+    }
+}
+
 /// Version byte of [`WrappedKey::to_bytes`].
 const WRAPPED_KEY_VERSION: u8 = 1;
 

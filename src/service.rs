@@ -14,6 +14,7 @@
 //!   pool; HSM work runs on the signer's own threads.
 //! - Time comes from a [`Clock`], so tests can pin TOTP steps and nonce expiry.
 
+mod activation;
 mod credentials;
 pub mod locks;
 pub mod requests;
@@ -34,10 +35,16 @@ use crate::crypto::{self, CounterData, FactorKeys, MasterSecret, SymmetricKey, b
 use crate::model::{ActivationStatus, PublicKey, Timestamp};
 use crate::signer::{KeyRef, Signer, SignerError, StorageKeyIds};
 use crate::store::{
-    Activation, Application, AuditDraft, AuditOperation, AuditOutcome, IssuedNonce, MasterKeyRef,
-    NonceOwner, Store, StoreError,
+    Activation, Application, AuditDraft, AuditOperation, AuditOutcome, Enrollment, IssuedNonce,
+    MasterKeyRef, NonceOwner, Store, StoreError,
 };
 
+use activation::DEFAULT_VERSION_ID;
+
+pub use activation::{
+    ApplicationVersionInfo, EciesDecryptorRequest, EciesDecryptorSecrets, EciesFields,
+    InitActivation, InitializedActivation, PrepareActivation, PreparedActivation,
+};
 pub use credentials::{Credentials, NewCredential};
 pub use requests::*;
 
@@ -78,6 +85,34 @@ pub enum ServiceError {
     /// ERR0010.
     #[error("a key in the request has an invalid format")]
     InvalidKeyFormat,
+    /// ERR0002: `activation/init` without `applicationId`.
+    #[error("no application id was set")]
+    NoApplicationId,
+    /// ERR0007: the activation expired (also upstream's answer to an unknown application key in
+    /// `activation/prepare`).
+    #[error("the activation is expired")]
+    ActivationExpired,
+    /// ERR0011: the decrypted layer-2 payload is not the expected JSON.
+    #[error("invalid input parameter format")]
+    InvalidInputFormat,
+    /// ERR0018: ECIES MAC or padding check failed.
+    #[error("data decryption failed")]
+    DecryptionFailed,
+    /// ERR0031: activation OTP missing, wrong, or sent where none was set.
+    #[error("the activation OTP does not match")]
+    InvalidActivationOtp,
+    /// ERR0040: activation properties out of range (`maxFailureCount` ≤ 0).
+    #[error("the activation cannot be created with these properties")]
+    InvalidActivationProperties,
+    /// ERR0043: the application or application version exists.
+    #[error("duplicate application or application version")]
+    DuplicateApplication,
+    /// ERR0024 with its own message: an ECIES protocol version other than 3.3 (the text names it).
+    #[error("unsupported ECIES protocol version {0}")]
+    UnsupportedProtocolVersion(String),
+    /// ERR0045: the temporary key is unknown, expired or belongs to something else.
+    #[error("missing temporary key pair")]
+    TemporaryKeyNotFound,
     /// ERR0013: the HSM answered, but would not sign (key missing, mechanism refused, …).
     #[error("the signature could not be computed: {0}")]
     SignatureFailed(Cause),
@@ -166,15 +201,111 @@ impl Clock for SystemClock {
     }
 }
 
-/// Settings of the use cases (the `[signature]` and `[nonce]` tables of the configuration).
+/// Settings of the use cases (the `[signature]`, `[nonce]` and `[activation]` tables of the
+/// configuration).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Settings {
+    /// Activation by code (protocol 3.3).
+    pub activation: ActivationSettings,
     /// Verification settings.
     pub signature: SignatureSettings,
     /// Whether issued nonces are registered and checked.
     pub nonce_policy: NoncePolicy,
     /// How long an issued nonce stays valid.
     pub nonce_ttl: Duration,
+}
+
+/// Activation-by-code settings (`powerauth-activation.md` §2.8, §3.3, §4.5).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ActivationSettings {
+    /// How long an activation made by `activation/init` may take to be prepared and committed.
+    pub code_validity: Duration,
+    /// ECIES requests are accepted only when `|now − timestamp|` is at most this.
+    pub ecies_window: Duration,
+    /// How long a temporary ECIES key pair is valid.
+    pub temporary_key_validity: Duration,
+}
+
+impl Default for ActivationSettings {
+    /// 5 minutes, 60 seconds, 5 minutes: upstream's defaults.
+    fn default() -> Self {
+        Self {
+            code_validity: Duration::from_secs(300),
+            ecies_window: Duration::from_secs(60),
+            temporary_key_validity: Duration::from_secs(300),
+        }
+    }
+}
+
+/// The `[activation]` table of the configuration, as written (all keys optional).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawActivationConfig {
+    /// Seconds an `activation/init` activation stays usable (default 300, 1..=2592000).
+    #[serde(default = "default_code_validity")]
+    pub code_validity_seconds: u64,
+    /// Seconds an ECIES timestamp may differ from now, either way (default 60, 1..=3600).
+    #[serde(default = "default_ecies_window")]
+    pub ecies_window_seconds: u64,
+    /// Seconds a temporary ECIES key is valid (default 300, 10..=86400).
+    #[serde(default = "default_temporary_key_validity")]
+    pub temporary_key_validity_seconds: u64,
+}
+
+fn default_code_validity() -> u64 {
+    300
+}
+fn default_ecies_window() -> u64 {
+    60
+}
+fn default_temporary_key_validity() -> u64 {
+    300
+}
+
+impl Default for RawActivationConfig {
+    fn default() -> Self {
+        Self {
+            code_validity_seconds: default_code_validity(),
+            ecies_window_seconds: default_ecies_window(),
+            temporary_key_validity_seconds: default_temporary_key_validity(),
+        }
+    }
+}
+
+impl RawActivationConfig {
+    /// Checks the ranges.
+    ///
+    /// # Errors
+    /// The key at fault (`activation.<key>`) and what is wrong with it.
+    pub fn validate(&self) -> Result<ActivationSettings, (&'static str, String)> {
+        let check = |key: &'static str, value: u64, lo: u64, hi: u64| {
+            if (lo..=hi).contains(&value) {
+                Ok(Duration::from_secs(value))
+            } else {
+                Err((key, format!("must be {lo}..={hi}, got {value}")))
+            }
+        };
+        Ok(ActivationSettings {
+            code_validity: check(
+                "activation.code_validity_seconds",
+                self.code_validity_seconds,
+                1,
+                2_592_000,
+            )?,
+            ecies_window: check(
+                "activation.ecies_window_seconds",
+                self.ecies_window_seconds,
+                1,
+                3600,
+            )?,
+            temporary_key_validity: check(
+                "activation.temporary_key_validity_seconds",
+                self.temporary_key_validity_seconds,
+                10,
+                86_400,
+            )?,
+        })
+    }
 }
 
 /// Verification settings (`powerauth-offline.md` §2.3).
@@ -304,17 +435,25 @@ impl Service {
     // ---------------------------------------------------------------------------------------------
     // Applications
 
-    /// Creates an application and its first master key pair, generated inside the HSM.
+    /// Creates an application, its first master key pair (generated inside the HSM) and its
+    /// version `default` with a fresh application key and secret (the secret sealed under the DEK).
+    ///
+    /// # Errors
+    /// [`ServiceError::DuplicateApplication`] if the id exists, [`ServiceError::InvalidRequest`]
+    /// for a malformed id, HSM and store failures.
     pub async fn create_application(
         &self,
         application_id: &str,
     ) -> Result<ApplicationDetail, ServiceError> {
         check_name("applicationId", application_id)?;
         if self.inner.store.application(application_id)?.is_some() {
-            return Err(ServiceError::invalid("applicationId already exists"));
+            return Err(ServiceError::DuplicateApplication);
         }
         let key = self.inner.signer.generate_master_key().await?;
         let now = self.now();
+        let default_version = self
+            .new_application_version(DEFAULT_VERSION_ID, now)
+            .await?;
         let app = Application {
             id: application_id.to_owned(),
             roles: Vec::new(),
@@ -324,6 +463,7 @@ impl Service {
                 created_at: now,
             }],
             created_at: now,
+            versions: vec![default_version],
         };
         let mut audit = AuditDraft::new(
             now,
@@ -338,12 +478,12 @@ impl Service {
         match result {
             Ok(()) => {
                 tracing::info!(application_id = %app.id, key_id = %key.id, "application created");
-                application_detail(&app)
+                self.application_detail_of(&app).await
             }
             // Lost a race with a concurrent create of the same id; the new HSM key stays unused.
             Err(StoreError::AlreadyExists { .. }) => {
                 tracing::warn!(application_id, key_id = %key.id, "orphaned master key after a create race");
-                Err(ServiceError::invalid("applicationId already exists"))
+                Err(ServiceError::DuplicateApplication)
             }
             Err(e) => Err(e.into()),
         }
@@ -359,7 +499,7 @@ impl Service {
             .store
             .application(application_id)?
             .ok_or(ServiceError::ApplicationNotFound)?;
-        application_detail(&app)
+        self.application_detail_of(&app).await
     }
 
     // ---------------------------------------------------------------------------------------------
@@ -398,8 +538,11 @@ impl Service {
             .await?;
         let server_key = pair.public_key;
         let shared = signer.ecdh(&pair.wrapped, &device_key).await?;
-        let factor_keys =
-            FactorKeys::from_master_secret(&MasterSecret::from_ecdh_x(shared.expose()));
+        let master_secret = MasterSecret::from_ecdh_x(shared.expose());
+        let factor_keys = FactorKeys::from_master_secret(&master_secret);
+        let sealed_transport = self
+            .seal_transport_key(&activation_id, &master_secret.derive().transport)
+            .await?;
         let sealed = signer
             .encrypt_secret(
                 &self.inner.storage_keys.dek,
@@ -419,7 +562,7 @@ impl Service {
             status: ActivationStatus::PendingCommit,
             blocked_reason: None,
             flags: request.activation_flags,
-            device_public_key: device_key,
+            device_public_key: Some(device_key),
             server_public_key: server_key,
             wrapped_server_private_key: Some(pair.wrapped),
             encrypted_factor_keys: Some(sealed),
@@ -430,6 +573,12 @@ impl Service {
             created_at: now,
             last_used_at: None,
             version: 0,
+            enrollment: Enrollment {
+                encrypted_transport_key: Some(sealed_transport),
+                protocol_version: 3,
+                last_changed_at: Some(now),
+                ..Enrollment::default()
+            },
         };
         let audit = activation_audit(
             now,
@@ -449,20 +598,9 @@ impl Service {
         })
     }
 
-    /// `PENDING_COMMIT` → `ACTIVE`.
-    pub async fn commit_activation(&self, activation_id: &str) -> Result<(), ServiceError> {
-        self.change_activation(activation_id, AuditOperation::ActivationCommit, |a| {
-            if a.status != ActivationStatus::PendingCommit {
-                return Err(ServiceError::IncorrectState);
-            }
-            a.status = ActivationStatus::Active;
-            Ok(AuditOutcome::Changed)
-        })
-        .await
-        .map(drop)
-    }
-
-    /// `ACTIVE` → `BLOCKED` with a reason (default `NOT_SPECIFIED`).
+    /// `ACTIVE` → `BLOCKED` with a reason (default `NOT_SPECIFIED`). Blocking a `BLOCKED` activation
+    /// is a no-op (PowerAuth parity): it answers the activation as it is and writes nothing, not even
+    /// an audit record.
     pub async fn block_activation(
         &self,
         activation_id: &str,
@@ -476,62 +614,59 @@ impl Service {
             _ => BLOCKED_REASON_NOT_SPECIFIED.to_owned(),
         };
         self.change_activation(activation_id, AuditOperation::ActivationBlock, move |a| {
+            if a.status == ActivationStatus::Blocked {
+                return Ok(None);
+            }
             if a.status != ActivationStatus::Active {
                 return Err(ServiceError::IncorrectState);
             }
             a.status = ActivationStatus::Blocked;
             a.blocked_reason = Some(reason);
-            Ok(AuditOutcome::Changed)
+            Ok(Some(AuditOutcome::Changed))
         })
         .await
     }
 
     /// `BLOCKED` → `ACTIVE`; failed attempts back to 0, blocked reason cleared, counter untouched.
+    /// Unblocking an `ACTIVE` activation is a no-op that writes nothing.
     pub async fn unblock_activation(
         &self,
         activation_id: &str,
     ) -> Result<Activation, ServiceError> {
         self.change_activation(activation_id, AuditOperation::ActivationUnblock, |a| {
+            if a.status == ActivationStatus::Active {
+                return Ok(None);
+            }
             if a.status != ActivationStatus::Blocked {
                 return Err(ServiceError::IncorrectState);
             }
             a.status = ActivationStatus::Active;
             a.blocked_reason = None;
             a.failed_attempts = 0;
-            Ok(AuditOutcome::Changed)
+            Ok(Some(AuditOutcome::Changed))
         })
         .await
     }
 
     /// Any state but `REMOVED` → `REMOVED`; the wrapped private key and the encrypted factor keys are
-    /// erased from the record. The record stays for audit and is never reused.
+    /// erased from the record. The record stays for audit and is never reused. Removing a `REMOVED`
+    /// activation is a no-op that writes nothing.
     pub async fn remove_activation(&self, activation_id: &str) -> Result<(), ServiceError> {
         self.change_activation(activation_id, AuditOperation::ActivationRemove, |a| {
             if a.status == ActivationStatus::Removed {
-                return Err(ServiceError::IncorrectState);
+                return Ok(None);
             }
             a.status = ActivationStatus::Removed;
             a.destroy_key_material();
-            Ok(AuditOutcome::Removed)
+            Ok(Some(AuditOutcome::Removed))
         })
         .await
         .map(drop)
     }
 
-    /// The activation's record (status, counters, timestamps) for the status method.
-    pub async fn activation_status(
-        &self,
-        activation_id: &str,
-    ) -> Result<ActivationInfo, ServiceError> {
-        let activation = self
-            .inner
-            .store
-            .activation(activation_id)?
-            .ok_or(ServiceError::ActivationNotFound)?;
-        Ok(activation_info(&activation))
-    }
-
     /// Applies `change` to the activation under its lock and stores it with an audit record.
+    /// `change` answering `Ok(None)` means "nothing to do": the activation is answered as stored
+    /// and nothing is written.
     async fn change_activation<F>(
         &self,
         activation_id: &str,
@@ -539,7 +674,7 @@ impl Service {
         change: F,
     ) -> Result<Activation, ServiceError>
     where
-        F: FnOnce(&mut Activation) -> Result<AuditOutcome, ServiceError>,
+        F: FnOnce(&mut Activation) -> Result<Option<AuditOutcome>, ServiceError>,
     {
         let _guard = self.inner.locks.lock(activation_id).await;
         let mut activation = self
@@ -547,7 +682,10 @@ impl Service {
             .store
             .activation(activation_id)?
             .ok_or(ServiceError::ActivationNotFound)?;
-        let outcome = change(&mut activation)?;
+        let Some(outcome) = change(&mut activation)? else {
+            return Ok(activation);
+        };
+        activation.enrollment.last_changed_at = Some(self.now());
         let audit = activation_audit(self.now(), &activation, operation, outcome);
         let committed = self
             .write(move |s| s.update_activation(&activation, Some(audit)))
@@ -682,6 +820,7 @@ impl Service {
                 self.write(move |s| s.append_audit(audit)).await?;
             }
             NoncePolicy::Enforce => {
+                let owner_for_repeat = owner.clone();
                 let issued = IssuedNonce {
                     nonce: nonce.to_owned(),
                     issued_for: owner,
@@ -689,13 +828,28 @@ impl Service {
                     expires_at: now.saturating_add(self.inner.settings.nonce_ttl),
                     consumed_at: None,
                 };
+                let retry_audit = audit.clone();
                 match self
                     .write(move |s| s.issue_nonce(&issued, Some(audit)))
                     .await
                 {
                     Ok(()) => {}
                     Err(StoreError::AlreadyExists { .. }) => {
-                        return Err(ServiceError::invalid("nonce was already issued"));
+                        // PowerAuth parity: the same caller-supplied nonce for the same activation
+                        // is answered again while it is unexpired and unconsumed. Anything else
+                        // (another owner, a non-personalized payload, consumed, expired) is refused.
+                        let existing = self.inner.store.nonce(nonce)?;
+                        let repeatable = matches!(
+                            (&existing, &owner_for_repeat),
+                            (Some(n), NonceOwner::Activation(_))
+                                if n.issued_for == owner_for_repeat
+                                    && n.consumed_at.is_none()
+                                    && n.expires_at > now
+                        );
+                        if !repeatable {
+                            return Err(ServiceError::invalid("nonce was already issued"));
+                        }
+                        self.write(move |s| s.append_audit(retry_audit)).await?;
                     }
                     Err(e) => return Err(e.into()),
                 }
@@ -799,38 +953,6 @@ fn open_factor_keys(plain: &[u8]) -> Result<FactorKeys, ServiceError> {
             .map_err(|_| ServiceError::invariant("a factor key is not 16 bytes"))
     };
     Ok(FactorKeys::new(key(0)?, key(1)?, key(2)?))
-}
-
-fn application_detail(app: &Application) -> Result<ApplicationDetail, ServiceError> {
-    let master = app
-        .newest_master_key()
-        .ok_or(ServiceError::NoMasterKeyPair)?;
-    Ok(ApplicationDetail {
-        application_id: app.id.clone(),
-        application_roles: app.roles.clone(),
-        master_public_key: master.public_key.to_base64(),
-    })
-}
-
-fn activation_info(a: &Activation) -> ActivationInfo {
-    ActivationInfo {
-        activation_id: a.id.clone(),
-        activation_status: a.status,
-        blocked_reason: a.blocked_reason.clone(),
-        user_id: a.user_id.clone(),
-        application_id: a.application_id.clone(),
-        activation_flags: a.flags.clone(),
-        failed_attempts: a.failed_attempts,
-        max_failed_attempts: a.max_failed_attempts,
-        counter: a.counter,
-        timestamp_created: a.created_at,
-        timestamp_last_used: a.last_used_at,
-        device_public_key_fingerprint: crypto::fingerprint::fingerprint_v3(
-            &a.device_public_key,
-            &a.id,
-            &a.server_public_key,
-        ),
-    }
 }
 
 fn activation_audit(

@@ -6,6 +6,8 @@
 //! Codemap:
 //! - `records.rs`      the record types and their newtypes (no storage code).
 //! - `codec.rs`        the versioned binary layout of every stored value (first byte = record format).
+//! - `records.rs` also holds the activation-by-code records: application versions, enrollment
+//!   details, temporary ECIES keys; the ECIES replay registry is a set of keys with expiry.
 //! - `audit.rs`        audit records, the hash chains, and [`verify_audit_chain`].
 //! - `group_commit.rs` one `fsync` for many concurrent writers.
 //! - `sled_store.rs`   [`SledStore`], the embedded implementation.
@@ -48,8 +50,8 @@ pub use postgres::{
     SCHEMA_VERSION, SchemaMigration, migrate,
 };
 pub use records::{
-    Activation, Application, IntegrationCredential, IssuedNonce, MasterKeyRef, NonceOwner,
-    SecretHash,
+    Activation, Application, ApplicationVersion, Enrollment, IntegrationCredential, IssuedNonce,
+    MasterKeyRef, NonceOwner, SecretHash, TemporaryKey,
 };
 
 #[cfg(doc)]
@@ -138,8 +140,47 @@ pub trait Store: Send + Sync {
         audit: Option<AuditDraft>,
     ) -> Result<Application, StoreError>;
 
-    /// Stores a new activation with `version` 1 (the given `version` is ignored).
-    /// [`StoreError::AlreadyExists`] if its id is taken.
+    /// Appends a version to an application and returns the application as stored.
+    /// [`StoreError::NotFound`] if there is no such application; [`StoreError::AlreadyExists`] if the
+    /// application already has a version with this id, or any application a version with this
+    /// application key.
+    fn add_application_version(
+        &self,
+        application_id: &str,
+        version: ApplicationVersion,
+        audit: Option<AuditDraft>,
+    ) -> Result<Application, StoreError>;
+
+    /// The application one of whose versions has this application key, if any.
+    fn application_by_key(&self, application_key: &str) -> Result<Option<Application>, StoreError>;
+
+    /// The activation of `application_id` whose `enrollment.activation_code` is `code`, if any.
+    fn activation_by_code(
+        &self,
+        application_id: &str,
+        code: &str,
+    ) -> Result<Option<Activation>, StoreError>;
+
+    /// Stores a temporary key. [`StoreError::AlreadyExists`] if its id is taken.
+    fn put_temporary_key(&self, key: &TemporaryKey) -> Result<(), StoreError>;
+
+    /// The temporary key with this id, if any (expired or not: the caller checks the time).
+    fn temporary_key(&self, id: &str) -> Result<Option<TemporaryKey>, StoreError>;
+
+    /// Deletes a temporary key; `false` if there was none.
+    fn remove_temporary_key(&self, id: &str) -> Result<bool, StoreError>;
+
+    /// Records one ECIES request in the replay registry until `expires_at`.
+    /// [`StoreError::AlreadyExists`] if `key` is recorded (a replay); nothing is written then.
+    fn register_replay(&self, key: &str, expires_at: Timestamp) -> Result<(), StoreError>;
+
+    /// Deletes up to `max` replay entries and temporary keys whose expiry is before
+    /// `expired_before`; returns how many were deleted. Bounded work: call it periodically.
+    fn prune_ecies(&self, expired_before: Timestamp, max: usize) -> Result<usize, StoreError>;
+
+    /// Stores a new activation with `version` 1 (the given `version` is ignored), and indexes its
+    /// activation code if it has one. [`StoreError::AlreadyExists`] if its id is taken or its code
+    /// is already used in the same application.
     fn insert_activation(
         &self,
         activation: &Activation,

@@ -50,7 +50,7 @@ async fn application_create_and_detail() {
     let created = api.application("demo").await;
     assert_eq!(
         keys(&created),
-        sorted(&["applicationId", "applicationRoles", "masterPublicKey"])
+        sorted(&["applicationId", "applicationRoles", "masterPublicKey", "versions"])
     );
     assert_eq!(created["applicationId"], "demo");
     assert_eq!(created["applicationRoles"], json!([]));
@@ -67,13 +67,13 @@ async fn application_create_and_detail() {
         .await;
     assert_eq!(detail, created);
 
-    // Duplicate id: ERR0024; unknown: ERR0015.
+    // Duplicate id: ERR0043 (PowerAuth parity); unknown: ERR0015.
     let bad = StatusCode::BAD_REQUEST;
     api.err(
         "/application/create",
         json!({ "applicationId": "demo" }),
         bad,
-        "ERR0024",
+        "ERR0043",
     )
     .await;
     api.err(
@@ -109,6 +109,7 @@ async fn application_without_master_key_is_err0003() {
                 roles: vec![],
                 master_keys: vec![],
                 created_at: Timestamp::now(),
+                versions: vec![],
             },
             None,
         )
@@ -182,7 +183,22 @@ async fn register_commit_status_create_verify() {
             "maxFailedAttempts",
             "timestampCreated",
             "timestampLastUsed",
-            "devicePublicKeyFingerprint"
+            "devicePublicKeyFingerprint",
+            "timestampLastChange",
+            "activationOtpValidation",
+            "commitPhase",
+            "activationName",
+            "extras",
+            "protocol",
+            "externalId",
+            "platform",
+            "deviceInfo",
+            "version",
+            "activationCode",
+            "activationSignature",
+            "encryptedStatusBlob",
+            "encryptedStatusBlobNonce",
+            "applicationRoles"
         ])
     );
     assert_eq!(status["activationStatus"], "PENDING_COMMIT");
@@ -374,13 +390,8 @@ async fn block_unblock_remove_lifecycle_and_err0009() {
         .ok("/activation/status", json!({ "activationId": id }))
         .await;
     assert_eq!(status["blockedReason"], "NOT_SPECIFIED");
-    api.err(
-        "/activation/block",
-        json!({ "activationId": id }),
-        bad,
-        "ERR0008",
-    )
-    .await;
+    // Repeating is idempotent (PowerAuth parity): 200, nothing changes.
+    api.ok("/activation/block", json!({ "activationId": id })).await;
     // A blocked activation: verify answers 200 with the bare status, nonceStatus null.
     let answer = api
         .ok(
@@ -394,13 +405,8 @@ async fn block_unblock_remove_lifecycle_and_err0009() {
 
     api.ok("/activation/unblock", json!({ "activationId": id }))
         .await;
-    api.err(
-        "/activation/unblock",
-        json!({ "activationId": id }),
-        bad,
-        "ERR0008",
-    )
-    .await;
+    // Repeating is idempotent (PowerAuth parity): 200, nothing changes.
+    api.ok("/activation/unblock", json!({ "activationId": id })).await;
     let blocked = api
         .ok(
             "/activation/block",
@@ -421,13 +427,8 @@ async fn block_unblock_remove_lifecycle_and_err0009() {
         .ok("/activation/status", json!({ "activationId": id }))
         .await;
     assert_eq!(status["activationStatus"], "REMOVED");
-    api.err(
-        "/activation/remove",
-        json!({ "activationId": id }),
-        bad,
-        "ERR0008",
-    )
-    .await;
+    // Repeating is idempotent (PowerAuth parity): 200, nothing changes.
+    api.ok("/activation/remove", json!({ "activationId": id })).await;
     api.err(
         "/signature/offline/personalized/create",
         json!({ "activationId": id, "data": "x" }),
@@ -439,13 +440,15 @@ async fn block_unblock_remove_lifecycle_and_err0009() {
     let unknown = json!({ "activationId": "00000000-0000-4000-8000-000000000000" });
     for path in [
         "/activation/commit",
-        "/activation/status",
         "/activation/block",
         "/activation/unblock",
         "/activation/remove",
     ] {
         api.err(path, unknown.clone(), bad, "ERR0009").await;
     }
+    // activation/status of an unknown id: 200 with REMOVED (PowerAuth parity).
+    let ghost = api.ok("/activation/status", unknown.clone()).await;
+    assert_eq!(ghost["activationStatus"], "REMOVED");
     api.err(
         "/signature/offline/personalized/create",
         json!({ "activationId": "nope", "data": "x" }),
@@ -862,7 +865,7 @@ async fn operations_endpoints() {
     // An independent OpenAPI 3.1 parser accepts the document and finds every operation.
     let spec = oas3::from_json(doc.to_string()).expect("a well-formed OpenAPI 3.1 document");
     assert!(spec.openapi.starts_with("3.1"), "{}", spec.openapi);
-    assert_eq!(spec.operations().count(), 15);
+    assert_eq!(spec.operations().count(), 20);
     // Every reference points at a component that exists.
     let mut refs = Vec::new();
     collect_refs(&doc, &mut refs);

@@ -37,6 +37,7 @@ const KILLS: usize = 22;
 
 fn settings() -> Settings {
     Settings {
+        activation: offline_signer::service::ActivationSettings::default(),
         signature: SignatureSettings {
             lookahead: 20,
             max_failed_attempts: 5,
@@ -238,7 +239,7 @@ fn sigkill_during_verifications_loses_nothing_acknowledged() {
                 .await
                 .expect("register");
             service
-                .commit_activation(&registered.activation_id)
+                .commit_activation(&registered.activation_id, None)
                 .await
                 .expect("commit");
             lines.push_str(&format!(

@@ -8,8 +8,9 @@ use super::error::{ApiError, ApiJson, ApiOk};
 use super::wire::*;
 use crate::model::{ActivationStatus, SignatureType};
 use crate::service::{
-    Cause, CreateNonPersonalized, CreatePersonalized, RegisterActivation, Service, ServiceError,
-    VerifyRequest, VerifyResponse,
+    Cause, CreateNonPersonalized, CreatePersonalized, EciesDecryptorRequest, EciesFields,
+    InitActivation, PrepareActivation, RegisterActivation, Service, ServiceError, VerifyRequest,
+    VerifyResponse,
 };
 
 /// Result of every handler.
@@ -20,7 +21,7 @@ pub type ApiResult<T> = Result<ApiOk<T>, ApiError>;
     request_body = RequestEnvelope<ApplicationRequest>,
     responses(
         (status = 200, description = "Created", body = ResponseEnvelope<ApplicationResponse>),
-        (status = 400, description = "ERR0024 (malformed, or the id exists)", body = ErrorEnvelope),
+        (status = 400, description = "ERR0043 (the id exists), ERR0024", body = ErrorEnvelope),
         (status = 401, description = "ERR_AUTHENTICATION", body = ErrorEnvelope),
         (status = 503, description = "ERR_HSM_UNAVAILABLE", body = ErrorEnvelope),
     ),
@@ -50,6 +51,149 @@ pub async fn application_detail(
     Ok(ApiOk(detail.into()))
 }
 
+/// Adds an application version with a fresh application key and secret.
+#[utoipa::path(post, path = "/rest/v3/application/version/create", tag = "applications",
+    request_body = RequestEnvelope<ApplicationVersionRequest>,
+    responses(
+        (status = 200, description = "Created", body = ResponseEnvelope<ApplicationVersionResponse>),
+        (status = 400, description = "ERR0015, ERR0043, ERR0024", body = ErrorEnvelope),
+        (status = 401, description = "ERR_AUTHENTICATION", body = ErrorEnvelope),
+        (status = 503, description = "ERR_HSM_UNAVAILABLE", body = ErrorEnvelope),
+    ),
+    security(("basicAuth" = [])))]
+pub async fn create_application_version(
+    State(service): State<Service>,
+    ApiJson(request): ApiJson<ApplicationVersionRequest>,
+) -> ApiResult<ApplicationVersionResponse> {
+    let version = service
+        .create_application_version(&request.application_id, &request.application_version_id)
+        .await?;
+    Ok(ApiOk(version.into()))
+}
+
+/// Starts an activation by code: `CREATED`, with a code signed by the master key in the HSM.
+#[utoipa::path(post, path = "/rest/v3/activation/init", tag = "activation by code",
+    request_body = RequestEnvelope<InitRequest>,
+    responses(
+        (status = 200, description = "Initialized", body = ResponseEnvelope<InitResponse>),
+        (status = 400, description = "ERR0002, ERR0003, ERR0015, ERR0040, ERR0024", body = ErrorEnvelope),
+        (status = 401, description = "ERR_AUTHENTICATION", body = ErrorEnvelope),
+        (status = 503, description = "ERR_HSM_UNAVAILABLE", body = ErrorEnvelope),
+    ),
+    security(("basicAuth" = [])))]
+pub async fn init_activation(
+    State(service): State<Service>,
+    ApiJson(request): ApiJson<InitRequest>,
+) -> ApiResult<InitResponse> {
+    let expires_at = match &request.timestamp_activation_expire {
+        None => None,
+        Some(date) => Some(date.to_timestamp().ok_or_else(|| {
+            ApiError::Service(ServiceError::InvalidRequest(
+                "timestampActivationExpire is neither ISO-8601 nor epoch milliseconds".into(),
+            ))
+        })?),
+    };
+    let initialized = service
+        .init_activation(InitActivation {
+            protocol: request.protocol,
+            user_id: request.user_id,
+            application_id: request.application_id,
+            expires_at,
+            max_failure_count: request.max_failure_count,
+            activation_otp_validation: request.activation_otp_validation,
+            commit_phase: request.commit_phase,
+            activation_otp: request.activation_otp,
+            flags: request.flags.unwrap_or_default(),
+        })
+        .await?;
+    Ok(ApiOk(initialized.into()))
+}
+
+/// Protocol 3.3 temporary ECIES key: checks the SDK's HS256 JWT, answers an ES256 JWT naming a key
+/// pair generated in the HSM.
+#[utoipa::path(post, path = "/rest/v3/keystore/create", tag = "activation by code",
+    request_body = RequestEnvelope<JwtBody>,
+    responses(
+        (status = 200, description = "Created", body = ResponseEnvelope<JwtBody>),
+        (status = 400, description = "ERR0009, ERR0015, ERR0024", body = ErrorEnvelope),
+        (status = 401, description = "ERR_AUTHENTICATION", body = ErrorEnvelope),
+        (status = 503, description = "ERR_HSM_UNAVAILABLE", body = ErrorEnvelope),
+    ),
+    security(("basicAuth" = [])))]
+pub async fn create_temporary_key(
+    State(service): State<Service>,
+    ApiJson(request): ApiJson<JwtBody>,
+) -> ApiResult<JwtBody> {
+    let jwt = service.create_temporary_key(&request.jwt).await?;
+    Ok(ApiOk(JwtBody { jwt }))
+}
+
+/// The envelope key and `sharedInfo2` of a generic-encryptor ECIES request, for the enrollment
+/// server (protocol 3.3 only; timestamp window and replay checked first).
+#[utoipa::path(post, path = "/rest/v3/ecies/decryptor", tag = "activation by code",
+    request_body = RequestEnvelope<DecryptorRequest>,
+    responses(
+        (status = 200, description = "Secrets", body = ResponseEnvelope<DecryptorResponse>),
+        (status = 400, description = "ERR0008, ERR0009, ERR0015, ERR0018, ERR0024, ERR0045", body = ErrorEnvelope),
+        (status = 401, description = "ERR_AUTHENTICATION", body = ErrorEnvelope),
+        (status = 503, description = "ERR_HSM_UNAVAILABLE", body = ErrorEnvelope),
+    ),
+    security(("basicAuth" = [])))]
+pub async fn ecies_decryptor(
+    State(service): State<Service>,
+    ApiJson(request): ApiJson<DecryptorRequest>,
+) -> ApiResult<DecryptorResponse> {
+    let secrets = service
+        .ecies_decryptor(EciesDecryptorRequest {
+            activation_id: request.activation_id,
+            application_key: request.application_key,
+            ecies: EciesFields {
+                protocol_version: request.protocol_version,
+                temporary_key_id: request.temporary_key_id,
+                ephemeral_public_key: request.ephemeral_public_key,
+                encrypted_data: None,
+                mac: None,
+                nonce: request.nonce,
+                timestamp: request.timestamp,
+            },
+        })
+        .await?;
+    Ok(ApiOk(secrets.into()))
+}
+
+/// Key exchange of an activation by code: decrypts layer 2, derives and stores the keys, answers
+/// the encrypted layer-2 response. `PENDING_COMMIT` (or `ACTIVE` with `ON_KEY_EXCHANGE`).
+#[utoipa::path(post, path = "/rest/v3/activation/prepare", tag = "activation by code",
+    request_body = RequestEnvelope<PrepareRequest>,
+    responses(
+        (status = 200, description = "Prepared", body = ResponseEnvelope<PrepareResponse>),
+        (status = 400, description = "ERR0007, ERR0009, ERR0011, ERR0018, ERR0024, ERR0031, ERR0045", body = ErrorEnvelope),
+        (status = 401, description = "ERR_AUTHENTICATION", body = ErrorEnvelope),
+        (status = 503, description = "ERR_HSM_UNAVAILABLE", body = ErrorEnvelope),
+    ),
+    security(("basicAuth" = [])))]
+pub async fn prepare_activation(
+    State(service): State<Service>,
+    ApiJson(request): ApiJson<PrepareRequest>,
+) -> ApiResult<PrepareResponse> {
+    let prepared = service
+        .prepare_activation(PrepareActivation {
+            activation_code: request.activation_code,
+            application_key: request.application_key,
+            ecies: EciesFields {
+                protocol_version: request.protocol_version,
+                temporary_key_id: request.temporary_key_id,
+                ephemeral_public_key: request.ephemeral_public_key,
+                encrypted_data: request.encrypted_data,
+                mac: request.mac,
+                nonce: request.nonce,
+                timestamp: request.timestamp,
+            },
+        })
+        .await?;
+    Ok(ApiOk(prepared.into()))
+}
+
 /// **[ext]** Registers a device directly: server key pair in the HSM, factor keys from ECDH, random
 /// `ctrData`. The activation is `PENDING_COMMIT`.
 #[utoipa::path(post, path = "/rest/v3/activation/register", tag = "activations",
@@ -77,40 +221,45 @@ pub async fn register_activation(
     Ok(ApiOk(registered.into()))
 }
 
-/// `PENDING_COMMIT` → `ACTIVE`.
+/// `PENDING_COMMIT` → `ACTIVE`, checking the activation OTP where one was set.
 #[utoipa::path(post, path = "/rest/v3/activation/commit", tag = "activations",
-    request_body = RequestEnvelope<ActivationRequest>,
+    request_body = RequestEnvelope<CommitRequest>,
     responses(
         (status = 200, description = "Committed", body = ResponseEnvelope<CommitResponse>),
-        (status = 400, description = "ERR0009, ERR0008, ERR0024", body = ErrorEnvelope),
+        (status = 400, description = "ERR0009, ERR0008, ERR0007, ERR0031, ERR0024", body = ErrorEnvelope),
         (status = 401, description = "ERR_AUTHENTICATION", body = ErrorEnvelope),
     ),
     security(("basicAuth" = [])))]
 pub async fn commit_activation(
     State(service): State<Service>,
-    ApiJson(request): ApiJson<ActivationRequest>,
+    ApiJson(request): ApiJson<CommitRequest>,
 ) -> ApiResult<CommitResponse> {
-    service.commit_activation(&request.activation_id).await?;
+    service
+        .commit_activation(&request.activation_id, request.activation_otp.as_deref())
+        .await?;
     Ok(ApiOk(CommitResponse {
         activation_id: request.activation_id,
         activated: true,
     }))
 }
 
-/// The activation's status, counters and timestamps.
+/// The activation's status, counters and timestamps; with a `challenge`, the encrypted status
+/// blob. An unknown activation answers 200 with `activationStatus: REMOVED` (PowerAuth parity).
 #[utoipa::path(post, path = "/rest/v3/activation/status", tag = "activations",
-    request_body = RequestEnvelope<ActivationRequest>,
+    request_body = RequestEnvelope<StatusRequest>,
     responses(
-        (status = 200, description = "Found", body = ResponseEnvelope<StatusResponse>),
-        (status = 400, description = "ERR0009, ERR0024", body = ErrorEnvelope),
+        (status = 200, description = "Found (or REMOVED for an unknown id)", body = ResponseEnvelope<StatusResponse>),
+        (status = 400, description = "ERR0024", body = ErrorEnvelope),
         (status = 401, description = "ERR_AUTHENTICATION", body = ErrorEnvelope),
     ),
     security(("basicAuth" = [])))]
 pub async fn activation_status(
     State(service): State<Service>,
-    ApiJson(request): ApiJson<ActivationRequest>,
+    ApiJson(request): ApiJson<StatusRequest>,
 ) -> ApiResult<StatusResponse> {
-    let info = service.activation_status(&request.activation_id).await?;
+    let info = service
+        .activation_status(&request.activation_id, request.challenge.as_deref())
+        .await?;
     Ok(ApiOk(info.into()))
 }
 

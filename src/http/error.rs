@@ -124,6 +124,51 @@ impl ApiError {
                     "ERR_HSM_UNAVAILABLE",
                     "The HSM is unavailable; nothing was changed. Try again later.",
                 ),
+                ServiceError::NoApplicationId => (
+                    StatusCode::BAD_REQUEST,
+                    "ERR0002",
+                    "No application ID was set.",
+                ),
+                ServiceError::ActivationExpired => (
+                    StatusCode::BAD_REQUEST,
+                    "ERR0007",
+                    "This activation is already expired.",
+                ),
+                ServiceError::InvalidInputFormat => (
+                    StatusCode::BAD_REQUEST,
+                    "ERR0011",
+                    "Invalid input parameter format.",
+                ),
+                ServiceError::DecryptionFailed => (
+                    StatusCode::BAD_REQUEST,
+                    "ERR0018",
+                    "Data decryption failed.",
+                ),
+                ServiceError::InvalidActivationOtp => (
+                    StatusCode::BAD_REQUEST,
+                    "ERR0031",
+                    "Activation OTP does not match value stored in database.",
+                ),
+                ServiceError::InvalidActivationProperties => (
+                    StatusCode::BAD_REQUEST,
+                    "ERR0040",
+                    "Activation cannot be created with the specified properties.",
+                ),
+                ServiceError::DuplicateApplication => (
+                    StatusCode::BAD_REQUEST,
+                    "ERR0043",
+                    "Duplicate application or application version.",
+                ),
+                ServiceError::TemporaryKeyNotFound => (
+                    StatusCode::BAD_REQUEST,
+                    "ERR0045",
+                    "Missing temporary key pair.",
+                ),
+                ServiceError::UnsupportedProtocolVersion(_) => (
+                    StatusCode::BAD_REQUEST,
+                    "ERR0024",
+                    "Unsupported protocol version: this server accepts ECIES protocol 3.3 only (PowerAuth mobile SDK 1.9 or newer).",
+                ),
                 ServiceError::Internal(_) => {
                     (StatusCode::INTERNAL_SERVER_ERROR, "ERR0000", MSG_UNKNOWN)
                 }
@@ -164,6 +209,9 @@ impl IntoResponse for ApiError {
         let (status, code, message) = self.parts();
         let detail = match &self {
             Self::Service(e @ ServiceError::InvalidRequest(_)) => Some((Level::Debug, e)),
+            Self::Service(e @ ServiceError::UnsupportedProtocolVersion(_)) => {
+                Some((Level::Debug, e))
+            }
             Self::Service(e @ ServiceError::HsmUnavailable(_)) => Some((Level::Warn, e)),
             Self::Service(e @ (ServiceError::SignatureFailed(_) | ServiceError::Internal(_))) => {
                 Some((Level::Error, e))
@@ -267,6 +315,19 @@ mod tests {
             (ServiceError::ActivationNotFound, 400, "ERR0009"),
             (ServiceError::IncorrectState, 400, "ERR0008"),
             (ServiceError::InvalidKeyFormat, 400, "ERR0010"),
+            (ServiceError::NoApplicationId, 400, "ERR0002"),
+            (ServiceError::ActivationExpired, 400, "ERR0007"),
+            (ServiceError::InvalidInputFormat, 400, "ERR0011"),
+            (ServiceError::DecryptionFailed, 400, "ERR0018"),
+            (ServiceError::InvalidActivationOtp, 400, "ERR0031"),
+            (ServiceError::InvalidActivationProperties, 400, "ERR0040"),
+            (ServiceError::DuplicateApplication, 400, "ERR0043"),
+            (ServiceError::TemporaryKeyNotFound, 400, "ERR0045"),
+            (
+                ServiceError::UnsupportedProtocolVersion("3.2".into()),
+                400,
+                "ERR0024",
+            ),
             (
                 ServiceError::SignatureFailed(Cause::Invariant("x")),
                 400,

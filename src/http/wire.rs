@@ -11,7 +11,8 @@ use utoipa::ToSchema;
 
 use crate::model::{ActivationStatus, Timestamp};
 use crate::service::{
-    ActivationInfo, ApplicationDetail, NonceStatus, OfflinePayload, RegisteredActivation,
+    ActivationInfo, ApplicationDetail, ApplicationVersionInfo, EciesDecryptorSecrets,
+    InitializedActivation, NonceStatus, OfflinePayload, PreparedActivation, RegisteredActivation,
 };
 
 /// `{"requestObject": {...}}`.
@@ -134,6 +135,8 @@ pub struct ApplicationResponse {
     pub application_roles: Vec<String>,
     /// Base64 of the newest master public key (65-byte uncompressed SEC1 point).
     pub master_public_key: String,
+    /// The application versions (`default` first).
+    pub versions: Vec<ApplicationVersionResponse>,
 }
 
 impl From<ApplicationDetail> for ApplicationResponse {
@@ -142,8 +145,263 @@ impl From<ApplicationDetail> for ApplicationResponse {
             application_id: d.application_id,
             application_roles: d.application_roles,
             master_public_key: d.master_public_key,
+            versions: d.versions.into_iter().map(Into::into).collect(),
         }
     }
+}
+
+/// `application/version/create` request.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ApplicationVersionRequest {
+    /// The application.
+    pub application_id: String,
+    /// The new version's id (unique within the application).
+    pub application_version_id: String,
+}
+
+/// One application version (`application/detail` `versions[]`, `application/version/create`).
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ApplicationVersionResponse {
+    /// The version id.
+    pub application_version_id: String,
+    /// The version name (the id; PowerAuth parity).
+    pub application_version_name: String,
+    /// `APP_KEY`: Base64 of 16 random bytes.
+    pub application_key: String,
+    /// `APP_SECRET`: Base64 of 16 random bytes (built into the mobile app).
+    pub application_secret: String,
+    /// The SDK 1.9 configuration string (§5.1 of the activation spec).
+    pub mobile_sdk_config: String,
+    /// Whether the version may activate devices.
+    pub supported: bool,
+}
+
+impl From<ApplicationVersionInfo> for ApplicationVersionResponse {
+    fn from(v: ApplicationVersionInfo) -> Self {
+        Self {
+            application_version_name: v.application_version_id.clone(),
+            application_version_id: v.application_version_id,
+            application_key: v.application_key,
+            application_secret: v.application_secret,
+            mobile_sdk_config: v.mobile_sdk_config,
+            supported: v.supported,
+        }
+    }
+}
+
+// ------------------------------------------------------------------------------------------------
+// Activation by code (protocol 3.3)
+
+/// A date on input: ISO-8601 text with offset (what Jackson writes) or epoch milliseconds.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(untagged)]
+pub enum DateInput {
+    /// Unix epoch milliseconds.
+    Millis(i64),
+    /// ISO-8601 / RFC 3339, e.g. `2026-01-01T00:00:00.000+00:00`.
+    Text(String),
+}
+
+impl DateInput {
+    /// The instant, or `None` for text that is not RFC 3339.
+    pub fn to_timestamp(&self) -> Option<Timestamp> {
+        match self {
+            Self::Millis(ms) => Some(Timestamp::from_unix_millis(*ms)),
+            Self::Text(text) => {
+                time::OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339)
+                    .ok()
+                    .map(Timestamp::from_offset_date_time)
+            }
+        }
+    }
+}
+
+/// `activation/init` request.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct InitRequest {
+    /// `powerauth` (default); `fido2` is refused (ERR0024).
+    #[serde(default)]
+    pub protocol: Option<String>,
+    /// 1..=255 characters.
+    pub user_id: String,
+    /// Missing: ERR0002.
+    #[serde(default)]
+    pub application_id: Option<String>,
+    /// Default: now + `activation.code_validity_seconds`.
+    #[serde(default)]
+    pub timestamp_activation_expire: Option<DateInput>,
+    /// 1..=64; ≤ 0 is ERR0040.
+    #[serde(default)]
+    pub max_failure_count: Option<i64>,
+    /// Deprecated; only `NONE` is accepted.
+    #[serde(default)]
+    pub activation_otp_validation: Option<String>,
+    /// `ON_COMMIT` (default) or `ON_KEY_EXCHANGE`.
+    #[serde(default)]
+    pub commit_phase: Option<String>,
+    /// Optional activation OTP.
+    #[serde(default)]
+    pub activation_otp: Option<String>,
+    /// Activation flags.
+    #[serde(default)]
+    pub flags: Option<Vec<String>>,
+}
+
+/// `activation/init` response.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct InitResponse {
+    pub activation_id: String,
+    /// `XXXXX-XXXXX-XXXXX-XXXXX`.
+    pub activation_code: String,
+    /// Base64 DER ECDSA signature of the code by the master key.
+    pub activation_signature: String,
+    pub user_id: String,
+    pub application_id: String,
+}
+
+impl From<InitializedActivation> for InitResponse {
+    fn from(i: InitializedActivation) -> Self {
+        Self {
+            activation_id: i.activation_id,
+            activation_code: i.activation_code,
+            activation_signature: i.activation_signature,
+            user_id: i.user_id,
+            application_id: i.application_id,
+        }
+    }
+}
+
+/// `keystore/create` request and response: one JWT.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct JwtBody {
+    /// Request: the SDK's HS256 JWT; response: the server's ES256 JWT.
+    pub jwt: String,
+}
+
+/// `ecies/decryptor` request.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct DecryptorRequest {
+    /// Present for the activation scope.
+    #[serde(default)]
+    pub activation_id: Option<String>,
+    #[serde(default)]
+    pub application_key: Option<String>,
+    #[serde(default)]
+    pub temporary_key_id: Option<String>,
+    #[serde(default)]
+    pub ephemeral_public_key: Option<String>,
+    #[serde(default)]
+    pub nonce: Option<String>,
+    /// `3.3` only.
+    #[serde(default)]
+    pub protocol_version: Option<String>,
+    /// Unix milliseconds.
+    #[serde(default)]
+    pub timestamp: Option<i64>,
+}
+
+/// `ecies/decryptor` response.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct DecryptorResponse {
+    /// Base64 of the 48-byte envelope key.
+    pub secret_key: String,
+    /// Base64 of the 32-byte `sharedInfo2` base.
+    pub shared_info2: String,
+}
+
+impl From<EciesDecryptorSecrets> for DecryptorResponse {
+    fn from(s: EciesDecryptorSecrets) -> Self {
+        Self {
+            secret_key: s.secret_key,
+            shared_info2: s.shared_info2,
+        }
+    }
+}
+
+/// `activation/prepare` request.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PrepareRequest {
+    #[serde(default)]
+    pub activation_code: Option<String>,
+    #[serde(default)]
+    pub application_key: Option<String>,
+    /// Ignored: recovery codes are not supported.
+    #[serde(default)]
+    pub generate_recovery_codes: Option<bool>,
+    #[serde(default)]
+    pub temporary_key_id: Option<String>,
+    #[serde(default)]
+    pub ephemeral_public_key: Option<String>,
+    #[serde(default)]
+    pub encrypted_data: Option<String>,
+    #[serde(default)]
+    pub mac: Option<String>,
+    #[serde(default)]
+    pub nonce: Option<String>,
+    #[serde(default)]
+    pub protocol_version: Option<String>,
+    #[serde(default)]
+    pub timestamp: Option<i64>,
+}
+
+/// `activation/prepare` response: the layer-2 response, encrypted.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PrepareResponse {
+    pub activation_id: String,
+    pub user_id: String,
+    pub application_id: String,
+    pub encrypted_data: String,
+    pub mac: String,
+    pub nonce: String,
+    /// Unix milliseconds (the SDK synchronizes its clock to it).
+    pub timestamp: i64,
+    pub activation_status: ActivationStatusWire,
+}
+
+impl From<PreparedActivation> for PrepareResponse {
+    fn from(p: PreparedActivation) -> Self {
+        Self {
+            activation_id: p.activation_id,
+            user_id: p.user_id,
+            application_id: p.application_id,
+            encrypted_data: p.encrypted_data,
+            mac: p.mac,
+            nonce: p.nonce,
+            timestamp: p.timestamp,
+            activation_status: p.activation_status.into(),
+        }
+    }
+}
+
+/// `activation/commit` request.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CommitRequest {
+    pub activation_id: String,
+    /// Accepted and ignored (audit trail by the caller).
+    #[serde(default)]
+    pub external_user_id: Option<String>,
+    /// Required when the activation was initialized with an OTP and `ON_COMMIT`.
+    #[serde(default)]
+    pub activation_otp: Option<String>,
+}
+
+/// `activation/status` request.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct StatusRequest {
+    pub activation_id: String,
+    /// Base64 of 16 random bytes; with it the answer carries the encrypted status blob.
+    #[serde(default)]
+    pub challenge: Option<String>,
 }
 
 // ------------------------------------------------------------------------------------------------
@@ -249,7 +507,33 @@ pub struct StatusResponse {
     pub max_failed_attempts: u32,
     pub timestamp_created: Option<String>,
     pub timestamp_last_used: Option<String>,
-    pub device_public_key_fingerprint: String,
+    /// The last status change.
+    pub timestamp_last_change: Option<String>,
+    /// PowerAuth v3 fingerprint; `null` before the key exchange.
+    pub device_public_key_fingerprint: Option<String>,
+    /// Always `NONE` (deprecated field).
+    pub activation_otp_validation: &'static str,
+    /// `ON_COMMIT` or `ON_KEY_EXCHANGE`.
+    pub commit_phase: &'static str,
+    pub activation_name: Option<String>,
+    pub extras: Option<String>,
+    /// Always `powerauth`.
+    pub protocol: &'static str,
+    pub external_id: Option<String>,
+    pub platform: Option<String>,
+    pub device_info: Option<String>,
+    /// 3 after the key exchange, 0 before.
+    pub version: u8,
+    /// Only while `CREATED`.
+    pub activation_code: Option<String>,
+    /// Only while `CREATED`.
+    pub activation_signature: Option<String>,
+    /// Base64 of the 32-byte encrypted status blob (with a challenge only).
+    pub encrypted_status_blob: Option<String>,
+    /// Base64 of the 16-byte status nonce (with a challenge only).
+    pub encrypted_status_blob_nonce: Option<String>,
+    /// Roles of the application (none are kept: always empty).
+    pub application_roles: Vec<String>,
 }
 
 impl From<ActivationInfo> for StatusResponse {
@@ -265,7 +549,22 @@ impl From<ActivationInfo> for StatusResponse {
             max_failed_attempts: a.max_failed_attempts,
             timestamp_created: rfc3339(a.timestamp_created),
             timestamp_last_used: a.timestamp_last_used.and_then(rfc3339),
+            timestamp_last_change: a.timestamp_last_change.and_then(rfc3339),
             device_public_key_fingerprint: a.device_public_key_fingerprint,
+            activation_otp_validation: "NONE",
+            commit_phase: a.commit_phase.as_str(),
+            activation_name: a.activation_name,
+            extras: a.extras,
+            protocol: "powerauth",
+            external_id: a.external_id,
+            platform: a.platform,
+            device_info: a.device_info,
+            version: a.version,
+            activation_code: a.activation_code,
+            activation_signature: a.activation_signature,
+            encrypted_status_blob: a.encrypted_status_blob,
+            encrypted_status_blob_nonce: a.encrypted_status_blob_nonce,
+            application_roles: Vec::new(),
         }
     }
 }

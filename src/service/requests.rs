@@ -3,7 +3,7 @@
 
 use crate::crypto::offline_data::{DataToSign, RequestData};
 use crate::crypto::{b64, totp};
-use crate::model::{ActivationStatus, Timestamp};
+use crate::model::{ActivationStatus, CommitPhase, Timestamp};
 
 use super::{MAX_PROXIMITY_STEP_COUNT, ServiceError};
 
@@ -14,6 +14,8 @@ pub struct ApplicationDetail {
     pub application_roles: Vec<String>,
     /// Base64 of the newest master public key (65-byte uncompressed SEC1).
     pub master_public_key: String,
+    /// The application versions with their credentials and `mobileSdkConfig`.
+    pub versions: Vec<super::ApplicationVersionInfo>,
 }
 
 /// `activation/register` request.
@@ -55,7 +57,32 @@ pub struct ActivationInfo {
     pub counter: u64,
     pub timestamp_created: Timestamp,
     pub timestamp_last_used: Option<Timestamp>,
-    pub device_public_key_fingerprint: String,
+    /// The last status change.
+    pub timestamp_last_change: Option<Timestamp>,
+    /// PowerAuth v3 fingerprint; `None` before the key exchange.
+    pub device_public_key_fingerprint: Option<String>,
+    /// Name the device gave at prepare.
+    pub activation_name: Option<String>,
+    /// When the activation becomes `ACTIVE`.
+    pub commit_phase: CommitPhase,
+    /// Lower-cased platform from prepare.
+    pub platform: Option<String>,
+    /// Device description from prepare.
+    pub device_info: Option<String>,
+    /// Free-form extras from prepare.
+    pub extras: Option<String>,
+    /// External id from prepare.
+    pub external_id: Option<String>,
+    /// Activation (protocol) version: 3 after the key exchange, 0 before.
+    pub version: u8,
+    /// The code, only while `CREATED`.
+    pub activation_code: Option<String>,
+    /// The code's signature, only while `CREATED`.
+    pub activation_signature: Option<String>,
+    /// Base64 of the 32-byte encrypted status blob (only when a challenge was given).
+    pub encrypted_status_blob: Option<String>,
+    /// Base64 of the 16-byte status nonce (only when a challenge was given).
+    pub encrypted_status_blob_nonce: Option<String>,
 }
 
 /// The proximity check as a request carries it.

@@ -105,10 +105,13 @@ pub enum AuditOperation {
     ActivationBlock,
     ActivationUnblock,
     ActivationRemove,
+    ApplicationVersionCreate,
+    ActivationInit,
+    ActivationPrepare,
 }
 
 impl AuditOperation {
-    const ALL: [Self; 10] = [
+    const ALL: [Self; 13] = [
         Self::CreatePersonalized,
         Self::CreateNonPersonalized,
         Self::Verify,
@@ -119,6 +122,9 @@ impl AuditOperation {
         Self::ActivationBlock,
         Self::ActivationUnblock,
         Self::ActivationRemove,
+        Self::ApplicationVersionCreate,
+        Self::ActivationInit,
+        Self::ActivationPrepare,
     ];
 
     pub const fn as_str(self) -> &'static str {
@@ -133,6 +139,9 @@ impl AuditOperation {
             Self::ActivationBlock => "ACTIVATION_BLOCK",
             Self::ActivationUnblock => "ACTIVATION_UNBLOCK",
             Self::ActivationRemove => "ACTIVATION_REMOVE",
+            Self::ApplicationVersionCreate => "APPLICATION_VERSION_CREATE",
+            Self::ActivationInit => "ACTIVATION_INIT",
+            Self::ActivationPrepare => "ACTIVATION_PREPARE",
         }
     }
 

@@ -48,7 +48,8 @@ use tokio_postgres::error::SqlState;
 use super::audit::{AuditDraft, AuditEntry, AuditRecord, ChainHead, ChainId};
 use super::codec::{self, DecodeError};
 use super::records::{
-    Activation, Application, IntegrationCredential, IssuedNonce, MasterKeyRef, NonceOwner,
+    Activation, Application, ApplicationVersion, IntegrationCredential, IssuedNonce, MasterKeyRef,
+    NonceOwner, TemporaryKey,
 };
 use super::{Committed, Conflict, Store, StoreError, VerificationCommit};
 use crate::model::{KeyId, Timestamp};
@@ -75,14 +76,21 @@ struct Migration {
 }
 
 /// Every migration of this build, oldest first. Never edit a released one: add the next.
-const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    name: "initial",
-    sql: include_str!("postgres/migrations/0001_initial.sql"),
-}];
+const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        name: "initial",
+        sql: include_str!("postgres/migrations/0001_initial.sql"),
+    },
+    Migration {
+        version: 2,
+        name: "activation_by_code",
+        sql: include_str!("postgres/migrations/0002_activation_by_code.sql"),
+    },
+];
 
 /// The schema version this build writes and reads. A database with a higher one is refused.
-pub const SCHEMA_VERSION: u32 = 1;
+pub const SCHEMA_VERSION: u32 = 2;
 
 /// The key of the transaction-scoped advisory lock that serializes migrations (ASCII "offsgnr1").
 const MIGRATION_LOCK: i64 = 0x6f66_6673_676e_7231;
@@ -345,6 +353,32 @@ async fn maybe_append(
     }
 }
 
+/// Indexes one application key in `tx`; [`StoreError::AlreadyExists`] if any application has it.
+async fn insert_application_key(
+    tx: &Tx<'_>,
+    application_key: &str,
+    application_id: &str,
+) -> Result<(), StoreError> {
+    let st = tx
+        .prepare_cached(
+            "INSERT INTO application_keys (application_key, application_id) VALUES ($1, $2) \
+             ON CONFLICT (application_key) DO NOTHING",
+        )
+        .await
+        .map_err(db)?;
+    if tx
+        .execute(&st, &[&application_key, &application_id])
+        .await
+        .map_err(db)?
+        == 0
+    {
+        return Err(StoreError::AlreadyExists {
+            what: "application key",
+        });
+    }
+    Ok(())
+}
+
 /// Reads one `record` column by key and decodes it.
 async fn get_decoded<T>(
     pool: &Pool,
@@ -599,6 +633,11 @@ impl Store for PgStore {
     ) -> Result<(), StoreError> {
         let id = app.id.clone();
         let value = codec::encode_application(app);
+        let keys: Vec<String> = app
+            .versions
+            .iter()
+            .map(|v| v.application_key.clone())
+            .collect();
         let chain = self.chain.clone();
         self.engine.run(|pool| async move {
             in_transaction!(pool, |tx| {
@@ -614,8 +653,200 @@ impl Store for PgStore {
                         what: "application",
                     });
                 }
+                for key in &keys {
+                    insert_application_key(&tx, key, &id).await?;
+                }
                 maybe_append(&tx, &chain, audit).await?;
             })
+        })
+    }
+
+    fn add_application_version(
+        &self,
+        application_id: &str,
+        version: ApplicationVersion,
+        audit: Option<AuditDraft>,
+    ) -> Result<Application, StoreError> {
+        let id = application_id.to_owned();
+        let chain = self.chain.clone();
+        self.engine.run(|pool| async move {
+            in_transaction!(pool, |tx| {
+                let lock = tx
+                    .prepare_cached("SELECT record FROM applications WHERE id = $1 FOR UPDATE")
+                    .await
+                    .map_err(db)?;
+                let Some(row) = tx.query_opt(&lock, &[&id]).await.map_err(db)? else {
+                    return Err(StoreError::NotFound {
+                        what: "application",
+                    });
+                };
+                let mut app = codec::decode_application(row.get(0)).map_err(corrupt)?;
+                if app.versions.iter().any(|v| v.id == version.id) {
+                    return Err(StoreError::AlreadyExists {
+                        what: "application version",
+                    });
+                }
+                insert_application_key(&tx, &version.application_key, &id).await?;
+                app.versions.push(version);
+                let update = tx
+                    .prepare_cached("UPDATE applications SET record = $2 WHERE id = $1")
+                    .await
+                    .map_err(db)?;
+                tx.execute(&update, &[&id, &codec::encode_application(&app)])
+                    .await
+                    .map_err(db)?;
+                maybe_append(&tx, &chain, audit).await?;
+                app
+            })
+        })
+    }
+
+    fn application_by_key(&self, application_key: &str) -> Result<Option<Application>, StoreError> {
+        let key = application_key.to_owned();
+        self.engine.run(|pool| async move {
+            get_decoded(
+                &pool,
+                "SELECT a.record FROM application_keys k JOIN applications a \
+                 ON a.id = k.application_id WHERE k.application_key = $1",
+                key,
+                codec::decode_application,
+            )
+            .await
+        })
+    }
+
+    fn activation_by_code(
+        &self,
+        application_id: &str,
+        code: &str,
+    ) -> Result<Option<Activation>, StoreError> {
+        let app = application_id.to_owned();
+        let code = code.to_owned();
+        self.engine.run(|pool| async move {
+            let client = pool.get().await.map_err(self::pool)?;
+            let st = client
+                .prepare_cached(
+                    "SELECT a.record FROM activation_codes c JOIN activations a \
+                     ON a.id = c.activation_id \
+                     WHERE c.application_id = $1 AND c.activation_code = $2",
+                )
+                .await
+                .map_err(db)?;
+            match client.query_opt(&st, &[&app, &code]).await.map_err(db)? {
+                None => Ok(None),
+                Some(row) => codec::decode_activation(row.get(0))
+                    .map(Some)
+                    .map_err(corrupt),
+            }
+        })
+    }
+
+    fn put_temporary_key(&self, key: &TemporaryKey) -> Result<(), StoreError> {
+        let id = key.id.clone();
+        let expires_at = key.expires_at.unix_millis();
+        let value = codec::encode_temporary_key(key);
+        self.engine.run(|pool| async move {
+            let client = pool.get().await.map_err(self::pool)?;
+            let st = client
+                .prepare_cached(
+                    "INSERT INTO temporary_keys (id, expires_at, record) VALUES ($1, $2, $3) \
+                     ON CONFLICT (id) DO NOTHING",
+                )
+                .await
+                .map_err(db)?;
+            if client
+                .execute(&st, &[&id, &expires_at, &value])
+                .await
+                .map_err(db)?
+                == 0
+            {
+                return Err(StoreError::AlreadyExists {
+                    what: "temporary key",
+                });
+            }
+            Ok(())
+        })
+    }
+
+    fn temporary_key(&self, id: &str) -> Result<Option<TemporaryKey>, StoreError> {
+        let key = id.to_owned();
+        self.engine.run(|pool| async move {
+            get_decoded(
+                &pool,
+                "SELECT record FROM temporary_keys WHERE id = $1",
+                key,
+                codec::decode_temporary_key,
+            )
+            .await
+        })
+    }
+
+    fn remove_temporary_key(&self, id: &str) -> Result<bool, StoreError> {
+        let key = id.to_owned();
+        self.engine.run(|pool| async move {
+            let client = pool.get().await.map_err(self::pool)?;
+            let st = client
+                .prepare_cached("DELETE FROM temporary_keys WHERE id = $1")
+                .await
+                .map_err(db)?;
+            Ok(client.execute(&st, &[&key]).await.map_err(db)? > 0)
+        })
+    }
+
+    fn register_replay(&self, key: &str, expires_at: Timestamp) -> Result<(), StoreError> {
+        let key = key.to_owned();
+        let expires_at = expires_at.unix_millis();
+        self.engine.run(|pool| async move {
+            let client = pool.get().await.map_err(self::pool)?;
+            let st = client
+                .prepare_cached(
+                    "INSERT INTO ecies_replays (replay_key, expires_at) VALUES ($1, $2) \
+                     ON CONFLICT (replay_key) DO NOTHING",
+                )
+                .await
+                .map_err(db)?;
+            if client
+                .execute(&st, &[&key, &expires_at])
+                .await
+                .map_err(db)?
+                == 0
+            {
+                return Err(StoreError::AlreadyExists {
+                    what: "ECIES request",
+                });
+            }
+            Ok(())
+        })
+    }
+
+    fn prune_ecies(&self, expired_before: Timestamp, max: usize) -> Result<usize, StoreError> {
+        let before = expired_before.unix_millis();
+        let limit = i64::try_from(max).unwrap_or(i64::MAX);
+        self.engine.run(|pool| async move {
+            let client = pool.get().await.map_err(self::pool)?;
+            let replays = client
+                .prepare_cached(
+                    "DELETE FROM ecies_replays WHERE replay_key IN ( \
+                         SELECT replay_key FROM ecies_replays WHERE expires_at < $1 \
+                         ORDER BY expires_at LIMIT $2 FOR UPDATE SKIP LOCKED)",
+                )
+                .await
+                .map_err(db)?;
+            let keys = client
+                .prepare_cached(
+                    "DELETE FROM temporary_keys WHERE id IN ( \
+                         SELECT id FROM temporary_keys WHERE expires_at < $1 \
+                         ORDER BY expires_at LIMIT $2 FOR UPDATE SKIP LOCKED)",
+                )
+                .await
+                .map_err(db)?;
+            let first = client
+                .execute(&replays, &[&before, &limit])
+                .await
+                .map_err(db)?;
+            let rest = limit.saturating_sub(i64::try_from(first).unwrap_or(i64::MAX));
+            let second = client.execute(&keys, &[&before, &rest]).await.map_err(db)?;
+            usize::try_from(first + second).map_err(|_| io("deleted row count"))
         })
     }
 
@@ -693,6 +924,26 @@ impl Store for PgStore {
                     == 0
                 {
                     return Err(StoreError::AlreadyExists { what: "activation" });
+                }
+                if let Some(code) = &stored.enrollment.activation_code {
+                    let index = tx
+                        .prepare_cached(
+                            "INSERT INTO activation_codes \
+                             (application_id, activation_code, activation_id) \
+                             VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
+                        )
+                        .await
+                        .map_err(db)?;
+                    if tx
+                        .execute(&index, &[&stored.application_id, code, &stored.id])
+                        .await
+                        .map_err(db)?
+                        == 0
+                    {
+                        return Err(StoreError::AlreadyExists {
+                            what: "activation code",
+                        });
+                    }
                 }
                 let audit = maybe_append(&tx, &chain, audit).await?;
                 Committed {

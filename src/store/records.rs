@@ -8,7 +8,9 @@
 
 use std::fmt;
 
-use crate::model::{ActivationStatus, EncryptedSecret, KeyId, PublicKey, Timestamp, WrappedKey};
+use crate::model::{
+    ActivationStatus, CommitPhase, EncryptedSecret, KeyId, PublicKey, Timestamp, WrappedKey,
+};
 
 /// One master key pair of an application: where its private half lives in the HSM and its public half.
 #[derive(Clone, PartialEq, Eq, Debug)]
@@ -30,6 +32,9 @@ pub struct Application {
     /// Newest first: `master_keys[0]` signs non-personalized payloads.
     pub master_keys: Vec<MasterKeyRef>,
     pub created_at: Timestamp,
+    /// The application versions (`default` first), each with its own application key and secret.
+    /// Empty for applications stored before versions existed (record format 1).
+    pub versions: Vec<ApplicationVersion>,
 }
 
 impl Application {
@@ -37,6 +42,72 @@ impl Application {
     pub fn newest_master_key(&self) -> Option<&MasterKeyRef> {
         self.master_keys.first()
     }
+
+    /// The version whose application key is `application_key`, if any.
+    pub fn version_by_key(&self, application_key: &str) -> Option<&ApplicationVersion> {
+        self.versions
+            .iter()
+            .find(|v| v.application_key == application_key)
+    }
+}
+
+/// One application version (`spec/powerauth-activation.md` §5.1): the application key `AK` and
+/// the application secret `AS` a mobile app is built with.
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub struct ApplicationVersion {
+    /// `applicationVersionId`, unique within the application (`default` for the first one).
+    pub id: String,
+    /// `AK`: the Base64 text of 16 random bytes; unique across all applications (it is an index).
+    pub application_key: String,
+    /// `AS` (its Base64 text), sealed under the DEK by the service.
+    pub encrypted_secret: EncryptedSecret,
+    /// Whether the version may still activate devices.
+    pub supported: bool,
+    pub created_at: Timestamp,
+}
+
+/// What an activation made by activation code (protocol 3.3) carries besides the common fields;
+/// all empty for activations made by `activation/register` (and for records of format 1).
+#[derive(Clone, PartialEq, Eq, Debug, Default)]
+pub struct Enrollment {
+    /// The activation code (`XXXXX-XXXXX-XXXXX-XXXXX`), indexed per application for prepare.
+    pub activation_code: Option<String>,
+    /// Base64 DER signature of the code by the application's master key (made in the HSM at init).
+    pub activation_signature: Option<String>,
+    /// When the activation must be prepared and committed by; `None` for registered activations.
+    pub expires_at: Option<Timestamp>,
+    pub commit_phase: CommitPhase,
+    /// The activation OTP, sealed under the DEK; `None` when none was set.
+    pub activation_otp: Option<EncryptedSecret>,
+    /// `KEY_TRANSPORT`, sealed under the DEK; `None` before the key exchange and once removed.
+    pub encrypted_transport_key: Option<EncryptedSecret>,
+    /// Protocol major version of the activation: 0 before the key exchange, then 3.
+    pub protocol_version: u8,
+    pub activation_name: Option<String>,
+    /// Lower-cased platform (`ios`, `android`, …) as the device sent it.
+    pub platform: Option<String>,
+    pub device_info: Option<String>,
+    pub extras: Option<String>,
+    pub external_id: Option<String>,
+    /// The last time the status changed.
+    pub last_changed_at: Option<Timestamp>,
+}
+
+/// A temporary ECIES key pair of protocol 3.3 (`spec/powerauth-activation.md` §3.3), multi-use until
+/// it expires.
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub struct TemporaryKey {
+    /// `sub` of the JWT: a random UUID v4, lower case.
+    pub id: String,
+    /// The application key of the version it was issued for.
+    pub application_key: String,
+    /// The activation it is bound to (activation scope), or `None` (application scope).
+    pub activation_id: Option<String>,
+    /// The private key, wrapped under the KEK.
+    pub wrapped_private_key: WrappedKey,
+    pub public_key: PublicKey,
+    pub created_at: Timestamp,
+    pub expires_at: Timestamp,
 }
 
 /// One activation: a device registered to a user of an application, with its counter state.
@@ -49,8 +120,8 @@ pub struct Activation {
     pub status: ActivationStatus,
     pub blocked_reason: Option<String>,
     pub flags: Vec<String>,
-    /// The device's public key.
-    pub device_public_key: PublicKey,
+    /// The device's public key; `None` while the activation is `CREATED` (no key exchange yet).
+    pub device_public_key: Option<PublicKey>,
     /// The per-activation server public key.
     pub server_public_key: PublicKey,
     /// The per-activation server private key, wrapped under the KEK it names; `None` once removed.
@@ -69,6 +140,8 @@ pub struct Activation {
     /// Record revision for compare-and-swap: the store sets it to 1 on insert and adds one on every
     /// successful update. A caller passes back the revision it read.
     pub version: u64,
+    /// Activation-by-code details (empty for registered activations).
+    pub enrollment: Enrollment,
 }
 
 impl Activation {
@@ -80,11 +153,15 @@ impl Activation {
     pub fn destroy_key_material(&mut self) {
         self.wrapped_server_private_key = None;
         self.encrypted_factor_keys = None;
+        self.enrollment.encrypted_transport_key = None;
+        self.enrollment.activation_otp = None;
     }
 
     /// Whether [`Self::destroy_key_material`] has run (or the activation never had key material).
     pub fn key_material_destroyed(&self) -> bool {
-        self.wrapped_server_private_key.is_none() && self.encrypted_factor_keys.is_none()
+        self.wrapped_server_private_key.is_none()
+            && self.encrypted_factor_keys.is_none()
+            && self.enrollment.encrypted_transport_key.is_none()
     }
 }
 

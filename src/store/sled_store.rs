@@ -10,6 +10,12 @@
 //! - `nonce_expiry`: `expires_at` as order-preserving `u64` BE ‖ nonce → empty (index for pruning).
 //! - `credentials`: client token (UTF-8) → integration credential.
 //! - `audit`: `seq` as `u64` BE → audit record.
+//! - `application_keys`: application key (UTF-8) → application id (index of the versions).
+//! - `activation_codes`: application id ‖ `00` ‖ activation code → activation id (index).
+//! - `temporary_keys`: temporary key id (UTF-8) → temporary key.
+//! - `ecies_replays`: replay key (UTF-8) → `expires_at` (i64 BE).
+//! - `ecies_expiry`: `expires_at` as order-preserving `u64` BE ‖ `r`/`t` ‖ replay key or temporary
+//!   key id → empty (index for pruning both).
 //!
 //! Multi-tree writes run as sled transactions (sled serializes them under one lock, which also serializes
 //! the audit chain). After the transaction, the writer waits in [`GroupCommit`] until a flush covers it.
@@ -26,7 +32,8 @@ use super::audit::{AuditDraft, AuditEntry, AuditRecord, ChainHead, ChainId};
 use super::codec::{self, DecodeError};
 use super::group_commit::{FlushHold, GroupCommit};
 use super::records::{
-    Activation, Application, IntegrationCredential, IssuedNonce, MasterKeyRef, NonceOwner,
+    Activation, Application, ApplicationVersion, IntegrationCredential, IssuedNonce, MasterKeyRef,
+    NonceOwner, TemporaryKey,
 };
 use super::{Committed, Conflict, Store, StoreError, VerificationCommit};
 use crate::model::{KeyId, Timestamp};
@@ -52,8 +59,32 @@ pub struct SledStore {
     nonce_expiry: Tree,
     credentials: Tree,
     audit: Tree,
+    application_keys: Tree,
+    activation_codes: Tree,
+    temporary_keys: Tree,
+    ecies_replays: Tree,
+    ecies_expiry: Tree,
     commits: GroupCommit,
 }
+
+/// Key of the `activation_codes` index.
+fn code_key(application_id: &str, code: &str) -> Vec<u8> {
+    let mut key = application_id.as_bytes().to_vec();
+    key.push(0);
+    key.extend_from_slice(code.as_bytes());
+    key
+}
+
+/// Key of the `ecies_expiry` index: expiry ‖ tag ‖ name.
+fn ecies_expiry_key(expires_at: Timestamp, tag: u8, name: &str) -> Vec<u8> {
+    let mut key = expiry_key(expires_at, "");
+    key.push(tag);
+    key.extend_from_slice(name.as_bytes());
+    key
+}
+
+const TAG_REPLAY: u8 = b'r';
+const TAG_TEMPORARY_KEY: u8 = b't';
 
 fn io(e: sled::Error) -> StoreError {
     StoreError::Io {
@@ -183,6 +214,11 @@ impl SledStore {
             nonce_expiry: tree("nonce_expiry")?,
             credentials: tree("credentials")?,
             audit: tree("audit")?,
+            application_keys: tree("application_keys")?,
+            activation_codes: tree("activation_codes")?,
+            temporary_keys: tree("temporary_keys")?,
+            ecies_replays: tree("ecies_replays")?,
+            ecies_expiry: tree("ecies_expiry")?,
             commits: GroupCommit::default(),
             db,
         };
@@ -333,19 +369,208 @@ impl Store for SledStore {
         audit: Option<AuditDraft>,
     ) -> Result<(), StoreError> {
         let value = codec::encode_application(app);
-        finish((&self.applications, &self.audit, &self.meta).transaction(
-            |(apps, audit_tree, meta)| {
-                if apps.get(app.id.as_bytes())?.is_some() {
+        finish(
+            (
+                &self.applications,
+                &self.application_keys,
+                &self.audit,
+                &self.meta,
+            )
+                .transaction(|(apps, keys, audit_tree, meta)| {
+                    if apps.get(app.id.as_bytes())?.is_some() {
+                        return Err(abort(StoreError::AlreadyExists {
+                            what: "application",
+                        }));
+                    }
+                    for version in &app.versions {
+                        if keys.get(version.application_key.as_bytes())?.is_some() {
+                            return Err(abort(StoreError::AlreadyExists {
+                                what: "application key",
+                            }));
+                        }
+                        keys.insert(version.application_key.as_bytes(), app.id.as_bytes())?;
+                    }
+                    apps.insert(app.id.as_bytes(), value.clone())?;
+                    maybe_append(meta, audit_tree, audit.as_ref())?;
+                    Ok(())
+                }),
+        )?;
+        self.durable()
+    }
+
+    fn add_application_version(
+        &self,
+        application_id: &str,
+        version: ApplicationVersion,
+        audit: Option<AuditDraft>,
+    ) -> Result<Application, StoreError> {
+        let app = finish(
+            (
+                &self.applications,
+                &self.application_keys,
+                &self.audit,
+                &self.meta,
+            )
+                .transaction(|(apps, keys, audit_tree, meta)| {
+                    let Some(bytes) = apps.get(application_id.as_bytes())? else {
+                        return Err(abort(StoreError::NotFound {
+                            what: "application",
+                        }));
+                    };
+                    let mut app =
+                        codec::decode_application(&bytes).map_err(|e| abort(corrupt(e)))?;
+                    if app.versions.iter().any(|v| v.id == version.id)
+                        || keys.get(version.application_key.as_bytes())?.is_some()
+                    {
+                        return Err(abort(StoreError::AlreadyExists {
+                            what: "application version",
+                        }));
+                    }
+                    keys.insert(
+                        version.application_key.as_bytes(),
+                        application_id.as_bytes(),
+                    )?;
+                    app.versions.push(version.clone());
+                    apps.insert(application_id.as_bytes(), codec::encode_application(&app))?;
+                    maybe_append(meta, audit_tree, audit.as_ref())?;
+                    Ok(app)
+                }),
+        )?;
+        self.durable()?;
+        Ok(app)
+    }
+
+    fn application_by_key(&self, application_key: &str) -> Result<Option<Application>, StoreError> {
+        match self
+            .application_keys
+            .get(application_key.as_bytes())
+            .map_err(io)?
+        {
+            None => Ok(None),
+            Some(id) => {
+                let id = String::from_utf8(id.to_vec()).map_err(|_| StoreError::Corrupt {
+                    what: "application key index holds a non-UTF-8 id".into(),
+                })?;
+                self.application(&id)
+            }
+        }
+    }
+
+    fn activation_by_code(
+        &self,
+        application_id: &str,
+        code: &str,
+    ) -> Result<Option<Activation>, StoreError> {
+        match self
+            .activation_codes
+            .get(code_key(application_id, code))
+            .map_err(io)?
+        {
+            None => Ok(None),
+            Some(id) => {
+                let id = String::from_utf8(id.to_vec()).map_err(|_| StoreError::Corrupt {
+                    what: "activation code index holds a non-UTF-8 id".into(),
+                })?;
+                self.activation(&id)
+            }
+        }
+    }
+
+    fn put_temporary_key(&self, key: &TemporaryKey) -> Result<(), StoreError> {
+        let value = codec::encode_temporary_key(key);
+        let index = ecies_expiry_key(key.expires_at, TAG_TEMPORARY_KEY, &key.id);
+        finish(
+            (&self.temporary_keys, &self.ecies_expiry).transaction(|(keys, expiry)| {
+                if keys.get(key.id.as_bytes())?.is_some() {
                     return Err(abort(StoreError::AlreadyExists {
-                        what: "application",
+                        what: "temporary key",
                     }));
                 }
-                apps.insert(app.id.as_bytes(), value.clone())?;
-                maybe_append(meta, audit_tree, audit.as_ref())?;
+                keys.insert(key.id.as_bytes(), value.clone())?;
+                expiry.insert(index.clone(), &[])?;
                 Ok(())
-            },
-        ))?;
+            }),
+        )?;
         self.durable()
+    }
+
+    fn temporary_key(&self, id: &str) -> Result<Option<TemporaryKey>, StoreError> {
+        Self::get_decoded(
+            &self.temporary_keys,
+            id.as_bytes(),
+            codec::decode_temporary_key,
+        )
+    }
+
+    fn remove_temporary_key(&self, id: &str) -> Result<bool, StoreError> {
+        let Some(key) = self.temporary_key(id)? else {
+            return Ok(false);
+        };
+        let index = ecies_expiry_key(key.expires_at, TAG_TEMPORARY_KEY, id);
+        finish(
+            (&self.temporary_keys, &self.ecies_expiry).transaction(|(keys, expiry)| {
+                keys.remove(id.as_bytes())?;
+                expiry.remove(index.clone())?;
+                Ok(())
+            }),
+        )?;
+        self.durable()?;
+        Ok(true)
+    }
+
+    fn register_replay(&self, key: &str, expires_at: Timestamp) -> Result<(), StoreError> {
+        let index = ecies_expiry_key(expires_at, TAG_REPLAY, key);
+        finish(
+            (&self.ecies_replays, &self.ecies_expiry).transaction(|(replays, expiry)| {
+                if replays.get(key.as_bytes())?.is_some() {
+                    return Err(abort(StoreError::AlreadyExists {
+                        what: "ECIES request",
+                    }));
+                }
+                replays.insert(key.as_bytes(), &expires_at.unix_millis().to_be_bytes())?;
+                expiry.insert(index.clone(), &[])?;
+                Ok(())
+            }),
+        )?;
+        self.durable()
+    }
+
+    fn prune_ecies(&self, expired_before: Timestamp, max: usize) -> Result<usize, StoreError> {
+        let mut doomed = Vec::new();
+        for entry in self.ecies_expiry.iter().take(max) {
+            let (key, _) = entry.map_err(io)?;
+            let Some(expires_at) = expiry_of_key(&key) else {
+                return Err(StoreError::Corrupt {
+                    what: "ECIES expiry index key is short".into(),
+                });
+            };
+            if expires_at >= expired_before || key.len() < 9 {
+                break;
+            }
+            doomed.push(key);
+        }
+        if doomed.is_empty() {
+            return Ok(0);
+        }
+        finish(
+            (
+                &self.ecies_replays,
+                &self.temporary_keys,
+                &self.ecies_expiry,
+            )
+                .transaction(|(replays, keys, expiry)| {
+                    for key in &doomed {
+                        match key[8] {
+                            TAG_REPLAY => replays.remove(&key[9..])?,
+                            _ => keys.remove(&key[9..])?,
+                        };
+                        expiry.remove(key)?;
+                    }
+                    Ok(())
+                }),
+        )?;
+        self.durable()?;
+        Ok(doomed.len())
     }
 
     fn application(&self, id: &str) -> Result<Option<Application>, StoreError> {
@@ -386,15 +611,32 @@ impl Store for SledStore {
             ..activation.clone()
         };
         let value = codec::encode_activation(&stored);
-        let audit_rec = finish((&self.activations, &self.audit, &self.meta).transaction(
-            |(acts, audit_tree, meta)| {
-                if acts.get(stored.id.as_bytes())?.is_some() {
-                    return Err(abort(StoreError::AlreadyExists { what: "activation" }));
+        let code = stored
+            .enrollment
+            .activation_code
+            .as_deref()
+            .map(|code| code_key(&stored.application_id, code));
+        let trees = (
+            &self.activations,
+            &self.activation_codes,
+            &self.audit,
+            &self.meta,
+        );
+        let audit_rec = finish(trees.transaction(|(acts, codes, audit_tree, meta)| {
+            if acts.get(stored.id.as_bytes())?.is_some() {
+                return Err(abort(StoreError::AlreadyExists { what: "activation" }));
+            }
+            if let Some(code) = &code {
+                if codes.get(code.as_slice())?.is_some() {
+                    return Err(abort(StoreError::AlreadyExists {
+                        what: "activation code",
+                    }));
                 }
-                acts.insert(stored.id.as_bytes(), value.clone())?;
-                maybe_append(meta, audit_tree, audit.as_ref())
-            },
-        ))?;
+                codes.insert(code.as_slice(), stored.id.as_bytes())?;
+            }
+            acts.insert(stored.id.as_bytes(), value.clone())?;
+            maybe_append(meta, audit_tree, audit.as_ref())
+        }))?;
         self.durable()?;
         Ok(Committed {
             activation: stored,

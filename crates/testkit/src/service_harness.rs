@@ -50,6 +50,7 @@ impl Clock for ManualClock {
 /// The settings of a fresh service: PowerAuth's defaults, nonce registry on, 300 s TTL.
 pub fn default_settings() -> Settings {
     Settings {
+        activation: offline_signer::service::ActivationSettings::default(),
         signature: SignatureSettings {
             lookahead: 20,
             max_failed_attempts: 5,
@@ -103,7 +104,7 @@ impl Harness {
     pub async fn device(&self, app: &str, max_failed_attempts: Option<u32>) -> Device {
         let device = self.pending_device(app, max_failed_attempts).await;
         self.service
-            .commit_activation(&device.activation_id)
+            .commit_activation(&device.activation_id, None)
             .await
             .expect("commit");
         device

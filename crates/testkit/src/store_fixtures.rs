@@ -40,6 +40,7 @@ pub fn application(id: &str) -> Application {
             created_at: t(0),
         }],
         created_at: t(0),
+        versions: Vec::new(),
     }
 }
 
@@ -51,7 +52,7 @@ pub fn activation(id: &str) -> Activation {
         status: ActivationStatus::Active,
         blocked_reason: None,
         flags: vec!["FLAG".into()],
-        device_public_key: test_key(0x33),
+        device_public_key: Some(test_key(0x33)),
         server_public_key: test_key(0x44),
         wrapped_server_private_key: Some(WrappedKey::new(
             KeyId::from_bytes([0x66; 16]),
@@ -65,6 +66,7 @@ pub fn activation(id: &str) -> Activation {
         created_at: t(1),
         last_used_at: None,
         version: 0,
+        enrollment: Default::default(),
     }
 }
 
