@@ -805,3 +805,41 @@ pub struct CodeActivation {
     /// What the device says about itself.
     pub device: DeviceInfo,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    // `spec/powerauth-activation.md` §8.2.
+    const CONFIG: &str = "ARBYLyBECwyv+0Nmd0fYa+9nEGE+cjK1dVz4UvrJE4gEpawBAUEE0ls34mLg5CXOfv6M81v/9hZMHjyVJWlrQnoQWKrpc6+LV5L8L4NUZlA7HZOHg6vkVEQeudNjBGcWTBviYyq65Q==";
+
+    #[test]
+    fn sdk_config_parses_the_worked_example_and_refuses_damage() {
+        let config = SdkConfig::parse(CONFIG).unwrap();
+        assert_eq!(config.application_key, "WC8gRAsMr/tDZndH2GvvZw==");
+        assert_eq!(
+            config.application_secret.expose_text(),
+            "YT5yMrV1XPhS+skTiASlrA=="
+        );
+        assert!(!format!("{config:?}").contains("YT5yMrV1"));
+        let bytes = b64::decode(CONFIG).unwrap();
+        let mut wrong_version = bytes.clone();
+        wrong_version[0] = 2;
+        let mut long_count = bytes.clone();
+        long_count[1] = 0x81;
+        let mut trailing = bytes.clone();
+        trailing.push(0);
+        for (bad, why) in [
+            (b64::encode(&bytes[..bytes.len() - 1]), "master public key"),
+            (b64::encode(&wrong_version), "format version is not 1"),
+            (b64::encode(&long_count), "application key"),
+            (b64::encode(&trailing), "trailing bytes"),
+            ("not base64".to_owned(), "not Base64"),
+        ] {
+            match SdkConfig::parse(&bad) {
+                Err(TokenError::InvalidSdkConfig(reason)) => assert_eq!(reason, why),
+                other => panic!("{why}: {other:?}"),
+            }
+        }
+    }
+}
