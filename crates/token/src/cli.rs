@@ -1,5 +1,8 @@
 //! The `offline-token` token subcommands: `activate`, `sign`, `status`.
 //!
+//! `activate --code` is activation by activation code (protocol 3.3, [`crate::activation`]);
+//! `activate --user` is the `activation/register` test path that needs no code.
+//!
 //! Output discipline: what a script consumes goes to **stdout** (the JSON object of `--json`, one
 //! value of `--field`, or the code alone), everything meant for a person (the operation, the flags,
 //! the fingerprint, hints) goes to **stderr**. So `token sign --json` prints pure JSON on stdout.
@@ -11,6 +14,9 @@ use std::path::PathBuf;
 
 use clap::{Args, Subcommand, ValueEnum};
 
+use secrecy::SecretString;
+
+use super::activation::{CodeActivation, DeviceInfo, OtpPlacement};
 use super::client::{Client, Credentials};
 use super::{Activation, SignOptions, SignedOperation, Token, TokenError, TokenState};
 use crate::crypto::ComponentLength;
@@ -19,7 +25,13 @@ use crate::crypto::offline_data::DEFAULT_URI_ID;
 /// A software mobile token (test double of a phone app).
 #[derive(Debug, Subcommand)]
 pub enum TokenCommand {
-    /// Activate a new token: device key pair, register, fingerprint check, save the state, commit.
+    /// Activate a new token, with an activation code (protocol 3.3) or, as a test path, by register.
+    ///
+    /// With --code the tool plays the mobile SDK and the enrollment server: mobileSdkConfig (from
+    /// application/detail or --sdk-config), activation-code signature check, keystore/create,
+    /// ECIES layers 2 and 1, ecies/decryptor, activation/prepare, key derivation, save the state,
+    /// then activation/commit unless the server committed at key exchange. Without --code, --user
+    /// registers a fresh device key directly (activation/register, not PowerAuth's flow).
     ///
     /// Integration credentials come from OFFLINE_SIGNER_CLIENT_TOKEN and OFFLINE_SIGNER_CLIENT_SECRET
     /// (as in credentials.env). The state file must not exist yet; it is created with mode 0600.
@@ -42,15 +54,76 @@ pub struct ActivateArgs {
     /// The application id to activate in.
     #[arg(long, value_name = "ID")]
     pub application: String,
-    /// The user id to register.
-    #[arg(long, value_name = "ID")]
-    pub user: String,
+    /// Test path without a code: the user id to register through activation/register.
+    #[arg(
+        long,
+        value_name = "ID",
+        required_unless_present = "code",
+        conflicts_with = "code"
+    )]
+    pub user: Option<String>,
+    /// The activation code from activation/init (XXXXX-XXXXX-XXXXX-XXXXX), or the scanned QR
+    /// payload CODE#SIGNATURE.
+    #[arg(long, value_name = "CODE")]
+    pub code: Option<String>,
+    /// The activation signature (Base64 DER) from activation/init; checked with the master public
+    /// key before anything is sent. Without it (and without #SIGNATURE in --code) the code is
+    /// accepted unchecked, as the SDK does.
+    #[arg(long, value_name = "SIG", requires = "code")]
+    pub code_signature: Option<String>,
+    /// The application's mobileSdkConfig string; when absent it is read from application/detail
+    /// (versions[]) with the integration credentials, as a bank's set-up would.
+    #[arg(
+        long,
+        value_name = "STRING",
+        env = "OFFLINE_TOKEN_SDK_CONFIG",
+        hide_env_values = true,
+        requires = "code"
+    )]
+    pub sdk_config: Option<String>,
+    /// The activation OTP, when activation/init was given one.
+    #[arg(
+        long,
+        value_name = "OTP",
+        env = "OFFLINE_TOKEN_ACTIVATION_OTP",
+        hide_env_values = true,
+        requires = "code"
+    )]
+    pub otp: Option<String>,
+    /// Where the OTP goes: `commit` (activation/commit, commit phase ON_COMMIT) or `key-exchange`
+    /// (inside layer 2 to activation/prepare, commit phase ON_KEY_EXCHANGE).
+    #[arg(
+        long,
+        value_enum,
+        value_name = "WHERE",
+        default_value = "commit",
+        requires = "otp"
+    )]
+    pub otp_at: OtpAt,
+    /// The activationName the device sends in layer 2.
+    #[arg(long, value_name = "NAME", default_value = "offline-token")]
+    pub activation_name: String,
+    /// The platform the device sends in layer 2 (e.g. ios, android).
+    #[arg(long, value_name = "NAME", default_value = "unknown")]
+    pub platform: String,
+    /// The deviceInfo the device sends in layer 2.
+    #[arg(long, value_name = "TEXT", default_value = "offline-token simulator")]
+    pub device_info: String,
     /// The state file to create (mode 0600).
     #[arg(long, value_name = "FILE")]
     pub state: PathBuf,
     /// Failed attempts before the server blocks the activation (server default when absent).
     #[arg(long, value_name = "N")]
     pub max_failed_attempts: Option<u32>,
+}
+
+/// Where `activate --otp` sends the activation OTP.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum OtpAt {
+    /// With activation/commit (commit phase ON_COMMIT).
+    Commit,
+    /// Inside layer 2 to activation/prepare (commit phase ON_KEY_EXCHANGE).
+    KeyExchange,
 }
 
 /// Arguments of `token sign`.
@@ -102,7 +175,10 @@ pub struct StatusArgs {
     /// The token's state file.
     #[arg(long, value_name = "FILE")]
     pub state: PathBuf,
-    /// Also ask the server for the activation's status (uses the credential variables).
+    /// Also ask the server: activation/status with a random challenge; the encrypted status blob
+    /// is decrypted with the token's transport key and the counter check (PowerAuth §6.3) is run.
+    /// Prints one JSON object on stdout (status, counter sync result, blob fields); adopts and saves
+    /// the server's counter when the server is ahead. Uses the credential variables.
     #[arg(long)]
     pub remote: bool,
 }
@@ -135,15 +211,42 @@ fn activate(args: ActivateArgs) -> Result<(), TokenError> {
         );
     }
     let client = Client::new(&args.server, credentials)?;
-    let activation = Activation {
-        application_id: args.application,
-        user_id: args.user,
-        max_failed_attempts: args.max_failed_attempts,
-    };
     let path = args.state;
-    let token = runtime()?.block_on(Token::activate(&client, &activation, |state| {
-        state.create(&path).map_err(TokenError::from)
-    }))?;
+    let persist = |state: &TokenState| state.create(&path).map_err(TokenError::from);
+    let token = match (args.code, args.user) {
+        (Some(code), _) => {
+            let activation = CodeActivation {
+                application_id: args.application,
+                code,
+                code_signature: args.code_signature,
+                sdk_config: args.sdk_config.map(SecretString::from),
+                activation_otp: args.otp.map(SecretString::from),
+                otp_placement: match args.otp_at {
+                    OtpAt::Commit => OtpPlacement::Commit,
+                    OtpAt::KeyExchange => OtpPlacement::KeyExchange,
+                },
+                device: DeviceInfo {
+                    activation_name: args.activation_name,
+                    platform: args.platform,
+                    device_info: args.device_info,
+                },
+            };
+            runtime()?.block_on(Token::activate_with_code(&client, &activation, persist))?
+        }
+        (None, Some(user_id)) => {
+            let activation = Activation {
+                application_id: args.application,
+                user_id,
+                max_failed_attempts: args.max_failed_attempts,
+            };
+            runtime()?.block_on(Token::activate(&client, &activation, persist))?
+        }
+        (None, None) => {
+            return Err(TokenError::Io(std::io::Error::other(
+                "give --code CODE (activation by code) or --user ID (register test path)",
+            )));
+        }
+    };
     let state = token.state();
     eprintln!("Token activated.");
     eprintln!("  activation  {}", state.activation_id);
@@ -231,6 +334,9 @@ fn describe(signed: &SignedOperation) {
 
 fn status(args: StatusArgs) -> Result<(), TokenError> {
     let state = TokenState::load(&args.state)?;
+    if args.remote && state.transport_key.is_some() {
+        return remote_status(&args.state, state);
+    }
     let mut out = std::io::stdout().lock();
     writeln!(out, "activation   {}", state.activation_id)?;
     writeln!(out, "application  {}", state.application_id)?;
@@ -239,6 +345,10 @@ fn status(args: StatusArgs) -> Result<(), TokenError> {
     writeln!(out, "codes made   {}", state.counter)?;
     writeln!(out, "fingerprint  {}", state.fingerprint())?;
     if args.remote {
+        eprintln!(
+            "note: this state has no transport key (written by an older version); showing the \
+             server's clear status only"
+        );
         let client = Client::new(&state.server_url, Credentials::from_env())?;
         let remote = runtime()?.block_on(client.activation_status(&state.activation_id))?;
         writeln!(out, "status       {}", remote.activation_status)?;
@@ -259,5 +369,28 @@ fn status(args: StatusArgs) -> Result<(), TokenError> {
             )?;
         }
     }
+    Ok(())
+}
+
+/// `status --remote` for a state with a transport key: one JSON object on stdout.
+fn remote_status(path: &std::path::Path, state: TokenState) -> Result<(), TokenError> {
+    let client = Client::new(&state.server_url, Credentials::from_env())?;
+    let mut token = Token::new(state);
+    let report = runtime()?.block_on(token.remote_status(&client))?;
+    if report.state_changed {
+        token.state().save(path)?;
+        eprintln!(
+            "The server's counter was ahead; the token adopted it and saved {}.",
+            path.display()
+        );
+    }
+    eprintln!(
+        "Status {} (blob, authenticated); counter check {}.",
+        report.activation_status, report.counter_sync.result
+    );
+    let mut out = std::io::stdout().lock();
+    serde_json::to_writer_pretty(&mut out, &report).map_err(std::io::Error::other)?;
+    writeln!(out)?;
+    out.flush()?;
     Ok(())
 }

@@ -118,6 +118,217 @@ pub struct ApplicationDetail {
     pub application_roles: Vec<String>,
     /// Base64 of the newest master public key.
     pub master_public_key: String,
+    /// The application versions (`spec/powerauth-activation.md` §5.1); empty from a server that
+    /// does not list them.
+    #[serde(default)]
+    pub versions: Vec<ApplicationVersion>,
+}
+
+/// One entry of `versions[]` in `application/detail` (§5.1). `Debug` hides the secret and the
+/// configuration that embeds it.
+#[derive(Clone, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ApplicationVersion {
+    /// The version id, e.g. `default`.
+    pub application_version_id: String,
+    /// `APP_KEY`: Base64 text of 16 bytes.
+    pub application_key: String,
+    /// `APP_SECRET`: Base64 text of 16 bytes.
+    #[serde(deserialize_with = "secret")]
+    pub application_secret: SecretString,
+    /// The single-string SDK configuration (key, secret, master public key).
+    #[serde(default, deserialize_with = "optional_secret")]
+    pub mobile_sdk_config: Option<SecretString>,
+    /// Whether the version is still accepted.
+    #[serde(default = "yes")]
+    pub supported: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+fn secret<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<SecretString, D::Error> {
+    String::deserialize(deserializer).map(SecretString::from)
+}
+
+fn optional_secret<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Option<SecretString>, D::Error> {
+    Ok(Option::<String>::deserialize(deserializer)?.map(SecretString::from))
+}
+
+impl fmt::Debug for ApplicationVersion {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ApplicationVersion")
+            .field("application_version_id", &self.application_version_id)
+            .field("application_key", &self.application_key)
+            .field("supported", &self.supported)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The ECIES fields of an encrypted request on the wire (§2.4), in upstream's order.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct EciesRequestWire {
+    /// The temporary key the request is encrypted to (3.3 only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub temporary_key_id: Option<String>,
+    /// Base64 of `EPH` as sent (the SDK sends 33 compressed bytes).
+    pub ephemeral_public_key: String,
+    /// Base64 of the ciphertext.
+    pub encrypted_data: String,
+    /// Base64 of the 32-byte MAC.
+    pub mac: String,
+    /// Base64 of the 16-byte nonce.
+    pub nonce: String,
+    /// Unix milliseconds.
+    pub timestamp: i64,
+}
+
+/// The ECIES fields of an encrypted response on the wire (§2.5).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct EciesResponseWire {
+    /// Base64 of the ciphertext.
+    pub encrypted_data: String,
+    /// Base64 of the 32-byte MAC.
+    pub mac: String,
+    /// Base64 of the 16-byte response nonce.
+    pub nonce: String,
+    /// Unix milliseconds of the response.
+    pub timestamp: i64,
+}
+
+/// Request of `ecies/decryptor` (§5.7), as the enrollment server sends it.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct EciesDecryptorRequest {
+    /// Present for activation-scope requests only.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub activation_id: Option<String>,
+    /// `APP_KEY`.
+    pub application_key: String,
+    /// The temporary key id (3.3).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub temporary_key_id: Option<String>,
+    /// Base64 of `EPH` as the client sent it.
+    pub ephemeral_public_key: String,
+    /// Base64 of the request nonce (replay check).
+    pub nonce: String,
+    /// `"3.3"`.
+    pub protocol_version: String,
+    /// The request timestamp (replay check).
+    pub timestamp: i64,
+}
+
+/// Answer of `ecies/decryptor`: the envelope key and `SH2_BASE` in clear (§2.6). `Debug` hides
+/// both.
+#[derive(Clone, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct EciesDecryptorResponse {
+    /// Base64 of the 48-byte envelope key.
+    #[serde(deserialize_with = "secret")]
+    pub secret_key: SecretString,
+    /// Base64 of the 32-byte `SH2_BASE`.
+    #[serde(deserialize_with = "secret")]
+    pub shared_info2: SecretString,
+}
+
+impl fmt::Debug for EciesDecryptorResponse {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("EciesDecryptorResponse(REDACTED)")
+    }
+}
+
+/// Request of `activation/prepare` (§5.3), fields in upstream's order.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PrepareActivationRequest {
+    /// The activation code (without the signature).
+    pub activation_code: String,
+    /// `APP_KEY`.
+    pub application_key: String,
+    /// Always `false`: recovery codes are not supported.
+    pub generate_recovery_codes: bool,
+    /// The temporary key id (3.3).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub temporary_key_id: Option<String>,
+    /// Layer 2's `EPH`, untouched.
+    pub ephemeral_public_key: String,
+    /// Layer 2's ciphertext, untouched.
+    pub encrypted_data: String,
+    /// Layer 2's MAC, untouched.
+    pub mac: String,
+    /// Layer 2's nonce, untouched.
+    pub nonce: String,
+    /// `"3.3"`.
+    pub protocol_version: String,
+    /// Layer 2's timestamp, untouched.
+    pub timestamp: i64,
+}
+
+/// Answer of `activation/prepare` (§5.3).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PrepareActivationResponse {
+    /// The activation id.
+    pub activation_id: String,
+    /// The user id given at init.
+    pub user_id: Option<String>,
+    /// The application id.
+    pub application_id: Option<String>,
+    /// Layer 2 response ciphertext (Base64).
+    pub encrypted_data: String,
+    /// Layer 2 response MAC (Base64).
+    pub mac: String,
+    /// Layer 2 response nonce (Base64).
+    pub nonce: String,
+    /// Layer 2 response timestamp (Unix ms).
+    pub timestamp: i64,
+    /// `PENDING_COMMIT`, or `ACTIVE` when the commit phase is `ON_KEY_EXCHANGE`.
+    pub activation_status: String,
+}
+
+/// Request of `activation/commit` with the fields of §5.5.
+#[derive(Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CommitRequest {
+    /// The activation to commit.
+    pub activation_id: String,
+    /// Who commits (the bank's user id), if known.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub external_user_id: Option<String>,
+    /// The activation OTP, when the activation was initialized with one.
+    #[serde(
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "expose_optional"
+    )]
+    pub activation_otp: Option<SecretString>,
+}
+
+impl fmt::Debug for CommitRequest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CommitRequest")
+            .field("activation_id", &self.activation_id)
+            .field("external_user_id", &self.external_user_id)
+            .field(
+                "activation_otp",
+                &self.activation_otp.as_ref().map(|_| "REDACTED"),
+            )
+            .finish()
+    }
+}
+
+fn expose_optional<S: serde::Serializer>(
+    value: &Option<SecretString>,
+    serializer: S,
+) -> Result<S::Ok, S::Error> {
+    match value {
+        Some(secret) => serializer.serialize_some(secret.expose_secret()),
+        None => serializer.serialize_none(),
+    }
 }
 
 /// Request of `activation/register`.
@@ -176,6 +387,15 @@ pub struct ActivationStatus {
     pub max_failed_attempts: u32,
     /// The fingerprint.
     pub device_public_key_fingerprint: Option<String>,
+    /// Base64 of the 32-byte encrypted status blob (§5.6, §6).
+    #[serde(default)]
+    pub encrypted_status_blob: Option<String>,
+    /// Base64 of the server's 16-byte status nonce; present when a challenge was sent.
+    #[serde(default)]
+    pub encrypted_status_blob_nonce: Option<String>,
+    /// The activation's protocol version (3 once a device key is bound).
+    #[serde(default)]
+    pub version: Option<u32>,
 }
 
 /// The proximity check of a create request (`seed`, `stepLength`) or a verify request (+ `stepCount`).
@@ -381,6 +601,84 @@ impl Client {
     ) -> Result<ActivationStatus, ClientError> {
         self.call("/rest/v3/activation/status", &ById { activation_id })
             .await
+    }
+
+    /// `POST /rest/v3/activation/status` with a status `challenge` (Base64 of 16 bytes), so that the
+    /// answer carries the encrypted status blob and its nonce (§5.6).
+    ///
+    /// # Errors
+    /// [`ClientError`]: transport failure, the service's error envelope, or an unexpected answer.
+    pub async fn activation_status_with_challenge(
+        &self,
+        activation_id: &str,
+        challenge: &str,
+    ) -> Result<ActivationStatus, ClientError> {
+        #[derive(Serialize)]
+        #[serde(rename_all = "camelCase")]
+        struct Status<'a> {
+            activation_id: &'a str,
+            challenge: &'a str,
+        }
+        self.call(
+            "/rest/v3/activation/status",
+            &Status {
+                activation_id,
+                challenge,
+            },
+        )
+        .await
+    }
+
+    /// `POST /rest/v3/keystore/create` with the SDK's HS256 request JWT; returns the ES256 response
+    /// JWT (§3).
+    ///
+    /// # Errors
+    /// [`ClientError`]: transport failure, the service's error envelope, or an unexpected answer.
+    pub async fn keystore_create(&self, jwt: &str) -> Result<String, ClientError> {
+        #[derive(Serialize)]
+        struct Request<'a> {
+            jwt: &'a str,
+        }
+        #[derive(Deserialize)]
+        struct Response {
+            jwt: String,
+        }
+        let answer: Response = self
+            .call("/rest/v3/keystore/create", &Request { jwt })
+            .await?;
+        Ok(answer.jwt)
+    }
+
+    /// `POST /rest/v3/ecies/decryptor` (§5.7).
+    ///
+    /// # Errors
+    /// [`ClientError`]: transport failure, the service's error envelope, or an unexpected answer.
+    pub async fn ecies_decryptor(
+        &self,
+        request: &EciesDecryptorRequest,
+    ) -> Result<EciesDecryptorResponse, ClientError> {
+        self.call("/rest/v3/ecies/decryptor", request).await
+    }
+
+    /// `POST /rest/v3/activation/prepare` (§5.3).
+    ///
+    /// # Errors
+    /// [`ClientError`]: transport failure, the service's error envelope, or an unexpected answer.
+    pub async fn activation_prepare(
+        &self,
+        request: &PrepareActivationRequest,
+    ) -> Result<PrepareActivationResponse, ClientError> {
+        self.call("/rest/v3/activation/prepare", request).await
+    }
+
+    /// `POST /rest/v3/activation/commit` with the optional OTP and external user id (§5.5).
+    ///
+    /// # Errors
+    /// [`ClientError`]: transport failure, the service's error envelope, or an unexpected answer.
+    pub async fn activation_commit_with(&self, request: &CommitRequest) -> Result<(), ClientError> {
+        self.call::<_, serde_json::Value>("/rest/v3/activation/commit", request)
+            .await
+            .map(drop)
     }
 
     /// `POST /rest/v3/activation/block` with an optional reason.

@@ -15,7 +15,13 @@
 //!   and advances the counter, as a phone does for every code it shows. The caller persists the state
 //!   **before** showing the code ([`cli`] does).
 //!
-//! Modules: [`state`] (the state file), [`operation`] (the §5 grammar), [`client`] (the REST client
+//! - [`Token::activate_with_code`]: activation by activation code, protocol 3.3, playing both the
+//!   mobile SDK and the enrollment server ([`activation`]); [`Token::activate`] (register) stays as
+//!   the test path that needs no code.
+//! - [`Token::remote_status`]: `activation/status` with a fresh challenge, the decrypted status
+//!   blob and the counter check of `spec/powerauth-activation.md` §6.3.
+//!
+//! Modules: [`activation`] (activation by code), [`state`] (the state file), [`operation`] (the §5 grammar), [`client`] (the REST client
 //! both the token and a web application use), [`cli`] (the `offline-token` token subcommands),
 //! [`qr`] (QR codes), [`input`] (reading a payload from stdin), [`bench`] (the benchmark driver).
 
@@ -23,13 +29,24 @@ use std::fmt;
 
 use serde::Serialize;
 
+use rand::RngCore as _;
+use secrecy::ExposeSecret as _;
+
+use crate::activation::{
+    ActivatedKeys, ActivationServer, CodeActivation, EciesServerKey, EnrollmentEnvelope,
+    OtpPlacement, SdkConfig,
+};
+use crate::crypto::activation_code::ActivationCode;
+use crate::crypto::ecies::NONCE_LEN;
 use crate::crypto::offline_data::DEFAULT_URI_ID;
 use crate::crypto::signature::decimal_signature;
+use crate::crypto::status_blob::{self, CounterSync, StatusBlob};
 use crate::crypto::{
-    ComponentLength, CounterData, CryptoError, FactorKeys, KeyIndicator, MasterSecret, OfflineData,
-    PrivateKey, PublicKey, RequestData, SignatureType, fingerprint,
+    ComponentLength, CounterData, CryptoError, DerSignature, KeyIndicator, OfflineData, PrivateKey,
+    PublicKey, RequestData, SignatureType, SymmetricKey, b64, fingerprint,
 };
 
+pub mod activation;
 pub mod bench;
 pub mod cli;
 pub mod client;
@@ -78,6 +95,45 @@ pub enum TokenError {
         /// What the token computed.
         local: String,
     },
+    /// `mobileSdkConfig` is not the format of §5.1 (names the part, never a value).
+    #[error("invalid mobileSdkConfig: {0}")]
+    InvalidSdkConfig(&'static str),
+    /// `application/detail` lists no supported version with a `mobileSdkConfig`.
+    #[error("application {0:?} has no supported version with a mobileSdkConfig; pass --sdk-config")]
+    NoApplicationVersion(String),
+    /// The activation code (or its QR payload) is malformed.
+    #[error("invalid activation code: {0}")]
+    InvalidActivationCode(CryptoError),
+    /// The activation code's signature does not verify with the master public key.
+    #[error(
+        "REFUSED: the activation code's signature does not verify with the application's master \
+         public key; the code was not issued by this server, or it was altered"
+    )]
+    ActivationCodeSignature,
+    /// The `keystore/create` answer does not verify or does not echo the request.
+    #[error("REFUSED: the temporary key from keystore/create is not valid: {0}")]
+    TemporaryKeyRejected(CryptoError),
+    /// The temporary key expires before it was issued.
+    #[error("REFUSED: the temporary key from keystore/create is already expired")]
+    TemporaryKeyExpired,
+    /// An ECIES step failed on the SDK side (bad MAC, padding or fields).
+    #[error("ECIES {0} failed: {1}")]
+    Ecies(&'static str, CryptoError),
+    /// The enrollment side could not decrypt layer 1 with the `/ecies/decryptor` secrets.
+    #[error("the enrollment server could not decrypt layer 1 with the secrets of ecies/decryptor")]
+    EnrollmentDecryption,
+    /// Two answers of the server disagree (e.g. the activation id in layer 2 and in prepare).
+    #[error("REFUSED: the server's answers disagree on the {0}")]
+    ActivationMismatch(&'static str),
+    /// The state has no `KEY_TRANSPORT`, so the status blob cannot be read.
+    #[error(
+        "this token state has no transport key (written by an older version); activate again to \
+         read the encrypted status"
+    )]
+    NoTransportKey,
+    /// The status blob does not decrypt to a valid blob.
+    #[error("the encrypted status blob is not valid: {0}")]
+    StatusBlob(CryptoError),
     /// The REST call failed.
     #[error(transparent)]
     Client(#[from] client::ClientError),
@@ -230,7 +286,7 @@ impl PendingActivation {
                 local,
             });
         }
-        let master = MasterSecret::agree(&self.device_private, &server_public_key);
+        let keys = ActivatedKeys::derive(&self.device_private, &server_public_key);
         Ok(TokenState {
             server_url: self.server_url,
             application_id: self.application_id,
@@ -239,9 +295,12 @@ impl PendingActivation {
             device_public_key,
             server_public_key,
             master_public_key,
-            factor_keys: FactorKeys::from_master_secret(&master),
+            factor_keys: keys.factor_keys,
             counter_data,
             counter: 0,
+            // The service derives and stores KEY_TRANSPORT at register too (§7.3).
+            transport_key: Some(keys.transport_key),
+            protocol_version: None,
         })
     }
 }
@@ -288,6 +347,220 @@ impl Token {
         persist(&state)?;
         client.activation_commit(&state.activation_id).await?;
         Ok(Self { state })
+    }
+
+    /// Activates a new token with an activation code, protocol 3.3, playing the mobile SDK and
+    /// the enrollment server (see [`activation`]):
+    ///
+    /// 1. SDK: `mobileSdkConfig` from `activation.sdk_config` or `application/detail`; the code's
+    ///    signature (when given) must verify with its master public key; `keystore/create` with the
+    ///    HS256 request JWT, whose ES256 answer must verify with the master public key; the clock
+    ///    offset to the server is taken from its `iat_ms`; layer 2 around a fresh device key pair,
+    ///    layer 1 around the code and layer 2.
+    /// 2. Enrollment server: `ecies/decryptor` for layer 1's envelope, decrypts layer 1,
+    ///    `activation/prepare` with the code and the untouched layer 2, encrypts its layer-1
+    ///    response.
+    /// 3. SDK: decrypts both layers, checks the activation id, server public key and `ctrData`,
+    ///    derives Kp, Kk, Kb and `KEY_TRANSPORT`; `persist` runs **before** the commit; then
+    ///    `activation/commit` (with the OTP when it belongs there) unless prepare answered `ACTIVE`.
+    ///
+    /// # Errors
+    /// Any refusal of the service ([`TokenError::Client`]), a code or signature that does not
+    /// check, a temporary key or response that does not verify, or `persist`'s error; nothing is
+    /// committed then.
+    pub async fn activate_with_code<S: ActivationServer>(
+        server: &S,
+        activation: &CodeActivation,
+        persist: impl FnOnce(&TokenState) -> Result<(), TokenError>,
+    ) -> Result<Self, TokenError> {
+        let mut rng = rand::rngs::OsRng;
+        let (code, embedded) = ActivationCode::parse_qr_payload(activation.code.trim())
+            .map_err(TokenError::InvalidActivationCode)?;
+        let signature = match &activation.code_signature {
+            Some(text) => Some(
+                DerSignature::from_base64(text.trim())
+                    .map_err(TokenError::InvalidActivationCode)?,
+            ),
+            None => embedded,
+        };
+
+        // --- the SDK ---
+        let config = match &activation.sdk_config {
+            Some(text) => SdkConfig::parse(text.expose_secret())?,
+            None => SdkConfig::from_detail(
+                &server
+                    .application_detail(&activation.application_id)
+                    .await?,
+            )?,
+        };
+        if let Some(signature) = &signature {
+            code.verify_signature(&config.master_public_key, signature)
+                .map_err(|_| TokenError::ActivationCodeSignature)?;
+        }
+        let (jwt, challenge) = activation::temporary_key_request(&config, &mut rng);
+        let answer = server.keystore_create(&jwt).await?;
+        let claims = activation::temporary_key_accept(&config, &answer, &challenge)?;
+        let offset_ms = claims.issued_at_ms.saturating_sub(now_ms());
+        let server_now = || now_ms().saturating_add(offset_ms);
+        let key = EciesServerKey::temporary(&claims);
+        let device_private = PrivateKey::generate(&mut rng);
+        let otp_in_layer2 = match activation.otp_placement {
+            OtpPlacement::KeyExchange => activation
+                .activation_otp
+                .as_ref()
+                .map(|otp| otp.expose_secret()),
+            OtpPlacement::Commit => None,
+        };
+        let layer2 = activation::layer2_request(
+            &config,
+            &key,
+            &device_private.public_key(),
+            &activation.device,
+            otp_in_layer2,
+            &PrivateKey::generate(&mut rng),
+            random_nonce(&mut rng),
+            server_now(),
+        )?;
+        let layer1 = activation::layer1_request(
+            &config,
+            &key,
+            code.as_str(),
+            &layer2.wire,
+            &PrivateKey::generate(&mut rng),
+            random_nonce(&mut rng),
+            server_now(),
+        )?;
+
+        // --- the enrollment server, receiving layer 1 ---
+        let request = activation::request_from_wire(&layer1.wire)?;
+        let secrets = server
+            .ecies_decryptor(&client::EciesDecryptorRequest {
+                activation_id: None,
+                application_key: config.application_key.clone(),
+                temporary_key_id: layer1.wire.temporary_key_id.clone(),
+                ephemeral_public_key: layer1.wire.ephemeral_public_key.clone(),
+                nonce: layer1.wire.nonce.clone(),
+                protocol_version: key.version.as_str().to_owned(),
+                timestamp: layer1.wire.timestamp,
+            })
+            .await?;
+        let envelope = EnrollmentEnvelope::new(
+            key.version,
+            &secrets,
+            &config.application_key,
+            layer1.wire.temporary_key_id.as_deref(),
+        )?;
+        let (enrolled_code, inner) =
+            activation::read_layer1_request(&envelope.decrypt_request(&request)?)?;
+        let prepared = server
+            .activation_prepare(&client::PrepareActivationRequest {
+                activation_code: enrolled_code,
+                application_key: config.application_key.clone(),
+                generate_recovery_codes: false,
+                temporary_key_id: inner.temporary_key_id.clone(),
+                ephemeral_public_key: inner.ephemeral_public_key,
+                encrypted_data: inner.encrypted_data,
+                mac: inner.mac,
+                nonce: inner.nonce,
+                protocol_version: key.version.as_str().to_owned(),
+                timestamp: inner.timestamp,
+            })
+            .await?;
+        let mut response_nonce = random_nonce(&mut rng);
+        while request.nonce == Some(response_nonce) {
+            response_nonce = random_nonce(&mut rng);
+        }
+        let layer1_response = envelope.encrypt_response(
+            &activation::layer1_response_plaintext(&activation::prepare_response_wire(&prepared)),
+            response_nonce,
+            now_ms(),
+        );
+
+        // --- the SDK, receiving the answer ---
+        let layer2_response = activation::read_layer1_response(
+            &layer1.encryptor,
+            &activation::response_to_wire(&layer1_response),
+        )?;
+        let result = activation::read_layer2_response(&layer2.encryptor, &layer2_response)?;
+        if result.activation_id != prepared.activation_id {
+            return Err(TokenError::ActivationMismatch("activation id"));
+        }
+        let keys = ActivatedKeys::derive(&device_private, &result.server_public_key);
+        let state = TokenState {
+            server_url: server.base_url().to_owned(),
+            application_id: prepared
+                .application_id
+                .clone()
+                .unwrap_or_else(|| activation.application_id.clone()),
+            user_id: prepared.user_id.clone().unwrap_or_default(),
+            activation_id: result.activation_id,
+            device_public_key: device_private.public_key(),
+            server_public_key: result.server_public_key,
+            master_public_key: config.master_public_key,
+            factor_keys: keys.factor_keys,
+            counter_data: result.ctr_data,
+            counter: 0,
+            transport_key: Some(keys.transport_key),
+            protocol_version: Some(key.version),
+        };
+        persist(&state)?;
+        match prepared.activation_status.as_str() {
+            // Commit phase ON_KEY_EXCHANGE: the server committed at prepare.
+            "ACTIVE" => {}
+            "PENDING_COMMIT" => {
+                server
+                    .activation_commit(&client::CommitRequest {
+                        activation_id: state.activation_id.clone(),
+                        external_user_id: None,
+                        activation_otp: match activation.otp_placement {
+                            OtpPlacement::Commit => activation.activation_otp.clone(),
+                            OtpPlacement::KeyExchange => None,
+                        },
+                    })
+                    .await?
+            }
+            _ => {
+                return Err(TokenError::InvalidServerValue(
+                    "activation status after prepare",
+                ));
+            }
+        }
+        Ok(Self { state })
+    }
+
+    /// Asks the service for the activation's status with a fresh random challenge and reads the
+    /// encrypted status blob with `KEY_TRANSPORT` ([`check_remote_status`]). When the server's
+    /// counter is ahead (§6.3), the token adopts it: persist the state afterwards if
+    /// [`RemoteStatus::state_changed`].
+    ///
+    /// # Errors
+    /// [`TokenError::NoTransportKey`] for old states; the service's refusal; a blob that does not
+    /// decrypt or parse.
+    pub async fn remote_status<S: ActivationServer>(
+        &mut self,
+        server: &S,
+    ) -> Result<RemoteStatus, TokenError> {
+        if self.state.transport_key.is_none() {
+            return Err(TokenError::NoTransportKey);
+        }
+        let mut challenge = [0u8; status_blob::CHALLENGE_LEN];
+        rand::rngs::OsRng.fill_bytes(&mut challenge);
+        let answer = server
+            .activation_status(&self.state.activation_id, &b64::encode(challenge))
+            .await?;
+        let report = check_remote_status(&self.state, &challenge, &answer)?;
+        if let CounterSync::ServerAhead {
+            steps,
+            counter_data,
+        } = report.sync
+        {
+            self.state.counter_data = counter_data;
+            self.state.counter += u64::from(steps);
+        }
+        Ok(RemoteStatus {
+            counter: self.state.counter,
+            ..report
+        })
     }
 
     /// Checks and signs one QR payload, advancing the counter (see the module documentation).
@@ -355,10 +628,144 @@ impl Token {
     }
 }
 
+/// The answer of [`Token::remote_status`], printed as JSON by `offline-token status --remote`.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RemoteStatus {
+    /// The activation id.
+    pub activation_id: String,
+    /// The status inside the encrypted blob (authenticated by `KEY_TRANSPORT`).
+    pub activation_status: &'static str,
+    /// The status in the clear JSON of the answer.
+    pub server_activation_status: String,
+    /// Why the activation is blocked, if the server says.
+    pub blocked_reason: Option<String>,
+    /// The activation's protocol version (blob `CURRENT_VERSION`).
+    pub current_version: u8,
+    /// The highest version the server offers (blob `UPGRADE_VERSION`).
+    pub upgrade_version: u8,
+    /// Failed attempts so far (blob).
+    pub failed_attempts: u8,
+    /// Failed attempts allowed (blob).
+    pub max_failed_attempts: u8,
+    /// The server's counter look-ahead (blob).
+    pub ctr_look_ahead: u8,
+    /// The server's counter byte (blob `CTR_BYTE`).
+    pub server_counter_byte: u8,
+    /// The outcome of the counter check of §6.3.
+    pub counter_sync: CounterSyncReport,
+    /// The token's counter after the check.
+    pub counter: u64,
+    /// Whether the token adopted the server's counter (the state must be saved).
+    pub state_changed: bool,
+    /// The fingerprint the token computes.
+    pub fingerprint: String,
+    /// The fingerprint the server reports, if it does.
+    pub server_fingerprint: Option<String>,
+    /// The raw counter check, for callers.
+    #[serde(skip)]
+    pub sync: CounterSync,
+}
+
+/// The counter check of §6.3 as JSON.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CounterSyncReport {
+    /// `IN_SYNC`, `CLIENT_AHEAD`, `SERVER_AHEAD` or `DEADLOCK`.
+    pub result: &'static str,
+    /// How many steps apart (0 in sync; absent for a deadlock).
+    pub steps: Option<u8>,
+    /// More than half of the look-ahead used: make a signature soon.
+    pub sign_soon: bool,
+}
+
+impl From<CounterSync> for CounterSyncReport {
+    fn from(sync: CounterSync) -> Self {
+        let (result, steps, sign_soon) = match sync {
+            CounterSync::InSync => ("IN_SYNC", Some(0), false),
+            CounterSync::ClientAhead { steps, sign_soon } => {
+                ("CLIENT_AHEAD", Some(steps), sign_soon)
+            }
+            CounterSync::ServerAhead { steps, .. } => ("SERVER_AHEAD", Some(steps), false),
+            CounterSync::Deadlock => ("DEADLOCK", None, false),
+        };
+        Self {
+            result,
+            steps,
+            sign_soon,
+        }
+    }
+}
+
+/// Reads an `activation/status` answer to `challenge` with the state's `KEY_TRANSPORT`:
+/// decrypts `encryptedStatusBlob` with `encryptedStatusBlobNonce` (§6.2), checks it (magic, status,
+/// look-ahead) and runs the counter check of §6.3 against the state's counter data and the low
+/// byte of its counter. Pure: the state is not changed (see [`Token::remote_status`]).
+///
+/// # Errors
+/// [`TokenError::NoTransportKey`]; [`TokenError::InvalidServerValue`] for a missing or malformed
+/// blob or nonce; [`TokenError::StatusBlob`] for a blob that does not decrypt to a valid one.
+pub fn check_remote_status(
+    state: &TokenState,
+    challenge: &[u8; status_blob::CHALLENGE_LEN],
+    answer: &client::ActivationStatus,
+) -> Result<RemoteStatus, TokenError> {
+    let transport: &SymmetricKey = state
+        .transport_key
+        .as_ref()
+        .ok_or(TokenError::NoTransportKey)?;
+    let encrypted: [u8; status_blob::BLOB_LEN] = answer
+        .encrypted_status_blob
+        .as_deref()
+        .and_then(|text| b64::decode_array(text).ok())
+        .ok_or(TokenError::InvalidServerValue("encryptedStatusBlob"))?;
+    let nonce: [u8; status_blob::CHALLENGE_LEN] = answer
+        .encrypted_status_blob_nonce
+        .as_deref()
+        .and_then(|text| b64::decode_array(text).ok())
+        .ok_or(TokenError::InvalidServerValue("encryptedStatusBlobNonce"))?;
+    let blob: StatusBlob = status_blob::decrypt(transport, challenge, &nonce, &encrypted)
+        .map_err(TokenError::StatusBlob)?;
+    let counter_byte = (state.counter & 0xFF) as u8;
+    let sync = status_blob::counter_sync(transport, &state.counter_data, counter_byte, &blob);
+    Ok(RemoteStatus {
+        activation_id: state.activation_id.clone(),
+        activation_status: blob.status.as_str(),
+        server_activation_status: answer.activation_status.clone(),
+        blocked_reason: answer.blocked_reason.clone(),
+        current_version: blob.current_version,
+        upgrade_version: blob.upgrade_version,
+        failed_attempts: blob.failed_attempts,
+        max_failed_attempts: blob.max_failed_attempts,
+        ctr_look_ahead: blob.ctr_look_ahead,
+        server_counter_byte: blob.ctr_byte,
+        counter_sync: sync.into(),
+        counter: state.counter,
+        state_changed: matches!(sync, CounterSync::ServerAhead { .. }),
+        fingerprint: state.fingerprint(),
+        server_fingerprint: answer.device_public_key_fingerprint.clone(),
+        sync,
+    })
+}
+
+/// Unix milliseconds of the local clock (0 before 1970).
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}
+
+fn random_nonce(rng: &mut impl rand::RngCore) -> [u8; NONCE_LEN] {
+    let mut nonce = [0u8; NONCE_LEN];
+    rng.fill_bytes(&mut nonce);
+    nonce
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::crypto::{SymmetricKey, UnsignedOfflineData, ecdsa};
+    use crate::crypto::{FactorKeys, MasterSecret, UnsignedOfflineData, ecdsa};
 
     // §11 of powerauth-offline.md.
     const SERVER_PRIVATE: &str = "AL0qVUrBte9i+xm0TQBkPT9XAxEiQae3tMwMUMEUGlYc";
@@ -394,6 +801,8 @@ mod tests {
             ),
             counter_data: CounterData::from_bytes(zero_to_15).advance(index),
             counter: u64::from(index),
+            transport_key: None,
+            protocol_version: None,
         }
     }
 

@@ -27,7 +27,8 @@ enum Command {
     #[command(flatten)]
     Token(cli::TokenCommand),
 
-    /// Show an offlineData payload as a QR code: in the terminal, or as a PNG or SVG file.
+    /// Show an offlineData payload or an activation code (--activation-code) as a QR code: in the
+    /// terminal, or as a PNG or SVG file.
     Qr(qr::QrArgs),
 
     /// Benchmarks: the service over HTTP against its token and store ceilings (scripts/bench.sh).

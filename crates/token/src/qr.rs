@@ -55,6 +55,9 @@ pub enum QrError {
     /// The QR library refused the data (should not happen once a version was chosen).
     #[error("QR encoder error: {0}")]
     Encoder(qrcode::types::QrError),
+    /// `--activation-code` is not a valid code (or `code#signature`).
+    #[error("invalid activation code: {0}")]
+    ActivationCode(crate::crypto::CryptoError),
     /// PNG encoding failed.
     #[error("PNG encoding failed: {0}")]
     Png(#[from] png::EncodingError),
@@ -229,16 +232,35 @@ pub struct QrArgs {
     #[arg(long)]
     pub light_background: bool,
     /// The offlineData text; read from stdin when absent (one trailing newline is ignored).
-    #[arg(long, value_name = "TEXT")]
+    #[arg(long, value_name = "TEXT", conflicts_with = "activation_code")]
     pub offline_data: Option<String>,
+    /// Show an activation code instead: CODE or CODE#SIGNATURE (the signature Base64 DER, as
+    /// activation/init returns it). The code is checked (format, CRC-16) and the QR holds exactly
+    /// the payload the mobile SDK scans: `code` or `code#signature`.
+    #[arg(long, value_name = "CODE[#SIGNATURE]")]
+    pub activation_code: Option<String>,
 }
 
-/// Runs `offline-token qr`: draws the code in the terminal (stdout), or writes the files asked for.
+/// The QR text for `--activation-code`: the code (checked) and its optional signature, rebuilt
+/// as the SDK's scan payload (`activation_code::qr_payload`).
+///
+/// # Errors
+/// [`QrError::ActivationCode`] when the code or signature is malformed.
+pub fn activation_code_payload(text: &str) -> Result<String, QrError> {
+    let (code, signature) =
+        crate::crypto::activation_code::ActivationCode::parse_qr_payload(text.trim())
+            .map_err(QrError::ActivationCode)?;
+    Ok(code.qr_payload(signature.as_ref()))
+}
+
+/// Runs `offline-token qr`: draws the offlineData payload (or with `--activation-code` the activation
+/// code) in the terminal (stdout), or writes the files asked for.
 /// A summary line (version, level, size) goes to stderr.
 pub fn run(args: QrArgs) -> Result<(), QrError> {
-    let text = match args.offline_data {
-        Some(text) => text,
-        None => crate::input::read_stdin().map_err(|source| QrError::Io {
+    let text = match (args.offline_data, args.activation_code) {
+        (_, Some(code)) => activation_code_payload(&code)?,
+        (Some(text), None) => text,
+        (None, None) => crate::input::read_stdin().map_err(|source| QrError::Io {
             what: "reading the payload from stdin".to_owned(),
             source,
         })?,

@@ -5,7 +5,10 @@
 //! key (checks personalized QR codes), the application's master public key (checks non-personalized
 //! ones), the hash-based counter `CTR_DATA` and how many codes were made, the ids and the server URL.
 //! The device private key is **not** kept: offline signing needs only the factor keys derived from it
-//! at activation, so the simulator drops it as soon as they exist.
+//! at activation, so the simulator drops it as soon as they exist. Tokens activated with an
+//! activation code (protocol 3.3) also keep `KEY_TRANSPORT`, which decrypts the status blob
+//! (`spec/powerauth-activation.md` §6), and the protocol version they activated with. Both fields
+//! are optional in the file, so state files written before they existed still load.
 //!
 //! The file is JSON, created with mode 0600 and always replaced atomically: the new content goes to a
 //! temporary file in the same folder (mode 0600, flushed with `fsync`), which is then renamed over the
@@ -21,6 +24,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 use zeroize::{Zeroize as _, Zeroizing};
 
+use crate::crypto::ecies::ProtocolVersion;
 use crate::crypto::{CounterData, FactorKeys, PublicKey, SymmetricKey};
 
 /// The format version written into every state file.
@@ -81,6 +85,12 @@ pub struct TokenState {
     pub counter_data: CounterData,
     /// How many codes this token has made since activation.
     pub counter: u64,
+    /// `KEY_TRANSPORT` (`KDF(KEY_MASTER_SECRET, 1000)`): decrypts the status blob. `None` in state
+    /// files written before it was kept.
+    pub transport_key: Option<SymmetricKey>,
+    /// The protocol version of the activation (`3.3` for activation by code); `None` for the
+    /// `activation/register` test path and for older state files.
+    pub protocol_version: Option<ProtocolVersion>,
 }
 
 impl fmt::Debug for TokenState {
@@ -92,6 +102,7 @@ impl fmt::Debug for TokenState {
             .field("factor_keys", &"REDACTED")
             .field("counter_data", &self.counter_data)
             .field("counter", &self.counter)
+            .field("protocol_version", &self.protocol_version)
             .finish_non_exhaustive()
     }
 }
@@ -113,6 +124,10 @@ struct StateFile {
     biometry_key: String,
     ctr_data: String,
     counter: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    transport_key: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    protocol_version: Option<String>,
 }
 
 impl Drop for StateFile {
@@ -120,6 +135,9 @@ impl Drop for StateFile {
         self.possession_key.zeroize();
         self.knowledge_key.zeroize();
         self.biometry_key.zeroize();
+        if let Some(key) = &mut self.transport_key {
+            key.zeroize();
+        }
     }
 }
 
@@ -174,6 +192,19 @@ impl TokenState {
             counter_data: CounterData::from_base64(&file.ctr_data)
                 .map_err(|_| invalid("ctrData is not Base64 of 16 bytes".to_owned()))?,
             counter: file.counter,
+            transport_key: file
+                .transport_key
+                .as_deref()
+                .map(|text| secret("transportKey", text))
+                .transpose()?,
+            protocol_version: file
+                .protocol_version
+                .as_deref()
+                .map(|text| {
+                    ProtocolVersion::parse(text)
+                        .map_err(|_| invalid("protocolVersion is not 3.0 to 3.3".to_owned()))
+                })
+                .transpose()?,
             server_url: file.server_url.clone(),
             application_id: file.application_id.clone(),
             user_id: file.user_id.clone(),
@@ -219,6 +250,11 @@ impl TokenState {
             biometry_key: self.factor_keys.biometry.to_base64().to_string(),
             ctr_data: self.counter_data.to_base64(),
             counter: self.counter,
+            transport_key: self
+                .transport_key
+                .as_ref()
+                .map(|key| key.to_base64().to_string()),
+            protocol_version: self.protocol_version.map(|v| v.as_str().to_owned()),
         }
     }
 
@@ -306,7 +342,30 @@ mod tests {
             ),
             counter_data: CounterData::from_base64("AAECAwQFBgcICQoLDA0ODw==").unwrap(),
             counter: 3,
+            transport_key: None,
+            protocol_version: None,
         }
+    }
+
+    #[test]
+    fn transport_key_and_version_round_trip_and_old_files_still_load() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("token.json");
+        // A file as written before the two optional fields existed.
+        sample().save(&path).unwrap();
+        let old = std::fs::read_to_string(&path).unwrap();
+        assert!(!old.contains("transportKey") && !old.contains("protocolVersion"));
+        assert_eq!(TokenState::load(&path).unwrap(), sample());
+        let mut state = sample();
+        state.transport_key = Some(SymmetricKey::from_base64("UgYWpZCvGXD4FMnje+CHiQ==").unwrap());
+        state.protocol_version = Some(ProtocolVersion::V3_3);
+        state.save(&path).unwrap();
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert!(text.contains("\"protocolVersion\": \"3.3\""), "{text}");
+        assert_eq!(TokenState::load(&path).unwrap(), state);
+        assert!(!format!("{state:?}").contains("UgYWpZCv"));
+        std::fs::write(&path, text.replace("\"3.3\"", "\"9.9\"")).unwrap();
+        assert!(TokenState::load(&path).is_err());
     }
 
     #[test]

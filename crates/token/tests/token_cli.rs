@@ -39,6 +39,8 @@ fn worked_state() -> TokenState {
         ),
         counter_data: CounterData::from_base64("AAECAwQFBgcICQoLDA0ODw==").unwrap(),
         counter: 0,
+        transport_key: None,
+        protocol_version: None,
     }
 }
 

@@ -29,6 +29,8 @@ fn state() -> TokenState {
         ),
         counter_data: CounterData::from_bytes([7; 16]),
         counter: 0,
+        transport_key: None,
+        protocol_version: None,
     }
 }
 

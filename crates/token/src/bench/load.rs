@@ -269,6 +269,8 @@ mod tests {
                 )),
                 counter_data: CounterData::from_bytes([i; 16]),
                 counter: 0,
+                transport_key: None,
+                protocol_version: None,
             })
             .collect()
     }

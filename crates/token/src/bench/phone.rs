@@ -101,6 +101,8 @@ mod tests {
             )),
             counter_data: CounterData::from_bytes([9; 16]),
             counter: 0,
+            transport_key: None,
+            protocol_version: None,
         }
     }
 
