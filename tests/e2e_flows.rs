@@ -634,11 +634,16 @@ fn token_cli_against_the_server() {
             .unwrap();
         assert!(answer.signature_valid, "{answer:?}");
     });
+    // The remote status: the encrypted status blob read and checked by the token, as JSON.
     let out = run(&["status", "--state", state_arg, "--remote"]);
-    let text = String::from_utf8(out.stdout).unwrap();
-    assert!(text.contains("status       ACTIVE"), "{text}");
-    assert!(text.contains("codes made   1"), "{text}");
-    assert!(text.contains("matches"), "{text}");
+    let status: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(status["activationStatus"], "ACTIVE", "{status}");
+    assert_eq!(status["counter"], 1, "{status}");
+    assert_eq!(status["counterSync"]["result"], "IN_SYNC", "{status}");
+    assert_eq!(
+        status["fingerprint"], status["serverFingerprint"],
+        "{status}"
+    );
 }
 
 /// One phone and one web-application session in a loop: create a personalized payload, sign it,

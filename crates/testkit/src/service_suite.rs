@@ -126,11 +126,19 @@ pub async fn invalid_codes_block_at_the_limit_and_unblock_restores(h: &Harness) 
     assert_eq!(unblocked.counter, counter);
     let r = h.verify(&phone, &data, &phone.sign(&data)).await;
     assert!(r.signature_valid, "{r:?}");
-    // Unblock of an active activation is a state error.
-    assert!(matches!(
-        h.service.unblock_activation(&phone.activation_id).await,
-        Err(ServiceError::IncorrectState)
-    ));
+    // Unblock of an active activation is idempotent, as in PowerAuth: ACTIVE, nothing changes.
+    let before = h.stored(&phone);
+    let again = h
+        .service
+        .unblock_activation(&phone.activation_id)
+        .await
+        .expect("a repeated unblock is answered");
+    assert_eq!(again.status, ActivationStatus::Active);
+    assert_eq!(
+        h.stored(&phone),
+        before,
+        "a repeated unblock changed the record"
+    );
 }
 
 pub async fn lookahead_edge_19_accepted_20_not(h: &Harness) {
@@ -655,7 +663,7 @@ pub async fn bad_input_is_refused(h: &Harness) {
     h.application("app").await;
     assert!(matches!(
         h.service.create_application("app").await,
-        Err(ServiceError::InvalidRequest(_))
+        Err(ServiceError::DuplicateApplication)
     ));
     assert!(matches!(
         h.service.create_application("  ").await,
@@ -708,7 +716,9 @@ pub async fn bad_input_is_refused(h: &Harness) {
             "nonce {nonce:?}"
         );
     }
-    // A caller's nonce is used verbatim once, and refused the second time.
+    // A caller's nonce is used verbatim; repeating it for the same activation while it is unexpired
+    // and unconsumed is accepted (a web page redrawing its QR, PowerAuth parity), but a nonce issued
+    // for another activation is refused.
     let chosen = b64::encode([9u8; 16]);
     let create = || CreatePersonalized {
         activation_id: phone.activation_id.clone(),
@@ -723,8 +733,20 @@ pub async fn bad_input_is_refused(h: &Harness) {
         .expect("create");
     assert_eq!(p.nonce, chosen);
     assert!(p.offline_data.starts_with(&format!("x\n{chosen}\n1")));
+    let again = h
+        .service
+        .create_personalized_payload(create())
+        .await
+        .expect("the same nonce again, for the same activation");
+    assert_eq!(again.nonce, chosen);
+    let neighbour = h.device("app", None).await;
     assert!(matches!(
-        h.service.create_personalized_payload(create()).await,
+        h.service
+            .create_personalized_payload(CreatePersonalized {
+                activation_id: neighbour.activation_id.clone(),
+                ..create()
+            })
+            .await,
         Err(ServiceError::InvalidRequest(_))
     ));
     assert!(matches!(
