@@ -9,8 +9,7 @@ use std::time::Duration;
 
 use offline_signer::crypto::application::ApplicationSecret;
 use offline_signer::crypto::ecies::{
-    ClientEncryptor, EciesContext, EciesRequest, EciesResponse, Encryptor, PointFormat,
-    ProtocolVersion,
+    ClientEncryptor, EciesContext, EciesRequest, EciesResponse, Encryptor, ProtocolVersion,
 };
 use offline_signer::crypto::temporary_key::{
     build_request, generate_challenge, request_key, verify_response,

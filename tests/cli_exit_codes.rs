@@ -6,7 +6,7 @@ use std::path::Path;
 use std::process::{Command, Output};
 
 use offline_signer::store::{AuditDraft, AuditOperation, AuditOutcome, SledStore, Store};
-use offline_signer_testkit::softhsm::{self, with_token};
+use offline_signer_testkit::softhsm;
 use offline_signer_testkit::store_fixtures::t;
 
 const BIN: &str = env!("CARGO_BIN_EXE_offline-signer");
@@ -70,32 +70,7 @@ fn key_report_exits_0_for_the_keys_table_and_1_for_a_leaky_key() {
 
     // An extractable key with the service's label prefix: a violation, exit status 1.
     let pin = std::fs::read_to_string(hsm.join("user.pin")).expect("pin");
-    let made = Command::new("pkcs11-tool")
-        .env("SOFTHSM2_CONF", &conf)
-        .args([
-            "--module",
-            softhsm::MODULE,
-            "--token-label",
-            "cli-report",
-            "--login",
-            "--pin",
-            pin.trim(),
-            "--keygen",
-            "--key-type",
-            "AES:32",
-            "--label",
-            "offline-signer/leaky",
-            "--id",
-            "0199",
-            "--extractable",
-        ])
-        .output()
-        .expect("pkcs11-tool runs");
-    assert!(
-        made.status.success(),
-        "{}",
-        String::from_utf8_lossy(&made.stderr)
-    );
+    softhsm::plant_extractable_key(&conf, "cli-report", &pin, "offline-signer/leaky", "0199");
     let out = run(&["key-report"], &config, Some(&conf));
     assert_eq!(
         out.status.code(),

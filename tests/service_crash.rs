@@ -23,8 +23,8 @@ use offline_signer::crypto::{
     ComponentLength, CounterData, FactorKeys, MasterSecret, PrivateKey, SignatureType,
 };
 use offline_signer::service::{
-    CreatePersonalized, NoncePolicy, NonceStatus, RegisterActivation, Service, Settings,
-    SignatureSettings, SystemClock, VerifyRequest,
+    CreatePersonalized, NonceStatus, RegisterActivation, Service, Settings, SystemClock,
+    VerifyRequest,
 };
 use offline_signer::signer::config::SoftwareConfig;
 use offline_signer::signer::software::SoftwareSigner;
@@ -35,17 +35,11 @@ const CHILD_ENV: &str = "OFFLINE_SIGNER_CRASH_CHILD";
 const ACTIVATIONS: usize = 3;
 const KILLS: usize = 22;
 
+/// The harness's defaults with a long nonce lifetime (the child's payloads outlive many kills).
 fn settings() -> Settings {
     Settings {
-        activation: offline_signer::service::ActivationSettings::default(),
-        signature: SignatureSettings {
-            lookahead: 20,
-            max_failed_attempts: 5,
-            component_length: 8,
-            proximity_otp_length: 8,
-        },
-        nonce_policy: NoncePolicy::Enforce,
         nonce_ttl: Duration::from_secs(3600),
+        ..offline_signer_testkit::service_harness::default_settings()
     }
 }
 

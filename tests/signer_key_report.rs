@@ -140,30 +140,12 @@ fn foreign_keys_with_our_prefix_are_violations() {
                 if !offline_signer_testkit::required::pkcs11_tool() {
                     return;
                 }
-                let tool = std::process::Command::new("pkcs11-tool")
-                    .args([
-                        "--module",
-                        softhsm::MODULE,
-                        "--token-label",
-                        "report",
-                        "--login",
-                        "--pin",
-                        &pin,
-                        "--keygen",
-                        "--key-type",
-                        "AES:32",
-                        "--label",
-                        "offline-signer/leaky",
-                        "--id",
-                        "0103",
-                        "--extractable",
-                    ])
-                    .output()
-                    .expect("pkcs11-tool runs");
-                assert!(
-                    tool.status.success(),
-                    "pkcs11-tool --keygen failed: {}",
-                    String::from_utf8_lossy(&tool.stderr)
+                softhsm::plant_extractable_key(
+                    &token.dir.join("softhsm2.conf"),
+                    "report",
+                    &pin,
+                    "offline-signer/leaky",
+                    "0103",
                 );
                 let report = key_report(&signer).await.unwrap();
                 let leaky = report

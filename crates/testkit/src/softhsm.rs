@@ -161,3 +161,41 @@ pub fn runtime() -> tokio::runtime::Runtime {
         .build()
         .expect("tokio runtime")
 }
+
+/// Generates, with OpenSC's `pkcs11-tool` (outside the service, as an operator with the user PIN
+/// could), an EXTRACTABLE AES-256 key labelled `label` on the token `token_label` of the SoftHSM
+/// configuration `softhsm2_conf`: the kind of key `key-report` must flag.
+pub fn plant_extractable_key(
+    softhsm2_conf: &Path,
+    token_label: &str,
+    user_pin: &str,
+    label: &str,
+    id_hex: &str,
+) {
+    let out = Command::new("pkcs11-tool")
+        .env("SOFTHSM2_CONF", softhsm2_conf)
+        .args([
+            "--module",
+            MODULE,
+            "--token-label",
+            token_label,
+            "--login",
+            "--pin",
+            user_pin.trim(),
+            "--keygen",
+            "--key-type",
+            "AES:32",
+            "--label",
+            label,
+            "--id",
+            id_hex,
+            "--extractable",
+        ])
+        .output()
+        .expect("pkcs11-tool runs");
+    assert!(
+        out.status.success(),
+        "pkcs11-tool --keygen failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

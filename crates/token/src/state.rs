@@ -27,6 +27,10 @@ use zeroize::{Zeroize as _, Zeroizing};
 use crate::crypto::ecies::ProtocolVersion;
 use crate::crypto::{CounterData, FactorKeys, PublicKey, SymmetricKey};
 
+/// The server private key of the worked example of `powerauth-offline.md` §11 (Java `BigInteger`
+/// bytes, Base64): it signs the example's QR payloads. Test material only.
+pub const WORKED_SERVER_PRIVATE_KEY: &str = "AL0qVUrBte9i+xm0TQBkPT9XAxEiQae3tMwMUMEUGlYc";
+
 /// The format version written into every state file.
 pub const STATE_FORMAT: u32 = 1;
 
@@ -142,6 +146,42 @@ impl Drop for StateFile {
 }
 
 impl TokenState {
+    /// The token of the worked example of `powerauth-offline.md` §11 (its factor keys, counter data
+    /// and activation id; the server's key stands in for the master key too), at counter 0, bound to
+    /// `server_url`. Test material, published so that tests and examples share one copy of it.
+    ///
+    /// # Panics
+    /// Never: the constants are valid keys (checked by the tests).
+    pub fn worked_example(server_url: &str) -> TokenState {
+        let server = crate::crypto::PrivateKey::from_base64(WORKED_SERVER_PRIVATE_KEY)
+            .expect("the worked example's server key is a valid scalar");
+        let key = |b64: &str| {
+            SymmetricKey::from_base64(b64).expect("the worked example's factor keys are 16 bytes")
+        };
+        TokenState {
+            server_url: server_url.to_owned(),
+            application_id: "demo".into(),
+            user_id: "alice".into(),
+            activation_id: "c564e700-7e86-4a87-b6c8-a5a0cc89683f".into(),
+            device_public_key: PublicKey::from_base64(
+                "BH/XZpylbWzTHS9LWR7ckCfHPPOG0MrsP9C2hmXXgQYpzmKSP4w0SpZz5227RKpEGkIq3Jew6p3KxrbUGDTC+nU=",
+            )
+            .expect("the worked example's device key is a P-256 point"),
+            server_public_key: server.public_key(),
+            master_public_key: server.public_key(),
+            factor_keys: FactorKeys::new(
+                key("UUOQH89Hoa/Nw7ew5rGTPw=="),
+                key("hjHWTy3HA3nQdDcdnJbRMw=="),
+                key("S9fNvGUhUafp18upFWzCoA=="),
+            ),
+            counter_data: CounterData::from_base64("AAECAwQFBgcICQoLDA0ODw==")
+                .expect("the worked example's counter data is 16 bytes"),
+            counter: 0,
+            transport_key: None,
+            protocol_version: None,
+        }
+    }
+
     /// Reads and validates a state file.
     pub fn load(path: &Path) -> Result<Self, StateFileError> {
         let bytes = Zeroizing::new(std::fs::read(path).map_err(|source| StateFileError::Read {
@@ -319,31 +359,11 @@ mod tests {
     use std::os::unix::fs::{MetadataExt as _, PermissionsExt as _};
 
     use super::*;
-    use crate::crypto::PrivateKey;
 
     pub(crate) fn sample() -> TokenState {
-        let server =
-            PrivateKey::from_base64("AL0qVUrBte9i+xm0TQBkPT9XAxEiQae3tMwMUMEUGlYc").unwrap();
         TokenState {
-            server_url: "http://127.0.0.1:8080".into(),
-            application_id: "demo".into(),
-            user_id: "alice".into(),
-            activation_id: "c564e700-7e86-4a87-b6c8-a5a0cc89683f".into(),
-            device_public_key: PublicKey::from_base64(
-                "BH/XZpylbWzTHS9LWR7ckCfHPPOG0MrsP9C2hmXXgQYpzmKSP4w0SpZz5227RKpEGkIq3Jew6p3KxrbUGDTC+nU=",
-            )
-            .unwrap(),
-            server_public_key: server.public_key(),
-            master_public_key: server.public_key(),
-            factor_keys: FactorKeys::new(
-                SymmetricKey::from_base64("UUOQH89Hoa/Nw7ew5rGTPw==").unwrap(),
-                SymmetricKey::from_base64("hjHWTy3HA3nQdDcdnJbRMw==").unwrap(),
-                SymmetricKey::from_base64("S9fNvGUhUafp18upFWzCoA==").unwrap(),
-            ),
-            counter_data: CounterData::from_base64("AAECAwQFBgcICQoLDA0ODw==").unwrap(),
             counter: 3,
-            transport_key: None,
-            protocol_version: None,
+            ..TokenState::worked_example("http://127.0.0.1:8080")
         }
     }
 

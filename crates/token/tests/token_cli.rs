@@ -8,40 +8,16 @@ use std::os::unix::fs::PermissionsExt as _;
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
 
-use offline_signer_crypto::{
-    CounterData, FactorKeys, KeyIndicator, PrivateKey, PublicKey, SymmetricKey,
-    UnsignedOfflineData, ecdsa,
-};
+use offline_signer_crypto::{KeyIndicator, PrivateKey, UnsignedOfflineData, ecdsa};
 use offline_token::TokenState;
 
 const BIN: &str = env!("CARGO_BIN_EXE_offline-token");
-const SERVER_PRIVATE: &str = "AL0qVUrBte9i+xm0TQBkPT9XAxEiQae3tMwMUMEUGlYc";
+use offline_token::state::WORKED_SERVER_PRIVATE_KEY as SERVER_PRIVATE;
 const WORKED_QR: &str = "5ff1b1ed-a3cc-45a3-8ab0-ed60950312b6\nPayment\nPlease confirm this payment\nA1*A100CZK*ICZ2730300000001165254011*D20180425\nB\nAD8bOO0Df73kNaIGb3Vmpg==\n1MEUCIQCe2urpMWYRSmx1/GIiOHImHe9wEPZLCHghRBhc8ssZ0wIgbdYNS2aRUmlLoQBEOSClWNLI3Z0Ys1d72o0MFAsvbZ8=";
 const WORKED_DATA: &str = "POST&L29wZXJhdGlvbi9hdXRob3JpemUvb2ZmbGluZQ==&AD8bOO0Df73kNaIGb3Vmpg==&NWZmMWIxZWQtYTNjYy00NWEzLThhYjAtZWQ2MDk1MDMxMmI2JkExKkExMDBDWksqSUNaMjczMDMwMDAwMDAwMTE2NTI1NDAxMSpEMjAxODA0MjU=";
 
 fn worked_state() -> TokenState {
-    let server = PrivateKey::from_base64(SERVER_PRIVATE).unwrap();
-    TokenState {
-        server_url: "http://127.0.0.1:9".into(),
-        application_id: "demo".into(),
-        user_id: "alice".into(),
-        activation_id: "c564e700-7e86-4a87-b6c8-a5a0cc89683f".into(),
-        device_public_key: PublicKey::from_base64(
-            "BH/XZpylbWzTHS9LWR7ckCfHPPOG0MrsP9C2hmXXgQYpzmKSP4w0SpZz5227RKpEGkIq3Jew6p3KxrbUGDTC+nU=",
-        )
-        .unwrap(),
-        server_public_key: server.public_key(),
-        master_public_key: server.public_key(),
-        factor_keys: FactorKeys::new(
-            SymmetricKey::from_base64("UUOQH89Hoa/Nw7ew5rGTPw==").unwrap(),
-            SymmetricKey::from_base64("hjHWTy3HA3nQdDcdnJbRMw==").unwrap(),
-            SymmetricKey::from_base64("S9fNvGUhUafp18upFWzCoA==").unwrap(),
-        ),
-        counter_data: CounterData::from_base64("AAECAwQFBgcICQoLDA0ODw==").unwrap(),
-        counter: 0,
-        transport_key: None,
-        protocol_version: None,
-    }
+    TokenState::worked_example("http://127.0.0.1:9")
 }
 
 fn token(state: &Path, args: &[&str], stdin: Option<&str>) -> Output {
