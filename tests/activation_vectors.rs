@@ -15,27 +15,7 @@ fn vectors_dir() -> Option<PathBuf> {
     offline_signer_testkit::required::vectors_dir()
 }
 
-/// Runs one file through the selftest checker; panics with the checker's report on any failure
-/// and when the number of cases is not the one `spec/powerauth-activation.md` §8.1 lists.
-fn check_file(kind: VectorKind, expected_cases: usize) {
-    let Some(dir) = vectors_dir() else { return };
-    let path = dir.join(kind.file_name());
-    assert!(
-        path.is_file(),
-        "{} is missing from {}",
-        kind.file_name(),
-        dir.display()
-    );
-    let mut report = Vec::new();
-    let summary = selftest::run_file(&path, kind, &mut report).expect("vector file readable");
-    let report = String::from_utf8_lossy(&report);
-    assert_eq!(summary.failed, 0, "{report}");
-    assert_eq!(summary.passed, expected_cases, "{report}");
-    assert_eq!(
-        report.lines().last(),
-        Some(format!("{}: {expected_cases} passed, 0 failed", kind.file_name()).as_str())
-    );
-}
+use offline_signer_testkit::vectors::check_file;
 
 #[test]
 fn activation_ecies() {

@@ -21,22 +21,7 @@ fn cases(dir: &Path, kind: VectorKind) -> Vec<Value> {
         .clone()
 }
 
-/// Runs one file through the selftest checker; panics with the checker's report on any failure.
-fn check_file(kind: VectorKind, expected_cases: usize) {
-    let Some(dir) = vectors_dir() else { return };
-    let path = dir.join(kind.file_name());
-    assert!(
-        path.is_file(),
-        "{} is missing from {}",
-        kind.file_name(),
-        dir.display()
-    );
-    let mut report = Vec::new();
-    let summary = selftest::run_file(&path, kind, &mut report).expect("vector file readable");
-    let report = String::from_utf8_lossy(&report);
-    assert_eq!(summary.failed, 0, "{report}");
-    assert_eq!(summary.passed, expected_cases, "{report}");
-}
+use offline_signer_testkit::vectors::check_file;
 
 #[test]
 fn signatures_offline() {

@@ -9,6 +9,7 @@
 //! - [`scan`]: searching a folder for secret bytes in every encoding.
 //! - [`store_backends`], [`store_fixtures`], [`postgres`]: the store scenarios, written once, run
 //!   against sled and PostgreSQL through [`store_scenarios!`]; a throwaway PostgreSQL per test run.
+//! - [`vectors`]: an upstream vector file through the selftest checker, its case count checked.
 //! - [`required`]: the one rule for tools a test needs (SoftHSM, `pkcs11-tool`, the vector folder):
 //!   missing means failed, unless `OFFLINE_SIGNER_ALLOW_MISSING=1` says otherwise.
 // Test helpers, not an API: a panic is the failure report, and the documentation of a helper is the
@@ -30,3 +31,4 @@ pub mod service_suite;
 pub mod softhsm;
 pub mod store_backends;
 pub mod store_fixtures;
+pub mod vectors;
