@@ -118,7 +118,7 @@ pub enum ServiceError {
     SignatureFailed(Cause),
     /// HTTP 503: the HSM is unreachable, busy or too slow; nothing changed.
     #[error("the HSM is unavailable: {0}")]
-    HsmUnavailable(SignerError),
+    HsmUnavailable(Cause),
     /// Anything else (store failure, corrupt record, a broken invariant): HTTP 500.
     #[error("internal error: {0}")]
     Internal(Cause),
@@ -163,7 +163,7 @@ impl From<SignerError> for ServiceError {
     fn from(e: SignerError) -> Self {
         match e {
             SignerError::TokenUnavailable | SignerError::Busy | SignerError::Timeout => {
-                Self::HsmUnavailable(e)
+                Self::HsmUnavailable(Cause::Signer(e))
             }
             other => Self::Internal(Cause::Signer(other)),
         }

@@ -304,7 +304,6 @@ where
 mod tests {
     use super::*;
     use crate::service::Cause;
-    use crate::signer::SignerError;
 
     #[test]
     fn every_service_error_has_its_contract_code() {
@@ -334,7 +333,7 @@ mod tests {
                 "ERR0013",
             ),
             (
-                ServiceError::HsmUnavailable(SignerError::Busy),
+                ServiceError::HsmUnavailable(Cause::Invariant("busy")),
                 503,
                 "ERR_HSM_UNAVAILABLE",
             ),
