@@ -144,11 +144,11 @@ fn dir_size(dir: &Path) -> u64 {
 
 /// A measured rate: operations per second over a run.
 #[derive(Debug, Clone, Copy)]
-struct Summary {
+struct Rate {
     per_s: f64,
 }
 
-impl Summary {
+impl Rate {
     fn new(count: u64, elapsed: Duration) -> Self {
         Self {
             per_s: count as f64 / elapsed.as_secs_f64().max(f64::MIN_POSITIVE),
@@ -286,13 +286,13 @@ async fn run(
     })
 }
 
-type Pair = (Summary, Summary);
+type Pair = (Rate, Rate);
 
 /// Rounds of every ceiling measurement; the best round counts.
 const ROUNDS: usize = 2;
 
 /// The faster of two runs.
-fn best(a: Summary, b: Summary) -> Summary {
+fn best(a: Rate, b: Rate) -> Rate {
     if b.per_s > a.per_s { b } else { a }
 }
 
@@ -362,7 +362,7 @@ async fn drive<F, Fut>(
     callers: usize,
     seconds: f64,
     op: F,
-) -> Result<Summary, BenchError>
+) -> Result<Rate, BenchError>
 where
     F: Fn(Arc<dyn Signer>, usize) -> Fut + Clone + Send + 'static,
     Fut: std::future::Future<Output = Result<(), SignerError>> + Send,
@@ -390,7 +390,7 @@ where
     while let Some(joined) = tasks.join_next().await {
         all += joined.map_err(|e| BenchError::Failed(format!("ceiling task failed: {e}")))??;
     }
-    Ok(Summary::new(all, started.elapsed()))
+    Ok(Rate::new(all, started.elapsed()))
 }
 
 /// Durable verification commits from `writers` threads, each on its own activation (a copy of
@@ -400,7 +400,7 @@ fn store_ceiling(
     template: &crate::store::Activation,
     writers: usize,
     seconds: f64,
-) -> Result<Summary, BenchError> {
+) -> Result<Rate, BenchError> {
     /// Most nonces issued up front per writer. A writer that runs out stops early; the rate is taken
     /// over the time until the last writer stopped, so it stays right, over a shorter time.
     const NONCES_PER_WRITER: usize = 16_000;
@@ -479,5 +479,5 @@ fn store_ceiling(
         last_finish = last_finish.max(finished);
     }
     let elapsed = last_finish.duration_since(started);
-    Ok(Summary::new(all, elapsed))
+    Ok(Rate::new(all, elapsed))
 }

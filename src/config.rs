@@ -81,7 +81,7 @@ pub enum ConfigError {
         /// The file.
         path: PathBuf,
         /// What the signer's settings say.
-        source: crate::signer::ConfigError,
+        source: crate::signer::SignerConfigError,
     },
 }
 

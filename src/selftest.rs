@@ -571,11 +571,11 @@ mod tests {
 
     // ---- synthetic files written at run time, expected values by the §7.3 formula written out ----
 
-    type HmacSha256 = hmac::Hmac<sha2::Sha256>;
+    type Mac = hmac::Hmac<sha2::Sha256>;
 
     fn hm(key: &[u8], msg: &[u8]) -> [u8; 32] {
         use hmac::Mac as _;
-        let mut m = <HmacSha256 as hmac::Mac>::new_from_slice(key).unwrap();
+        let mut m = <Mac as hmac::Mac>::new_from_slice(key).unwrap();
         m.update(msg);
         m.finalize().into_bytes().into()
     }

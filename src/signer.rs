@@ -30,7 +30,7 @@ use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
 
 use crate::model::{DerSignature, EncryptedSecret, KeyId, PublicKey, WrappedKey};
-pub use config::{ConfigError, RawSignerConfig, SignerConfig};
+pub use config::{RawSignerConfig, SignerConfig, SignerConfigError};
 pub use report::{KeyReport, key_report};
 
 /// Prefix of the `CKA_LABEL` of every object the service owns on the token.

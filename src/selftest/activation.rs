@@ -19,7 +19,7 @@ use crate::crypto::{
     fingerprint, kdf,
 };
 
-type Checked<T = ()> = Result<T, CaseFailure>;
+type CaseResult<T = ()> = Result<T, CaseFailure>;
 
 /// One JSON object of a case, with its path for messages (`output.encryptedRequest`).
 #[derive(Clone)]
@@ -29,7 +29,7 @@ struct Obj<'a> {
 }
 
 impl<'a> Obj<'a> {
-    fn root(value: &'a Value, path: &str) -> Checked<Self> {
+    fn root(value: &'a Value, path: &str) -> CaseResult<Self> {
         value
             .as_object()
             .map(|map| Self {
@@ -47,14 +47,14 @@ impl<'a> Obj<'a> {
         self.map.get(key).is_some_and(|v| !v.is_null())
     }
 
-    fn obj(&self, key: &str) -> Checked<Obj<'a>> {
+    fn obj(&self, key: &str) -> CaseResult<Obj<'a>> {
         match self.map.get(key) {
             Some(value) => Obj::root(value, &self.name(key)),
             None => Err(malformed(format!("missing {}", self.name(key)))),
         }
     }
 
-    fn str(&self, key: &str) -> Checked<&'a str> {
+    fn str(&self, key: &str) -> CaseResult<&'a str> {
         match self.map.get(key) {
             Some(Value::String(s)) => Ok(s),
             Some(_) => Err(malformed(format!("{} is not a string", self.name(key)))),
@@ -63,7 +63,7 @@ impl<'a> Obj<'a> {
     }
 
     /// A string that may be absent or `null`.
-    fn opt_str(&self, key: &str) -> Checked<Option<&'a str>> {
+    fn opt_str(&self, key: &str) -> CaseResult<Option<&'a str>> {
         if self.has(key) {
             self.str(key).map(Some)
         } else {
@@ -71,7 +71,7 @@ impl<'a> Obj<'a> {
         }
     }
 
-    fn bool(&self, key: &str) -> Checked<bool> {
+    fn bool(&self, key: &str) -> CaseResult<bool> {
         self.map
             .get(key)
             .and_then(Value::as_bool)
@@ -79,14 +79,14 @@ impl<'a> Obj<'a> {
     }
 
     /// A JSON integer (wire `timestamp`).
-    fn int(&self, key: &str) -> Checked<i64> {
+    fn int(&self, key: &str) -> CaseResult<i64> {
         self.map
             .get(key)
             .and_then(Value::as_i64)
             .ok_or_else(|| malformed(format!("{} is not an integer", self.name(key))))
     }
 
-    fn opt_int(&self, key: &str) -> Checked<Option<i64>> {
+    fn opt_int(&self, key: &str) -> CaseResult<Option<i64>> {
         if self.has(key) {
             self.int(key).map(Some)
         } else {
@@ -95,13 +95,13 @@ impl<'a> Obj<'a> {
     }
 
     /// An integer written as a decimal string (`"1750000000000"`).
-    fn num<T: std::str::FromStr>(&self, key: &str) -> Checked<T> {
+    fn num<T: std::str::FromStr>(&self, key: &str) -> CaseResult<T> {
         let text = self.str(key)?;
         text.parse()
             .map_err(|_| malformed(format!("{} = {text:?} is not a number", self.name(key))))
     }
 
-    fn opt_num(&self, key: &str) -> Checked<Option<i64>> {
+    fn opt_num(&self, key: &str) -> CaseResult<Option<i64>> {
         if self.has(key) {
             self.num(key).map(Some)
         } else {
@@ -109,29 +109,29 @@ impl<'a> Obj<'a> {
         }
     }
 
-    fn b64(&self, key: &str) -> Checked<Vec<u8>> {
+    fn b64(&self, key: &str) -> CaseResult<Vec<u8>> {
         b64::decode(self.str(key)?).map_err(|e| crypto(&self.name(key), e))
     }
 
-    fn b64_array<const N: usize>(&self, key: &str) -> Checked<[u8; N]> {
+    fn b64_array<const N: usize>(&self, key: &str) -> CaseResult<[u8; N]> {
         b64::decode_array(self.str(key)?).map_err(|e| crypto(&self.name(key), e))
     }
 
-    fn hex(&self, key: &str) -> Checked<Vec<u8>> {
+    fn hex(&self, key: &str) -> CaseResult<Vec<u8>> {
         hex::decode(self.str(key)?).map_err(|_| malformed(format!("{} is not hex", self.name(key))))
     }
 
-    fn symmetric_key(&self, key: &str) -> Checked<SymmetricKey> {
+    fn symmetric_key(&self, key: &str) -> CaseResult<SymmetricKey> {
         SymmetricKey::from_base64(self.str(key)?).map_err(|e| crypto(&self.name(key), e))
     }
 
-    fn secret(&self, key: &str) -> Checked<ApplicationSecret> {
+    fn secret(&self, key: &str) -> CaseResult<ApplicationSecret> {
         ApplicationSecret::from_text(self.str(key)?).map_err(|e| crypto(&self.name(key), e))
     }
 
     /// `{prefix}PrivateKey` (Java form) and `{prefix}PrivateKeyRaw32` must be one scalar, and
     /// `{prefix}PublicKey` (when present) its public key.
-    fn key_pair(&self, prefix: &str) -> Checked<PrivateKey> {
+    fn key_pair(&self, prefix: &str) -> CaseResult<PrivateKey> {
         let java = format!("{prefix}PrivateKey");
         let private =
             PrivateKey::from_base64(self.str(&java)?).map_err(|e| crypto(&self.name(&java), e))?;
@@ -177,19 +177,19 @@ fn mismatch(what: &str, expected: &str, got: &str) -> CaseFailure {
 }
 
 /// A step that must succeed: its error is a mismatch against "success".
-fn must<T>(what: &str, result: Result<T, CryptoError>) -> Checked<T> {
+fn must<T>(what: &str, result: Result<T, CryptoError>) -> CaseResult<T> {
     result.map_err(|e| mismatch(what, "success", &e.to_string()))
 }
 
-fn b64_eq(what: &str, expected: &str, got: &[u8]) -> Checked {
+fn b64_eq(what: &str, expected: &str, got: &[u8]) -> CaseResult {
     expect_eq(what, expected, &b64::encode(got))
 }
 
-fn hex_eq(what: &str, expected: &[u8], got: &[u8]) -> Checked {
+fn hex_eq(what: &str, expected: &[u8], got: &[u8]) -> CaseResult {
     expect_eq(what, &hex::encode(expected), &hex::encode(got))
 }
 
-fn bool_eq(what: &str, expected: bool, got: bool) -> Checked {
+fn bool_eq(what: &str, expected: bool, got: bool) -> CaseResult {
     expect_eq(what, &expected.to_string(), &got.to_string())
 }
 
@@ -197,7 +197,7 @@ fn opt_eq<T: std::fmt::Debug + PartialEq>(
     what: &str,
     expected: Option<T>,
     got: Option<T>,
-) -> Checked {
+) -> CaseResult {
     if expected == got {
         Ok(())
     } else {
@@ -211,7 +211,7 @@ fn opt_eq<T: std::fmt::Debug + PartialEq>(
 
 // ---- activation-code.json ----
 
-pub(super) fn check_code(case: &Value) -> Checked {
+pub(super) fn check_code(case: &Value) -> CaseResult {
     let case = Obj::root(case, "case")?;
     let input = case.obj("input")?;
     let output = case.obj("output")?;
@@ -287,7 +287,7 @@ fn scope_name(scope: EncryptorScope) -> &'static str {
     }
 }
 
-pub(super) fn check_ecies(case: &Value) -> Checked {
+pub(super) fn check_ecies(case: &Value) -> CaseResult {
     let case = Obj::root(case, "case")?;
     let input = case.obj("input")?;
     let mid = case.obj("intermediate")?;
@@ -501,7 +501,7 @@ pub(super) fn check_ecies(case: &Value) -> Checked {
     Ok(())
 }
 
-fn wire_request(wire: &Obj<'_>) -> Checked<EciesRequest> {
+fn wire_request(wire: &Obj<'_>) -> CaseResult<EciesRequest> {
     EciesRequest::from_base64(
         wire.str("ephemeralPublicKey")?,
         wire.str("encryptedData")?,
@@ -512,7 +512,7 @@ fn wire_request(wire: &Obj<'_>) -> Checked<EciesRequest> {
     .map_err(|e| crypto(&wire.path, e))
 }
 
-fn wire_response(wire: &Obj<'_>) -> Checked<EciesResponse> {
+fn wire_response(wire: &Obj<'_>) -> CaseResult<EciesResponse> {
     EciesResponse::from_base64(
         wire.str("encryptedData")?,
         wire.str("mac")?,
@@ -522,7 +522,7 @@ fn wire_response(wire: &Obj<'_>) -> Checked<EciesResponse> {
     .map_err(|e| crypto(&wire.path, e))
 }
 
-fn compare_request(wire: &Obj<'_>, got: &EciesRequest) -> Checked {
+fn compare_request(wire: &Obj<'_>, got: &EciesRequest) -> CaseResult {
     let name = |key: &str| format!("{} (client encrypts)", wire.name(key));
     expect_eq(
         &name("ephemeralPublicKey"),
@@ -547,7 +547,7 @@ fn compare_request(wire: &Obj<'_>, got: &EciesRequest) -> Checked {
     )
 }
 
-fn compare_response(wire: &Obj<'_>, got: &EciesResponse) -> Checked {
+fn compare_response(wire: &Obj<'_>, got: &EciesResponse) -> CaseResult {
     let name = |key: &str| format!("{} (server encrypts)", wire.name(key));
     b64_eq(
         &name("encryptedData"),
@@ -569,7 +569,7 @@ fn compare_response(wire: &Obj<'_>, got: &EciesResponse) -> Checked {
 
 // ---- activation-status-blob.json ----
 
-pub(super) fn check_status_blob(case: &Value) -> Checked {
+pub(super) fn check_status_blob(case: &Value) -> CaseResult {
     let case = Obj::root(case, "case")?;
     let input = case.obj("input")?;
     let mid = case.obj("intermediate")?;
@@ -707,7 +707,7 @@ pub(super) fn check_status_blob(case: &Value) -> Checked {
 
 // ---- activation-temporary-key.json ----
 
-pub(super) fn check_temporary_key(case: &Value) -> Checked {
+pub(super) fn check_temporary_key(case: &Value) -> CaseResult {
     let case = Obj::root(case, "case")?;
     let input = case.obj("input")?;
     let output = case.obj("output")?;
@@ -816,7 +816,7 @@ pub(super) fn check_temporary_key(case: &Value) -> Checked {
 
 // ---- activation-flow.json ----
 
-pub(super) fn check_flow(case: &Value) -> Checked {
+pub(super) fn check_flow(case: &Value) -> CaseResult {
     let flow = Obj::root(case, "flow")?;
     let version = ProtocolVersion::parse(flow.str("protocolVersion")?)
         .map_err(|e| crypto("protocolVersion", e))?;

@@ -65,7 +65,7 @@ pub struct RawSignerConfig {
 
 /// Why a `[signer]` table is not acceptable.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum ConfigError {
+pub enum SignerConfigError {
     /// A PIN was written into the configuration file.
     #[error(
         "signer.pin is not allowed: never put the PIN in the configuration file; \
@@ -229,9 +229,9 @@ pub enum SignerConfig {
 
 impl RawSignerConfig {
     /// Checks the table and produces typed settings.
-    pub fn validate(self) -> Result<SignerConfig, ConfigError> {
+    pub fn validate(self) -> Result<SignerConfig, SignerConfigError> {
         if self.pin.is_some() {
-            return Err(ConfigError::PinInConfig);
+            return Err(SignerConfigError::PinInConfig);
         }
         match self.kind.as_deref() {
             Some("pkcs11") => self.validate_pkcs11().map(SignerConfig::Pkcs11),
@@ -248,32 +248,32 @@ impl RawSignerConfig {
                     ("timeout_ms", self.timeout_ms.is_some()),
                 ];
                 if let Some((key, _)) = not_here.iter().find(|(_, present)| *present) {
-                    return Err(ConfigError::NotApplicable { key, kind: KIND });
+                    return Err(SignerConfigError::NotApplicable { key, kind: KIND });
                 }
                 Ok(SignerConfig::SoftwareInsecure(SoftwareConfig {
                     key_file: self.software_key_file,
                 }))
             }
-            Some(other) => Err(ConfigError::Invalid {
+            Some(other) => Err(SignerConfigError::Invalid {
                 key: "kind",
                 reason: format!("\"{other}\" is not one of \"pkcs11\", \"software-insecure\""),
             }),
-            None => Err(ConfigError::Invalid {
+            None => Err(SignerConfigError::Invalid {
                 key: "kind",
                 reason: "missing: \"pkcs11\" or \"software-insecure\"".into(),
             }),
         }
     }
 
-    fn validate_pkcs11(self) -> Result<Pkcs11Config, ConfigError> {
+    fn validate_pkcs11(self) -> Result<Pkcs11Config, SignerConfigError> {
         const KIND: &str = "pkcs11";
         if self.software_key_file.is_some() {
-            return Err(ConfigError::NotApplicable {
+            return Err(SignerConfigError::NotApplicable {
                 key: "software_key_file",
                 kind: KIND,
             });
         }
-        let module = self.module.ok_or(ConfigError::Missing {
+        let module = self.module.ok_or(SignerConfigError::Missing {
             key: "module",
             kind: KIND,
         })?;
@@ -281,7 +281,7 @@ impl RawSignerConfig {
             (Some(l), None) => TokenSelector::Label(non_empty("token_label", l, 32)?),
             (None, Some(s)) => TokenSelector::Serial(non_empty("token_serial", s, 16)?),
             _ => {
-                return Err(ConfigError::ExactlyOne {
+                return Err(SignerConfigError::ExactlyOne {
                     a: "token_label",
                     b: "token_serial",
                 });
@@ -291,7 +291,7 @@ impl RawSignerConfig {
             (Some(f), None) => PinSource::File(f),
             (None, Some(e)) => PinSource::Env(non_empty("pin_env", e, usize::MAX)?),
             _ => {
-                return Err(ConfigError::ExactlyOne {
+                return Err(SignerConfigError::ExactlyOne {
                     a: "pin_file",
                     b: "pin_env",
                 });
@@ -305,7 +305,7 @@ impl RawSignerConfig {
         )?;
         let timeout_ms = self.timeout_ms.unwrap_or(DEFAULT_TIMEOUT_MS);
         if !(1..=600_000).contains(&timeout_ms) {
-            return Err(ConfigError::Invalid {
+            return Err(SignerConfigError::Invalid {
                 key: "timeout_ms",
                 reason: "must be between 1 and 600000".into(),
             });
@@ -321,15 +321,19 @@ impl RawSignerConfig {
     }
 }
 
-fn non_empty(key: &'static str, value: String, max_len: usize) -> Result<String, ConfigError> {
+fn non_empty(
+    key: &'static str,
+    value: String,
+    max_len: usize,
+) -> Result<String, SignerConfigError> {
     if value.trim().is_empty() {
-        return Err(ConfigError::Invalid {
+        return Err(SignerConfigError::Invalid {
             key,
             reason: "must not be empty".into(),
         });
     }
     if value.len() > max_len {
-        return Err(ConfigError::Invalid {
+        return Err(SignerConfigError::Invalid {
             key,
             reason: format!("longer than {max_len} bytes"),
         });
@@ -337,10 +341,14 @@ fn non_empty(key: &'static str, value: String, max_len: usize) -> Result<String,
     Ok(value)
 }
 
-fn positive(key: &'static str, value: usize, max: usize) -> Result<NonZeroUsize, ConfigError> {
+fn positive(
+    key: &'static str,
+    value: usize,
+    max: usize,
+) -> Result<NonZeroUsize, SignerConfigError> {
     match NonZeroUsize::new(value) {
         Some(v) if value <= max => Ok(v),
-        _ => Err(ConfigError::Invalid {
+        _ => Err(SignerConfigError::Invalid {
             key,
             reason: format!("must be between 1 and {max}"),
         }),

@@ -16,12 +16,12 @@ use std::sync::{Condvar, Mutex, MutexGuard, PoisonError};
 /// The state shared by all writers of one store.
 #[derive(Default)]
 pub(super) struct GroupCommit {
-    state: Mutex<State>,
+    state: Mutex<FlushState>,
     wake: Condvar,
 }
 
 #[derive(Default)]
-struct State {
+struct FlushState {
     /// Highest ticket handed out.
     issued: u64,
     /// Every ticket up to this one is durable.
@@ -45,7 +45,7 @@ struct State {
 pub(super) struct FlushFailed(pub String);
 
 impl GroupCommit {
-    fn lock(&self) -> MutexGuard<'_, State> {
+    fn lock(&self) -> MutexGuard<'_, FlushState> {
         // No code panics while holding this lock; if one ever did, the counters are still consistent.
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }

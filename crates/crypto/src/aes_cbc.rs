@@ -8,12 +8,12 @@ use zeroize::Zeroizing;
 use super::CryptoError;
 use super::kdf::SymmetricKey;
 
-type Encryptor = cbc::Encryptor<aes::Aes128>;
+type CbcEncryptor = cbc::Encryptor<aes::Aes128>;
 type Decryptor = cbc::Decryptor<aes::Aes128>;
 
 /// AES-128-CBC-PKCS#7 encryption; an empty plaintext gives one 16-byte block.
 pub(crate) fn encrypt_pkcs7(key: &SymmetricKey, iv: &[u8; 16], plaintext: &[u8]) -> Vec<u8> {
-    Encryptor::new(key.expose().into(), iv.into()).encrypt_padded_vec_mut::<Pkcs7>(plaintext)
+    CbcEncryptor::new(key.expose().into(), iv.into()).encrypt_padded_vec_mut::<Pkcs7>(plaintext)
 }
 
 /// AES-128-CBC-PKCS#7 decryption. A ciphertext that is empty, not block-aligned, or whose padding
@@ -32,7 +32,7 @@ pub(crate) fn decrypt_pkcs7(
 /// AES-128-CBC without padding over exactly two blocks.
 pub(crate) fn encrypt_32(key: &SymmetricKey, iv: &[u8; 16], plaintext: &[u8; 32]) -> [u8; 32] {
     let mut out = [0u8; 32];
-    Encryptor::new(key.expose().into(), iv.into())
+    CbcEncryptor::new(key.expose().into(), iv.into())
         .encrypt_padded_b2b_mut::<NoPadding>(plaintext, &mut out)
         .expect("32 bytes are two whole AES blocks and the output buffer is 32 bytes");
     out

@@ -28,7 +28,7 @@ use super::kdf::{self, SymmetricKey};
 use super::keys::{PrivateKey, PublicKey};
 use super::{CryptoError, aes_cbc, b64};
 
-type HmacSha256 = hmac::Hmac<sha2::Sha256>;
+use crate::signature::HmacSha256;
 
 /// Length of the ECIES request and response nonces.
 pub const NONCE_LEN: usize = 16;

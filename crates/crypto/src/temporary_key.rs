@@ -23,7 +23,7 @@ use super::kdf::{self, SymmetricKey};
 use super::keys::PublicKey;
 use super::{CryptoError, b64};
 
-type HmacSha256 = hmac::Hmac<sha2::Sha256>;
+use crate::signature::HmacSha256;
 
 /// The SDK's request header, `B64URL('{"alg":"HS256","typ":"JWT"}')`, always this exact text.
 pub const REQUEST_HEADER: &str = "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9";
