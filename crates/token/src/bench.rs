@@ -17,6 +17,7 @@
 //!
 //! Nothing here is used by the service itself; no test asserts on a duration.
 
+pub mod cost;
 pub mod load;
 pub mod phone;
 pub mod report;
@@ -359,32 +360,34 @@ async fn http_runs(
             (load::Create::Personalized, "personalized_create"),
         ] {
             for level in LEVELS {
-                let s = target
-                    .run_create(kind, APPLICATION, &ids, level, o.seconds)
-                    .await?;
+                let s = costed(
+                    &server,
+                    target.run_create(kind, APPLICATION, &ids, level, o.seconds),
+                )
+                .await?;
                 eprintln!("bench: {name} c={level}: {}", json!(s));
                 result["service"][name][level.to_string()] = json!(s);
             }
         }
         // Probes (one caller, then 32): size the verify runs so that each lasts about `seconds`
         // (a verify run sends a fixed number of prepared requests).
-        let rate_1 = verify_run(target, phones, &all, 1, 0, 200)
+        let rate_1 = verify_run(target, phones, &all, 1, 0, 200, None)
             .await?
             .per_s
             .max(50.0);
-        let rate = verify_run(target, phones, &all, 32, 0, 600)
+        let rate = verify_run(target, phones, &all, 32, 0, 600, None)
             .await?
             .per_s
             .max(50.0);
         for level in LEVELS {
             let per_s = if level == 1 { rate_1 } else { rate };
             let n = ((per_s * o.seconds) as usize).clamp(200, 60_000);
-            let s = verify_run(target, phones, &all, level, 0, n).await?;
+            let s = verify_run(target, phones, &all, level, 0, n, Some(&server)).await?;
             eprintln!("bench: verify c={level}: {}", json!(s));
             result["service"]["verify"][level.to_string()] = json!(s);
         }
         let n = ((rate * o.seconds) as usize).clamp(200, 60_000);
-        let s = verify_run(target, phones, &all, 32, 19, n).await?;
+        let s = verify_run(target, phones, &all, 32, 19, n, Some(&server)).await?;
         eprintln!("bench: verify 0-19 ahead c=32: {}", json!(s));
         result["service_window"]["verify_skip_0_19"]["32"] = json!(s);
         Ok::<_, BenchError>(n)
@@ -431,14 +434,15 @@ async fn http_runs(
 
     let server = Server::start(bin, &o.dir.join("server-growth.log"), target).await?;
     let outcome = async {
-        verify_run(target, &mut everyone, &same, 32, 0, 400).await?;
-        let spread_run = verify_run(target, &mut everyone, &spread, 32, 0, n).await?;
+        verify_run(target, &mut everyone, &same, 32, 0, 400, None).await?;
+        let spread_run =
+            verify_run(target, &mut everyone, &spread, 32, 0, n, Some(&server)).await?;
         eprintln!(
             "bench: verify c=32, {} registered, spread: {}",
             o.growth,
             json!(spread_run)
         );
-        let same_run = verify_run(target, &mut everyone, &same, 32, 0, n).await?;
+        let same_run = verify_run(target, &mut everyone, &same, 32, 0, n, Some(&server)).await?;
         eprintln!(
             "bench: verify c=32, {} registered, same {kept}: {}",
             o.growth,
@@ -461,7 +465,7 @@ async fn http_runs(
 }
 
 /// Creates `n` payloads (untimed), has the tokens sign them, and runs `n` verifies from
-/// `concurrency` tasks.
+/// `concurrency` tasks; with `server`, the timed part's cost per request is measured too.
 async fn verify_run(
     target: &load::Target,
     phones: &mut [TokenState],
@@ -469,11 +473,27 @@ async fn verify_run(
     concurrency: usize,
     max_skip: u32,
     n: usize,
+    server: Option<&Server>,
 ) -> Result<stats::Summary, BenchError> {
     let payloads = target.issue_payloads(APPLICATION, n, 32).await?;
-    target
-        .run_verify(phones, selection, payloads, concurrency, max_skip)
-        .await
+    let run = target.run_verify(phones, selection, payloads, concurrency, max_skip);
+    match server {
+        Some(server) => costed(server, run).await,
+        None => run.await,
+    }
+}
+
+/// Runs one timed run and fills in what it cost the server (and the load generator) per request.
+async fn costed(
+    server: &Server,
+    run: impl std::future::Future<Output = Result<stats::Summary, BenchError>>,
+) -> Result<stats::Summary, BenchError> {
+    let pid = server.child.id();
+    let before = (cost::ProcCost::of(pid), cost::ProcCost::of_self());
+    let summary = run.await?;
+    let after = (cost::ProcCost::of(pid), cost::ProcCost::of_self());
+    let per = cost::per_request((before.0, after.0), (before.1, after.1), summary.requests);
+    Ok(summary.with_cost(per))
 }
 
 /// The server as a child process (`offline-signer serve`), stderr to a log file.

@@ -21,6 +21,25 @@ pub struct Summary {
     pub p99_ms: f64,
     /// 99.9th percentile latency in milliseconds.
     pub p999_ms: f64,
+    /// Server CPU time (user + system) per request over the run, in microseconds; `null` when the
+    /// server's `/proc` entry could not be read.
+    pub server_cpu_us_per_request: Option<f64>,
+    /// Server context switches (all threads) per request over the run.
+    pub ctx_switches_per_request: Option<f64>,
+    /// The load generator's own CPU time per request (reported apart from the server's).
+    pub loadgen_cpu_us_per_request: Option<f64>,
+}
+
+impl Summary {
+    /// The same summary with the run's cost per request filled in.
+    pub fn with_cost(self, cost: Option<super::cost::PerRequest>) -> Self {
+        Self {
+            server_cpu_us_per_request: cost.map(|c| c.server_cpu_us),
+            ctx_switches_per_request: cost.map(|c| c.server_ctx_switches),
+            loadgen_cpu_us_per_request: cost.map(|c| c.loadgen_cpu_us),
+            ..self
+        }
+    }
 }
 
 /// Collected latencies of one run, in microseconds.
@@ -83,6 +102,9 @@ impl Latencies {
             p50_ms: percentile_ms(&self.micros, 0.50),
             p99_ms: percentile_ms(&self.micros, 0.99),
             p999_ms: percentile_ms(&self.micros, 0.999),
+            server_cpu_us_per_request: None,
+            ctx_switches_per_request: None,
+            loadgen_cpu_us_per_request: None,
         }
     }
 }

@@ -1,0 +1,152 @@
+//! What a run costs the server, not only how fast it went: CPU time (user + system) and context
+//! switches of a process, read from `/proc`, before and after a measured interval. These figures are
+//! far steadier than throughput on a shared machine.
+//!
+//! - CPU: fields 14 and 15 (`utime`, `stime`) of `/proc/PID/stat`, in clock ticks, for the whole
+//!   process (every thread); converted with the clock-tick rate (`getconf CLK_TCK`, 100 when unknown).
+//! - Context switches: `voluntary_ctxt_switches` + `nonvoluntary_ctxt_switches` summed over every
+//!   thread in `/proc/PID/task/*/status` (the process's own `status` counts its main thread only).
+
+use std::sync::OnceLock;
+
+/// A process's cumulative cost at one moment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ProcCost {
+    /// CPU time, user + system, in microseconds.
+    pub cpu_us: u64,
+    /// Context switches, voluntary + involuntary, over all threads alive now.
+    pub ctx_switches: u64,
+}
+
+impl ProcCost {
+    /// The cost of process `pid` so far; `None` when `/proc` cannot be read (not Linux, process gone).
+    pub fn of(pid: u32) -> Option<Self> {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+        let ticks = cpu_ticks(&stat)?;
+        let mut ctx_switches = 0;
+        for task in std::fs::read_dir(format!("/proc/{pid}/task"))
+            .ok()?
+            .flatten()
+        {
+            if let Ok(status) = std::fs::read_to_string(task.path().join("status")) {
+                ctx_switches += ctx_switches_in(&status);
+            }
+        }
+        Some(Self {
+            cpu_us: ticks.saturating_mul(1_000_000) / clock_ticks_per_second(),
+            ctx_switches,
+        })
+    }
+
+    /// This process's cost so far (the load generator's own, reported apart).
+    pub fn of_self() -> Option<Self> {
+        Self::of(std::process::id())
+    }
+}
+
+/// What an interval cost, per request.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct PerRequest {
+    /// Server CPU time per request, in microseconds.
+    pub server_cpu_us: f64,
+    /// Server context switches per request.
+    pub server_ctx_switches: f64,
+    /// The load generator's CPU time per request, in microseconds.
+    pub loadgen_cpu_us: f64,
+}
+
+/// The cost per request between two pairs of snapshots (server, load generator) over `requests`;
+/// `None` when a snapshot is missing or nothing was requested.
+pub fn per_request(
+    server: (Option<ProcCost>, Option<ProcCost>),
+    loadgen: (Option<ProcCost>, Option<ProcCost>),
+    requests: u64,
+) -> Option<PerRequest> {
+    let (Some(s0), Some(s1), Some(l0), Some(l1)) = (server.0, server.1, loadgen.0, loadgen.1)
+    else {
+        return None;
+    };
+    if requests == 0 {
+        return None;
+    }
+    let n = requests as f64;
+    Some(PerRequest {
+        server_cpu_us: s1.cpu_us.saturating_sub(s0.cpu_us) as f64 / n,
+        server_ctx_switches: s1.ctx_switches.saturating_sub(s0.ctx_switches) as f64 / n,
+        loadgen_cpu_us: l1.cpu_us.saturating_sub(l0.cpu_us) as f64 / n,
+    })
+}
+
+/// `utime + stime` (fields 14 and 15) of a `/proc/PID/stat` line. The command name (field 2) is in
+/// parentheses and may hold spaces, so fields are counted after the last `)`.
+fn cpu_ticks(stat: &str) -> Option<u64> {
+    let rest = &stat[stat.rfind(')')? + 1..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    // `rest` starts at field 3 (state): utime is field 14, stime field 15.
+    let utime: u64 = fields.get(11)?.parse().ok()?;
+    let stime: u64 = fields.get(12)?.parse().ok()?;
+    Some(utime + stime)
+}
+
+/// Voluntary + involuntary context switches of one `/proc/PID/task/TID/status`.
+fn ctx_switches_in(status: &str) -> u64 {
+    status
+        .lines()
+        .filter(|l| {
+            l.starts_with("voluntary_ctxt_switches:")
+                || l.starts_with("nonvoluntary_ctxt_switches:")
+        })
+        .filter_map(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
+        .sum()
+}
+
+fn clock_ticks_per_second() -> u64 {
+    static TICKS: OnceLock<u64> = OnceLock::new();
+    *TICKS.get_or_init(|| {
+        std::process::Command::new("getconf")
+            .arg("CLK_TCK")
+            .output()
+            .ok()
+            .and_then(|o| String::from_utf8(o.stdout).ok())
+            .and_then(|s| s.trim().parse().ok())
+            .filter(|t: &u64| *t > 0)
+            .unwrap_or(100)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_utime_and_stime_after_the_command_name() {
+        let stat = "4242 (my (odd) name) S 1 4242 4242 0 -1 4194560 100 0 0 0 \
+                    250 30 0 0 20 0 4 0 100 1000 50 184467";
+        assert_eq!(cpu_ticks(stat), Some(280));
+        assert_eq!(cpu_ticks("garbage"), None);
+    }
+
+    #[test]
+    fn sums_both_kinds_of_context_switch() {
+        let status = "Name:\tx\nvoluntary_ctxt_switches:\t12\nnonvoluntary_ctxt_switches:\t3\n";
+        assert_eq!(ctx_switches_in(status), 15);
+    }
+
+    #[test]
+    fn this_process_has_a_cost_and_it_grows() {
+        let before = ProcCost::of_self().expect("/proc is readable");
+        let mut x = 0u64;
+        for i in 0..20_000_000u64 {
+            x = x.wrapping_add(i * i);
+        }
+        std::hint::black_box(x);
+        let after = ProcCost::of_self().expect("/proc is readable");
+        assert!(after.cpu_us >= before.cpu_us);
+        assert!(after.ctx_switches >= before.ctx_switches);
+        let per = per_request((Some(before), Some(after)), (Some(before), Some(after)), 10)
+            .expect("both snapshots");
+        assert!(per.server_cpu_us >= 0.0);
+        assert!(per_request((None, Some(after)), (Some(before), Some(after)), 10).is_none());
+        assert!(per_request((Some(before), Some(after)), (Some(before), Some(after)), 0).is_none());
+    }
+}
