@@ -69,3 +69,46 @@ fn softhsm_unwrapped_key_is_never_extractable() {
         },
     );
 }
+
+/// No object search on the hot path: once a worker session has found the master key and the DEK,
+/// 1,000 signs and 1,000 decryptions make no further `C_FindObjects` (SoftHSM re-reads every token
+/// object file on each search).
+#[test]
+fn softhsm_hot_path_makes_no_object_search() {
+    use offline_signer::signer::pkcs11::object_searches;
+    use offline_signer::signer::{KeyRef, Signer};
+    with_token(
+        "softhsm_hot_path_makes_no_object_search",
+        "handles",
+        |token| {
+            runtime().block_on(async {
+                let mut cfg = token.config();
+                // One worker: every call lands on the session whose cache the warm-up filled.
+                cfg.pool_size = std::num::NonZeroUsize::new(1).expect("one");
+                let s = Pkcs11Signer::open(&cfg).await.expect("open the signer");
+                let master = s.generate_master_key().await.unwrap();
+                let ids = s.ensure_storage_keys(None).await.unwrap();
+                let sealed = s.encrypt_secret(&ids.dek, b"aad", &[7; 48]).await.unwrap();
+                s.sign_digest(KeyRef::Token(&master.id), &[1; 32])
+                    .await
+                    .unwrap();
+                s.decrypt_secret(&ids.dek, b"aad", &sealed).await.unwrap();
+                let searches = object_searches();
+                for i in 0..1000u32 {
+                    let digest = [(i % 251) as u8; 32];
+                    s.sign_digest(KeyRef::Token(&master.id), &digest)
+                        .await
+                        .unwrap();
+                    let plain = s.decrypt_secret(&ids.dek, b"aad", &sealed).await.unwrap();
+                    assert_eq!(plain.expose(), &[7; 48][..]);
+                }
+                assert_eq!(
+                    object_searches(),
+                    searches,
+                    "the hot path searched for objects"
+                );
+                s.shutdown().await;
+            })
+        },
+    );
+}

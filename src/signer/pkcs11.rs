@@ -27,7 +27,7 @@ use crate::model::{DerSignature, EncryptedSecret, KeyId, PublicKey, WrappedKey};
 use ops::{Ctx, OpError};
 use pool::{Job, Shared};
 
-pub use ops::temporary_objects_alive;
+pub use ops::{object_searches, temporary_objects_alive};
 
 /// Longest wait for start-up (loading the module, `C_Initialize`, login) before
 /// [`SignerError::Timeout`]; network HSMs can be slow to connect.

@@ -8,10 +8,12 @@
 //! temporary object (unwrapped keys, session key pairs, derived secrets) is held by a [`Temp`]
 //! guard that destroys it on every path.
 
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 
 use cryptoki::context::Pkcs11;
-use cryptoki::error::Error as CkError;
+use cryptoki::error::{Error as CkError, RvError};
 use cryptoki::mechanism::Mechanism;
 use cryptoki::mechanism::aead::GcmParams;
 use cryptoki::mechanism::elliptic_curve::{EcKdf, Ecdh1DeriveParams};
@@ -63,12 +65,56 @@ impl From<SignerError> for OpError {
 pub(crate) struct Ctx<'a> {
     /// This worker's session.
     pub session: &'a Session,
+    /// The handles of long-lived token keys this session has found (master keys, KEK, DEK).
+    pub handles: &'a HandleCache,
     /// The library (for token info).
     pub lib: &'a Pkcs11,
     /// The token's slot.
     pub slot: Slot,
     /// How the token was chosen (to re-check its identity).
     pub selector: &'a TokenSelector,
+}
+
+/// Object searches (`C_FindObjects`) this process made. SoftHSM re-reads every token object file on
+/// each search, so the hot path must make none: tests and the metrics watch this count.
+static OBJECT_SEARCHES: AtomicU64 = AtomicU64::new(0);
+
+/// How many object searches this process has made (also the metric
+/// `offline_signer_hsm_object_searches_total`).
+pub fn object_searches() -> u64 {
+    OBJECT_SEARCHES.load(Ordering::Relaxed)
+}
+
+/// The handles of long-lived token keys one session has looked up, by class, label and id. A handle
+/// is valid for its session's connection: the cache lives and dies with the session (see
+/// `pool::WorkerSession`), and a handle the token calls invalid is dropped and looked up again.
+#[derive(Default)]
+pub(crate) struct HandleCache(RefCell<HashMap<(u64, String, KeyId), ObjectHandle>>);
+
+impl HandleCache {
+    fn get(&self, class: ObjectClass, label: &str, id: &KeyId) -> Option<ObjectHandle> {
+        self.0
+            .borrow()
+            .get(&(class_code(class), label.to_owned(), *id))
+            .copied()
+    }
+
+    fn put(&self, class: ObjectClass, label: &str, id: &KeyId, handle: ObjectHandle) {
+        self.0
+            .borrow_mut()
+            .insert((class_code(class), label.to_owned(), *id), handle);
+    }
+
+    fn forget(&self, class: ObjectClass, label: &str, id: &KeyId) {
+        self.0
+            .borrow_mut()
+            .remove(&(class_code(class), label.to_owned(), *id));
+    }
+}
+
+fn class_code(class: ObjectClass) -> u64 {
+    let raw: cryptoki::types::Ulong = (*class).into();
+    raw.into()
 }
 
 /// A temporary object destroyed when the guard is dropped (on every path).
@@ -158,6 +204,8 @@ fn find_all(
     if let Some(id) = id {
         template.push(Attribute::Id(id.as_bytes().to_vec()));
     }
+    OBJECT_SEARCHES.fetch_add(1, Ordering::Relaxed);
+    metrics::counter!("offline_signer_hsm_object_searches_total").increment(1);
     let found = ctx.session.find_objects(&template)?;
     if found.is_empty() {
         // Zero objects is also what a vanished token or a lost login looks like.
@@ -184,6 +232,42 @@ fn find_one(
             count: more.len(),
         }
         .into()),
+    }
+}
+
+/// The handle of a long-lived token key: from the session's cache, or found once and cached.
+fn cached_key(
+    ctx: &Ctx<'_>,
+    class: ObjectClass,
+    label: &str,
+    id: &KeyId,
+) -> Result<ObjectHandle, OpError> {
+    if let Some(handle) = ctx.handles.get(class, label, id) {
+        return Ok(handle);
+    }
+    let handle = find_one(ctx, class, label, id)?;
+    ctx.handles.put(class, label, id, handle);
+    Ok(handle)
+}
+
+/// Runs `op` with a long-lived token key's cached handle. When the token says the handle is invalid
+/// (the object was deleted and re-created by another process, say) the key is looked up again and
+/// `op` runs once more. The outer error is the lookup's; the inner one is `op`'s.
+fn with_key<T>(
+    ctx: &Ctx<'_>,
+    class: ObjectClass,
+    label: &str,
+    id: &KeyId,
+    op: impl Fn(ObjectHandle) -> Result<T, CkError>,
+) -> Result<Result<T, CkError>, OpError> {
+    let handle = cached_key(ctx, class, label, id)?;
+    match op(handle) {
+        Err(CkError::Pkcs11(RvError::ObjectHandleInvalid | RvError::KeyHandleInvalid, _)) => {
+            ctx.handles.forget(class, label, id);
+            let handle = cached_key(ctx, class, label, id)?;
+            Ok(op(handle))
+        }
+        other => Ok(other),
     }
 }
 
@@ -352,7 +436,6 @@ pub(crate) fn generate_wrapped(ctx: &Ctx<'_>, kek_id: &KeyId) -> Result<WrappedK
 
 /// Unwraps into a sensitive, non-extractable session object held by a guard.
 fn unwrap<'a>(ctx: &Ctx<'a>, wrapped: &WrappedKey) -> Result<Temp<'a>, OpError> {
-    let kek = find_one(ctx, ObjectClass::SECRET_KEY, KEK_LABEL, wrapped.kek())?;
     let template = [
         Attribute::Class(ObjectClass::PRIVATE_KEY),
         Attribute::KeyType(KeyType::EC),
@@ -363,16 +446,26 @@ fn unwrap<'a>(ctx: &Ctx<'a>, wrapped: &WrappedKey) -> Result<Temp<'a>, OpError> 
         Attribute::Sign(true),
         Attribute::Derive(true),
     ];
-    let handle = ctx
-        .session
-        .unwrap_key(&Mechanism::AesKeyWrapPad, kek, wrapped.blob(), &template)
-        .map_err(|e| auth_failure(ctx, e))?;
+    let handle = with_key(
+        ctx,
+        ObjectClass::SECRET_KEY,
+        KEK_LABEL,
+        wrapped.kek(),
+        |kek| {
+            ctx.session
+                .unwrap_key(&Mechanism::AesKeyWrapPad, kek, wrapped.blob(), &template)
+        },
+    )?
+    .map_err(|e| auth_failure(ctx, e))?;
     Ok(Temp::new(ctx.session, handle))
 }
 
 fn sign_with(ctx: &Ctx<'_>, key: ObjectHandle, digest: &[u8; 32]) -> Result<DerSignature, OpError> {
-    let raw = ctx.session.sign(&Mechanism::Ecdsa, key, digest)?;
-    Ok(DerSignature::from_raw(&raw)
+    der_signature(&ctx.session.sign(&Mechanism::Ecdsa, key, digest)?)
+}
+
+fn der_signature(raw: &[u8]) -> Result<DerSignature, OpError> {
+    Ok(DerSignature::from_raw(raw)
         .map_err(|_| SignerError::Malformed("signature from the token"))?)
 }
 
@@ -382,8 +475,14 @@ pub(crate) fn sign_token(
     id: &KeyId,
     digest: &[u8; 32],
 ) -> Result<DerSignature, OpError> {
-    let key = find_one(ctx, ObjectClass::PRIVATE_KEY, &master_label(id), id)?;
-    sign_with(ctx, key, digest)
+    let raw = with_key(
+        ctx,
+        ObjectClass::PRIVATE_KEY,
+        &master_label(id),
+        id,
+        |key| ctx.session.sign(&Mechanism::Ecdsa, key, digest),
+    )??;
+    der_signature(&raw)
 }
 
 /// Signs with a wrapped key (unwrapped for this call only).
@@ -445,14 +544,14 @@ pub(crate) fn encrypt(
     aad: &[u8],
     plaintext: &[u8],
 ) -> Result<EncryptedSecret, OpError> {
-    let dek = find_one(ctx, ObjectClass::SECRET_KEY, DEK_LABEL, dek_id)?;
     let mut iv = [0u8; SEALED_IV_LEN];
     rand::rngs::OsRng.fill_bytes(&mut iv);
-    let mut iv_param = iv;
-    let params = GcmParams::new(&mut iv_param, aad, Ulong::from(8 * SEALED_TAG_LEN as u64))?;
-    let ct = ctx
-        .session
-        .encrypt(&Mechanism::AesGcm(params), dek, plaintext)?;
+    let ct = with_key(ctx, ObjectClass::SECRET_KEY, DEK_LABEL, dek_id, |dek| {
+        let mut iv_param = iv;
+        let params = GcmParams::new(&mut iv_param, aad, Ulong::from(8 * SEALED_TAG_LEN as u64))?;
+        ctx.session
+            .encrypt(&Mechanism::AesGcm(params), dek, plaintext)
+    })??;
     if ct.len() != plaintext.len() + SEALED_TAG_LEN {
         return Err(SignerError::Internal("AES-GCM output has an unexpected length".into()).into());
     }
@@ -466,13 +565,13 @@ pub(crate) fn decrypt(
     aad: &[u8],
     sealed: &EncryptedSecret,
 ) -> Result<PlainSecret, OpError> {
-    let dek = find_one(ctx, ObjectClass::SECRET_KEY, DEK_LABEL, dek_id)?;
-    let mut iv = sealed.iv();
-    let params = GcmParams::new(&mut iv, aad, Ulong::from(8 * SEALED_TAG_LEN as u64))?;
-    let pt = ctx
-        .session
-        .decrypt(&Mechanism::AesGcm(params), dek, sealed.ciphertext_and_tag())
-        .map_err(|e| auth_failure(ctx, e))?;
+    let pt = with_key(ctx, ObjectClass::SECRET_KEY, DEK_LABEL, dek_id, |dek| {
+        let mut iv = sealed.iv();
+        let params = GcmParams::new(&mut iv, aad, Ulong::from(8 * SEALED_TAG_LEN as u64))?;
+        ctx.session
+            .decrypt(&Mechanism::AesGcm(params), dek, sealed.ciphertext_and_tag())
+    })?
+    .map_err(|e| auth_failure(ctx, e))?;
     Ok(PlainSecret::new(Zeroizing::new(pt)))
 }
 

@@ -21,7 +21,7 @@ use cryptoki::session::Session;
 use cryptoki::slot::Slot;
 use secrecy::SecretString;
 
-use super::ops::{Ctx, OpError, confirm_alive};
+use super::ops::{Ctx, HandleCache, OpError, confirm_alive};
 use super::token::{self, Fault};
 use crate::signer::config::TokenSelector;
 use crate::signer::{OpenError, SignerError};
@@ -40,8 +40,28 @@ pub(crate) struct Live {
     slot: Slot,
     /// Keeps the login for the life of the connection; never used for operations.
     login: Mutex<Option<Session>>,
-    /// One session per worker, opened on first use.
-    sessions: Vec<Mutex<Option<Session>>>,
+    /// One session per worker, opened on first use, with the key handles it has found.
+    sessions: Vec<Mutex<Option<WorkerSession>>>,
+}
+
+/// A worker's session and the handles of the token keys it has looked up. The handles belong to
+/// the session's connection: they go with the session (a fault, a re-login), never outlive it.
+pub(crate) struct WorkerSession {
+    session: Session,
+    handles: HandleCache,
+}
+
+impl WorkerSession {
+    fn new(session: Session) -> Self {
+        Self {
+            session,
+            handles: HandleCache::default(),
+        }
+    }
+
+    fn close(self) {
+        let _ = self.session.close();
+    }
 }
 
 pub(crate) enum State {
@@ -194,7 +214,7 @@ impl Shared {
     fn tear_down(&self, live: Live) {
         for slot in &live.sessions {
             if let Some(s) = lock(slot).take() {
-                let _ = s.close();
+                s.close();
             }
         }
         if let Some(s) = lock(&live.login).take() {
@@ -293,7 +313,7 @@ impl Shared {
             let mut session = lock(slot);
             if session.is_none() {
                 match self.lib.open_rw_session(live.slot) {
-                    Ok(s) => *session = Some(s),
+                    Ok(s) => *session = Some(WorkerSession::new(s)),
                     Err(e) => match token::classify(&e) {
                         Fault::Session(rv) => {
                             tracing::warn!(rv = ?rv, "opening a session failed");
@@ -315,7 +335,8 @@ impl Shared {
                 ));
             };
             let ctx = Ctx {
-                session: s,
+                session: &s.session,
+                handles: &s.handles,
                 lib: &self.lib,
                 slot: live.slot,
                 selector: &self.selector,
@@ -338,7 +359,7 @@ impl Shared {
             }
             tracing::warn!(rv = ?fault, attempt, "session fault; dropping the session");
             if let Some(s) = session.take() {
-                let _ = s.close();
+                s.close();
             }
             let generation = live.generation;
             drop(session);
