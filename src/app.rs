@@ -12,15 +12,15 @@ use std::sync::Arc;
 use crate::config::Config;
 use crate::service::{Credentials, Service, ServiceError, SystemClock};
 use crate::signer::{self, KeyReport, OpenError, Signer, SignerError};
-use crate::store::{ChainReport, SledStore, Store, StoreError};
+use crate::store::{self, ChainReport, Store, StoreError};
 
 /// Why the application could not be put together.
 #[derive(Debug, thiserror::Error)]
 pub enum AppError {
     /// The store cannot be opened (missing folder, another process holds it, a newer format).
-    #[error("opening the store in {path}: {source}")]
+    #[error("opening the store {path}: {source}")]
     OpenStore {
-        /// The data folder.
+        /// The data folder, or the database (`postgres user@host:port/db`).
         path: String,
         /// What the store said.
         source: StoreError,
@@ -39,17 +39,15 @@ pub enum AppError {
     Service(#[from] ServiceError),
 }
 
-/// Opens the configured store.
+/// Opens the configured store (`[store]`: sled, or PostgreSQL migrated to this build's schema).
 ///
 /// # Errors
-/// [`AppError::OpenStore`] naming the folder.
+/// [`AppError::OpenStore`] naming the folder or database.
 pub fn open_store(config: &Config) -> Result<Arc<dyn Store>, AppError> {
-    SledStore::open(&config.data_dir)
-        .map(|s| Arc::new(s) as Arc<dyn Store>)
-        .map_err(|source| AppError::OpenStore {
-            path: config.data_dir.display().to_string(),
-            source,
-        })
+    store::open(&config.store).map_err(|source| AppError::OpenStore {
+        path: config.store.location(),
+        source,
+    })
 }
 
 /// Opens the configured signer.
@@ -121,6 +119,23 @@ pub async fn key_report(config: &Config) -> Result<KeyReport, AppError> {
     let report = signer::key_report(signer.as_ref()).await;
     signer.shutdown().await;
     Ok(report?)
+}
+
+/// `store migrate`: brings a PostgreSQL database to this build's schema (safe while instances run);
+/// `None` for sled, whose layout needs no migration step.
+///
+/// # Errors
+/// [`AppError::OpenStore`] when the database does not answer or is newer than this build.
+pub fn migrate_store(config: &Config) -> Result<Option<store::SchemaMigration>, AppError> {
+    match &config.store {
+        store::StoreSettings::Sled { .. } => Ok(None),
+        store::StoreSettings::Postgres { settings, .. } => store::migrate(settings)
+            .map(Some)
+            .map_err(|source| AppError::OpenStore {
+                path: config.store.location(),
+                source,
+            }),
+    }
 }
 
 /// `audit verify`: walks the audit chain of the configured store.

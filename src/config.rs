@@ -10,7 +10,7 @@
 //! ```toml
 //! listen = "127.0.0.1:8080"
 //! base_path = ""                     # e.g. "/powerauth-java-server": methods under {base_path}/rest/v3
-//! data_dir = "data"                  # relative to this file's folder
+//! data_dir = "data"                  # older spelling of [store] path
 //! restrict_access = true             # HTTP Basic with integration credentials
 //! body_limit_bytes = 65536
 //! request_timeout_ms = 10000
@@ -24,6 +24,10 @@
 //! [nonce]
 //! policy = "enforce"                 # or "off" (PowerAuth behaviour)
 //! ttl_seconds = 300
+//!
+//! [store]                            # see crate::store::StoreSettings
+//! kind = "sled"                      # or "postgres" (url, password_file | password_env, pool_size)
+//! path = "data"                      # relative to this file's folder
 //!
 //! [signer]                           # see hsm-config/ for one example per HSM family
 //! kind = "pkcs11"
@@ -39,6 +43,7 @@ use serde::Deserialize;
 use crate::http::ApiSettings;
 use crate::service::{self, NoncePolicy, SignatureSettings};
 use crate::signer::{RawSignerConfig, SignerConfig};
+use crate::store::{RawStoreSettings, StoreSettings, StoreSettingsError};
 
 /// Why a configuration file was refused. Messages name the file and the key; they never echo values
 /// that could be secrets.
@@ -70,6 +75,14 @@ pub enum ConfigError {
         /// What is wrong.
         problem: String,
     },
+    /// The `[store]` table is refused.
+    #[error("configuration file {path}: [store] {source}")]
+    Store {
+        /// The file.
+        path: PathBuf,
+        /// What the store's settings say.
+        source: StoreSettingsError,
+    },
     /// The `[signer]` table is refused.
     #[error("configuration file {path}: [signer] {source}")]
     Signer {
@@ -88,8 +101,8 @@ pub struct RawConfig {
     pub listen: String,
     #[serde(default)]
     pub base_path: String,
-    #[serde(default = "default_data_dir")]
-    pub data_dir: PathBuf,
+    /// The older spelling of `[store] path` (sled only).
+    pub data_dir: Option<PathBuf>,
     #[serde(default = "default_true")]
     pub restrict_access: bool,
     #[serde(default = "default_body_limit")]
@@ -100,6 +113,8 @@ pub struct RawConfig {
     pub signature: RawSignatureConfig,
     #[serde(default)]
     pub nonce: RawNonceConfig,
+    #[serde(default)]
+    pub store: RawStoreSettings,
     pub signer: RawSignerConfig,
 }
 
@@ -148,9 +163,6 @@ impl Default for RawNonceConfig {
 fn default_listen() -> String {
     "127.0.0.1:8080".to_owned()
 }
-fn default_data_dir() -> PathBuf {
-    PathBuf::from("data")
-}
 fn default_true() -> bool {
     true
 }
@@ -198,7 +210,11 @@ pub struct Config {
     pub path: PathBuf,
     /// Where the API listens.
     pub listen: SocketAddr,
-    /// The store's folder: absolute, or relative to the working directory when the file path was.
+    /// The `[store]` table (sled folders resolved like [`Self::data_dir`]).
+    pub store: StoreSettings,
+    /// The sled store's folder (absolute, or relative to the working directory when the file path
+    /// was); the configuration file's folder for a PostgreSQL store, which keeps nothing on disk
+    /// but its audit chain id file.
     pub data_dir: PathBuf,
     /// The HTTP layer's settings (`base_path`, `restrict_access`, limits, timeout).
     pub http: ApiSettings,
@@ -320,10 +336,22 @@ impl RawConfig {
                 path: path.to_owned(),
                 source,
             })?;
+        let store = self
+            .store
+            .validate(base, self.data_dir, audit_chain_file(path))
+            .map_err(|source| ConfigError::Store {
+                path: path.to_owned(),
+                source,
+            })?;
+        let data_dir = match &store {
+            StoreSettings::Sled { path } => path.clone(),
+            StoreSettings::Postgres { .. } => base.to_path_buf(),
+        };
         Ok(Config {
             path: path.to_owned(),
             listen,
-            data_dir: base.join(self.data_dir),
+            store,
+            data_dir,
             http: ApiSettings {
                 base_path: self.base_path,
                 restrict_access: self.restrict_access,
@@ -338,6 +366,15 @@ impl RawConfig {
             signer,
         })
     }
+}
+
+/// Where a PostgreSQL instance without a configured `audit_chain` keeps its chain id: beside the
+/// configuration file, `<file stem>.audit-chain` (so two configurations in one folder are two chains).
+fn audit_chain_file(config: &Path) -> PathBuf {
+    let stem = config
+        .file_stem()
+        .map_or_else(|| "config".into(), |s| s.to_string_lossy().into_owned());
+    config.with_file_name(format!("{stem}.audit-chain"))
 }
 
 #[cfg(test)]

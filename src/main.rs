@@ -98,6 +98,12 @@ enum Command {
         command: ApplicationCommand,
     },
 
+    /// Work with the store itself (schema, copies).
+    Store {
+        #[command(subcommand)]
+        command: StoreCommand,
+    },
+
     /// The benchmark's in-process steps: the token and store ceilings, and what a configuration
     /// says (`offline-token bench run`, called by scripts/bench.sh, runs these).
     Bench {
@@ -151,6 +157,17 @@ enum ApplicationCommand {
         #[arg(long)]
         id: String,
         /// The service configuration file.
+        #[arg(long, value_name = "FILE")]
+        config: PathBuf,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum StoreCommand {
+    /// Bring the configured PostgreSQL database to this build's schema (safe while instances run);
+    /// nothing to do for sled.
+    Migrate {
+        /// The service configuration file (its [store] table names the database).
         #[arg(long, value_name = "FILE")]
         config: PathBuf,
     },
@@ -230,12 +247,19 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
             let report = app::verify_audit(&config)?;
             match report.first_broken {
                 None => {
-                    println!("audit chain intact: {} records", report.records);
+                    println!(
+                        "audit chain intact: {} records in {} chain(s)",
+                        report.records, report.chains
+                    );
                     Ok(ExitCode::SUCCESS)
                 }
                 Some((seq, reason)) => {
+                    let chain = report
+                        .broken_chain
+                        .as_ref()
+                        .map_or_else(String::new, |c| format!(" {c}"));
                     println!(
-                        "audit chain BROKEN at record {seq}: {reason} ({} records read)",
+                        "audit chain{chain} BROKEN at record {seq}: {reason} ({} records read)",
                         report.records
                     );
                     Ok(ExitCode::FAILURE)
@@ -257,6 +281,17 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
             let config = Config::load(&config)?;
             let detail = runtime()?.block_on(server::create_application(&config, &id))?;
             println!("{}", http::application_json(detail));
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Store {
+            command: StoreCommand::Migrate { config },
+        } => {
+            let config = Config::load(&config)?;
+            match app::migrate_store(&config)? {
+                None => println!("sled store: nothing to migrate"),
+                Some(m) if m.from == m.to => println!("schema already at version {}", m.to),
+                Some(m) => println!("schema migrated from version {} to {}", m.from, m.to),
+            }
             Ok(ExitCode::SUCCESS)
         }
         Command::Bench { command } => {

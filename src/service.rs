@@ -227,10 +227,9 @@ impl Service {
         let recorded = store
             .storage_keys()?
             .map(|(kek, dek)| StorageKeyIds { kek, dek });
-        let storage_keys = signer.ensure_storage_keys(recorded).await?;
+        let mut storage_keys = signer.ensure_storage_keys(recorded).await?;
         if recorded.is_none() {
-            let store2 = Arc::clone(&store);
-            blocking(move || store2.set_storage_keys(storage_keys.kek, storage_keys.dek)).await?;
+            storage_keys = Self::record_storage_keys(&signer, &store, storage_keys).await?;
         }
         let credentials = Credentials::new(Arc::clone(&store));
         Ok(Self {
@@ -244,6 +243,37 @@ impl Service {
                 credentials,
             }),
         })
+    }
+
+    /// Records the KEK and DEK this instance just made. When another instance sharing the store
+    /// recorded its pair first (two instances starting at once on an empty database), the recorded
+    /// pair wins: it is checked on the token and used, and this instance's pair is left unused.
+    async fn record_storage_keys(
+        signer: &Arc<dyn Signer>,
+        store: &Arc<dyn Store>,
+        made: StorageKeyIds,
+    ) -> Result<StorageKeyIds, ServiceError> {
+        let store2 = Arc::clone(store);
+        match blocking(move || store2.set_storage_keys(made.kek, made.dek)).await {
+            Ok(()) => Ok(made),
+            Err(StoreError::AlreadyExists { .. }) => {
+                let (kek, dek) = store.storage_keys()?.ok_or(ServiceError::invariant(
+                    "storage key ids were refused as existing but cannot be read",
+                ))?;
+                let winner = signer
+                    .ensure_storage_keys(Some(StorageKeyIds { kek, dek }))
+                    .await?;
+                tracing::warn!(
+                    unused_kek = %made.kek,
+                    unused_dek = %made.dek,
+                    kek = %winner.kek,
+                    dek = %winner.dek,
+                    "another instance recorded its storage keys first; using those (the unused pair holds nothing)"
+                );
+                Ok(winner)
+            }
+            Err(e) => Err(e.into()),
+        }
     }
 
     /// The settings in force.

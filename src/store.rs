@@ -9,6 +9,7 @@
 //! - `audit.rs`        audit records, the hash chains, and [`verify_audit_chain`].
 //! - `group_commit.rs` one `fsync` for many concurrent writers.
 //! - `sled_store.rs`   [`SledStore`], the embedded implementation.
+//! - `settings.rs`     the `[store]` table ([`StoreSettings`]) and [`open`], which opens either store.
 //! - `postgres.rs`     [`PgStore`], the implementation for several instances sharing one PostgreSQL
 //!   database, with its settings ([`RawPostgresSettings`] → [`PostgresSettings`]) and migrations.
 //!
@@ -36,6 +37,7 @@ mod codec;
 mod group_commit;
 mod postgres;
 mod records;
+mod settings;
 mod sled_store;
 
 pub use audit::{
@@ -55,6 +57,7 @@ pub use records::{
 use crate::model::{KeyId, Timestamp};
 #[cfg(doc)]
 use crate::model::{EncryptedSecret, WrappedKey};
+pub use settings::{RawStoreSettings, StoreKind, StoreSettings, StoreSettingsError, open};
 pub use sled_store::{STORE_FORMAT, SledStore};
 
 /// What can go wrong in the store, in the service's words.
