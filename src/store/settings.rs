@@ -228,7 +228,10 @@ mod tests {
         toml::from_str(text).expect("parses")
     }
 
-    fn validate(raw: RawStoreSettings, legacy: Option<&str>) -> Result<StoreSettings, StoreSettingsError> {
+    fn validate(
+        raw: RawStoreSettings,
+        legacy: Option<&str>,
+    ) -> Result<StoreSettings, StoreSettingsError> {
         raw.validate_with_env(
             Path::new("/etc/os"),
             legacy.map(PathBuf::from),
@@ -258,7 +261,10 @@ mod tests {
             Err(StoreSettingsError::NotForKind { key: "url", .. })
         ));
         assert!(matches!(
-            validate(parse("kind = \"postgres\"\nurl = \"postgres://u@h/d\"\npath = \"x\""), None),
+            validate(
+                parse("kind = \"postgres\"\nurl = \"postgres://u@h/d\"\npath = \"x\""),
+                None
+            ),
             Err(StoreSettingsError::NotForKind { key: "path", .. })
         ));
         assert!(toml::from_str::<RawStoreSettings>("kind = \"mysql\"").is_err());
@@ -275,8 +281,13 @@ mod tests {
         assert_eq!(s.location(), "postgres u@h:5433/d");
         assert!(s.is_shared());
         assert!(matches!(
-            validate(parse("kind = \"postgres\"\nurl = \"postgres://u:pw@h/d\""), None),
-            Err(StoreSettingsError::Postgres(PostgresSettingsError::PasswordInUrl))
+            validate(
+                parse("kind = \"postgres\"\nurl = \"postgres://u:pw@h/d\""),
+                None
+            ),
+            Err(StoreSettingsError::Postgres(
+                PostgresSettingsError::PasswordInUrl
+            ))
         ));
     }
 }
