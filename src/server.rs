@@ -16,8 +16,9 @@ use crate::app::{self, App, AppError};
 use crate::config::Config;
 use crate::http::{self, ApiSettings};
 use crate::model::Timestamp;
-use crate::service::{ApplicationDetail, NewCredential, Service, ServiceError};
-use crate::store::IntegrationCredential;
+use crate::service::{
+    ApplicationDetail, Caller, CredentialInfo, NewCredential, Service, ServiceError,
+};
 
 /// How often expired nonces are pruned.
 pub const PRUNE_INTERVAL: Duration = Duration::from_secs(60);
@@ -173,8 +174,8 @@ pub fn create_integration(config: &Config, name: &str) -> Result<NewCredential, 
 ///
 /// # Errors
 /// [`ServerError::App`] when the store cannot be opened.
-pub fn list_integrations(config: &Config) -> Result<Vec<IntegrationCredential>, ServerError> {
-    Ok(app::credentials(config)?.list()?)
+pub fn list_integrations(config: &Config) -> Result<Vec<CredentialInfo>, ServerError> {
+    Ok(app::credentials(config)?.list(&Caller::local())?)
 }
 
 /// `integration remove`: deletes the credential with this client token.
@@ -182,7 +183,7 @@ pub fn list_integrations(config: &Config) -> Result<Vec<IntegrationCredential>, 
 /// # Errors
 /// [`ServerError::UnknownCredential`] when there is none.
 pub fn remove_integration(config: &Config, client_token: &str) -> Result<(), ServerError> {
-    if app::credentials(config)?.remove(client_token)? {
+    if app::credentials(config)?.remove(&Caller::local(), client_token)? {
         tracing::info!(client_token, "integration credential removed");
         Ok(())
     } else {

@@ -14,6 +14,7 @@
 //!   pool; HSM work runs on the signer's own threads.
 //! - Time comes from a [`Clock`], so tests can pin TOTP steps and nonce expiry.
 
+pub mod caller;
 mod credentials;
 pub mod locks;
 pub mod requests;
@@ -38,8 +39,39 @@ use crate::store::{
     NonceOwner, Store, StoreError,
 };
 
-pub use credentials::{Credentials, NewCredential};
+pub use caller::{Caller, acting_as};
+pub use credentials::{CredentialInfo, Credentials, NewCredential};
 pub use requests::*;
+
+/// A new audit draft naming the current caller as the actor.
+pub(crate) fn audit_draft(
+    now: Timestamp,
+    operation: AuditOperation,
+    outcome: AuditOutcome,
+) -> AuditDraft {
+    let mut draft = AuditDraft::new(now, operation, outcome);
+    draft.actor = Some(caller::current().id().to_owned());
+    draft
+}
+
+/// [`ServiceError::Forbidden`] unless the current caller has the `ADMIN` role.
+fn require_admin() -> Result<(), ServiceError> {
+    if caller::current().scope().is_admin() {
+        Ok(())
+    } else {
+        Err(ServiceError::Forbidden)
+    }
+}
+
+/// [`ServiceError::Forbidden`] unless the current caller's scope covers `application_id` (checked
+/// before the application is looked up, so the answer says nothing about whether it exists).
+fn require_application_scope(application_id: &str) -> Result<(), ServiceError> {
+    if caller::current().scope().covers(application_id) {
+        Ok(())
+    } else {
+        Err(ServiceError::Forbidden)
+    }
+}
 
 /// Blocked reason set when the failure limit is reached (`powerauth-offline.md` §12).
 pub const BLOCKED_REASON_MAX_FAILED: &str = "MAX_FAILED_ATTEMPTS";
@@ -63,6 +95,10 @@ pub enum ServiceError {
     /// ERR0024: the request is malformed or out of range. The text says which field, never a secret.
     #[error("invalid request: {0}")]
     InvalidRequest(String),
+    /// HTTP 403 `ERR_AUTHORIZATION`: the caller's credential does not allow this method or
+    /// application; nothing changed.
+    #[error("the integration credential does not allow this")]
+    Forbidden,
     /// ERR0015.
     #[error("application not found")]
     ApplicationNotFound,
@@ -306,8 +342,81 @@ impl Service {
             .authenticate(client_token, client_secret)
     }
 
+    /// The caller that `client_token:client_secret` authenticates (its credential's id and scope),
+    /// or `None`; see [`Credentials::caller_for`].
+    ///
+    /// # Errors
+    /// [`ServiceError::Internal`] when the store cannot be read.
+    pub fn caller_for(
+        &self,
+        client_token: &str,
+        client_secret: &secrecy::SecretString,
+    ) -> Result<Option<Caller>, ServiceError> {
+        self.inner
+            .credentials
+            .caller_for(client_token, client_secret)
+    }
+
+    /// `integration/create`: a new credential with `scope`, made by the current caller (`ADMIN`
+    /// only); the secret is returned once.
+    ///
+    /// # Errors
+    /// [`ServiceError::Forbidden`], [`ServiceError::InvalidRequest`] or [`ServiceError::Internal`]
+    /// (see [`Credentials::create_scoped`]).
+    pub async fn create_integration(
+        &self,
+        name: String,
+        scope: crate::model::CredentialScope,
+    ) -> Result<NewCredential, ServiceError> {
+        let caller = caller::current();
+        let now = self.now();
+        self.with_credentials(move |c| c.create_scoped(&caller, &name, scope, now))
+            .await
+    }
+
+    /// `integration/list`: every credential without its secret (`ADMIN` only).
+    ///
+    /// # Errors
+    /// [`ServiceError::Forbidden`] or [`ServiceError::Internal`].
+    pub async fn list_integrations(&self) -> Result<Vec<CredentialInfo>, ServiceError> {
+        let caller = caller::current();
+        self.with_credentials(move |c| c.list(&caller)).await
+    }
+
+    /// `integration/remove`: deletes the credential with this id (`ADMIN` only); `Ok(false)` when
+    /// there is none. Every instance refuses it from the next request on.
+    ///
+    /// # Errors
+    /// [`ServiceError::Forbidden`] or [`ServiceError::Internal`].
+    pub async fn remove_integration(&self, id: String) -> Result<bool, ServiceError> {
+        let caller = caller::current();
+        self.with_credentials(move |c| c.remove_id(&caller, &id))
+            .await
+    }
+
+    /// Runs a credential use case (durable store writes) on the blocking pool.
+    async fn with_credentials<T, F>(&self, f: F) -> Result<T, ServiceError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Credentials) -> Result<T, ServiceError> + Send + 'static,
+    {
+        let credentials = self.inner.credentials.clone();
+        tokio::task::spawn_blocking(move || f(&credentials))
+            .await
+            .map_err(|_| ServiceError::invariant("a credential task panicked"))?
+    }
+
     fn now(&self) -> Timestamp {
         self.inner.clock.now()
+    }
+
+    /// The activation, if it exists and the current caller's scope covers its application: an
+    /// activation of another application is, to the caller, an unknown one.
+    fn visible_activation(&self, id: &str) -> Result<Option<Activation>, StoreError> {
+        let caller = caller::current();
+        Ok(self
+            .visible_activation(id)?
+            .filter(|a| caller.scope().covers(&a.application_id)))
     }
 
     /// Runs a store write on the blocking pool (writes wait for their flush).
@@ -328,6 +437,7 @@ impl Service {
         &self,
         application_id: &str,
     ) -> Result<ApplicationDetail, ServiceError> {
+        require_admin()?;
         check_name("applicationId", application_id)?;
         if self.inner.store.application(application_id)?.is_some() {
             return Err(ServiceError::invalid("applicationId already exists"));
@@ -344,7 +454,7 @@ impl Service {
             }],
             created_at: now,
         };
-        let mut audit = AuditDraft::new(
+        let mut audit = audit_draft(
             now,
             AuditOperation::ApplicationCreate,
             AuditOutcome::Created,
@@ -373,6 +483,7 @@ impl Service {
         &self,
         application_id: &str,
     ) -> Result<ApplicationDetail, ServiceError> {
+        require_application_scope(application_id)?;
         let app = self
             .inner
             .store
@@ -395,6 +506,7 @@ impl Service {
         for flag in &request.activation_flags {
             check_name("activationFlags", flag)?;
         }
+        require_application_scope(&request.application_id)?;
         let device_key = parse_public_key(&request.device_public_key)?;
         let max_failed_attempts = match request.max_failed_attempts {
             None => self.inner.settings.signature.max_failed_attempts,
@@ -510,6 +622,9 @@ impl Service {
         &self,
         activation_id: &str,
     ) -> Result<Activation, ServiceError> {
+        if !caller::current().scope().can_unblock() {
+            return Err(ServiceError::Forbidden);
+        }
         self.change_activation(activation_id, AuditOperation::ActivationUnblock, |a| {
             if a.status != ActivationStatus::Blocked {
                 return Err(ServiceError::IncorrectState);
@@ -543,9 +658,7 @@ impl Service {
         activation_id: &str,
     ) -> Result<ActivationInfo, ServiceError> {
         let activation = self
-            .inner
-            .store
-            .activation(activation_id)?
+            .visible_activation(activation_id)?
             .ok_or(ServiceError::ActivationNotFound)?;
         Ok(activation_info(&activation))
     }
@@ -562,9 +675,7 @@ impl Service {
     {
         let _guard = self.inner.locks.lock(activation_id).await;
         let mut activation = self
-            .inner
-            .store
-            .activation(activation_id)?
+            .visible_activation(activation_id)?
             .ok_or(ServiceError::ActivationNotFound)?;
         let outcome = change(&mut activation)?;
         let audit = activation_audit(self.now(), &activation, operation, outcome);
@@ -604,9 +715,7 @@ impl Service {
             None => None,
         };
         let activation = self
-            .inner
-            .store
-            .activation(&request.activation_id)?
+            .visible_activation(&request.activation_id)?
             .ok_or(ServiceError::ActivationNotFound)?;
         if activation.status != ActivationStatus::Active {
             return Err(ServiceError::IncorrectState);
@@ -629,7 +738,7 @@ impl Service {
             .map_err(signing_failed)?;
         let offline_data = unsigned.finish(&signature);
         let owner = NonceOwner::Activation(activation.id.clone());
-        let mut audit = AuditDraft::new(
+        let mut audit = audit_draft(
             now,
             AuditOperation::CreatePersonalized,
             AuditOutcome::Created,
@@ -650,6 +759,7 @@ impl Service {
         &self,
         request: CreateNonPersonalized,
     ) -> Result<OfflinePayload, ServiceError> {
+        require_application_scope(&request.application_id)?;
         let app = self
             .inner
             .store
@@ -669,7 +779,7 @@ impl Service {
             .map_err(signing_failed)?;
         let offline_data = unsigned.finish(&signature);
         let now = self.now();
-        let mut audit = AuditDraft::new(
+        let mut audit = audit_draft(
             now,
             AuditOperation::CreateNonPersonalized,
             AuditOutcome::Created,
@@ -855,7 +965,7 @@ fn activation_audit(
     operation: AuditOperation,
     outcome: AuditOutcome,
 ) -> AuditDraft {
-    let mut audit = AuditDraft::new(now, operation, outcome);
+    let mut audit = audit_draft(now, operation, outcome);
     audit.activation_id = Some(a.id.clone());
     audit.application_id = Some(a.application_id.clone());
     audit

@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use backends::Backend;
 use fixtures::{APP, activation, application, nonce_for, t, verify_draft};
-use offline_signer::model::{ActivationStatus, KeyId};
+use offline_signer::model::{ActivationStatus, CredentialScope, KeyId};
 use offline_signer::store::{
     AuditDraft, AuditOperation, AuditOutcome, Conflict, IntegrationCredential, MasterKeyRef,
     NonceOwner, SecretHash, SledStore, Store, StoreError, VerificationCommit, verify_audit_chain,
@@ -366,6 +366,8 @@ fn credentials_put_get_list_remove<B: Backend>() {
     let Some(place) = B::fresh() else { return };
     let store = place.open();
     let cred = |token: &str| IntegrationCredential {
+        id: format!("id-{token}"),
+        scope: CredentialScope::applications(vec![format!("app-{token}")], token == "a"),
         client_token: token.into(),
         name: format!("client {token}"),
         secret_hash: SecretHash(vec![0xC0; 32]),
@@ -415,6 +417,8 @@ fn reopen_after_drop_keeps_every_acknowledged_write<B: Backend>() {
             .expect("commit")
             .activation;
         let cred = IntegrationCredential {
+            id: "id-tok".into(),
+            scope: CredentialScope::Admin,
             client_token: "tok".into(),
             name: "n".into(),
             secret_hash: SecretHash(vec![1; 32]),

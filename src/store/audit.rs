@@ -105,10 +105,14 @@ pub enum AuditOperation {
     ActivationBlock,
     ActivationUnblock,
     ActivationRemove,
+    /// An integration credential was made.
+    IntegrationCreate,
+    /// An integration credential was removed.
+    IntegrationRemove,
 }
 
 impl AuditOperation {
-    const ALL: [Self; 10] = [
+    const ALL: [Self; 12] = [
         Self::CreatePersonalized,
         Self::CreateNonPersonalized,
         Self::Verify,
@@ -119,6 +123,8 @@ impl AuditOperation {
         Self::ActivationBlock,
         Self::ActivationUnblock,
         Self::ActivationRemove,
+        Self::IntegrationCreate,
+        Self::IntegrationRemove,
     ];
 
     pub const fn as_str(self) -> &'static str {
@@ -133,6 +139,8 @@ impl AuditOperation {
             Self::ActivationBlock => "ACTIVATION_BLOCK",
             Self::ActivationUnblock => "ACTIVATION_UNBLOCK",
             Self::ActivationRemove => "ACTIVATION_REMOVE",
+            Self::IntegrationCreate => "INTEGRATION_CREATE",
+            Self::IntegrationRemove => "INTEGRATION_REMOVE",
         }
     }
 
@@ -216,6 +224,9 @@ pub struct AuditDraft {
     pub nonce_status: Option<String>,
     /// SHA-256 of the request `data`; never the data or the code themselves.
     pub data_sha256: Option<[u8; 32]>,
+    /// Who acted: the integration credential's id, or `cli` for a local command. `None` only in
+    /// records written before actors were recorded (record format 1).
+    pub actor: Option<String>,
 }
 
 impl AuditDraft {
@@ -232,6 +243,7 @@ impl AuditDraft {
             counter_after: None,
             nonce_status: None,
             data_sha256: None,
+            actor: None,
         }
     }
 
@@ -249,6 +261,7 @@ impl AuditDraft {
             counter_after: self.counter_after,
             nonce_status: self.nonce_status,
             data_sha256: self.data_sha256,
+            actor: self.actor,
             prev_hash,
             hash: [0; 32],
         };
@@ -272,6 +285,8 @@ pub struct AuditRecord {
     pub counter_after: Option<u64>,
     pub nonce_status: Option<String>,
     pub data_sha256: Option<[u8; 32]>,
+    /// Who acted (see [`AuditDraft::actor`]); `None` only in format-1 records.
+    pub actor: Option<String>,
     /// `hash` of record `seq − 1`; 32 zero bytes for `seq` 1.
     pub prev_hash: [u8; 32],
     /// `SHA-256("offline-signer/audit/v1" ‖ codec::audit_body(self))`.
@@ -541,6 +556,10 @@ mod tests {
             },
             AuditRecord {
                 prev_hash: [1; 32],
+                ..first.clone()
+            },
+            AuditRecord {
+                actor: Some("cli".into()),
                 ..first.clone()
             },
         ];

@@ -69,7 +69,7 @@ pub enum StoreSettings {
     /// A PostgreSQL database.
     Postgres {
         /// Connection, pool and (optionally) the audit chain id.
-        settings: PostgresSettings,
+        settings: Box<PostgresSettings>,
         /// Where this instance's audit chain id is kept when `audit_chain` is not configured.
         chain_file: PathBuf,
     },
@@ -168,7 +168,7 @@ impl RawStoreSettings {
                 }
                 .validate_with_env(base_dir, env)?;
                 Ok(StoreSettings::Postgres {
-                    settings,
+                    settings: Box::new(settings),
                     chain_file,
                 })
             }
