@@ -415,7 +415,9 @@ impl Service {
     fn visible_activation(&self, id: &str) -> Result<Option<Activation>, StoreError> {
         let caller = caller::current();
         Ok(self
-            .visible_activation(id)?
+            .inner
+            .store
+            .activation(id)?
             .filter(|a| caller.scope().covers(&a.application_id)))
     }
 
