@@ -11,6 +11,7 @@ use clap::{Parser, Subcommand};
 use secrecy::ExposeSecret as _;
 
 use offline_signer::config::Config;
+use offline_signer::model::CredentialScope;
 use offline_signer::{app, bench, http, selftest, server};
 
 /// PowerAuth-compatible offline signatures with keys in a PKCS#11 HSM.
@@ -84,7 +85,8 @@ enum Command {
 
     /// Manage integration credentials (HTTP Basic `clientToken:clientSecret`).
     ///
-    /// Run these while the server is STOPPED: the store allows one process at a time.
+    /// With a sled store, run these while the server is STOPPED (one process per store; while it
+    /// runs, use the integration/* HTTP methods). With PostgreSQL, any time.
     Integration {
         #[command(subcommand)]
         command: IntegrationCommand,
@@ -92,7 +94,8 @@ enum Command {
 
     /// Manage applications.
     ///
-    /// Run these while the server is STOPPED: the store allows one process at a time.
+    /// With a sled store, run these while the server is STOPPED (while it runs, use
+    /// application/create over HTTP). With PostgreSQL, any time.
     Application {
         #[command(subcommand)]
         command: ApplicationCommand,
@@ -122,7 +125,17 @@ enum IntegrationCommand {
         /// A name saying who uses the credential.
         #[arg(long)]
         name: String,
-        /// The service configuration file (its data_dir holds the store).
+        /// `admin` (applications, integrations, everything) or `application` (the activations of
+        /// the --applications only).
+        #[arg(long, value_enum, default_value = "admin")]
+        role: Role,
+        /// For --role application: the application ids, comma-separated.
+        #[arg(long, value_delimiter = ',', value_name = "IDS")]
+        applications: Vec<String>,
+        /// For --role application: allow activation/unblock.
+        #[arg(long)]
+        can_unblock: bool,
+        /// The service configuration file (its [store] table names the store).
         #[arg(long, value_name = "FILE")]
         config: PathBuf,
     },
@@ -134,17 +147,22 @@ enum IntegrationCommand {
         #[arg(long, value_name = "FILE")]
         config: PathBuf,
     },
-    /// Remove the credential with this client token.
-    ///
-    /// Run it while the server is stopped (one process per store).
+    /// Remove the credential with this client token or id.
     Remove {
-        /// The client token.
-        #[arg(long)]
+        /// The client token or the credential's id.
+        #[arg(long, alias = "id")]
         token: String,
         /// The service configuration file.
         #[arg(long, value_name = "FILE")]
         config: PathBuf,
     },
+}
+
+/// A credential's role on the command line.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum Role {
+    Admin,
+    Application,
 }
 
 #[derive(Debug, Subcommand)]
@@ -303,9 +321,23 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
 
 fn integration(command: IntegrationCommand) -> anyhow::Result<ExitCode> {
     match command {
-        IntegrationCommand::Create { name, config } => {
+        IntegrationCommand::Create {
+            name,
+            role,
+            applications,
+            can_unblock,
+            config,
+        } => {
+            let scope = match role {
+                Role::Admin if !applications.is_empty() || can_unblock => {
+                    anyhow::bail!("--applications and --can-unblock go with --role application")
+                }
+                Role::Admin => CredentialScope::Admin,
+                Role::Application => CredentialScope::applications(applications, can_unblock),
+            };
             let config = Config::load(&config)?;
-            let created = server::create_integration(&config, &name)?;
+            let created = server::create_integration(&config, &name, scope)?;
+            println!("OFFLINE_SIGNER_CLIENT_ID={}", created.id);
             println!("OFFLINE_SIGNER_CLIENT_TOKEN={}", created.client_token);
             println!(
                 "OFFLINE_SIGNER_CLIENT_SECRET={}",
@@ -317,7 +349,21 @@ fn integration(command: IntegrationCommand) -> anyhow::Result<ExitCode> {
             let config = Config::load(&config)?;
             for c in server::list_integrations(&config)? {
                 let created = http::wire::rfc3339(c.created_at).unwrap_or_default();
-                println!("{}\t{}\t{}", c.client_token, c.name, created);
+                let scope = match &c.scope {
+                    CredentialScope::Admin => "ADMIN".to_owned(),
+                    CredentialScope::Applications {
+                        application_ids,
+                        can_unblock,
+                    } => format!(
+                        "APPLICATION:{}{}",
+                        application_ids.join(","),
+                        if *can_unblock { " canUnblock" } else { "" }
+                    ),
+                };
+                println!(
+                    "{}\t{}\t{}\t{}\t{}",
+                    c.client_token, c.id, c.name, scope, created
+                );
             }
         }
         IntegrationCommand::Remove { token, config } => {
