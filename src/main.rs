@@ -189,6 +189,17 @@ enum StoreCommand {
         #[arg(long, value_name = "FILE")]
         config: PathBuf,
     },
+    /// Copy everything (storage-key ids, applications, activations, nonces, credentials, every
+    /// audit chain with its hashes) from one store into another, empty one: sled to PostgreSQL or
+    /// back. Run it with no server on either store; `audit verify` on the copy is intact.
+    Copy {
+        /// The configuration whose [store] is read.
+        #[arg(long, value_name = "CONFIG")]
+        from: PathBuf,
+        /// The configuration whose (empty) [store] is written.
+        #[arg(long, value_name = "CONFIG")]
+        to: PathBuf,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -310,6 +321,18 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
                 Some(m) if m.from == m.to => println!("schema already at version {}", m.to),
                 Some(m) => println!("schema migrated from version {} to {}", m.from, m.to),
             }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Store {
+            command: StoreCommand::Copy { from, to },
+        } => {
+            let from = Config::load(&from)?;
+            let to = Config::load(&to)?;
+            let r = app::copy_store(&from, &to)?;
+            println!(
+                "copied {} applications, {} activations, {} nonces, {} credentials, {} audit records in {} chains",
+                r.applications, r.activations, r.nonces, r.credentials, r.audit_records, r.audit_chains
+            );
             Ok(ExitCode::SUCCESS)
         }
         Command::Bench { command } => {

@@ -229,6 +229,32 @@ pub trait Store: Send + Sync {
     /// [`StoreError::NotFound`] (`"audit chain"`) if the store has no such chain.
     fn audit_chain_head(&self, chain: &ChainId) -> Result<ChainHead, StoreError>;
 
+    /// Every application, ordered by id (for `store copy`).
+    fn applications(&self) -> Result<Vec<Application>, StoreError>;
+
+    /// Up to `limit` activations whose ids sort after `after` (from the first when `None`), ordered
+    /// by id (for `store copy`).
+    fn activations_after(
+        &self,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<Activation>, StoreError>;
+
+    /// Up to `limit` registered nonces that sort after `after` (from the first when `None`), ordered
+    /// by nonce (for `store copy`).
+    fn nonces_after(
+        &self,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<IssuedNonce>, StoreError>;
+
+    /// Appends records sealed elsewhere (another store's chain, read in order) to `chain` exactly as
+    /// they are, creating the chain if needed, in one atomic write. Each record must follow the
+    /// chain's head (`seq` one more, `prev_hash` its hash) and carry its correct hash; otherwise
+    /// nothing is written ([`StoreError::Corrupt`]). sled keeps one chain ([`ChainId::embedded`])
+    /// and refuses any other, also with [`StoreError::Corrupt`] naming it.
+    fn import_audit(&self, chain: &ChainId, records: &[AuditRecord]) -> Result<(), StoreError>;
+
     /// [`Self::audit_chain_entries`] of this handle's own chain.
     fn audit_entries(&self, from_seq: u64, limit: usize) -> Result<Vec<AuditEntry>, StoreError> {
         self.audit_chain_entries(&self.audit_chain(), from_seq, limit)

@@ -481,6 +481,23 @@ fn verify_one_chain(
     Ok((records, None))
 }
 
+/// Checks that `rec` is the next link after `head` and is sealed correctly.
+pub(crate) fn check_import(
+    chain: &ChainId,
+    head: ChainHead,
+    rec: &AuditRecord,
+) -> Result<(), StoreError> {
+    if rec.seq != head.seq + 1 || rec.prev_hash != head.hash || rec.compute_hash() != rec.hash {
+        return Err(StoreError::Corrupt {
+            what: format!(
+                "audit record {} does not follow record {} of chain {chain}",
+                rec.seq, head.seq
+            ),
+        });
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -326,7 +326,78 @@ impl SledStore {
     }
 }
 
+impl SledStore {
+    /// Up to `limit` values of `tree` with keys after `after`, decoded, in key order.
+    fn decoded_after<T>(
+        tree: &Tree,
+        after: Option<&str>,
+        limit: usize,
+        decode: fn(&[u8]) -> Result<T, DecodeError>,
+    ) -> Result<Vec<T>, StoreError> {
+        let entries = match after {
+            None => tree.iter(),
+            Some(key) => {
+                let mut start = key.as_bytes().to_vec();
+                start.push(0);
+                tree.range(start..)
+            }
+        };
+        entries
+            .take(limit)
+            .map(|entry| {
+                let (_, value) = entry.map_err(io)?;
+                decode(&value).map_err(corrupt)
+            })
+            .collect()
+    }
+}
+
 impl Store for SledStore {
+    fn applications(&self) -> Result<Vec<Application>, StoreError> {
+        Self::decoded_after(&self.applications, None, usize::MAX, codec::decode_application)
+    }
+
+    fn activations_after(
+        &self,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<Activation>, StoreError> {
+        Self::decoded_after(&self.activations, after, limit, codec::decode_activation)
+    }
+
+    fn nonces_after(
+        &self,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<IssuedNonce>, StoreError> {
+        Self::decoded_after(&self.nonces, after, limit, codec::decode_nonce)
+    }
+
+    fn import_audit(&self, chain: &ChainId, records: &[AuditRecord]) -> Result<(), StoreError> {
+        if *chain != ChainId::embedded() {
+            return Err(StoreError::Corrupt {
+                what: format!(
+                    "a sled store keeps one audit chain ({}), not {chain}",
+                    ChainId::embedded()
+                ),
+            });
+        }
+        finish((&self.audit, &self.meta).transaction(|(audit_tree, meta)| {
+            let mut head = head_in(meta)?;
+            for rec in records {
+                super::audit::check_import(chain, head, rec).map_err(abort)?;
+                audit_tree.insert(&rec.seq.to_be_bytes(), codec::encode_audit(rec))?;
+                head = ChainHead {
+                    seq: rec.seq,
+                    hash: rec.hash,
+                };
+            }
+            meta.insert(KEY_AUDIT_HEAD, codec::encode_head(head.seq, &head.hash))?;
+            Ok(())
+        }))?;
+        self.durable()
+    }
+
     fn create_application(
         &self,
         app: &Application,
