@@ -113,6 +113,7 @@ pub struct RawConfig {
     pub signature: RawSignatureConfig,
     #[serde(default)]
     pub nonce: RawNonceConfig,
+    /// The `[store]` table (sled by default).
     #[serde(default)]
     pub store: RawStoreSettings,
     pub signer: RawSignerConfig,
