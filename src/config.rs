@@ -496,6 +496,49 @@ mod tests {
     }
 
     #[test]
+    fn store_table_selects_sled_or_postgres() {
+        let c = load(&format!("data_dir = \"old\"\n{SIGNER}")).expect("legacy data_dir");
+        assert!(
+            matches!(&c.store, StoreSettings::Sled { path } if path == Path::new("/etc/offline-signer/old"))
+        );
+        let c = load(&format!("{SIGNER}[store]\npath = \"new\"\n")).expect("[store] path");
+        assert_eq!(c.data_dir, Path::new("/etc/offline-signer/new"));
+        let c = load(&format!(
+            "{SIGNER}[store]\nkind = \"postgres\"\nurl = \"postgres://os@db.example:5432/os\"\npool_size = 4\naudit_chain = \"signer-1\"\n"
+        ))
+        .expect("postgres");
+        let StoreSettings::Postgres {
+            settings,
+            chain_file,
+        } = &c.store
+        else {
+            panic!("postgres expected");
+        };
+        assert_eq!(settings.target(), "os@db.example:5432/os");
+        assert_eq!(settings.pool_size(), 4);
+        assert_eq!(settings.audit_chain().map(|c| c.as_str()), Some("signer-1"));
+        assert_eq!(chain_file, Path::new("/etc/offline-signer/config.audit-chain"));
+        for (text, wanted) in [
+            (format!("data_dir = \"a\"\n{SIGNER}[store]\npath = \"b\"\n"), "not both"),
+            (
+                format!("{SIGNER}[store]\nkind = \"postgres\"\nurl = \"postgres://os:hunter2-pw@h/os\"\n"),
+                "password_file",
+            ),
+            (format!("{SIGNER}[store]\nurl = \"postgres://os@h/os\"\n"), "store.url"),
+        ] {
+            let e = load(&text).expect_err(&text);
+            let shown = format!("{e} {e:?}");
+            assert!(matches!(e, ConfigError::Store { .. }), "{shown}");
+            assert!(shown.contains(wanted), "{shown}");
+            assert!(!shown.contains("hunter2-pw"), "{shown}");
+        }
+        assert!(matches!(
+            load(&format!("{SIGNER}[store]\nkind = \"mysql\"\n")),
+            Err(ConfigError::Parse { .. })
+        ));
+    }
+
+    #[test]
     fn nonce_policy_off_is_accepted() {
         let c = load(&format!("{SIGNER}[nonce]\npolicy = \"off\"\n")).expect("valid");
         assert_eq!(c.service.nonce_policy, NoncePolicy::Off);
