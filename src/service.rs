@@ -299,13 +299,27 @@ impl Service {
                 let winner = signer
                     .ensure_storage_keys(Some(StorageKeyIds { kek, dek }))
                     .await?;
-                tracing::warn!(
-                    unused_kek = %made.kek,
-                    unused_dek = %made.dek,
+                tracing::info!(
                     kek = %winner.kek,
                     dek = %winner.dek,
-                    "another instance recorded its storage keys first; using those (the unused pair holds nothing)"
+                    "another instance recorded its storage keys first; using those"
                 );
+                // The pair this instance made protects nothing: remove it from the token (unless
+                // it is the recorded pair itself, adopted rather than made).
+                for (mine, recorded) in [(made.kek, winner.kek), (made.dek, winner.dek)] {
+                    if mine == recorded {
+                        continue;
+                    }
+                    match signer.destroy_key(&mine).await {
+                        Ok(true) => tracing::info!(key_id = %mine, "unused storage key removed"),
+                        Ok(false) => {
+                            tracing::warn!(key_id = %mine, "unused storage key left on the token")
+                        }
+                        Err(e) => {
+                            tracing::warn!(key_id = %mine, error = %e, "removing an unused storage key failed")
+                        }
+                    }
+                }
                 Ok(winner)
             }
             Err(e) => Err(e.into()),
@@ -471,9 +485,17 @@ impl Service {
                 tracing::info!(application_id = %app.id, key_id = %key.id, "application created");
                 application_detail(&app)
             }
-            // Lost a race with a concurrent create of the same id; the new HSM key stays unused.
+            // Lost a race with a concurrent create of the same id (here or on another instance):
+            // the stored application keeps its master key; the one made here is removed.
             Err(StoreError::AlreadyExists { .. }) => {
-                tracing::warn!(application_id, key_id = %key.id, "orphaned master key after a create race");
+                match self.inner.signer.destroy_key(&key.id).await {
+                    Ok(true) => {
+                        tracing::info!(application_id, key_id = %key.id, "unused master key removed after a create race")
+                    }
+                    Ok(false) | Err(_) => {
+                        tracing::warn!(application_id, key_id = %key.id, "orphaned master key after a create race")
+                    }
+                }
                 Err(ServiceError::invalid("applicationId already exists"))
             }
             Err(e) => Err(e.into()),

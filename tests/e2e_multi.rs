@@ -250,6 +250,18 @@ async fn scenario(cluster: &Cluster) {
     a.wait_until_healthy().await;
     b.wait_until_healthy().await;
 
+    // One KEK and one DEK on the token: had both made a pair, the loser removed its own.
+    let report: Value = serde_json::from_str(&cluster.admin(&["key-report"], &a.config)).unwrap();
+    for label in ["offline-signer/kek", "offline-signer/dek"] {
+        let count = report["keys"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|k| k["label"] == label)
+            .count();
+        assert_eq!(count, 1, "{label}: {report}\n{}\n{}", a.log(), b.log());
+    }
+
     // Administration while both run (PostgreSQL admits the commands beside them).
     let admin = credentials_from(&cluster.admin(
         &["integration", "create", "--name", "e2e", "--role", "admin"],

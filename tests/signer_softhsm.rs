@@ -37,6 +37,13 @@ fn softhsm_storage_keys_are_stable() {
 }
 
 #[test]
+fn softhsm_destroy_key_removes_only_that_key() {
+    run("softhsm_destroy_key_removes_only_that_key", async |s, _| {
+        conformance::destroy_key_removes_only_that_key(s).await;
+    });
+}
+
+#[test]
 fn softhsm_wrapped_key_signs_and_verifies() {
     run("softhsm_wrapped_key_signs_and_verifies", async |s, _| {
         conformance::wrapped_key_signs_and_verifies(s).await

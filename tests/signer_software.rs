@@ -20,6 +20,11 @@ async fn software_storage_keys_are_stable() {
 }
 
 #[tokio::test]
+async fn software_destroy_key_removes_only_that_key() {
+    conformance::destroy_key_removes_only_that_key(&signer()).await;
+}
+
+#[tokio::test]
 async fn software_wrapped_key_signs_and_verifies() {
     conformance::wrapped_key_signs_and_verifies(&signer()).await;
 }
