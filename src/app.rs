@@ -246,7 +246,7 @@ pub fn copy_store(from: &Config, to: &Config) -> Result<CopyReport, CopyError> {
         }
     }
     for credential in source.credentials()? {
-        dest.put_credential(&credential)?;
+        dest.put_credential(&credential, None)?;
         report.credentials += 1;
     }
     for chain in source.audit_chains()? {

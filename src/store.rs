@@ -181,8 +181,13 @@ pub trait Store: Send + Sync {
     /// a recently expired nonce still answers `EXPIRED` rather than `UNKNOWN` for a while.
     fn prune_nonces(&self, expired_before: Timestamp, max: usize) -> Result<usize, StoreError>;
 
-    /// Stores or replaces an integration credential.
-    fn put_credential(&self, credential: &IntegrationCredential) -> Result<(), StoreError>;
+    /// Stores or replaces an integration credential (with its audit record, if given, in the same
+    /// atomic write).
+    fn put_credential(
+        &self,
+        credential: &IntegrationCredential,
+        audit: Option<AuditDraft>,
+    ) -> Result<(), StoreError>;
 
     /// The credential with this client token, if any.
     fn credential(&self, client_token: &str) -> Result<Option<IntegrationCredential>, StoreError>;
@@ -190,8 +195,13 @@ pub trait Store: Send + Sync {
     /// All credentials, ordered by client token.
     fn credentials(&self) -> Result<Vec<IntegrationCredential>, StoreError>;
 
-    /// Deletes a credential. [`StoreError::NotFound`] if absent.
-    fn remove_credential(&self, client_token: &str) -> Result<(), StoreError>;
+    /// Deletes a credential (with its audit record, if given, in the same atomic write).
+    /// [`StoreError::NotFound`] if absent; then nothing is written.
+    fn remove_credential(
+        &self,
+        client_token: &str,
+        audit: Option<AuditDraft>,
+    ) -> Result<(), StoreError>;
 
     /// The ids of the HSM's key-encryption key and data-encryption key recorded at first start
     /// (`(kek, dek)`), or `None` before the first start.

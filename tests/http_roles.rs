@@ -390,6 +390,26 @@ async fn audit_records_name_the_acting_credential() {
         records.iter().all(|r| r.actor.is_some()),
         "every record names its actor"
     );
+    assert!(
+        created
+            .iter()
+            .any(|r| r.subject.as_deref() == Some(w.scoped_id.as_str())),
+        "the record names the credential made"
+    );
+
+    // Removal is audited in the same write, naming the removed credential.
+    ok(
+        &w,
+        &w.api.authorization,
+        "/integration/remove",
+        json!({ "id": w.scoped_id }),
+    )
+    .await;
+    let head = store.audit_head().unwrap();
+    let last = store.audit_records(head.seq, 1).unwrap().remove(0);
+    assert_eq!(last.operation, AuditOperation::IntegrationRemove);
+    assert_eq!(last.subject.as_deref(), Some(w.scoped_id.as_str()));
+    assert_ne!(last.actor.as_deref(), Some(w.scoped_id.as_str()));
     let report = offline_signer::store::verify_audit_chain(store.as_ref()).unwrap();
     assert!(report.is_intact(), "{report:?}");
 }

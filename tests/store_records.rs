@@ -373,8 +373,8 @@ fn credentials_put_get_list_remove<B: Backend>() {
         secret_hash: SecretHash(vec![0xC0; 32]),
         created_at: t(3),
     };
-    store.put_credential(&cred("b")).expect("put");
-    store.put_credential(&cred("a")).expect("put");
+    store.put_credential(&cred("b"), None).expect("put");
+    store.put_credential(&cred("a"), None).expect("put");
     assert_eq!(store.credential("a").expect("get"), Some(cred("a")));
     assert_eq!(
         store.credentials().expect("list"),
@@ -382,11 +382,11 @@ fn credentials_put_get_list_remove<B: Backend>() {
     );
     let mut renamed = cred("a");
     renamed.name = "renamed".into();
-    store.put_credential(&renamed).expect("replace");
+    store.put_credential(&renamed, None).expect("replace");
     assert_eq!(store.credential("a").expect("get"), Some(renamed));
-    store.remove_credential("a").expect("remove");
+    store.remove_credential("a", None).expect("remove");
     assert!(matches!(
-        store.remove_credential("a"),
+        store.remove_credential("a", None),
         Err(StoreError::NotFound {
             what: "integration credential"
         })
@@ -424,7 +424,7 @@ fn reopen_after_drop_keeps_every_acknowledged_write<B: Backend>() {
             secret_hash: SecretHash(vec![1; 32]),
             created_at: t(4),
         };
-        store.put_credential(&cred).expect("cred");
+        store.put_credential(&cred, None).expect("cred");
         let nonce = store.nonce("durable").expect("read").expect("present");
         (app, act, nonce, cred, store.audit_head().expect("head"))
     };

@@ -35,14 +35,17 @@ fn scanner_finds_stored_blobs_and_nothing_the_store_was_not_given() {
         );
         store.insert_activation(&a, None).expect("insert");
         store
-            .put_credential(&IntegrationCredential {
-                id: "id-scan".into(),
-                client_token: "tok".into(),
-                name: "scan".into(),
-                scope: CredentialScope::Admin,
-                secret_hash: SecretHash(vec![0xEE; 32]),
-                created_at: t(0),
-            })
+            .put_credential(
+                &IntegrationCredential {
+                    id: "id-scan".into(),
+                    client_token: "tok".into(),
+                    name: "scan".into(),
+                    scope: CredentialScope::Admin,
+                    secret_hash: SecretHash(vec![0xEE; 32]),
+                    created_at: t(0),
+                },
+                None,
+            )
             .expect("credential");
     }
     let given = scan::scan_dir(dir.path(), &GIVEN).expect("scan");

@@ -150,13 +150,14 @@ impl Credentials {
             }
         }
         let (credential, secret) = new_credential(name, scope, now);
-        self.store.put_credential(&credential)?;
-        self.audit(
+        let audit = draft(
             caller,
             now,
             AuditOperation::IntegrationCreate,
             AuditOutcome::Created,
-        )?;
+            &credential.id,
+        );
+        self.store.put_credential(&credential, Some(audit))?;
         Ok(NewCredential {
             id: credential.id,
             scope: credential.scope,
@@ -166,20 +167,7 @@ impl Credentials {
         })
     }
 
-    /// The audit record of a credential change. The change and its record are two durable writes:
-    /// the change first, so that a record never names a change that did not happen.
-    fn audit(
-        &self,
-        caller: &Caller,
-        now: Timestamp,
-        operation: AuditOperation,
-        outcome: AuditOutcome,
-    ) -> Result<(), ServiceError> {
-        let mut draft = AuditDraft::new(now, operation, outcome);
-        draft.actor = Some(caller.id().to_owned());
-        self.store.append_audit(draft)?;
-        Ok(())
-    }
+
 
     /// Every credential (id, token, name, scope, creation time; the hash stays inside), by client
     /// token. Needs an `ADMIN` caller.
@@ -234,19 +222,34 @@ impl Credentials {
         let Some(found) = self.store.credentials()?.into_iter().find(|c| which(c)) else {
             return Ok(false);
         };
-        match self.store.remove_credential(&found.client_token) {
-            Ok(()) => {}
-            Err(StoreError::NotFound { .. }) => return Ok(false),
-            Err(e) => return Err(e.into()),
-        }
-        self.audit(
+        let audit = draft(
             caller,
             Timestamp::now(),
             AuditOperation::IntegrationRemove,
             AuditOutcome::Removed,
-        )?;
-        Ok(true)
+            &found.id,
+        );
+        match self.store.remove_credential(&found.client_token, Some(audit)) {
+            Ok(()) => Ok(true),
+            Err(StoreError::NotFound { .. }) => Ok(false),
+            Err(e) => Err(e.into()),
+        }
     }
+}
+
+/// The audit record of a credential change by `caller` to credential `id` (written in the same
+/// atomic write as the change).
+fn draft(
+    caller: &Caller,
+    now: Timestamp,
+    operation: AuditOperation,
+    outcome: AuditOutcome,
+    id: &str,
+) -> AuditDraft {
+    let mut draft = AuditDraft::new(now, operation, outcome);
+    draft.actor = Some(caller.id().to_owned());
+    draft.subject = Some(id.to_owned());
+    draft
 }
 
 /// [`ServiceError::Forbidden`] unless `caller` has the `ADMIN` role.

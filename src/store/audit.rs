@@ -227,6 +227,9 @@ pub struct AuditDraft {
     /// Who acted: the integration credential's id, or `cli` for a local command. `None` only in
     /// records written before actors were recorded (record format 1).
     pub actor: Option<String>,
+    /// What was acted on when it is neither an activation nor an application: the integration
+    /// credential's id for `INTEGRATION_CREATE` and `INTEGRATION_REMOVE`.
+    pub subject: Option<String>,
 }
 
 impl AuditDraft {
@@ -244,6 +247,7 @@ impl AuditDraft {
             nonce_status: None,
             data_sha256: None,
             actor: None,
+            subject: None,
         }
     }
 
@@ -262,6 +266,7 @@ impl AuditDraft {
             nonce_status: self.nonce_status,
             data_sha256: self.data_sha256,
             actor: self.actor,
+            subject: self.subject,
             prev_hash,
             hash: [0; 32],
         };
@@ -287,6 +292,8 @@ pub struct AuditRecord {
     pub data_sha256: Option<[u8; 32]>,
     /// Who acted (see [`AuditDraft::actor`]); `None` only in format-1 records.
     pub actor: Option<String>,
+    /// What was acted on (see [`AuditDraft::subject`]).
+    pub subject: Option<String>,
     /// `hash` of record `seq − 1`; 32 zero bytes for `seq` 1.
     pub prev_hash: [u8; 32],
     /// `SHA-256("offline-signer/audit/v1" ‖ codec::audit_body(self))`.
@@ -577,6 +584,10 @@ mod tests {
             },
             AuditRecord {
                 actor: Some("cli".into()),
+                ..first.clone()
+            },
+            AuditRecord {
+                subject: Some("cred".into()),
                 ..first.clone()
             },
         ];

@@ -455,16 +455,12 @@ pub fn decode_credential(bytes: &[u8]) -> Decoded<IntegrationCredential> {
 /// signature_type? ‖ counter_before(u64)? ‖ counter_after(u64)? ‖ nonce_status? ‖ data_sha256[32]? ‖
 /// prev_hash[32]`. The stored value is these bytes followed by the 32-byte hash.
 ///
-/// Format 2 (every record with an actor) adds `actor(str)` between `data_sha256` and `prev_hash`;
-/// a record without an actor keeps format 1, so records written before actors existed hash and
-/// verify exactly as they did.
+/// Format 2 adds `actor? ‖ subject?` between `data_sha256` and `prev_hash`. A record with neither
+/// keeps format 1, so records written before actors existed hash and verify exactly as they did.
 pub fn audit_body(rec: &AuditRecord) -> Vec<u8> {
+    let v2 = rec.actor.is_some() || rec.subject.is_some();
     let mut w = Writer::new();
-    w.u8(if rec.actor.is_some() {
-        RECORD_FORMAT_V2
-    } else {
-        RECORD_FORMAT_V1
-    });
+    w.u8(if v2 { RECORD_FORMAT_V2 } else { RECORD_FORMAT_V1 });
     w.u64(rec.seq);
     w.time(rec.time);
     w.opt(rec.activation_id.as_deref(), Writer::str);
@@ -476,8 +472,9 @@ pub fn audit_body(rec: &AuditRecord) -> Vec<u8> {
     w.opt(rec.counter_after, Writer::u64);
     w.opt(rec.nonce_status.as_deref(), Writer::str);
     w.opt(rec.data_sha256.as_ref(), |w, h| w.raw(h));
-    if let Some(actor) = &rec.actor {
-        w.str(actor);
+    if v2 {
+        w.opt(rec.actor.as_deref(), Writer::str);
+        w.opt(rec.subject.as_deref(), Writer::str);
     }
     w.raw(&rec.prev_hash);
     w.into_bytes()
@@ -529,7 +526,12 @@ fn decode_audit_fields(r: &mut Reader<'_>, format: u8) -> Decoded<AuditRecord> {
             nonce_status: r.opt(Reader::str)?,
             data_sha256: r.opt(Reader::array::<32>)?,
             actor: if format == RECORD_FORMAT_V2 {
-                Some(r.str()?)
+                r.opt(Reader::str)?
+            } else {
+                None
+            },
+            subject: if format == RECORD_FORMAT_V2 {
+                r.opt(Reader::str)?
             } else {
                 None
             },
@@ -694,6 +696,7 @@ mod tests {
 
         let mut acted = draft;
         acted.actor = Some("cred-1".into());
+        acted.subject = Some("cred-2".into());
         let new = acted.seal(2, old.hash);
         let bytes = encode_audit(&new);
         assert_eq!(bytes[0], RECORD_FORMAT_V2);

@@ -911,20 +911,26 @@ impl Store for PgStore {
         })
     }
 
-    fn put_credential(&self, credential: &IntegrationCredential) -> Result<(), StoreError> {
+    fn put_credential(
+        &self,
+        credential: &IntegrationCredential,
+        audit: Option<AuditDraft>,
+    ) -> Result<(), StoreError> {
         let key = credential.client_token.clone();
         let value = codec::encode_credential(credential);
+        let chain = self.chain.clone();
         self.engine.run(|pool| async move {
-            let client = pool.get().await.map_err(self::pool)?;
-            let st = client
-                .prepare_cached(
-                    "INSERT INTO credentials (client_token, record) VALUES ($1, $2) \
-                     ON CONFLICT (client_token) DO UPDATE SET record = EXCLUDED.record",
-                )
-                .await
-                .map_err(db)?;
-            client.execute(&st, &[&key, &value]).await.map_err(db)?;
-            Ok(())
+            in_transaction!(pool, |tx| {
+                let st = tx
+                    .prepare_cached(
+                        "INSERT INTO credentials (client_token, record) VALUES ($1, $2) \
+                         ON CONFLICT (client_token) DO UPDATE SET record = EXCLUDED.record",
+                    )
+                    .await
+                    .map_err(db)?;
+                tx.execute(&st, &[&key, &value]).await.map_err(db)?;
+                maybe_append(&tx, &chain, audit).await?;
+            })
         })
     }
 
@@ -958,20 +964,26 @@ impl Store for PgStore {
         })
     }
 
-    fn remove_credential(&self, client_token: &str) -> Result<(), StoreError> {
+    fn remove_credential(
+        &self,
+        client_token: &str,
+        audit: Option<AuditDraft>,
+    ) -> Result<(), StoreError> {
         let key = client_token.to_owned();
+        let chain = self.chain.clone();
         self.engine.run(|pool| async move {
-            let client = pool.get().await.map_err(self::pool)?;
-            let st = client
-                .prepare_cached("DELETE FROM credentials WHERE client_token = $1")
-                .await
-                .map_err(db)?;
-            if client.execute(&st, &[&key]).await.map_err(db)? == 0 {
-                return Err(StoreError::NotFound {
-                    what: "integration credential",
-                });
-            }
-            Ok(())
+            in_transaction!(pool, |tx| {
+                let st = tx
+                    .prepare_cached("DELETE FROM credentials WHERE client_token = $1")
+                    .await
+                    .map_err(db)?;
+                if tx.execute(&st, &[&key]).await.map_err(db)? == 0 {
+                    return Err(StoreError::NotFound {
+                        what: "integration credential",
+                    });
+                }
+                maybe_append(&tx, &chain, audit).await?;
+            })
         })
     }
 

@@ -550,13 +550,19 @@ impl Store for SledStore {
         Ok(doomed.len())
     }
 
-    fn put_credential(&self, credential: &IntegrationCredential) -> Result<(), StoreError> {
-        self.credentials
-            .insert(
-                credential.client_token.as_bytes(),
-                codec::encode_credential(credential),
-            )
-            .map_err(io)?;
+    fn put_credential(
+        &self,
+        credential: &IntegrationCredential,
+        audit: Option<AuditDraft>,
+    ) -> Result<(), StoreError> {
+        let value = codec::encode_credential(credential);
+        finish((&self.credentials, &self.audit, &self.meta).transaction(
+            |(credentials, audit_tree, meta)| {
+                credentials.insert(credential.client_token.as_bytes(), value.clone())?;
+                maybe_append(meta, audit_tree, audit.as_ref())?;
+                Ok(())
+            },
+        ))?;
         self.durable()
     }
 
@@ -578,17 +584,22 @@ impl Store for SledStore {
             .collect()
     }
 
-    fn remove_credential(&self, client_token: &str) -> Result<(), StoreError> {
-        if self
-            .credentials
-            .remove(client_token.as_bytes())
-            .map_err(io)?
-            .is_none()
-        {
-            return Err(StoreError::NotFound {
-                what: "integration credential",
-            });
-        }
+    fn remove_credential(
+        &self,
+        client_token: &str,
+        audit: Option<AuditDraft>,
+    ) -> Result<(), StoreError> {
+        finish((&self.credentials, &self.audit, &self.meta).transaction(
+            |(credentials, audit_tree, meta)| {
+                if credentials.remove(client_token.as_bytes())?.is_none() {
+                    return Err(abort(StoreError::NotFound {
+                        what: "integration credential",
+                    }));
+                }
+                maybe_append(meta, audit_tree, audit.as_ref())?;
+                Ok(())
+            },
+        ))?;
         self.durable()
     }
 
