@@ -183,6 +183,9 @@ pub trait Store: Send + Sync {
 
     /// Stores or replaces an integration credential (with its audit record, if given, in the same
     /// atomic write).
+    ///
+    /// # Errors
+    /// [`StoreError::Io`] when the write fails; nothing is written.
     fn put_credential(
         &self,
         credential: &IntegrationCredential,
@@ -196,7 +199,9 @@ pub trait Store: Send + Sync {
     fn credentials(&self) -> Result<Vec<IntegrationCredential>, StoreError>;
 
     /// Deletes a credential (with its audit record, if given, in the same atomic write).
-    /// [`StoreError::NotFound`] if absent; then nothing is written.
+    ///
+    /// # Errors
+    /// [`StoreError::NotFound`] if absent (then nothing is written); [`StoreError::Io`].
     fn remove_credential(
         &self,
         client_token: &str,
@@ -240,10 +245,16 @@ pub trait Store: Send + Sync {
     fn audit_chain_head(&self, chain: &ChainId) -> Result<ChainHead, StoreError>;
 
     /// Every application, ordered by id (for `store copy`).
+    ///
+    /// # Errors
+    /// [`StoreError::Io`], or [`StoreError::Corrupt`] for a record that does not decode.
     fn applications(&self) -> Result<Vec<Application>, StoreError>;
 
     /// Up to `limit` activations whose ids sort after `after` (from the first when `None`), ordered
     /// by id (for `store copy`).
+    ///
+    /// # Errors
+    /// [`StoreError::Io`], or [`StoreError::Corrupt`] for a record that does not decode.
     fn activations_after(
         &self,
         after: Option<&str>,
@@ -252,6 +263,9 @@ pub trait Store: Send + Sync {
 
     /// Up to `limit` registered nonces that sort after `after` (from the first when `None`), ordered
     /// by nonce (for `store copy`).
+    ///
+    /// # Errors
+    /// [`StoreError::Io`], or [`StoreError::Corrupt`] for a record that does not decode.
     fn nonces_after(
         &self,
         after: Option<&str>,
@@ -260,9 +274,11 @@ pub trait Store: Send + Sync {
 
     /// Appends records sealed elsewhere (another store's chain, read in order) to `chain` exactly as
     /// they are, creating the chain if needed, in one atomic write. Each record must follow the
-    /// chain's head (`seq` one more, `prev_hash` its hash) and carry its correct hash; otherwise
-    /// nothing is written ([`StoreError::Corrupt`]). sled keeps one chain ([`ChainId::embedded`])
-    /// and refuses any other, also with [`StoreError::Corrupt`] naming it.
+    /// chain's head (`seq` one more, `prev_hash` its hash) and carry its correct hash.
+    ///
+    /// # Errors
+    /// [`StoreError::Corrupt`] (nothing written) for a record that does not follow, and from sled,
+    /// which keeps one chain ([`ChainId::embedded`]), for any other chain; [`StoreError::Io`].
     fn import_audit(&self, chain: &ChainId, records: &[AuditRecord]) -> Result<(), StoreError>;
 
     /// [`Self::audit_chain_entries`] of this handle's own chain.

@@ -20,7 +20,7 @@ use crate::model::{
 pub const RECORD_FORMAT_V1: u8 = 1;
 /// The first byte of the second layout of an integration credential (id and scope added) and of an
 /// audit record (actor added). Records of format 1 stay readable (and audit records verifiable).
-pub const RECORD_FORMAT_V2: u8 = 2;
+pub(crate) const RECORD_FORMAT_V2: u8 = 2;
 
 /// Why bytes could not be decoded; turned into `StoreError::Corrupt` by the caller, who knows the record.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -164,7 +164,7 @@ impl<'a> Reader<'a> {
         self.format_of(&[RECORD_FORMAT_V1])
     }
     /// Reads the record-format byte and refuses any format not in `known`.
-    pub fn format_of(&mut self, known: &[u8]) -> Decoded<u8> {
+    pub(crate) fn format_of(&mut self, known: &[u8]) -> Decoded<u8> {
         let found = self.u8()?;
         if known.contains(&found) {
             Ok(found)
