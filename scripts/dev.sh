@@ -6,6 +6,13 @@
 # Environment:
 #   OFFLINE_SIGNER_HOME    where the token, config, data and credentials live   (default ./var/dev)
 #   OFFLINE_SIGNER_LISTEN  address to serve on                                  (default 127.0.0.1:8080)
+#   OFFLINE_SIGNER_STORE   sled (default) or postgres
+#   OFFLINE_SIGNER_DATABASE_URL  with postgres: the database (password included); unset, dev.sh makes a
+#                          throwaway cluster with scripts/postgres-init.sh in $OFFLINE_SIGNER_HOME/postgres
+#
+# With OFFLINE_SIGNER_STORE=postgres, a second dev.sh with the same OFFLINE_SIGNER_HOME and another
+# OFFLINE_SIGNER_LISTEN starts a second instance on the same database and SoftHSM token (each instance
+# has its own configuration file, config-postgres-<listen>.toml, and so its own audit chain).
 #
 # First run: installs softhsm2 if missing (root or sudo), creates the SoftHSM token "offline-signer-dev" with
 # random PINs in $OFFLINE_SIGNER_HOME/softhsm (mode 0600), writes $OFFLINE_SIGNER_HOME/config.toml, builds
@@ -18,6 +25,14 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 home=${OFFLINE_SIGNER_HOME:-./var/dev}
 listen=${OFFLINE_SIGNER_LISTEN:-127.0.0.1:8080}
+store=${OFFLINE_SIGNER_STORE:-sled}
+case "$store" in
+sled | postgres) ;;
+*)
+    echo "OFFLINE_SIGNER_STORE must be sled or postgres, not '$store'" >&2
+    exit 2
+    ;;
+esac
 label=offline-signer-dev
 application=demo
 mkdir -p "$home"
@@ -29,7 +44,38 @@ if [[ ! -f "$home/softhsm/softhsm2.conf" ]]; then
 fi
 export SOFTHSM2_CONF="$home/softhsm/softhsm2.conf"
 
-if [[ ! -f "$home/config.toml" ]]; then
+if [[ $store == postgres ]]; then
+    if [[ -z ${OFFLINE_SIGNER_DATABASE_URL:-} ]]; then
+        echo "==> Starting the PostgreSQL dev cluster in $home/postgres"
+        line=$(./scripts/postgres-init.sh "$home/postgres")
+        export "${line?}"
+    fi
+    # One configuration per instance (so one audit chain each); the URL comes from the environment.
+    config=$home/config-postgres-${listen//[^A-Za-z0-9]/-}.toml
+    if [[ ! -f "$config" ]]; then
+        echo "==> Writing $config"
+        cat >"$config" <<TOML
+# offline-signer development configuration on PostgreSQL (written by scripts/dev.sh). The database URL,
+# password included, comes from OFFLINE_SIGNER_DATABASE_URL; this instance's audit chain id is kept
+# beside this file.
+listen = "$listen"
+restrict_access = true
+
+[store]
+kind = "postgres"
+pool_size = 8
+
+[signer]
+kind = "pkcs11"
+module = "/usr/lib/softhsm/libsofthsm2.so"
+token_label = "$label"
+pin_file = "softhsm/user.pin"
+pool_size = 2
+TOML
+    fi
+    marker=$home/.postgres-application-$application
+    credentials=$home/credentials-postgres.env
+elif [[ ! -f "$home/config.toml" ]]; then
     echo "==> Writing $home/config.toml"
     cat >"$home/config.toml" <<TOML
 # offline-signer development configuration (written by scripts/dev.sh). See README.md, "Configuration".
@@ -46,14 +92,19 @@ pin_file = "softhsm/user.pin"
 pool_size = 2
 TOML
 fi
-config=$home/config.toml
+if [[ $store == sled ]]; then
+    config=$home/config.toml
+    marker=$home/.application-$application
+    credentials=$home/credentials.env
+fi
 
 echo "==> Building target/release/offline-signer (release; the first build takes a few minutes)"
 cargo build --release --locked --quiet
 bin=${CARGO_TARGET_DIR:-target}/release/offline-signer
 
-# The store admits one process at a time: the set-up commands below run before the server starts.
-if [[ ! -f "$home/.application-$application" ]]; then
+# sled admits one process at a time: the set-up commands below run before the server starts. (On
+# PostgreSQL they may run beside running instances.)
+if [[ ! -f "$marker" ]]; then
     echo "==> Creating the application '$application' (master key pair generated in the token)"
     if ! out=$("$bin" application create --id "$application" --config "$config" 2>&1 >/dev/null); then
         # A run interrupted after the create but before the marker: the application is there already.
@@ -62,20 +113,20 @@ if [[ ! -f "$home/.application-$application" ]]; then
             exit 1
         fi
     fi
-    touch "$home/.application-$application"
+    touch "$marker"
 fi
 
-if [[ ! -s "$home/credentials.env" ]]; then
-    echo "==> Creating an integration credential in $home/credentials.env"
-    (umask 077 && "$bin" integration create --name dev --config "$config" >"$home/credentials.env.tmp")
-    mv "$home/credentials.env.tmp" "$home/credentials.env"
+if [[ ! -s "$credentials" ]]; then
+    echo "==> Creating an ADMIN integration credential in $credentials"
+    (umask 077 && "$bin" integration create --name dev --role admin --config "$config" >"$credentials.tmp")
+    mv "$credentials.tmp" "$credentials"
 fi
-# shellcheck disable=SC1091
-. "$home/credentials.env"
+# shellcheck disable=SC1090
+. "$credentials"
 
 cat <<MSG
 
-offline-signer serves on http://$listen (home: $home). Ctrl-C stops it.
+offline-signer serves on http://$listen (home: $home, store: $store). Ctrl-C stops it.
 In another terminal, create a QR payload for the application "$application":
 
   curl -sS -u '$OFFLINE_SIGNER_CLIENT_TOKEN:$OFFLINE_SIGNER_CLIENT_SECRET' \\
@@ -83,7 +134,7 @@ In another terminal, create a QR payload for the application "$application":
        -d '{"requestObject":{"applicationId":"$application","data":"0b7b1e6e-4c9e-4d0e-9a43-0d6c1d2a7f00\\nLogin\\nSign in to internet banking\\nA2\\n"}}' \\
        http://$listen/rest/v3/signature/offline/non-personalized/create
 
-The credential is in $home/credentials.env; README.md walks through a whole payment with the token simulator.
+The credential is in $credentials; README.md walks through a whole payment with the token simulator.
 
 MSG
 exec "$bin" serve --config "$config" --listen "$listen"

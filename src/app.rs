@@ -12,15 +12,15 @@ use std::sync::Arc;
 use crate::config::Config;
 use crate::service::{Credentials, Service, ServiceError, SystemClock};
 use crate::signer::{self, KeyReport, OpenError, Signer, SignerError};
-use crate::store::{ChainReport, SledStore, Store, StoreError};
+use crate::store::{self, AuditEntry, ChainReport, Store, StoreError};
 
 /// Why the application could not be put together.
 #[derive(Debug, thiserror::Error)]
 pub enum AppError {
     /// The store cannot be opened (missing folder, another process holds it, a newer format).
-    #[error("opening the store in {path}: {source}")]
+    #[error("opening the store {path}: {source}")]
     OpenStore {
-        /// The data folder.
+        /// The data folder, or the database (`postgres user@host:port/db`).
         path: String,
         /// What the store said.
         source: StoreError,
@@ -39,17 +39,15 @@ pub enum AppError {
     Service(#[from] ServiceError),
 }
 
-/// Opens the configured store.
+/// Opens the configured store (`[store]`: sled, or PostgreSQL migrated to this build's schema).
 ///
 /// # Errors
-/// [`AppError::OpenStore`] naming the folder.
+/// [`AppError::OpenStore`] naming the folder or database.
 pub fn open_store(config: &Config) -> Result<Arc<dyn Store>, AppError> {
-    SledStore::open(&config.data_dir)
-        .map(|s| Arc::new(s) as Arc<dyn Store>)
-        .map_err(|source| AppError::OpenStore {
-            path: config.data_dir.display().to_string(),
-            source,
-        })
+    store::open(&config.store).map_err(|source| AppError::OpenStore {
+        path: config.store.location(),
+        source,
+    })
 }
 
 /// Opens the configured signer.
@@ -121,6 +119,168 @@ pub async fn key_report(config: &Config) -> Result<KeyReport, AppError> {
     let report = signer::key_report(signer.as_ref()).await;
     signer.shutdown().await;
     Ok(report?)
+}
+
+/// `store migrate`: brings a PostgreSQL database to this build's schema (safe while instances run);
+/// `None` for sled, whose layout needs no migration step.
+///
+/// # Errors
+/// [`AppError::OpenStore`] when the database does not answer or is newer than this build.
+pub fn migrate_store(config: &Config) -> Result<Option<store::SchemaMigration>, AppError> {
+    match &config.store {
+        store::StoreSettings::Sled { .. } => Ok(None),
+        store::StoreSettings::Postgres { settings, .. } => store::migrate(settings)
+            .map(Some)
+            .map_err(|source| AppError::OpenStore {
+                path: config.store.location(),
+                source,
+            }),
+    }
+}
+
+/// What `store copy` copied.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CopyReport {
+    /// Applications (with their master key references).
+    pub applications: usize,
+    /// Activations (their record versions start again at 1).
+    pub activations: usize,
+    /// Registered nonces (consumed or not).
+    pub nonces: usize,
+    /// Integration credentials (hashes, ids and scopes).
+    pub credentials: usize,
+    /// Audit records, in every chain, with their hashes unchanged.
+    pub audit_records: u64,
+    /// Non-empty audit chains.
+    pub audit_chains: usize,
+}
+
+/// Records read per step of `store copy`.
+const COPY_PAGE: usize = 1000;
+
+/// Why `store copy` refused or failed.
+#[derive(Debug, thiserror::Error)]
+pub enum CopyError {
+    /// A store cannot be opened or failed.
+    #[error(transparent)]
+    App(#[from] AppError),
+    /// The destination already holds state; copying would mix two services.
+    #[error(
+        "the destination store {0} is not empty (it has applications, activations, credentials or storage keys)"
+    )]
+    DestinationNotEmpty(String),
+    /// The source has an audit chain that sled, which keeps one, cannot hold.
+    #[error(
+        "the source has audit chain {0} (written by a PostgreSQL instance); a sled store keeps only the embedded chain, so it cannot hold this copy"
+    )]
+    ChainsDoNotFit(String),
+    /// A source audit chain is damaged; `audit verify` says where.
+    #[error("audit chain {chain} of the source is damaged at record {seq}; run `audit verify`")]
+    DamagedChain {
+        /// The chain.
+        chain: String,
+        /// The first undecodable record.
+        seq: u64,
+    },
+}
+
+impl From<StoreError> for CopyError {
+    fn from(e: StoreError) -> Self {
+        Self::App(AppError::Store(e))
+    }
+}
+
+/// `store copy`: copies everything of the store of `from` into the empty store of `to` (sled to
+/// PostgreSQL or back): storage-key ids, applications, activations, nonces, credentials and every
+/// audit chain with its hashes unchanged, so `audit verify` on the copy is intact. Run it with no
+/// instance serving on either store. sled keeps one audit chain, so a PostgreSQL store whose
+/// instances wrote chains of their own cannot be copied into sled (the copy stops before writing
+/// any audit record of such a chain, and says so).
+///
+/// # Errors
+/// [`CopyError`]; a failed copy leaves a partial destination, to be dropped and copied again.
+pub fn copy_store(from: &Config, to: &Config) -> Result<CopyReport, CopyError> {
+    let source = open_store(from)?;
+    let destination = open_store(to)?;
+    let dest = destination.as_ref();
+    if dest.storage_keys()?.is_some()
+        || !dest.applications()?.is_empty()
+        || !dest.credentials()?.is_empty()
+        || !dest.activations_after(None, 1)?.is_empty()
+    {
+        return Err(CopyError::DestinationNotEmpty(to.store.location()));
+    }
+    if !to.store.is_shared() {
+        for chain in source.audit_chains()? {
+            if chain != store::ChainId::embedded() && source.audit_chain_head(&chain)?.seq > 0 {
+                return Err(CopyError::ChainsDoNotFit(chain.to_string()));
+            }
+        }
+    }
+    let mut report = CopyReport::default();
+    if let Some((kek, dek)) = source.storage_keys()? {
+        dest.set_storage_keys(kek, dek)?;
+    }
+    for app in source.applications()? {
+        dest.create_application(&app, None)?;
+        report.applications += 1;
+    }
+    let mut after: Option<String> = None;
+    loop {
+        let page = source.activations_after(after.as_deref(), COPY_PAGE)?;
+        for activation in &page {
+            dest.insert_activation(activation, None)?;
+        }
+        report.activations += page.len();
+        match page.last() {
+            Some(last) if page.len() == COPY_PAGE => after = Some(last.id.clone()),
+            _ => break,
+        }
+    }
+    let mut after: Option<String> = None;
+    loop {
+        let page = source.nonces_after(after.as_deref(), COPY_PAGE)?;
+        for nonce in &page {
+            dest.issue_nonce(nonce, None)?;
+        }
+        report.nonces += page.len();
+        match page.last() {
+            Some(last) if page.len() == COPY_PAGE => after = Some(last.nonce.clone()),
+            _ => break,
+        }
+    }
+    for credential in source.credentials()? {
+        dest.put_credential(&credential, None)?;
+        report.credentials += 1;
+    }
+    for chain in source.audit_chains()? {
+        if source.audit_chain_head(&chain)?.seq == 0 {
+            continue;
+        }
+        report.audit_chains += 1;
+        let mut from_seq = 1;
+        loop {
+            let mut records = Vec::new();
+            for entry in source.audit_chain_entries(&chain, from_seq, COPY_PAGE)? {
+                match entry {
+                    AuditEntry::Record(rec) => records.push(rec),
+                    AuditEntry::Undecodable { seq, .. } => {
+                        return Err(CopyError::DamagedChain {
+                            chain: chain.to_string(),
+                            seq,
+                        });
+                    }
+                }
+            }
+            let Some(last) = records.last().map(|r| r.seq) else {
+                break;
+            };
+            dest.import_audit(&chain, &records)?;
+            report.audit_records += records.len() as u64;
+            from_seq = last + 1;
+        }
+    }
+    Ok(report)
 }
 
 /// `audit verify`: walks the audit chain of the configured store.

@@ -10,7 +10,7 @@
 //! ```toml
 //! listen = "127.0.0.1:8080"
 //! base_path = ""                     # e.g. "/powerauth-java-server": methods under {base_path}/rest/v3
-//! data_dir = "data"                  # relative to this file's folder
+//! data_dir = "data"                  # older spelling of [store] path
 //! restrict_access = true             # HTTP Basic with integration credentials
 //! body_limit_bytes = 65536
 //! request_timeout_ms = 10000
@@ -29,6 +29,9 @@
 //! code_validity_seconds = 300        # activation/init → prepare and commit
 //! ecies_window_seconds = 60          # |now − ECIES timestamp| allowed
 //! temporary_key_validity_seconds = 300
+//! [store]                            # see crate::store::StoreSettings
+//! kind = "sled"                      # or "postgres" (url, password_file | password_env, pool_size)
+//! path = "data"                      # relative to this file's folder
 //!
 //! [signer]                           # see hsm-config/ for one example per HSM family
 //! kind = "pkcs11"
@@ -44,6 +47,7 @@ use serde::Deserialize;
 use crate::http::ApiSettings;
 use crate::service::{self, NoncePolicy, SignatureSettings};
 use crate::signer::{RawSignerConfig, SignerConfig};
+use crate::store::{RawStoreSettings, StoreSettings, StoreSettingsError};
 
 /// Why a configuration file was refused. Messages name the file and the key; they never echo values
 /// that could be secrets.
@@ -75,6 +79,14 @@ pub enum ConfigError {
         /// What is wrong.
         problem: String,
     },
+    /// The `[store]` table is refused.
+    #[error("configuration file {path}: [store] {source}")]
+    Store {
+        /// The file.
+        path: PathBuf,
+        /// What the store's settings say.
+        source: StoreSettingsError,
+    },
     /// The `[signer]` table is refused.
     #[error("configuration file {path}: [signer] {source}")]
     Signer {
@@ -95,9 +107,8 @@ pub struct RawConfig {
     /// `base_path`: prefix of `/rest/v3` (default empty).
     #[serde(default)]
     pub base_path: String,
-    /// `data_dir`: the sled store's folder, relative to this file (default `data`).
-    #[serde(default = "default_data_dir")]
-    pub data_dir: PathBuf,
+    /// The older spelling of `[store] path` (sled only).
+    pub data_dir: Option<PathBuf>,
     /// `restrict_access`: HTTP Basic with integration credentials (default `true`).
     #[serde(default = "default_true")]
     pub restrict_access: bool,
@@ -116,6 +127,9 @@ pub struct RawConfig {
     /// `[activation]`: activation-code validity, the ECIES time window.
     #[serde(default)]
     pub activation: service::RawActivationConfig,
+    /// The `[store]` table (sled by default).
+    #[serde(default)]
+    pub store: RawStoreSettings,
     /// `[signer]` (required).
     pub signer: RawSignerConfig,
 }
@@ -173,9 +187,6 @@ impl Default for RawNonceConfig {
 fn default_listen() -> String {
     "127.0.0.1:8080".to_owned()
 }
-fn default_data_dir() -> PathBuf {
-    PathBuf::from("data")
-}
 fn default_true() -> bool {
     true
 }
@@ -223,7 +234,11 @@ pub struct Config {
     pub path: PathBuf,
     /// Where the API listens.
     pub listen: SocketAddr,
-    /// The store's folder: absolute, or relative to the working directory when the file path was.
+    /// The `[store]` table (sled folders resolved like [`Self::data_dir`]).
+    pub store: StoreSettings,
+    /// The sled store's folder (absolute, or relative to the working directory when the file path
+    /// was); the configuration file's folder for a PostgreSQL store, which keeps nothing on disk
+    /// but its audit chain id file.
     pub data_dir: PathBuf,
     /// The HTTP layer's settings (`base_path`, `restrict_access`, limits, timeout).
     pub http: ApiSettings,
@@ -349,10 +364,22 @@ impl RawConfig {
                 path: path.to_owned(),
                 source,
             })?;
+        let store = self
+            .store
+            .validate(base, self.data_dir, audit_chain_file(path))
+            .map_err(|source| ConfigError::Store {
+                path: path.to_owned(),
+                source,
+            })?;
+        let data_dir = match &store {
+            StoreSettings::Sled { path } => path.clone(),
+            StoreSettings::Postgres { .. } => base.to_path_buf(),
+        };
         Ok(Config {
             path: path.to_owned(),
             listen,
-            data_dir: base.join(self.data_dir),
+            store,
+            data_dir,
             http: ApiSettings {
                 base_path: self.base_path,
                 restrict_access: self.restrict_access,
@@ -368,6 +395,15 @@ impl RawConfig {
             signer,
         })
     }
+}
+
+/// Where a PostgreSQL instance without a configured `audit_chain` keeps its chain id: beside the
+/// configuration file, `<file stem>.audit-chain` (so two configurations in one folder are two chains).
+fn audit_chain_file(config: &Path) -> PathBuf {
+    let stem = config
+        .file_stem()
+        .map_or_else(|| "config".into(), |s| s.to_string_lossy().into_owned());
+    config.with_file_name(format!("{stem}.audit-chain"))
 }
 
 #[cfg(test)]
@@ -485,6 +521,60 @@ mod tests {
         let shown = format!("{e} {e:?}");
         assert!(shown.contains("pin_file"), "{shown}");
         assert!(!shown.contains("4242-secret"), "{shown}");
+    }
+
+    #[test]
+    fn store_table_selects_sled_or_postgres() {
+        let c = load(&format!("data_dir = \"old\"\n{SIGNER}")).expect("legacy data_dir");
+        assert!(
+            matches!(&c.store, StoreSettings::Sled { path } if path == Path::new("/etc/offline-signer/old"))
+        );
+        let c = load(&format!("{SIGNER}[store]\npath = \"new\"\n")).expect("[store] path");
+        assert_eq!(c.data_dir, Path::new("/etc/offline-signer/new"));
+        let c = load(&format!(
+            "{SIGNER}[store]\nkind = \"postgres\"\nurl = \"postgres://os@db.example:5432/os\"\npool_size = 4\naudit_chain = \"signer-1\"\n"
+        ))
+        .expect("postgres");
+        let StoreSettings::Postgres {
+            settings,
+            chain_file,
+        } = &c.store
+        else {
+            panic!("postgres expected");
+        };
+        assert_eq!(settings.target(), "os@db.example:5432/os");
+        assert_eq!(settings.pool_size(), 4);
+        assert_eq!(settings.audit_chain().map(|c| c.as_str()), Some("signer-1"));
+        assert_eq!(
+            chain_file,
+            Path::new("/etc/offline-signer/config.audit-chain")
+        );
+        for (text, wanted) in [
+            (
+                format!("data_dir = \"a\"\n{SIGNER}[store]\npath = \"b\"\n"),
+                "not both",
+            ),
+            (
+                format!(
+                    "{SIGNER}[store]\nkind = \"postgres\"\nurl = \"postgres://os:hunter2-pw@h/os\"\n"
+                ),
+                "password_file",
+            ),
+            (
+                format!("{SIGNER}[store]\nurl = \"postgres://os@h/os\"\n"),
+                "store.url",
+            ),
+        ] {
+            let e = load(&text).expect_err(&text);
+            let shown = format!("{e} {e:?}");
+            assert!(matches!(e, ConfigError::Store { .. }), "{shown}");
+            assert!(shown.contains(wanted), "{shown}");
+            assert!(!shown.contains("hunter2-pw"), "{shown}");
+        }
+        assert!(matches!(
+            load(&format!("{SIGNER}[store]\nkind = \"mysql\"\n")),
+            Err(ConfigError::Parse { .. })
+        ));
     }
 
     #[test]

@@ -13,6 +13,7 @@
 pub mod api;
 pub mod auth;
 pub mod error;
+pub mod integration;
 pub mod wire;
 
 use std::sync::OnceLock;
@@ -83,6 +84,9 @@ struct OpsState {
         api::create_personalized,
         api::create_non_personalized,
         api::verify,
+        integration::create,
+        integration::list,
+        integration::remove,
         health,
         ready,
         metrics_text,
@@ -157,6 +161,9 @@ pub fn router(service: Service, settings: ApiSettings) -> Router {
             post(api::create_non_personalized),
         )
         .route("/signature/offline/verify", post(api::verify))
+        .route("/integration/create", post(integration::create))
+        .route("/integration/list", post(integration::list))
+        .route("/integration/remove", post(integration::remove))
         .with_state(service.clone())
         .layer(DefaultBodyLimit::max(settings.body_limit_bytes));
     if settings.restrict_access {
@@ -164,6 +171,8 @@ pub fn router(service: Service, settings: ApiSettings) -> Router {
             service.clone(),
             auth::require_credentials,
         ));
+    } else {
+        api = api.route_layer(middleware::from_fn(auth::open_access));
     }
 
     let ops = Router::new()

@@ -11,6 +11,7 @@ use clap::{Parser, Subcommand};
 use secrecy::ExposeSecret as _;
 
 use offline_signer::config::Config;
+use offline_signer::model::CredentialScope;
 use offline_signer::{app, bench, http, selftest, server};
 
 /// PowerAuth-compatible offline signatures with keys in a PKCS#11 HSM.
@@ -84,7 +85,8 @@ enum Command {
 
     /// Manage integration credentials (HTTP Basic `clientToken:clientSecret`).
     ///
-    /// Run these while the server is STOPPED: the store allows one process at a time.
+    /// With a sled store, run these while the server is STOPPED (one process per store; while it
+    /// runs, use the integration/* HTTP methods). With PostgreSQL, any time.
     Integration {
         #[command(subcommand)]
         command: IntegrationCommand,
@@ -92,10 +94,17 @@ enum Command {
 
     /// Manage applications.
     ///
-    /// Run these while the server is STOPPED: the store allows one process at a time.
+    /// With a sled store, run these while the server is STOPPED (while it runs, use
+    /// application/create over HTTP). With PostgreSQL, any time.
     Application {
         #[command(subcommand)]
         command: ApplicationCommand,
+    },
+
+    /// Work with the store itself (schema, copies).
+    Store {
+        #[command(subcommand)]
+        command: StoreCommand,
     },
 
     /// The benchmark's in-process steps: the token and store ceilings, and what a configuration
@@ -116,7 +125,17 @@ enum IntegrationCommand {
         /// A name saying who uses the credential.
         #[arg(long)]
         name: String,
-        /// The service configuration file (its data_dir holds the store).
+        /// `admin` (applications, integrations, everything) or `application` (the activations of
+        /// the --applications only).
+        #[arg(long, value_enum, default_value = "admin")]
+        role: Role,
+        /// For --role application: the application ids, comma-separated.
+        #[arg(long, value_delimiter = ',', value_name = "IDS")]
+        applications: Vec<String>,
+        /// For --role application: allow activation/unblock.
+        #[arg(long)]
+        can_unblock: bool,
+        /// The service configuration file (its [store] table names the store).
         #[arg(long, value_name = "FILE")]
         config: PathBuf,
     },
@@ -128,17 +147,22 @@ enum IntegrationCommand {
         #[arg(long, value_name = "FILE")]
         config: PathBuf,
     },
-    /// Remove the credential with this client token.
-    ///
-    /// Run it while the server is stopped (one process per store).
+    /// Remove the credential with this client token or id.
     Remove {
-        /// The client token.
-        #[arg(long)]
+        /// The client token or the credential's id.
+        #[arg(long, alias = "id")]
         token: String,
         /// The service configuration file.
         #[arg(long, value_name = "FILE")]
         config: PathBuf,
     },
+}
+
+/// A credential's role on the command line.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum Role {
+    Admin,
+    Application,
 }
 
 #[derive(Debug, Subcommand)]
@@ -153,6 +177,28 @@ enum ApplicationCommand {
         /// The service configuration file.
         #[arg(long, value_name = "FILE")]
         config: PathBuf,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum StoreCommand {
+    /// Bring the configured PostgreSQL database to this build's schema (safe while instances run);
+    /// nothing to do for sled.
+    Migrate {
+        /// The service configuration file (its [store] table names the database).
+        #[arg(long, value_name = "FILE")]
+        config: PathBuf,
+    },
+    /// Copy everything (storage-key ids, applications, activations, nonces, credentials, every
+    /// audit chain with its hashes) from one store into another, empty one: sled to PostgreSQL or
+    /// back. Run it with no server on either store; `audit verify` on the copy is intact.
+    Copy {
+        /// The configuration whose [store] is read.
+        #[arg(long, value_name = "CONFIG")]
+        from: PathBuf,
+        /// The configuration whose (empty) [store] is written.
+        #[arg(long, value_name = "CONFIG")]
+        to: PathBuf,
     },
 }
 
@@ -230,12 +276,19 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
             let report = app::verify_audit(&config)?;
             match report.first_broken {
                 None => {
-                    println!("audit chain intact: {} records", report.records);
+                    println!(
+                        "audit chain intact: {} records in {} chain(s)",
+                        report.records, report.chains
+                    );
                     Ok(ExitCode::SUCCESS)
                 }
                 Some((seq, reason)) => {
+                    let chain = report
+                        .broken_chain
+                        .as_ref()
+                        .map_or_else(String::new, |c| format!(" {c}"));
                     println!(
-                        "audit chain BROKEN at record {seq}: {reason} ({} records read)",
+                        "audit chain{chain} BROKEN at record {seq}: {reason} ({} records read)",
                         report.records
                     );
                     Ok(ExitCode::FAILURE)
@@ -259,6 +312,34 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
             println!("{}", http::application_json(detail));
             Ok(ExitCode::SUCCESS)
         }
+        Command::Store {
+            command: StoreCommand::Migrate { config },
+        } => {
+            let config = Config::load(&config)?;
+            match app::migrate_store(&config)? {
+                None => println!("sled store: nothing to migrate"),
+                Some(m) if m.from == m.to => println!("schema already at version {}", m.to),
+                Some(m) => println!("schema migrated from version {} to {}", m.from, m.to),
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Store {
+            command: StoreCommand::Copy { from, to },
+        } => {
+            let from = Config::load(&from)?;
+            let to = Config::load(&to)?;
+            let r = app::copy_store(&from, &to)?;
+            println!(
+                "copied {} applications, {} activations, {} nonces, {} credentials, {} audit records in {} chains",
+                r.applications,
+                r.activations,
+                r.nonces,
+                r.credentials,
+                r.audit_records,
+                r.audit_chains
+            );
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Bench { command } => {
             println!("{}", bench::main(command)?);
             Ok(ExitCode::SUCCESS)
@@ -268,9 +349,23 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
 
 fn integration(command: IntegrationCommand) -> anyhow::Result<ExitCode> {
     match command {
-        IntegrationCommand::Create { name, config } => {
+        IntegrationCommand::Create {
+            name,
+            role,
+            applications,
+            can_unblock,
+            config,
+        } => {
+            let scope = match role {
+                Role::Admin if !applications.is_empty() || can_unblock => {
+                    anyhow::bail!("--applications and --can-unblock go with --role application")
+                }
+                Role::Admin => CredentialScope::Admin,
+                Role::Application => CredentialScope::applications(applications, can_unblock),
+            };
             let config = Config::load(&config)?;
-            let created = server::create_integration(&config, &name)?;
+            let created = server::create_integration(&config, &name, scope)?;
+            println!("OFFLINE_SIGNER_CLIENT_ID={}", created.id);
             println!("OFFLINE_SIGNER_CLIENT_TOKEN={}", created.client_token);
             println!(
                 "OFFLINE_SIGNER_CLIENT_SECRET={}",
@@ -282,7 +377,21 @@ fn integration(command: IntegrationCommand) -> anyhow::Result<ExitCode> {
             let config = Config::load(&config)?;
             for c in server::list_integrations(&config)? {
                 let created = http::wire::rfc3339(c.created_at).unwrap_or_default();
-                println!("{}\t{}\t{}", c.client_token, c.name, created);
+                let scope = match &c.scope {
+                    CredentialScope::Admin => "ADMIN".to_owned(),
+                    CredentialScope::Applications {
+                        application_ids,
+                        can_unblock,
+                    } => format!(
+                        "APPLICATION:{}{}",
+                        application_ids.join(","),
+                        if *can_unblock { " canUnblock" } else { "" }
+                    ),
+                };
+                println!(
+                    "{}\t{}\t{}\t{}\t{}",
+                    c.client_token, c.id, c.name, scope, created
+                );
             }
         }
         IntegrationCommand::Remove { token, config } => {

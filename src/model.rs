@@ -23,6 +23,67 @@ pub use crate::crypto::{ActivationStatus, DerSignature, PublicKey, SignatureType
 #[error("malformed {0}")]
 pub struct Malformed(pub &'static str);
 
+/// What an integration credential may do (its role, and for an `APPLICATION` credential the
+/// applications it is bound to). Stored with the credential; checked by the service on every call.
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub enum CredentialScope {
+    /// `ADMIN`: applications, integrations and every activation.
+    Admin,
+    /// `APPLICATION`: activation and offline-signature methods for the activations of these
+    /// applications only.
+    Applications {
+        /// The application ids, sorted, without duplicates.
+        application_ids: Vec<String>,
+        /// Whether `activation/unblock` is allowed (otherwise it needs `ADMIN`).
+        can_unblock: bool,
+    },
+}
+
+impl CredentialScope {
+    /// A scope bound to `application_ids` (sorted and deduplicated here).
+    pub fn applications(mut application_ids: Vec<String>, can_unblock: bool) -> Self {
+        application_ids.sort();
+        application_ids.dedup();
+        Self::Applications {
+            application_ids,
+            can_unblock,
+        }
+    }
+
+    /// Whether this is the `ADMIN` role.
+    pub fn is_admin(&self) -> bool {
+        matches!(self, Self::Admin)
+    }
+
+    /// Whether the activations and payloads of `application_id` are within the scope.
+    pub fn covers(&self, application_id: &str) -> bool {
+        match self {
+            Self::Admin => true,
+            Self::Applications {
+                application_ids, ..
+            } => application_ids
+                .binary_search_by(|id| id.as_str().cmp(application_id))
+                .is_ok(),
+        }
+    }
+
+    /// Whether `activation/unblock` is allowed.
+    pub fn can_unblock(&self) -> bool {
+        match self {
+            Self::Admin => true,
+            Self::Applications { can_unblock, .. } => *can_unblock,
+        }
+    }
+
+    /// `ADMIN` or `APPLICATION`, as the API spells the role.
+    pub fn role(&self) -> &'static str {
+        match self {
+            Self::Admin => "ADMIN",
+            Self::Applications { .. } => "APPLICATION",
+        }
+    }
+}
+
 /// A point in time, kept as whole milliseconds since the Unix epoch (UTC).
 ///
 /// Milliseconds, not `OffsetDateTime`, so that a record reads back exactly as it was written.

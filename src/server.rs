@@ -6,18 +6,20 @@
 //! shutdown), stop the pruning task, release the HSM (sessions closed, library finalized), then drop
 //! the store. Every store write is durable when it returns, so nothing acknowledged is lost.
 //!
-//! sled allows one process per data directory: the commands below ([`create_integration`],
-//! [`list_integrations`], [`remove_integration`], [`create_application`]) must run while the server
-//! is stopped.
+//! sled allows one process per data directory: against sled the commands below
+//! ([`create_integration`], [`list_integrations`], [`remove_integration`], [`create_application`])
+//! run while the server is stopped, and otherwise fail saying which HTTP method does the same.
+//! Against PostgreSQL they run at any time, beside running instances.
 
 use std::time::Duration;
 
 use crate::app::{self, App, AppError};
 use crate::config::Config;
 use crate::http::{self, ApiSettings};
-use crate::model::Timestamp;
-use crate::service::{ApplicationDetail, NewCredential, Service, ServiceError};
-use crate::store::IntegrationCredential;
+use crate::model::{CredentialScope, Timestamp};
+use crate::service::{
+    ApplicationDetail, Caller, CredentialInfo, NewCredential, Service, ServiceError,
+};
 
 /// How often expired nonces are pruned.
 pub const PRUNE_INTERVAL: Duration = Duration::from_secs(60);
@@ -46,9 +48,53 @@ pub enum ServerError {
     /// Serving failed.
     #[error("serving HTTP failed: {0}")]
     Serve(std::io::Error),
-    /// `integration remove` of a token that does not exist.
-    #[error("no integration credential with client token {0}")]
+    /// `integration remove` of a token or id that does not exist.
+    #[error("no integration credential with client token or id {0}")]
     UnknownCredential(String),
+    /// An administrative command found the sled store held by another process (the running server).
+    #[error(
+        "the store {path} is in use, probably by the running server (sled admits one process). \
+         While it runs, do the same over HTTP with an ADMIN credential, e.g.\n  \
+         curl -u \"$OFFLINE_SIGNER_CLIENT_TOKEN:$OFFLINE_SIGNER_CLIENT_SECRET\" \
+         -H 'content-type: application/json' -d '{{\"requestObject\": {example}}}' \
+         http://{listen}{base_path}/rest/v3/{method}\n\
+         or stop the server first. (A PostgreSQL store admits these commands at any time.)"
+    )]
+    StoreInUse {
+        /// The data folder.
+        path: String,
+        /// The configured listen address.
+        listen: std::net::SocketAddr,
+        /// The configured base path.
+        base_path: String,
+        /// The API method doing the same.
+        method: &'static str,
+        /// Its request object.
+        example: String,
+    },
+}
+
+/// Turns "the sled store is held by another process" into [`ServerError::StoreInUse`], which says
+/// how to do the same over HTTP; any other failure stays as it is.
+fn store_in_use(
+    config: &Config,
+    method: &'static str,
+    example: String,
+    e: AppError,
+) -> ServerError {
+    match e {
+        AppError::OpenStore {
+            path,
+            source: crate::store::StoreError::Io { .. },
+        } if !config.store.is_shared() => ServerError::StoreInUse {
+            path,
+            listen: config.listen,
+            base_path: config.http.base_path.clone(),
+            method,
+            example,
+        },
+        other => ServerError::App(other),
+    }
 }
 
 /// `offline-signer serve`: runs until SIGTERM or SIGINT, then shuts down in order (module docs).
@@ -159,13 +205,22 @@ async fn prune_nonces_forever(service: Service) {
 // -------------------------------------------------------------------------------------------------
 // Administrative commands (server stopped)
 
-/// `integration create`: stores a new credential (its secret hashed) and returns the secret once.
+/// `integration create`: stores a new credential with `scope` (its secret hashed) and returns the
+/// secret once. The audit record names `cli`.
 ///
 /// # Errors
-/// [`ServerError::App`] when the store cannot be opened, [`ServerError::Service`] for a bad name.
-pub fn create_integration(config: &Config, name: &str) -> Result<NewCredential, ServerError> {
-    let created = app::credentials(config)?.create(name, Timestamp::now())?;
-    tracing::info!(client_token = %created.client_token, name, "integration credential created");
+/// [`ServerError::StoreInUse`] when a running server holds the sled store, [`ServerError::App`]
+/// when the store cannot be opened, [`ServerError::Service`] for a bad name or scope.
+pub fn create_integration(
+    config: &Config,
+    name: &str,
+    scope: CredentialScope,
+) -> Result<NewCredential, ServerError> {
+    let example = serde_json::json!({ "name": name }).to_string();
+    let credentials = app::credentials(config)
+        .map_err(|e| store_in_use(config, "integration/create", example, e))?;
+    let created = credentials.create_scoped(&Caller::local(), name, scope, Timestamp::now())?;
+    tracing::info!(id = %created.id, client_token = %created.client_token, name, role = created.scope.role(), "integration credential created");
     Ok(created)
 }
 
@@ -173,20 +228,27 @@ pub fn create_integration(config: &Config, name: &str) -> Result<NewCredential, 
 ///
 /// # Errors
 /// [`ServerError::App`] when the store cannot be opened.
-pub fn list_integrations(config: &Config) -> Result<Vec<IntegrationCredential>, ServerError> {
-    Ok(app::credentials(config)?.list()?)
+pub fn list_integrations(config: &Config) -> Result<Vec<CredentialInfo>, ServerError> {
+    let credentials = app::credentials(config)
+        .map_err(|e| store_in_use(config, "integration/list", "{}".to_owned(), e))?;
+    Ok(credentials.list(&Caller::local())?)
 }
 
-/// `integration remove`: deletes the credential with this client token.
+/// `integration remove`: deletes the credential with this client token or id.
 ///
 /// # Errors
-/// [`ServerError::UnknownCredential`] when there is none.
-pub fn remove_integration(config: &Config, client_token: &str) -> Result<(), ServerError> {
-    if app::credentials(config)?.remove(client_token)? {
-        tracing::info!(client_token, "integration credential removed");
+/// [`ServerError::UnknownCredential`] when there is none, [`ServerError::StoreInUse`] when a
+/// running server holds the sled store.
+pub fn remove_integration(config: &Config, token_or_id: &str) -> Result<(), ServerError> {
+    let example = serde_json::json!({ "id": token_or_id }).to_string();
+    let credentials = app::credentials(config)
+        .map_err(|e| store_in_use(config, "integration/remove", example, e))?;
+    let caller = Caller::local();
+    if credentials.remove(&caller, token_or_id)? || credentials.remove_id(&caller, token_or_id)? {
+        tracing::info!(token_or_id, "integration credential removed");
         Ok(())
     } else {
-        Err(ServerError::UnknownCredential(client_token.to_owned()))
+        Err(ServerError::UnknownCredential(token_or_id.to_owned()))
     }
 }
 
@@ -198,7 +260,10 @@ pub async fn create_application(
     config: &Config,
     application_id: &str,
 ) -> Result<ApplicationDetail, ServerError> {
-    let app = App::open(config).await?;
+    let example = serde_json::json!({ "applicationId": application_id }).to_string();
+    let app = App::open(config)
+        .await
+        .map_err(|e| store_in_use(config, "application/create", example, e))?;
     let result = app.service().create_application(application_id).await;
     app.close().await;
     Ok(result?)

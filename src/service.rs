@@ -15,6 +15,7 @@
 //! - Time comes from a [`Clock`], so tests can pin TOTP steps and nonce expiry.
 
 mod activation;
+pub mod caller;
 mod credentials;
 pub mod locks;
 pub mod requests;
@@ -45,8 +46,39 @@ pub use activation::{
     ApplicationVersionInfo, EciesDecryptorRequest, EciesDecryptorSecrets, EciesFields,
     InitActivation, InitializedActivation, PrepareActivation, PreparedActivation,
 };
-pub use credentials::{Credentials, NewCredential};
+pub use caller::{Caller, acting_as};
+pub use credentials::{CredentialInfo, Credentials, NewCredential};
 pub use requests::*;
+
+/// A new audit draft naming the current caller as the actor.
+pub(crate) fn audit_draft(
+    now: Timestamp,
+    operation: AuditOperation,
+    outcome: AuditOutcome,
+) -> AuditDraft {
+    let mut draft = AuditDraft::new(now, operation, outcome);
+    draft.actor = Some(caller::current().id().to_owned());
+    draft
+}
+
+/// [`ServiceError::Forbidden`] unless the current caller has the `ADMIN` role.
+fn require_admin() -> Result<(), ServiceError> {
+    if caller::current().scope().is_admin() {
+        Ok(())
+    } else {
+        Err(ServiceError::Forbidden)
+    }
+}
+
+/// [`ServiceError::Forbidden`] unless the current caller's scope covers `application_id` (checked
+/// before the application is looked up, so the answer says nothing about whether it exists).
+fn require_application_scope(application_id: &str) -> Result<(), ServiceError> {
+    if caller::current().scope().covers(application_id) {
+        Ok(())
+    } else {
+        Err(ServiceError::Forbidden)
+    }
+}
 
 /// Blocked reason set when the failure limit is reached (`powerauth-offline.md` §12).
 pub const BLOCKED_REASON_MAX_FAILED: &str = "MAX_FAILED_ATTEMPTS";
@@ -70,6 +102,10 @@ pub enum ServiceError {
     /// ERR0024: the request is malformed or out of range. The text says which field, never a secret.
     #[error("invalid request: {0}")]
     InvalidRequest(String),
+    /// HTTP 403 `ERR_AUTHORIZATION`: the caller's credential does not allow this method or
+    /// application; nothing changed.
+    #[error("the integration credential does not allow this")]
+    Forbidden,
     /// ERR0015.
     #[error("application not found")]
     ApplicationNotFound,
@@ -369,10 +405,9 @@ impl Service {
         let recorded = store
             .storage_keys()?
             .map(|(kek, dek)| StorageKeyIds { kek, dek });
-        let storage_keys = signer.ensure_storage_keys(recorded).await?;
+        let mut storage_keys = signer.ensure_storage_keys(recorded).await?;
         if recorded.is_none() {
-            let store2 = Arc::clone(&store);
-            blocking(move || store2.set_storage_keys(storage_keys.kek, storage_keys.dek)).await?;
+            storage_keys = Self::record_storage_keys(&signer, &store, storage_keys).await?;
         }
         let credentials = Credentials::new(Arc::clone(&store));
         Ok(Self {
@@ -386,6 +421,51 @@ impl Service {
                 credentials,
             }),
         })
+    }
+
+    /// Records the KEK and DEK this instance just made. When another instance sharing the store
+    /// recorded its pair first (two instances starting at once on an empty database), the recorded
+    /// pair wins: it is checked on the token and used, and this instance's pair is left unused.
+    async fn record_storage_keys(
+        signer: &Arc<dyn Signer>,
+        store: &Arc<dyn Store>,
+        made: StorageKeyIds,
+    ) -> Result<StorageKeyIds, ServiceError> {
+        let store2 = Arc::clone(store);
+        match blocking(move || store2.set_storage_keys(made.kek, made.dek)).await {
+            Ok(()) => Ok(made),
+            Err(StoreError::AlreadyExists { .. }) => {
+                let (kek, dek) = store.storage_keys()?.ok_or(ServiceError::invariant(
+                    "storage key ids were refused as existing but cannot be read",
+                ))?;
+                let winner = signer
+                    .ensure_storage_keys(Some(StorageKeyIds { kek, dek }))
+                    .await?;
+                tracing::info!(
+                    kek = %winner.kek,
+                    dek = %winner.dek,
+                    "another instance recorded its storage keys first; using those"
+                );
+                // The pair this instance made protects nothing: remove it from the token (unless
+                // it is the recorded pair itself, adopted rather than made).
+                for (mine, recorded) in [(made.kek, winner.kek), (made.dek, winner.dek)] {
+                    if mine == recorded {
+                        continue;
+                    }
+                    match signer.destroy_key(&mine).await {
+                        Ok(true) => tracing::info!(key_id = %mine, "unused storage key removed"),
+                        Ok(false) => {
+                            tracing::warn!(key_id = %mine, "unused storage key left on the token")
+                        }
+                        Err(e) => {
+                            tracing::warn!(key_id = %mine, error = %e, "removing an unused storage key failed")
+                        }
+                    }
+                }
+                Ok(winner)
+            }
+            Err(e) => Err(e.into()),
+        }
     }
 
     /// The settings in force.
@@ -418,8 +498,83 @@ impl Service {
             .authenticate(client_token, client_secret)
     }
 
+    /// The caller that `client_token:client_secret` authenticates (its credential's id and scope),
+    /// or `None`; see [`Credentials::caller_for`].
+    ///
+    /// # Errors
+    /// [`ServiceError::Internal`] when the store cannot be read.
+    pub fn caller_for(
+        &self,
+        client_token: &str,
+        client_secret: &secrecy::SecretString,
+    ) -> Result<Option<Caller>, ServiceError> {
+        self.inner
+            .credentials
+            .caller_for(client_token, client_secret)
+    }
+
+    /// `integration/create`: a new credential with `scope`, made by the current caller (`ADMIN`
+    /// only); the secret is returned once.
+    ///
+    /// # Errors
+    /// [`ServiceError::Forbidden`], [`ServiceError::InvalidRequest`] or [`ServiceError::Internal`]
+    /// (see [`Credentials::create_scoped`]).
+    pub async fn create_integration(
+        &self,
+        name: String,
+        scope: crate::model::CredentialScope,
+    ) -> Result<NewCredential, ServiceError> {
+        let caller = caller::current();
+        let now = self.now();
+        self.with_credentials(move |c| c.create_scoped(&caller, &name, scope, now))
+            .await
+    }
+
+    /// `integration/list`: every credential without its secret (`ADMIN` only).
+    ///
+    /// # Errors
+    /// [`ServiceError::Forbidden`] or [`ServiceError::Internal`].
+    pub async fn list_integrations(&self) -> Result<Vec<CredentialInfo>, ServiceError> {
+        let caller = caller::current();
+        self.with_credentials(move |c| c.list(&caller)).await
+    }
+
+    /// `integration/remove`: deletes the credential with this id (`ADMIN` only); `Ok(false)` when
+    /// there is none. Every instance refuses it from the next request on.
+    ///
+    /// # Errors
+    /// [`ServiceError::Forbidden`] or [`ServiceError::Internal`].
+    pub async fn remove_integration(&self, id: String) -> Result<bool, ServiceError> {
+        let caller = caller::current();
+        self.with_credentials(move |c| c.remove_id(&caller, &id))
+            .await
+    }
+
+    /// Runs a credential use case (durable store writes) on the blocking pool.
+    async fn with_credentials<T, F>(&self, f: F) -> Result<T, ServiceError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Credentials) -> Result<T, ServiceError> + Send + 'static,
+    {
+        let credentials = self.inner.credentials.clone();
+        tokio::task::spawn_blocking(move || f(&credentials))
+            .await
+            .map_err(|_| ServiceError::invariant("a credential task panicked"))?
+    }
+
     fn now(&self) -> Timestamp {
         self.inner.clock.now()
+    }
+
+    /// The activation, if it exists and the current caller's scope covers its application: an
+    /// activation of another application is, to the caller, an unknown one.
+    fn visible_activation(&self, id: &str) -> Result<Option<Activation>, StoreError> {
+        let caller = caller::current();
+        Ok(self
+            .inner
+            .store
+            .activation(id)?
+            .filter(|a| caller.scope().covers(&a.application_id)))
     }
 
     /// Runs a store write on the blocking pool (writes wait for their flush).
@@ -445,6 +600,7 @@ impl Service {
         &self,
         application_id: &str,
     ) -> Result<ApplicationDetail, ServiceError> {
+        require_admin()?;
         check_name("applicationId", application_id)?;
         if self.inner.store.application(application_id)?.is_some() {
             return Err(ServiceError::DuplicateApplication);
@@ -465,7 +621,7 @@ impl Service {
             created_at: now,
             versions: vec![default_version],
         };
-        let mut audit = AuditDraft::new(
+        let mut audit = audit_draft(
             now,
             AuditOperation::ApplicationCreate,
             AuditOutcome::Created,
@@ -480,9 +636,17 @@ impl Service {
                 tracing::info!(application_id = %app.id, key_id = %key.id, "application created");
                 self.application_detail_of(&app).await
             }
-            // Lost a race with a concurrent create of the same id; the new HSM key stays unused.
+            // Lost a race with a concurrent create of the same id (here or on another instance):
+            // the stored application keeps its master key; the one made here is removed.
             Err(StoreError::AlreadyExists { .. }) => {
-                tracing::warn!(application_id, key_id = %key.id, "orphaned master key after a create race");
+                match self.inner.signer.destroy_key(&key.id).await {
+                    Ok(true) => {
+                        tracing::info!(application_id, key_id = %key.id, "unused master key removed after a create race")
+                    }
+                    Ok(false) | Err(_) => {
+                        tracing::warn!(application_id, key_id = %key.id, "orphaned master key after a create race")
+                    }
+                }
                 Err(ServiceError::DuplicateApplication)
             }
             Err(e) => Err(e.into()),
@@ -494,6 +658,7 @@ impl Service {
         &self,
         application_id: &str,
     ) -> Result<ApplicationDetail, ServiceError> {
+        require_application_scope(application_id)?;
         let app = self
             .inner
             .store
@@ -516,6 +681,7 @@ impl Service {
         for flag in &request.activation_flags {
             check_name("activationFlags", flag)?;
         }
+        require_application_scope(&request.application_id)?;
         let device_key = parse_public_key(&request.device_public_key)?;
         let max_failed_attempts = match request.max_failed_attempts {
             None => self.inner.settings.signature.max_failed_attempts,
@@ -633,6 +799,9 @@ impl Service {
         &self,
         activation_id: &str,
     ) -> Result<Activation, ServiceError> {
+        if !caller::current().scope().can_unblock() {
+            return Err(ServiceError::Forbidden);
+        }
         self.change_activation(activation_id, AuditOperation::ActivationUnblock, |a| {
             if a.status == ActivationStatus::Active {
                 return Ok(None);
@@ -678,9 +847,7 @@ impl Service {
     {
         let _guard = self.inner.locks.lock(activation_id).await;
         let mut activation = self
-            .inner
-            .store
-            .activation(activation_id)?
+            .visible_activation(activation_id)?
             .ok_or(ServiceError::ActivationNotFound)?;
         let Some(outcome) = change(&mut activation)? else {
             return Ok(activation);
@@ -723,9 +890,7 @@ impl Service {
             None => None,
         };
         let activation = self
-            .inner
-            .store
-            .activation(&request.activation_id)?
+            .visible_activation(&request.activation_id)?
             .ok_or(ServiceError::ActivationNotFound)?;
         if activation.status != ActivationStatus::Active {
             return Err(ServiceError::IncorrectState);
@@ -751,7 +916,7 @@ impl Service {
             .map_err(signing_failed)?;
         let offline_data = unsigned.finish(&signature);
         let owner = NonceOwner::Activation(activation.id.clone());
-        let mut audit = AuditDraft::new(
+        let mut audit = audit_draft(
             now,
             AuditOperation::CreatePersonalized,
             AuditOutcome::Created,
@@ -772,6 +937,7 @@ impl Service {
         &self,
         request: CreateNonPersonalized,
     ) -> Result<OfflinePayload, ServiceError> {
+        require_application_scope(&request.application_id)?;
         let app = self
             .inner
             .store
@@ -791,7 +957,7 @@ impl Service {
             .map_err(signing_failed)?;
         let offline_data = unsigned.finish(&signature);
         let now = self.now();
-        let mut audit = AuditDraft::new(
+        let mut audit = audit_draft(
             now,
             AuditOperation::CreateNonPersonalized,
             AuditOutcome::Created,
@@ -961,7 +1127,7 @@ fn activation_audit(
     operation: AuditOperation,
     outcome: AuditOutcome,
 ) -> AuditDraft {
-    let mut audit = AuditDraft::new(now, operation, outcome);
+    let mut audit = audit_draft(now, operation, outcome);
     audit.activation_id = Some(a.id.clone());
     audit.application_id = Some(a.application_id.clone());
     audit

@@ -377,6 +377,19 @@ pub trait Signer: Send + Sync + fmt::Debug {
     /// Lists the token and every object labelled with [`LABEL_PREFIX`], read from the token.
     async fn inventory(&self) -> Result<Inventory, SignerError>;
 
+    /// Destroys the token objects with this id whose label is one of the service's (the KEK or DEK
+    /// label, or the master-key label of `id`): for keys this process generated and then found
+    /// unused, e.g. the storage keys of an instance that lost the first-start race to another.
+    /// `Ok(true)` when something was destroyed; `Ok(false)` when nothing matched, or when this
+    /// signer cannot destroy keys (the default).
+    ///
+    /// # Errors
+    /// [`SignerError`] when the token refuses or is unreachable.
+    async fn destroy_key(&self, id: &KeyId) -> Result<bool, SignerError> {
+        let _ = id;
+        Ok(false)
+    }
+
     /// Stops accepting work, lets queued work finish, releases the token (sessions closed,
     /// library finalized) and returns when that is done. Later calls answer
     /// [`SignerError::TokenUnavailable`]. Call it before the process exits: a PKCS#11 module

@@ -11,6 +11,7 @@
 //! - `audit.rs`        audit records, the hash chains, and [`verify_audit_chain`].
 //! - `group_commit.rs` one `fsync` for many concurrent writers.
 //! - `sled_store.rs`   [`SledStore`], the embedded implementation.
+//! - `settings.rs`     the `[store]` table ([`StoreSettings`]) and [`open`], which opens either store.
 //! - `postgres.rs`     [`PgStore`], the implementation for several instances sharing one PostgreSQL
 //!   database, with its settings ([`RawPostgresSettings`] → [`PostgresSettings`]) and migrations.
 //!
@@ -38,6 +39,7 @@ mod codec;
 mod group_commit;
 mod postgres;
 mod records;
+mod settings;
 mod sled_store;
 
 pub use audit::{
@@ -57,6 +59,7 @@ pub use records::{
 #[cfg(doc)]
 use crate::model::{EncryptedSecret, WrappedKey};
 use crate::model::{KeyId, Timestamp};
+pub use settings::{RawStoreSettings, StoreKind, StoreSettings, StoreSettingsError, open};
 pub use sled_store::{STORE_FORMAT, SledStore};
 
 /// What can go wrong in the store, in the service's words.
@@ -219,8 +222,16 @@ pub trait Store: Send + Sync {
     /// a recently expired nonce still answers `EXPIRED` rather than `UNKNOWN` for a while.
     fn prune_nonces(&self, expired_before: Timestamp, max: usize) -> Result<usize, StoreError>;
 
-    /// Stores or replaces an integration credential.
-    fn put_credential(&self, credential: &IntegrationCredential) -> Result<(), StoreError>;
+    /// Stores or replaces an integration credential (with its audit record, if given, in the same
+    /// atomic write).
+    ///
+    /// # Errors
+    /// [`StoreError::Io`] when the write fails; nothing is written.
+    fn put_credential(
+        &self,
+        credential: &IntegrationCredential,
+        audit: Option<AuditDraft>,
+    ) -> Result<(), StoreError>;
 
     /// The credential with this client token, if any.
     fn credential(&self, client_token: &str) -> Result<Option<IntegrationCredential>, StoreError>;
@@ -228,8 +239,15 @@ pub trait Store: Send + Sync {
     /// All credentials, ordered by client token.
     fn credentials(&self) -> Result<Vec<IntegrationCredential>, StoreError>;
 
-    /// Deletes a credential. [`StoreError::NotFound`] if absent.
-    fn remove_credential(&self, client_token: &str) -> Result<(), StoreError>;
+    /// Deletes a credential (with its audit record, if given, in the same atomic write).
+    ///
+    /// # Errors
+    /// [`StoreError::NotFound`] if absent (then nothing is written); [`StoreError::Io`].
+    fn remove_credential(
+        &self,
+        client_token: &str,
+        audit: Option<AuditDraft>,
+    ) -> Result<(), StoreError>;
 
     /// The ids of the HSM's key-encryption key and data-encryption key recorded at first start
     /// (`(kek, dek)`), or `None` before the first start.
@@ -266,6 +284,43 @@ pub trait Store: Send + Sync {
     /// The newest record's position and hash in `chain` ([`ChainId::empty_head`] while it is empty).
     /// [`StoreError::NotFound`] (`"audit chain"`) if the store has no such chain.
     fn audit_chain_head(&self, chain: &ChainId) -> Result<ChainHead, StoreError>;
+
+    /// Every application, ordered by id (for `store copy`).
+    ///
+    /// # Errors
+    /// [`StoreError::Io`], or [`StoreError::Corrupt`] for a record that does not decode.
+    fn applications(&self) -> Result<Vec<Application>, StoreError>;
+
+    /// Up to `limit` activations whose ids sort after `after` (from the first when `None`), ordered
+    /// by id (for `store copy`).
+    ///
+    /// # Errors
+    /// [`StoreError::Io`], or [`StoreError::Corrupt`] for a record that does not decode.
+    fn activations_after(
+        &self,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<Activation>, StoreError>;
+
+    /// Up to `limit` registered nonces that sort after `after` (from the first when `None`), ordered
+    /// by nonce (for `store copy`).
+    ///
+    /// # Errors
+    /// [`StoreError::Io`], or [`StoreError::Corrupt`] for a record that does not decode.
+    fn nonces_after(
+        &self,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<IssuedNonce>, StoreError>;
+
+    /// Appends records sealed elsewhere (another store's chain, read in order) to `chain` exactly as
+    /// they are, creating the chain if needed, in one atomic write. Each record must follow the
+    /// chain's head (`seq` one more, `prev_hash` its hash) and carry its correct hash.
+    ///
+    /// # Errors
+    /// [`StoreError::Corrupt`] (nothing written) for a record that does not follow, and from sled,
+    /// which keeps one chain ([`ChainId::embedded`]), for any other chain; [`StoreError::Io`].
+    fn import_audit(&self, chain: &ChainId, records: &[AuditRecord]) -> Result<(), StoreError>;
 
     /// [`Self::audit_chain_entries`] of this handle's own chain.
     fn audit_entries(&self, from_seq: u64, limit: usize) -> Result<Vec<AuditEntry>, StoreError> {

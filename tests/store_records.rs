@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use backends::Backend;
 use fixtures::{APP, activation, application, nonce_for, t, verify_draft};
-use offline_signer::model::{ActivationStatus, KeyId};
+use offline_signer::model::{ActivationStatus, CredentialScope, KeyId};
 use offline_signer::store::{
     AuditDraft, AuditOperation, AuditOutcome, Conflict, IntegrationCredential, MasterKeyRef,
     NonceOwner, SecretHash, SledStore, Store, StoreError, VerificationCommit, verify_audit_chain,
@@ -365,13 +365,15 @@ fn credentials_put_get_list_remove<B: Backend>() {
     let Some(place) = B::fresh() else { return };
     let store = place.open();
     let cred = |token: &str| IntegrationCredential {
+        id: format!("id-{token}"),
+        scope: CredentialScope::applications(vec![format!("app-{token}")], token == "a"),
         client_token: token.into(),
         name: format!("client {token}"),
         secret_hash: SecretHash(vec![0xC0; 32]),
         created_at: t(3),
     };
-    store.put_credential(&cred("b")).expect("put");
-    store.put_credential(&cred("a")).expect("put");
+    store.put_credential(&cred("b"), None).expect("put");
+    store.put_credential(&cred("a"), None).expect("put");
     assert_eq!(store.credential("a").expect("get"), Some(cred("a")));
     assert_eq!(
         store.credentials().expect("list"),
@@ -379,11 +381,11 @@ fn credentials_put_get_list_remove<B: Backend>() {
     );
     let mut renamed = cred("a");
     renamed.name = "renamed".into();
-    store.put_credential(&renamed).expect("replace");
+    store.put_credential(&renamed, None).expect("replace");
     assert_eq!(store.credential("a").expect("get"), Some(renamed));
-    store.remove_credential("a").expect("remove");
+    store.remove_credential("a", None).expect("remove");
     assert!(matches!(
-        store.remove_credential("a"),
+        store.remove_credential("a", None),
         Err(StoreError::NotFound {
             what: "integration credential"
         })
@@ -414,12 +416,14 @@ fn reopen_after_drop_keeps_every_acknowledged_write<B: Backend>() {
             .expect("commit")
             .activation;
         let cred = IntegrationCredential {
+            id: "id-tok".into(),
+            scope: CredentialScope::Admin,
             client_token: "tok".into(),
             name: "n".into(),
             secret_hash: SecretHash(vec![1; 32]),
             created_at: t(4),
         };
-        store.put_credential(&cred).expect("cred");
+        store.put_credential(&cred, None).expect("cred");
         let nonce = store.nonce("durable").expect("read").expect("present");
         (app, act, nonce, cred, store.audit_head().expect("head"))
     };

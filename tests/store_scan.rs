@@ -8,7 +8,7 @@ use offline_signer_testkit::store_fixtures as fixtures;
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use fixtures::{APP, activation, application, t};
-use offline_signer::model::{EncryptedSecret, KeyId, WrappedKey};
+use offline_signer::model::{CredentialScope, EncryptedSecret, KeyId, WrappedKey};
 use offline_signer::store::{IntegrationCredential, SecretHash, SledStore, Store};
 
 /// Stands for a wrapped blob's contents: given to the store, so it must be found.
@@ -35,12 +35,17 @@ fn scanner_finds_stored_blobs_and_nothing_the_store_was_not_given() {
         );
         store.insert_activation(&a, None).expect("insert");
         store
-            .put_credential(&IntegrationCredential {
-                client_token: "tok".into(),
-                name: "scan".into(),
-                secret_hash: SecretHash(vec![0xEE; 32]),
-                created_at: t(0),
-            })
+            .put_credential(
+                &IntegrationCredential {
+                    id: "id-scan".into(),
+                    client_token: "tok".into(),
+                    name: "scan".into(),
+                    scope: CredentialScope::Admin,
+                    secret_hash: SecretHash(vec![0xEE; 32]),
+                    created_at: t(0),
+                },
+                None,
+            )
             .expect("credential");
     }
     let given = scan::scan_dir(dir.path(), &GIVEN).expect("scan");

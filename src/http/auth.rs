@@ -1,6 +1,8 @@
 //! HTTP Basic authentication (`clientToken:clientSecret`) for every API method when
 //! `restrict_access = true`: the header is parsed here, the credential is checked by the service
-//! ([`Service::authenticate`]). Nothing of the `Authorization` header is ever logged (the router also
+//! ([`Service::caller_for`]) and the request is handled as that caller ([`acting_as`]), so that
+//! the use cases check its scope and name it in audit records. With `restrict_access = false`
+//! every request is handled as [`Caller::anonymous`]. Nothing of the `Authorization` header is ever logged (the router also
 //! marks the header sensitive for the trace layer).
 
 use axum::extract::{Request, State};
@@ -11,7 +13,7 @@ use base64::Engine as _;
 use secrecy::SecretString;
 
 use super::error::ApiError;
-use crate::service::Service;
+use crate::service::{Caller, Service, acting_as};
 
 /// Middleware: answers 401 `ERR_AUTHENTICATION` before the body is read unless the request carries
 /// valid integration credentials.
@@ -28,14 +30,19 @@ pub(crate) async fn require_credentials(
         tracing::info!("request refused: missing or malformed integration credentials");
         return ApiError::Unauthenticated.into_response();
     };
-    match service.authenticate(&token, &secret) {
-        Ok(true) => next.run(request).await,
-        Ok(false) => {
+    match service.caller_for(&token, &secret) {
+        Ok(Some(caller)) => acting_as(caller, next.run(request)).await,
+        Ok(None) => {
             tracing::info!("request refused: wrong integration credentials");
             ApiError::Unauthenticated.into_response()
         }
         Err(e) => ApiError::Service(e).into_response(),
     }
+}
+
+/// Middleware for `restrict_access = false`: every request acts as [`Caller::anonymous`].
+pub(crate) async fn open_access(request: Request, next: Next) -> Response {
+    acting_as(Caller::anonymous(), next.run(request)).await
 }
 
 /// `Basic base64(token:secret)` → `(token, secret)`; `None` for anything else.

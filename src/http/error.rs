@@ -89,6 +89,11 @@ impl ApiError {
                 ServiceError::InvalidRequest(_) => {
                     (StatusCode::BAD_REQUEST, "ERR0024", MSG_INVALID_REQUEST)
                 }
+                ServiceError::Forbidden => (
+                    StatusCode::FORBIDDEN,
+                    "ERR_AUTHORIZATION",
+                    "The integration credential does not allow this request.",
+                ),
                 ServiceError::ApplicationNotFound => (
                     StatusCode::BAD_REQUEST,
                     "ERR0015",
@@ -309,6 +314,7 @@ mod tests {
     fn every_service_error_has_its_contract_code() {
         let cases = [
             (ServiceError::InvalidRequest("x".into()), 400, "ERR0024"),
+            (ServiceError::Forbidden, 403, "ERR_AUTHORIZATION"),
             (ServiceError::ApplicationNotFound, 400, "ERR0015"),
             (ServiceError::NoMasterKeyPair, 400, "ERR0003"),
             (ServiceError::ActivationNotFound, 400, "ERR0009"),

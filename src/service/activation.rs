@@ -310,6 +310,7 @@ impl Service {
         application_id: &str,
         version_id: &str,
     ) -> Result<ApplicationVersionInfo, ServiceError> {
+        super::require_admin()?;
         check_name("applicationVersionId", version_id)?;
         let app = self
             .inner
@@ -325,7 +326,7 @@ impl Service {
             .public_key;
         let now = self.now();
         let version = self.new_application_version(version_id, now).await?;
-        let mut audit = crate::store::AuditDraft::new(
+        let mut audit = super::audit_draft(
             now,
             AuditOperation::ApplicationVersionCreate,
             AuditOutcome::Created,
@@ -368,6 +369,7 @@ impl Service {
         let application_id = request
             .application_id
             .ok_or(ServiceError::NoApplicationId)?;
+        super::require_application_scope(&application_id)?;
         for flag in &request.flags {
             check_name("flags", flag)?;
         }
@@ -527,9 +529,7 @@ impl Service {
             None => None,
             Some(id) => {
                 let a = self
-                    .inner
-                    .store
-                    .activation(id)?
+                    .visible_activation(id)?
                     .filter(|a| {
                         a.application_id == app.id
                             && matches!(
@@ -723,6 +723,7 @@ impl Service {
             .store
             .application_by_key(application_key)?
             .ok_or(ServiceError::ApplicationNotFound)?;
+        super::require_application_scope(&app.id)?;
         let version = app
             .version_by_key(application_key)
             .filter(|v| v.supported)
@@ -754,9 +755,7 @@ impl Service {
             None => None,
             Some(id) => {
                 let a = self
-                    .inner
-                    .store
-                    .activation(id)?
+                    .visible_activation(id)?
                     .ok_or(ServiceError::ActivationNotFound)?;
                 if a.status != ActivationStatus::Active {
                     return Err(ServiceError::IncorrectState);
@@ -873,9 +872,7 @@ impl Service {
             .ok_or(ServiceError::ActivationNotFound)?;
         let _guard = self.inner.locks.lock(&found.id).await;
         let mut activation = self
-            .inner
-            .store
-            .activation(&found.id)?
+            .visible_activation(&found.id)?
             .filter(|a| a.status == ActivationStatus::Created && !expired(a, now))
             .ok_or(ServiceError::ActivationNotFound)?;
 
@@ -1006,9 +1003,7 @@ impl Service {
     ) -> Result<(), ServiceError> {
         let _guard = self.inner.locks.lock(activation_id).await;
         let mut activation = self
-            .inner
-            .store
-            .activation(activation_id)?
+            .visible_activation(activation_id)?
             .ok_or(ServiceError::ActivationNotFound)?;
         let now = self.now();
         if self.expire_if_due(&mut activation, now).await? {
@@ -1139,7 +1134,7 @@ impl Service {
                     .map_err(|_| ServiceError::invalid("challenge must be Base64 of 16 bytes"))?,
             ),
         };
-        let Some(mut activation) = self.inner.store.activation(activation_id)? else {
+        let Some(mut activation) = self.visible_activation(activation_id)? else {
             return Ok(self.unknown_activation_info(activation_id, challenge.is_some()));
         };
         if matches!(
@@ -1148,7 +1143,7 @@ impl Service {
         ) && expired(&activation, self.now())
         {
             let _guard = self.inner.locks.lock(activation_id).await;
-            if let Some(mut fresh) = self.inner.store.activation(activation_id)? {
+            if let Some(mut fresh) = self.visible_activation(activation_id)? {
                 self.expire_if_due(&mut fresh, self.now()).await?;
                 activation = fresh;
             }

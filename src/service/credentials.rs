@@ -1,5 +1,7 @@
 //! Integration credentials: the `clientToken:clientSecret` pairs with which a bank's back end calls
-//! the API (HTTP Basic), made, listed, removed and checked here.
+//! the API (HTTP Basic), made, listed, removed and checked here. Each has an id (named in audit
+//! records and by `integration/remove`) and a scope ([`CredentialScope`]); making and removing one
+//! is audited with the acting caller.
 //!
 //! A secret is 32 random bytes shown once as unpadded URL-safe Base64 (43 characters); the store keeps
 //! only `SHA-256(UTF-8 of that text)` ([`SecretHash`]). A presented secret is hashed the same way and
@@ -15,8 +17,11 @@ use sha2::{Digest as _, Sha256};
 use subtle::ConstantTimeEq as _;
 
 use super::ServiceError;
-use crate::model::Timestamp;
-use crate::store::{IntegrationCredential, SecretHash, Store, StoreError};
+use super::caller::Caller;
+use crate::model::{CredentialScope, Timestamp};
+use crate::store::{
+    AuditDraft, AuditOperation, AuditOutcome, IntegrationCredential, SecretHash, Store, StoreError,
+};
 
 /// Bytes of randomness in a client secret.
 pub(super) const SECRET_BYTES: usize = 32;
@@ -26,12 +31,31 @@ const MAX_NAME_LEN: usize = 255;
 /// A credential just made: the secret is shown once and never stored.
 #[derive(Debug)]
 pub struct NewCredential {
+    /// The credential's id.
+    pub id: String,
+    /// What it may do.
+    pub scope: CredentialScope,
     /// The client token (a random UUID v4), the user name of HTTP Basic.
     pub client_token: String,
     /// Who uses it.
     pub name: String,
     /// The secret, the password of HTTP Basic; only its hash is stored.
     pub client_secret: SecretString,
+}
+
+/// A stored credential as listed: everything but the secret's hash.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CredentialInfo {
+    /// The credential's id.
+    pub id: String,
+    /// Who uses it.
+    pub name: String,
+    /// The client token (HTTP Basic user name).
+    pub client_token: String,
+    /// What it may do.
+    pub scope: CredentialScope,
+    /// When it was made.
+    pub created_at: Timestamp,
 }
 
 /// The integration-credential use cases, over the store alone (no HSM is needed to manage them).
@@ -61,56 +85,185 @@ impl Credentials {
         client_token: &str,
         client_secret: &SecretString,
     ) -> Result<bool, ServiceError> {
-        let presented = hash_secret(client_secret);
-        let stored = self.store.credential(client_token)?;
-        let (expected, known) = match &stored {
-            Some(c) => (c.secret_hash.0.as_slice(), true),
-            None => (&[0u8; 32][..], false),
-        };
-        let equal: bool = presented.0.as_slice().ct_eq(expected).into();
-        Ok(equal && known)
+        Ok(self.caller_for(client_token, client_secret)?.is_some())
     }
 
-    /// Stores a new credential named `name` (its secret hashed) and returns the secret once.
+    /// The caller that `client_token:client_secret` authenticates, or `None`. The stored credential
+    /// is read on every call (no cache), so a removed credential is refused by every instance as
+    /// soon as the removal is committed.
     ///
     /// # Errors
-    /// [`ServiceError::InvalidRequest`] for a blank, over-long or control-character name;
-    /// [`ServiceError::Internal`] when the store fails.
+    /// [`ServiceError::Internal`] when the store cannot be read.
+    pub fn caller_for(
+        &self,
+        client_token: &str,
+        client_secret: &SecretString,
+    ) -> Result<Option<Caller>, ServiceError> {
+        let presented = hash_secret(client_secret);
+        let stored = self.store.credential(client_token)?;
+        let expected = stored
+            .as_ref()
+            .map_or(&[0u8; 32][..], |c| c.secret_hash.0.as_slice());
+        let equal: bool = presented.0.as_slice().ct_eq(expected).into();
+        Ok(stored
+            .filter(|_| equal)
+            .map(|c| Caller::credential(c.id, c.scope)))
+    }
+
+    /// Stores a new `ADMIN` credential named `name` (its secret hashed) for a local command and
+    /// returns the secret once.
+    ///
+    /// # Errors
+    /// As [`Self::create_scoped`].
     pub fn create(&self, name: &str, now: Timestamp) -> Result<NewCredential, ServiceError> {
-        if name.trim().is_empty() || name.len() > MAX_NAME_LEN || name.chars().any(char::is_control)
-        {
+        self.create_scoped(&Caller::local(), name, CredentialScope::Admin, now)
+    }
+
+    /// Stores a new credential named `name` with `scope` (its secret hashed), audited with the
+    /// current caller, and returns the secret once. Needs an `ADMIN` caller.
+    ///
+    /// # Errors
+    /// [`ServiceError::Forbidden`] for a caller without the `ADMIN` role;
+    /// [`ServiceError::InvalidRequest`] for a blank, over-long or control-character name or an
+    /// `APPLICATION` scope without applications; [`ServiceError::Internal`] when the store fails.
+    pub fn create_scoped(
+        &self,
+        caller: &Caller,
+        name: &str,
+        scope: CredentialScope,
+        now: Timestamp,
+    ) -> Result<NewCredential, ServiceError> {
+        require_admin(caller)?;
+        if !valid_name(name) {
             return Err(ServiceError::invalid(format!(
                 "name must be 1..={MAX_NAME_LEN} bytes without control characters"
             )));
         }
-        let (credential, secret) = new_credential(name, now);
-        self.store.put_credential(&credential)?;
+        if let CredentialScope::Applications {
+            application_ids, ..
+        } = &scope
+        {
+            if application_ids.is_empty() || application_ids.iter().any(|id| !valid_name(id)) {
+                return Err(ServiceError::invalid(
+                    "applications must list 1 or more application ids for role APPLICATION",
+                ));
+            }
+        }
+        let (credential, secret) = new_credential(name, scope, now);
+        let audit = draft(
+            caller,
+            now,
+            AuditOperation::IntegrationCreate,
+            AuditOutcome::Created,
+            &credential.id,
+        );
+        self.store.put_credential(&credential, Some(audit))?;
         Ok(NewCredential {
+            id: credential.id,
+            scope: credential.scope,
             client_token: credential.client_token,
             name: credential.name,
             client_secret: secret,
         })
     }
 
-    /// Every credential (token, name, creation time; the hash stays inside), by client token.
+    /// Every credential (id, token, name, scope, creation time; the hash stays inside), by client
+    /// token. Needs an `ADMIN` caller.
     ///
     /// # Errors
+    /// [`ServiceError::Forbidden`] for a caller without the `ADMIN` role;
     /// [`ServiceError::Internal`] when the store cannot be read.
-    pub fn list(&self) -> Result<Vec<IntegrationCredential>, ServiceError> {
-        Ok(self.store.credentials()?)
+    pub fn list(&self, caller: &Caller) -> Result<Vec<CredentialInfo>, ServiceError> {
+        require_admin(caller)?;
+        Ok(self
+            .store
+            .credentials()?
+            .into_iter()
+            .map(|c| CredentialInfo {
+                id: c.id,
+                name: c.name,
+                client_token: c.client_token,
+                scope: c.scope,
+                created_at: c.created_at,
+            })
+            .collect())
     }
 
     /// Deletes the credential with this client token; `Ok(false)` when there is none.
     ///
     /// # Errors
+    /// As [`Self::remove_by`].
+    pub fn remove(&self, caller: &Caller, client_token: &str) -> Result<bool, ServiceError> {
+        self.remove_by(caller, |c| c.client_token == client_token)
+    }
+
+    /// Deletes the credential with this id; `Ok(false)` when there is none.
+    ///
+    /// # Errors
+    /// As [`Self::remove_by`].
+    pub fn remove_id(&self, caller: &Caller, id: &str) -> Result<bool, ServiceError> {
+        self.remove_by(caller, |c| c.id == id)
+    }
+
+    /// Deletes the first credential matching `which`, audited with the current caller. Needs an
+    /// `ADMIN` caller.
+    ///
+    /// # Errors
+    /// [`ServiceError::Forbidden`] for a caller without the `ADMIN` role;
     /// [`ServiceError::Internal`] when the store fails.
-    pub fn remove(&self, client_token: &str) -> Result<bool, ServiceError> {
-        match self.store.remove_credential(client_token) {
+    fn remove_by(
+        &self,
+        caller: &Caller,
+        which: impl Fn(&IntegrationCredential) -> bool,
+    ) -> Result<bool, ServiceError> {
+        require_admin(caller)?;
+        let Some(found) = self.store.credentials()?.into_iter().find(|c| which(c)) else {
+            return Ok(false);
+        };
+        let audit = draft(
+            caller,
+            Timestamp::now(),
+            AuditOperation::IntegrationRemove,
+            AuditOutcome::Removed,
+            &found.id,
+        );
+        match self
+            .store
+            .remove_credential(&found.client_token, Some(audit))
+        {
             Ok(()) => Ok(true),
             Err(StoreError::NotFound { .. }) => Ok(false),
             Err(e) => Err(e.into()),
         }
     }
+}
+
+/// The audit record of a credential change by `caller` to credential `id` (written in the same
+/// atomic write as the change).
+fn draft(
+    caller: &Caller,
+    now: Timestamp,
+    operation: AuditOperation,
+    outcome: AuditOutcome,
+    id: &str,
+) -> AuditDraft {
+    let mut draft = AuditDraft::new(now, operation, outcome);
+    draft.actor = Some(caller.id().to_owned());
+    draft.subject = Some(id.to_owned());
+    draft
+}
+
+/// [`ServiceError::Forbidden`] unless `caller` has the `ADMIN` role.
+fn require_admin(caller: &Caller) -> Result<(), ServiceError> {
+    if caller.scope().is_admin() {
+        Ok(())
+    } else {
+        Err(ServiceError::Forbidden)
+    }
+}
+
+fn valid_name(name: &str) -> bool {
+    !name.trim().is_empty() && name.len() <= MAX_NAME_LEN && !name.chars().any(char::is_control)
 }
 
 /// `SHA-256(UTF-8 of the secret text)`.
@@ -120,12 +273,18 @@ fn hash_secret(secret: &SecretString) -> SecretHash {
 
 /// A new credential named `name`: a random UUID v4 client token and a fresh secret. The returned
 /// record holds only the secret's hash; the secret itself is returned once, to be shown once.
-fn new_credential(name: &str, now: Timestamp) -> (IntegrationCredential, SecretString) {
+fn new_credential(
+    name: &str,
+    scope: CredentialScope,
+    now: Timestamp,
+) -> (IntegrationCredential, SecretString) {
     let mut bytes = zeroize::Zeroizing::new([0u8; SECRET_BYTES]);
     rand::rngs::OsRng.fill_bytes(bytes.as_mut());
     let secret =
         SecretString::from(base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes.as_ref()));
     let credential = IntegrationCredential {
+        id: uuid::Uuid::new_v4().to_string(),
+        scope,
         client_token: uuid::Uuid::new_v4().to_string(),
         name: name.to_owned(),
         secret_hash: hash_secret(&secret),
@@ -141,8 +300,10 @@ mod tests {
     #[test]
     fn new_credentials_are_unique_and_hash_their_secret() {
         let now = Timestamp::from_unix_millis(0);
-        let (a, sa) = new_credential("a", now);
-        let (b, sb) = new_credential("b", now);
+        let (a, sa) = new_credential("a", CredentialScope::Admin, now);
+        let (b, sb) = new_credential("b", CredentialScope::Admin, now);
+        assert_ne!(a.id, b.id);
+        assert_ne!(a.id, a.client_token);
         assert_ne!(a.client_token, b.client_token);
         assert_ne!(sa.expose_secret(), sb.expose_secret());
         assert_eq!(sa.expose_secret().len(), 43);

@@ -115,16 +115,11 @@ impl Service {
     async fn verify_pass(&self, c: &Checked) -> Result<VerifyResponse, PassError> {
         let now = self.now();
         let id = &c.request.activation_id;
-        let mut audit = AuditDraft::new(now, AuditOperation::Verify, AuditOutcome::NotFound);
+        let mut audit = super::audit_draft(now, AuditOperation::Verify, AuditOutcome::NotFound);
         audit.activation_id = Some(id.clone());
         audit.data_sha256 = Some(c.data_sha256);
 
-        let Some(mut activation) = self
-            .inner
-            .store
-            .activation(id)
-            .map_err(ServiceError::from)?
-        else {
+        let Some(mut activation) = self.visible_activation(id).map_err(ServiceError::from)? else {
             self.write(move |s| s.append_audit(audit)).await?;
             return Ok(VerifyResponse::bare(id, ActivationStatus::Removed));
         };

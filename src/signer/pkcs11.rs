@@ -178,6 +178,11 @@ impl Signer for Pkcs11Signer {
             .await
     }
 
+    async fn destroy_key(&self, id: &KeyId) -> Result<bool, SignerError> {
+        let id = *id;
+        self.run(move |ctx| ops::destroy_key(ctx, &id)).await
+    }
+
     async fn generate_wrapped_key_pair(&self, kek: &KeyId) -> Result<WrappedKeyPair, SignerError> {
         let kek = *kek;
         self.run(move |ctx| ops::generate_wrapped(ctx, &kek)).await

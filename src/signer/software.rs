@@ -325,6 +325,17 @@ impl Signer for SoftwareSigner {
         }
     }
 
+    async fn destroy_key(&self, id: &KeyId) -> Result<bool, SignerError> {
+        let mut keys = self.lock();
+        let destroyed = keys.remove(id).is_some();
+        if destroyed {
+            if let Some(path) = &self.key_file {
+                save_file(path, &keys)?;
+            }
+        }
+        Ok(destroyed)
+    }
+
     async fn generate_wrapped_key_pair(&self, kek: &KeyId) -> Result<WrappedKeyPair, SignerError> {
         let kek_bytes = self.aes_key(kek, Purpose::Kek)?;
         let secret = p256::SecretKey::random(&mut rand::rngs::OsRng);

@@ -108,10 +108,14 @@ pub enum AuditOperation {
     ApplicationVersionCreate,
     ActivationInit,
     ActivationPrepare,
+    /// An integration credential was made.
+    IntegrationCreate,
+    /// An integration credential was removed.
+    IntegrationRemove,
 }
 
 impl AuditOperation {
-    const ALL: [Self; 13] = [
+    const ALL: [Self; 15] = [
         Self::CreatePersonalized,
         Self::CreateNonPersonalized,
         Self::Verify,
@@ -125,6 +129,8 @@ impl AuditOperation {
         Self::ApplicationVersionCreate,
         Self::ActivationInit,
         Self::ActivationPrepare,
+        Self::IntegrationCreate,
+        Self::IntegrationRemove,
     ];
 
     pub const fn as_str(self) -> &'static str {
@@ -142,6 +148,8 @@ impl AuditOperation {
             Self::ApplicationVersionCreate => "APPLICATION_VERSION_CREATE",
             Self::ActivationInit => "ACTIVATION_INIT",
             Self::ActivationPrepare => "ACTIVATION_PREPARE",
+            Self::IntegrationCreate => "INTEGRATION_CREATE",
+            Self::IntegrationRemove => "INTEGRATION_REMOVE",
         }
     }
 
@@ -225,6 +233,12 @@ pub struct AuditDraft {
     pub nonce_status: Option<String>,
     /// SHA-256 of the request `data`; never the data or the code themselves.
     pub data_sha256: Option<[u8; 32]>,
+    /// Who acted: the integration credential's id, or `cli` for a local command. `None` only in
+    /// records written before actors were recorded (record format 1).
+    pub actor: Option<String>,
+    /// What was acted on when it is neither an activation nor an application: the integration
+    /// credential's id for `INTEGRATION_CREATE` and `INTEGRATION_REMOVE`.
+    pub subject: Option<String>,
 }
 
 impl AuditDraft {
@@ -241,6 +255,8 @@ impl AuditDraft {
             counter_after: None,
             nonce_status: None,
             data_sha256: None,
+            actor: None,
+            subject: None,
         }
     }
 
@@ -258,6 +274,8 @@ impl AuditDraft {
             counter_after: self.counter_after,
             nonce_status: self.nonce_status,
             data_sha256: self.data_sha256,
+            actor: self.actor,
+            subject: self.subject,
             prev_hash,
             hash: [0; 32],
         };
@@ -281,6 +299,10 @@ pub struct AuditRecord {
     pub counter_after: Option<u64>,
     pub nonce_status: Option<String>,
     pub data_sha256: Option<[u8; 32]>,
+    /// Who acted (see [`AuditDraft::actor`]); `None` only in format-1 records.
+    pub actor: Option<String>,
+    /// What was acted on (see [`AuditDraft::subject`]).
+    pub subject: Option<String>,
     /// `hash` of record `seq − 1`; 32 zero bytes for `seq` 1.
     pub prev_hash: [u8; 32],
     /// `SHA-256("offline-signer/audit/v1" ‖ codec::audit_body(self))`.
@@ -475,6 +497,23 @@ fn verify_one_chain(
     Ok((records, None))
 }
 
+/// Checks that `rec` is the next link after `head` and is sealed correctly.
+pub(crate) fn check_import(
+    chain: &ChainId,
+    head: ChainHead,
+    rec: &AuditRecord,
+) -> Result<(), StoreError> {
+    if rec.seq != head.seq + 1 || rec.prev_hash != head.hash || rec.compute_hash() != rec.hash {
+        return Err(StoreError::Corrupt {
+            what: format!(
+                "audit record {} does not follow record {} of chain {chain}",
+                rec.seq, head.seq
+            ),
+        });
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -550,6 +589,14 @@ mod tests {
             },
             AuditRecord {
                 prev_hash: [1; 32],
+                ..first.clone()
+            },
+            AuditRecord {
+                actor: Some("cli".into()),
+                ..first.clone()
+            },
+            AuditRecord {
+                subject: Some("cred".into()),
                 ..first.clone()
             },
         ];

@@ -13,13 +13,15 @@ use super::records::{
     MasterKeyRef, NonceOwner, SecretHash, TemporaryKey,
 };
 use crate::model::{
-    ActivationStatus, CommitPhase, EncryptedSecret, KeyId, PublicKey, Timestamp, WrappedKey,
+    ActivationStatus, CommitPhase, CredentialScope, EncryptedSecret, KeyId, PublicKey, Timestamp,
+    WrappedKey,
 };
 
-/// The first byte of every record written by this version, except applications and activations.
+/// The first byte of records in the first layout (every kind of record).
 pub const RECORD_FORMAT_V1: u8 = 1;
-/// The first byte of applications (with versions) and activations (optional device key, enrollment
-/// details) written by this version. Their format-1 records still decode (with empty new fields).
+/// The first byte of the second layout: applications (with versions), activations (optional device
+/// key, enrollment details), integration credentials (id and scope) and audit records (actor and
+/// subject). Records of format 1 stay readable (and audit records verifiable).
 pub const RECORD_FORMAT_V2: u8 = 2;
 
 /// Why bytes could not be decoded; turned into `StoreError::Corrupt` by the caller, who knows the record.
@@ -163,10 +165,16 @@ impl<'a> Reader<'a> {
         (0..count).map(|_| self.str()).collect()
     }
     /// Reads the record-format byte and refuses any format this version does not know.
-    pub(super) fn format(&mut self) -> Decoded<u8> {
-        match self.u8()? {
-            RECORD_FORMAT_V1 => Ok(RECORD_FORMAT_V1),
-            other => self.fail(&format!("unknown record format {other}")),
+    pub fn format(&mut self) -> Decoded<u8> {
+        self.format_of(&[RECORD_FORMAT_V1])
+    }
+    /// Reads the record-format byte and refuses any format not in `known`.
+    pub(crate) fn format_of(&mut self, known: &[u8]) -> Decoded<u8> {
+        let found = self.u8()?;
+        if known.contains(&found) {
+            Ok(found)
+        } else {
+            self.fail(&format!("unknown record format {found}"))
         }
     }
     /// Succeeds only if every byte was consumed.
@@ -557,25 +565,68 @@ pub(super) fn decode_nonce(bytes: &[u8]) -> Decoded<IssuedNonce> {
 
 // ---- IntegrationCredential -------------------------------------------------------------------------
 
-/// `01 ‖ client_token ‖ name ‖ secret_hash ‖ created_at`
-pub(super) fn encode_credential(c: &IntegrationCredential) -> Vec<u8> {
+/// `02 ‖ client_token ‖ name ‖ secret_hash ‖ created_at ‖ id ‖ role(u8: 1 ADMIN, 2 APPLICATION) ‖
+/// [application_ids ‖ can_unblock(u8)]` (the bracketed part for APPLICATION only).
+///
+/// Format 1 was `01 ‖ client_token ‖ name ‖ secret_hash ‖ created_at`; such a record decodes with
+/// its client token as its id and the ADMIN role (every credential could do everything then).
+pub fn encode_credential(c: &IntegrationCredential) -> Vec<u8> {
     let mut w = Writer::new();
-    w.u8(RECORD_FORMAT_V1);
+    w.u8(RECORD_FORMAT_V2);
     w.str(&c.client_token);
     w.str(&c.name);
     w.bytes(&c.secret_hash.0);
     w.time(c.created_at);
+    w.str(&c.id);
+    match &c.scope {
+        CredentialScope::Admin => w.u8(1),
+        CredentialScope::Applications {
+            application_ids,
+            can_unblock,
+        } => {
+            w.u8(2);
+            w.strs(application_ids);
+            w.u8(u8::from(*can_unblock));
+        }
+    }
     w.into_bytes()
 }
 
-pub(super) fn decode_credential(bytes: &[u8]) -> Decoded<IntegrationCredential> {
-    decode(bytes, "integration credential", |r| {
-        Ok(IntegrationCredential {
-            client_token: r.str()?,
-            name: r.str()?,
-            secret_hash: SecretHash(r.bytes()?),
-            created_at: r.time()?,
-        })
+pub fn decode_credential(bytes: &[u8]) -> Decoded<IntegrationCredential> {
+    let what = "integration credential";
+    let mut r = Reader::new(bytes, what);
+    let format = r.format_of(&[RECORD_FORMAT_V1, RECORD_FORMAT_V2])?;
+    let client_token = r.str()?;
+    let name = r.str()?;
+    let secret_hash = SecretHash(r.bytes()?);
+    let created_at = r.time()?;
+    let (id, scope) = if format == RECORD_FORMAT_V1 {
+        (client_token.clone(), CredentialScope::Admin)
+    } else {
+        let id = r.str()?;
+        let scope = match r.u8()? {
+            1 => CredentialScope::Admin,
+            2 => {
+                let ids = r.strs()?;
+                let can_unblock = match r.u8()? {
+                    0 => false,
+                    1 => true,
+                    _ => return r.fail("bad can_unblock flag"),
+                };
+                CredentialScope::applications(ids, can_unblock)
+            }
+            other => return r.fail(&format!("unknown role {other}")),
+        };
+        (id, scope)
+    };
+    r.finish()?;
+    Ok(IntegrationCredential {
+        id,
+        client_token,
+        name,
+        secret_hash,
+        created_at,
+        scope,
     })
 }
 
@@ -585,9 +636,17 @@ pub(super) fn decode_credential(bytes: &[u8]) -> Decoded<IntegrationCredential> 
 /// `01 ‖ seq(u64) ‖ time ‖ activation_id? ‖ application_id? ‖ operation(str) ‖ outcome(str) ‖
 /// signature_type? ‖ counter_before(u64)? ‖ counter_after(u64)? ‖ nonce_status? ‖ data_sha256[32]? ‖
 /// prev_hash[32]`. The stored value is these bytes followed by the 32-byte hash.
-pub(super) fn audit_body(rec: &AuditRecord) -> Vec<u8> {
+///
+/// Format 2 adds `actor? ‖ subject?` between `data_sha256` and `prev_hash`. A record with neither
+/// keeps format 1, so records written before actors existed hash and verify exactly as they did.
+pub fn audit_body(rec: &AuditRecord) -> Vec<u8> {
+    let v2 = rec.actor.is_some() || rec.subject.is_some();
     let mut w = Writer::new();
-    w.u8(RECORD_FORMAT_V1);
+    w.u8(if v2 {
+        RECORD_FORMAT_V2
+    } else {
+        RECORD_FORMAT_V1
+    });
     w.u64(rec.seq);
     w.time(rec.time);
     w.opt(rec.activation_id.as_deref(), Writer::str);
@@ -599,6 +658,10 @@ pub(super) fn audit_body(rec: &AuditRecord) -> Vec<u8> {
     w.opt(rec.counter_after, Writer::u64);
     w.opt(rec.nonce_status.as_deref(), Writer::str);
     w.opt(rec.data_sha256.as_ref(), |w, h| w.raw(h));
+    if v2 {
+        w.opt(rec.actor.as_deref(), Writer::str);
+        w.opt(rec.subject.as_deref(), Writer::str);
+    }
     w.raw(&rec.prev_hash);
     w.into_bytes()
 }
@@ -610,8 +673,16 @@ pub(super) fn encode_audit(rec: &AuditRecord) -> Vec<u8> {
     bytes
 }
 
-pub(super) fn decode_audit(bytes: &[u8]) -> Decoded<AuditRecord> {
-    decode(bytes, "audit record", |r| {
+pub fn decode_audit(bytes: &[u8]) -> Decoded<AuditRecord> {
+    let mut reader = Reader::new(bytes, "audit record");
+    let format = reader.format_of(&[RECORD_FORMAT_V1, RECORD_FORMAT_V2])?;
+    let rec = decode_audit_fields(&mut reader, format)?;
+    reader.finish()?;
+    Ok(rec)
+}
+
+fn decode_audit_fields(r: &mut Reader<'_>, format: u8) -> Decoded<AuditRecord> {
+    {
         let seq = r.u64()?;
         let time = r.time()?;
         let activation_id = r.opt(Reader::str)?;
@@ -640,10 +711,20 @@ pub(super) fn decode_audit(bytes: &[u8]) -> Decoded<AuditRecord> {
             counter_after: r.opt(Reader::u64)?,
             nonce_status: r.opt(Reader::str)?,
             data_sha256: r.opt(Reader::array::<32>)?,
+            actor: if format == RECORD_FORMAT_V2 {
+                r.opt(Reader::str)?
+            } else {
+                None
+            },
+            subject: if format == RECORD_FORMAT_V2 {
+                r.opt(Reader::str)?
+            } else {
+                None
+            },
             prev_hash: r.array()?,
             hash: r.array()?,
         })
-    })
+    }
 }
 
 // ---- Chain head (meta tree) ------------------------------------------------------------------------
@@ -847,6 +928,65 @@ mod tests {
             };
             prop_assert_eq!(decode_nonce(&encode_nonce(&n)), Ok(n));
         }
+    }
+
+    #[test]
+    fn a_format_1_credential_decodes_as_admin_with_its_token_as_id() {
+        let mut w = Writer::new();
+        w.u8(RECORD_FORMAT_V1);
+        w.str("tok-1");
+        w.str("bank");
+        w.bytes(&[7; 32]);
+        w.time(Timestamp::from_unix_millis(5));
+        let old = decode_credential(&w.into_bytes()).expect("format 1 still decodes");
+        assert_eq!(old.id, "tok-1");
+        assert_eq!(old.scope, CredentialScope::Admin);
+        assert_eq!(old.name, "bank");
+    }
+
+    #[test]
+    fn credential_decode_inverts_encode_for_both_roles() {
+        for scope in [
+            CredentialScope::Admin,
+            CredentialScope::applications(vec!["b".into(), "a".into(), "a".into()], true),
+        ] {
+            let c = IntegrationCredential {
+                id: "id-1".into(),
+                client_token: "tok-1".into(),
+                name: "bank".into(),
+                secret_hash: SecretHash(vec![7; 32]),
+                created_at: Timestamp::from_unix_millis(5),
+                scope,
+            };
+            let bytes = encode_credential(&c);
+            assert_eq!(bytes[0], RECORD_FORMAT_V2);
+            assert_eq!(decode_credential(&bytes), Ok(c));
+        }
+    }
+
+    #[test]
+    fn audit_records_without_an_actor_keep_format_1() {
+        let draft = super::super::audit::AuditDraft::new(
+            Timestamp::from_unix_millis(1),
+            AuditOperation::Verify,
+            AuditOutcome::Valid,
+        );
+        let old = draft.clone().seal(1, [0; 32]);
+        let bytes = encode_audit(&old);
+        assert_eq!(bytes[0], RECORD_FORMAT_V1);
+        let back = decode_audit(&bytes).expect("decodes");
+        assert_eq!(back.compute_hash(), old.hash);
+
+        let mut acted = draft;
+        acted.actor = Some("cred-1".into());
+        acted.subject = Some("cred-2".into());
+        let new = acted.seal(2, old.hash);
+        let bytes = encode_audit(&new);
+        assert_eq!(bytes[0], RECORD_FORMAT_V2);
+        let back = decode_audit(&bytes).expect("decodes");
+        assert_eq!(back.actor.as_deref(), Some("cred-1"));
+        assert_eq!(back.compute_hash(), new.hash);
+        assert_eq!(back, new);
     }
 
     #[test]

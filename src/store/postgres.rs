@@ -625,7 +625,123 @@ impl PgStore {
     }
 }
 
+/// Up to `limit` `record`s of `table` keyed by `key` after `after`, decoded, in key order. `table`
+/// and `key` are this module's constants, never caller input.
+async fn decoded_after<T>(
+    pool: &Pool,
+    table: &'static str,
+    key: &'static str,
+    after: Option<String>,
+    limit: usize,
+    decode: fn(&[u8]) -> Result<T, DecodeError>,
+) -> Result<Vec<T>, StoreError> {
+    let client = pool.get().await.map_err(self::pool)?;
+    let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+    let sql = format!(
+        "SELECT record FROM {table} WHERE ($1::text IS NULL OR {key} > $1) ORDER BY {key} LIMIT $2"
+    );
+    client
+        .query(&sql, &[&after, &limit])
+        .await
+        .map_err(db)?
+        .iter()
+        .map(|row| decode(row.get(0)).map_err(corrupt))
+        .collect()
+}
+
 impl Store for PgStore {
+    fn applications(&self) -> Result<Vec<Application>, StoreError> {
+        self.engine.run(|pool| async move {
+            decoded_after(
+                &pool,
+                "applications",
+                "id",
+                None,
+                usize::MAX,
+                codec::decode_application,
+            )
+            .await
+        })
+    }
+
+    fn activations_after(
+        &self,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<Activation>, StoreError> {
+        let after = after.map(str::to_owned);
+        self.engine.run(|pool| async move {
+            decoded_after(
+                &pool,
+                "activations",
+                "id",
+                after,
+                limit,
+                codec::decode_activation,
+            )
+            .await
+        })
+    }
+
+    fn nonces_after(
+        &self,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<IssuedNonce>, StoreError> {
+        let after = after.map(str::to_owned);
+        self.engine.run(|pool| async move {
+            decoded_after(&pool, "nonces", "nonce", after, limit, codec::decode_nonce).await
+        })
+    }
+
+    fn import_audit(&self, chain: &ChainId, records: &[AuditRecord]) -> Result<(), StoreError> {
+        let chain = chain.clone();
+        let records = records.to_vec();
+        self.engine.run(|pool| async move {
+            in_transaction!(pool, |tx| {
+                tx.execute(
+                    "INSERT INTO audit_chains (chain_id, head_seq, head_hash) VALUES ($1, 0, $2) \
+                     ON CONFLICT (chain_id) DO NOTHING",
+                    &[&chain.as_str(), &chain.genesis_hash().as_slice()],
+                )
+                .await
+                .map_err(db)?;
+                let row = tx
+                    .query_one(
+                        "SELECT head_seq, head_hash FROM audit_chains WHERE chain_id = $1 FOR UPDATE",
+                        &[&chain.as_str()],
+                    )
+                    .await
+                    .map_err(db)?;
+                let mut head = ChainHead {
+                    seq: to_u64(row.get(0), "audit chain head")?,
+                    hash: hash32(row.get(1), "audit chain head hash")?,
+                };
+                for rec in &records {
+                    super::audit::check_import(&chain, head, rec)?;
+                    let seq = to_i64(rec.seq, "audit seq")?;
+                    tx.execute(
+                        "INSERT INTO audit_records (chain_id, seq, record) VALUES ($1, $2, $3)",
+                        &[&chain.as_str(), &seq, &codec::encode_audit(rec)],
+                    )
+                    .await
+                    .map_err(db)?;
+                    head = ChainHead {
+                        seq: rec.seq,
+                        hash: rec.hash,
+                    };
+                }
+                let seq = to_i64(head.seq, "audit seq")?;
+                tx.execute(
+                    "UPDATE audit_chains SET head_seq = $2, head_hash = $3 WHERE chain_id = $1",
+                    &[&chain.as_str(), &seq, &head.hash.as_slice()],
+                )
+                .await
+                .map_err(db)?;
+            })
+        })
+    }
+
     fn create_application(
         &self,
         app: &Application,
@@ -1061,20 +1177,26 @@ impl Store for PgStore {
         })
     }
 
-    fn put_credential(&self, credential: &IntegrationCredential) -> Result<(), StoreError> {
+    fn put_credential(
+        &self,
+        credential: &IntegrationCredential,
+        audit: Option<AuditDraft>,
+    ) -> Result<(), StoreError> {
         let key = credential.client_token.clone();
         let value = codec::encode_credential(credential);
+        let chain = self.chain.clone();
         self.engine.run(|pool| async move {
-            let client = pool.get().await.map_err(self::pool)?;
-            let st = client
-                .prepare_cached(
-                    "INSERT INTO credentials (client_token, record) VALUES ($1, $2) \
-                     ON CONFLICT (client_token) DO UPDATE SET record = EXCLUDED.record",
-                )
-                .await
-                .map_err(db)?;
-            client.execute(&st, &[&key, &value]).await.map_err(db)?;
-            Ok(())
+            in_transaction!(pool, |tx| {
+                let st = tx
+                    .prepare_cached(
+                        "INSERT INTO credentials (client_token, record) VALUES ($1, $2) \
+                         ON CONFLICT (client_token) DO UPDATE SET record = EXCLUDED.record",
+                    )
+                    .await
+                    .map_err(db)?;
+                tx.execute(&st, &[&key, &value]).await.map_err(db)?;
+                maybe_append(&tx, &chain, audit).await?;
+            })
         })
     }
 
@@ -1108,20 +1230,26 @@ impl Store for PgStore {
         })
     }
 
-    fn remove_credential(&self, client_token: &str) -> Result<(), StoreError> {
+    fn remove_credential(
+        &self,
+        client_token: &str,
+        audit: Option<AuditDraft>,
+    ) -> Result<(), StoreError> {
         let key = client_token.to_owned();
+        let chain = self.chain.clone();
         self.engine.run(|pool| async move {
-            let client = pool.get().await.map_err(self::pool)?;
-            let st = client
-                .prepare_cached("DELETE FROM credentials WHERE client_token = $1")
-                .await
-                .map_err(db)?;
-            if client.execute(&st, &[&key]).await.map_err(db)? == 0 {
-                return Err(StoreError::NotFound {
-                    what: "integration credential",
-                });
-            }
-            Ok(())
+            in_transaction!(pool, |tx| {
+                let st = tx
+                    .prepare_cached("DELETE FROM credentials WHERE client_token = $1")
+                    .await
+                    .map_err(db)?;
+                if tx.execute(&st, &[&key]).await.map_err(db)? == 0 {
+                    return Err(StoreError::NotFound {
+                        what: "integration credential",
+                    });
+                }
+                maybe_append(&tx, &chain, audit).await?;
+            })
         })
     }
 

@@ -9,7 +9,8 @@
 use std::fmt;
 
 use crate::model::{
-    ActivationStatus, CommitPhase, EncryptedSecret, KeyId, PublicKey, Timestamp, WrappedKey,
+    ActivationStatus, CommitPhase, CredentialScope, EncryptedSecret, KeyId, PublicKey, Timestamp,
+    WrappedKey,
 };
 
 /// One master key pair of an application: where its private half lives in the HSM and its public half.
@@ -200,11 +201,16 @@ impl fmt::Debug for SecretHash {
 /// An integration credential for HTTP Basic authentication (`clientToken:clientSecret`).
 #[derive(Clone, PartialEq, Eq, Debug)]
 pub struct IntegrationCredential {
+    /// The credential's id (a random UUID v4), named in audit records and by `integration/remove`.
+    /// A credential stored before ids existed has its client token as its id.
+    pub id: String,
     pub client_token: String,
     pub name: String,
     /// The hashed secret; the plaintext secret never reaches the store.
     pub secret_hash: SecretHash,
     pub created_at: Timestamp,
+    /// What it may do (a credential stored before roles existed is `ADMIN`).
+    pub scope: CredentialScope,
 }
 
 #[cfg(test)]

@@ -362,7 +362,83 @@ impl SledStore {
     }
 }
 
+impl SledStore {
+    /// Up to `limit` values of `tree` with keys after `after`, decoded, in key order.
+    fn decoded_after<T>(
+        tree: &Tree,
+        after: Option<&str>,
+        limit: usize,
+        decode: fn(&[u8]) -> Result<T, DecodeError>,
+    ) -> Result<Vec<T>, StoreError> {
+        let entries = match after {
+            None => tree.iter(),
+            Some(key) => {
+                let mut start = key.as_bytes().to_vec();
+                start.push(0);
+                tree.range(start..)
+            }
+        };
+        entries
+            .take(limit)
+            .map(|entry| {
+                let (_, value) = entry.map_err(io)?;
+                decode(&value).map_err(corrupt)
+            })
+            .collect()
+    }
+}
+
 impl Store for SledStore {
+    fn applications(&self) -> Result<Vec<Application>, StoreError> {
+        Self::decoded_after(
+            &self.applications,
+            None,
+            usize::MAX,
+            codec::decode_application,
+        )
+    }
+
+    fn activations_after(
+        &self,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<Activation>, StoreError> {
+        Self::decoded_after(&self.activations, after, limit, codec::decode_activation)
+    }
+
+    fn nonces_after(
+        &self,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<IssuedNonce>, StoreError> {
+        Self::decoded_after(&self.nonces, after, limit, codec::decode_nonce)
+    }
+
+    fn import_audit(&self, chain: &ChainId, records: &[AuditRecord]) -> Result<(), StoreError> {
+        if *chain != ChainId::embedded() {
+            return Err(StoreError::Corrupt {
+                what: format!(
+                    "a sled store keeps one audit chain ({}), not {chain}",
+                    ChainId::embedded()
+                ),
+            });
+        }
+        finish((&self.audit, &self.meta).transaction(|(audit_tree, meta)| {
+            let mut head = head_in(meta)?;
+            for rec in records {
+                super::audit::check_import(chain, head, rec).map_err(abort)?;
+                audit_tree.insert(&rec.seq.to_be_bytes(), codec::encode_audit(rec))?;
+                head = ChainHead {
+                    seq: rec.seq,
+                    hash: rec.hash,
+                };
+            }
+            meta.insert(KEY_AUDIT_HEAD, codec::encode_head(head.seq, &head.hash))?;
+            Ok(())
+        }))?;
+        self.durable()
+    }
+
     fn create_application(
         &self,
         app: &Application,
@@ -721,13 +797,19 @@ impl Store for SledStore {
         Ok(doomed.len())
     }
 
-    fn put_credential(&self, credential: &IntegrationCredential) -> Result<(), StoreError> {
-        self.credentials
-            .insert(
-                credential.client_token.as_bytes(),
-                codec::encode_credential(credential),
-            )
-            .map_err(io)?;
+    fn put_credential(
+        &self,
+        credential: &IntegrationCredential,
+        audit: Option<AuditDraft>,
+    ) -> Result<(), StoreError> {
+        let value = codec::encode_credential(credential);
+        finish((&self.credentials, &self.audit, &self.meta).transaction(
+            |(credentials, audit_tree, meta)| {
+                credentials.insert(credential.client_token.as_bytes(), value.clone())?;
+                maybe_append(meta, audit_tree, audit.as_ref())?;
+                Ok(())
+            },
+        ))?;
         self.durable()
     }
 
@@ -749,17 +831,22 @@ impl Store for SledStore {
             .collect()
     }
 
-    fn remove_credential(&self, client_token: &str) -> Result<(), StoreError> {
-        if self
-            .credentials
-            .remove(client_token.as_bytes())
-            .map_err(io)?
-            .is_none()
-        {
-            return Err(StoreError::NotFound {
-                what: "integration credential",
-            });
-        }
+    fn remove_credential(
+        &self,
+        client_token: &str,
+        audit: Option<AuditDraft>,
+    ) -> Result<(), StoreError> {
+        finish((&self.credentials, &self.audit, &self.meta).transaction(
+            |(credentials, audit_tree, meta)| {
+                if credentials.remove(client_token.as_bytes())?.is_none() {
+                    return Err(abort(StoreError::NotFound {
+                        what: "integration credential",
+                    }));
+                }
+                maybe_append(meta, audit_tree, audit.as_ref())?;
+                Ok(())
+            },
+        ))?;
         self.durable()
     }
 

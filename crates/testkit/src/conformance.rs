@@ -72,6 +72,31 @@ pub async fn storage_keys_are_stable(s: &dyn Signer) -> StorageKeyIds {
     ids
 }
 
+/// `destroy_key` removes exactly the named key (a master key pair, a storage key), and says whether
+/// it found one.
+pub async fn destroy_key_removes_only_that_key(s: &dyn Signer) {
+    let ids = s.ensure_storage_keys(None).await.expect("storage keys");
+    let master = s.generate_master_key().await.expect("master key");
+    let other = s.generate_master_key().await.expect("another master key");
+    assert!(s.destroy_key(&master.id).await.expect("destroy"));
+    assert!(s.public_key(&master.id).await.is_err(), "the key is gone");
+    assert!(!s.destroy_key(&master.id).await.expect("destroy again"));
+    assert!(!s.destroy_key(&KeyId::generate()).await.expect("unknown id"));
+    assert_eq!(
+        s.public_key(&other.id).await.expect("untouched"),
+        other.public_key
+    );
+    assert_eq!(
+        s.ensure_storage_keys(Some(ids)).await.expect("untouched"),
+        ids
+    );
+    assert!(s.destroy_key(&ids.dek).await.expect("destroy the DEK"));
+    assert!(
+        s.ensure_storage_keys(Some(ids)).await.is_err(),
+        "the DEK is gone"
+    );
+}
+
 /// Wrapped key: generate → (store bytes) → unwrap → sign → verify, twice.
 pub async fn wrapped_key_signs_and_verifies(s: &dyn Signer) {
     let ids = s.ensure_storage_keys(None).await.expect("storage keys");
@@ -330,6 +355,7 @@ macro_rules! signer_conformance {
         $crate::signer_conformance!(@each $run;
             token_key_signs_and_verifies,
             storage_keys_are_stable,
+            destroy_key_removes_only_that_key,
             wrapped_key_signs_and_verifies,
             ecdh_matches_host,
             sealing_round_trips_and_authenticates,

@@ -112,6 +112,37 @@ impl Api {
             .await
     }
 
+    /// POSTs `{"requestObject": object}` to `/rest/v3{path}` with another `Authorization` value.
+    pub async fn call_as(
+        &self,
+        authorization: &str,
+        path: &str,
+        object: Value,
+    ) -> (StatusCode, Value) {
+        let request = Request::post(format!("/rest/v3{path}"))
+            .header("content-type", "application/json")
+            .header("authorization", authorization)
+            .body(Body::from(json!({ "requestObject": object }).to_string()))
+            .unwrap();
+        // Boxed: the router's future is large, and tests await many of these in one function.
+        let (status, _, body) = Box::pin(self.send(request)).await;
+        (
+            status,
+            serde_json::from_slice(&body).expect("every answer is JSON"),
+        )
+    }
+
+    /// Makes a credential over `integration/create` (as the test's admin credential) from `request`
+    /// (`name`, `role`, `applications`, `canUnblock`); returns its `Authorization` value and the answer.
+    pub async fn credential(&self, request: Value) -> (String, Value) {
+        let created = self.ok("/integration/create", request).await;
+        let authorization = basic(
+            created["clientToken"].as_str().unwrap(),
+            created["clientSecret"].as_str().unwrap(),
+        );
+        (authorization, created)
+    }
+
     /// Like [`Self::call`] but asserts a 200 OK envelope and returns its `responseObject`.
     pub async fn ok(&self, path: &str, object: Value) -> Value {
         let (status, body) = self.call(path, object).await;

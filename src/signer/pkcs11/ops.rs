@@ -399,6 +399,25 @@ pub(crate) fn ensure_storage(
     }
 }
 
+/// Destroys every object with CKA_ID `id` labelled as the KEK, the DEK or master key `id` (never
+/// anything without the service's label); whether any was found.
+pub(crate) fn destroy_key(ctx: &Ctx<'_>, id: &KeyId) -> Result<bool, OpError> {
+    let master = crate::signer::master_label(id);
+    let mut destroyed = false;
+    for (class, label) in [
+        (ObjectClass::SECRET_KEY, KEK_LABEL),
+        (ObjectClass::SECRET_KEY, DEK_LABEL),
+        (ObjectClass::PRIVATE_KEY, master.as_str()),
+        (ObjectClass::PUBLIC_KEY, master.as_str()),
+    ] {
+        for handle in find_all(ctx, class, label, Some(id))? {
+            ctx.session.destroy_object(handle)?;
+            destroyed = true;
+        }
+    }
+    Ok(destroyed)
+}
+
 /// Generates a session key pair, wraps the private half under the KEK, destroys both.
 pub(crate) fn generate_wrapped(ctx: &Ctx<'_>, kek_id: &KeyId) -> Result<WrappedKeyPair, OpError> {
     let kek = find_one(ctx, ObjectClass::SECRET_KEY, KEK_LABEL, kek_id)?;

@@ -1,0 +1,293 @@
+//! Which store to open: the `[store]` table of the configuration, read in two stages like every other
+//! layer's settings ([`RawStoreSettings`] as written, [`StoreSettings`] checked), and [`open`], which
+//! opens whichever it names.
+//!
+//! ```toml
+//! [store]
+//! kind = "sled"          # the default: one process, embedded
+//! path = "data"          # relative to the configuration file's folder
+//!
+//! [store]
+//! kind = "postgres"      # several instances on one database
+//! url = "postgres://offline_signer@127.0.0.1:5432/offline_signer"
+//! password_file = "db.password"   # or password_env = "VARIABLE"; never in the file
+//! pool_size = 16
+//! audit_chain = "signer-1"        # optional; else kept in a file beside the configuration
+//! ```
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use serde::Deserialize;
+
+use super::audit::ChainId;
+use super::postgres::{PgStore, PostgresSettings, PostgresSettingsError, RawPostgresSettings};
+use super::sled_store::SledStore;
+use super::{Store, StoreError};
+
+/// The `[store]` table as written. `kind` picks the store; the other keys belong to one kind each and
+/// are refused for the other.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawStoreSettings {
+    /// `"sled"` (default) or `"postgres"`.
+    #[serde(default)]
+    pub kind: StoreKind,
+    /// sled: the data folder (default `data`).
+    pub path: Option<PathBuf>,
+    /// PostgreSQL: see [`RawPostgresSettings::url`].
+    pub url: Option<String>,
+    /// PostgreSQL: see [`RawPostgresSettings::password_file`].
+    pub password_file: Option<PathBuf>,
+    /// PostgreSQL: see [`RawPostgresSettings::password_env`].
+    pub password_env: Option<String>,
+    /// PostgreSQL: see [`RawPostgresSettings::pool_size`].
+    pub pool_size: Option<usize>,
+    /// PostgreSQL: see [`RawPostgresSettings::audit_chain`].
+    pub audit_chain: Option<String>,
+}
+
+/// The store implementations.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StoreKind {
+    /// [`SledStore`]: embedded, one process per data folder.
+    #[default]
+    Sled,
+    /// [`PgStore`]: one PostgreSQL database shared by several instances.
+    Postgres,
+}
+
+/// The checked store settings.
+#[derive(Clone, Debug)]
+pub enum StoreSettings {
+    /// An embedded store in this folder.
+    Sled {
+        /// The data folder (resolved against the configuration file's folder).
+        path: PathBuf,
+    },
+    /// A PostgreSQL database.
+    Postgres {
+        /// Connection, pool and (optionally) the audit chain id.
+        settings: Box<PostgresSettings>,
+        /// Where this instance's audit chain id is kept when `audit_chain` is not configured.
+        chain_file: PathBuf,
+    },
+}
+
+/// What is wrong with the `[store]` table. Never carries a password or URL.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreSettingsError {
+    /// A key of the other kind was given.
+    #[error("store.{key} does not apply to kind = \"{kind}\"")]
+    NotForKind {
+        /// The key.
+        key: &'static str,
+        /// The configured kind.
+        kind: &'static str,
+    },
+    /// The legacy top-level `data_dir` and `store.path` disagree or both are set.
+    #[error("give the data folder once: store.path or the older top-level data_dir, not both")]
+    PathTwice,
+    /// The PostgreSQL settings are refused.
+    #[error(transparent)]
+    Postgres(#[from] PostgresSettingsError),
+}
+
+impl StoreKind {
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::Sled => "sled",
+            Self::Postgres => "postgres",
+        }
+    }
+}
+
+impl RawStoreSettings {
+    /// Checks the table. `base_dir` is the configuration file's folder (relative paths follow it),
+    /// `legacy_data_dir` the older top-level `data_dir` key, and `chain_file` where a PostgreSQL
+    /// instance keeps its audit chain id. Reads the process environment (database URL, password).
+    ///
+    /// # Errors
+    /// [`StoreSettingsError`] naming the key at fault.
+    pub fn validate(
+        self,
+        base_dir: &Path,
+        legacy_data_dir: Option<PathBuf>,
+        chain_file: PathBuf,
+    ) -> Result<StoreSettings, StoreSettingsError> {
+        self.validate_with_env(base_dir, legacy_data_dir, chain_file, |name| {
+            std::env::var(name).ok()
+        })
+    }
+
+    /// [`Self::validate`] with the environment given as a function (for tests).
+    ///
+    /// # Errors
+    /// [`StoreSettingsError`] naming the key at fault.
+    pub fn validate_with_env(
+        self,
+        base_dir: &Path,
+        legacy_data_dir: Option<PathBuf>,
+        chain_file: PathBuf,
+        env: impl Fn(&str) -> Option<String>,
+    ) -> Result<StoreSettings, StoreSettingsError> {
+        let kind = self.kind.as_str();
+        let refuse = |key: &'static str, given: bool| {
+            if given {
+                Err(StoreSettingsError::NotForKind { key, kind })
+            } else {
+                Ok(())
+            }
+        };
+        match self.kind {
+            StoreKind::Sled => {
+                refuse("url", self.url.is_some())?;
+                refuse("password_file", self.password_file.is_some())?;
+                refuse("password_env", self.password_env.is_some())?;
+                refuse("pool_size", self.pool_size.is_some())?;
+                refuse("audit_chain", self.audit_chain.is_some())?;
+                let path = match (self.path, legacy_data_dir) {
+                    (Some(_), Some(_)) => return Err(StoreSettingsError::PathTwice),
+                    (Some(p), None) | (None, Some(p)) => p,
+                    (None, None) => PathBuf::from("data"),
+                };
+                Ok(StoreSettings::Sled {
+                    path: base_dir.join(path),
+                })
+            }
+            StoreKind::Postgres => {
+                refuse("path", self.path.is_some())?;
+                refuse("path (data_dir)", legacy_data_dir.is_some())?;
+                let settings = RawPostgresSettings {
+                    url: self.url,
+                    password_file: self.password_file,
+                    password_env: self.password_env,
+                    pool_size: self.pool_size,
+                    audit_chain: self.audit_chain,
+                }
+                .validate_with_env(base_dir, env)?;
+                Ok(StoreSettings::Postgres {
+                    settings: Box::new(settings),
+                    chain_file,
+                })
+            }
+        }
+    }
+}
+
+impl StoreSettings {
+    /// Where the store is, for messages: the folder, or `user@host:port/database` (never a password).
+    pub fn location(&self) -> String {
+        match self {
+            Self::Sled { path } => path.display().to_string(),
+            Self::Postgres { settings, .. } => format!("postgres {}", settings.target()),
+        }
+    }
+
+    /// Whether several processes may open this store at once.
+    pub fn is_shared(&self) -> bool {
+        matches!(self, Self::Postgres { .. })
+    }
+}
+
+/// Opens the store `settings` name. A PostgreSQL store is migrated to this build's schema and
+/// appends to the configured audit chain, or to the one persisted in its chain file (created on first
+/// use).
+///
+/// # Errors
+/// [`StoreError`] from opening (a sled folder held by another process, a database that does not
+/// answer, a newer format); a chain file that cannot be read or written is [`StoreError::Io`].
+pub fn open(settings: &StoreSettings) -> Result<Arc<dyn Store>, StoreError> {
+    match settings {
+        StoreSettings::Sled { path } => Ok(Arc::new(SledStore::open(path)?)),
+        StoreSettings::Postgres {
+            settings,
+            chain_file,
+        } => {
+            let chain = chain_id(settings, chain_file)?;
+            Ok(Arc::new(PgStore::open(settings, chain)?))
+        }
+    }
+}
+
+/// This instance's audit chain id (configured, or persisted in `chain_file`).
+fn chain_id(settings: &PostgresSettings, chain_file: &Path) -> Result<ChainId, StoreError> {
+    settings
+        .audit_chain_or_persisted(chain_file)
+        .map_err(|e| StoreError::Io {
+            detail: e.to_string(),
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> RawStoreSettings {
+        toml::from_str(text).expect("parses")
+    }
+
+    fn validate(
+        raw: RawStoreSettings,
+        legacy: Option<&str>,
+    ) -> Result<StoreSettings, StoreSettingsError> {
+        raw.validate_with_env(
+            Path::new("/etc/os"),
+            legacy.map(PathBuf::from),
+            PathBuf::from("/etc/os/config.audit-chain"),
+            |_| None,
+        )
+    }
+
+    #[test]
+    fn sled_is_the_default_and_takes_the_legacy_data_dir() {
+        let s = validate(RawStoreSettings::default(), None).expect("default");
+        assert!(matches!(s, StoreSettings::Sled { path } if path == Path::new("/etc/os/data")));
+        let s = validate(RawStoreSettings::default(), Some("old")).expect("legacy");
+        assert!(matches!(s, StoreSettings::Sled { path } if path == Path::new("/etc/os/old")));
+        let s = validate(parse("path = \"new\""), None).expect("path");
+        assert!(matches!(s, StoreSettings::Sled { path } if path == Path::new("/etc/os/new")));
+        assert!(matches!(
+            validate(parse("path = \"new\""), Some("old")),
+            Err(StoreSettingsError::PathTwice)
+        ));
+    }
+
+    #[test]
+    fn keys_of_the_other_kind_are_refused() {
+        assert!(matches!(
+            validate(parse("url = \"postgres://u@h/d\""), None),
+            Err(StoreSettingsError::NotForKind { key: "url", .. })
+        ));
+        assert!(matches!(
+            validate(
+                parse("kind = \"postgres\"\nurl = \"postgres://u@h/d\"\npath = \"x\""),
+                None
+            ),
+            Err(StoreSettingsError::NotForKind { key: "path", .. })
+        ));
+        assert!(toml::from_str::<RawStoreSettings>("kind = \"mysql\"").is_err());
+        assert!(toml::from_str::<RawStoreSettings>("colour = \"blue\"").is_err());
+    }
+
+    #[test]
+    fn postgres_settings_are_checked_by_the_store() {
+        let s = validate(
+            parse("kind = \"postgres\"\nurl = \"postgres://u@h:5433/d\"\npool_size = 3"),
+            None,
+        )
+        .expect("valid");
+        assert_eq!(s.location(), "postgres u@h:5433/d");
+        assert!(s.is_shared());
+        assert!(matches!(
+            validate(
+                parse("kind = \"postgres\"\nurl = \"postgres://u:pw@h/d\""),
+                None
+            ),
+            Err(StoreSettingsError::Postgres(
+                PostgresSettingsError::PasswordInUrl
+            ))
+        ));
+    }
+}
