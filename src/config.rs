@@ -372,7 +372,7 @@ impl RawConfig {
                 source,
             })?;
         let data_dir = match &store {
-            StoreSettings::Sled { path } => path.clone(),
+            StoreSettings::Sled { path, .. } => path.clone(),
             StoreSettings::Postgres { .. } => base.to_path_buf(),
         };
         Ok(Config {
@@ -527,7 +527,7 @@ mod tests {
     fn store_table_selects_sled_or_postgres() {
         let c = load(&format!("data_dir = \"old\"\n{SIGNER}")).expect("legacy data_dir");
         assert!(
-            matches!(&c.store, StoreSettings::Sled { path } if path == Path::new("/etc/offline-signer/old"))
+            matches!(&c.store, StoreSettings::Sled { path, .. } if path == Path::new("/etc/offline-signer/old"))
         );
         let c = load(&format!("{SIGNER}[store]\npath = \"new\"\n")).expect("[store] path");
         assert_eq!(c.data_dir, Path::new("/etc/offline-signer/new"));

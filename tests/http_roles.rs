@@ -164,8 +164,37 @@ async fn application_methods_follow_the_scope() {
 async fn activations_of_other_applications_look_unknown() {
     let w = world().await;
     let data = "A1*A100CZK*Q238400856/0300**D20190629*NUtility";
+    // activation/status: 200 REMOVED for an unknown id (PowerAuth parity), and exactly the same for
+    // an activation of another application, but for the id it echoes.
+    let (s1, mut unknown) = w
+        .api
+        .call_as(
+            &w.scoped,
+            "/activation/status",
+            json!({ "activationId": UNKNOWN }),
+        )
+        .await;
+    let before = state(&w);
+    let (s2, mut other) = w
+        .api
+        .call_as(
+            &w.scoped,
+            "/activation/status",
+            json!({ "activationId": w.out_of_scope }),
+        )
+        .await;
+    assert_eq!(s1, StatusCode::OK);
+    assert_eq!(unknown["responseObject"]["activationStatus"], "REMOVED");
+    assert_eq!(
+        other["responseObject"]["activationId"],
+        w.out_of_scope.as_str()
+    );
+    unknown["responseObject"]["activationId"] = json!("");
+    other["responseObject"]["activationId"] = json!("");
+    assert_eq!((s2, &other), (s1, &unknown), "activation/status");
+    assert_eq!(state(&w), before, "activation/status");
+
     for path in [
-        "/activation/status",
         "/activation/commit",
         "/activation/block",
         "/activation/remove",

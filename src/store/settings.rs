@@ -25,6 +25,10 @@ use super::postgres::{PgStore, PostgresSettings, PostgresSettingsError, RawPostg
 use super::sled_store::SledStore;
 use super::{Store, StoreError};
 
+/// sled's page cache when `cache_mib` is not set: small, since the service's hot set (the records of
+/// the activations verifying right now) is small and the OS page cache holds the rest.
+const DEFAULT_CACHE_MIB: u64 = 16;
+
 /// The `[store]` table as written. `kind` picks the store; the other keys belong to one kind each and
 /// are refused for the other.
 #[derive(Clone, Debug, Default, Deserialize)]
@@ -35,6 +39,9 @@ pub struct RawStoreSettings {
     pub kind: StoreKind,
     /// sled: the data folder (default `data`).
     pub path: Option<PathBuf>,
+    /// sled: its page cache in MiB, 1..=4096 (default 16). Hot records live here; the rest is read
+    /// from the operating system's page cache.
+    pub cache_mib: Option<u64>,
     /// PostgreSQL: see [`RawPostgresSettings::url`].
     pub url: Option<String>,
     /// PostgreSQL: see [`RawPostgresSettings::password_file`].
@@ -65,6 +72,8 @@ pub enum StoreSettings {
     Sled {
         /// The data folder (resolved against the configuration file's folder).
         path: PathBuf,
+        /// sled's page cache, in bytes.
+        cache_bytes: u64,
     },
     /// A PostgreSQL database.
     Postgres {
@@ -78,6 +87,12 @@ pub enum StoreSettings {
 /// What is wrong with the `[store]` table. Never carries a password or URL.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreSettingsError {
+    /// `cache_mib` out of range.
+    #[error("[store] cache_mib must be 1..=4096, got {value}")]
+    CacheSize {
+        /// The value given.
+        value: u64,
+    },
     /// A key of the other kind was given.
     #[error("store.{key} does not apply to kind = \"{kind}\"")]
     NotForKind {
@@ -152,12 +167,18 @@ impl RawStoreSettings {
                     (Some(p), None) | (None, Some(p)) => p,
                     (None, None) => PathBuf::from("data"),
                 };
+                let cache_mib = self.cache_mib.unwrap_or(DEFAULT_CACHE_MIB);
+                if !(1..=4096).contains(&cache_mib) {
+                    return Err(StoreSettingsError::CacheSize { value: cache_mib });
+                }
                 Ok(StoreSettings::Sled {
                     path: base_dir.join(path),
+                    cache_bytes: cache_mib * 1024 * 1024,
                 })
             }
             StoreKind::Postgres => {
                 refuse("path", self.path.is_some())?;
+                refuse("cache_mib", self.cache_mib.is_some())?;
                 refuse("path (data_dir)", legacy_data_dir.is_some())?;
                 let settings = RawPostgresSettings {
                     url: self.url,
@@ -180,7 +201,7 @@ impl StoreSettings {
     /// Where the store is, for messages: the folder, or `user@host:port/database` (never a password).
     pub fn location(&self) -> String {
         match self {
-            Self::Sled { path } => path.display().to_string(),
+            Self::Sled { path, .. } => path.display().to_string(),
             Self::Postgres { settings, .. } => format!("postgres {}", settings.target()),
         }
     }
@@ -200,7 +221,9 @@ impl StoreSettings {
 /// answer, a newer format); a chain file that cannot be read or written is [`StoreError::Io`].
 pub fn open(settings: &StoreSettings) -> Result<Arc<dyn Store>, StoreError> {
     match settings {
-        StoreSettings::Sled { path } => Ok(Arc::new(SledStore::open(path)?)),
+        StoreSettings::Sled { path, cache_bytes } => {
+            Ok(Arc::new(SledStore::open_with_cache(path, *cache_bytes)?))
+        }
         StoreSettings::Postgres {
             settings,
             chain_file,
@@ -243,14 +266,35 @@ mod tests {
     #[test]
     fn sled_is_the_default_and_takes_the_legacy_data_dir() {
         let s = validate(RawStoreSettings::default(), None).expect("default");
-        assert!(matches!(s, StoreSettings::Sled { path } if path == Path::new("/etc/os/data")));
+        assert!(matches!(s, StoreSettings::Sled { path, .. } if path == Path::new("/etc/os/data")));
         let s = validate(RawStoreSettings::default(), Some("old")).expect("legacy");
-        assert!(matches!(s, StoreSettings::Sled { path } if path == Path::new("/etc/os/old")));
+        assert!(matches!(s, StoreSettings::Sled { path, .. } if path == Path::new("/etc/os/old")));
         let s = validate(parse("path = \"new\""), None).expect("path");
-        assert!(matches!(s, StoreSettings::Sled { path } if path == Path::new("/etc/os/new")));
+        assert!(matches!(s, StoreSettings::Sled { path, .. } if path == Path::new("/etc/os/new")));
         assert!(matches!(
             validate(parse("path = \"new\""), Some("old")),
             Err(StoreSettingsError::PathTwice)
+        ));
+    }
+
+    #[test]
+    fn the_sled_cache_is_small_by_default_and_bounded() {
+        let s = validate(RawStoreSettings::default(), None).expect("default");
+        assert!(matches!(s, StoreSettings::Sled { cache_bytes, .. } if cache_bytes == 16 << 20));
+        let s = validate(parse("cache_mib = 48"), None).expect("48 MiB");
+        assert!(matches!(s, StoreSettings::Sled { cache_bytes, .. } if cache_bytes == 48 << 20));
+        for bad in ["cache_mib = 0", "cache_mib = 4097"] {
+            assert!(matches!(
+                validate(parse(bad), None),
+                Err(StoreSettingsError::CacheSize { .. })
+            ));
+        }
+        assert!(matches!(
+            validate(parse("kind = \"postgres\"\ncache_mib = 8"), None),
+            Err(StoreSettingsError::NotForKind {
+                key: "cache_mib",
+                ..
+            })
         ));
     }
 
