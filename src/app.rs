@@ -44,12 +44,24 @@ pub enum AppError {
 /// # Errors
 /// [`AppError::OpenStore`] naming the folder.
 pub fn open_store(config: &Config) -> Result<Arc<dyn Store>, AppError> {
-    SledStore::open(&config.data_dir)
+    // The folder is created 0700 before sled writes into it, so its files (which sled creates
+    // with the process umask) are never reachable by others, even before they are tightened.
+    crate::files::private_dir(&config.data_dir).map_err(|e| AppError::OpenStore {
+        path: config.data_dir.display().to_string(),
+        source: crate::store::StoreError::Io {
+            detail: e.to_string(),
+        },
+    })?;
+    let store = SledStore::open(&config.data_dir)
         .map(|s| Arc::new(s) as Arc<dyn Store>)
         .map_err(|source| AppError::OpenStore {
             path: config.data_dir.display().to_string(),
             source,
-        })
+        })?;
+    if let Err(e) = crate::files::tighten_tree(&config.data_dir) {
+        tracing::warn!(path = %config.data_dir.display(), error = %e, "cannot make the data folder's files 0600");
+    }
+    Ok(store)
 }
 
 /// Opens the configured signer.
