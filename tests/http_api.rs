@@ -50,7 +50,12 @@ async fn application_create_and_detail() {
     let created = api.application("demo").await;
     assert_eq!(
         keys(&created),
-        sorted(&["applicationId", "applicationRoles", "masterPublicKey", "versions"])
+        sorted(&[
+            "applicationId",
+            "applicationRoles",
+            "masterPublicKey",
+            "versions"
+        ])
     );
     assert_eq!(created["applicationId"], "demo");
     assert_eq!(created["applicationRoles"], json!([]));
@@ -391,7 +396,8 @@ async fn block_unblock_remove_lifecycle_and_err0009() {
         .await;
     assert_eq!(status["blockedReason"], "NOT_SPECIFIED");
     // Repeating is idempotent (PowerAuth parity): 200, nothing changes.
-    api.ok("/activation/block", json!({ "activationId": id })).await;
+    api.ok("/activation/block", json!({ "activationId": id }))
+        .await;
     // A blocked activation: verify answers 200 with the bare status, nonceStatus null.
     let answer = api
         .ok(
@@ -406,7 +412,8 @@ async fn block_unblock_remove_lifecycle_and_err0009() {
     api.ok("/activation/unblock", json!({ "activationId": id }))
         .await;
     // Repeating is idempotent (PowerAuth parity): 200, nothing changes.
-    api.ok("/activation/unblock", json!({ "activationId": id })).await;
+    api.ok("/activation/unblock", json!({ "activationId": id }))
+        .await;
     let blocked = api
         .ok(
             "/activation/block",
@@ -428,7 +435,8 @@ async fn block_unblock_remove_lifecycle_and_err0009() {
         .await;
     assert_eq!(status["activationStatus"], "REMOVED");
     // Repeating is idempotent (PowerAuth parity): 200, nothing changes.
-    api.ok("/activation/remove", json!({ "activationId": id })).await;
+    api.ok("/activation/remove", json!({ "activationId": id }))
+        .await;
     api.err(
         "/signature/offline/personalized/create",
         json!({ "activationId": id, "data": "x" }),
@@ -451,7 +459,7 @@ async fn block_unblock_remove_lifecycle_and_err0009() {
     assert_eq!(ghost["activationStatus"], "REMOVED");
     api.err(
         "/signature/offline/personalized/create",
-        json!({ "activationId": "nope", "data": "x" }),
+        json!({ "activationId": "00000000-0000-4000-8000-0000000000aa", "data": "x" }),
         bad,
         "ERR0009",
     )
@@ -605,14 +613,14 @@ async fn bad_verify_input_is_err0024_never_500() {
     let answer = api
         .ok(
             "/signature/offline/verify",
-            json!({ "activationId": "missing", "data": data, "signature": "1" }),
+            json!({ "activationId": "00000000-0000-4000-8000-0000000000bb", "data": data, "signature": "1" }),
         )
         .await;
     assert_eq!(
         answer,
         json!({
             "signatureValid": false, "activationStatus": "REMOVED", "blockedReason": null,
-            "activationId": "missing", "userId": null, "applicationId": null,
+            "activationId": "00000000-0000-4000-8000-0000000000bb", "userId": null, "applicationId": null,
             "signatureType": null, "remainingAttempts": null, "applicationRoles": [],
             "activationFlags": [], "nonceStatus": null,
         })
@@ -674,7 +682,8 @@ async fn non_personalized_payload() {
 async fn authentication_happens_first() {
     let api = api().await;
     let send = |authorization: Option<String>, body: String| {
-        let mut request = Request::post("/rest/v3/application/create");
+        let mut request =
+            Request::post("/rest/v3/application/create").header("content-type", "application/json");
         if let Some(a) = authorization {
             request = request.header("authorization", a);
         }
@@ -770,6 +779,7 @@ async fn open_access_needs_no_credentials() {
     )
     .await;
     let request = Request::post("/rest/v3/application/create")
+        .header("content-type", "application/json")
         .body(Body::from(
             json!({ "requestObject": { "applicationId": "x" } }).to_string(),
         ))
