@@ -73,6 +73,11 @@ enum Command {
     ///
     /// Listens on the configuration's `listen` address. On SIGTERM/SIGINT it stops accepting
     /// connections, lets in-flight requests finish, releases the HSM and exits 0.
+    ///
+    /// The `[http]` table sets the connection limits (header_read_timeout_ms, keep_alive_timeout_ms,
+    /// max_connections, max_concurrent_requests), HTTPS (`[http.tls]` cert_file, key_file,
+    /// client_ca_file) and a separate operations listener (ops_listen). Plain HTTP on a
+    /// non-loopback address is logged as a warning at start.
     Serve {
         /// The service configuration file.
         #[arg(long, value_name = "FILE")]
@@ -337,6 +342,13 @@ fn exit_status(ok: bool) -> ExitCode {
     }
 }
 
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -353,11 +365,4 @@ mod tests {
         );
         assert_eq!(text.matches('\n').count(), 1);
     }
-}
-
-fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
-    tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .context("starting the async runtime")
 }
