@@ -302,6 +302,7 @@ fn with_layers(routes: Router, timeout: Duration) -> Router {
                 .layer(SetSensitiveRequestHeadersLayer::new([
                     header::AUTHORIZATION,
                 ]))
+                .layer(middleware::from_fn(drop_unfit_request_id))
                 .layer(SetRequestIdLayer::new(
                     x_request_id.clone(),
                     MakeRequestUuid,
@@ -371,6 +372,31 @@ pub async fn serve(
         }
     }
     Ok(())
+}
+
+/// Longest `x-request-id` taken from a caller.
+pub const MAX_REQUEST_ID_LEN: usize = 128;
+
+/// A caller's `x-request-id` is kept only when it is 1–128 characters of `A-Z a-z 0-9 . _ : -`;
+/// otherwise it is removed before it is logged, and a fresh UUID takes its place.
+async fn drop_unfit_request_id(mut request: Request, next: Next) -> Response {
+    let fit = |v: &axum::http::HeaderValue| {
+        let b = v.as_bytes();
+        !b.is_empty()
+            && b.len() <= MAX_REQUEST_ID_LEN
+            && b.iter()
+                .all(|c| c.is_ascii_alphanumeric() || b"._:-".contains(c))
+    };
+    if request
+        .headers()
+        .get_all("x-request-id")
+        .iter()
+        .any(|v| !fit(v))
+        || request.headers().get_all("x-request-id").iter().count() > 1
+    {
+        request.headers_mut().remove("x-request-id");
+    }
+    next.run(request).await
 }
 
 /// One span per request: method, path and request id only (never headers or body).

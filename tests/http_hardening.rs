@@ -685,3 +685,27 @@ async fn ops_listen_moves_the_operations_endpoints() {
     .unwrap();
     assert_eq!(status, 400, "{body}");
 }
+
+#[tokio::test]
+async fn unfit_request_ids_are_replaced() {
+    let api = api_with(api_settings(true)).await;
+    let long = "r".repeat(200);
+    for (given, kept) in [
+        ("abc-123.x_y:z", true),
+        (long.as_str(), false),
+        ("a b", false),
+    ] {
+        let (status, headers, _) = api
+            .send(
+                Request::get("/health")
+                    .header("x-request-id", given)
+                    .body(Body::empty())
+                    .unwrap(),
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK);
+        let echoed = headers["x-request-id"].to_str().unwrap();
+        assert_eq!(echoed == given, kept, "{given} -> {echoed}");
+        assert!(echoed.len() <= 128);
+    }
+}
