@@ -44,10 +44,30 @@ pub enum AppError {
 /// # Errors
 /// [`AppError::OpenStore`] naming the folder or database.
 pub fn open_store(config: &Config) -> Result<Arc<dyn Store>, AppError> {
-    store::open(&config.store).map_err(|source| AppError::OpenStore {
+    // A sled folder is created 0700 before sled writes into it, so its files (which sled creates
+    // with the process umask) are never reachable by others, even before they are tightened.
+    let sled_dir = match &config.store {
+        crate::store::StoreSettings::Sled { path, .. } => Some(path.clone()),
+        crate::store::StoreSettings::Postgres { .. } => None,
+    };
+    if let Some(dir) = &sled_dir {
+        crate::files::private_dir(dir).map_err(|e| AppError::OpenStore {
+            path: dir.display().to_string(),
+            source: crate::store::StoreError::Io {
+                detail: e.to_string(),
+            },
+        })?;
+    }
+    let store = store::open(&config.store).map_err(|source| AppError::OpenStore {
         path: config.store.location(),
         source,
-    })
+    })?;
+    if let Some(dir) = &sled_dir
+        && let Err(e) = crate::files::tighten_tree(dir)
+    {
+        tracing::warn!(path = %dir.display(), error = %e, "cannot make the data folder's files 0600");
+    }
+    Ok(store)
 }
 
 /// Opens the configured signer.

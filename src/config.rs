@@ -33,6 +33,18 @@
 //! kind = "sled"                      # or "postgres" (url, password_file | password_env, pool_size)
 //! path = "data"                      # relative to this file's folder
 //!
+//! [http]                             # connection hygiene; every key optional
+//! header_read_timeout_ms = 10000     # a request header must arrive within this
+//! keep_alive_timeout_ms = 60000      # idle keep-alive connections are closed after this
+//! max_connections = 1024             # more wait in the kernel's listen backlog
+//! max_concurrent_requests = 128      # more API requests get 503 ERR_BUSY at once
+//! # ops_listen = "127.0.0.1:9090"    # /health, /ready, /metrics, /openapi.json only there
+//!
+//! [http.tls]                         # optional: HTTPS (PEM files, relative to this file)
+//! cert_file = "tls/server.crt"
+//! key_file = "tls/server.key"
+//! # client_ca_file = "tls/clients-ca.crt"   # require client certificates (mTLS)
+//!
 //! [signer]                           # see hsm-config/ for one example per HSM family
 //! kind = "pkcs11"
 //! ...
@@ -44,7 +56,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::http::ApiSettings;
+use crate::http::{ApiSettings, ConnectionSettings, TlsSettings};
 use crate::service::{self, NoncePolicy, SignatureSettings};
 use crate::signer::{RawSignerConfig, SignerConfig};
 use crate::store::{RawStoreSettings, StoreSettings, StoreSettingsError};
@@ -130,6 +142,9 @@ pub struct RawConfig {
     /// The `[store]` table (sled by default).
     #[serde(default)]
     pub store: RawStoreSettings,
+    /// `[http]`: connection limits, TLS, the operations listener.
+    #[serde(default)]
+    pub http: RawHttpConfig,
     /// `[signer]` (required).
     pub signer: RawSignerConfig,
 }
@@ -182,6 +197,70 @@ impl Default for RawNonceConfig {
             ttl_seconds: default_nonce_ttl(),
         }
     }
+}
+
+/// The `[http]` table as written.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawHttpConfig {
+    /// 100..=300000 ms (default 10000).
+    #[serde(default = "default_header_read_timeout_ms")]
+    pub header_read_timeout_ms: u64,
+    /// 100..=3600000 ms (default 60000).
+    #[serde(default = "default_keep_alive_timeout_ms")]
+    pub keep_alive_timeout_ms: u64,
+    /// 1..=100000 (default 1024).
+    #[serde(default = "default_max_connections")]
+    pub max_connections: usize,
+    /// 1..=100000 (default 128).
+    #[serde(default = "default_max_concurrent_requests")]
+    pub max_concurrent_requests: usize,
+    /// address:port of the operations endpoints (default: on `listen`).
+    #[serde(default)]
+    pub ops_listen: Option<String>,
+    /// `[http.tls]`.
+    #[serde(default)]
+    pub tls: Option<RawTlsConfig>,
+}
+
+impl Default for RawHttpConfig {
+    fn default() -> Self {
+        Self {
+            header_read_timeout_ms: default_header_read_timeout_ms(),
+            keep_alive_timeout_ms: default_keep_alive_timeout_ms(),
+            max_connections: default_max_connections(),
+            max_concurrent_requests: default_max_concurrent_requests(),
+            ops_listen: None,
+            tls: None,
+        }
+    }
+}
+
+/// The `[http.tls]` table as written (paths relative to the configuration file).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTlsConfig {
+    /// PEM certificate chain, leaf first.
+    pub cert_file: PathBuf,
+    /// PEM private key.
+    pub key_file: PathBuf,
+    /// PEM CA certificates that client certificates must chain to (mTLS); absent: no client
+    /// certificates.
+    #[serde(default)]
+    pub client_ca_file: Option<PathBuf>,
+}
+
+fn default_header_read_timeout_ms() -> u64 {
+    10_000
+}
+fn default_keep_alive_timeout_ms() -> u64 {
+    60_000
+}
+fn default_max_connections() -> usize {
+    1024
+}
+fn default_max_concurrent_requests() -> usize {
+    crate::http::DEFAULT_MAX_CONCURRENT_REQUESTS
 }
 
 fn default_listen() -> String {
@@ -242,6 +321,10 @@ pub struct Config {
     pub data_dir: PathBuf,
     /// The HTTP layer's settings (`base_path`, `restrict_access`, limits, timeout).
     pub http: ApiSettings,
+    /// The `[http]` table: connection limits, TLS, the operations listener.
+    pub connections: ConnectionSettings,
+    /// Files holding secrets, by key (`signer.pin_file`): checked for group/other access at start.
+    pub secret_files: Vec<(&'static str, PathBuf)>,
     /// The use cases' settings (`[signature]`, `[nonce]`).
     pub service: service::Settings,
     /// The `[signer]` table.
@@ -342,6 +425,43 @@ impl RawConfig {
                 format!("must be 100..=600000, got {}", self.request_timeout_ms),
             ));
         }
+        let h = &self.http;
+        let in_range_ms = |key: &'static str, value: u64, lo: u64, hi: u64| {
+            if (lo..=hi).contains(&value) {
+                Ok(Duration::from_millis(value))
+            } else {
+                Err(invalid(key, format!("must be {lo}..={hi}, got {value}")))
+            }
+        };
+        let header_read_timeout = in_range_ms(
+            "http.header_read_timeout_ms",
+            h.header_read_timeout_ms,
+            100,
+            300_000,
+        )?;
+        let keep_alive_timeout = in_range_ms(
+            "http.keep_alive_timeout_ms",
+            h.keep_alive_timeout_ms,
+            100,
+            3_600_000,
+        )?;
+        for (key, value) in [
+            ("http.max_connections", h.max_connections),
+            ("http.max_concurrent_requests", h.max_concurrent_requests),
+        ] {
+            if !(1..=100_000).contains(&value) {
+                return Err(invalid(key, format!("must be 1..=100000, got {value}")));
+            }
+        }
+        let ops_listen = match &h.ops_listen {
+            None => None,
+            Some(text) => Some(text.parse::<SocketAddr>().map_err(|_| {
+                invalid(
+                    "http.ops_listen",
+                    format!("must be an address:port, got {text:?}"),
+                )
+            })?),
+        };
         let activation = self
             .activation
             .validate()
@@ -358,12 +478,18 @@ impl RawConfig {
         {
             *path = base.join(&*path);
         }
+        let secret_files = raw_signer
+            .pin_file
+            .iter()
+            .map(|p| ("signer.pin_file", p.clone()))
+            .collect();
         let signer = raw_signer
             .validate()
             .map_err(|source| ConfigError::Signer {
                 path: path.to_owned(),
                 source,
             })?;
+        let store_password_file = self.store.password_file.as_ref().map(|p| base.join(p));
         let store = self
             .store
             .validate(base, self.data_dir, audit_chain_file(path))
@@ -371,20 +497,38 @@ impl RawConfig {
                 path: path.to_owned(),
                 source,
             })?;
+        let mut secret_files: Vec<(&'static str, PathBuf)> = secret_files;
+        if let Some(p) = store_password_file {
+            secret_files.push(("store.password_file", p));
+        }
         let data_dir = match &store {
             StoreSettings::Sled { path, .. } => path.clone(),
             StoreSettings::Postgres { .. } => base.to_path_buf(),
+        };
+        let connections = ConnectionSettings {
+            header_read_timeout,
+            keep_alive_timeout,
+            max_connections: self.http.max_connections,
+            tls: self.http.tls.map(|t| TlsSettings {
+                cert_file: base.join(t.cert_file),
+                key_file: base.join(t.key_file),
+                client_ca_file: t.client_ca_file.map(|p| base.join(p)),
+            }),
+            ops_listen,
         };
         Ok(Config {
             path: path.to_owned(),
             listen,
             store,
             data_dir,
+            connections,
+            secret_files,
             http: ApiSettings {
                 base_path: self.base_path,
                 restrict_access: self.restrict_access,
                 body_limit_bytes: self.body_limit_bytes,
                 request_timeout: Duration::from_millis(self.request_timeout_ms),
+                max_concurrent_requests: self.http.max_concurrent_requests,
             },
             service: service::Settings {
                 activation,
@@ -500,6 +644,16 @@ mod tests {
             ("base_path = \"/a//b\"\n", "base_path"),
             ("base_path = \"/../x\"\n", "base_path"),
             ("base_path = \"/a b\"\n", "base_path"),
+            ("[http]\nmax_connections = 0\n", "http.max_connections"),
+            (
+                "[http]\nmax_concurrent_requests = 0\n",
+                "http.max_concurrent_requests",
+            ),
+            (
+                "[http]\nheader_read_timeout_ms = 1\n",
+                "http.header_read_timeout_ms",
+            ),
+            ("[http]\nops_listen = \"x\"\n", "http.ops_listen"),
         ] {
             // Top-level keys must come before the first table.
             let text = if text.starts_with('[') {
@@ -575,6 +729,30 @@ mod tests {
             load(&format!("{SIGNER}[store]\nkind = \"mysql\"\n")),
             Err(ConfigError::Parse { .. })
         ));
+    }
+
+    #[test]
+    fn http_table_defaults_and_tls_paths() {
+        let c = load(SIGNER).expect("valid");
+        assert_eq!(c.connections.header_read_timeout, Duration::from_secs(10));
+        assert_eq!(c.connections.keep_alive_timeout, Duration::from_secs(60));
+        assert_eq!(c.connections.max_connections, 1024);
+        assert_eq!(c.http.max_concurrent_requests, 128);
+        assert!(c.connections.tls.is_none() && c.connections.ops_listen.is_none());
+        let c = load(&format!(
+            "{SIGNER}[http]\nops_listen = \"127.0.0.1:9090\"\n[http.tls]\ncert_file = \"a.crt\"\nkey_file = \"a.key\"\nclient_ca_file = \"ca.crt\"\n"
+        ))
+        .expect("valid");
+        let tls = c.connections.tls.expect("tls");
+        assert_eq!(tls.cert_file, Path::new("/etc/offline-signer/a.crt"));
+        assert_eq!(
+            tls.client_ca_file.as_deref(),
+            Some(Path::new("/etc/offline-signer/ca.crt"))
+        );
+        assert_eq!(
+            c.connections.ops_listen,
+            Some("127.0.0.1:9090".parse().expect("addr"))
+        );
     }
 
     #[test]

@@ -7,16 +7,27 @@
 //! the JSON extractor (`error`), authentication (`auth`), the handlers (`api`). Everything else is the
 //! service's business.
 //!
-//! Order of work for an API request: authentication (401 before the body is read) → body read within
-//! `body_limit_bytes` (413) → JSON parse (ERR0024) → the use case.
+//! Order of work for an API request: authentication (401 before the body is read) → a concurrency
+//! slot (503 `ERR_BUSY` at once when `max_concurrent_requests` are running; never queued) →
+//! `Content-Type: application/json` (415) → body read within `body_limit_bytes` (413) → JSON parse
+//! (ERR0024) → field bounds of [`input`] (ERR0024, before anything is logged or looked up) → the use
+//! case.
+//!
+//! Timeouts: a request that has not handed a write to the store when `request_timeout_ms` runs out
+//! is cancelled and answered 503 `ERR_TIMEOUT` (nothing changed). One that has is never cancelled:
+//! it is given [`outcome_grace`] more to finish and answered with what was stored, or, if it still
+//! has not finished, 503 `ERR_OUTCOME_UNKNOWN` (read the activation's status before retrying); the
+//! work itself always runs to its end.
 
 pub mod api;
 pub mod auth;
+pub mod conn;
 pub mod error;
+pub mod input;
 pub mod integration;
 pub mod wire;
 
-use std::sync::OnceLock;
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::time::{Duration, Instant};
 
 use axum::Router;
@@ -32,7 +43,8 @@ use tower_http::sensitive_headers::SetSensitiveRequestHeadersLayer;
 use tower_http::trace::{DefaultOnResponse, TraceLayer};
 use utoipa::OpenApi;
 
-use crate::service::Service;
+use crate::service::{self, Service, WriteGate};
+pub use conn::{ConnectionSettings, TlsError, TlsSettings};
 use error::{ApiError, Outcome};
 use wire::HealthResponse;
 
@@ -48,9 +60,15 @@ pub struct ApiSettings {
     pub restrict_access: bool,
     /// Larger request bodies are refused with 413.
     pub body_limit_bytes: usize,
-    /// Longest a request may take before it is answered 503 `ERR_TIMEOUT`.
+    /// Longest a request may take before it is answered 503 `ERR_TIMEOUT` (see the module docs
+    /// for requests that already wrote).
     pub request_timeout: Duration,
+    /// API requests handled at once; more are answered 503 `ERR_BUSY` immediately.
+    pub max_concurrent_requests: usize,
 }
+
+/// The default of [`ApiSettings::max_concurrent_requests`].
+pub const DEFAULT_MAX_CONCURRENT_REQUESTS: usize = 128;
 
 /// State of the operations endpoints.
 #[derive(Clone)]
@@ -58,6 +76,64 @@ struct OpsState {
     service: Service,
     metrics: Option<PrometheusHandle>,
     base_path: String,
+    readiness: Arc<Readiness>,
+}
+
+/// How often `/ready` may probe the HSM and the store, whatever the request rate.
+pub const READY_PROBE_INTERVAL: Duration = Duration::from_secs(1);
+
+/// The last readiness verdict and when its probe started; probes run in a background task, one at
+/// a time, at most one per [`READY_PROBE_INTERVAL`].
+#[derive(Default)]
+struct Readiness {
+    state: Mutex<ReadyState>,
+    updated: tokio::sync::Notify,
+}
+
+#[derive(Default)]
+struct ReadyState {
+    verdict: Option<Result<(), String>>,
+    probe_started: Option<Instant>,
+    probing: bool,
+}
+
+impl Readiness {
+    fn lock(&self) -> std::sync::MutexGuard<'_, ReadyState> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The current verdict; starts a background probe when the last one is older than the
+    /// interval; waits for it only when there has never been a verdict.
+    async fn verdict(self: &Arc<Self>, service: &Service) -> Result<(), String> {
+        loop {
+            let notified = self.updated.notified();
+            let current = {
+                let mut state = self.lock();
+                let due = state
+                    .probe_started
+                    .is_none_or(|at| at.elapsed() >= READY_PROBE_INTERVAL);
+                if due && !state.probing {
+                    state.probing = true;
+                    state.probe_started = Some(Instant::now());
+                    let me = Arc::clone(self);
+                    let service = service.clone();
+                    tokio::spawn(async move {
+                        let verdict = service.ready().await.map_err(|e| e.to_string());
+                        let mut state = me.lock();
+                        state.verdict = Some(verdict);
+                        state.probing = false;
+                        drop(state);
+                        me.updated.notify_waiters();
+                    });
+                }
+                state.verdict.clone()
+            };
+            match current {
+                Some(verdict) => return verdict,
+                None => notified.await,
+            }
+        }
+    }
 }
 
 /// The OpenAPI 3.1 document, generated from the handlers' annotations.
@@ -135,6 +211,16 @@ pub fn metrics_handle() -> Option<PrometheusHandle> {
 
 /// The whole router: API methods, operations endpoints, fallbacks and layers.
 pub fn router(service: Service, settings: ApiSettings) -> Router {
+    build(service, settings, true)
+}
+
+/// The router of the API methods only (no operations endpoints: they answer 404), for when those
+/// have their own listener (`ops_listen`).
+pub fn api_router(service: Service, settings: ApiSettings) -> Router {
+    build(service, settings, false)
+}
+
+fn build(service: Service, settings: ApiSettings, with_ops: bool) -> Router {
     let mut api = Router::new()
         .route("/application/create", post(api::create_application))
         .route("/application/detail", post(api::application_detail))
@@ -165,7 +251,13 @@ pub fn router(service: Service, settings: ApiSettings) -> Router {
         .route("/integration/list", post(integration::list))
         .route("/integration/remove", post(integration::remove))
         .with_state(service.clone())
-        .layer(DefaultBodyLimit::max(settings.body_limit_bytes));
+        .layer(DefaultBodyLimit::max(settings.body_limit_bytes))
+        .route_layer(middleware::from_fn_with_state(
+            Arc::new(tokio::sync::Semaphore::new(
+                settings.max_concurrent_requests.max(1),
+            )),
+            limit_concurrency,
+        ));
     if settings.restrict_access {
         api = api.route_layer(middleware::from_fn_with_state(
             service.clone(),
@@ -175,7 +267,20 @@ pub fn router(service: Service, settings: ApiSettings) -> Router {
         api = api.route_layer(middleware::from_fn(auth::open_access));
     }
 
-    let ops = Router::new()
+    let mut routes = Router::new().nest(&format!("{}{API_PREFIX}", settings.base_path), api);
+    if with_ops {
+        routes = routes.merge(ops_routes(service, &settings));
+    }
+    with_layers(routes, settings.request_timeout)
+}
+
+/// The operations endpoints alone (`/health`, `/ready`, `/metrics`, `/openapi.json`).
+pub fn ops_router(service: Service, settings: ApiSettings) -> Router {
+    with_layers(ops_routes(service, &settings), settings.request_timeout)
+}
+
+fn ops_routes(service: Service, settings: &ApiSettings) -> Router {
+    Router::new()
         .route("/health", get(health))
         .route("/ready", get(ready))
         .route("/metrics", get(metrics_text))
@@ -184,17 +289,19 @@ pub fn router(service: Service, settings: ApiSettings) -> Router {
             service,
             metrics: metrics_handle(),
             base_path: settings.base_path.clone(),
-        });
+            readiness: Arc::new(Readiness::default()),
+        })
+}
 
-    let timeout = settings.request_timeout;
+/// Fallbacks and the layers every request passes (innermost first): timeout and panic catcher,
+/// error logging, metrics, then sensitive headers, request id and the trace span.
+fn with_layers(routes: Router, timeout: Duration) -> Router {
     let x_request_id = HeaderName::from_static("x-request-id");
-    Router::new()
-        .nest(&format!("{}{API_PREFIX}", settings.base_path), api)
-        .merge(ops)
+    routes
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(middleware::from_fn(move |req, next| {
-            with_timeout(timeout, req, next)
+            run_guarded(timeout, req, next)
         }))
         .layer(middleware::from_fn(catch_panic))
         .layer(middleware::from_fn(log_error))
@@ -204,6 +311,7 @@ pub fn router(service: Service, settings: ApiSettings) -> Router {
                 .layer(SetSensitiveRequestHeadersLayer::new([
                     header::AUTHORIZATION,
                 ]))
+                .layer(middleware::from_fn(drop_unfit_request_id))
                 .layer(SetRequestIdLayer::new(
                     x_request_id.clone(),
                     MakeRequestUuid,
@@ -223,17 +331,81 @@ pub fn application_json(detail: crate::service::ApplicationDetail) -> String {
     serde_json::to_string_pretty(&wire).unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}"))
 }
 
-/// Serves [`router`] on `listener` until `shutdown` completes; in-flight requests finish first
-/// (axum's graceful shutdown). Here so that `server` needs no axum of its own.
+/// Serves [`router`] on `listener` (and, when given, [`ops_router`] on `ops_listener`, the API
+/// listener then answering 404 for the operations paths) until `shutdown` completes, with the
+/// connection limits and TLS of `connections` (see [`conn`]); in-flight requests finish first.
+///
+/// # Errors
+/// [`std::io::ErrorKind::InvalidInput`] when the TLS files cannot be used.
 pub async fn serve(
     listener: tokio::net::TcpListener,
+    ops_listener: Option<tokio::net::TcpListener>,
     service: Service,
     settings: ApiSettings,
+    connections: ConnectionSettings,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router(service, settings))
-        .with_graceful_shutdown(shutdown)
-        .await
+    let tls = match &connections.tls {
+        None => None,
+        Some(tls) => Some(
+            tls.acceptor()
+                .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?,
+        ),
+    };
+    let connections = Arc::new(connections);
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        shutdown.await;
+        let _ = stop_tx.send(true);
+    });
+    let (api, ops) = match ops_listener {
+        None => (router(service, settings), None),
+        Some(ops_listener) => (
+            api_router(service.clone(), settings.clone()),
+            Some((ops_listener, ops_router(service, settings))),
+        ),
+    };
+    let api_loop = conn::accept_loop(
+        listener,
+        api,
+        Arc::clone(&connections),
+        tls,
+        stop_rx.clone(),
+    );
+    match ops {
+        None => api_loop.await,
+        Some((ops_listener, ops)) => {
+            // The operations listener is plain HTTP with the same limits.
+            let ops_loop = conn::accept_loop(ops_listener, ops, connections, None, stop_rx);
+            tokio::join!(api_loop, ops_loop);
+        }
+    }
+    Ok(())
+}
+
+/// Longest `x-request-id` taken from a caller.
+pub const MAX_REQUEST_ID_LEN: usize = 128;
+
+/// A caller's `x-request-id` is kept only when it is 1–128 characters of `A-Z a-z 0-9 . _ : -`;
+/// otherwise it is removed before it is logged, and a fresh UUID takes its place.
+async fn drop_unfit_request_id(mut request: Request, next: Next) -> Response {
+    let fit = |v: &axum::http::HeaderValue| {
+        let b = v.as_bytes();
+        !b.is_empty()
+            && b.len() <= MAX_REQUEST_ID_LEN
+            && b.iter()
+                .all(|c| c.is_ascii_alphanumeric() || b"._:-".contains(c))
+    };
+    if request
+        .headers()
+        .get_all("x-request-id")
+        .iter()
+        .any(|v| !fit(v))
+        || request.headers().get_all("x-request-id").iter().count() > 1
+    {
+        request.headers_mut().remove("x-request-id");
+    }
+    next.run(request).await
 }
 
 /// One span per request: method, path and request id only (never headers or body).
@@ -259,12 +431,69 @@ async fn method_not_allowed() -> ApiError {
     ApiError::MethodNotAllowed
 }
 
-async fn with_timeout(timeout: Duration, request: Request, next: Next) -> Response {
-    match tokio::time::timeout(timeout, next.run(request)).await {
+/// Answers 503 `ERR_BUSY` at once when `max_concurrent_requests` API requests are running.
+async fn limit_concurrency(
+    State(slots): State<Arc<tokio::sync::Semaphore>>,
+    request: Request,
+    next: Next,
+) -> Response {
+    match slots.try_acquire_owned() {
+        Ok(slot) => {
+            let response = next.run(request).await;
+            drop(slot);
+            response
+        }
+        Err(_) => {
+            tracing::warn!("request shed: max_concurrent_requests reached");
+            ApiError::Busy.into_response()
+        }
+    }
+}
+
+/// How long a request whose store write began may run past its timeout: as long again, and at
+/// least 5 s (a write handed to the store normally ends in milliseconds; one that does not is a
+/// store in trouble, and the caller is better told so).
+pub fn outcome_grace(timeout: Duration) -> Duration {
+    timeout.max(Duration::from_secs(5))
+}
+
+/// Runs the rest of the stack with a [`WriteGate`] under the request timeout (module docs): a
+/// timeout before any store write drops (cancels) the request and answers 503 `ERR_TIMEOUT`; a
+/// timeout after one keeps polling it up to [`outcome_grace`] more for the stored outcome, then
+/// answers 503 `ERR_OUTCOME_UNKNOWN` and moves the work to a task of its own to finish there.
+async fn run_guarded(timeout: Duration, request: Request, next: Next) -> Response {
+    use tracing::Instrument as _;
+    let gate = Arc::new(WriteGate::new());
+    let mut work = Box::pin(service::with_write_gate(
+        Arc::clone(&gate),
+        next.run(request),
+    ));
+    tokio::select! {
+        response = &mut work => return response,
+        () = tokio::time::sleep(timeout) => {}
+    }
+    if gate.close() {
+        metrics::counter!("offline_signer_http_timeouts_total", "phase" => "before_write")
+            .increment(1);
+        tracing::warn!(
+            timeout_ms = timeout.as_millis(),
+            "request timed out; nothing was written"
+        );
+        return ApiError::Timeout.into_response();
+    }
+    metrics::counter!("offline_signer_http_timeouts_total", "phase" => "after_write").increment(1);
+    tracing::warn!(
+        timeout_ms = timeout.as_millis(),
+        "request timed out after its store write began; waiting for the stored outcome"
+    );
+    match tokio::time::timeout(outcome_grace(timeout), &mut work).await {
         Ok(response) => response,
         Err(_) => {
-            tracing::warn!(timeout_ms = timeout.as_millis(), "request timed out");
-            ApiError::Timeout.into_response()
+            metrics::counter!("offline_signer_http_timeouts_total", "phase" => "outcome_unknown")
+                .increment(1);
+            tracing::error!("the store write has not finished; outcome unknown to the caller");
+            tokio::spawn(work.in_current_span());
+            ApiError::OutcomeUnknown.into_response()
         }
     }
 }
@@ -327,7 +556,8 @@ async fn health() -> axum::Json<HealthResponse> {
     })
 }
 
-/// The HSM answers and the store is writable.
+/// The HSM answers and the store is writable, as of the last probe (at most one per second, run in
+/// the background: a flood of `/ready` costs no HSM job and no write per call).
 #[utoipa::path(get, path = "/ready", tag = "operations",
     responses(
         (status = 200, description = "Ready", body = HealthResponse),
@@ -345,13 +575,13 @@ async fn ready(State(ops): State<OpsState>) -> Response {
         )
             .into_response()
     };
-    match ops.service.ready().await {
+    match ops.readiness.verdict(&ops.service).await {
         Ok(()) => axum::Json(HealthResponse {
             status: "UP",
             reason: None,
         })
         .into_response(),
-        Err(e) => down(e.to_string()),
+        Err(reason) => down(reason),
     }
 }
 

@@ -21,6 +21,7 @@ pub use offline_signer_crypto as crypto;
 pub mod app;
 pub mod bench;
 pub mod config;
+pub mod files;
 pub mod http;
 pub mod model;
 pub mod selftest;

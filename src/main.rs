@@ -74,6 +74,11 @@ enum Command {
     ///
     /// Listens on the configuration's `listen` address. On SIGTERM/SIGINT it stops accepting
     /// connections, lets in-flight requests finish, releases the HSM and exits 0.
+    ///
+    /// The `[http]` table sets the connection limits (header_read_timeout_ms, keep_alive_timeout_ms,
+    /// max_connections, max_concurrent_requests), HTTPS (`[http.tls]` cert_file, key_file,
+    /// client_ca_file) and a separate operations listener (ops_listen). Plain HTTP on a
+    /// non-loopback address is logged as a warning at start.
     Serve {
         /// The service configuration file.
         #[arg(long, value_name = "FILE")]
@@ -215,6 +220,8 @@ enum AuditCommand {
 }
 
 fn main() -> ExitCode {
+    // Every file and folder this process creates (the store's included) is private: 0600 / 0700.
+    rustix::process::umask(rustix::fs::Mode::from_bits_truncate(0o077));
     let cli = Cli::parse();
     if let Err(e) = init_logging(&cli) {
         eprintln!("offline-signer: {e:#}");
@@ -232,16 +239,49 @@ fn main() -> ExitCode {
 fn init_logging(cli: &Cli) -> anyhow::Result<()> {
     let filter = tracing_subscriber::EnvFilter::try_new(&cli.log)
         .with_context(|| format!("invalid --log filter {:?}", cli.log))?;
+    // Text lines go through `OneLine`, which escapes every control character a field value could
+    // carry (a forged newline cannot start a fake line); JSON lines escape them by JSON's rules.
+    // Colours are off for the same reason: escape sequences are control characters.
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
+        .with_writer(|| OneLine(std::io::stderr()))
+        .with_ansi(false);
     if cli.log_json {
         builder.json().init();
     } else {
         builder.init();
     }
     Ok(())
+}
+
+/// A log writer that keeps one event on one line: every control character (C0, DEL, C1) and the
+/// Unicode line and paragraph separators are written as `\u{..}` escapes, except the newline that
+/// ends the event. The formatter hands over each event whole in one `write`.
+struct OneLine<W>(W);
+
+impl<W: Write> Write for OneLine<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let (body, end) = match buf.split_last() {
+            Some((b'\n', body)) => (body, "\n"),
+            _ => (buf, ""),
+        };
+        let text = String::from_utf8_lossy(body);
+        let mut line = String::with_capacity(buf.len() + 8);
+        for c in text.chars() {
+            if c.is_control() || c == '\u{2028}' || c == '\u{2029}' {
+                line.push_str(&format!("\\u{{{:x}}}", u32::from(c)));
+            } else {
+                line.push(c);
+            }
+        }
+        line.push_str(end);
+        self.0.write_all(line.as_bytes())?;
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.0.flush()
+    }
 }
 
 fn run(command: Command) -> anyhow::Result<ExitCode> {
@@ -416,4 +456,22 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
         .enable_all()
         .build()
         .context("starting the async runtime")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_event_stays_one_line() {
+        let mut out = OneLine(Vec::new());
+        out.write_all(b"INFO id=a\nINFO forged\r\x1b[2J\xe2\x80\xa8 done\n")
+            .expect("write");
+        let text = String::from_utf8(out.0).expect("utf-8");
+        assert_eq!(
+            text,
+            "INFO id=a\\u{a}INFO forged\\u{d}\\u{1b}[2J\\u{2028} done\n"
+        );
+        assert_eq!(text.matches('\n').count(), 1);
+    }
 }

@@ -2,8 +2,8 @@
 //! [`crate::app`], serves the API until SIGTERM or SIGINT, with a background task pruning expired
 //! nonces, and shuts down in order.
 //!
-//! Shutdown order: stop accepting connections, let in-flight requests finish (axum's graceful
-//! shutdown), stop the pruning task, release the HSM (sessions closed, library finalized), then drop
+//! Shutdown order: stop accepting connections, let in-flight requests finish (idle connections are
+//! closed at once; see `http::conn`), stop the pruning task, release the HSM (sessions closed, library finalized), then drop
 //! the store. Every store write is durable when it returns, so nothing acknowledged is lost.
 //!
 //! sled allows one process per data directory: against sled the commands below
@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use crate::app::{self, App, AppError};
 use crate::config::Config;
-use crate::http::{self, ApiSettings};
+use crate::http::{self, ApiSettings, ConnectionSettings};
 use crate::model::{CredentialScope, Timestamp};
 use crate::service::{
     ApplicationDetail, Caller, CredentialInfo, NewCredential, Service, ServiceError,
@@ -102,21 +102,33 @@ fn store_in_use(
 /// # Errors
 /// [`ServerError`] when a part cannot be opened, the address cannot be bound, or serving fails.
 pub async fn serve(config: &Config) -> Result<(), ServerError> {
+    warn_about_exposed_secrets(config);
     let app = App::open(config).await?;
-    let listener = match tokio::net::TcpListener::bind(config.listen).await {
+    let bind = |address: std::net::SocketAddr| async move {
+        tokio::net::TcpListener::bind(address)
+            .await
+            .map_err(|source| ServerError::Bind { address, source })
+    };
+    let listeners = match bind(config.listen).await {
+        Ok(api) => match config.connections.ops_listen {
+            None => Ok((api, None)),
+            Some(ops) => bind(ops).await.map(|ops| (api, Some(ops))),
+        },
+        Err(e) => Err(e),
+    };
+    let (listener, ops_listener) = match listeners {
         Ok(l) => l,
-        Err(source) => {
+        Err(e) => {
             app.close().await;
-            return Err(ServerError::Bind {
-                address: config.listen,
-                source,
-            });
+            return Err(e);
         }
     };
     let result = serve_on(
         listener,
+        ops_listener,
         app.service().clone(),
         config.http.clone(),
+        config.connections.clone(),
         shutdown_signal(),
     )
     .await;
@@ -125,29 +137,66 @@ pub async fn serve(config: &Config) -> Result<(), ServerError> {
     result
 }
 
-/// Serves `service` on `listener` until `shutdown` completes, with the nonce-pruning task running
-/// alongside; in-flight requests finish before it returns. Does not shut the signer down.
+/// Loud, at every start: a secret file that group or others may read (the service still starts:
+/// container platforms often mount secrets group-readable, and refusing would turn a hardening
+/// advice into an outage; the operator is told which file and which mode).
+fn warn_about_exposed_secrets(config: &Config) {
+    for (key, path) in &config.secret_files {
+        if let Some(mode) = crate::files::exposed_mode(path) {
+            tracing::error!(
+                key,
+                path = %path.display(),
+                mode = format!("{mode:o}"),
+                "SECRET FILE READABLE BY OTHERS: chmod 600 it (and chown it to the service's user)"
+            );
+        }
+    }
+}
+
+/// Serves `service` on `listener` (and the operations endpoints on `ops_listener` when given) until
+/// `shutdown` completes, with the nonce-pruning task running alongside; in-flight requests finish
+/// before it returns. Does not shut the signer down.
 ///
 /// # Errors
-/// [`ServerError::Serve`] when the listener fails.
+/// [`ServerError::Serve`] when the listener fails or the TLS files cannot be used.
 pub async fn serve_on(
     listener: tokio::net::TcpListener,
+    ops_listener: Option<tokio::net::TcpListener>,
     service: Service,
     settings: ApiSettings,
+    connections: ConnectionSettings,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServerError> {
     let address = listener.local_addr().map_err(ServerError::Serve)?;
+    let tls = connections.tls.is_some();
     let pruner = tokio::spawn(prune_nonces_forever(service.clone()));
-    tracing::info!(%address, restrict_access = settings.restrict_access, "serving");
+    tracing::info!(%address, tls, restrict_access = settings.restrict_access, "serving");
+    if let Some(ops) = ops_listener.as_ref().and_then(|l| l.local_addr().ok()) {
+        tracing::info!(address = %ops, "serving the operations endpoints");
+    }
+    if !tls && !http::conn::is_loopback(address) {
+        tracing::warn!(
+            %address,
+            "PLAIN HTTP ON A NON-LOOPBACK ADDRESS: integration credentials and activation data cross the network \
+             unencrypted. Configure [http.tls] or put a TLS proxy in front and listen on 127.0.0.1"
+        );
+    }
     if !settings.restrict_access {
         tracing::warn!(
             %address,
             "restrict_access = false: every API method is open to anyone who can reach this address"
         );
     }
-    let result = http::serve(listener, service, settings, shutdown)
-        .await
-        .map_err(ServerError::Serve);
+    let result = http::serve(
+        listener,
+        ops_listener,
+        service,
+        settings,
+        connections,
+        shutdown,
+    )
+    .await
+    .map_err(ServerError::Serve);
     pruner.abort();
     tracing::info!("HTTP server drained");
     result

@@ -577,12 +577,19 @@ impl Service {
             .filter(|a| caller.scope().covers(&a.application_id)))
     }
 
-    /// Runs a store write on the blocking pool (writes wait for their flush).
+    /// Runs a store write on the blocking pool (writes wait for their flush). Inside
+    /// [`with_write_gate`], refuses to start once the gate was closed (the request timed out first),
+    /// and otherwise marks the gate so that the caller's timeout stops cancelling.
     async fn write<T, F>(&self, f: F) -> Result<T, StoreError>
     where
         T: Send + 'static,
         F: FnOnce(&dyn Store) -> Result<T, StoreError> + Send + 'static,
     {
+        if WRITE_GATE.try_with(|gate| gate.begin_write()) == Ok(false) {
+            return Err(StoreError::Io {
+                detail: "the request timed out before this write began; nothing was written".into(),
+            });
+        }
         let store = Arc::clone(&self.inner.store);
         blocking(move || f(store.as_ref())).await
     }
@@ -1055,6 +1062,63 @@ impl Service {
             .await?;
         open_factor_keys(plain.expose())
     }
+}
+
+tokio::task_local! {
+    static WRITE_GATE: Arc<WriteGate>;
+}
+
+/// The line between "nothing durable started" and "a store write was handed over" for one request,
+/// shared by the request's task (which passes it when it writes) and its timeout (which closes it).
+/// Whoever comes first wins: a closed gate refuses writes, a passed gate cannot be closed, so a
+/// timeout either cancels a request that changed nothing or knows it must wait for the outcome.
+#[derive(Debug, Default)]
+pub struct WriteGate(std::sync::atomic::AtomicU8);
+
+const GATE_OPEN: u8 = 0;
+const GATE_WRITTEN: u8 = 1;
+const GATE_CLOSED: u8 = 2;
+
+impl WriteGate {
+    /// A gate no write has passed yet.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Closes the gate unless a write has passed it: `true` when closed now or before (no write
+    /// can start any more), `false` when a write already began.
+    pub fn close(&self) -> bool {
+        use std::sync::atomic::Ordering;
+        match self
+            .0
+            .compare_exchange(GATE_OPEN, GATE_CLOSED, Ordering::SeqCst, Ordering::SeqCst)
+        {
+            Ok(_) => true,
+            Err(current) => current == GATE_CLOSED,
+        }
+    }
+
+    /// Whether a store write has begun behind this gate.
+    pub fn write_began(&self) -> bool {
+        self.0.load(std::sync::atomic::Ordering::SeqCst) == GATE_WRITTEN
+    }
+
+    /// Passes the gate: `false` when it was closed first.
+    fn begin_write(&self) -> bool {
+        use std::sync::atomic::Ordering;
+        match self
+            .0
+            .compare_exchange(GATE_OPEN, GATE_WRITTEN, Ordering::SeqCst, Ordering::SeqCst)
+        {
+            Ok(_) => true,
+            Err(current) => current == GATE_WRITTEN,
+        }
+    }
+}
+
+/// Runs `work` (a request's use case) with `gate` watching its store writes (see [`WriteGate`]).
+pub async fn with_write_gate<F: std::future::Future>(gate: Arc<WriteGate>, work: F) -> F::Output {
+    WRITE_GATE.scope(gate, work).await
 }
 
 /// Runs a blocking store call on tokio's blocking pool. A task that panicked or was cancelled is

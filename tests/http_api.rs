@@ -459,7 +459,7 @@ async fn block_unblock_remove_lifecycle_and_err0009() {
     assert_eq!(ghost["activationStatus"], "REMOVED");
     api.err(
         "/signature/offline/personalized/create",
-        json!({ "activationId": "nope", "data": "x" }),
+        json!({ "activationId": "00000000-0000-4000-8000-0000000000aa", "data": "x" }),
         bad,
         "ERR0009",
     )
@@ -613,14 +613,14 @@ async fn bad_verify_input_is_err0024_never_500() {
     let answer = api
         .ok(
             "/signature/offline/verify",
-            json!({ "activationId": "missing", "data": data, "signature": "1" }),
+            json!({ "activationId": "00000000-0000-4000-8000-0000000000bb", "data": data, "signature": "1" }),
         )
         .await;
     assert_eq!(
         answer,
         json!({
             "signatureValid": false, "activationStatus": "REMOVED", "blockedReason": null,
-            "activationId": "missing", "userId": null, "applicationId": null,
+            "activationId": "00000000-0000-4000-8000-0000000000bb", "userId": null, "applicationId": null,
             "signatureType": null, "remainingAttempts": null, "applicationRoles": [],
             "activationFlags": [], "nonceStatus": null,
         })
@@ -682,7 +682,8 @@ async fn non_personalized_payload() {
 async fn authentication_happens_first() {
     let api = api().await;
     let send = |authorization: Option<String>, body: String| {
-        let mut request = Request::post("/rest/v3/application/create");
+        let mut request =
+            Request::post("/rest/v3/application/create").header("content-type", "application/json");
         if let Some(a) = authorization {
             request = request.header("authorization", a);
         }
@@ -778,6 +779,7 @@ async fn open_access_needs_no_credentials() {
     )
     .await;
     let request = Request::post("/rest/v3/application/create")
+        .header("content-type", "application/json")
         .body(Body::from(
             json!({ "requestObject": { "applicationId": "x" } }).to_string(),
         ))

@@ -23,7 +23,8 @@ pub type ApiResult<T> = Result<ApiOk<T>, ApiError>;
         (status = 200, description = "Created", body = ResponseEnvelope<ApplicationResponse>),
         (status = 400, description = "ERR0043 (the id exists), ERR0024", body = ErrorEnvelope),
         (status = 401, description = "ERR_AUTHENTICATION", body = ErrorEnvelope),
-        (status = 503, description = "ERR_HSM_UNAVAILABLE", body = ErrorEnvelope),
+        (status = 503, description = "ERR_HSM_UNAVAILABLE, ERR_BUSY, ERR_TIMEOUT, ERR_OUTCOME_UNKNOWN", body = ErrorEnvelope),
+        (status = 415, description = "ERROR_UNSUPPORTED_MEDIA_TYPE: the body is not sent as application/json", body = ErrorEnvelope),
     ),
     security(("basicAuth" = [])))]
 pub async fn create_application(
@@ -41,6 +42,8 @@ pub async fn create_application(
         (status = 200, description = "Found", body = ResponseEnvelope<ApplicationResponse>),
         (status = 400, description = "ERR0015, ERR0003, ERR0024", body = ErrorEnvelope),
         (status = 401, description = "ERR_AUTHENTICATION", body = ErrorEnvelope),
+        (status = 503, description = "ERR_BUSY, ERR_TIMEOUT, ERR_OUTCOME_UNKNOWN", body = ErrorEnvelope),
+        (status = 415, description = "ERROR_UNSUPPORTED_MEDIA_TYPE: the body is not sent as application/json", body = ErrorEnvelope),
     ),
     security(("basicAuth" = [])))]
 pub async fn application_detail(
@@ -58,7 +61,8 @@ pub async fn application_detail(
         (status = 200, description = "Created", body = ResponseEnvelope<ApplicationVersionResponse>),
         (status = 400, description = "ERR0015, ERR0043, ERR0024", body = ErrorEnvelope),
         (status = 401, description = "ERR_AUTHENTICATION", body = ErrorEnvelope),
-        (status = 503, description = "ERR_HSM_UNAVAILABLE", body = ErrorEnvelope),
+        (status = 503, description = "ERR_HSM_UNAVAILABLE, ERR_BUSY, ERR_TIMEOUT, ERR_OUTCOME_UNKNOWN", body = ErrorEnvelope),
+        (status = 415, description = "ERROR_UNSUPPORTED_MEDIA_TYPE: the body is not sent as application/json", body = ErrorEnvelope),
     ),
     security(("basicAuth" = [])))]
 pub async fn create_application_version(
@@ -78,7 +82,8 @@ pub async fn create_application_version(
         (status = 200, description = "Initialized", body = ResponseEnvelope<InitResponse>),
         (status = 400, description = "ERR0002, ERR0003, ERR0015, ERR0040, ERR0024", body = ErrorEnvelope),
         (status = 401, description = "ERR_AUTHENTICATION", body = ErrorEnvelope),
-        (status = 503, description = "ERR_HSM_UNAVAILABLE", body = ErrorEnvelope),
+        (status = 503, description = "ERR_HSM_UNAVAILABLE, ERR_BUSY, ERR_TIMEOUT, ERR_OUTCOME_UNKNOWN", body = ErrorEnvelope),
+        (status = 415, description = "ERROR_UNSUPPORTED_MEDIA_TYPE: the body is not sent as application/json", body = ErrorEnvelope),
     ),
     security(("basicAuth" = [])))]
 pub async fn init_activation(
@@ -117,7 +122,8 @@ pub async fn init_activation(
         (status = 200, description = "Created", body = ResponseEnvelope<JwtBody>),
         (status = 400, description = "ERR0009, ERR0015, ERR0024", body = ErrorEnvelope),
         (status = 401, description = "ERR_AUTHENTICATION", body = ErrorEnvelope),
-        (status = 503, description = "ERR_HSM_UNAVAILABLE", body = ErrorEnvelope),
+        (status = 503, description = "ERR_HSM_UNAVAILABLE, ERR_BUSY, ERR_TIMEOUT, ERR_OUTCOME_UNKNOWN", body = ErrorEnvelope),
+        (status = 415, description = "ERROR_UNSUPPORTED_MEDIA_TYPE: the body is not sent as application/json", body = ErrorEnvelope),
     ),
     security(("basicAuth" = [])))]
 pub async fn create_temporary_key(
@@ -136,7 +142,8 @@ pub async fn create_temporary_key(
         (status = 200, description = "Secrets", body = ResponseEnvelope<DecryptorResponse>),
         (status = 400, description = "ERR0008, ERR0009, ERR0015, ERR0018, ERR0024, ERR0045", body = ErrorEnvelope),
         (status = 401, description = "ERR_AUTHENTICATION", body = ErrorEnvelope),
-        (status = 503, description = "ERR_HSM_UNAVAILABLE", body = ErrorEnvelope),
+        (status = 503, description = "ERR_HSM_UNAVAILABLE, ERR_BUSY, ERR_TIMEOUT, ERR_OUTCOME_UNKNOWN", body = ErrorEnvelope),
+        (status = 415, description = "ERROR_UNSUPPORTED_MEDIA_TYPE: the body is not sent as application/json", body = ErrorEnvelope),
     ),
     security(("basicAuth" = [])))]
 pub async fn ecies_decryptor(
@@ -169,7 +176,8 @@ pub async fn ecies_decryptor(
         (status = 200, description = "Prepared", body = ResponseEnvelope<PrepareResponse>),
         (status = 400, description = "ERR0007, ERR0009, ERR0011, ERR0018, ERR0024, ERR0031, ERR0045", body = ErrorEnvelope),
         (status = 401, description = "ERR_AUTHENTICATION", body = ErrorEnvelope),
-        (status = 503, description = "ERR_HSM_UNAVAILABLE", body = ErrorEnvelope),
+        (status = 503, description = "ERR_HSM_UNAVAILABLE, ERR_BUSY, ERR_TIMEOUT, ERR_OUTCOME_UNKNOWN", body = ErrorEnvelope),
+        (status = 415, description = "ERROR_UNSUPPORTED_MEDIA_TYPE: the body is not sent as application/json", body = ErrorEnvelope),
     ),
     security(("basicAuth" = [])))]
 pub async fn prepare_activation(
@@ -202,7 +210,8 @@ pub async fn prepare_activation(
         (status = 200, description = "Registered", body = ResponseEnvelope<RegisterResponse>),
         (status = 400, description = "ERR0015, ERR0010, ERR0024", body = ErrorEnvelope),
         (status = 401, description = "ERR_AUTHENTICATION", body = ErrorEnvelope),
-        (status = 503, description = "ERR_HSM_UNAVAILABLE", body = ErrorEnvelope),
+        (status = 503, description = "ERR_HSM_UNAVAILABLE, ERR_BUSY, ERR_TIMEOUT, ERR_OUTCOME_UNKNOWN", body = ErrorEnvelope),
+        (status = 415, description = "ERROR_UNSUPPORTED_MEDIA_TYPE: the body is not sent as application/json", body = ErrorEnvelope),
     ),
     security(("basicAuth" = [])))]
 pub async fn register_activation(
@@ -228,6 +237,8 @@ pub async fn register_activation(
         (status = 200, description = "Committed", body = ResponseEnvelope<CommitResponse>),
         (status = 400, description = "ERR0009, ERR0008, ERR0007, ERR0031, ERR0024", body = ErrorEnvelope),
         (status = 401, description = "ERR_AUTHENTICATION", body = ErrorEnvelope),
+        (status = 503, description = "ERR_BUSY, ERR_TIMEOUT, ERR_OUTCOME_UNKNOWN", body = ErrorEnvelope),
+        (status = 415, description = "ERROR_UNSUPPORTED_MEDIA_TYPE: the body is not sent as application/json", body = ErrorEnvelope),
     ),
     security(("basicAuth" = [])))]
 pub async fn commit_activation(
@@ -251,6 +262,8 @@ pub async fn commit_activation(
         (status = 200, description = "Found (or REMOVED for an unknown id)", body = ResponseEnvelope<StatusResponse>),
         (status = 400, description = "ERR0024", body = ErrorEnvelope),
         (status = 401, description = "ERR_AUTHENTICATION", body = ErrorEnvelope),
+        (status = 503, description = "ERR_BUSY, ERR_TIMEOUT, ERR_OUTCOME_UNKNOWN", body = ErrorEnvelope),
+        (status = 415, description = "ERROR_UNSUPPORTED_MEDIA_TYPE: the body is not sent as application/json", body = ErrorEnvelope),
     ),
     security(("basicAuth" = [])))]
 pub async fn activation_status(
@@ -270,6 +283,8 @@ pub async fn activation_status(
         (status = 200, description = "Blocked", body = ResponseEnvelope<StatusChangeResponse>),
         (status = 400, description = "ERR0009, ERR0008, ERR0024", body = ErrorEnvelope),
         (status = 401, description = "ERR_AUTHENTICATION", body = ErrorEnvelope),
+        (status = 503, description = "ERR_BUSY, ERR_TIMEOUT, ERR_OUTCOME_UNKNOWN", body = ErrorEnvelope),
+        (status = 415, description = "ERROR_UNSUPPORTED_MEDIA_TYPE: the body is not sent as application/json", body = ErrorEnvelope),
     ),
     security(("basicAuth" = [])))]
 pub async fn block_activation(
@@ -293,6 +308,8 @@ pub async fn block_activation(
         (status = 200, description = "Unblocked", body = ResponseEnvelope<StatusChangeResponse>),
         (status = 400, description = "ERR0009, ERR0008, ERR0024", body = ErrorEnvelope),
         (status = 401, description = "ERR_AUTHENTICATION", body = ErrorEnvelope),
+        (status = 503, description = "ERR_BUSY, ERR_TIMEOUT, ERR_OUTCOME_UNKNOWN", body = ErrorEnvelope),
+        (status = 415, description = "ERROR_UNSUPPORTED_MEDIA_TYPE: the body is not sent as application/json", body = ErrorEnvelope),
     ),
     security(("basicAuth" = [])))]
 pub async fn unblock_activation(
@@ -313,6 +330,8 @@ pub async fn unblock_activation(
         (status = 200, description = "Removed", body = ResponseEnvelope<RemoveResponse>),
         (status = 400, description = "ERR0009, ERR0008, ERR0024", body = ErrorEnvelope),
         (status = 401, description = "ERR_AUTHENTICATION", body = ErrorEnvelope),
+        (status = 503, description = "ERR_BUSY, ERR_TIMEOUT, ERR_OUTCOME_UNKNOWN", body = ErrorEnvelope),
+        (status = 415, description = "ERROR_UNSUPPORTED_MEDIA_TYPE: the body is not sent as application/json", body = ErrorEnvelope),
     ),
     security(("basicAuth" = [])))]
 pub async fn remove_activation(
@@ -334,7 +353,8 @@ pub async fn remove_activation(
         (status = 200, description = "Signed", body = ResponseEnvelope<OfflinePayloadResponse>),
         (status = 400, description = "ERR0009, ERR0008, ERR0013, ERR0024", body = ErrorEnvelope),
         (status = 401, description = "ERR_AUTHENTICATION", body = ErrorEnvelope),
-        (status = 503, description = "ERR_HSM_UNAVAILABLE", body = ErrorEnvelope),
+        (status = 503, description = "ERR_HSM_UNAVAILABLE, ERR_BUSY, ERR_TIMEOUT, ERR_OUTCOME_UNKNOWN", body = ErrorEnvelope),
+        (status = 415, description = "ERROR_UNSUPPORTED_MEDIA_TYPE: the body is not sent as application/json", body = ErrorEnvelope),
     ),
     security(("basicAuth" = [])))]
 pub async fn create_personalized(
@@ -360,7 +380,8 @@ pub async fn create_personalized(
         (status = 200, description = "Signed", body = ResponseEnvelope<OfflinePayloadResponse>),
         (status = 400, description = "ERR0015, ERR0003, ERR0013, ERR0024", body = ErrorEnvelope),
         (status = 401, description = "ERR_AUTHENTICATION", body = ErrorEnvelope),
-        (status = 503, description = "ERR_HSM_UNAVAILABLE", body = ErrorEnvelope),
+        (status = 503, description = "ERR_HSM_UNAVAILABLE, ERR_BUSY, ERR_TIMEOUT, ERR_OUTCOME_UNKNOWN", body = ErrorEnvelope),
+        (status = 415, description = "ERROR_UNSUPPORTED_MEDIA_TYPE: the body is not sent as application/json", body = ErrorEnvelope),
     ),
     security(("basicAuth" = [])))]
 pub async fn create_non_personalized(
@@ -384,7 +405,8 @@ pub async fn create_non_personalized(
         (status = 200, description = "Verified (valid or not)", body = ResponseEnvelope<VerifyResponseWire>),
         (status = 400, description = "ERR0024", body = ErrorEnvelope),
         (status = 401, description = "ERR_AUTHENTICATION", body = ErrorEnvelope),
-        (status = 503, description = "ERR_HSM_UNAVAILABLE", body = ErrorEnvelope),
+        (status = 503, description = "ERR_HSM_UNAVAILABLE, ERR_BUSY, ERR_TIMEOUT, ERR_OUTCOME_UNKNOWN", body = ErrorEnvelope),
+        (status = 415, description = "ERROR_UNSUPPORTED_MEDIA_TYPE: the body is not sent as application/json", body = ErrorEnvelope),
     ),
     security(("basicAuth" = [])))]
 pub async fn verify(

@@ -70,6 +70,13 @@ pub enum ApiError {
     Timeout,
     /// A handler panicked (a bug); details are in the log.
     Panicked,
+    /// `max_concurrent_requests` API requests are already running; nothing was done.
+    Busy,
+    /// The request timed out after its durable write began, and the write has not finished yet:
+    /// read the activation's status to learn the outcome.
+    OutcomeUnknown,
+    /// The body is not declared `Content-Type: application/json`.
+    UnsupportedMediaType,
 }
 
 impl From<ServiceError> for ApiError {
@@ -205,6 +212,21 @@ impl ApiError {
                 "The request did not finish in time. Try again later.",
             ),
             Self::Panicked => (StatusCode::INTERNAL_SERVER_ERROR, "ERR0000", MSG_UNKNOWN),
+            Self::Busy => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "ERR_BUSY",
+                "Too many requests are in progress; nothing was changed. Try again later.",
+            ),
+            Self::OutcomeUnknown => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "ERR_OUTCOME_UNKNOWN",
+                "The request was accepted but its outcome is not known yet; read the activation's status before retrying.",
+            ),
+            Self::UnsupportedMediaType => (
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "ERROR_UNSUPPORTED_MEDIA_TYPE",
+                "Request body must be sent with Content-Type: application/json.",
+            ),
         }
     }
 }
@@ -271,12 +293,24 @@ impl<T: serde::Serialize> IntoResponse for ApiOk<T> {
     }
 }
 
-/// The `requestObject` of a JSON body, or [`ApiError::MalformedBody`] / [`ApiError::PayloadTooLarge`].
+/// The `requestObject` of a JSON body, or [`ApiError::UnsupportedMediaType`] /
+/// [`ApiError::PayloadTooLarge`] / [`ApiError::MalformedBody`].
 ///
-/// The body is read whole (bounded by axum's `DefaultBodyLimit`, which the router sets from
-/// `body_limit_bytes`) and parsed with `serde_json`; the `Content-Type` is not checked.
+/// In order: the `Content-Type` must be `application/json` (parameters such as `charset` allowed);
+/// the body is read whole (bounded by axum's `DefaultBodyLimit`, which the router sets from
+/// `body_limit_bytes`) and parsed with `serde_json`; every field of `requestObject` is checked
+/// against [`super::input`]'s rules; only then is the typed request built.
 #[derive(Debug)]
 pub struct ApiJson<T>(pub T);
+
+/// Whether the request declares a JSON body.
+fn is_json(req: &Request) -> bool {
+    req.headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|essence| essence.trim().eq_ignore_ascii_case("application/json"))
+}
 
 impl<T, S> FromRequest<S> for ApiJson<T>
 where
@@ -286,19 +320,32 @@ where
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        if !is_json(&req) {
+            tracing::debug!("request refused: Content-Type is not application/json");
+            return Err(ApiError::UnsupportedMediaType);
+        }
         let bytes = Bytes::from_request(req, state).await.map_err(|rejection| {
             if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
                 ApiError::PayloadTooLarge
             } else {
-                tracing::debug!(error = %rejection.body_text(), "cannot read the request body");
+                tracing::debug!(status = %rejection.status(), "cannot read the request body");
                 ApiError::MalformedBody
             }
         })?;
-        match serde_json::from_slice::<RequestEnvelope<T>>(&bytes) {
-            Ok(envelope) => Ok(Self(envelope.request_object)),
+        let envelope = serde_json::from_slice::<RequestEnvelope<serde_json::Value>>(&bytes)
+            .map_err(|e| {
+                // Position and category only: serde's text may quote request data.
+                tracing::debug!(line = e.line(), column = e.column(), category = ?e.classify(), "malformed request body");
+                ApiError::MalformedBody
+            })?;
+        if let Err(refused) = super::input::check(&envelope.request_object) {
+            tracing::debug!(field = %refused.field, rule = refused.rule, "request refused");
+            return Err(ApiError::MalformedBody);
+        }
+        match serde_json::from_value::<T>(envelope.request_object) {
+            Ok(request) => Ok(Self(request)),
             Err(e) => {
-                // serde's text may quote request data: debug level only.
-                tracing::debug!(error = %e, "malformed request body");
+                tracing::debug!(category = ?e.classify(), "request object of the wrong shape");
                 Err(ApiError::MalformedBody)
             }
         }

@@ -124,6 +124,11 @@ impl From<NonceStatus> for NonceStatusWire {
 #[serde(rename_all = "camelCase")]
 pub struct ApplicationRequest {
     /// The free-form application name, e.g. `demo`.
+    #[schema(
+        min_length = 1,
+        max_length = 255,
+        pattern = "^[^\\x00-\\x1f\\x7f-\\x9f\\u2028\\u2029]+$"
+    )]
     pub application_id: String,
 }
 
@@ -155,8 +160,18 @@ impl From<ApplicationDetail> for ApplicationResponse {
 #[serde(rename_all = "camelCase")]
 pub struct ApplicationVersionRequest {
     /// The application.
+    #[schema(
+        min_length = 1,
+        max_length = 255,
+        pattern = "^[^\\x00-\\x1f\\x7f-\\x9f\\u2028\\u2029]+$"
+    )]
     pub application_id: String,
     /// The new version's id (unique within the application).
+    #[schema(
+        min_length = 1,
+        max_length = 255,
+        pattern = "^[^\\x00-\\x1f\\x7f-\\x9f\\u2028\\u2029]+$"
+    )]
     pub application_version_id: String,
 }
 
@@ -224,11 +239,26 @@ impl DateInput {
 pub struct InitRequest {
     /// `powerauth` (default); `fido2` is refused (ERR0024).
     #[serde(default)]
+    #[schema(
+        min_length = 1,
+        max_length = 255,
+        pattern = "^[^\\x00-\\x1f\\x7f-\\x9f\\u2028\\u2029]+$"
+    )]
     pub protocol: Option<String>,
     /// 1..=255 characters.
+    #[schema(
+        min_length = 1,
+        max_length = 255,
+        pattern = "^[^\\x00-\\x1f\\x7f-\\x9f\\u2028\\u2029]+$"
+    )]
     pub user_id: String,
     /// Missing: ERR0002.
     #[serde(default)]
+    #[schema(
+        min_length = 1,
+        max_length = 255,
+        pattern = "^[^\\x00-\\x1f\\x7f-\\x9f\\u2028\\u2029]+$"
+    )]
     pub application_id: Option<String>,
     /// Default: now + `activation.code_validity_seconds`.
     #[serde(default)]
@@ -238,12 +268,27 @@ pub struct InitRequest {
     pub max_failure_count: Option<i64>,
     /// Deprecated; only `NONE` is accepted.
     #[serde(default)]
+    #[schema(
+        min_length = 1,
+        max_length = 255,
+        pattern = "^[^\\x00-\\x1f\\x7f-\\x9f\\u2028\\u2029]+$"
+    )]
     pub activation_otp_validation: Option<String>,
     /// `ON_COMMIT` (default) or `ON_KEY_EXCHANGE`.
     #[serde(default)]
+    #[schema(
+        min_length = 1,
+        max_length = 255,
+        pattern = "^[^\\x00-\\x1f\\x7f-\\x9f\\u2028\\u2029]+$"
+    )]
     pub commit_phase: Option<String>,
     /// Optional activation OTP.
     #[serde(default)]
+    #[schema(
+        min_length = 1,
+        max_length = 255,
+        pattern = "^[^\\x00-\\x1f\\x7f-\\x9f\\u2028\\u2029]+$"
+    )]
     pub activation_otp: Option<String>,
     /// Activation flags.
     #[serde(default)]
@@ -288,17 +333,35 @@ pub struct JwtBody {
 pub struct DecryptorRequest {
     /// Present for the activation scope.
     #[serde(default)]
+    #[schema(
+        min_length = 36,
+        max_length = 36,
+        pattern = "^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$"
+    )]
     pub activation_id: Option<String>,
     #[serde(default)]
+    #[schema(max_length = 8192)]
     pub application_key: Option<String>,
     #[serde(default)]
+    #[schema(
+        min_length = 1,
+        max_length = 255,
+        pattern = "^[^\\x00-\\x1f\\x7f-\\x9f\\u2028\\u2029]+$"
+    )]
     pub temporary_key_id: Option<String>,
     #[serde(default)]
+    #[schema(max_length = 8192)]
     pub ephemeral_public_key: Option<String>,
     #[serde(default)]
+    #[schema(max_length = 8192)]
     pub nonce: Option<String>,
     /// `3.3` only.
     #[serde(default)]
+    #[schema(
+        min_length = 1,
+        max_length = 255,
+        pattern = "^[^\\x00-\\x1f\\x7f-\\x9f\\u2028\\u2029]+$"
+    )]
     pub protocol_version: Option<String>,
     /// Unix milliseconds.
     #[serde(default)]
@@ -329,23 +392,43 @@ impl From<EciesDecryptorSecrets> for DecryptorResponse {
 #[serde(rename_all = "camelCase")]
 pub struct PrepareRequest {
     #[serde(default)]
+    #[schema(
+        min_length = 1,
+        max_length = 255,
+        pattern = "^[^\\x00-\\x1f\\x7f-\\x9f\\u2028\\u2029]+$"
+    )]
     pub activation_code: Option<String>,
     #[serde(default)]
+    #[schema(max_length = 8192)]
     pub application_key: Option<String>,
     /// Ignored: recovery codes are not supported.
     #[serde(default)]
     pub generate_recovery_codes: Option<bool>,
     #[serde(default)]
+    #[schema(
+        min_length = 1,
+        max_length = 255,
+        pattern = "^[^\\x00-\\x1f\\x7f-\\x9f\\u2028\\u2029]+$"
+    )]
     pub temporary_key_id: Option<String>,
     #[serde(default)]
+    #[schema(max_length = 8192)]
     pub ephemeral_public_key: Option<String>,
     #[serde(default)]
+    #[schema(max_length = 8192)]
     pub encrypted_data: Option<String>,
     #[serde(default)]
+    #[schema(max_length = 8192)]
     pub mac: Option<String>,
     #[serde(default)]
+    #[schema(max_length = 8192)]
     pub nonce: Option<String>,
     #[serde(default)]
+    #[schema(
+        min_length = 1,
+        max_length = 255,
+        pattern = "^[^\\x00-\\x1f\\x7f-\\x9f\\u2028\\u2029]+$"
+    )]
     pub protocol_version: Option<String>,
     #[serde(default)]
     pub timestamp: Option<i64>,
@@ -385,12 +468,27 @@ impl From<PreparedActivation> for PrepareResponse {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct CommitRequest {
+    #[schema(
+        min_length = 36,
+        max_length = 36,
+        pattern = "^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$"
+    )]
     pub activation_id: String,
     /// Accepted and ignored (audit trail by the caller).
     #[serde(default)]
+    #[schema(
+        min_length = 1,
+        max_length = 255,
+        pattern = "^[^\\x00-\\x1f\\x7f-\\x9f\\u2028\\u2029]+$"
+    )]
     pub external_user_id: Option<String>,
     /// Required when the activation was initialized with an OTP and `ON_COMMIT`.
     #[serde(default)]
+    #[schema(
+        min_length = 1,
+        max_length = 255,
+        pattern = "^[^\\x00-\\x1f\\x7f-\\x9f\\u2028\\u2029]+$"
+    )]
     pub activation_otp: Option<String>,
 }
 
@@ -398,9 +496,15 @@ pub struct CommitRequest {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct StatusRequest {
+    #[schema(
+        min_length = 36,
+        max_length = 36,
+        pattern = "^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$"
+    )]
     pub activation_id: String,
     /// Base64 of 16 random bytes; with it the answer carries the encrypted status blob.
     #[serde(default)]
+    #[schema(max_length = 8192)]
     pub challenge: Option<String>,
 }
 
@@ -411,9 +515,20 @@ pub struct StatusRequest {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct RegisterRequest {
+    #[schema(
+        min_length = 1,
+        max_length = 255,
+        pattern = "^[^\\x00-\\x1f\\x7f-\\x9f\\u2028\\u2029]+$"
+    )]
     pub application_id: String,
+    #[schema(
+        min_length = 1,
+        max_length = 255,
+        pattern = "^[^\\x00-\\x1f\\x7f-\\x9f\\u2028\\u2029]+$"
+    )]
     pub user_id: String,
     /// Base64 of the device's P-256 public key (65-byte uncompressed or 33-byte compressed SEC1).
+    #[schema(max_length = 8192)]
     pub device_public_key: String,
     /// 1..=64; default from the configuration.
     #[serde(default)]
@@ -454,6 +569,11 @@ impl From<RegisteredActivation> for RegisterResponse {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ActivationRequest {
+    #[schema(
+        min_length = 36,
+        max_length = 36,
+        pattern = "^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$"
+    )]
     pub activation_id: String,
 }
 
@@ -461,9 +581,19 @@ pub struct ActivationRequest {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct BlockRequest {
+    #[schema(
+        min_length = 36,
+        max_length = 36,
+        pattern = "^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$"
+    )]
     pub activation_id: String,
     /// Defaults to `NOT_SPECIFIED`.
     #[serde(default)]
+    #[schema(
+        min_length = 1,
+        max_length = 255,
+        pattern = "^[^\\x00-\\x1f\\x7f-\\x9f\\u2028\\u2029]+$"
+    )]
     pub reason: Option<String>,
 }
 
@@ -610,11 +740,18 @@ impl From<ProximityCheckWire> for crate::service::ProximityCheck {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct CreatePersonalizedRequest {
+    #[schema(
+        min_length = 36,
+        max_length = 36,
+        pattern = "^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$"
+    )]
     pub activation_id: String,
     /// The operation text put in the QR code (Web Flow format).
+    #[schema(max_length = 16384)]
     pub data: String,
     /// Base64 of 16 bytes; missing or blank: a fresh random nonce.
     #[serde(default)]
+    #[schema(max_length = 8192)]
     pub nonce: Option<String>,
     #[serde(default)]
     pub proximity_check: Option<ProximityCheckWire>,
@@ -624,7 +761,13 @@ pub struct CreatePersonalizedRequest {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct CreateNonPersonalizedRequest {
+    #[schema(
+        min_length = 1,
+        max_length = 255,
+        pattern = "^[^\\x00-\\x1f\\x7f-\\x9f\\u2028\\u2029]+$"
+    )]
     pub application_id: String,
+    #[schema(max_length = 16384)]
     pub data: String,
 }
 
@@ -651,10 +794,17 @@ impl From<OfflinePayload> for OfflinePayloadResponse {
 #[derive(Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct VerifyRequestWire {
+    #[schema(
+        min_length = 36,
+        max_length = 36,
+        pattern = "^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$"
+    )]
     pub activation_id: String,
     /// Normalized request data `POST&B64(uriId)&NONCE&B64(body)` (without `&offline`).
+    #[schema(max_length = 16384)]
     pub data: String,
     /// The code as typed, e.g. `12345678-90123456`.
+    #[schema(max_length = 8192)]
     pub signature: String,
     /// Missing or `null` is `false`.
     #[serde(default)]

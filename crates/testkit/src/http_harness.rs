@@ -29,6 +29,7 @@ pub fn api_settings(restrict_access: bool) -> ApiSettings {
         restrict_access,
         body_limit_bytes: BODY_LIMIT,
         request_timeout: Duration::from_secs(30),
+        max_concurrent_requests: offline_signer::http::DEFAULT_MAX_CONCURRENT_REQUESTS,
     }
 }
 
