@@ -14,6 +14,7 @@ Measured (definitions, also in docs/robustness.md):
   counter_back at the end, restarted with the nonce check off, replays of each activation's last
               acknowledged codes that were accepted: the counter went back below an acknowledged code
   bad_5xx     5xx answers other than the documented 503s
+  unexpected_4xx  4xx answers to the load's well-formed requests (e.g. ERR0013 while the token returns)
   recovery    seconds from putting the token folder back to the next acknowledged verification
 """
 
@@ -120,6 +121,9 @@ def classify(stats, status, body):
         stats.bump("bad_5xx")
         stats.bump(f"bad {status} {code}")
         return True
+    # The load sends only well-formed requests for active activations: any 4xx is a wrong answer
+    # (e.g. ERR0013 for a key the token could not unwrap while it came back).
+    stats.bump("unexpected_4xx")
     stats.bump(f"{status} {code}")
     return False
 
@@ -277,12 +281,13 @@ def main():
         "replays_after_restart": c.get("replays", 0),
         "bad_5xx": c.get("bad_5xx", 0),
         "valid_code_refused": c.get("valid_code_refused", 0),
+        "unexpected_4xx": c.get("unexpected_4xx", 0),
         "recovery_seconds": recoveries,
         "answers": {k: v for k, v in sorted(c.items()) if k not in ("acknowledged", "replays")},
     }
     print(json.dumps(report, indent=2))
     failed = (report["lost"] or report["counter_back"] or report["nonce_again"] or report["bad_5xx"]
-              or report["valid_code_refused"] or any(r > 5 for r in recoveries))
+              or report["valid_code_refused"] or report["unexpected_4xx"] or any(r > 5 for r in recoveries))
     sys.exit(1 if failed else 0)
 
 

@@ -3,7 +3,7 @@
 # restarted many times, and while its SoftHSM token folder is taken away and put back. Reports what a
 # bank would care about and fails unless it is all zero (see scripts/soak.py and docs/robustness.md):
 #   acknowledged verifications lost, counters that went back, consumed nonces that verified again,
-#   5xx other than the documented 503s, valid codes refused; and the time to recover after the token
+#   5xx other than the documented 503s, 4xx to well-formed requests, valid codes refused; and the time to recover after the token
 #   comes back (target <= 5 s).
 #
 #   ./scripts/soak.sh                       # 100 SIGKILLs, 3 token outages of 5 s, 4 activations
