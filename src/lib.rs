@@ -21,6 +21,8 @@ pub use offline_signer_crypto as crypto;
 pub mod app;
 pub mod bench;
 pub mod config;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod http;
 pub mod model;
 pub mod selftest;
