@@ -1,0 +1,65 @@
+#!/usr/bin/env bash
+# Runs every coverage-guided fuzz target of fuzz/ (cargo-fuzz + libFuzzer) for a short, bounded time and
+# fails on the first crash, panic, overflow, timeout or out-of-memory. The long runs are in
+# docs/robustness.md.
+#
+#   ./scripts/fuzz-smoke.sh                 # every target, FUZZ_SECONDS each (default 12)
+#   FUZZ_SECONDS=300 ./scripts/fuzz-smoke.sh store_records api_request
+#
+# Installs cargo-fuzz when missing (`cargo install --locked cargo-fuzz`). The machine has one stable
+# toolchain: cargo-fuzz's build passes no nightly-only flag with `--sanitizer none`, and
+# RUSTC_BOOTSTRAP=1 lets the remaining `-Z` flag it uses through (see docs/robustness.md, "Fuzzing").
+# No sanitizer: the workspace forbids `unsafe`, so AddressSanitizer would find nothing safe Rust does not
+# already check; without it each target runs several times faster.
+#
+# Each run starts from the seeds in fuzz/seeds/<target> and grows a corpus in fuzz/corpus/<target>
+# (not committed). A crash leaves its input in fuzz/artifacts/<target>/ and the exact command to
+# reproduce it in the output.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+seconds=${FUZZ_SECONDS:-12}
+export RUSTC_BOOTSTRAP=1
+
+if ! cargo fuzz --version >/dev/null 2>&1; then
+    echo "==> Installing cargo-fuzz (one time)"
+    cargo install --locked cargo-fuzz
+fi
+
+if [ "$#" -gt 0 ]; then
+    targets=("$@")
+else
+    mapfile -t targets < <(cargo fuzz list --fuzz-dir fuzz)
+fi
+
+echo "==> Building the fuzz targets (release, libFuzzer coverage instrumentation, no sanitizer)"
+timeout 1800 cargo fuzz build --fuzz-dir fuzz --sanitizer none
+
+failed=()
+for target in "${targets[@]}"; do
+    corpus=fuzz/corpus/$target
+    mkdir -p "$corpus" "fuzz/artifacts/$target"
+    seeds=()
+    [ -d "fuzz/seeds/$target" ] && seeds=("fuzz/seeds/$target")
+    echo "==> $target: ${seconds}s"
+    log=$(mktemp)
+    # -timeout: one input taking longer than 5 s is a hang; -rss_limit_mb: a memory blow-up is a crash.
+    # The outer timeout bounds the run should libFuzzer itself stop answering.
+    if timeout $((seconds + 60)) cargo fuzz run --fuzz-dir fuzz --sanitizer none "$target" \
+        "$corpus" ${seeds[@]+"${seeds[@]}"} -- \
+        -max_total_time="$seconds" -timeout=5 -rss_limit_mb=2048 -print_final_stats=1 >"$log" 2>&1; then
+        grep -E '^stat::number_of_executed_units|^stat::peak_rss_mb' "$log" | tr '\n' ' '
+        echo
+    else
+        tail -n 40 "$log"
+        echo "FUZZ FAILURE: $target (input kept in fuzz/artifacts/$target/)" >&2
+        failed+=("$target")
+    fi
+    rm -f "$log"
+done
+
+if [ "${#failed[@]}" -gt 0 ]; then
+    echo "fuzz smoke failed: ${failed[*]}" >&2
+    exit 1
+fi
+echo "fuzz smoke: ${#targets[@]} targets, ${seconds}s each, no crash"
