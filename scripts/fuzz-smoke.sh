@@ -7,8 +7,9 @@
 #   FUZZ_SECONDS=300 ./scripts/fuzz-smoke.sh store_records api_request
 #
 # Installs cargo-fuzz when missing (`cargo install --locked cargo-fuzz`). The machine has one stable
-# toolchain: cargo-fuzz's build passes no nightly-only flag with `--sanitizer none`, and
-# RUSTC_BOOTSTRAP=1 lets the remaining `-Z` flag it uses through (see docs/robustness.md, "Fuzzing").
+# toolchain. With `--sanitizer none`, cargo-fuzz 0.13.2 passes only stable `-C` flags (its source:
+# -Cpasses=sancov-module, -Cllvm-args=-sanitizer-coverage-*); RUSTC_BOOTSTRAP=1 is set anyway so that the
+# `-Z` flags of its other modes (sanitizers, --build-std) work for a local investigation.
 # No sanitizer: the workspace forbids `unsafe`, so AddressSanitizer would find nothing safe Rust does not
 # already check; without it each target runs several times faster.
 #
