@@ -9,6 +9,12 @@
 #   postgresql     the server the PostgreSQL store tests run against (via scripts/postgres-init.sh; the
 #                  tests start a throwaway cluster themselves)
 #   cargo-nextest  runs each test in its own process (one C_Initialize per process, see hsm-notes)
+#   cargo-deny     license, duplicate-crate and source policy of deny.toml (about 5 min to build once)
+#   cargo-fuzz     builds and runs the libFuzzer targets of fuzz/ (scripts/fuzz-smoke.sh; about 4 min once)
+#   schemathesis   (pip, pinned) property-based API tests against /openapi.json (scripts/api-fuzz.sh)
+#
+# After the tests, the outside tools of docs/robustness.md, each bounded in time (about 6 min together):
+# cargo deny, a short run of every fuzz target, schemathesis against a throwaway server.
 #
 # The upstream PowerAuth vectors are read from ../shared/vectors beside the checkout. A test whose tool or
 # vector folder is missing FAILS; OFFLINE_SIGNER_ALLOW_MISSING=1 turns that into a loud skip (never in CI).
@@ -62,3 +68,17 @@ fi
 
 say "cargo nextest run (every test of the workspace, SoftHSM and PostgreSQL included)"
 cargo nextest run --workspace --locked --no-fail-fast "$@"
+
+if ! cargo deny --version >/dev/null 2>&1; then
+    say "Installing cargo-deny (one time)"
+    cargo install --locked cargo-deny
+fi
+say "cargo deny check licenses bans sources (advisories need a network database: docs/robustness.md)"
+timeout 300 cargo deny --locked check licenses bans sources
+
+say "Fuzz smoke: every target of fuzz/ for a few seconds"
+./scripts/fuzz-smoke.sh
+
+say "schemathesis against a throwaway server"
+cargo build --quiet --locked --bin offline-signer
+OFFLINE_SIGNER_BIN=${CARGO_TARGET_DIR:-target}/debug/offline-signer ./scripts/api-fuzz.sh

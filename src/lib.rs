@@ -22,6 +22,8 @@ pub mod app;
 pub mod bench;
 pub mod config;
 pub mod files;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod http;
 pub mod model;
 pub mod selftest;

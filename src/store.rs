@@ -62,6 +62,19 @@ use crate::model::{KeyId, Timestamp};
 pub use settings::{RawStoreSettings, StoreKind, StoreSettings, StoreSettingsError, open};
 pub use sled_store::{STORE_FORMAT, SledStore};
 
+/// Runs every stored-record decoder over `bytes` and drops the results: the entry point of the
+/// `store_records` fuzz target (`fuzz/`, through `crate::fuzzing`), not an API.
+#[doc(hidden)]
+pub fn fuzz_decode_records(bytes: &[u8]) {
+    let _ = codec::decode_application(bytes);
+    let _ = codec::decode_activation(bytes);
+    let _ = codec::decode_temporary_key(bytes);
+    let _ = codec::decode_nonce(bytes);
+    let _ = codec::decode_credential(bytes);
+    let _ = codec::decode_audit(bytes);
+    let _ = codec::decode_head(bytes);
+}
+
 /// What can go wrong in the store, in the service's words.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {

@@ -46,7 +46,7 @@ pub(crate) async fn open_access(request: Request, next: Next) -> Response {
 }
 
 /// `Basic base64(token:secret)` → `(token, secret)`; `None` for anything else.
-fn parse_basic(value: &[u8]) -> Option<(String, SecretString)> {
+pub(crate) fn parse_basic(value: &[u8]) -> Option<(String, SecretString)> {
     let text = std::str::from_utf8(value).ok()?;
     let (scheme, encoded) = text.trim().split_once(' ')?;
     if !scheme.eq_ignore_ascii_case("basic") {
