@@ -13,34 +13,26 @@
 #![allow(clippy::unwrap_used)] // tests: a panic is the failure report
 
 use std::path::Path;
-use std::process::Command;
 use std::sync::Mutex;
 use std::time::Duration;
 
-use offline_signer_testkit::e2e_server::Server;
+use offline_signer_testkit::e2e_server::{Server, runtime, verify_request};
 use offline_token::activation::{
     self, ActivationServer, CodeActivation, DeviceInfo, EciesServerKey, OtpPlacement, SdkConfig,
 };
 use offline_token::client::{
     ActivationStatus, ApplicationDetail, Client, ClientError, CommitRequest, CreatePersonalized,
     EciesDecryptorRequest, EciesDecryptorResponse, PrepareActivationRequest,
-    PrepareActivationResponse, VerifyRequest,
+    PrepareActivationResponse,
 };
 use offline_token::crypto::PrivateKey;
 use offline_token::{SignOptions, Token, TokenError, TokenState};
-use secrecy::{ExposeSecret as _, SecretString};
+use secrecy::SecretString;
 use serde_json::{Value, json};
 
 const APP: &str = "e2e-act-bank";
 /// A Web Flow payment that allows biometry.
 const PAYMENT: &str = "5ff1b1ed-a3cc-45a3-8ab0-ed60950312b6\nPlatba 100 Kč\nPotvrďte prosím platbu\nA1*A100CZK*ICZ2730300000001165254011*D20250425\nB";
-
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap()
-}
 
 /// What `activation/init` answered.
 struct Initialized {
@@ -221,14 +213,7 @@ async fn sign_and_verify(client: &Client, token: &mut Token) {
         .sign(&payload.offline_data, &SignOptions::default())
         .unwrap();
     let answer = client
-        .verify(&VerifyRequest {
-            activation_id: token.state().activation_id.clone(),
-            data: signed.data.clone(),
-            signature: signed.code.clone(),
-            allow_biometry: signed.allow_biometry,
-            component_length: None,
-            proximity_check: None,
-        })
+        .verify(&verify_request(token, &signed))
         .await
         .unwrap();
     assert!(answer.signature_valid, "{answer:?}");
@@ -306,27 +291,7 @@ fn token_cli_activates_with_a_code() {
     let init = rt.block_on(init(&client, "bob", json!({})));
     let state = server.dir.path().join("bob.json");
     let state_arg = state.to_str().unwrap();
-    let token_bin = offline_signer_testkit::required::workspace_binary("offline-token");
-    let run = |args: &[&str]| {
-        let out = Command::new(&token_bin)
-            .args(args)
-            .env(
-                "OFFLINE_SIGNER_CLIENT_TOKEN",
-                &server.credentials.client_token,
-            )
-            .env(
-                "OFFLINE_SIGNER_CLIENT_SECRET",
-                server.credentials.client_secret.expose_secret(),
-            )
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8(out.stdout).unwrap()
-    };
+    let run = |args: &[&str]| String::from_utf8(server.token_cli(args)).unwrap();
     let printed = run(&[
         "activate",
         "--server",

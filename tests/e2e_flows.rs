@@ -15,7 +15,7 @@ use std::path::PathBuf;
 use std::process::Command;
 use std::time::Duration;
 
-use offline_signer_testkit::e2e_server::Server;
+use offline_signer_testkit::e2e_server::{Server, runtime, verify_request};
 use offline_token::client::{
     Client, CreatePersonalized, Credentials, OfflinePayload, ProximityCheck, VerifyRequest,
     VerifyResponse,
@@ -29,14 +29,6 @@ const PAYMENT: &str = "5ff1b1ed-a3cc-45a3-8ab0-ed60950312b6\nPlatba 100 Kč\nPot
 const LOGIN: &str =
     "0b7b1e6e-4c9e-4d0e-9a43-0d6c1d2a7f00\nLogin\nSign in to internet banking\nA2\n";
 const SEED: &str = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
-
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap()
-}
 
 /// Activates a software token (state saved to `dir/<name>.json`) and returns it.
 async fn activate(server: &Server, name: &str, max_failed_attempts: Option<u32>) -> Token {
@@ -74,17 +66,6 @@ async fn personalized(client: &Client, token: &Token, data: &str) -> OfflinePayl
         .create_personalized(&create_request(token, data, None))
         .await
         .unwrap()
-}
-
-fn verify_request(token: &Token, signed: &SignedOperation) -> VerifyRequest {
-    VerifyRequest {
-        activation_id: token.state().activation_id.clone(),
-        data: signed.data.clone(),
-        signature: signed.code.clone(),
-        allow_biometry: signed.allow_biometry,
-        component_length: None,
-        proximity_check: None,
-    }
 }
 
 async fn verify(client: &Client, token: &Token, signed: &SignedOperation) -> VerifyResponse {
@@ -364,30 +345,7 @@ fn token_cli_against_the_server() {
         return;
     };
     let state = server.dir.path().join("cli-token.json");
-    let env = [
-        (
-            "OFFLINE_SIGNER_CLIENT_TOKEN",
-            server.credentials.client_token.clone(),
-        ),
-        ("OFFLINE_SIGNER_CLIENT_SECRET", {
-            use secrecy::ExposeSecret as _;
-            server.credentials.client_secret.expose_secret().to_owned()
-        }),
-    ];
-    let token_bin = offline_signer_testkit::required::workspace_binary("offline-token");
-    let run = |args: &[&str]| {
-        let out = Command::new(&token_bin)
-            .args(args)
-            .envs(env.iter().map(|(k, v)| (k, v)))
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        out
-    };
+    let run = |args: &[&str]| server.token_cli(args);
     let state_arg = state.to_str().unwrap();
     let out = run(&[
         "activate",
@@ -400,7 +358,7 @@ fn token_cli_against_the_server() {
         "--state",
         state_arg,
     ]);
-    let activation_id = String::from_utf8(out.stdout).unwrap().trim().to_owned();
+    let activation_id = String::from_utf8(out).unwrap().trim().to_owned();
     assert_eq!(activation_id.len(), 36);
 
     let client = server.client();
@@ -422,7 +380,7 @@ fn token_cli_against_the_server() {
             "--offline-data",
             &payload.offline_data,
         ]);
-        let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        let json: serde_json::Value = serde_json::from_slice(&out).unwrap();
         let answer = client
             .verify(&VerifyRequest {
                 activation_id: activation_id.clone(),
@@ -438,11 +396,14 @@ fn token_cli_against_the_server() {
     });
     // `register` stores KEY_TRANSPORT too, so --remote reads the encrypted status blob (JSON).
     let out = run(&["status", "--state", state_arg, "--remote"]);
-    let remote: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let remote: serde_json::Value = serde_json::from_slice(&out).unwrap();
     assert_eq!(remote["activationStatus"], "ACTIVE", "{remote}");
     assert_eq!(remote["counter"], 1, "{remote}");
     assert_eq!(remote["counterSync"]["result"], "IN_SYNC", "{remote}");
-    assert_eq!(remote["fingerprint"], remote["serverFingerprint"], "{remote}");
+    assert_eq!(
+        remote["fingerprint"], remote["serverFingerprint"],
+        "{remote}"
+    );
 }
 
 /// One phone and one web-application session in a loop: create a personalized payload, sign it,
@@ -561,6 +522,6 @@ fn sigterm_under_load_loses_no_acknowledged_verification() {
     assert!(
         out.status.success(),
         "audit verify: {}",
-        String::from_utf8_lossy(&out.stdout)
+        String::from_utf8_lossy(&out.stderr)
     );
 }

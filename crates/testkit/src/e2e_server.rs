@@ -9,7 +9,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use offline_token::client::{Client, Credentials};
+use offline_token::client::{Client, Credentials, VerifyRequest};
+use offline_token::{SignedOperation, Token};
 
 use crate::softhsm;
 
@@ -214,4 +215,51 @@ pub fn free_port() -> u16 {
         .local_addr()
         .unwrap()
         .port()
+}
+
+impl Server {
+    /// Runs the `offline-token` binary with this server's integration credential in its
+    /// environment; asserts that it succeeded and returns its stdout.
+    pub fn token_cli(&self, args: &[&str]) -> Vec<u8> {
+        use secrecy::ExposeSecret as _;
+        let out = Command::new(crate::required::workspace_binary("offline-token"))
+            .args(args)
+            .env(
+                "OFFLINE_SIGNER_CLIENT_TOKEN",
+                &self.credentials.client_token,
+            )
+            .env(
+                "OFFLINE_SIGNER_CLIENT_SECRET",
+                self.credentials.client_secret.expose_secret(),
+            )
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        out.stdout
+    }
+}
+
+/// A two-thread runtime for a test's async body.
+pub fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+/// The web application's verify request for a code `token` made.
+pub fn verify_request(token: &Token, signed: &SignedOperation) -> VerifyRequest {
+    VerifyRequest {
+        activation_id: token.state().activation_id.clone(),
+        data: signed.data.clone(),
+        signature: signed.code.clone(),
+        allow_biometry: signed.allow_biometry,
+        component_length: None,
+        proximity_check: None,
+    }
 }
