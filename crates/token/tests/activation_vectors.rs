@@ -14,14 +14,11 @@
 
 use std::path::PathBuf;
 
-use offline_signer_crypto::ecies::{EciesRequest, ProtocolVersion};
+use offline_signer_crypto::ecies::ProtocolVersion;
 use offline_signer_crypto::status_blob::CounterSync;
 use offline_signer_crypto::{DerSignature, PrivateKey, PublicKey, SymmetricKey, b64};
 use offline_token::activation::{self, ActivatedKeys, DeviceInfo, EciesServerKey, SdkConfig};
-use offline_token::client::{
-    ActivationStatus, EciesDecryptorResponse, EciesRequestWire, EciesResponseWire,
-    PrepareActivationResponse,
-};
+use offline_token::client::{ActivationStatus, EciesRequestWire, PrepareActivationResponse};
 use offline_token::{TokenState, check_remote_status};
 use serde_json::Value;
 
