@@ -21,11 +21,11 @@ use crate::service::{
     ApplicationDetail, Caller, CredentialInfo, NewCredential, Service, ServiceError,
 };
 
-/// How often expired nonces are pruned.
+/// How often expired nonces, ECIES replay entries and temporary keys are pruned.
 pub const PRUNE_INTERVAL: Duration = Duration::from_secs(60);
 /// How long an expired nonce is kept (so that it answers `EXPIRED`, not `UNKNOWN`, for a while).
 pub const PRUNE_RETENTION: Duration = Duration::from_secs(3600);
-/// Most nonces deleted per store call.
+/// Most records deleted per store call.
 const PRUNE_BATCH: usize = 10_000;
 
 /// Why the server or a command could not do its work.
@@ -232,20 +232,36 @@ async fn prune_nonces_forever(service: Service) {
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
-        loop {
-            match service.prune_nonces(PRUNE_RETENTION, PRUNE_BATCH).await {
-                Ok(n) => {
-                    if n > 0 {
-                        tracing::debug!(pruned = n, "expired nonces pruned");
-                    }
-                    if n < PRUNE_BATCH {
-                        break;
-                    }
+        prune_in_batches("expired nonces", || {
+            service.prune_nonces(PRUNE_RETENTION, PRUNE_BATCH)
+        })
+        .await;
+        prune_in_batches("expired ECIES replay entries and temporary keys", || {
+            service.prune_ecies(PRUNE_BATCH)
+        })
+        .await;
+    }
+}
+
+/// Calls `prune` until it deletes less than a full batch or fails (logged, retried next tick).
+async fn prune_in_batches<F, Fut>(what: &'static str, mut prune: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<usize, ServiceError>>,
+{
+    loop {
+        match prune().await {
+            Ok(n) => {
+                if n > 0 {
+                    tracing::debug!(pruned = n, what, "pruned");
                 }
-                Err(e) => {
-                    tracing::warn!(error = %e, "pruning expired nonces failed");
+                if n < PRUNE_BATCH {
                     break;
                 }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, what, "pruning failed");
+                break;
             }
         }
     }

@@ -1042,6 +1042,15 @@ impl Service {
         Ok(self.write(move |s| s.prune_nonces(before, max)).await?)
     }
 
+    /// Deletes ECIES replay entries and temporary keys whose expiry has passed (at most `max`), so
+    /// that neither grows without bound. Returns how many were deleted. Nothing is kept past its
+    /// expiry: a replay entry lives until its request's timestamp leaves the window, after which
+    /// the timestamp check alone refuses the request.
+    pub async fn prune_ecies(&self, max: usize) -> Result<usize, ServiceError> {
+        let now = self.now();
+        Ok(self.write(move |s| s.prune_ecies(now, max)).await?)
+    }
+
     fn otp_digits(&self) -> u32 {
         self.inner.settings.signature.proximity_otp_length
     }

@@ -11,19 +11,17 @@
 //! When SoftHSM is missing the tests FAIL, unless `OFFLINE_SIGNER_ALLOW_MISSING=1`.
 #![allow(clippy::unwrap_used)] // tests: a panic is the failure report
 
-use offline_signer_testkit::softhsm;
-
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::PathBuf;
+use std::process::Command;
 use std::time::Duration;
 
+use offline_signer_testkit::e2e_server::{Server, runtime, verify_request};
 use offline_token::client::{
     Client, CreatePersonalized, Credentials, OfflinePayload, ProximityCheck, VerifyRequest,
     VerifyResponse,
 };
 use offline_token::{Activation, SignOptions, SignedOperation, Token, TokenState};
 
-const BIN: &str = env!("CARGO_BIN_EXE_offline-signer");
 const APP: &str = "e2e-bank";
 /// A Web Flow payment that allows biometry.
 const PAYMENT: &str = "5ff1b1ed-a3cc-45a3-8ab0-ed60950312b6\nPlatba 100 Kč\nPotvrďte prosím platbu\nA1*A100CZK*ICZ2730300000001165254011*D20250425\nB";
@@ -31,210 +29,6 @@ const PAYMENT: &str = "5ff1b1ed-a3cc-45a3-8ab0-ed60950312b6\nPlatba 100 Kč\nPot
 const LOGIN: &str =
     "0b7b1e6e-4c9e-4d0e-9a43-0d6c1d2a7f00\nLogin\nSign in to internet banking\nA2\n";
 const SEED: &str = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
-
-/// A running server and everything it needs; stopped on drop.
-struct Server {
-    child: Option<Child>,
-    dir: tempfile::TempDir,
-    url: String,
-    credentials: Credentials,
-    /// The integration secret, to check that it never reaches the server's log.
-    client_secret: String,
-}
-
-impl Server {
-    /// Starts a server, or returns `None` (after a loud notice) when SoftHSM is missing outside CI.
-    fn start(label: &str, extra_config: &str) -> Option<Self> {
-        if !softhsm_present() {
-            return None;
-        }
-        let dir = tempfile::tempdir().unwrap();
-        let hsm = dir.path().join("hsm");
-        softhsm::init_token(&hsm, label, None);
-        let port = free_port();
-        let config = dir.path().join("config.toml");
-        std::fs::write(
-            &config,
-            format!(
-                "listen = \"127.0.0.1:{port}\"\n\
-                 data_dir = \"data\"\n\
-                 restrict_access = true\n\
-                 {extra_config}\n\
-                 [signer]\n\
-                 kind = \"pkcs11\"\n\
-                 module = \"{module}\"\n\
-                 token_label = \"{label}\"\n\
-                 pin_file = \"hsm/user.pin\"\n\
-                 pool_size = 2\n",
-                module = softhsm::MODULE,
-            ),
-        )
-        .unwrap();
-        let conf = hsm.join("softhsm2.conf");
-
-        let out = admin(
-            &conf,
-            &["integration", "create", "--name", "e2e", "--config"],
-            &config,
-        );
-        let text = String::from_utf8(out).unwrap();
-        let value = |key: &str| {
-            text.lines()
-                .find_map(|l| l.strip_prefix(&format!("{key}=")))
-                .unwrap_or_else(|| panic!("integration create printed no {key}: {text}"))
-                .to_owned()
-        };
-        let credentials = Credentials::new(
-            value("OFFLINE_SIGNER_CLIENT_TOKEN"),
-            value("OFFLINE_SIGNER_CLIENT_SECRET"),
-        );
-        admin(
-            &conf,
-            &["application", "create", "--id", APP, "--config"],
-            &config,
-        );
-
-        let mut server = Self {
-            child: None,
-            dir,
-            url: format!("http://127.0.0.1:{port}"),
-            credentials,
-            client_secret: value("OFFLINE_SIGNER_CLIENT_SECRET"),
-        };
-        server.spawn();
-        Some(server)
-    }
-
-    /// Starts `serve` on the server's folder (config, token, data) and waits until it answers.
-    fn spawn(&mut self) {
-        assert!(self.child.is_none(), "the server is already running");
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(self.dir.path().join("server.log"))
-            .unwrap();
-        let child = Command::new(BIN)
-            .args(["serve", "--config"])
-            .arg(self.dir.path().join("config.toml"))
-            .env("SOFTHSM2_CONF", self.dir.path().join("hsm/softhsm2.conf"))
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .unwrap();
-        self.child = Some(child);
-        self.wait_until_healthy();
-    }
-
-    /// Sends SIGTERM and waits (at most 30 s) for the process to exit; returns its exit status.
-    fn terminate(&mut self) -> std::process::ExitStatus {
-        let mut child = self.child.take().unwrap();
-        let sent = Command::new("kill")
-            .args(["-TERM", &child.id().to_string()])
-            .status()
-            .unwrap();
-        assert!(sent.success());
-        for _ in 0..300 {
-            if let Some(status) = child.try_wait().unwrap() {
-                return status;
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        let _ = child.kill();
-        let _ = child.wait();
-        panic!(
-            "the server did not exit within 30 s of SIGTERM:\n{}",
-            self.log()
-        );
-    }
-
-    fn client(&self) -> Client {
-        Client::new(&self.url, Some(self.credentials.clone())).unwrap()
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.path().join("server.log")).unwrap_or_default()
-    }
-
-    /// Polls `/health` (every 100 ms, for at most 60 s) until it answers; fails with the server log
-    /// if the process exits first or never answers.
-    fn wait_until_healthy(&mut self) {
-        let client = Client::new(&self.url, None).unwrap();
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        for _ in 0..600 {
-            if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
-                panic!(
-                    "the server exited with {status} before answering:\n{}",
-                    self.log()
-                );
-            }
-            if rt.block_on(client.health()).unwrap_or(false) {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        panic!("the server never answered /health:\n{}", self.log());
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let Some(mut child) = self.child.take() else {
-            return;
-        };
-        // SIGTERM lets the server release the HSM; SIGKILL if it is still there after 10 s.
-        let _ = Command::new("kill")
-            .args(["-TERM", &child.id().to_string()])
-            .status();
-        for _ in 0..100 {
-            if matches!(child.try_wait(), Ok(Some(_))) {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        let _ = child.kill();
-        let _ = child.wait();
-    }
-}
-
-/// Runs an administrative command (server stopped) and returns its stdout.
-fn admin(conf: &Path, args: &[&str], config: &Path) -> Vec<u8> {
-    let out = Command::new(BIN)
-        .args(args)
-        .arg(config)
-        .env("SOFTHSM2_CONF", conf)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out.stdout
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn softhsm_present() -> bool {
-    offline_signer_testkit::required::softhsm()
-}
-
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap()
-}
 
 /// Activates a software token (state saved to `dir/<name>.json`) and returns it.
 async fn activate(server: &Server, name: &str, max_failed_attempts: Option<u32>) -> Token {
@@ -274,17 +68,6 @@ async fn personalized(client: &Client, token: &Token, data: &str) -> OfflinePayl
         .unwrap()
 }
 
-fn verify_request(token: &Token, signed: &SignedOperation) -> VerifyRequest {
-    VerifyRequest {
-        activation_id: token.state().activation_id.clone(),
-        data: signed.data.clone(),
-        signature: signed.code.clone(),
-        allow_biometry: signed.allow_biometry,
-        component_length: None,
-        proximity_check: None,
-    }
-}
-
 async fn verify(client: &Client, token: &Token, signed: &SignedOperation) -> VerifyResponse {
     client.verify(&verify_request(token, signed)).await.unwrap()
 }
@@ -304,7 +87,7 @@ fn pin() -> SignOptions {
 
 #[test]
 fn personalized_replay_lookahead_biometry_and_short_codes() {
-    let Some(server) = Server::start("e2e-personalized", "") else {
+    let Some(server) = Server::start("e2e-personalized", APP, "") else {
         return;
     };
     runtime().block_on(async {
@@ -403,7 +186,7 @@ fn personalized_replay_lookahead_biometry_and_short_codes() {
 
 #[test]
 fn beyond_the_lookahead_window_fails() {
-    let Some(server) = Server::start("e2e-window", "[signature]\nlookahead = 5\n") else {
+    let Some(server) = Server::start("e2e-window", APP, "[signature]\nlookahead = 5\n") else {
         return;
     };
     runtime().block_on(async {
@@ -423,7 +206,7 @@ fn beyond_the_lookahead_window_fails() {
 
 #[test]
 fn non_personalized_and_proximity() {
-    let Some(server) = Server::start("e2e-nonpers", "") else {
+    let Some(server) = Server::start("e2e-nonpers", APP, "") else {
         return;
     };
     runtime().block_on(async {
@@ -469,7 +252,7 @@ fn non_personalized_and_proximity() {
 
 #[test]
 fn blocking_unblock_and_remove() {
-    let Some(server) = Server::start("e2e-block", "") else {
+    let Some(server) = Server::start("e2e-block", APP, "") else {
         return;
     };
     runtime().block_on(async {
@@ -542,7 +325,7 @@ fn blocking_unblock_and_remove() {
 
 #[test]
 fn wrong_credentials_are_refused() {
-    let Some(server) = Server::start("e2e-auth", "") else {
+    let Some(server) = Server::start("e2e-auth", APP, "") else {
         return;
     };
     runtime().block_on(async {
@@ -558,34 +341,11 @@ fn wrong_credentials_are_refused() {
 /// The command line on both sides: `token activate`, `token sign --json`, `token status --remote`.
 #[test]
 fn token_cli_against_the_server() {
-    let Some(server) = Server::start("e2e-cli", "") else {
+    let Some(server) = Server::start("e2e-cli", APP, "") else {
         return;
     };
     let state = server.dir.path().join("cli-token.json");
-    let env = [
-        (
-            "OFFLINE_SIGNER_CLIENT_TOKEN",
-            server.credentials.client_token.clone(),
-        ),
-        ("OFFLINE_SIGNER_CLIENT_SECRET", {
-            use secrecy::ExposeSecret as _;
-            server.credentials.client_secret.expose_secret().to_owned()
-        }),
-    ];
-    let token_bin = offline_signer_testkit::required::workspace_binary("offline-token");
-    let run = |args: &[&str]| {
-        let out = Command::new(&token_bin)
-            .args(args)
-            .envs(env.iter().map(|(k, v)| (k, v)))
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        out
-    };
+    let run = |args: &[&str]| server.token_cli(args);
     let state_arg = state.to_str().unwrap();
     let out = run(&[
         "activate",
@@ -598,7 +358,7 @@ fn token_cli_against_the_server() {
         "--state",
         state_arg,
     ]);
-    let activation_id = String::from_utf8(out.stdout).unwrap().trim().to_owned();
+    let activation_id = String::from_utf8(out).unwrap().trim().to_owned();
     assert_eq!(activation_id.len(), 36);
 
     let client = server.client();
@@ -620,7 +380,7 @@ fn token_cli_against_the_server() {
             "--offline-data",
             &payload.offline_data,
         ]);
-        let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        let json: serde_json::Value = serde_json::from_slice(&out).unwrap();
         let answer = client
             .verify(&VerifyRequest {
                 activation_id: activation_id.clone(),
@@ -634,15 +394,15 @@ fn token_cli_against_the_server() {
             .unwrap();
         assert!(answer.signature_valid, "{answer:?}");
     });
-    // The remote status: the encrypted status blob read and checked by the token, as JSON.
+    // `register` stores KEY_TRANSPORT too, so --remote reads the encrypted status blob (JSON).
     let out = run(&["status", "--state", state_arg, "--remote"]);
-    let status: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(status["activationStatus"], "ACTIVE", "{status}");
-    assert_eq!(status["counter"], 1, "{status}");
-    assert_eq!(status["counterSync"]["result"], "IN_SYNC", "{status}");
+    let remote: serde_json::Value = serde_json::from_slice(&out).unwrap();
+    assert_eq!(remote["activationStatus"], "ACTIVE", "{remote}");
+    assert_eq!(remote["counter"], 1, "{remote}");
+    assert_eq!(remote["counterSync"]["result"], "IN_SYNC", "{remote}");
     assert_eq!(
-        status["fingerprint"], status["serverFingerprint"],
-        "{status}"
+        remote["fingerprint"], remote["serverFingerprint"],
+        "{remote}"
     );
 }
 
@@ -677,7 +437,7 @@ async fn approve_until_refused(
 
 #[test]
 fn sigterm_under_load_loses_no_acknowledged_verification() {
-    let Some(mut server) = Server::start("e2e-sigterm", "") else {
+    let Some(mut server) = Server::start("e2e-sigterm", APP, "") else {
         return;
     };
     let rt = runtime();
@@ -754,7 +514,7 @@ fn sigterm_under_load_loses_no_acknowledged_verification() {
 
     // The audit trail is intact after the shutdown.
     server.terminate();
-    let out = Command::new(BIN)
+    let out = Command::new(offline_signer_testkit::e2e_server::binary())
         .args(["audit", "verify", "--config"])
         .arg(server.dir.path().join("config.toml"))
         .output()
@@ -762,6 +522,6 @@ fn sigterm_under_load_loses_no_acknowledged_verification() {
     assert!(
         out.status.success(),
         "audit verify: {}",
-        String::from_utf8_lossy(&out.stdout)
+        String::from_utf8_lossy(&out.stderr)
     );
 }

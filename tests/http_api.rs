@@ -1052,3 +1052,214 @@ async fn hsm_faults_map_to_503_500_and_timeouts() {
     signer.mode.store(NORMAL, Ordering::SeqCst);
     api.ok(path, create).await;
 }
+
+#[tokio::test]
+async fn a_caller_nonce_repeated_for_the_same_activation_is_answered_again() {
+    let api = api().await;
+    api.application("demo").await;
+    let device = api.phone("demo", true).await;
+    let other = api.phone("demo", true).await;
+    let nonce = "AAECAwQFBgcICQoLDA0ODw==";
+    let create = |activation_id: &str| json!({ "activationId": activation_id, "data": web_flow_data(), "nonce": nonce });
+    let path = "/signature/offline/personalized/create";
+    let first = api.ok(path, create(&device.activation_id)).await;
+    assert_eq!(first["nonce"], nonce);
+    // A web page redrawing its QR: the same nonce for the same activation, unexpired and
+    // unconsumed, is answered again (PowerAuth parity).
+    let again = api.ok(path, create(&device.activation_id)).await;
+    assert_eq!(again["nonce"], nonce);
+    // Issued for something else: still refused.
+    api.err(
+        path,
+        create(&other.activation_id),
+        StatusCode::BAD_REQUEST,
+        "ERR0024",
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn activation_by_code_routes_answer_powerauth_codes() {
+    let api = api().await;
+    let created = api.application("demo").await;
+    let version = &created["versions"][0];
+    assert_eq!(version["applicationVersionId"], "default");
+    assert_eq!(
+        keys(version),
+        sorted(&[
+            "applicationVersionId",
+            "applicationVersionName",
+            "applicationKey",
+            "applicationSecret",
+            "mobileSdkConfig",
+            "supported",
+        ])
+    );
+    let application_key = version["applicationKey"].as_str().unwrap().to_owned();
+
+    // Duplicates are ERR0043 (application and version); an unknown application ERR0015.
+    api.err(
+        "/application/create",
+        json!({ "applicationId": "demo" }),
+        StatusCode::BAD_REQUEST,
+        "ERR0043",
+    )
+    .await;
+    let v2 = api
+        .ok(
+            "/application/version/create",
+            json!({ "applicationId": "demo", "applicationVersionId": "v2" }),
+        )
+        .await;
+    assert_eq!(v2["supported"], true);
+    for (body, code) in [
+        (
+            json!({ "applicationId": "demo", "applicationVersionId": "v2" }),
+            "ERR0043",
+        ),
+        (
+            json!({ "applicationId": "nope", "applicationVersionId": "v1" }),
+            "ERR0015",
+        ),
+    ] {
+        api.err(
+            "/application/version/create",
+            body,
+            StatusCode::BAD_REQUEST,
+            code,
+        )
+        .await;
+    }
+
+    // activation/init: missing application ERR0002, unknown ERR0015, bad max ERR0040.
+    let init = api
+        .ok(
+            "/activation/init",
+            json!({ "userId": "alice", "applicationId": "demo" }),
+        )
+        .await;
+    assert_eq!(
+        keys(&init),
+        sorted(&[
+            "activationId",
+            "activationCode",
+            "activationSignature",
+            "userId",
+            "applicationId",
+        ])
+    );
+    for (body, code) in [
+        (json!({ "userId": "alice" }), "ERR0002"),
+        (
+            json!({ "userId": "alice", "applicationId": "nope" }),
+            "ERR0015",
+        ),
+        (
+            json!({ "userId": "alice", "applicationId": "demo", "maxFailureCount": 0 }),
+            "ERR0040",
+        ),
+    ] {
+        api.err("/activation/init", body, StatusCode::BAD_REQUEST, code)
+            .await;
+    }
+    let status = api
+        .ok(
+            "/activation/status",
+            json!({ "activationId": init["activationId"] }),
+        )
+        .await;
+    assert_eq!(status["activationStatus"], "CREATED");
+    assert_eq!(status["activationCode"], init["activationCode"]);
+    assert_eq!(status["version"], 0);
+
+    // An unknown activation answers like PowerAuth: 200, REMOVED.
+    let unknown = api
+        .ok(
+            "/activation/status",
+            json!({ "activationId": "00000000-0000-4000-8000-000000000000",
+                    "challenge": "AAECAwQFBgcICQoLDA0ODw==" }),
+        )
+        .await;
+    assert_eq!(unknown["activationStatus"], "REMOVED");
+    assert!(unknown["encryptedStatusBlob"].is_string());
+
+    // An OTP sent where none was set: ERR0031 (a documented deviation); nothing changes.
+    let pending = api.phone("demo", false).await;
+    api.err(
+        "/activation/commit",
+        json!({ "activationId": pending.activation_id, "activationOtp": "12345678" }),
+        StatusCode::BAD_REQUEST,
+        "ERR0031",
+    )
+    .await;
+    let still = api
+        .ok(
+            "/activation/status",
+            json!({ "activationId": pending.activation_id }),
+        )
+        .await;
+    assert_eq!(still["activationStatus"], "PENDING_COMMIT");
+
+    // Malformed protocol requests are ERR0024 before anything is looked up.
+    api.err(
+        "/keystore/create",
+        json!({ "jwt": "not.a-jwt" }),
+        StatusCode::BAD_REQUEST,
+        "ERR0024",
+    )
+    .await;
+    api.err(
+        "/ecies/decryptor",
+        json!({ "protocolVersion": "3.3", "ephemeralPublicKey": "AAAA" }),
+        StatusCode::BAD_REQUEST,
+        "ERR0024",
+    )
+    .await;
+    api.err(
+        "/activation/prepare",
+        json!({ "activationCode": init["activationCode"], "applicationKey": application_key,
+                "protocolVersion": "3.3" }),
+        StatusCode::BAD_REQUEST,
+        "ERR0024",
+    )
+    .await;
+    // Protocols before 3.3 are refused.
+    api.err(
+        "/ecies/decryptor",
+        json!({ "applicationKey": application_key, "ephemeralPublicKey": "AAAA",
+                "nonce": "AAECAwQFBgcICQoLDA0ODw==", "protocolVersion": "3.1",
+                "timestamp": 0 }),
+        StatusCode::BAD_REQUEST,
+        "ERR0024",
+    )
+    .await;
+
+    // The OpenAPI document lists the new operations and fields.
+    let (status, _, body) = api.get("/openapi.json").await;
+    assert_eq!(status, StatusCode::OK);
+    let doc: Value = serde_json::from_slice(&body).unwrap();
+    for path in [
+        "application/version/create",
+        "activation/init",
+        "keystore/create",
+        "ecies/decryptor",
+        "activation/prepare",
+    ] {
+        let op = &doc["paths"][format!("/rest/v3/{path}")]["post"];
+        assert!(op.is_object(), "{path} missing from the OpenAPI document");
+        assert!(op["requestBody"].is_object(), "{path} has no request body");
+    }
+    let text = doc.to_string();
+    for field in [
+        "encryptedStatusBlob",
+        "encryptedStatusBlobNonce",
+        "mobileSdkConfig",
+        "activationOtp",
+        "commitPhase",
+        "temporaryKeyId",
+        "sharedInfo2",
+        "versions",
+    ] {
+        assert!(text.contains(&format!("\"{field}\"")), "{field}");
+    }
+}

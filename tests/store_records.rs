@@ -1,5 +1,7 @@
 //! The store's record operations, on sled and on PostgreSQL from one scenario list: round trips,
-//! compare-and-swap, the nonce registry, credentials, the format marker, and reopening.
+//! compare-and-swap, the nonce registry, credentials, the format marker, and reopening; and the
+//! records of activation by code: application versions, the activation-code index, temporary keys
+//! and the ECIES replay registry.
 
 use offline_signer_testkit::store_backends as backends;
 use offline_signer_testkit::store_fixtures as fixtures;
@@ -11,8 +13,9 @@ use backends::Backend;
 use fixtures::{APP, activation, application, nonce_for, t, verify_draft};
 use offline_signer::model::{ActivationStatus, CredentialScope, KeyId};
 use offline_signer::store::{
-    AuditDraft, AuditOperation, AuditOutcome, Conflict, IntegrationCredential, MasterKeyRef,
-    NonceOwner, SecretHash, SledStore, Store, StoreError, VerificationCommit, verify_audit_chain,
+    ApplicationVersion, AuditDraft, AuditOperation, AuditOutcome, Conflict, IntegrationCredential,
+    MasterKeyRef, NonceOwner, SecretHash, SledStore, Store, StoreError, TemporaryKey,
+    VerificationCommit, verify_audit_chain,
 };
 
 store_scenarios!(
@@ -30,6 +33,11 @@ store_scenarios!(
     reopen_after_drop_keeps_every_acknowledged_write,
     a_store_from_a_newer_build_is_refused,
     probe_writes_durably_without_touching_records,
+    application_versions_are_unique_and_found_by_key,
+    activation_found_by_code_within_its_application,
+    temporary_keys_put_get_remove,
+    replay_registry_refuses_a_second_registration,
+    prune_ecies_deletes_only_expired_entries_and_is_bounded,
 );
 
 fn application_round_trip_duplicate_and_new_master_key<B: Backend>() {
@@ -496,4 +504,235 @@ fn probe_writes_durably_without_touching_records<B: Backend>() {
         );
     }
     assert_eq!(store.audit_head().expect("head").seq, 0);
+}
+
+// ---- activation by code (protocol 3.3) ----
+
+fn version(id: &str, application_key: &str) -> ApplicationVersion {
+    ApplicationVersion {
+        id: id.to_owned(),
+        application_key: application_key.to_owned(),
+        encrypted_secret: fixtures::sealed(0x5A, 60),
+        supported: true,
+        created_at: t(4),
+    }
+}
+
+fn temporary_key(id: &str, expires_at: offline_signer::model::Timestamp) -> TemporaryKey {
+    TemporaryKey {
+        id: id.to_owned(),
+        application_key: "AK-default".to_owned(),
+        activation_id: None,
+        wrapped_private_key: offline_signer::model::WrappedKey::new(
+            KeyId::from_bytes([0x21; 16]),
+            vec![0x31; 80],
+        ),
+        public_key: fixtures::test_key(0x41),
+        created_at: t(0),
+        expires_at,
+    }
+}
+
+fn application_versions_are_unique_and_found_by_key<B: Backend>() {
+    let Some(place) = B::fresh() else { return };
+    let store = place.open();
+    store
+        .create_application(&application(APP), None)
+        .expect("new application");
+    store
+        .create_application(&application("other-app"), None)
+        .expect("second application");
+    let stored = store
+        .add_application_version(APP, version("default", "AK-default"), None)
+        .expect("first version");
+    assert_eq!(stored.versions, vec![version("default", "AK-default")]);
+    let stored = store
+        .add_application_version(APP, version("v2", "AK-v2"), None)
+        .expect("second version");
+    assert_eq!(stored.versions.len(), 2);
+    assert_eq!(store.application(APP).expect("read"), Some(stored.clone()));
+
+    // The same version id in the same application, or the same key anywhere: refused, unchanged.
+    for (app, v) in [
+        (APP, version("default", "AK-new")),
+        ("other-app", version("other", "AK-v2")),
+    ] {
+        assert!(
+            matches!(
+                store.add_application_version(app, v, None),
+                Err(StoreError::AlreadyExists { .. })
+            ),
+            "{app}"
+        );
+    }
+    assert!(matches!(
+        store.add_application_version("nope", version("default", "AK-x"), None),
+        Err(StoreError::NotFound { .. })
+    ));
+    assert_eq!(store.application(APP).expect("read"), Some(stored.clone()));
+    assert_eq!(
+        store
+            .application("other-app")
+            .expect("read")
+            .expect("app")
+            .versions,
+        Vec::new()
+    );
+
+    assert_eq!(
+        store.application_by_key("AK-v2").expect("by key"),
+        Some(stored)
+    );
+    assert_eq!(store.application_by_key("AK-none").expect("by key"), None);
+    // The index survives reopening.
+    drop(store);
+    let store = place.open();
+    assert_eq!(
+        store
+            .application_by_key("AK-default")
+            .expect("by key")
+            .map(|a| a.id),
+        Some(APP.to_owned())
+    );
+}
+
+fn activation_found_by_code_within_its_application<B: Backend>() {
+    let Some(place) = B::fresh() else { return };
+    let store = place.open();
+    let code = "AAAAA-BBBBB-CCCCC-DDDDD";
+    let mut created = activation("a-code");
+    created.status = ActivationStatus::Created;
+    created.device_public_key = None;
+    created.enrollment.activation_code = Some(code.to_owned());
+    created.enrollment.expires_at = Some(t(300_000));
+    store.insert_activation(&created, None).expect("insert");
+    let stored = store
+        .activation_by_code(APP, code)
+        .expect("by code")
+        .expect("found");
+    assert_eq!(stored.id, "a-code");
+    assert_eq!(stored.enrollment, created.enrollment);
+    assert_eq!(
+        store
+            .activation_by_code("other-app", code)
+            .expect("by code"),
+        None
+    );
+    assert_eq!(
+        store
+            .activation_by_code(APP, "AAAAA-BBBBB-CCCCC-EEEEE")
+            .expect("by code"),
+        None
+    );
+
+    // A second activation with the same code in the same application is refused; nothing written.
+    let mut twin = created.clone();
+    twin.id = "a-twin".to_owned();
+    assert!(matches!(
+        store.insert_activation(&twin, None),
+        Err(StoreError::AlreadyExists { .. })
+    ));
+    assert_eq!(store.activation("a-twin").expect("read"), None);
+    // In another application the same code is another activation.
+    twin.application_id = "other-app".to_owned();
+    store.insert_activation(&twin, None).expect("other app");
+    assert_eq!(
+        store
+            .activation_by_code("other-app", code)
+            .expect("by code")
+            .map(|a| a.id),
+        Some("a-twin".to_owned())
+    );
+
+    // An update (the key exchange) keeps the code findable.
+    let mut prepared = stored;
+    prepared.status = ActivationStatus::PendingCommit;
+    prepared.device_public_key = Some(fixtures::test_key(0x35));
+    store.update_activation(&prepared, None).expect("update");
+    let found = store
+        .activation_by_code(APP, code)
+        .expect("by code")
+        .expect("found");
+    assert_eq!(found.status, ActivationStatus::PendingCommit);
+}
+
+fn temporary_keys_put_get_remove<B: Backend>() {
+    let Some(place) = B::fresh() else { return };
+    let store = place.open();
+    let key = temporary_key("tk-1", t(300_000));
+    store.put_temporary_key(&key).expect("put");
+    assert!(matches!(
+        store.put_temporary_key(&temporary_key("tk-1", t(1))),
+        Err(StoreError::AlreadyExists { .. })
+    ));
+    assert_eq!(
+        store.temporary_key("tk-1").expect("read"),
+        Some(key.clone())
+    );
+    assert_eq!(store.temporary_key("tk-2").expect("read"), None);
+    let mut bound = temporary_key("tk-2", t(300_000));
+    bound.activation_id = Some("a-1".to_owned());
+    store.put_temporary_key(&bound).expect("put bound");
+    drop(store);
+    let store = place.open();
+    assert_eq!(store.temporary_key("tk-2").expect("read"), Some(bound));
+    assert!(store.remove_temporary_key("tk-1").expect("remove"));
+    assert!(!store.remove_temporary_key("tk-1").expect("remove again"));
+    assert_eq!(store.temporary_key("tk-1").expect("read"), None);
+}
+
+fn replay_registry_refuses_a_second_registration<B: Backend>() {
+    let Some(place) = B::fresh() else { return };
+    let store = place.open();
+    store
+        .register_replay("EPH-NONCE-1", t(60_000))
+        .expect("first");
+    assert!(matches!(
+        store.register_replay("EPH-NONCE-1", t(120_000)),
+        Err(StoreError::AlreadyExists { .. })
+    ));
+    store
+        .register_replay("EPH-NONCE-2", t(60_000))
+        .expect("another");
+    // Still recorded after reopening.
+    drop(store);
+    let store = place.open();
+    assert!(matches!(
+        store.register_replay("EPH-NONCE-1", t(60_000)),
+        Err(StoreError::AlreadyExists { .. })
+    ));
+}
+
+fn prune_ecies_deletes_only_expired_entries_and_is_bounded<B: Backend>() {
+    let Some(place) = B::fresh() else { return };
+    let store = place.open();
+    for i in 0..4 {
+        store
+            .register_replay(&format!("r{i}"), t(i * 1000))
+            .expect("register");
+        store
+            .put_temporary_key(&temporary_key(&format!("tk{i}"), t(i * 1000)))
+            .expect("put");
+    }
+    // Expired before t(2000): r0, r1, tk0, tk1. At most 3 per call.
+    assert_eq!(store.prune_ecies(t(2000), 3).expect("prune"), 3);
+    assert_eq!(store.prune_ecies(t(2000), 3).expect("prune"), 1);
+    assert_eq!(store.prune_ecies(t(2000), 3).expect("prune"), 0);
+    for i in 0..4 {
+        let kept = i >= 2;
+        assert_eq!(
+            store
+                .temporary_key(&format!("tk{i}"))
+                .expect("read")
+                .is_some(),
+            kept,
+            "tk{i}"
+        );
+        // A pruned replay entry can be registered again; a kept one cannot.
+        assert_eq!(
+            store.register_replay(&format!("r{i}"), t(9000)).is_ok(),
+            !kept,
+            "r{i}"
+        );
+    }
 }

@@ -234,6 +234,27 @@ impl EciesContext {
                 ));
             }
         };
+        Self::with_shared_info2_base(
+            version,
+            encryptor,
+            shared_info2_base,
+            application_key,
+            activation.map(|binding| binding.activation_id),
+            temporary_key_id,
+        )
+    }
+
+    /// The context around a known `SH2_BASE` (computed by [`EciesContext::new`], or handed out by
+    /// `/ecies/decryptor`); `activation_id` is the activation scope's, already checked against the
+    /// encryptor's scope by the caller.
+    fn with_shared_info2_base(
+        version: ProtocolVersion,
+        encryptor: Encryptor,
+        shared_info2_base: Zeroizing<[u8; 32]>,
+        application_key: &str,
+        activation_id: Option<&str>,
+        temporary_key_id: Option<&str>,
+    ) -> Result<Self, CryptoError> {
         if version.has_temporary_key() != temporary_key_id.is_some() {
             return Err(CryptoError::MalformedEcies(
                 "temporaryKeyId must be present in 3.3 and absent before",
@@ -243,8 +264,8 @@ impl EciesContext {
             let mut ad = Vec::new();
             push_lp(&mut ad, version.as_str().as_bytes());
             push_lp(&mut ad, application_key.as_bytes());
-            if let Some(binding) = activation {
-                push_lp(&mut ad, binding.activation_id.as_bytes());
+            if let Some(id) = activation_id {
+                push_lp(&mut ad, id.as_bytes());
             }
             if let Some(id) = temporary_key_id {
                 push_lp(&mut ad, id.as_bytes());
@@ -625,6 +646,15 @@ impl ServerEncryptor {
             context.encryptor,
             &request.ephemeral_public_key,
         );
+        Self::open(context.clone(), envelope, request)
+    }
+
+    /// MAC check (constant time), then decryption, with a known envelope; the shape is checked.
+    fn open(
+        context: EciesContext,
+        envelope: EnvelopeKey,
+        request: &EciesRequest,
+    ) -> Result<(Self, Zeroizing<Vec<u8>>), CryptoError> {
         let nonce = request.nonce.unwrap_or([0; NONCE_LEN]);
         let shared_info2 = context.request_shared_info2(
             &request.ephemeral_public_key,
@@ -635,7 +665,7 @@ impl ServerEncryptor {
         let iv = envelope.iv(context.version, &nonce);
         let plaintext = aes_cbc::decrypt_pkcs7(&envelope.enc_key(), &iv, &request.encrypted_data)?;
         let server = Self {
-            context: context.clone(),
+            context,
             envelope,
             request_nonce: request.nonce,
         };
@@ -722,6 +752,94 @@ impl SharedInfo2Base {
 impl fmt::Debug for SharedInfo2Base {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("SharedInfo2Base(REDACTED)")
+    }
+}
+
+impl DecryptorSecrets {
+    /// Reads the `/ecies/decryptor` answer: `secretKey` (Base64 of 48 bytes) and `sharedInfo2`
+    /// (Base64 of 32 bytes).
+    ///
+    /// # Errors
+    /// [`CryptoError::MalformedEcies`] naming the field that is not Base64 of the right length.
+    pub fn from_base64(secret_key: &str, shared_info2: &str) -> Result<Self, CryptoError> {
+        let secret_key = Zeroizing::new(
+            b64::decode_array::<ENVELOPE_LEN>(secret_key)
+                .map_err(|_| CryptoError::MalformedEcies("secretKey is not 48 bytes"))?,
+        );
+        let shared_info2 = Zeroizing::new(
+            b64::decode_array::<32>(shared_info2)
+                .map_err(|_| CryptoError::MalformedEcies("sharedInfo2 is not 32 bytes"))?,
+        );
+        Ok(Self {
+            secret_key: EnvelopeKey::from_bytes(*secret_key),
+            shared_info2: SharedInfo2Base(shared_info2),
+        })
+    }
+}
+
+/// The enrollment server's half of a generic-encryptor exchange (§2.6): built from the
+/// `/ecies/decryptor` secrets alone (no private key, no ECDH), it decrypts the one request they
+/// were issued for and, through the returned [`ServerEncryptor`], encrypts its one response.
+pub struct SecretsDecryptor {
+    context: EciesContext,
+    envelope: EnvelopeKey,
+}
+
+impl SecretsDecryptor {
+    /// The generic encryptor of `scope` (`/pa/generic/application` or `/pa/generic/activation`)
+    /// for `version`, keyed by `secrets`. `activation_id` is given exactly in activation scope,
+    /// `temporary_key_id` exactly in 3.3; `AD` is built from them as in [`EciesContext::new`].
+    ///
+    /// # Errors
+    /// [`CryptoError::MalformedEcies`] when the scope, activation id, version and temporary key id
+    /// do not fit together.
+    pub fn new(
+        version: ProtocolVersion,
+        scope: EncryptorScope,
+        secrets: &DecryptorSecrets,
+        application_key: &str,
+        activation_id: Option<&str>,
+        temporary_key_id: Option<&str>,
+    ) -> Result<Self, CryptoError> {
+        if (scope == EncryptorScope::Activation) != activation_id.is_some() {
+            return Err(CryptoError::MalformedEcies(
+                "the activation id is given exactly for the activation scope",
+            ));
+        }
+        let context = EciesContext::with_shared_info2_base(
+            version,
+            Encryptor::generic(scope),
+            secrets.shared_info2.0.clone(),
+            application_key,
+            activation_id,
+            temporary_key_id,
+        )?;
+        Ok(Self {
+            context,
+            envelope: secrets.secret_key.clone(),
+        })
+    }
+
+    /// Checks the request's shape and MAC (constant time), then decrypts it; the returned
+    /// encryptor answers it ([`ServerEncryptor::encrypt_response`]).
+    ///
+    /// # Errors
+    /// [`CryptoError::MalformedEcies`] for a shape problem; [`CryptoError::EciesDecryptionFailed`]
+    /// for a MAC or padding failure.
+    pub fn decrypt_request(
+        &self,
+        request: &EciesRequest,
+    ) -> Result<(ServerEncryptor, Zeroizing<Vec<u8>>), CryptoError> {
+        request.check_shape(self.context.version)?;
+        ServerEncryptor::open(self.context.clone(), self.envelope.clone(), request)
+    }
+}
+
+impl fmt::Debug for SecretsDecryptor {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SecretsDecryptor")
+            .field("context", &self.context)
+            .finish_non_exhaustive()
     }
 }
 

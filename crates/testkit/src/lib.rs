@@ -5,6 +5,7 @@
 //! - [`conformance`]: the signer conformance scenarios, run against every signer.
 //! - [`service_harness`], [`service_suite`]: the service scenarios, written once, run against every
 //!   signer through [`service_scenarios!`].
+//! - [`e2e_server`]: the real server binary on a SoftHSM token, for end-to-end tests.
 //! - [`http_harness`]: the in-process router with a software token on the phone side.
 //! - [`scan`]: searching a folder for secret bytes in every encoding.
 //! - [`store_backends`], [`store_fixtures`], [`postgres`]: the store scenarios, written once, run
@@ -22,6 +23,7 @@
 )]
 
 pub mod conformance;
+pub mod e2e_server;
 pub mod http_harness;
 pub mod postgres;
 pub mod required;

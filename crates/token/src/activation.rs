@@ -10,7 +10,7 @@
 //!   response layers ([`read_layer2_response`]) and derives its keys ([`ActivatedKeys`]);
 //! - the **enrollment server** (Wultra's, unmodified): it gets the layer-1 envelope key and
 //!   `SH2_BASE` from `/ecies/decryptor`, decrypts layer 1 and encrypts its own layer-1 response with
-//!   them ([`EnrollmentEnvelope`]), and forwards the untouched layer-2 cryptogram to
+//!   them ([`enrollment_decryptor`], the crypto crate's `SecretsDecryptor`), and forwards the untouched layer-2 cryptogram to
 //!   `/activation/prepare`.
 //!
 //! Everything here is pure (no I/O, no clock): the HTTP choreography is in
@@ -20,9 +20,6 @@
 
 use std::future::Future;
 
-use aes::cipher::block_padding::Pkcs7;
-use aes::cipher::{BlockDecryptMut as _, BlockEncryptMut as _, KeyIvInit as _};
-use hmac::Mac as _;
 use secrecy::{ExposeSecret as _, SecretString};
 use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
@@ -34,15 +31,13 @@ use crate::client::{
 };
 use crate::crypto::application::ApplicationSecret;
 use crate::crypto::ecies::{
-    ClientEncryptor, EciesContext, EciesRequest, EciesResponse, Encryptor, EnvelopeKey, NONCE_LEN,
-    PointFormat, ProtocolVersion,
+    ClientEncryptor, DecryptorSecrets, EciesContext, EciesRequest, EciesResponse, Encryptor,
+    EncryptorScope, NONCE_LEN, PointFormat, ProtocolVersion, SecretsDecryptor,
 };
 use crate::crypto::temporary_key::{self, TemporaryKeyClaims};
 use crate::crypto::{
     CounterData, FactorKeys, MasterSecret, PrivateKey, PublicKey, SymmetricKey, b64,
 };
-
-type HmacSha256 = hmac::Hmac<sha2::Sha256>;
 
 /// The application's configuration as the SDK 1.9 takes it: one `mobileSdkConfig` string
 /// (§5.1), `B64(0x01 ‖ 0x10 ‖ AK ‖ 0x10 ‖ AS ‖ count ‖ (id ‖ len ‖ master public key)…)`.
@@ -458,135 +453,33 @@ pub fn prepare_response_wire(response: &PrepareActivationResponse) -> EciesRespo
     }
 }
 
-/// The enrollment server's half of one application-scope ECIES exchange (§2.6): the envelope key
-/// and `SH2_BASE` from `/ecies/decryptor`, and the associated data it builds itself
-/// (`LP(V) ‖ LP(AK) [‖ LP(TK_ID)]`). Decrypts the request and encrypts the response as the
-/// enrollment server does; the private key never leaves the service.
-pub struct EnrollmentEnvelope {
+/// Enrollment server: the decryptor of one application-scope layer-1 request (§2.6), keyed by the
+/// `/ecies/decryptor` answer alone (the private key never leaves the service); it decrypts the
+/// request and its [`crate::crypto::ecies::ServerEncryptor`] encrypts the response.
+///
+/// # Errors
+/// [`TokenError::InvalidServerValue`] when `secretKey` is not 48 bytes or `sharedInfo2` not 32;
+/// [`TokenError::Ecies`] for a temporary key id that does not fit the version.
+pub fn enrollment_decryptor(
     version: ProtocolVersion,
-    envelope: EnvelopeKey,
-    shared_info2_base: Zeroizing<[u8; 32]>,
-    associated_data: Vec<u8>,
-}
-
-impl std::fmt::Debug for EnrollmentEnvelope {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("EnrollmentEnvelope")
-            .field("version", &self.version)
-            .finish_non_exhaustive()
-    }
-}
-
-impl EnrollmentEnvelope {
-    /// From the `/ecies/decryptor` answer, for `version` 3.2 or 3.3 in application scope.
-    ///
-    /// # Errors
-    /// [`TokenError::InvalidServerValue`] when `secretKey` is not 48 bytes or `sharedInfo2` not 32;
-    /// [`TokenError::Ecies`] for a version before 3.2 or a temporary key id that does not fit it.
-    pub fn new(
-        version: ProtocolVersion,
-        secrets: &EciesDecryptorResponse,
-        application_key: &str,
-        temporary_key_id: Option<&str>,
-    ) -> Result<Self, TokenError> {
-        if !version.has_timestamp() || version.has_temporary_key() != temporary_key_id.is_some() {
-            return Err(TokenError::Ecies(
-                "enrollment envelope",
-                crate::crypto::CryptoError::UnsupportedProtocolVersion(version.as_str().to_owned()),
-            ));
-        }
-        let envelope = b64::decode_array::<48>(secrets.secret_key.expose_secret())
-            .map_err(|_| TokenError::InvalidServerValue("ecies/decryptor secretKey"))?;
-        let shared_info2_base = b64::decode_array::<32>(secrets.shared_info2.expose_secret())
-            .map_err(|_| TokenError::InvalidServerValue("ecies/decryptor sharedInfo2"))?;
-        let mut associated_data = Vec::new();
-        push_lp(&mut associated_data, version.as_str().as_bytes());
-        push_lp(&mut associated_data, application_key.as_bytes());
-        if let Some(id) = temporary_key_id {
-            push_lp(&mut associated_data, id.as_bytes());
-        }
-        Ok(Self {
-            version,
-            envelope: EnvelopeKey::from_bytes(envelope),
-            shared_info2_base: Zeroizing::new(shared_info2_base),
-            associated_data,
-        })
-    }
-
-    fn shared_info2(
-        &self,
-        nonce: &[u8; NONCE_LEN],
-        timestamp_ms: i64,
-        eph: Option<&[u8]>,
-    ) -> Vec<u8> {
-        let mut out = Vec::with_capacity(256);
-        push_lp(&mut out, self.shared_info2_base.as_slice());
-        push_lp(&mut out, nonce);
-        push_lp(&mut out, &timestamp_ms.to_be_bytes());
-        match eph {
-            Some(bytes) => push_lp(&mut out, bytes),
-            None => out.extend_from_slice(&[0; 4]),
-        }
-        push_lp(&mut out, &self.associated_data);
-        out
-    }
-
-    /// Checks the request's MAC over `CT ‖ SH2_REQ` (constant time), then decrypts it.
-    ///
-    /// # Errors
-    /// [`TokenError::EnrollmentDecryption`] for a missing nonce or timestamp, a MAC or a padding
-    /// failure (one error, as upstream).
-    pub fn decrypt_request(
-        &self,
-        request: &EciesRequest,
-    ) -> Result<Zeroizing<Vec<u8>>, TokenError> {
-        let (Some(nonce), Some(ts)) = (request.nonce, request.timestamp_ms) else {
-            return Err(TokenError::EnrollmentDecryption);
-        };
-        let sh2 = self.shared_info2(&nonce, ts, Some(request.ephemeral_public_key.as_bytes()));
-        let mut mac = <HmacSha256 as hmac::Mac>::new_from_slice(self.envelope.mac_key().expose())
-            .map_err(|_| TokenError::EnrollmentDecryption)?;
-        mac.update(&request.encrypted_data);
-        mac.update(&sh2);
-        mac.verify_slice(&request.mac)
-            .map_err(|_| TokenError::EnrollmentDecryption)?;
-        let iv = self.envelope.iv(self.version, &nonce);
-        cbc::Decryptor::<aes::Aes128>::new(self.envelope.enc_key().expose().into(), &iv.into())
-            .decrypt_padded_vec_mut::<Pkcs7>(&request.encrypted_data)
-            .map(Zeroizing::new)
-            .map_err(|_| TokenError::EnrollmentDecryption)
-    }
-
-    /// Encrypts the response with a fresh `nonce` (different from the request's) and the current
-    /// `timestamp_ms` (§2.5).
-    pub fn encrypt_response(
-        &self,
-        plaintext: &[u8],
-        nonce: [u8; NONCE_LEN],
-        timestamp_ms: i64,
-    ) -> EciesResponse {
-        let iv = self.envelope.iv(self.version, &nonce);
-        let encrypted_data =
-            cbc::Encryptor::<aes::Aes128>::new(self.envelope.enc_key().expose().into(), &iv.into())
-                .encrypt_padded_vec_mut::<Pkcs7>(plaintext);
-        let sh2 = self.shared_info2(&nonce, timestamp_ms, None);
-        let mut mac = <HmacSha256 as hmac::Mac>::new_from_slice(self.envelope.mac_key().expose())
-            .expect("HMAC takes keys of any length");
-        mac.update(&encrypted_data);
-        mac.update(&sh2);
-        EciesResponse {
-            encrypted_data,
-            mac: mac.finalize().into_bytes().to_vec(),
-            nonce: Some(nonce),
-            timestamp_ms: Some(timestamp_ms),
-        }
-    }
-}
-
-fn push_lp(out: &mut Vec<u8>, bytes: &[u8]) {
-    let len = u32::try_from(bytes.len()).expect("ECIES fields are far below 4 GiB");
-    out.extend_from_slice(&len.to_be_bytes());
-    out.extend_from_slice(bytes);
+    secrets: &EciesDecryptorResponse,
+    application_key: &str,
+    temporary_key_id: Option<&str>,
+) -> Result<SecretsDecryptor, TokenError> {
+    let secrets = DecryptorSecrets::from_base64(
+        secrets.secret_key.expose_secret(),
+        secrets.shared_info2.expose_secret(),
+    )
+    .map_err(|_| TokenError::InvalidServerValue("ecies/decryptor answer"))?;
+    SecretsDecryptor::new(
+        version,
+        EncryptorScope::Application,
+        &secrets,
+        application_key,
+        None,
+        temporary_key_id,
+    )
+    .map_err(|e| TokenError::Ecies("enrollment decryptor", e))
 }
 
 /// Enrollment server: reads the decrypted layer-1 plaintext: the code and the layer-2 request.

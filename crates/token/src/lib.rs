@@ -33,8 +33,7 @@ use rand::RngCore as _;
 use secrecy::ExposeSecret as _;
 
 use crate::activation::{
-    ActivatedKeys, ActivationServer, CodeActivation, EciesServerKey, EnrollmentEnvelope,
-    OtpPlacement, SdkConfig,
+    ActivatedKeys, ActivationServer, CodeActivation, EciesServerKey, OtpPlacement, SdkConfig,
 };
 use crate::crypto::activation_code::ActivationCode;
 use crate::crypto::ecies::NONCE_LEN;
@@ -444,14 +443,16 @@ impl Token {
                 timestamp: layer1.wire.timestamp,
             })
             .await?;
-        let envelope = EnrollmentEnvelope::new(
+        let decryptor = activation::enrollment_decryptor(
             key.version,
             &secrets,
             &config.application_key,
             layer1.wire.temporary_key_id.as_deref(),
         )?;
-        let (enrolled_code, inner) =
-            activation::read_layer1_request(&envelope.decrypt_request(&request)?)?;
+        let (layer1_server, layer1_plain) = decryptor
+            .decrypt_request(&request)
+            .map_err(|_| TokenError::EnrollmentDecryption)?;
+        let (enrolled_code, inner) = activation::read_layer1_request(&layer1_plain)?;
         let prepared = server
             .activation_prepare(&client::PrepareActivationRequest {
                 activation_code: enrolled_code,
@@ -470,11 +471,15 @@ impl Token {
         while request.nonce == Some(response_nonce) {
             response_nonce = random_nonce(&mut rng);
         }
-        let layer1_response = envelope.encrypt_response(
-            &activation::layer1_response_plaintext(&activation::prepare_response_wire(&prepared)),
-            response_nonce,
-            now_ms(),
-        );
+        let layer1_response = layer1_server
+            .encrypt_response(
+                &activation::layer1_response_plaintext(&activation::prepare_response_wire(
+                    &prepared,
+                )),
+                response_nonce,
+                now_ms(),
+            )
+            .map_err(|e| TokenError::Ecies("layer-1 response", e))?;
 
         // --- the SDK, receiving the answer ---
         let layer2_response = activation::read_layer1_response(
