@@ -343,6 +343,13 @@ impl RawConfig {
         {
             *path = base.join(&*path);
         }
+        for value in raw_signer
+            .module_env
+            .iter_mut()
+            .flat_map(|env| env.values_mut())
+        {
+            *value = base.join(&*value);
+        }
         let signer = raw_signer
             .validate()
             .map_err(|source| ConfigError::Signer {

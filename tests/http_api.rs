@@ -50,7 +50,12 @@ async fn application_create_and_detail() {
     let created = api.application("demo").await;
     assert_eq!(
         keys(&created),
-        sorted(&["applicationId", "applicationRoles", "masterPublicKey", "versions"])
+        sorted(&[
+            "applicationId",
+            "applicationRoles",
+            "masterPublicKey",
+            "versions"
+        ])
     );
     assert_eq!(created["applicationId"], "demo");
     assert_eq!(created["applicationRoles"], json!([]));
@@ -391,7 +396,8 @@ async fn block_unblock_remove_lifecycle_and_err0009() {
         .await;
     assert_eq!(status["blockedReason"], "NOT_SPECIFIED");
     // Repeating is idempotent (PowerAuth parity): 200, nothing changes.
-    api.ok("/activation/block", json!({ "activationId": id })).await;
+    api.ok("/activation/block", json!({ "activationId": id }))
+        .await;
     // A blocked activation: verify answers 200 with the bare status, nonceStatus null.
     let answer = api
         .ok(
@@ -406,7 +412,8 @@ async fn block_unblock_remove_lifecycle_and_err0009() {
     api.ok("/activation/unblock", json!({ "activationId": id }))
         .await;
     // Repeating is idempotent (PowerAuth parity): 200, nothing changes.
-    api.ok("/activation/unblock", json!({ "activationId": id })).await;
+    api.ok("/activation/unblock", json!({ "activationId": id }))
+        .await;
     let blocked = api
         .ok(
             "/activation/block",
@@ -428,7 +435,8 @@ async fn block_unblock_remove_lifecycle_and_err0009() {
         .await;
     assert_eq!(status["activationStatus"], "REMOVED");
     // Repeating is idempotent (PowerAuth parity): 200, nothing changes.
-    api.ok("/activation/remove", json!({ "activationId": id })).await;
+    api.ok("/activation/remove", json!({ "activationId": id }))
+        .await;
     api.err(
         "/signature/offline/personalized/create",
         json!({ "activationId": id, "data": "x" }),
