@@ -17,8 +17,10 @@
 # First run: installs softhsm2 if missing (root or sudo), creates the SoftHSM token "offline-signer-dev" with
 # random PINs in $OFFLINE_SIGNER_HOME/softhsm (mode 0600), writes $OFFLINE_SIGNER_HOME/config.toml, builds
 # target/release/offline-signer, creates the application "demo" (its master key pair generated in the token)
-# and an integration credential written to $OFFLINE_SIGNER_HOME/credentials.env (mode 0600). The service's
-# KEK and DEK are generated in the token on the first start. Then it serves in the foreground until Ctrl-C.
+# and an integration credential written to $OFFLINE_SIGNER_HOME/credentials.env (mode 0600). The key ceremony
+# (`offline-signer hsm provision`, with SoftHSM's SO PIN) makes the trusted KEK; the DEK is generated on the
+# first start. Then it serves in the foreground until Ctrl-C. The config names SoftHSM's own configuration
+# (signer.module_env), so every command works from a new terminal with only --config.
 # Later runs reuse the same home: same token, same keys, same data, same credential.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -71,6 +73,7 @@ module = "/usr/lib/softhsm/libsofthsm2.so"
 token_label = "$label"
 pin_file = "softhsm/user.pin"
 pool_size = 2
+module_env = { SOFTHSM2_CONF = "softhsm/softhsm2.conf" }
 TOML
     fi
     marker=$home/.postgres-application-$application
@@ -90,6 +93,7 @@ module = "/usr/lib/softhsm/libsofthsm2.so"
 token_label = "$label"
 pin_file = "softhsm/user.pin"
 pool_size = 2
+module_env = { SOFTHSM2_CONF = "softhsm/softhsm2.conf" }
 TOML
 fi
 if [[ $store == sled ]]; then
@@ -97,10 +101,17 @@ if [[ $store == sled ]]; then
     marker=$home/.application-$application
     credentials=$home/credentials.env
 fi
+if ! grep -q '^module_env' "$config"; then
+    # A home made before signer.module_env existed: add it so that commands need only --config.
+    echo 'module_env = { SOFTHSM2_CONF = "softhsm/softhsm2.conf" }' >>"$config"
+fi
 
 echo "==> Building target/release/offline-signer (release; the first build takes a few minutes)"
 cargo build --release --locked --quiet
 bin=${CARGO_TARGET_DIR:-target}/release/offline-signer
+
+echo "==> Key ceremony: the trusted KEK (security officer; idempotent)"
+"$bin" hsm provision --config "$config" --so-pin-file "$home/softhsm/so.pin"
 
 # sled admits one process at a time: the set-up commands below run before the server starts. (On
 # PostgreSQL they may run beside running instances.)

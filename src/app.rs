@@ -7,12 +7,17 @@
 //! sled admits one process per data folder: [`open_store`] waits a few seconds for the lock and then
 //! fails with [`AppError::OpenStore`], which is what a command run beside a running server sees.
 
+use std::path::Path;
 use std::sync::Arc;
 
 use crate::config::Config;
+use crate::model::KeyId;
 use crate::service::{Credentials, Service, ServiceError, SystemClock};
+use crate::signer::config::{PinSource, SignerConfig};
+use crate::signer::pkcs11::ProvisionOutcome;
+use crate::signer::report::KeyPurpose;
 use crate::signer::{self, KeyReport, OpenError, Signer, SignerError};
-use crate::store::{self, AuditEntry, ChainReport, Store, StoreError};
+use crate::store::{self, AuditEntry, ChainReport, KeyCensus, SledStore, Store, StoreError};
 
 /// Why the application could not be put together.
 #[derive(Debug, thiserror::Error)]
@@ -34,6 +39,9 @@ pub enum AppError {
     /// The store failed while reading.
     #[error("the store failed: {0}")]
     Store(#[from] StoreError),
+    /// The command needs a PKCS#11 token and the configuration names the software signer.
+    #[error("this command needs signer.kind = \"pkcs11\"")]
+    NotPkcs11,
     /// The service could not start (e.g. the KEK/DEK could not be found or made).
     #[error("starting the service: {0}")]
     Service(#[from] ServiceError),
@@ -130,7 +138,10 @@ pub fn credentials(config: &Config) -> Result<Credentials, AppError> {
     Ok(Credentials::new(open_store(config)?))
 }
 
-/// `key-report`: every key the service owns on the token, read from the token itself.
+/// `key-report`: every key the service owns on the token, read from the token itself, the
+/// token's answers to the isolation probes and, when the store can be opened (sled: only while
+/// the server is stopped), the wrapped-key count and the orphans (master key objects the store
+/// does not know). When it cannot, the report says why those two are absent.
 ///
 /// # Errors
 /// [`AppError::OpenSigner`] or [`AppError::Signer`].
@@ -138,7 +149,108 @@ pub async fn key_report(config: &Config) -> Result<KeyReport, AppError> {
     let signer = open_signer(config).await?;
     let report = signer::key_report(signer.as_ref()).await;
     signer.shutdown().await;
-    Ok(report?)
+    let mut report = report?;
+    match open_store(config).and_then(|store| Ok(store.key_census()?)) {
+        Ok(census) => {
+            report.wrapped_keys.count =
+                Some(census.wrapped_activation_keys + census.wrapped_temporary_keys);
+            report.wrapped_keys.count_absent_because = None;
+            report.orphans = Some(
+                orphans(&report, &census)
+                    .into_iter()
+                    .map(|(label, id)| format!("{label}#{id}"))
+                    .collect(),
+            );
+            report.orphans_absent_because = None;
+        }
+        Err(e) => {
+            let why = format!(
+                "the store could not be read ({e}); a sled store admits one process: \
+                 run key-report while the server is stopped"
+            );
+            report.wrapped_keys.count_absent_because = Some(why.clone());
+            report.orphans_absent_because = Some(why);
+        }
+    }
+    Ok(report)
+}
+
+/// Master key objects on the token (label `offline-signer/master/<id>`) whose id the store does
+/// not know, as (label, id), one entry per id.
+fn orphans(report: &KeyReport, census: &KeyCensus) -> Vec<(String, KeyId)> {
+    let mut out: Vec<(String, KeyId)> = Vec::new();
+    for key in &report.keys {
+        if !matches!(
+            key.purpose,
+            KeyPurpose::MasterPrivate | KeyPurpose::MasterPublic
+        ) {
+            continue;
+        }
+        let Ok(id) = key.attributes.id.parse::<KeyId>() else {
+            continue;
+        };
+        let known = census.master_key_ids.binary_search(&id).is_ok();
+        if !known && !out.iter().any(|(_, seen)| *seen == id) {
+            out.push((key.attributes.label.clone(), id));
+        }
+    }
+    out
+}
+
+/// What `hsm gc` found and did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GcOutcome {
+    /// The orphaned master keys (`label#id`), each standing for both halves.
+    pub orphans: Vec<String>,
+    /// Token objects destroyed (0 on a dry run).
+    pub destroyed: usize,
+}
+
+/// `hsm gc`: finds the master key objects on the token that the store does not know (left behind
+/// when a generation's answer was lost) and, with `remove`, destroys them. Needs the store (sled:
+/// the server stopped).
+///
+/// # Errors
+/// [`AppError::OpenStore`], [`AppError::OpenSigner`], [`AppError::Signer`], [`AppError::Store`].
+pub async fn gc(config: &Config, remove: bool) -> Result<GcOutcome, AppError> {
+    let store = open_store(config)?;
+    let census = store.key_census()?;
+    let signer = open_signer(config).await?;
+    let result = async {
+        let report = signer::key_report(signer.as_ref()).await?;
+        let found = orphans(&report, &census);
+        let destroyed = if remove && !found.is_empty() {
+            signer.destroy_orphans(&found).await?
+        } else {
+            0
+        };
+        Ok::<_, SignerError>(GcOutcome {
+            orphans: found
+                .iter()
+                .map(|(label, id)| format!("{label}#{id}"))
+                .collect(),
+            destroyed,
+        })
+    }
+    .await;
+    signer.shutdown().await;
+    Ok(result?)
+}
+
+/// `hsm provision`: the key ceremony, as the security officer (PIN read from `so_pin_file`):
+/// makes sure the token holds a trusted KEK with the unwrap policy. Run it before the first start.
+///
+/// # Errors
+/// [`AppError::NotPkcs11`] for a software signer; [`AppError::OpenSigner`] naming what is
+/// missing or refused.
+pub fn provision(config: &Config, so_pin_file: &Path) -> Result<ProvisionOutcome, AppError> {
+    let SignerConfig::Pkcs11(cfg) = &config.signer else {
+        return Err(AppError::NotPkcs11);
+    };
+    Ok(signer::pkcs11::provision_blocking(
+        cfg,
+        &PinSource::File(so_pin_file.to_owned()),
+    )?)
 }
 
 /// `store migrate`: brings a PostgreSQL database to this build's schema (safe while instances run);

@@ -478,6 +478,13 @@ impl RawConfig {
         {
             *path = base.join(&*path);
         }
+        for value in raw_signer
+            .module_env
+            .iter_mut()
+            .flat_map(|env| env.values_mut())
+        {
+            *value = base.join(&*value);
+        }
         let secret_files = raw_signer
             .pin_file
             .iter()

@@ -64,6 +64,12 @@ enum Command {
         config: PathBuf,
     },
 
+    /// The token's key ceremony and housekeeping (run while the server is stopped).
+    Hsm {
+        #[command(subcommand)]
+        command: HsmCommand,
+    },
+
     /// Work with the hash-chained audit trail.
     Audit {
         #[command(subcommand)]
@@ -208,6 +214,33 @@ enum StoreCommand {
 }
 
 #[derive(Debug, Subcommand)]
+enum HsmCommand {
+    /// The key ceremony: as the security officer, make sure the token holds exactly one trusted
+    /// KEK (CKA_TRUSTED) whose CKA_UNWRAP_TEMPLATE keeps every key it unwraps sensitive and
+    /// wrappable only under trusted keys. Idempotent. See docs/key-isolation.md.
+    Provision {
+        /// The service configuration file (its [signer] table names the token).
+        #[arg(long, value_name = "FILE")]
+        config: PathBuf,
+        /// File holding the security officer's PIN (never given on the command line).
+        #[arg(long, value_name = "FILE")]
+        so_pin_file: PathBuf,
+    },
+    /// List master key objects on the token that the store does not know (orphans left when a
+    /// generation's answer was lost); with --yes, destroy them. Dry run by default.
+    ///
+    /// Run it while the server is stopped (one process per store).
+    Gc {
+        /// The service configuration file.
+        #[arg(long, value_name = "FILE")]
+        config: PathBuf,
+        /// Destroy the orphans (without it, only list them).
+        #[arg(long)]
+        yes: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
 enum AuditCommand {
     /// Walk the audit chain from the first record and report the first broken link, if any.
     ///
@@ -284,7 +317,72 @@ impl<W: Write> Write for OneLine<W> {
     }
 }
 
+impl Command {
+    /// The `--config` file of the commands that have one.
+    fn config_path(&self) -> Option<&std::path::Path> {
+        match self {
+            Command::KeyReport { config }
+            | Command::Serve { config, .. }
+            | Command::Hsm {
+                command: HsmCommand::Provision { config, .. } | HsmCommand::Gc { config, .. },
+            }
+            | Command::Audit {
+                command: AuditCommand::Verify { config },
+            }
+            | Command::Application {
+                command: ApplicationCommand::Create { config, .. },
+            }
+            | Command::Integration {
+                command:
+                    IntegrationCommand::Create { config, .. }
+                    | IntegrationCommand::List { config }
+                    | IntegrationCommand::Remove { config, .. },
+            } => Some(config),
+            Command::Store {
+                command: StoreCommand::Migrate { config },
+            } => Some(config),
+            Command::Store {
+                command: StoreCommand::Copy { .. },
+            }
+            | Command::Selftest { .. }
+            | Command::Bench { .. } => None,
+        }
+    }
+}
+
+/// Applies `[signer] module_env`: a process cannot safely change its own environment, so when the
+/// configuration wants variables this process lacks, it re-executes itself with them (same
+/// arguments). Returns only when nothing was missing (or on error).
+fn apply_module_env(command: &Command) -> anyhow::Result<()> {
+    use std::os::unix::process::CommandExt as _;
+    let Some(path) = command.config_path() else {
+        return Ok(());
+    };
+    // A configuration that does not load is reported by the command itself.
+    let Ok(config) = Config::load(path) else {
+        return Ok(());
+    };
+    let offline_signer::signer::SignerConfig::Pkcs11(p) = &config.signer else {
+        return Ok(());
+    };
+    let missing = p.missing_module_env();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    let exe = std::env::current_exe().context("finding this program to apply signer.module_env")?;
+    let mut child = std::process::Command::new(exe);
+    child.args(std::env::args_os().skip(1));
+    for (name, value) in &missing {
+        tracing::debug!(%name, value = %value.display(), "applying signer.module_env");
+        child.env(name, value);
+    }
+    // `exec` only returns on failure.
+    let err = child.exec();
+    Err(anyhow::Error::new(err).context("re-executing with signer.module_env"))
+}
+
 fn run(command: Command) -> anyhow::Result<ExitCode> {
+    apply_module_env(&command)?;
     match command {
         Command::Selftest { vectors } => {
             let mut out = std::io::stdout().lock();
@@ -307,7 +405,66 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
                     key.verdict
                 );
             }
+            for probe in &report.probes {
+                eprintln!(
+                    "{} probe: {} ({}): token answered {}",
+                    if probe.refused { "ok  " } else { "FAIL" },
+                    probe.name,
+                    probe.target,
+                    probe.answer
+                );
+            }
+            match (&report.orphans, &report.orphans_absent_because) {
+                (Some(orphans), _) if orphans.is_empty() => eprintln!("ok   no orphans"),
+                (Some(orphans), _) => {
+                    for orphan in orphans {
+                        eprintln!("warn orphan (unknown to the store): {orphan}; see `hsm gc`");
+                    }
+                }
+                (None, Some(why)) => eprintln!("note orphans and wrappedKeys.count absent: {why}"),
+                (None, None) => {}
+            }
             Ok(exit_status(report.violations() == 0))
+        }
+        Command::Hsm {
+            command:
+                HsmCommand::Provision {
+                    config,
+                    so_pin_file,
+                },
+        } => {
+            let config = Config::load(&config)?;
+            let outcome = app::provision(&config, &so_pin_file)?;
+            println!(
+                "{} trusted KEK {}",
+                if outcome.created { "created" } else { "found" },
+                outcome.kek_id
+            );
+            if outcome.untrusted_keks > 0 {
+                eprintln!(
+                    "{} KEK object(s) visible to the security officer are not trusted; \
+                     see docs/key-isolation.md, \"Tokens made before\"",
+                    outcome.untrusted_keks
+                );
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Hsm {
+            command: HsmCommand::Gc { config, yes },
+        } => {
+            let config = Config::load(&config)?;
+            let outcome = runtime()?.block_on(app::gc(&config, yes))?;
+            for orphan in &outcome.orphans {
+                println!("orphan {orphan}");
+            }
+            if yes {
+                println!("destroyed {} token object(s)", outcome.destroyed);
+            } else if !outcome.orphans.is_empty() {
+                println!("dry run: nothing destroyed; run again with --yes to destroy them");
+            } else {
+                println!("no orphans");
+            }
+            Ok(ExitCode::SUCCESS)
         }
         Command::Audit {
             command: AuditCommand::Verify { config },

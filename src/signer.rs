@@ -72,6 +72,18 @@ pub enum OpenError {
         /// The missing path.
         path: String,
     },
+    /// The configuration's `signer.module_env` names a variable this process does not carry
+    /// (the binary re-executes itself with it; an in-process caller must set it before starting).
+    #[error(
+        "signer.module_env wants {name}={value} in the environment before the module is loaded; \
+         start the process with it (the offline-signer binary does this itself)"
+    )]
+    ModuleEnvNotApplied {
+        /// The variable.
+        name: String,
+        /// The resolved value.
+        value: String,
+    },
     /// The token directory named in the SoftHSM configuration does not exist.
     #[error("token directory not found: {path}")]
     TokenDirMissing {
@@ -286,9 +298,27 @@ pub struct ObjectAttributes {
     pub never_extractable: Option<bool>,
     /// `CKA_LOCAL` (generated in the token).
     pub local: Option<bool>,
+    /// `CKA_TRUSTED` (only the security officer can set it; the KEK must have it).
+    pub trusted: Option<bool>,
+    /// `CKA_WRAP_WITH_TRUSTED` (may be wrapped only under a trusted key).
+    pub wrap_with_trusted: Option<bool>,
     /// Whether `CKA_VALUE` can be read in clear (`Some(false)`: the token refuses, as it must for
     /// a sensitive key; `None`: the object has no such attribute).
     pub value_readable: Option<bool>,
+}
+
+/// One forbidden operation tried on the token (`key-report`), and the token's answer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ProbeResult {
+    /// What was tried, e.g. "encrypt data with the KEK".
+    pub name: String,
+    /// The key it was tried on (`label#id`).
+    pub target: String,
+    /// The token's return code, e.g. `CKR_KEY_FUNCTION_NOT_PERMITTED`; `CKR_OK` is a violation.
+    pub answer: String,
+    /// `true` when the token refused, as it must.
+    pub refused: bool,
 }
 
 /// What the token holds for the service: every object whose label starts with [`LABEL_PREFIX`].
@@ -388,6 +418,22 @@ pub trait Signer: Send + Sync + fmt::Debug {
     async fn destroy_key(&self, id: &KeyId) -> Result<bool, SignerError> {
         let _ = id;
         Ok(false)
+    }
+
+    /// Tries, on session objects that are destroyed afterwards, every operation the keys table
+    /// forbids (unwrap an activation key as extractable or non-sensitive, wrap an activation or
+    /// master key under a non-trusted key, encrypt with the KEK, wrap with the DEK, read
+    /// `CKA_VALUE` of every secret) and returns the token's answer to each. Implementations
+    /// without a token answer an empty list.
+    async fn isolation_probes(&self) -> Result<Vec<ProbeResult>, SignerError> {
+        Ok(Vec::new())
+    }
+
+    /// Destroys the token objects with these labels and ids (orphaned master keys only: the KEK
+    /// and DEK are refused with [`SignerError::InvalidInput`]); returns how many objects went.
+    async fn destroy_orphans(&self, keys: &[(String, KeyId)]) -> Result<usize, SignerError> {
+        let _ = keys;
+        Ok(0)
     }
 
     /// Stops accepting work, lets queued work finish, releases the token (sessions closed,

@@ -58,6 +58,17 @@ pub use records::{
 
 #[cfg(doc)]
 use crate::model::{EncryptedSecret, WrappedKey};
+
+/// What the store knows of the HSM's keys ([`Store::key_census`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct KeyCensus {
+    /// Every application master key id (the token objects the store refers to), sorted.
+    pub master_key_ids: Vec<KeyId>,
+    /// Activations whose record holds a wrapped server private key (removed ones do not).
+    pub wrapped_activation_keys: u64,
+    /// Temporary ECIES keys (each holds a wrapped private key), expired or not.
+    pub wrapped_temporary_keys: u64,
+}
 use crate::model::{KeyId, Timestamp};
 pub use settings::{RawStoreSettings, StoreKind, StoreSettings, StoreSettingsError, open};
 pub use sled_store::{STORE_FORMAT, SledStore};
@@ -269,6 +280,11 @@ pub trait Store: Send + Sync {
     /// Records the ids of the KEK and DEK. Refuses ([`StoreError::AlreadyExists`]) to replace ids that
     /// are already recorded: the keys they name protect every activation.
     fn set_storage_keys(&self, kek: KeyId, dek: KeyId) -> Result<(), StoreError>;
+
+    /// What the store knows of the HSM's keys, for `key-report` and `hsm gc`: the id of every
+    /// application master key, and how many activations and temporary keys hold a wrapped private
+    /// key. Reads every application, activation and temporary-key record: an administrative call.
+    fn key_census(&self) -> Result<KeyCensus, StoreError>;
 
     /// Proves the store is readable and writable right now (for the readiness check): makes one small
     /// durable write that changes no record.

@@ -47,6 +47,23 @@ fn key_report_exits_0_for_the_keys_table_and_1_for_a_leaky_key() {
     let conf = hsm.join("softhsm2.conf");
     let config = pkcs11_config(dir.path(), "cli-report");
 
+    // The key ceremony makes the trusted KEK (docs/key-isolation.md).
+    let so_pin = hsm.join("so.pin");
+    let out = run(
+        &[
+            "hsm",
+            "provision",
+            "--so-pin-file",
+            so_pin.to_str().expect("utf-8 path"),
+        ],
+        &config,
+        Some(&conf),
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     // The service's own keys: an application master key pair, KEK and DEK, all generated in the token.
     let out = run(
         &["application", "create", "--id", "bank"],
@@ -78,7 +95,8 @@ fn key_report_exits_0_for_the_keys_table_and_1_for_a_leaky_key() {
         "a leaky key must fail the report"
     );
     let report: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON on stdout");
-    assert_eq!(report["violations"], 1, "{report}");
+    // The key itself, and the token handing out its CKA_VALUE to the probe.
+    assert_eq!(report["violations"], 2, "{report}");
 }
 
 #[test]

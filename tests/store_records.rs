@@ -38,7 +38,46 @@ store_scenarios!(
     temporary_keys_put_get_remove,
     replay_registry_refuses_a_second_registration,
     prune_ecies_deletes_only_expired_entries_and_is_bounded,
+    key_census_counts_wrapped_keys_and_lists_master_keys,
 );
+
+fn key_census_counts_wrapped_keys_and_lists_master_keys<B: Backend>() {
+    let Some(place) = B::fresh() else { return };
+    let store = place.open();
+    assert_eq!(
+        store.key_census().expect("census of an empty store"),
+        offline_signer::store::KeyCensus::default()
+    );
+    store
+        .create_application(&application(APP), None)
+        .expect("application");
+    let newer = MasterKeyRef {
+        key_id: KeyId::from_bytes([0x05; 16]),
+        public_key: fixtures::test_key(0x06),
+        created_at: t(5),
+    };
+    store.add_master_key(APP, newer, None).expect("add key");
+    for id in ["act-c1", "act-c2", "act-c3"] {
+        store
+            .insert_activation(&activation(id), None)
+            .expect("insert");
+    }
+    let mut removed = store.activation("act-c3").expect("read").expect("there");
+    removed.status = ActivationStatus::Removed;
+    removed.destroy_key_material();
+    store.update_activation(&removed, None).expect("remove");
+    let census = store.key_census().expect("census");
+    assert_eq!(
+        census.wrapped_activation_keys, 2,
+        "a removed one holds no key"
+    );
+    assert_eq!(census.wrapped_temporary_keys, 0);
+    assert_eq!(
+        census.master_key_ids,
+        vec![KeyId::from_bytes([0x05; 16]), KeyId::from_bytes([0x11; 16])],
+        "sorted"
+    );
+}
 
 fn application_round_trip_duplicate_and_new_master_key<B: Backend>() {
     let Some(place) = B::fresh() else { return };

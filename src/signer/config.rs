@@ -12,7 +12,15 @@
 //! queue_depth = 256               # queued operations before answering Busy
 //! timeout_ms = 2000               # per operation, queueing included
 //! # software_key_file = "var/software-keys.json"   # software-insecure only, optional
+//! module_env = { SOFTHSM2_CONF = "softhsm/softhsm2.conf" }  # pkcs11 only, optional
 //! ```
+//!
+//! `module_env` names the environment the PKCS#11 module reads when it is loaded (SoftHSM finds its
+//! own configuration file only through `SOFTHSM2_CONF`). Every value is a path; relative ones are
+//! resolved against the configuration file's folder. A process cannot safely set its own
+//! environment (edition 2024 makes that `unsafe`), so the `offline-signer` binary re-executes
+//! itself with these variables when they differ; in-process callers must start with them set, and
+//! opening the signer without them fails with [`OpenError::ModuleEnvNotApplied`].
 //!
 //! A literal `pin = ...` is refused with a message pointing to `pin_file` / `pin_env`: the PIN
 //! never lives in the configuration file.
@@ -58,6 +66,8 @@ pub struct RawSignerConfig {
     pub timeout_ms: Option<u64>,
     /// `software-insecure` only: file the in-memory keys are persisted to (plaintext!).
     pub software_key_file: Option<PathBuf>,
+    /// `pkcs11` only: environment variables the module reads at load time (values are paths).
+    pub module_env: Option<std::collections::BTreeMap<String, PathBuf>>,
     /// Caught only to refuse it with a helpful message; its value is never kept.
     #[serde(default)]
     pin: Option<IgnoredAny>,
@@ -195,9 +205,32 @@ pub struct Pkcs11Config {
     pub queue_depth: NonZeroUsize,
     /// Per-operation timeout, queueing included.
     pub timeout: Duration,
+    /// Environment the module must see when it is loaded (name, resolved path), sorted by name.
+    pub module_env: Vec<(String, PathBuf)>,
 }
 
 impl Pkcs11Config {
+    /// The `module_env` entries the current process environment does not carry with the same
+    /// value (the binary re-executes itself with them; see the module documentation).
+    pub fn missing_module_env(&self) -> Vec<(String, PathBuf)> {
+        self.module_env
+            .iter()
+            .filter(|(name, value)| std::env::var_os(name).as_deref() != Some(value.as_os_str()))
+            .cloned()
+            .collect()
+    }
+
+    /// [`OpenError::ModuleEnvNotApplied`] for the first missing `module_env` entry.
+    pub(crate) fn check_module_env(&self) -> Result<(), OpenError> {
+        match self.missing_module_env().first() {
+            Some((name, value)) => Err(OpenError::ModuleEnvNotApplied {
+                name: name.clone(),
+                value: value.display().to_string(),
+            }),
+            None => Ok(()),
+        }
+    }
+
     /// Settings with the defaults for pool size, queue depth and timeout.
     pub fn new(module: PathBuf, token: TokenSelector, pin: PinSource) -> Self {
         Pkcs11Config {
@@ -207,6 +240,7 @@ impl Pkcs11Config {
             pool_size: NonZeroUsize::new(DEFAULT_POOL_SIZE).expect("default pool size is 2"),
             queue_depth: NonZeroUsize::new(DEFAULT_QUEUE_DEPTH).expect("default depth is 256"),
             timeout: Duration::from_millis(DEFAULT_TIMEOUT_MS),
+            module_env: Vec::new(),
         }
     }
 }
@@ -246,6 +280,7 @@ impl RawSignerConfig {
                     ("pool_size", self.pool_size.is_some()),
                     ("queue_depth", self.queue_depth.is_some()),
                     ("timeout_ms", self.timeout_ms.is_some()),
+                    ("module_env", self.module_env.is_some()),
                 ];
                 if let Some((key, _)) = not_here.iter().find(|(_, present)| *present) {
                     return Err(SignerConfigError::NotApplicable { key, kind: KIND });
@@ -310,6 +345,18 @@ impl RawSignerConfig {
                 reason: "must be between 1 and 600000".into(),
             });
         }
+        let module_env: Vec<(String, PathBuf)> =
+            self.module_env.unwrap_or_default().into_iter().collect();
+        if let Some((name, _)) = module_env.iter().find(|(name, value)| {
+            name.is_empty() || name.contains('=') || value.as_os_str().is_empty()
+        }) {
+            return Err(ConfigError::Invalid {
+                key: "module_env",
+                reason: format!(
+                    "{name:?}: names must be non-empty without '=', values non-empty paths"
+                ),
+            });
+        }
         Ok(Pkcs11Config {
             module,
             token,
@@ -317,6 +364,7 @@ impl RawSignerConfig {
             pool_size,
             queue_depth,
             timeout: Duration::from_millis(timeout_ms),
+            module_env,
         })
     }
 }
@@ -484,6 +532,34 @@ mod tests {
         );
         let missing = PinSource::File(dir.path().join("nope")).read().unwrap_err();
         assert!(matches!(missing, OpenError::PinUnavailable { .. }));
+    }
+
+    #[test]
+    fn module_env_is_read_and_refused_for_software() {
+        let SignerConfig::Pkcs11(p) = parse(
+            r#"kind = "pkcs11"
+               module = "/m.so"
+               token_label = "t"
+               pin_file = "/p"
+               module_env = { SOFTHSM2_CONF = "/x/softhsm2.conf" }"#,
+        )
+        .unwrap() else {
+            panic!("expected pkcs11")
+        };
+        assert_eq!(
+            p.module_env,
+            vec![(
+                "SOFTHSM2_CONF".to_owned(),
+                PathBuf::from("/x/softhsm2.conf")
+            )]
+        );
+        assert_eq!(p.missing_module_env().len(), 1);
+        assert!(matches!(
+            p.check_module_env(),
+            Err(OpenError::ModuleEnvNotApplied { .. })
+        ));
+        let sw = "kind = \"software-insecure\"\nmodule_env = { A = \"b\" }";
+        assert!(parse(sw).unwrap_err().contains("module_env"));
     }
 
     #[test]

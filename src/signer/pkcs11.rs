@@ -9,7 +9,9 @@
 //!   return-code classification.
 //! - `pool`: connection state, worker threads, session faults, re-initialization with back-off.
 //! - `ops`: the operations and the key templates of the keys table.
+//! - `isolation`: the KEK's policy, the key ceremony (security officer), the probes, orphan removal.
 
+mod isolation;
 mod ops;
 mod pool;
 mod token;
@@ -20,13 +22,14 @@ use async_trait::async_trait;
 
 use super::config::Pkcs11Config;
 use super::{
-    GeneratedKeyPair, Inventory, KeyRef, ObjectAttributes, OpenError, PlainSecret, SharedSecret,
-    Signer, SignerError, SignerKind, StorageKeyIds, WrappedKeyPair, check_digest,
+    GeneratedKeyPair, Inventory, KeyRef, ObjectAttributes, OpenError, PlainSecret, ProbeResult,
+    SharedSecret, Signer, SignerError, SignerKind, StorageKeyIds, WrappedKeyPair, check_digest,
 };
 use crate::model::{DerSignature, EncryptedSecret, KeyId, PublicKey, WrappedKey};
 use ops::{Ctx, OpError};
 use pool::{Job, Shared};
 
+pub use isolation::{ProvisionOutcome, provision_blocking};
 pub use ops::{object_searches, temporary_objects_alive};
 
 /// Longest wait for start-up (loading the module, `C_Initialize`, login) before
@@ -90,6 +93,7 @@ impl Pkcs11Signer {
     /// # Errors
     /// As [`Pkcs11Signer::open`].
     pub fn open_blocking(cfg: &Pkcs11Config) -> Result<Self, OpenError> {
+        cfg.check_module_env()?;
         let lib = token::load(&cfg.module)?;
         let pin = cfg.pin.read()?;
         let shared = Shared::connect_first(lib, cfg.token.clone(), pin, cfg.pool_size.get())?;
@@ -262,6 +266,16 @@ impl Signer for Pkcs11Signer {
 
     async fn inventory(&self) -> Result<Inventory, SignerError> {
         self.run(ops::inventory).await
+    }
+
+    async fn isolation_probes(&self) -> Result<Vec<ProbeResult>, SignerError> {
+        self.run(isolation::probes).await
+    }
+
+    async fn destroy_orphans(&self, keys: &[(String, KeyId)]) -> Result<usize, SignerError> {
+        let keys = keys.to_vec();
+        self.run(move |ctx| isolation::destroy_objects(ctx, &keys))
+            .await
     }
 
     async fn shutdown(&self) {

@@ -6,13 +6,18 @@
 //! `{"signerKind", "token": {label, serial, manufacturer, model}, "keys": [{"id", "label",
 //! "purpose", "class", "keyType", "token", "private", "sensitive", "extractable",
 //! "alwaysSensitive", "neverExtractable", "local", "valueReadable", "verdict", "ok"}],
-//! "wrappedKeys": {"mechanism", "kekId", "kekLabel", "unwrappedAs", "count"}, "violations"}`.
+//! "wrappedKeys": {"mechanism", "kekId", "kekLabel", "unwrappedAs", "count", "countAbsentBecause"},
+//! "probes": [{"name", "target", "answer", "refused"}], "orphans", "orphansAbsentBecause",
+//! "violations"}`.
+//!
+//! The probes are the proof: the token is asked to do what the keys table forbids and its answer
+//! (a `CKR_…` return code) is shown; a probe the token lets through is a violation.
 
 use serde::Serialize;
 
 use super::{
-    DEK_LABEL, KEK_LABEL, LABEL_PREFIX, ObjectAttributes, Signer, SignerError, SignerKind,
-    TokenDescription,
+    DEK_LABEL, KEK_LABEL, LABEL_PREFIX, ObjectAttributes, ProbeResult, Signer, SignerError,
+    SignerKind, TokenDescription,
 };
 
 /// What a reported key is for, derived from its label and class.
@@ -60,6 +65,8 @@ pub struct WrappedKeys {
     pub unwrapped_as: String,
     /// How many wrapped keys the store holds; filled in by the caller (the store knows).
     pub count: Option<u64>,
+    /// Why `count` is absent (e.g. the store is held by the running server).
+    pub count_absent_because: Option<String>,
 }
 
 /// The whole report.
@@ -74,22 +81,35 @@ pub struct KeyReport {
     pub keys: Vec<ReportedKey>,
     /// The wrapped per-activation keys.
     pub wrapped_keys: WrappedKeys,
+    /// Forbidden operations tried on the token, with its answers.
+    pub probes: Vec<ProbeResult>,
+    /// Token objects under our label prefix that the store does not know (`label#id`); `None`
+    /// when the store could not be read (see `orphans_absent_because`).
+    pub orphans: Option<Vec<String>>,
+    /// Why `orphans` is absent.
+    pub orphans_absent_because: Option<String>,
     /// Same as [`KeyReport::violations`], for readers of the JSON.
     pub violations: usize,
 }
 
 impl KeyReport {
-    /// Number of keys that violate the keys table: a long-term private or secret key that is
-    /// extractable, was ever extractable, is not sensitive, was ever not sensitive, or whose
-    /// attributes the token does not show.
+    /// Number of violations: keys that violate the keys table (a long-term private or secret
+    /// key that is extractable, was ever extractable, is not sensitive, was ever not sensitive,
+    /// a KEK that is not trusted, or whose attributes the token does not show) plus probes the
+    /// token did not refuse.
     pub fn violations(&self) -> usize {
         self.keys.iter().filter(|k| !k.ok).count()
+            + self.probes.iter().filter(|p| !p.refused).count()
     }
 }
 
-/// Reads the inventory from the signer and judges every key.
+/// Reads the inventory from the signer, judges every key and runs the probes.
+///
+/// # Errors
+/// [`SignerError`] when the token cannot be read.
 pub async fn key_report(signer: &dyn Signer) -> Result<KeyReport, SignerError> {
     let inventory = signer.inventory().await?;
+    let probes = signer.isolation_probes().await?;
     let keys: Vec<ReportedKey> = inventory.objects.into_iter().map(judge).collect();
     let keks: Vec<&ReportedKey> = keys
         .iter()
@@ -107,11 +127,17 @@ pub async fn key_report(signer: &dyn Signer) -> Result<KeyReport, SignerError> {
             mechanism: "CKM_AES_KEY_WRAP_PAD".into(),
             kek_id,
             kek_label: KEK_LABEL.into(),
-            unwrapped_as: "session object (CKA_TOKEN=false), CKA_SENSITIVE=true, \
-                           CKA_EXTRACTABLE=false, destroyed after one operation"
+            unwrapped_as: "requested: session object (CKA_TOKEN=false), CKA_PRIVATE=true, \
+                           CKA_SENSITIVE=true, CKA_EXTRACTABLE=false, CKA_WRAP_WITH_TRUSTED=true, \
+                           CKA_SIGN or CKA_DERIVE (one), destroyed after one operation; \
+                           enforced: see probes"
                 .into(),
             count: None,
+            count_absent_because: Some("the store was not consulted".into()),
         },
+        probes,
+        orphans: None,
+        orphans_absent_because: Some("the store was not consulted".into()),
         violations: 0,
     };
     report.violations = report.violations();
@@ -166,6 +192,9 @@ fn judge(attributes: ObjectAttributes) -> ReportedKey {
             if purpose == KeyPurpose::Unknown {
                 problems.push("unknown key with our label prefix");
             }
+            if purpose == KeyPurpose::Kek && a.trusted == Some(false) {
+                problems.push("not CKA_TRUSTED (run `offline-signer hsm provision`)");
+            }
             let row = match purpose {
                 KeyPurpose::MasterPrivate => "master private key",
                 KeyPurpose::Kek => "KEK",
@@ -209,6 +238,8 @@ mod tests {
             always_sensitive: Some(true),
             never_extractable: Some(true),
             local: Some(true),
+            trusted: Some(true),
+            wrap_with_trusted: Some(true),
             value_readable: Some(false),
         }
     }
@@ -238,5 +269,10 @@ mod tests {
         };
         assert!(judge(public).ok);
         assert!(!judge(good("offline-signer/other", "secretKey")).ok);
+        let untrusted = ObjectAttributes {
+            trusted: Some(false),
+            ..good(KEK_LABEL, "secretKey")
+        };
+        assert!(!judge(untrusted).ok);
     }
 }

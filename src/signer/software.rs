@@ -286,6 +286,8 @@ fn software_attributes(id: &KeyId, label: String, class: &str, key_type: &str) -
         always_sensitive: Some(false),
         never_extractable: Some(false),
         local: Some(true),
+        trusted: None,
+        wrap_with_trusted: None,
         value_readable: Some(false),
     }
 }

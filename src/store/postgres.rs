@@ -1253,6 +1253,41 @@ impl Store for PgStore {
         })
     }
 
+    fn key_census(&self) -> Result<super::KeyCensus, StoreError> {
+        self.engine.run(|pool| async move {
+            let client = pool.get().await.map_err(self::pool)?;
+            let mut census = super::KeyCensus::default();
+            for row in client
+                .query("SELECT record FROM applications", &[])
+                .await
+                .map_err(db)?
+            {
+                let app = codec::decode_application(row.get(0)).map_err(corrupt)?;
+                census
+                    .master_key_ids
+                    .extend(app.master_keys.iter().map(|k| k.key_id));
+            }
+            for row in client
+                .query("SELECT record FROM activations", &[])
+                .await
+                .map_err(db)?
+            {
+                let activation = codec::decode_activation(row.get(0)).map_err(corrupt)?;
+                if activation.wrapped_server_private_key.is_some() {
+                    census.wrapped_activation_keys += 1;
+                }
+            }
+            let row = client
+                .query_one("SELECT count(*) FROM temporary_keys", &[])
+                .await
+                .map_err(db)?;
+            let temporary: i64 = row.get(0);
+            census.wrapped_temporary_keys = u64::try_from(temporary).unwrap_or(0);
+            census.master_key_ids.sort();
+            Ok(census)
+        })
+    }
+
     fn storage_keys(&self) -> Result<Option<(KeyId, KeyId)>, StoreError> {
         self.engine.run(|pool| async move {
             let client = pool.get().await.map_err(self::pool)?;

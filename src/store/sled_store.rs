@@ -858,6 +858,27 @@ impl Store for SledStore {
         self.durable()
     }
 
+    fn key_census(&self) -> Result<super::KeyCensus, StoreError> {
+        let mut census = super::KeyCensus::default();
+        for entry in self.applications.iter() {
+            let (_, bytes) = entry.map_err(io)?;
+            let app = codec::decode_application(&bytes).map_err(corrupt)?;
+            census
+                .master_key_ids
+                .extend(app.master_keys.iter().map(|k| k.key_id));
+        }
+        for entry in self.activations.iter() {
+            let (_, bytes) = entry.map_err(io)?;
+            let activation = codec::decode_activation(&bytes).map_err(corrupt)?;
+            if activation.wrapped_server_private_key.is_some() {
+                census.wrapped_activation_keys += 1;
+            }
+        }
+        census.wrapped_temporary_keys = self.temporary_keys.len() as u64;
+        census.master_key_ids.sort();
+        Ok(census)
+    }
+
     fn storage_keys(&self) -> Result<Option<(KeyId, KeyId)>, StoreError> {
         let Some(bytes) = self.meta.get(KEY_STORAGE_KEYS).map_err(io)? else {
             return Ok(None);

@@ -14,6 +14,7 @@ use std::process::Command;
 pub const MODULE: &str = crate::required::SOFTHSM_MODULE;
 const CHILD_DIR: &str = "OFFLINE_SIGNER_TEST_SOFTHSM_DIR";
 const CHILD_LABEL: &str = "OFFLINE_SIGNER_TEST_SOFTHSM_LABEL";
+const CHILD_PROVISION: &str = "OFFLINE_SIGNER_TEST_SOFTHSM_PROVISION";
 
 /// The token a child test runs against.
 pub struct TestToken {
@@ -30,6 +31,21 @@ impl TestToken {
 
     pub fn user_pin(&self) -> String {
         std::fs::read_to_string(self.user_pin_file()).expect("user.pin written by the init script")
+    }
+
+    /// The security officer's PIN file (`so.pin`, written by the init script).
+    pub fn so_pin_file(&self) -> PathBuf {
+        self.dir.join("so.pin")
+    }
+
+    /// Runs the key ceremony (`hsm provision`) on this token: a trusted KEK with the unwrap
+    /// policy. Call it before opening a signer in this process.
+    pub fn provision(&self) -> offline_signer::signer::pkcs11::ProvisionOutcome {
+        offline_signer::signer::pkcs11::provision_blocking(
+            &self.config(),
+            &offline_signer::signer::config::PinSource::File(self.so_pin_file()),
+        )
+        .expect("the key ceremony runs on a fresh token")
     }
 
     pub fn tokens_dir(&self) -> PathBuf {
@@ -87,6 +103,10 @@ pub fn with_token_prepared(
 
 /// The general form: `conf_override` receives the prepared directory and may return another
 /// `SOFTHSM2_CONF` path for the child (e.g. a missing file).
+///
+/// The token is provisioned (the key ceremony, [`TestToken::provision`]) in the child before the
+/// body runs, as `scripts/dev.sh` does before the first start, unless the configuration file was
+/// overridden (the ceremony would fail on purpose there).
 pub fn with_token_custom(
     test_name: &str,
     label: &str,
@@ -94,11 +114,32 @@ pub fn with_token_custom(
     conf_override: impl FnOnce(&Path) -> Option<PathBuf>,
     body: impl FnOnce(TestToken),
 ) {
+    with_token_inner(test_name, label, user_pin, conf_override, true, body)
+}
+
+/// A fresh token WITHOUT the key ceremony: what a token made before it looks like (tests of the
+/// migration and of probes that must be able to fail).
+pub fn with_token_unprovisioned(test_name: &str, label: &str, body: impl FnOnce(TestToken)) {
+    with_token_inner(test_name, label, None, |_| None, false, body)
+}
+
+fn with_token_inner(
+    test_name: &str,
+    label: &str,
+    user_pin: Option<&str>,
+    conf_override: impl FnOnce(&Path) -> Option<PathBuf>,
+    provision: bool,
+    body: impl FnOnce(TestToken),
+) {
     if let (Ok(dir), Ok(label)) = (std::env::var(CHILD_DIR), std::env::var(CHILD_LABEL)) {
-        body(TestToken {
+        let token = TestToken {
             dir: PathBuf::from(dir),
             label,
-        });
+        };
+        if std::env::var_os(CHILD_PROVISION).is_some() {
+            token.provision();
+        }
+        body(token);
         return;
     }
     if !softhsm_present() {
@@ -112,9 +153,15 @@ pub fn with_token_custom(
     });
     let dir = tmp.path().join("hsm");
     init_token(&dir, label, pin_file.as_deref());
-    let conf = conf_override(&dir).unwrap_or_else(|| dir.join("softhsm2.conf"));
+    let overridden = conf_override(&dir);
+    let provision = provision && overridden.is_none();
+    let conf = overridden.unwrap_or_else(|| dir.join("softhsm2.conf"));
     let exe = std::env::current_exe().expect("current test binary");
-    let out = Command::new(exe)
+    let mut child = Command::new(exe);
+    if provision {
+        child.env(CHILD_PROVISION, "1");
+    }
+    let out = child
         .args([test_name, "--exact", "--nocapture", "--test-threads=1"])
         .env("SOFTHSM2_CONF", conf)
         .env(CHILD_DIR, &dir)

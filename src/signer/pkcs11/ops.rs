@@ -118,9 +118,10 @@ fn class_code(class: ObjectClass) -> u64 {
 }
 
 /// A temporary object destroyed when the guard is dropped (on every path).
-struct Temp<'a> {
+pub(super) struct Temp<'a> {
     session: &'a Session,
-    handle: ObjectHandle,
+    /// The object.
+    pub(super) handle: ObjectHandle,
 }
 
 /// Temporary objects created and not (yet) destroyed by this process.
@@ -133,7 +134,7 @@ pub fn temporary_objects_alive() -> i64 {
 }
 
 impl<'a> Temp<'a> {
-    fn new(session: &'a Session, handle: ObjectHandle) -> Self {
+    pub(super) fn new(session: &'a Session, handle: ObjectHandle) -> Self {
         TEMPORARY_OBJECTS.fetch_add(1, Ordering::SeqCst);
         Temp { session, handle }
     }
@@ -191,7 +192,7 @@ pub(crate) fn confirm_alive(ctx: &Ctx<'_>) -> Result<(), OpError> {
     Ok(())
 }
 
-fn find_all(
+pub(super) fn find_all(
     ctx: &Ctx<'_>,
     class: ObjectClass,
     label: &str,
@@ -301,6 +302,7 @@ pub(crate) fn generate_master(ctx: &Ctx<'_>) -> Result<GeneratedKeyPair, OpError
         Attribute::Extractable(false),
         Attribute::Sign(true),
         Attribute::Derive(false),
+        Attribute::WrapWithTrusted(true),
         Attribute::Label(label),
         Attribute::Id(id.as_bytes().to_vec()),
     ];
@@ -328,6 +330,7 @@ enum AesPurpose {
 
 fn generate_aes(ctx: &Ctx<'_>, purpose: AesPurpose) -> Result<KeyId, OpError> {
     let id = KeyId::generate();
+    // The KEK is made by the key ceremony (`isolation::provision_blocking`); here only the DEK.
     let (label, wrap, crypt) = match purpose {
         AesPurpose::Kek => (KEK_LABEL, true, false),
         AesPurpose::Dek => (DEK_LABEL, false, true),
@@ -354,7 +357,7 @@ fn generate_aes(ctx: &Ctx<'_>, purpose: AesPurpose) -> Result<KeyId, OpError> {
     Ok(id)
 }
 
-fn key_id_of(ctx: &Ctx<'_>, handle: ObjectHandle) -> Result<KeyId, OpError> {
+pub(super) fn key_id_of(ctx: &Ctx<'_>, handle: ObjectHandle) -> Result<KeyId, OpError> {
     let attrs = ctx.session.get_attributes(handle, &[AttributeType::Id])?;
     match attrs.first() {
         Some(Attribute::Id(id)) => KeyId::from_slice(id)
@@ -371,6 +374,14 @@ fn ensure_one(ctx: &Ctx<'_>, purpose: AesPurpose) -> Result<KeyId, OpError> {
     // `find_all` confirmed the token alive if this is empty: generating is safe.
     let found = find_all(ctx, ObjectClass::SECRET_KEY, label, None)?;
     match found.as_slice() {
+        // Only the security officer can make a trusted KEK: the key ceremony does it.
+        [] if matches!(purpose, AesPurpose::Kek) => Err(SignerError::KeyNotFound {
+            label: format!(
+                "{KEK_LABEL} (no KEK on the token: run the key ceremony, \
+                 `offline-signer hsm provision --config FILE --so-pin-file FILE`)"
+            ),
+        }
+        .into()),
         [] => generate_aes(ctx, purpose),
         [one] => key_id_of(ctx, *one),
         more => Err(SignerError::AmbiguousKey {
@@ -418,31 +429,59 @@ pub(crate) fn destroy_key(ctx: &Ctx<'_>, id: &KeyId) -> Result<bool, OpError> {
     Ok(destroyed)
 }
 
-/// Generates a session key pair, wraps the private half under the KEK, destroys both.
-pub(crate) fn generate_wrapped(ctx: &Ctx<'_>, kek_id: &KeyId) -> Result<WrappedKeyPair, OpError> {
-    let kek = find_one(ctx, ObjectClass::SECRET_KEY, KEK_LABEL, kek_id)?;
+/// Generates a per-activation key pair as session objects: the private half sensitive, usable
+/// for nothing but being wrapped (no `CKA_SIGN`, no `CKA_DERIVE`: the unwrapped copies get their one
+/// purpose), and with `trusted_kek` wrappable only under a `CKA_TRUSTED` key
+/// (`CKA_WRAP_WITH_TRUSTED`), which the trusted KEK is, so the wrap right after generation works.
+pub(super) fn generate_session_pair<'a>(
+    ctx: &Ctx<'a>,
+    trusted_kek: bool,
+) -> Result<(Temp<'a>, Temp<'a>), OpError> {
     let public_template = [
         Attribute::Token(false),
         Attribute::Private(false),
         Attribute::Verify(true),
         Attribute::EcParams(P256_OID.to_vec()),
     ];
-    // Extractable only so that it can be wrapped, once, right here; sensitive all along.
+    // Extractable only so that it can be wrapped; sensitive all along.
     let private_template = [
         Attribute::Token(false),
         Attribute::Private(true),
         Attribute::Sensitive(true),
         Attribute::Extractable(true),
-        Attribute::Sign(true),
-        Attribute::Derive(true),
+        Attribute::WrapWithTrusted(trusted_kek),
+        Attribute::Sign(false),
+        Attribute::Derive(false),
     ];
     let (public, private) = ctx.session.generate_key_pair(
         &Mechanism::EccKeyPairGen,
         &public_template,
         &private_template,
     )?;
-    let public = Temp::new(ctx.session, public);
-    let private = Temp::new(ctx.session, private);
+    Ok((
+        Temp::new(ctx.session, public),
+        Temp::new(ctx.session, private),
+    ))
+}
+
+/// Set once the untrusted-KEK warning was logged (once per process).
+static UNTRUSTED_KEK_WARNED: std::sync::atomic::AtomicBool =
+    std::sync::atomic::AtomicBool::new(false);
+
+/// Generates a session key pair, wraps the private half under the KEK, destroys both.
+pub(crate) fn generate_wrapped(ctx: &Ctx<'_>, kek_id: &KeyId) -> Result<WrappedKeyPair, OpError> {
+    let kek = find_one(ctx, ObjectClass::SECRET_KEY, KEK_LABEL, kek_id)?;
+    let trusted = super::isolation::is_trusted(ctx, kek)?;
+    if !trusted && !UNTRUSTED_KEK_WARNED.swap(true, Ordering::SeqCst) {
+        // A token made before the key ceremony existed: keep working, say it loudly; key-report
+        // shows the violation.
+        tracing::warn!(
+            kek = %kek_id,
+            "the KEK is not CKA_TRUSTED: activation keys are generated without \
+             CKA_WRAP_WITH_TRUSTED; run `offline-signer hsm provision` and rotate (docs/key-isolation.md)"
+        );
+    }
+    let (public, private) = generate_session_pair(ctx, trusted)?;
     let blob = ctx
         .session
         .wrap_key(&Mechanism::AesKeyWrapPad, kek, private.handle)?;
@@ -453,18 +492,27 @@ pub(crate) fn generate_wrapped(ctx: &Ctx<'_>, kek_id: &KeyId) -> Result<WrappedK
     })
 }
 
-/// Unwraps into a sensitive, non-extractable session object held by a guard.
-fn unwrap<'a>(ctx: &Ctx<'a>, wrapped: &WrappedKey) -> Result<Temp<'a>, OpError> {
-    let template = [
+/// What an unwrapped per-activation key is for: exactly one purpose per session object.
+#[derive(Clone, Copy)]
+enum Use {
+    /// ECDSA only.
+    Sign,
+    /// ECDH only.
+    Derive,
+}
+
+/// Unwraps into a sensitive, non-extractable session object for one purpose, held by a guard.
+/// The template carries the KEK's unwrap policy ([`super::isolation`]) with the same values, as
+/// the token demands.
+fn unwrap<'a>(ctx: &Ctx<'a>, wrapped: &WrappedKey, purpose: Use) -> Result<Temp<'a>, OpError> {
+    let mut template = vec![
         Attribute::Class(ObjectClass::PRIVATE_KEY),
         Attribute::KeyType(KeyType::EC),
-        Attribute::Token(false),
-        Attribute::Private(true),
-        Attribute::Sensitive(true),
         Attribute::Extractable(false),
-        Attribute::Sign(true),
-        Attribute::Derive(true),
+        Attribute::Sign(matches!(purpose, Use::Sign)),
+        Attribute::Derive(matches!(purpose, Use::Derive)),
     ];
+    template.extend(super::isolation::unwrap_policy_attributes());
     let handle = with_key(
         ctx,
         ObjectClass::SECRET_KEY,
@@ -510,7 +558,7 @@ pub(crate) fn sign_wrapped(
     wrapped: &WrappedKey,
     digest: &[u8; 32],
 ) -> Result<DerSignature, OpError> {
-    let key = unwrap(ctx, wrapped)?;
+    let key = unwrap(ctx, wrapped, Use::Sign)?;
     sign_with(ctx, key.handle, digest)
 }
 
@@ -520,7 +568,7 @@ pub(crate) fn ecdh(
     wrapped: &WrappedKey,
     peer: &PublicKey,
 ) -> Result<SharedSecret, OpError> {
-    let key = unwrap(ctx, wrapped)?;
+    let key = unwrap(ctx, wrapped, Use::Derive)?;
     let point = peer.to_uncompressed();
     let params = Ecdh1DeriveParams::new(EcKdf::null(), &point);
     // The derived secret is a short-lived session object whose value we read once.
@@ -639,6 +687,8 @@ pub(crate) fn attributes(ctx: &Ctx<'_>, handle: ObjectHandle) -> Result<ObjectAt
         AttributeType::AlwaysSensitive,
         AttributeType::NeverExtractable,
         AttributeType::Local,
+        AttributeType::Trusted,
+        AttributeType::WrapWithTrusted,
     ];
     let mut out = ObjectAttributes {
         id: String::new(),
@@ -652,6 +702,8 @@ pub(crate) fn attributes(ctx: &Ctx<'_>, handle: ObjectHandle) -> Result<ObjectAt
         always_sensitive: None,
         never_extractable: None,
         local: None,
+        trusted: None,
+        wrap_with_trusted: None,
         value_readable: None,
     };
     for attr in ctx.session.get_attributes(handle, &wanted)? {
@@ -667,6 +719,8 @@ pub(crate) fn attributes(ctx: &Ctx<'_>, handle: ObjectHandle) -> Result<ObjectAt
             Attribute::AlwaysSensitive(b) => out.always_sensitive = Some(b),
             Attribute::NeverExtractable(b) => out.never_extractable = Some(b),
             Attribute::Local(b) => out.local = Some(b),
+            Attribute::Trusted(b) => out.trusted = Some(b),
+            Attribute::WrapWithTrusted(b) => out.wrap_with_trusted = Some(b),
             _ => {}
         }
     }
@@ -686,7 +740,7 @@ pub(crate) fn unwrapped_attributes(
     ctx: &Ctx<'_>,
     wrapped: &WrappedKey,
 ) -> Result<ObjectAttributes, OpError> {
-    let key = unwrap(ctx, wrapped)?;
+    let key = unwrap(ctx, wrapped, Use::Sign)?;
     attributes(ctx, key.handle)
 }
 
