@@ -67,6 +67,8 @@ pin_file = "hsm/user.pin"
 pool_size = 2
 TOML
 
+# The key ceremony (the trusted KEK, made by the security officer), then the application.
+"$bin" hsm provision --config "$home/config.toml" --so-pin-file "$home/hsm/so.pin" >/dev/null 2>>"$home/admin.log"
 "$bin" application create --id demo --config "$home/config.toml" >/dev/null 2>>"$home/admin.log"
 (umask 077 && "$bin" integration create --name api-fuzz --config "$home/config.toml" >"$home/credentials.env" 2>>"$home/admin.log")
 # shellcheck disable=SC1091

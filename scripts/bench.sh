@@ -83,6 +83,9 @@ pin_file = "hsm/user.pin"
 pool_size = $pool
 EOF
 
+say "Key ceremony: the trusted KEK (security officer)"
+"$bin" hsm provision --config "$out/config.toml" --so-pin-file "$out/hsm/so.pin" >&2
+
 note=${BENCH_NOTE:-}
 load=$(cut -d' ' -f1-3 /proc/loadavg)
 note="load average when bench.sh started: $load_at_start; after the build and criterion: $load${note:+; $note}"

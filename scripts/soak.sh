@@ -59,6 +59,8 @@ TOML
 write_config enforce >"$home/config.toml"
 write_config off >"$home/config-nonce-off.toml"
 
+# The key ceremony (the trusted KEK, made by the security officer), then the application.
+"$bin" hsm provision --config "$home/config.toml" --so-pin-file "$home/hsm/so.pin" >/dev/null 2>>"$home/admin.log"
 "$bin" application create --id demo --config "$home/config.toml" >/dev/null 2>>"$home/admin.log"
 (umask 077 && "$bin" integration create --name soak --config "$home/config.toml" >"$home/credentials.env" 2>>"$home/admin.log")
 set -a

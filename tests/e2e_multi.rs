@@ -233,6 +233,11 @@ fn two_instances_on_one_database_and_one_token() {
     };
     let dir = tempfile::tempdir().unwrap();
     softhsm::init_token(&dir.path().join("hsm"), LABEL, None);
+    softhsm::provision_with_cli(
+        std::path::Path::new(env!("CARGO_BIN_EXE_offline-signer")),
+        &dir.path().join("hsm"),
+        LABEL,
+    );
     let cluster = Cluster { dir, db };
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)

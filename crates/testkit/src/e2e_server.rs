@@ -65,6 +65,18 @@ impl Server {
         .unwrap();
         let conf = hsm.join("softhsm2.conf");
 
+        // The key ceremony: the trusted KEK, made by the security officer before the first start.
+        admin(
+            &conf,
+            &[
+                "hsm",
+                "provision",
+                "--so-pin-file",
+                hsm.join("so.pin").to_str().expect("a UTF-8 temp path"),
+                "--config",
+            ],
+            &config,
+        );
         let out = admin(
             &conf,
             &["integration", "create", "--name", "e2e", "--config"],

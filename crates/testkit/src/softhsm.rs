@@ -246,3 +246,32 @@ pub fn plant_extractable_key(
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// The key ceremony from the command line, as an operator runs it: `offline-signer hsm provision`
+/// against the token `label` made by [`init_token`] in `hsm_dir` (its `so.pin`), through a minimal
+/// configuration written beside the token (`signer.module_env` names the token's `softhsm2.conf`).
+pub fn provision_with_cli(offline_signer_bin: &Path, hsm_dir: &Path, label: &str) {
+    let config = hsm_dir.join("provision.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "data_dir = \"provision-data\"\n[signer]\nkind = \"pkcs11\"\nmodule = \"{MODULE}\"\n\
+             token_label = \"{label}\"\npin_file = \"user.pin\"\n\
+             module_env = {{ SOFTHSM2_CONF = \"softhsm2.conf\" }}\n"
+        ),
+    )
+    .expect("write the provisioning configuration");
+    let out = Command::new(offline_signer_bin)
+        .args(["hsm", "provision", "--config"])
+        .arg(&config)
+        .arg("--so-pin-file")
+        .arg(hsm_dir.join("so.pin"))
+        .output()
+        .expect("offline-signer runs");
+    assert!(
+        out.status.success(),
+        "hsm provision failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
