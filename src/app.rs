@@ -17,7 +17,7 @@ use crate::signer::config::{PinSource, SignerConfig};
 use crate::signer::pkcs11::ProvisionOutcome;
 use crate::signer::report::KeyPurpose;
 use crate::signer::{self, KeyReport, OpenError, Signer, SignerError};
-use crate::store::{self, AuditEntry, ChainReport, KeyCensus, SledStore, Store, StoreError};
+use crate::store::{self, AuditEntry, ChainReport, KeyCensus, Store, StoreError};
 
 /// Why the application could not be put together.
 #[derive(Debug, thiserror::Error)]

@@ -91,22 +91,39 @@ pub fn fuzz_decode_records(bytes: &[u8]) {
 pub enum StoreError {
     /// The named record does not exist.
     #[error("{what} not found")]
-    NotFound { what: &'static str },
+    NotFound {
+        /// Which record.
+        what: &'static str,
+    },
     /// A record with the same key already exists.
     #[error("{what} already exists")]
-    AlreadyExists { what: &'static str },
+    AlreadyExists {
+        /// Which record.
+        what: &'static str,
+    },
     /// A concurrent change won; nothing was written.
     #[error("conflict: {0}")]
     Conflict(Conflict),
     /// Stored bytes do not decode, or the store's layout is not what this build expects.
     #[error("stored data is corrupt: {what}")]
-    Corrupt { what: String },
+    Corrupt {
+        /// Which record.
+        what: String,
+    },
     /// The store was written by a newer build.
     #[error("store format {found} is newer than this build supports ({supported})")]
-    NewerFormat { found: u32, supported: u32 },
+    NewerFormat {
+        /// The version or position found.
+        found: u32,
+        /// The version this build supports.
+        supported: u32,
+    },
     /// The disk or the storage engine failed.
     #[error("store I/O failed: {detail}")]
-    Io { detail: String },
+    Io {
+        /// What failed, in words (never a secret).
+        detail: String,
+    },
 }
 
 /// The kinds of [`StoreError::Conflict`].

@@ -217,7 +217,7 @@ fn write_config(dir: &Path, token: &TestToken) -> std::path::PathBuf {
             conf = token.dir.join("softhsm2.conf").display(),
         ),
     )
-    .unwrap();
+    .expect("write the configuration");
     config
 }
 

@@ -19,6 +19,7 @@ use crate::service::{
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct RequestEnvelope<T> {
+    /// The request.
     pub request_object: T,
 }
 
@@ -28,6 +29,7 @@ pub struct RequestEnvelope<T> {
 pub struct ResponseEnvelope<T> {
     /// Always `OK`.
     pub status: EnvelopeStatus,
+    /// The response.
     pub response_object: T,
 }
 
@@ -37,6 +39,7 @@ pub struct ResponseEnvelope<T> {
 pub struct ErrorEnvelope {
     /// Always `ERROR`.
     pub status: EnvelopeStatus,
+    /// The response.
     pub response_object: ErrorBody,
 }
 
@@ -44,7 +47,9 @@ pub struct ErrorEnvelope {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
 #[serde(rename_all = "UPPERCASE")]
 pub enum EnvelopeStatus {
+    /// `OK`.
     Ok,
+    /// `ERROR`.
     Error,
 }
 
@@ -53,7 +58,9 @@ pub enum EnvelopeStatus {
 #[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ErrorBody {
+    /// The error code.
     pub code: String,
+    /// The message.
     pub message: String,
     /// The same text as `message`; `null` for `ERROR_NOT_FOUND` (PowerAuth parity).
     pub localized_message: Option<String>,
@@ -66,10 +73,15 @@ pub struct ErrorBody {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum ActivationStatusWire {
+    /// `CREATED`.
     Created,
+    /// `PENDING_COMMIT`.
     PendingCommit,
+    /// `ACTIVE`.
     Active,
+    /// `BLOCKED`.
     Blocked,
+    /// `REMOVED`.
     Removed,
 }
 
@@ -89,7 +101,9 @@ impl From<ActivationStatus> for ActivationStatusWire {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum SignatureTypeWire {
+    /// `POSSESSION_KNOWLEDGE`.
     PossessionKnowledge,
+    /// `POSSESSION_BIOMETRY`.
     PossessionBiometry,
 }
 
@@ -97,10 +111,15 @@ pub enum SignatureTypeWire {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum NonceStatusWire {
+    /// `VALID`: issued for this activation (or its application), unexpired, unused.
     Valid,
+    /// `UNKNOWN`: never issued here.
     Unknown,
+    /// `EXPIRED`: past its lifetime.
     Expired,
+    /// `CONSUMED`: a successful verification already used it.
     Consumed,
+    /// `MISMATCH`: issued for another activation or application.
     Mismatch,
 }
 
@@ -136,7 +155,9 @@ pub struct ApplicationRequest {
 #[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ApplicationResponse {
+    /// The application id.
     pub application_id: String,
+    /// The application roles.
     pub application_roles: Vec<String>,
     /// Base64 of the newest master public key (65-byte uncompressed SEC1 point).
     pub master_public_key: String,
@@ -299,12 +320,15 @@ pub struct InitRequest {
 #[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct InitResponse {
+    /// The activation id (UUID v4, lower case).
     pub activation_id: String,
     /// `XXXXX-XXXXX-XXXXX-XXXXX`.
     pub activation_code: String,
     /// Base64 DER ECDSA signature of the code by the master key.
     pub activation_signature: String,
+    /// The user id.
     pub user_id: String,
+    /// The application id.
     pub application_id: String,
 }
 
@@ -339,6 +363,7 @@ pub struct DecryptorRequest {
         pattern = "^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$"
     )]
     pub activation_id: Option<String>,
+    /// The application key.
     #[serde(default)]
     #[schema(max_length = 8192)]
     pub application_key: Option<String>,
@@ -348,10 +373,13 @@ pub struct DecryptorRequest {
         max_length = 255,
         pattern = "^[^\\x00-\\x1f\\x7f-\\x9f\\u2028\\u2029]+$"
     )]
+    /// The temporary key id.
     pub temporary_key_id: Option<String>,
+    /// Base64 of the ECIES ephemeral public key.
     #[serde(default)]
     #[schema(max_length = 8192)]
     pub ephemeral_public_key: Option<String>,
+    /// The nonce (Base64 of 16 bytes).
     #[serde(default)]
     #[schema(max_length = 8192)]
     pub nonce: Option<String>,
@@ -397,7 +425,9 @@ pub struct PrepareRequest {
         max_length = 255,
         pattern = "^[^\\x00-\\x1f\\x7f-\\x9f\\u2028\\u2029]+$"
     )]
+    /// The activation code.
     pub activation_code: Option<String>,
+    /// The application key.
     #[serde(default)]
     #[schema(max_length = 8192)]
     pub application_key: Option<String>,
@@ -410,16 +440,21 @@ pub struct PrepareRequest {
         max_length = 255,
         pattern = "^[^\\x00-\\x1f\\x7f-\\x9f\\u2028\\u2029]+$"
     )]
+    /// The temporary key id.
     pub temporary_key_id: Option<String>,
+    /// Base64 of the ECIES ephemeral public key.
     #[serde(default)]
     #[schema(max_length = 8192)]
     pub ephemeral_public_key: Option<String>,
+    /// Base64 of the ECIES ciphertext.
     #[serde(default)]
     #[schema(max_length = 8192)]
     pub encrypted_data: Option<String>,
+    /// Base64 of the ECIES MAC.
     #[serde(default)]
     #[schema(max_length = 8192)]
     pub mac: Option<String>,
+    /// The nonce (Base64 of 16 bytes).
     #[serde(default)]
     #[schema(max_length = 8192)]
     pub nonce: Option<String>,
@@ -429,7 +464,9 @@ pub struct PrepareRequest {
         max_length = 255,
         pattern = "^[^\\x00-\\x1f\\x7f-\\x9f\\u2028\\u2029]+$"
     )]
+    /// The protocol version (`3.3`).
     pub protocol_version: Option<String>,
+    /// Milliseconds since the Unix epoch.
     #[serde(default)]
     pub timestamp: Option<i64>,
 }
@@ -438,14 +475,21 @@ pub struct PrepareRequest {
 #[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct PrepareResponse {
+    /// The activation id (UUID v4, lower case).
     pub activation_id: String,
+    /// The user id.
     pub user_id: String,
+    /// The application id.
     pub application_id: String,
+    /// Base64 of the ECIES ciphertext.
     pub encrypted_data: String,
+    /// Base64 of the ECIES MAC.
     pub mac: String,
+    /// The nonce (Base64 of 16 bytes).
     pub nonce: String,
     /// Unix milliseconds (the SDK synchronizes its clock to it).
     pub timestamp: i64,
+    /// The activation status.
     pub activation_status: ActivationStatusWire,
 }
 
@@ -473,6 +517,7 @@ pub struct CommitRequest {
         max_length = 36,
         pattern = "^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$"
     )]
+    /// The activation id (UUID v4, lower case).
     pub activation_id: String,
     /// Accepted and ignored (audit trail by the caller).
     #[serde(default)]
@@ -501,6 +546,7 @@ pub struct StatusRequest {
         max_length = 36,
         pattern = "^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$"
     )]
+    /// The activation id (UUID v4, lower case).
     pub activation_id: String,
     /// Base64 of 16 random bytes; with it the answer carries the encrypted status blob.
     #[serde(default)]
@@ -520,12 +566,14 @@ pub struct RegisterRequest {
         max_length = 255,
         pattern = "^[^\\x00-\\x1f\\x7f-\\x9f\\u2028\\u2029]+$"
     )]
+    /// The application id.
     pub application_id: String,
     #[schema(
         min_length = 1,
         max_length = 255,
         pattern = "^[^\\x00-\\x1f\\x7f-\\x9f\\u2028\\u2029]+$"
     )]
+    /// The user id.
     pub user_id: String,
     /// Base64 of the device's P-256 public key (65-byte uncompressed or 33-byte compressed SEC1).
     #[schema(max_length = 8192)]
@@ -533,6 +581,7 @@ pub struct RegisterRequest {
     /// 1..=64; default from the configuration.
     #[serde(default)]
     pub max_failed_attempts: Option<u32>,
+    /// The activation flags.
     #[serde(default)]
     pub activation_flags: Option<Vec<String>>,
 }
@@ -574,6 +623,7 @@ pub struct ActivationRequest {
         max_length = 36,
         pattern = "^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$"
     )]
+    /// The activation id (UUID v4, lower case).
     pub activation_id: String,
 }
 
@@ -586,6 +636,7 @@ pub struct BlockRequest {
         max_length = 36,
         pattern = "^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$"
     )]
+    /// The activation id (UUID v4, lower case).
     pub activation_id: String,
     /// Defaults to `NOT_SPECIFIED`.
     #[serde(default)]
@@ -601,6 +652,7 @@ pub struct BlockRequest {
 #[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct CommitResponse {
+    /// The activation id (UUID v4, lower case).
     pub activation_id: String,
     /// Always `true`.
     pub activated: bool,
@@ -610,7 +662,9 @@ pub struct CommitResponse {
 #[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct StatusChangeResponse {
+    /// The activation id (UUID v4, lower case).
     pub activation_id: String,
+    /// The activation status.
     pub activation_status: ActivationStatusWire,
 }
 
@@ -618,6 +672,7 @@ pub struct StatusChangeResponse {
 #[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct RemoveResponse {
+    /// The activation id (UUID v4, lower case).
     pub activation_id: String,
     /// Always `true`.
     pub removed: bool,
@@ -627,15 +682,25 @@ pub struct RemoveResponse {
 #[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct StatusResponse {
+    /// The activation id (UUID v4, lower case).
     pub activation_id: String,
+    /// The activation status.
     pub activation_status: ActivationStatusWire,
+    /// Why the activation is blocked, if it is.
     pub blocked_reason: Option<String>,
+    /// The user id.
     pub user_id: String,
+    /// The application id.
     pub application_id: String,
+    /// The activation flags.
     pub activation_flags: Vec<String>,
+    /// Failed attempts since the last valid code.
     pub failed_attempts: u32,
+    /// Failed attempts after which the activation is blocked.
     pub max_failed_attempts: u32,
+    /// When the activation was created.
     pub timestamp_created: Option<String>,
+    /// When a code was last checked against it.
     pub timestamp_last_used: Option<String>,
     /// The last status change.
     pub timestamp_last_change: Option<String>,
@@ -645,12 +710,17 @@ pub struct StatusResponse {
     pub activation_otp_validation: &'static str,
     /// `ON_COMMIT` or `ON_KEY_EXCHANGE`.
     pub commit_phase: &'static str,
+    /// The activation name.
     pub activation_name: Option<String>,
+    /// Free-form extras the bank attached.
     pub extras: Option<String>,
     /// Always `powerauth`.
     pub protocol: &'static str,
+    /// An external id the bank gave the activation.
     pub external_id: Option<String>,
+    /// The device platform.
     pub platform: Option<String>,
+    /// The device description.
     pub device_info: Option<String>,
     /// 3 after the key exchange, 0 before.
     pub version: u8,
@@ -745,6 +815,7 @@ pub struct CreatePersonalizedRequest {
         max_length = 36,
         pattern = "^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$"
     )]
+    /// The activation id (UUID v4, lower case).
     pub activation_id: String,
     /// The operation text put in the QR code (Web Flow format).
     #[schema(max_length = 16384)]
@@ -753,6 +824,7 @@ pub struct CreatePersonalizedRequest {
     #[serde(default)]
     #[schema(max_length = 8192)]
     pub nonce: Option<String>,
+    /// The proximity check, if any.
     #[serde(default)]
     pub proximity_check: Option<ProximityCheckWire>,
 }
@@ -766,7 +838,9 @@ pub struct CreateNonPersonalizedRequest {
         max_length = 255,
         pattern = "^[^\\x00-\\x1f\\x7f-\\x9f\\u2028\\u2029]+$"
     )]
+    /// The application id.
     pub application_id: String,
+    /// The data, as sent.
     #[schema(max_length = 16384)]
     pub data: String,
 }
@@ -799,6 +873,7 @@ pub struct VerifyRequestWire {
         max_length = 36,
         pattern = "^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$"
     )]
+    /// The activation id (UUID v4, lower case).
     pub activation_id: String,
     /// Normalized request data `POST&B64(uriId)&NONCE&B64(body)` (without `&offline`).
     #[schema(max_length = 16384)]
@@ -812,6 +887,7 @@ pub struct VerifyRequestWire {
     /// Digits per factor component, 4..=8; default from the configuration.
     #[serde(default)]
     pub component_length: Option<i64>,
+    /// The proximity check, if any.
     #[serde(default)]
     pub proximity_check: Option<ProximityCheckWire>,
 }
@@ -828,15 +904,25 @@ impl std::fmt::Debug for VerifyRequestWire {
 #[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct VerifyResponseWire {
+    /// Whether the code was accepted.
     pub signature_valid: bool,
+    /// The activation status.
     pub activation_status: ActivationStatusWire,
+    /// Why the activation is blocked, if it is.
     pub blocked_reason: Option<String>,
+    /// The activation id (UUID v4, lower case).
     pub activation_id: String,
+    /// The user id.
     pub user_id: Option<String>,
+    /// The application id.
     pub application_id: Option<String>,
+    /// The signature type matched, or reported.
     pub signature_type: Option<SignatureTypeWire>,
+    /// Failed attempts left before the activation is blocked.
     pub remaining_attempts: Option<u32>,
+    /// The application roles.
     pub application_roles: Vec<String>,
+    /// The activation flags.
     pub activation_flags: Vec<String>,
     /// `null` with `nonce_policy = "off"` or when the check was not reached.
     pub nonce_status: Option<NonceStatusWire>,

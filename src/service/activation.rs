@@ -887,11 +887,11 @@ impl Service {
             (true, CommitPhase::OnKeyExchange, None) => {
                 return Err(ServiceError::InvalidActivationOtp);
             }
-            (true, CommitPhase::OnKeyExchange, Some(otp)) => {
-                if !self.otp_matches(&activation, otp).await? {
-                    self.count_failed_otp(activation).await?;
-                    return Err(ServiceError::InvalidActivationOtp);
-                }
+            (true, CommitPhase::OnKeyExchange, Some(otp))
+                if !self.otp_matches(&activation, otp).await? =>
+            {
+                self.count_failed_otp(activation).await?;
+                return Err(ServiceError::InvalidActivationOtp);
             }
             _ => {}
         }

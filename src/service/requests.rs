@@ -10,7 +10,9 @@ use super::{MAX_PROXIMITY_STEP_COUNT, ServiceError};
 /// `application/create` and `application/detail` answer.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ApplicationDetail {
+    /// The application id.
     pub application_id: String,
+    /// The application roles.
     pub application_roles: Vec<String>,
     /// Base64 of the newest master public key (65-byte uncompressed SEC1).
     pub master_public_key: String,
@@ -21,18 +23,24 @@ pub struct ApplicationDetail {
 /// `activation/register` request.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RegisterActivation {
+    /// The application id.
     pub application_id: String,
+    /// The user id.
     pub user_id: String,
     /// Base64 of a SEC1 P-256 point (uncompressed or compressed).
     pub device_public_key: String,
+    /// Failed attempts after which the activation is blocked.
     pub max_failed_attempts: Option<u32>,
+    /// The activation flags.
     pub activation_flags: Vec<String>,
 }
 
 /// `activation/register` answer.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RegisteredActivation {
+    /// The activation id (UUID v4, lower case).
     pub activation_id: String,
+    /// The activation status.
     pub activation_status: ActivationStatus,
     /// Base64 of the per-activation server public key (uncompressed).
     pub server_public_key: String,
@@ -45,17 +53,27 @@ pub struct RegisteredActivation {
 /// `activation/status` answer.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ActivationInfo {
+    /// The activation id (UUID v4, lower case).
     pub activation_id: String,
+    /// The activation status.
     pub activation_status: ActivationStatus,
+    /// Why the activation is blocked, if it is.
     pub blocked_reason: Option<String>,
+    /// The user id.
     pub user_id: String,
+    /// The application id.
     pub application_id: String,
+    /// The activation flags.
     pub activation_flags: Vec<String>,
+    /// Failed attempts since the last valid code.
     pub failed_attempts: u32,
+    /// Failed attempts after which the activation is blocked.
     pub max_failed_attempts: u32,
     /// Numeric counter (position in the hash chain).
     pub counter: u64,
+    /// When the activation was created.
     pub timestamp_created: Timestamp,
+    /// When a code was last checked against it.
     pub timestamp_last_used: Option<Timestamp>,
     /// The last status change.
     pub timestamp_last_change: Option<Timestamp>,
@@ -171,17 +189,22 @@ fn unix_seconds(t: Timestamp) -> u64 {
 /// `signature/offline/personalized/create` request.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CreatePersonalized {
+    /// The activation id (UUID v4, lower case).
     pub activation_id: String,
+    /// The data, as sent.
     pub data: String,
     /// Base64 of 16 bytes, or `None`/blank for a fresh random nonce.
     pub nonce: Option<String>,
+    /// The proximity check, if any.
     pub proximity_check: Option<ProximityCheck>,
 }
 
 /// `signature/offline/non-personalized/create` request.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CreateNonPersonalized {
+    /// The application id.
     pub application_id: String,
+    /// The data, as sent.
     pub data: String,
 }
 
@@ -197,13 +220,17 @@ pub struct OfflinePayload {
 /// `signature/offline/verify` request.
 #[derive(Clone, PartialEq, Eq)]
 pub struct VerifyRequest {
+    /// The activation id (UUID v4, lower case).
     pub activation_id: String,
     /// `POST&B64(uriId)&NONCE&B64(body)`, without `&offline`.
     pub data: String,
     /// The code exactly as typed, e.g. `12345678-90123456`.
     pub signature: String,
+    /// Whether possession + biometry is accepted.
     pub allow_biometry: bool,
+    /// Digits per factor component (4..=8).
     pub component_length: Option<i64>,
+    /// The proximity check, if any.
     pub proximity_check: Option<ProximityCheck>,
 }
 
@@ -220,10 +247,15 @@ impl std::fmt::Debug for VerifyRequest {
 /// The nonce registry's verdict (`api.md`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum NonceStatus {
+    /// Issued for this activation (or its application), unexpired, unused.
     Valid,
+    /// Never issued by this service (or pruned long ago).
     Unknown,
+    /// Past its lifetime.
     Expired,
+    /// A successful verification already used it.
     Consumed,
+    /// Issued for another activation, or for an application the activation is not in.
     Mismatch,
 }
 
@@ -243,16 +275,25 @@ impl NonceStatus {
 /// `signature/offline/verify` answer (`powerauth-offline.md` §8.2 plus `nonceStatus`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct VerifyResponse {
+    /// Whether the code was accepted.
     pub signature_valid: bool,
+    /// The activation status.
     pub activation_status: ActivationStatus,
+    /// Why the activation is blocked, if it is.
     pub blocked_reason: Option<String>,
+    /// The activation id (UUID v4, lower case).
     pub activation_id: String,
+    /// The user id.
     pub user_id: Option<String>,
+    /// The application id.
     pub application_id: Option<String>,
     /// `POSSESSION_KNOWLEDGE` or `POSSESSION_BIOMETRY`.
     pub signature_type: Option<crate::crypto::SignatureType>,
+    /// Failed attempts left before the activation is blocked.
     pub remaining_attempts: Option<u32>,
+    /// The application roles.
     pub application_roles: Vec<String>,
+    /// The activation flags.
     pub activation_flags: Vec<String>,
     /// `None` when the nonce policy is off or the check was not reached.
     pub nonce_status: Option<NonceStatus>,

@@ -350,7 +350,7 @@ impl RawSignerConfig {
         if let Some((name, _)) = module_env.iter().find(|(name, value)| {
             name.is_empty() || name.contains('=') || value.as_os_str().is_empty()
         }) {
-            return Err(ConfigError::Invalid {
+            return Err(SignerConfigError::Invalid {
                 key: "module_env",
                 reason: format!(
                     "{name:?}: names must be non-empty without '=', values non-empty paths"

@@ -95,18 +95,31 @@ pub struct InvalidChainId;
 /// What was done. Stored as the stable upper-case name of [`Self::as_str`].
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
 pub enum AuditOperation {
+    /// A personalized payload was signed.
     CreatePersonalized,
+    /// A non-personalized payload was signed.
     CreateNonPersonalized,
+    /// A code was verified (valid or not).
     Verify,
+    /// An application was made.
     ApplicationCreate,
+    /// A master key pair was added to an application.
     MasterKeyAdd,
+    /// A device was registered directly (`activation/register`).
     ActivationRegister,
+    /// An activation was committed.
     ActivationCommit,
+    /// An activation was blocked.
     ActivationBlock,
+    /// An activation was unblocked.
     ActivationUnblock,
+    /// An activation was removed.
     ActivationRemove,
+    /// An application version was made.
     ApplicationVersionCreate,
+    /// `activation/init` made an activation code.
     ActivationInit,
+    /// `activation/prepare` bound a device to an activation code.
     ActivationPrepare,
     /// An integration credential was made.
     IntegrationCreate,
@@ -133,6 +146,7 @@ impl AuditOperation {
         Self::IntegrationRemove,
     ];
 
+    /// Its upper-case wire name, as stored in the audit record.
     pub const fn as_str(self) -> &'static str {
         match self {
             Self::CreatePersonalized => "CREATE_PERSONALIZED",
@@ -153,6 +167,7 @@ impl AuditOperation {
         }
     }
 
+    /// The value of its wire name, if it is one.
     pub fn parse(s: &str) -> Option<Self> {
         Self::ALL.into_iter().find(|op| op.as_str() == s)
     }
@@ -197,6 +212,7 @@ impl AuditOutcome {
         Self::Refused,
     ];
 
+    /// Its upper-case wire name, as stored in the audit record.
     pub const fn as_str(self) -> &'static str {
         match self {
             Self::Valid => "VALID",
@@ -212,6 +228,7 @@ impl AuditOutcome {
         }
     }
 
+    /// The value of its wire name, if it is one.
     pub fn parse(s: &str) -> Option<Self> {
         Self::ALL.into_iter().find(|o| o.as_str() == s)
     }
@@ -220,14 +237,21 @@ impl AuditOutcome {
 /// An audit record before the store gives it its place in the chain (`seq`, `prev_hash`, `hash`).
 #[derive(Clone, PartialEq, Eq, Debug)]
 pub struct AuditDraft {
+    /// When it happened.
     pub time: Timestamp,
+    /// The activation id (UUID v4, lower case).
     pub activation_id: Option<String>,
+    /// The application id.
     pub application_id: Option<String>,
+    /// What was done.
     pub operation: AuditOperation,
+    /// How it ended.
     pub outcome: AuditOutcome,
     /// `POSSESSION_KNOWLEDGE` / `POSSESSION_BIOMETRY`, for verifications.
     pub signature_type: Option<String>,
+    /// The counter before the operation.
     pub counter_before: Option<u64>,
+    /// The counter after the operation.
     pub counter_after: Option<u64>,
     /// `VALID`, `UNKNOWN`, `EXPIRED`, `CONSUMED`, `MISMATCH`, or `None` when the nonce policy is off.
     pub nonce_status: Option<String>,
@@ -289,15 +313,25 @@ impl AuditDraft {
 pub struct AuditRecord {
     /// 1 for the first record, then consecutive.
     pub seq: u64,
+    /// When it happened.
     pub time: Timestamp,
+    /// The activation id (UUID v4, lower case).
     pub activation_id: Option<String>,
+    /// The application id.
     pub application_id: Option<String>,
+    /// What was done.
     pub operation: AuditOperation,
+    /// How it ended.
     pub outcome: AuditOutcome,
+    /// The signature type matched, or reported.
     pub signature_type: Option<String>,
+    /// The counter before the operation.
     pub counter_before: Option<u64>,
+    /// The counter after the operation.
     pub counter_after: Option<u64>,
+    /// The nonce registry verdict (`null` when the registry is off).
     pub nonce_status: Option<String>,
+    /// SHA-256 of the signed data (never the data itself).
     pub data_sha256: Option<[u8; 32]>,
     /// Who acted (see [`AuditDraft::actor`]); `None` only in format-1 records.
     pub actor: Option<String>,
@@ -324,8 +358,15 @@ impl AuditRecord {
 #[allow(clippy::large_enum_variant)]
 #[derive(Clone, PartialEq, Eq, Debug)]
 pub enum AuditEntry {
+    /// A record that decodes.
     Record(AuditRecord),
-    Undecodable { seq: u64, detail: String },
+    /// Bytes at position `seq` that do not decode (damage to report, not to skip).
+    Undecodable {
+        /// Its position.
+        seq: u64,
+        /// What is wrong, in words.
+        detail: String,
+    },
 }
 
 impl AuditEntry {
@@ -342,7 +383,9 @@ impl AuditEntry {
 /// [`ChainId::genesis_hash`] for an empty chain).
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub struct ChainHead {
+    /// Position in its chain (1 is the first record).
     pub seq: u64,
+    /// This record's hash.
     pub hash: [u8; 32],
 }
 
@@ -360,13 +403,19 @@ pub enum ChainBreak {
     /// The stored bytes do not decode as an audit record.
     Undecodable(String),
     /// The record at this position is missing (the next one found, if any, is `found`).
-    Missing { found: Option<u64> },
+    Missing {
+        /// The position found instead (`None`: the chain ends early).
+        found: Option<u64>,
+    },
     /// `prev_hash` is not the hash of the previous record.
     PrevHashMismatch,
     /// `hash` does not match the record's contents.
     HashMismatch,
     /// The chain head says the trail is longer than (or differs from) what is stored.
-    HeadMismatch { head_seq: u64 },
+    HeadMismatch {
+        /// The position the head names.
+        head_seq: u64,
+    },
 }
 
 impl std::fmt::Display for ChainBreak {

@@ -18,11 +18,11 @@ use crate::model::{
 };
 
 /// The first byte of records in the first layout (every kind of record).
-pub const RECORD_FORMAT_V1: u8 = 1;
+pub(super) const RECORD_FORMAT_V1: u8 = 1;
 /// The first byte of the second layout: applications (with versions), activations (optional device
 /// key, enrollment details), integration credentials (id and scope) and audit records (actor and
 /// subject). Records of format 1 stay readable (and audit records verifiable).
-pub const RECORD_FORMAT_V2: u8 = 2;
+pub(super) const RECORD_FORMAT_V2: u8 = 2;
 
 /// Why bytes could not be decoded; turned into `StoreError::Corrupt` by the caller, who knows the record.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -165,7 +165,7 @@ impl<'a> Reader<'a> {
         (0..count).map(|_| self.str()).collect()
     }
     /// Reads the record-format byte and refuses any format this version does not know.
-    pub fn format(&mut self) -> Decoded<u8> {
+    pub(super) fn format(&mut self) -> Decoded<u8> {
         self.format_of(&[RECORD_FORMAT_V1])
     }
     /// Reads the record-format byte and refuses any format not in `known`.
@@ -237,7 +237,7 @@ fn read_opt_sealed(r: &mut Reader<'_>, what: &str) -> Decoded<Option<EncryptedSe
 /// `02 ‖ id ‖ roles ‖ u32 n ‖ n × (key_id[16] ‖ public_key ‖ created_at) ‖ created_at ‖
 /// u32 m ‖ m × (version_id ‖ application_key ‖ sealed secret ‖ supported(u8) ‖ created_at)`.
 /// Format 1 is the same without the versions.
-pub fn encode_application(app: &Application) -> Vec<u8> {
+pub(super) fn encode_application(app: &Application) -> Vec<u8> {
     let mut w = Writer::new();
     w.u8(RECORD_FORMAT_V2);
     w.str(&app.id);
@@ -263,7 +263,7 @@ pub fn encode_application(app: &Application) -> Vec<u8> {
     w.into_bytes()
 }
 
-pub fn decode_application(bytes: &[u8]) -> Decoded<Application> {
+pub(super) fn decode_application(bytes: &[u8]) -> Decoded<Application> {
     decode_v2(bytes, "application", |r, format| {
         let id = r.str()?;
         let roles = r.strs()?;
@@ -316,7 +316,7 @@ pub fn decode_application(bytes: &[u8]) -> Decoded<Application> {
 /// activation_signature? ‖ expires_at? ‖ commit_phase(u8: 1 ON_COMMIT, 2 ON_KEY_EXCHANGE) ‖
 /// activation_otp(sealed)? ‖ transport_key(sealed)? ‖ protocol_version(u8) ‖ activation_name? ‖
 /// platform? ‖ device_info? ‖ extras? ‖ external_id? ‖ last_changed_at?`.
-pub fn encode_activation(a: &Activation) -> Vec<u8> {
+pub(super) fn encode_activation(a: &Activation) -> Vec<u8> {
     let mut w = Writer::new();
     w.u8(RECORD_FORMAT_V2);
     w.str(&a.id);
@@ -402,7 +402,7 @@ fn decode_enrollment(r: &mut Reader<'_>) -> Decoded<Enrollment> {
     })
 }
 
-pub fn decode_activation(bytes: &[u8]) -> Decoded<Activation> {
+pub(super) fn decode_activation(bytes: &[u8]) -> Decoded<Activation> {
     decode_v2(bytes, "activation", |r, format| {
         let id = r.str()?;
         let application_id = r.str()?;
@@ -489,7 +489,7 @@ pub fn decode_activation(bytes: &[u8]) -> Decoded<Activation> {
 
 /// `01 ‖ id ‖ application_key ‖ activation_id? ‖ wrapped_private_key ‖ public_key ‖ created_at ‖
 /// expires_at`
-pub fn encode_temporary_key(k: &TemporaryKey) -> Vec<u8> {
+pub(super) fn encode_temporary_key(k: &TemporaryKey) -> Vec<u8> {
     let mut w = Writer::new();
     w.u8(RECORD_FORMAT_V1);
     w.str(&k.id);
@@ -502,7 +502,7 @@ pub fn encode_temporary_key(k: &TemporaryKey) -> Vec<u8> {
     w.into_bytes()
 }
 
-pub fn decode_temporary_key(bytes: &[u8]) -> Decoded<TemporaryKey> {
+pub(super) fn decode_temporary_key(bytes: &[u8]) -> Decoded<TemporaryKey> {
     decode(bytes, "temporary key", |r| {
         let id = r.str()?;
         let application_key = r.str()?;
@@ -570,7 +570,7 @@ pub(super) fn decode_nonce(bytes: &[u8]) -> Decoded<IssuedNonce> {
 ///
 /// Format 1 was `01 ‖ client_token ‖ name ‖ secret_hash ‖ created_at`; such a record decodes with
 /// its client token as its id and the ADMIN role (every credential could do everything then).
-pub fn encode_credential(c: &IntegrationCredential) -> Vec<u8> {
+pub(super) fn encode_credential(c: &IntegrationCredential) -> Vec<u8> {
     let mut w = Writer::new();
     w.u8(RECORD_FORMAT_V2);
     w.str(&c.client_token);
@@ -592,7 +592,7 @@ pub fn encode_credential(c: &IntegrationCredential) -> Vec<u8> {
     w.into_bytes()
 }
 
-pub fn decode_credential(bytes: &[u8]) -> Decoded<IntegrationCredential> {
+pub(super) fn decode_credential(bytes: &[u8]) -> Decoded<IntegrationCredential> {
     let what = "integration credential";
     let mut r = Reader::new(bytes, what);
     let format = r.format_of(&[RECORD_FORMAT_V1, RECORD_FORMAT_V2])?;
@@ -639,7 +639,7 @@ pub fn decode_credential(bytes: &[u8]) -> Decoded<IntegrationCredential> {
 ///
 /// Format 2 adds `actor? ‖ subject?` between `data_sha256` and `prev_hash`. A record with neither
 /// keeps format 1, so records written before actors existed hash and verify exactly as they did.
-pub fn audit_body(rec: &AuditRecord) -> Vec<u8> {
+pub(super) fn audit_body(rec: &AuditRecord) -> Vec<u8> {
     let v2 = rec.actor.is_some() || rec.subject.is_some();
     let mut w = Writer::new();
     w.u8(if v2 {
@@ -673,7 +673,7 @@ pub(super) fn encode_audit(rec: &AuditRecord) -> Vec<u8> {
     bytes
 }
 
-pub fn decode_audit(bytes: &[u8]) -> Decoded<AuditRecord> {
+pub(super) fn decode_audit(bytes: &[u8]) -> Decoded<AuditRecord> {
     let mut reader = Reader::new(bytes, "audit record");
     let format = reader.format_of(&[RECORD_FORMAT_V1, RECORD_FORMAT_V2])?;
     let rec = decode_audit_fields(&mut reader, format)?;

@@ -29,9 +29,11 @@ pub struct MasterKeyRef {
 pub struct Application {
     /// The free-form, unique application name.
     pub id: String,
+    /// The application roles.
     pub roles: Vec<String>,
     /// Newest first: `master_keys[0]` signs non-personalized payloads.
     pub master_keys: Vec<MasterKeyRef>,
+    /// When it was created.
     pub created_at: Timestamp,
     /// The application versions (`default` first), each with its own application key and secret.
     /// Empty for applications stored before versions existed (record format 1).
@@ -64,6 +66,7 @@ pub struct ApplicationVersion {
     pub encrypted_secret: EncryptedSecret,
     /// Whether the version may still activate devices.
     pub supported: bool,
+    /// When it was created.
     pub created_at: Timestamp,
 }
 
@@ -77,6 +80,7 @@ pub struct Enrollment {
     pub activation_signature: Option<String>,
     /// When the activation must be prepared and committed by; `None` for registered activations.
     pub expires_at: Option<Timestamp>,
+    /// When the activation OTP is checked (`ON_COMMIT` or `ON_KEY_EXCHANGE`).
     pub commit_phase: CommitPhase,
     /// The activation OTP, sealed under the DEK; `None` when none was set.
     pub activation_otp: Option<EncryptedSecret>,
@@ -84,11 +88,15 @@ pub struct Enrollment {
     pub encrypted_transport_key: Option<EncryptedSecret>,
     /// Protocol major version of the activation: 0 before the key exchange, then 3.
     pub protocol_version: u8,
+    /// The activation name.
     pub activation_name: Option<String>,
     /// Lower-cased platform (`ios`, `android`, …) as the device sent it.
     pub platform: Option<String>,
+    /// The device description.
     pub device_info: Option<String>,
+    /// Free-form extras the bank attached.
     pub extras: Option<String>,
+    /// An external id the bank gave the activation.
     pub external_id: Option<String>,
     /// The last time the status changed.
     pub last_changed_at: Option<Timestamp>,
@@ -106,8 +114,11 @@ pub struct TemporaryKey {
     pub activation_id: Option<String>,
     /// The private key, wrapped under the KEK.
     pub wrapped_private_key: WrappedKey,
+    /// The public half.
     pub public_key: PublicKey,
+    /// When it was created.
     pub created_at: Timestamp,
+    /// When it stops being valid.
     pub expires_at: Timestamp,
 }
 
@@ -116,10 +127,15 @@ pub struct TemporaryKey {
 pub struct Activation {
     /// Random UUID v4, canonical lower case.
     pub id: String,
+    /// The application id.
     pub application_id: String,
+    /// The user id.
     pub user_id: String,
+    /// The status.
     pub status: ActivationStatus,
+    /// Why the activation is blocked, if it is.
     pub blocked_reason: Option<String>,
+    /// The activation flags.
     pub flags: Vec<String>,
     /// The device's public key; `None` while the activation is `CREATED` (no key exchange yet).
     pub device_public_key: Option<PublicKey>,
@@ -134,9 +150,13 @@ pub struct Activation {
     pub counter: u64,
     /// Hash-based counter value `CTR_DATA` (protocol v3).
     pub ctr_data: [u8; 16],
+    /// Failed attempts since the last valid code.
     pub failed_attempts: u32,
+    /// Failed attempts after which the activation is blocked.
     pub max_failed_attempts: u32,
+    /// When it was created.
     pub created_at: Timestamp,
+    /// When a code was last checked against it.
     pub last_used_at: Option<Timestamp>,
     /// Record revision for compare-and-swap: the store sets it to 1 on insert and adds one on every
     /// successful update. A caller passes back the revision it read.
@@ -180,8 +200,11 @@ pub enum NonceOwner {
 pub struct IssuedNonce {
     /// The nonce exactly as it appears in `offlineData` (Base64 of 16 bytes).
     pub nonce: String,
+    /// What it was issued for.
     pub issued_for: NonceOwner,
+    /// When it was issued.
     pub issued_at: Timestamp,
+    /// When it stops being valid.
     pub expires_at: Timestamp,
     /// Set once, by the successful verification that consumed it.
     pub consumed_at: Option<Timestamp>,
@@ -204,10 +227,13 @@ pub struct IntegrationCredential {
     /// The credential's id (a random UUID v4), named in audit records and by `integration/remove`.
     /// A credential stored before ids existed has its client token as its id.
     pub id: String,
+    /// The client token (HTTP Basic user name).
     pub client_token: String,
+    /// Its name.
     pub name: String,
     /// The hashed secret; the plaintext secret never reaches the store.
     pub secret_hash: SecretHash,
+    /// When it was created.
     pub created_at: Timestamp,
     /// What it may do (a credential stored before roles existed is `ADMIN`).
     pub scope: CredentialScope,

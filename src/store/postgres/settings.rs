@@ -64,10 +64,16 @@ pub enum PostgresSettingsError {
     UrlMissing,
     /// The URL does not parse.
     #[error("the database URL does not parse: {detail}")]
-    UrlInvalid { detail: String },
+    UrlInvalid {
+        /// What is wrong, in words.
+        detail: String,
+    },
     /// The URL lacks a part the store needs.
     #[error("the database URL names no {part}")]
-    UrlIncomplete { part: &'static str },
+    UrlIncomplete {
+        /// The part that is missing.
+        part: &'static str,
+    },
     /// A password written into the configuration file's URL.
     #[error(
         "store.url holds a password: put it in password_file or password_env (or give the whole URL in {DATABASE_URL_ENV})"
@@ -79,24 +85,40 @@ pub enum PostgresSettingsError {
     /// `password_file` cannot be read.
     #[error("cannot read the database password file {path}: {source}")]
     PasswordFile {
+        /// The file.
         path: PathBuf,
+        /// Why.
         source: std::io::Error,
     },
     /// `password_file` is empty.
     #[error("the database password file {path} is empty")]
-    PasswordFileEmpty { path: PathBuf },
+    PasswordFileEmpty {
+        /// The file.
+        path: PathBuf,
+    },
     /// `password_env` names a variable that is unset, empty or not UTF-8.
     #[error("the environment variable {name} (store.password_env) is unset or empty")]
-    PasswordEnv { name: String },
+    PasswordEnv {
+        /// The variable.
+        name: String,
+    },
     /// `pool_size` out of range.
     #[error("store.pool_size must be between 1 and {MAX_POOL_SIZE}, not {value}")]
-    PoolSize { value: usize },
+    PoolSize {
+        /// The value given.
+        value: usize,
+    },
     /// `audit_chain` is not a valid chain id.
     #[error("store.audit_chain: {0}")]
     AuditChain(#[from] InvalidChainId),
     /// The persisted chain id file cannot be read or written.
     #[error("audit chain id file {path}: {detail}")]
-    ChainIdFile { path: PathBuf, detail: String },
+    ChainIdFile {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong, in words.
+        detail: String,
+    },
 }
 
 /// Validated settings of a PostgreSQL store. `Debug` names the server and database, never the password.
