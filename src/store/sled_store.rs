@@ -188,15 +188,19 @@ fn open_db(dir: &Path, cache_bytes: u64) -> Result<sled::Db, StoreError> {
             .open()
         {
             Ok(db) => return Ok(db),
-            Err(sled::Error::Io(e))
-                if e.kind() == std::io::ErrorKind::WouldBlock
-                    && std::time::Instant::now() < deadline =>
-            {
+            Err(sled::Error::Io(e)) if lock_held(&e) && std::time::Instant::now() < deadline => {
                 std::thread::sleep(std::time::Duration::from_millis(20));
             }
             Err(e) => return Err(io(e)),
         }
     }
+}
+
+/// Whether sled refused to open because the folder's lock is held. sled 0.34 reports it as an I/O
+/// error of kind `Other` whose text wraps the `WouldBlock` of the lock call ("could not acquire
+/// lock on …"), so the kind alone does not tell.
+fn lock_held(e: &std::io::Error) -> bool {
+    e.kind() == std::io::ErrorKind::WouldBlock || e.to_string().contains("could not acquire lock")
 }
 
 impl SledStore {
