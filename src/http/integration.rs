@@ -169,6 +169,7 @@ pub async fn create(
     request_body = RequestEnvelope<IntegrationListRequest>,
     responses(
         (status = 200, description = "The credentials", body = ResponseEnvelope<IntegrationListResponse>),
+        (status = 400, description = "ERR0024 (the body is not the request envelope)", body = ErrorEnvelope),
         (status = 401, description = "ERR_AUTHENTICATION", body = ErrorEnvelope),
         (status = 403, description = "ERR_AUTHORIZATION", body = ErrorEnvelope),
     ),
@@ -205,6 +206,7 @@ pub async fn list(
     request_body = RequestEnvelope<IntegrationRemoveRequest>,
     responses(
         (status = 200, description = "Removed (or there was none)", body = ResponseEnvelope<IntegrationRemoveResponse>),
+        (status = 400, description = "ERR0024", body = ErrorEnvelope),
         (status = 401, description = "ERR_AUTHENTICATION", body = ErrorEnvelope),
         (status = 403, description = "ERR_AUTHORIZATION", body = ErrorEnvelope),
     ),
