@@ -716,9 +716,8 @@ impl Service {
         let sealed_transport = self
             .seal_transport_key(&activation_id, &master_secret.derive().transport)
             .await?;
-        let sealed = signer
-            .encrypt_secret(
-                &self.inner.storage_keys.dek,
+        let sealed = self
+            .seal(
                 &factor_keys_aad(&activation_id),
                 seal_factor_keys(&factor_keys).as_slice(),
             )
@@ -1055,19 +1054,37 @@ impl Service {
         self.inner.settings.signature.proximity_otp_length
     }
 
+    /// Seals `plaintext` under the DEK with `aad` (every secret the service stores goes through here).
+    async fn seal(
+        &self,
+        aad: &[u8],
+        plaintext: &[u8],
+    ) -> Result<crate::model::EncryptedSecret, SignerError> {
+        self.inner
+            .signer
+            .encrypt_secret(&self.inner.storage_keys.dek, aad, plaintext)
+            .await
+    }
+
+    /// Opens what [`Service::seal`] sealed with the same `aad`.
+    async fn open_sealed(
+        &self,
+        aad: &[u8],
+        sealed: &crate::model::EncryptedSecret,
+    ) -> Result<crate::signer::PlainSecret, SignerError> {
+        self.inner
+            .signer
+            .decrypt_secret(&self.inner.storage_keys.dek, aad, sealed)
+            .await
+    }
+
     async fn factor_keys(&self, activation: &Activation) -> Result<FactorKeys, ServiceError> {
         let sealed = activation
             .encrypted_factor_keys
             .as_ref()
             .ok_or(ServiceError::invariant("the activation has no factor keys"))?;
         let plain = self
-            .inner
-            .signer
-            .decrypt_secret(
-                &self.inner.storage_keys.dek,
-                &factor_keys_aad(&activation.id),
-                sealed,
-            )
+            .open_sealed(&factor_keys_aad(&activation.id), sealed)
             .await?;
         open_factor_keys(plain.expose())
     }

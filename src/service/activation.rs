@@ -226,10 +226,7 @@ impl Service {
         let application_key = generate_application_key(&mut rng);
         let secret = ApplicationSecret::generate(&mut rng);
         let encrypted_secret = self
-            .inner
-            .signer
-            .encrypt_secret(
-                &self.inner.storage_keys.dek,
+            .seal(
                 &app_secret_aad(&application_key),
                 secret.expose_text().as_bytes(),
             )
@@ -249,10 +246,7 @@ impl Service {
         version: &ApplicationVersion,
     ) -> Result<ApplicationSecret, ServiceError> {
         let plain = self
-            .inner
-            .signer
-            .decrypt_secret(
-                &self.inner.storage_keys.dek,
+            .open_sealed(
                 &app_secret_aad(&version.application_key),
                 &version.encrypted_secret,
             )
@@ -432,15 +426,7 @@ impl Service {
                 .await
                 .map_err(signing_failed)?;
             let activation_otp = match &otp {
-                Some(otp) => Some(
-                    signer
-                        .encrypt_secret(
-                            &self.inner.storage_keys.dek,
-                            &otp_aad(&activation_id),
-                            otp.as_bytes(),
-                        )
-                        .await?,
-                ),
+                Some(otp) => Some(self.seal(&otp_aad(&activation_id), otp.as_bytes()).await?),
                 None => None,
             };
             let activation = Activation {
@@ -912,9 +898,8 @@ impl Service {
         drop(z2);
         let factor_keys = FactorKeys::from_master_secret(&master_secret);
         let transport = master_secret.derive().transport;
-        let sealed_factors = signer
-            .encrypt_secret(
-                &self.inner.storage_keys.dek,
+        let sealed_factors = self
+            .seal(
                 &factor_keys_aad(&activation.id),
                 seal_factor_keys(&factor_keys).as_slice(),
             )
@@ -1049,15 +1034,7 @@ impl Service {
             .activation_otp
             .as_ref()
             .ok_or(ServiceError::invariant("no activation OTP to compare"))?;
-        let stored = self
-            .inner
-            .signer
-            .decrypt_secret(
-                &self.inner.storage_keys.dek,
-                &otp_aad(&activation.id),
-                sealed,
-            )
-            .await?;
+        let stored = self.open_sealed(&otp_aad(&activation.id), sealed).await?;
         let a: [u8; 32] = Sha256::digest(stored.expose()).into();
         let b: [u8; 32] = Sha256::digest(otp.as_bytes()).into();
         Ok(bool::from(a.ct_eq(&b)))
@@ -1229,13 +1206,7 @@ impl Service {
         key: &SymmetricKey,
     ) -> Result<crate::model::EncryptedSecret, ServiceError> {
         Ok(self
-            .inner
-            .signer
-            .encrypt_secret(
-                &self.inner.storage_keys.dek,
-                &transport_key_aad(activation_id),
-                key.expose(),
-            )
+            .seal(&transport_key_aad(activation_id), key.expose())
             .await?)
     }
 
@@ -1248,13 +1219,7 @@ impl Service {
     ) -> Result<Option<SymmetricKey>, ServiceError> {
         if let Some(sealed) = &activation.enrollment.encrypted_transport_key {
             let plain = self
-                .inner
-                .signer
-                .decrypt_secret(
-                    &self.inner.storage_keys.dek,
-                    &transport_key_aad(&activation.id),
-                    sealed,
-                )
+                .open_sealed(&transport_key_aad(&activation.id), sealed)
                 .await?;
             return SymmetricKey::from_slice(plain.expose())
                 .map(Some)
