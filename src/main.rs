@@ -608,8 +608,15 @@ fn exit_status(ok: bool) -> ExitCode {
     }
 }
 
+/// Most threads of tokio's blocking pool (its default is 512). Store writes run there and each
+/// waits for its group-commit flush, so under load the pool grows to one thread per request in
+/// flight, each with its stack and its share of the allocator's arenas; past this many, writes
+/// queue for a thread and the next flush serves them all the same.
+const MAX_BLOCKING_THREADS: usize = 32;
+
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_multi_thread()
+        .max_blocking_threads(MAX_BLOCKING_THREADS)
         .enable_all()
         .build()
         .context("starting the async runtime")
