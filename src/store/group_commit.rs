@@ -8,10 +8,22 @@
 //! drawn only after its write is applied, a flush that starts after the ticket was drawn covers the
 //! write. N writers that arrive while one flush runs therefore share the next flush.
 //!
+//! Gathering: a leader that arrives within [`GATHER_WINDOW`] of the end of the previous flush (the
+//! store is busy) first waits up to that window for the writers still applying their writes, so that
+//! one flush serves them too. Each flush costs far more than its `fsync`: sled hands the write of its
+//! log buffer to its own I/O thread pool, whose condition variable wakes every idle I/O thread (seven
+//! or more context switches per flush, measured with `/proc/PID/task/*/status`). A writer that comes
+//! after a quiet spell (concurrency 1) flushes at once, so its latency is unchanged.
+//!
 //! For tests, [`GroupCommit::hold`] stops leaders from starting a flush until the hold is dropped, so a
 //! test can queue many writers deterministically and then see that one flush serves them all.
 
 use std::sync::{Condvar, Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant};
+
+/// How long a leader under concurrent load waits for more writers before it flushes (see the module
+/// documentation; chosen by measurement, `docs/performance-notes.md`).
+const GATHER_WINDOW: Duration = Duration::from_micros(300);
 
 /// The state shared by all writers of one store.
 #[derive(Default)]
@@ -38,6 +50,8 @@ struct FlushState {
     waiting: usize,
     /// Flushes performed.
     flushes: u64,
+    /// When the most recent flush ended.
+    last_flush_end: Option<Instant>,
 }
 
 /// Why a write could not be made durable.
@@ -69,12 +83,24 @@ impl GroupCommit {
             }
             if !st.flushing && !st.held {
                 st.flushing = true;
+                if st
+                    .last_flush_end
+                    .is_some_and(|end| end.elapsed() < GATHER_WINDOW)
+                {
+                    // Wake-ups during the window (a hold released) only end it early.
+                    st = self
+                        .wake
+                        .wait_timeout(st, GATHER_WINDOW)
+                        .unwrap_or_else(PoisonError::into_inner)
+                        .0;
+                }
                 let target = st.issued;
                 drop(st);
                 let outcome = flush();
                 st = self.lock();
                 st.flushing = false;
                 st.flushes += 1;
+                st.last_flush_end = Some(Instant::now());
                 match outcome {
                     Ok(()) => st.durable = st.durable.max(target),
                     Err(detail) => {
