@@ -24,6 +24,11 @@ pub(super) const RECORD_FORMAT_V1: u8 = 1;
 /// subject). Records of format 1 stay readable (and audit records verifiable).
 pub(super) const RECORD_FORMAT_V2: u8 = 2;
 
+/// The third layout, of activations only: the same fields as format 2 in the same order, with
+/// variable-length integers for lengths and counters and the KEK id written once (see
+/// [`encode_activation`]). Activations of formats 1 and 2 stay readable.
+pub(super) const RECORD_FORMAT_V3: u8 = 3;
+
 /// Why bytes could not be decoded; turned into `StoreError::Corrupt` by the caller, who knows the record.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(super) struct DecodeError(pub String);
@@ -76,6 +81,24 @@ impl Writer {
                 put(self, x);
             }
         }
+    }
+    /// An unsigned integer in LEB128: seven bits per byte, low bits first, the high bit set on
+    /// every byte but the last (1 byte below 128, at most 10).
+    pub(super) fn var(&mut self, mut v: u64) {
+        while v >= 0x80 {
+            self.0.push((v as u8 & 0x7f) | 0x80);
+            v >>= 7;
+        }
+        self.0.push(v as u8);
+    }
+    /// `var(length) ‖ bytes`.
+    pub(super) fn var_bytes(&mut self, v: &[u8]) {
+        self.var(v.len() as u64);
+        self.raw(v);
+    }
+    /// `var(length) ‖ UTF-8`.
+    pub(super) fn var_str(&mut self, v: &str) {
+        self.var_bytes(v.as_bytes());
     }
     pub(super) fn strs(&mut self, v: &[String]) {
         let len = u32::try_from(v.len()).expect("record lists are far below 4 G entries");
@@ -130,6 +153,48 @@ impl<'a> Reader<'a> {
     pub(super) fn bytes(&mut self) -> Decoded<Vec<u8>> {
         let len = self.u32()? as usize;
         Ok(self.raw(len)?.to_vec())
+    }
+    /// Reads [`Writer::var`]; refuses more than ten bytes, a value over 64 bits and a longer
+    /// encoding than needed (so that each value has one encoding).
+    pub(super) fn var(&mut self) -> Decoded<u64> {
+        let mut value = 0u64;
+        for i in 0..10 {
+            let byte = self.u8()?;
+            let bits = u64::from(byte & 0x7f);
+            if i == 9 && bits > 1 {
+                return self.fail("variable-length integer over 64 bits");
+            }
+            value |= bits << (7 * i);
+            if byte & 0x80 == 0 {
+                if i > 0 && byte == 0 {
+                    return self.fail("variable-length integer not minimal");
+                }
+                return Ok(value);
+            }
+        }
+        self.fail("variable-length integer over 10 bytes")
+    }
+    fn var_len(&mut self) -> Decoded<usize> {
+        let len = self.var()?;
+        match usize::try_from(len) {
+            Ok(len) if len <= self.buf.len() => Ok(len),
+            _ => self.fail("truncated"),
+        }
+    }
+    pub(super) fn var_bytes(&mut self) -> Decoded<Vec<u8>> {
+        let len = self.var_len()?;
+        Ok(self.raw(len)?.to_vec())
+    }
+    pub(super) fn var_str(&mut self) -> Decoded<String> {
+        let bytes = self.var_bytes()?;
+        match String::from_utf8(bytes) {
+            Ok(s) => Ok(s),
+            Err(_) => self.fail("string is not UTF-8"),
+        }
+    }
+    fn var_u32(&mut self) -> Decoded<u32> {
+        let v = self.var()?;
+        u32::try_from(v).or_else(|_| self.fail("integer over 32 bits"))
     }
     pub(super) fn str(&mut self) -> Decoded<String> {
         let bytes = self.bytes()?;
@@ -316,7 +381,52 @@ pub(super) fn decode_application(bytes: &[u8]) -> Decoded<Application> {
 /// activation_signature? ‖ expires_at? ‖ commit_phase(u8: 1 ON_COMMIT, 2 ON_KEY_EXCHANGE) ‖
 /// activation_otp(sealed)? ‖ transport_key(sealed)? ‖ protocol_version(u8) ‖ activation_name? ‖
 /// platform? ‖ device_info? ‖ extras? ‖ external_id? ‖ last_changed_at?`.
+/// Format 3 (written now): `03 ‖ id ‖ application_id ‖ user_id ‖ status(u8) ‖ blocked_reason? ‖
+/// var(n) ‖ n × flag ‖ device_public_key ‖ server_public_key[65] ‖ (kek_id[16] ‖
+/// wrapped_blob)? ‖ encrypted_factor_keys? ‖ var(counter) ‖ ctr_data[16] ‖ var(failed_attempts) ‖
+/// var(max_failed_attempts) ‖ created_at ‖ last_used_at? ‖ var(version) ‖ enrollment`, where
+/// strings and byte strings are `var(length) ‖ bytes` ([`Writer::var`]), `device_public_key` is
+/// empty or the 65-byte uncompressed point, and the enrollment is format 2's. The same meaning
+/// in about 60 fewer bytes than format 2 (public keys stay uncompressed: decompressing them would
+/// cost a square root on every read).
 pub(super) fn encode_activation(a: &Activation) -> Vec<u8> {
+    let mut w = Writer::new();
+    w.u8(RECORD_FORMAT_V3);
+    w.var_str(&a.id);
+    w.var_str(&a.application_id);
+    w.var_str(&a.user_id);
+    w.u8(a.status.code());
+    w.opt(a.blocked_reason.as_deref(), Writer::var_str);
+    w.var(a.flags.len() as u64);
+    for flag in &a.flags {
+        w.var_str(flag);
+    }
+    match &a.device_public_key {
+        Some(key) => w.var_bytes(&key.to_uncompressed()),
+        None => w.var_bytes(&[]),
+    }
+    w.raw(&a.server_public_key.to_uncompressed());
+    w.opt(a.wrapped_server_private_key.as_ref(), |w, key| {
+        w.raw(key.kek().as_bytes());
+        w.var_bytes(key.blob());
+    });
+    w.opt(a.encrypted_factor_keys.as_ref(), |w, sealed| {
+        w.var_bytes(sealed.as_bytes());
+    });
+    w.var(a.counter);
+    w.raw(&a.ctr_data);
+    w.var(u64::from(a.failed_attempts));
+    w.var(u64::from(a.max_failed_attempts));
+    w.time(a.created_at);
+    w.opt(a.last_used_at, Writer::time);
+    w.var(a.version);
+    encode_enrollment(&mut w, &a.enrollment);
+    w.into_bytes()
+}
+
+/// Format 2, as written before format 3 (kept to test that such records still decode).
+#[cfg(test)]
+fn encode_activation_v2(a: &Activation) -> Vec<u8> {
     let mut w = Writer::new();
     w.u8(RECORD_FORMAT_V2);
     w.str(&a.id);
@@ -352,7 +462,12 @@ pub(super) fn encode_activation(a: &Activation) -> Vec<u8> {
     w.time(a.created_at);
     w.opt(a.last_used_at, Writer::time);
     w.u64(a.version);
-    let e = &a.enrollment;
+    encode_enrollment(&mut w, &a.enrollment);
+    w.into_bytes()
+}
+
+/// The enrollment part of formats 2 and 3.
+fn encode_enrollment(w: &mut Writer, e: &Enrollment) {
     w.opt(e.activation_code.as_deref(), Writer::str);
     w.opt(e.activation_signature.as_deref(), Writer::str);
     w.opt(e.expires_at, Writer::time);
@@ -360,8 +475,8 @@ pub(super) fn encode_activation(a: &Activation) -> Vec<u8> {
         CommitPhase::OnCommit => 1,
         CommitPhase::OnKeyExchange => 2,
     });
-    opt_sealed(&mut w, e.activation_otp.as_ref());
-    opt_sealed(&mut w, e.encrypted_transport_key.as_ref());
+    opt_sealed(w, e.activation_otp.as_ref());
+    opt_sealed(w, e.encrypted_transport_key.as_ref());
     w.u8(e.protocol_version);
     for text in [
         &e.activation_name,
@@ -373,7 +488,6 @@ pub(super) fn encode_activation(a: &Activation) -> Vec<u8> {
         w.opt(text.as_deref(), Writer::str);
     }
     w.opt(e.last_changed_at, Writer::time);
-    w.into_bytes()
 }
 
 fn decode_enrollment(r: &mut Reader<'_>) -> Decoded<Enrollment> {
@@ -403,6 +517,74 @@ fn decode_enrollment(r: &mut Reader<'_>) -> Decoded<Enrollment> {
 }
 
 pub(super) fn decode_activation(bytes: &[u8]) -> Decoded<Activation> {
+    if bytes.first() == Some(&RECORD_FORMAT_V3) {
+        decode_activation_v3(bytes)
+    } else {
+        decode_activation_v1_v2(bytes)
+    }
+}
+
+fn decode_activation_v3(bytes: &[u8]) -> Decoded<Activation> {
+    let mut r = Reader::new(bytes, "activation");
+    r.format_of(&[RECORD_FORMAT_V3])?;
+    let id = r.var_str()?;
+    let application_id = r.var_str()?;
+    let user_id = r.var_str()?;
+    let code = r.u8()?;
+    let Some(status) = ActivationStatus::from_code(code) else {
+        return r.fail(&format!("unknown status code {code}"));
+    };
+    let blocked_reason = r.opt(Reader::var_str)?;
+    let count = r.var_len()?;
+    let flags = (0..count)
+        .map(|_| r.var_str())
+        .collect::<Decoded<Vec<_>>>()?;
+    let device = r.var_bytes()?;
+    let device_public_key = if device.is_empty() {
+        None
+    } else {
+        Some(PublicKey::from_sec1(&device).or_else(|_| r.fail("public key is not a P-256 point"))?)
+    };
+    let server = r.raw(65)?;
+    let server_public_key =
+        PublicKey::from_sec1(server).or_else(|_| r.fail("public key is not a P-256 point"))?;
+    let wrapped_server_private_key = r.opt(|r| {
+        let kek = KeyId::from_bytes(r.array()?);
+        let blob = r.var_bytes()?;
+        if blob.is_empty() {
+            return r.fail("malformed wrapped server private key");
+        }
+        Ok(WrappedKey::new(kek, blob))
+    })?;
+    let encrypted_factor_keys = r.opt(|r| {
+        let sealed = r.var_bytes()?;
+        EncryptedSecret::from_bytes(sealed).or_else(|_| r.fail("malformed encrypted factor keys"))
+    })?;
+    let activation = Activation {
+        id,
+        application_id,
+        user_id,
+        status,
+        blocked_reason,
+        flags,
+        device_public_key,
+        server_public_key,
+        wrapped_server_private_key,
+        encrypted_factor_keys,
+        counter: r.var()?,
+        ctr_data: r.array()?,
+        failed_attempts: r.var_u32()?,
+        max_failed_attempts: r.var_u32()?,
+        created_at: r.time()?,
+        last_used_at: r.opt(Reader::time)?,
+        version: r.var()?,
+        enrollment: decode_enrollment(&mut r)?,
+    };
+    r.finish()?;
+    Ok(activation)
+}
+
+fn decode_activation_v1_v2(bytes: &[u8]) -> Decoded<Activation> {
     decode_v2(bytes, "activation", |r, format| {
         let id = r.str()?;
         let application_id = r.str()?;
@@ -844,7 +1026,7 @@ mod tests {
     fn format_1_activation_still_decodes() {
         let mut a = sample_activation();
         a.enrollment = Enrollment::default();
-        let mut bytes = encode_activation(&a);
+        let mut bytes = encode_activation_v2(&a);
         assert_eq!(bytes[0], RECORD_FORMAT_V2);
         bytes.truncate(bytes.len() - EMPTY_ENROLLMENT_LEN);
         bytes[0] = RECORD_FORMAT_V1;
@@ -907,6 +1089,28 @@ mod tests {
         fn activation_decode_inverts_encode(a in arb_activation()) {
             let bytes = encode_activation(&a);
             prop_assert_eq!(decode_activation(&bytes), Ok(a));
+        }
+
+        #[test]
+        fn format_2_activation_still_decodes(a in arb_activation()) {
+            let bytes = encode_activation_v2(&a);
+            prop_assert_eq!(bytes[0], RECORD_FORMAT_V2);
+            prop_assert_eq!(decode_activation(&bytes), Ok(a));
+        }
+
+        #[test]
+        fn format_3_is_never_longer_than_format_2(a in arb_activation()) {
+            prop_assert!(encode_activation(&a).len() <= encode_activation_v2(&a).len());
+        }
+
+        #[test]
+        fn var_decode_inverts_encode(v in any::<u64>()) {
+            let mut w = Writer::new();
+            w.var(v);
+            let bytes = w.into_bytes();
+            let mut r = Reader::new(&bytes, "test");
+            prop_assert_eq!(r.var(), Ok(v));
+            prop_assert!(r.finish().is_ok());
         }
 
         #[test]
@@ -1002,6 +1206,26 @@ mod tests {
         let mut bytes = encode_head(7, &[1; 32]);
         bytes.push(0);
         assert!(decode_head(&bytes).is_err());
+    }
+
+    #[test]
+    fn non_minimal_or_oversized_var_is_refused() {
+        for bytes in [
+            &[0x80, 0x00][..],
+            &[0xff; 10][..],
+            &[0x80; 11][..],
+            &[0x80][..],
+        ] {
+            assert!(Reader::new(bytes, "test").var().is_err(), "{bytes:?}");
+        }
+    }
+
+    #[test]
+    fn a_typical_activation_is_smaller_in_format_3() {
+        let a = sample_activation();
+        let (v2, v3) = (encode_activation_v2(&a).len(), encode_activation(&a).len());
+        assert_eq!(encode_activation(&a)[0], RECORD_FORMAT_V3);
+        assert!(v3 + 50 <= v2, "format 3: {v3} bytes, format 2: {v2}");
     }
 
     #[test]
