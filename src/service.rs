@@ -11,7 +11,8 @@
 //!   compare-and-swap on the record version backs this up.
 //! - The end of a verification is one atomic, durable store write (counter, failed attempts, status,
 //!   nonce consumption, audit record). Store writes block until flushed, so they run on tokio's blocking
-//!   pool; HSM work runs on the signer's own threads.
+//!   pool; HSM work runs on the signer's own threads; the counter-window scan (microseconds) runs on
+//!   the request's own task.
 //! - Time comes from a [`Clock`], so tests can pin TOTP steps and nonce expiry.
 
 mod activation;
