@@ -359,15 +359,34 @@ pub fn export_public_key(path: &Path, key: &PublicKey) -> Result<(), AuditFileEr
     {
         std::fs::create_dir_all(dir).map_err(|e| io_error(dir, &e))?;
     }
-    let mut file = std::fs::OpenOptions::new()
+    // Written under a private name and linked into place: an instance starting beside this one
+    // (same folder) either sees no file or the whole file, never half of it; of two racing, the
+    // second finds the first's file and compares.
+    let tmp = path.with_extension(format!("pem.{}.tmp", std::process::id()));
+    let written = std::fs::OpenOptions::new()
         .write(true)
-        .create_new(true)
+        .create(true)
+        .truncate(true)
         .mode(0o600)
-        .open(path)
-        .map_err(|e| io_error(path, &e))?;
-    file.write_all(key.to_spki_pem().as_bytes())
-        .and_then(|()| file.sync_all())
-        .map_err(|e| io_error(path, &e))?;
+        .open(&tmp)
+        .and_then(|mut file| {
+            file.write_all(key.to_spki_pem().as_bytes())?;
+            file.sync_all()
+        })
+        .and_then(|()| std::fs::hard_link(&tmp, path));
+    let _ = std::fs::remove_file(&tmp);
+    match written {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+            return match read_public_key(path)? {
+                Some(existing) if existing == *key => Ok(()),
+                _ => Err(AuditFileError::DifferentKey {
+                    path: path.display().to_string(),
+                }),
+            };
+        }
+        Err(e) => return Err(io_error(path, &e)),
+    }
     tracing::info!(path = %path.display(), "audit public key exported");
     Ok(())
 }
