@@ -12,6 +12,8 @@ use std::sync::Arc;
 
 use crate::config::Config;
 use crate::model::KeyId;
+use crate::service::audit_trail::{self, CheckpointReport, Evidence, EvidenceError};
+use crate::service::checkpoint::{self, AuditFileError, CheckpointLog};
 use crate::service::{Credentials, Service, ServiceError, SystemClock};
 use crate::signer::config::{PinSource, SignerConfig};
 use crate::signer::pkcs11::ProvisionOutcome;
@@ -45,6 +47,12 @@ pub enum AppError {
     /// The service could not start (e.g. the KEK/DEK could not be found or made).
     #[error("starting the service: {0}")]
     Service(#[from] ServiceError),
+    /// The checkpoint file or the audit public key file cannot be used.
+    #[error("audit files: {0}")]
+    AuditFile(#[from] AuditFileError),
+    /// An evidence bundle cannot be made.
+    #[error("audit evidence: {0}")]
+    Evidence(#[from] EvidenceError),
 }
 
 /// Opens the configured store (`[store]`: sled, or PostgreSQL migrated to this build's schema).
@@ -91,6 +99,8 @@ pub async fn open_signer(config: &Config) -> Result<Arc<dyn Signer>, AppError> {
 pub struct App {
     service: Service,
     signer: Arc<dyn Signer>,
+    checkpoints: Arc<CheckpointLog>,
+    audit: checkpoint::AuditSettings,
 }
 
 impl App {
@@ -102,20 +112,48 @@ impl App {
     pub async fn open(config: &Config) -> Result<App, AppError> {
         let store = open_store(config)?;
         let signer = open_signer(config).await?;
-        match Service::open(
-            Arc::clone(&signer),
-            store,
-            config.service,
-            Arc::new(SystemClock),
-        )
-        .await
-        {
-            Ok(service) => Ok(App { service, signer }),
-            Err(e) => {
-                signer.shutdown().await;
-                Err(e.into())
-            }
+        let opened = async {
+            let service = Service::open(
+                Arc::clone(&signer),
+                store,
+                config.service,
+                Arc::new(SystemClock),
+            )
+            .await?;
+            // The public key first: a configuration pointing at another token must not append
+            // checkpoints the published key cannot verify.
+            checkpoint::export_public_key(
+                &config.audit.public_key_file(),
+                &service.audit_public_key(),
+            )?;
+            let checkpoints = Arc::new(CheckpointLog::open(&config.audit.checkpoint_file)?);
+            Ok::<_, AppError>(App {
+                service,
+                signer: Arc::clone(&signer),
+                checkpoints,
+                audit: config.audit.clone(),
+            })
         }
+        .await;
+        if opened.is_err() {
+            signer.shutdown().await;
+        }
+        opened
+    }
+
+    /// Starts the checkpoint task ([`checkpoint::run_checkpoints`]); abort it before [`App::close`],
+    /// which makes the last checkpoint.
+    pub fn start_checkpoints(&self) -> tokio::task::JoinHandle<()> {
+        tokio::spawn(checkpoint::run_checkpoints(
+            self.service.clone(),
+            Arc::clone(&self.checkpoints),
+            self.audit.clone(),
+        ))
+    }
+
+    /// The checkpoint file of this process (its `subscribe` counts the lines appended).
+    pub fn checkpoint_log(&self) -> &Arc<CheckpointLog> {
+        &self.checkpoints
     }
 
     /// The service (cheap to clone).
@@ -125,7 +163,9 @@ impl App {
 
     /// Releases the HSM (sessions closed, library finalized) and drops the store. Every store write
     /// was durable when it returned, so nothing acknowledged is lost.
+    /// A last checkpoint of the records this process appended is signed and written first.
     pub async fn close(self) {
+        checkpoint::checkpoint_once(&self.service, &self.checkpoints).await;
         self.signer.shutdown().await;
     }
 }
@@ -415,11 +455,64 @@ pub fn copy_store(from: &Config, to: &Config) -> Result<CopyReport, CopyError> {
     Ok(report)
 }
 
-/// `audit verify`: walks the audit chain of the configured store.
+/// What `audit verify` found.
+#[derive(Debug, Clone)]
+pub struct AuditVerification {
+    /// The walk of every chain's links.
+    pub chains: ChainReport,
+    /// The checkpoints: signatures, checkpointed records, the external file.
+    pub checkpoints: CheckpointReport,
+    /// The external checkpoint file.
+    pub checkpoint_file: std::path::PathBuf,
+    /// The audit public key file.
+    pub public_key_file: std::path::PathBuf,
+}
+
+impl AuditVerification {
+    /// Whether every check passed.
+    pub fn is_intact(&self) -> bool {
+        self.chains.is_intact() && self.checkpoints.first_broken.is_none()
+    }
+}
+
+/// `audit verify`: walks the audit chains of the configured store, then checks every checkpoint
+/// (stored, and in the external file) with the exported public key: no HSM is needed.
 ///
 /// # Errors
-/// [`AppError::OpenStore`] or [`AppError::Store`].
-pub fn verify_audit(config: &Config) -> Result<ChainReport, AppError> {
+/// [`AppError::OpenStore`], [`AppError::Store`] or [`AppError::AuditFile`] (a file that cannot be
+/// read or parsed).
+pub fn verify_audit(config: &Config) -> Result<AuditVerification, AppError> {
     let store = open_store(config)?;
-    Ok(crate::store::verify_audit_chain(store.as_ref())?)
+    let chains = crate::store::verify_audit_chain(store.as_ref())?;
+    let public_key_file = config.audit.public_key_file();
+    let key = checkpoint::read_public_key(&public_key_file)?;
+    let external = checkpoint::read_checkpoint_file(&config.audit.checkpoint_file)?;
+    let checkpoints =
+        audit_trail::verify_checkpoints(store.as_ref(), key.as_ref(), external.as_deref())?;
+    Ok(AuditVerification {
+        chains,
+        checkpoints,
+        checkpoint_file: config.audit.checkpoint_file.clone(),
+        public_key_file,
+    })
+}
+
+/// `audit evidence`: the evidence bundle of one activation, from the configured store and the
+/// exported public key (no HSM needed).
+///
+/// # Errors
+/// [`AppError::OpenStore`], [`AppError::AuditFile`] (the public key file is missing or
+/// malformed), [`AppError::Evidence`].
+pub fn audit_evidence(config: &Config, activation_id: &str) -> Result<Evidence, AppError> {
+    let path = config.audit.public_key_file();
+    let key = checkpoint::read_public_key(&path)?.ok_or_else(|| AuditFileError::Io {
+        path: path.display().to_string(),
+        detail: "absent: the service exports it at its first start".into(),
+    })?;
+    let store = open_store(config)?;
+    Ok(audit_trail::build_evidence(
+        store.as_ref(),
+        activation_id,
+        &key,
+    )?)
 }

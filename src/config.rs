@@ -45,6 +45,12 @@
 //! key_file = "tls/server.key"
 //! # client_ca_file = "tls/clients-ca.crt"   # require client certificates (mTLS)
 //!
+//! [audit]                            # signed checkpoints of the audit trail (docs/auditing.md)
+//! checkpoint_every = 1000            # records between two checkpoints
+//! checkpoint_interval_s = 10         # longest wait for a checkpoint when there are new records
+//! checkpoint_file = "audit-checkpoints.jsonl"  # append-only, outside the data folder; the public
+//!                                    # key goes to audit-public-key.pem beside it
+//!
 //! [signer]                           # see hsm-config/ for one example per HSM family
 //! kind = "pkcs11"
 //! ...
@@ -145,6 +151,9 @@ pub struct RawConfig {
     /// `[http]`: connection limits, TLS, the operations listener.
     #[serde(default)]
     pub http: RawHttpConfig,
+    /// `[audit]`: signed checkpoints of the audit trail.
+    #[serde(default)]
+    pub audit: service::checkpoint::RawAuditConfig,
     /// `[signer]` (required).
     pub signer: RawSignerConfig,
 }
@@ -329,6 +338,8 @@ pub struct Config {
     pub service: service::Settings,
     /// The `[signer]` table.
     pub signer: SignerConfig,
+    /// The `[audit]` table (checkpoint file resolved against the configuration file's folder).
+    pub audit: service::checkpoint::AuditSettings,
 }
 
 impl Config {
@@ -512,6 +523,14 @@ impl RawConfig {
             StoreSettings::Sled { path, .. } => path.clone(),
             StoreSettings::Postgres { .. } => base.to_path_buf(),
         };
+        let sled_dir = match &store {
+            StoreSettings::Sled { path, .. } => Some(path.as_path()),
+            StoreSettings::Postgres { .. } => None,
+        };
+        let audit = self
+            .audit
+            .validate(base, sled_dir)
+            .map_err(|(key, problem)| invalid(key, problem))?;
         let connections = ConnectionSettings {
             header_read_timeout,
             keep_alive_timeout,
@@ -544,6 +563,7 @@ impl RawConfig {
                 nonce_ttl: Duration::from_secs(self.nonce.ttl_seconds),
             },
             signer,
+            audit,
         })
     }
 }

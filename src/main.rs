@@ -242,13 +242,34 @@ enum HsmCommand {
 
 #[derive(Debug, Subcommand)]
 enum AuditCommand {
-    /// Walk the audit chain from the first record and report the first broken link, if any.
+    /// Walk the audit chain from the first record and report the first broken link, if any; then
+    /// check every signed checkpoint (stored, and in the external checkpoint file) with the
+    /// exported audit public key. No HSM is needed.
     ///
-    /// Exit status 0 when every record's hash and link check out, 1 otherwise.
+    /// Exit status 0 when every record's hash and link and every checkpoint check out, 1 otherwise.
     Verify {
         /// The service configuration file (its data_dir holds the store).
         #[arg(long, value_name = "FILE")]
         config: PathBuf,
+    },
+    /// Write the evidence bundle of one activation (its audit records, the chain segments linking
+    /// them to signed checkpoints, the checkpoints and the public key) as one JSON document.
+    Evidence {
+        /// The activation id.
+        #[arg(long, value_name = "ID")]
+        activation: String,
+        /// The service configuration file.
+        #[arg(long, value_name = "FILE")]
+        config: PathBuf,
+        /// Where to write it (default: standard output).
+        #[arg(long, value_name = "FILE")]
+        out: Option<PathBuf>,
+    },
+    /// Check an evidence bundle with neither the store nor the HSM. Exit status 0 when it verifies.
+    VerifyEvidence {
+        /// The bundle written by `audit evidence`.
+        #[arg(value_name = "FILE")]
+        file: PathBuf,
     },
 }
 
@@ -327,7 +348,7 @@ impl Command {
                 command: HsmCommand::Provision { config, .. } | HsmCommand::Gc { config, .. },
             }
             | Command::Audit {
-                command: AuditCommand::Verify { config },
+                command: AuditCommand::Verify { config } | AuditCommand::Evidence { config, .. },
             }
             | Command::Application {
                 command: ApplicationCommand::Create { config, .. },
@@ -343,6 +364,9 @@ impl Command {
             } => Some(config),
             Command::Store {
                 command: StoreCommand::Copy { .. },
+            }
+            | Command::Audit {
+                command: AuditCommand::VerifyEvidence { .. },
             }
             | Command::Selftest { .. }
             | Command::Bench { .. } => None,
@@ -379,6 +403,129 @@ fn apply_module_env(command: &Command) -> anyhow::Result<()> {
     // `exec` only returns on failure.
     let err = child.exec();
     Err(anyhow::Error::new(err).context("re-executing with signer.module_env"))
+}
+
+fn audit(command: AuditCommand) -> anyhow::Result<ExitCode> {
+    match command {
+        AuditCommand::Verify { config } => {
+            let config = Config::load(&config)?;
+            let v = app::verify_audit(&config)?;
+            let report = &v.chains;
+            match &report.first_broken {
+                None => println!(
+                    "audit chain intact: {} records in {} chain(s)",
+                    report.records, report.chains
+                ),
+                Some((seq, reason)) => {
+                    let chain = report
+                        .broken_chain
+                        .as_ref()
+                        .map_or_else(String::new, |c| format!(" {c}"));
+                    println!(
+                        "audit chain{chain} BROKEN at record {seq}: {reason} ({} records read)",
+                        report.records
+                    );
+                }
+            }
+            let cps = &v.checkpoints;
+            match &cps.first_broken {
+                Some(why) => println!("audit checkpoints BROKEN: {why}"),
+                None => {
+                    println!(
+                        "audit checkpoints intact: {} stored checkpoint(s) signed by {} and their records unchanged",
+                        cps.stored,
+                        v.public_key_file.display()
+                    );
+                    match cps.external {
+                        None => println!(
+                            "audit checkpoint file {} absent: rollback of the store not checked",
+                            v.checkpoint_file.display()
+                        ),
+                        Some(lines) => {
+                            let newest: Vec<String> = cps
+                                .newest_external
+                                .iter()
+                                .map(|(chain, seq)| format!("{chain}#{seq}"))
+                                .collect();
+                            println!(
+                                "audit store not older than the checkpoint file {}: {lines} line(s), newest {}",
+                                v.checkpoint_file.display(),
+                                if newest.is_empty() {
+                                    "none".to_owned()
+                                } else {
+                                    newest.join(", ")
+                                }
+                            );
+                        }
+                    }
+                }
+            }
+            Ok(exit_status(v.is_intact()))
+        }
+        AuditCommand::Evidence {
+            activation,
+            config,
+            out,
+        } => {
+            let config = Config::load(&config)?;
+            let evidence = app::audit_evidence(&config, &activation)?;
+            let mut json = serde_json::to_string_pretty(&evidence.bundle)?;
+            json.push('\n');
+            match &out {
+                Some(path) => std::fs::write(path, json)
+                    .with_context(|| format!("writing {}", path.display()))?,
+                None => std::io::stdout().lock().write_all(json.as_bytes())?,
+            }
+            eprintln!(
+                "{} record(s) of activation {activation} linked to signed checkpoints",
+                evidence.covered
+            );
+            if evidence.uncovered > 0 {
+                eprintln!(
+                    "{} newer record(s) are not covered by a checkpoint yet and were left out; \
+                     run this again after the next checkpoint",
+                    evidence.uncovered
+                );
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        AuditCommand::VerifyEvidence { file } => {
+            let text = std::fs::read_to_string(&file)
+                .with_context(|| format!("reading {}", file.display()))?;
+            let bundle: offline_signer::service::audit_trail::EvidenceBundle =
+                match serde_json::from_str(&text) {
+                    Ok(b) => b,
+                    Err(e) => {
+                        println!("evidence INVALID: not an evidence bundle ({e})");
+                        return Ok(ExitCode::FAILURE);
+                    }
+                };
+            match offline_signer::service::audit_trail::verify_evidence(&bundle) {
+                Ok(records) => {
+                    for rec in &records {
+                        println!(
+                            "record {} {} {} {}",
+                            rec.seq,
+                            rec.operation.as_str(),
+                            rec.outcome.as_str(),
+                            rec.actor.as_deref().unwrap_or("-")
+                        );
+                    }
+                    println!(
+                        "evidence valid: {} record(s) of activation {} in {} segment(s), each linked to a checkpoint signed by the key in the bundle",
+                        records.len(),
+                        bundle.activation_id,
+                        bundle.segments.len()
+                    );
+                    Ok(ExitCode::SUCCESS)
+                }
+                Err(why) => {
+                    println!("evidence INVALID: {why}");
+                    Ok(ExitCode::FAILURE)
+                }
+            }
+        }
+    }
 }
 
 fn run(command: Command) -> anyhow::Result<ExitCode> {
@@ -466,32 +613,7 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
-        Command::Audit {
-            command: AuditCommand::Verify { config },
-        } => {
-            let config = Config::load(&config)?;
-            let report = app::verify_audit(&config)?;
-            match report.first_broken {
-                None => {
-                    println!(
-                        "audit chain intact: {} records in {} chain(s)",
-                        report.records, report.chains
-                    );
-                    Ok(ExitCode::SUCCESS)
-                }
-                Some((seq, reason)) => {
-                    let chain = report
-                        .broken_chain
-                        .as_ref()
-                        .map_or_else(String::new, |c| format!(" {c}"));
-                    println!(
-                        "audit chain{chain} BROKEN at record {seq}: {reason} ({} records read)",
-                        report.records
-                    );
-                    Ok(ExitCode::FAILURE)
-                }
-            }
-        }
+        Command::Audit { command } => audit(command),
         Command::Serve { config, listen } => {
             let mut config = Config::load(&config)?;
             if let Some(listen) = listen {

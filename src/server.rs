@@ -3,7 +3,8 @@
 //! nonces, and shuts down in order.
 //!
 //! Shutdown order: stop accepting connections, let in-flight requests finish (idle connections are
-//! closed at once; see `http::conn`), stop the pruning task, release the HSM (sessions closed, library finalized), then drop
+//! closed at once; see `http::conn`), stop the pruning and checkpoint tasks, sign a last audit
+//! checkpoint, release the HSM (sessions closed, library finalized), then drop
 //! the store. Every store write is durable when it returns, so nothing acknowledged is lost.
 //!
 //! sled allows one process per data directory: against sled the commands below
@@ -123,6 +124,7 @@ pub async fn serve(config: &Config) -> Result<(), ServerError> {
             return Err(e);
         }
     };
+    let checkpointer = app.start_checkpoints();
     let result = serve_on(
         listener,
         ops_listener,
@@ -132,6 +134,9 @@ pub async fn serve(config: &Config) -> Result<(), ServerError> {
         shutdown_signal(),
     )
     .await;
+    checkpointer.abort();
+    let _ = checkpointer.await;
+    // `close` signs the last checkpoint before releasing the HSM.
     app.close().await;
     tracing::info!("stopped");
     result

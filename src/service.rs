@@ -16,7 +16,9 @@
 //! - Time comes from a [`Clock`], so tests can pin TOTP steps and nonce expiry.
 
 mod activation;
+pub mod audit_trail;
 pub mod caller;
+pub mod checkpoint;
 mod credentials;
 pub mod locks;
 pub mod requests;
@@ -35,10 +37,10 @@ use crate::crypto::offline_data::{
 };
 use crate::crypto::{self, CounterData, FactorKeys, MasterSecret, SymmetricKey, b64};
 use crate::model::{ActivationStatus, PublicKey, Timestamp};
-use crate::signer::{KeyRef, Signer, SignerError, StorageKeyIds};
+use crate::signer::{GeneratedKeyPair, KeyRef, Signer, SignerError, StorageKeyIds};
 use crate::store::{
-    Activation, Application, AuditDraft, AuditOperation, AuditOutcome, Enrollment, IssuedNonce,
-    MasterKeyRef, NonceOwner, Store, StoreError,
+    Activation, Application, AuditDraft, AuditOperation, AuditOutcome, Checkpoint, Enrollment,
+    IssuedNonce, MasterKeyRef, NonceOwner, Store, StoreError,
 };
 
 use activation::DEFAULT_VERSION_ID;
@@ -380,9 +382,18 @@ struct Inner {
     store: Arc<dyn Store>,
     settings: Settings,
     storage_keys: StorageKeyIds,
+    /// The HSM's audit signing key (id and public key).
+    audit_key: GeneratedKeyPair,
     locks: locks::ActivationLocks,
     clock: Arc<dyn Clock>,
     credentials: Credentials,
+    /// Store writes made through [`Service::write`] (the checkpoint task counts records with it).
+    writes: std::sync::atomic::AtomicU64,
+    /// Woken after every store write.
+    written: tokio::sync::Notify,
+    /// The position of the newest checkpoint of this instance's chain (`None`: not read yet);
+    /// held only while one checkpoint is made, never by a request.
+    checkpointed: tokio::sync::Mutex<Option<u64>>,
 }
 
 impl std::fmt::Debug for Service {
@@ -410,6 +421,7 @@ impl Service {
         if recorded.is_none() {
             storage_keys = Self::record_storage_keys(&signer, &store, storage_keys).await?;
         }
+        let audit_key = Self::ensure_audit_key(&signer, &store).await?;
         let credentials = Credentials::new(Arc::clone(&store));
         Ok(Self {
             inner: Arc::new(Inner {
@@ -417,11 +429,134 @@ impl Service {
                 store,
                 settings,
                 storage_keys,
+                audit_key,
                 locks: locks::ActivationLocks::new(),
                 clock,
                 credentials,
+                writes: std::sync::atomic::AtomicU64::new(0),
+                written: tokio::sync::Notify::new(),
+                checkpointed: tokio::sync::Mutex::new(None),
             }),
         })
+    }
+
+    /// Finds the recorded audit key on the token or, on first start, finds or makes one and records
+    /// its id. Of two instances starting at once on one store, the first recorded id wins and the
+    /// loser removes the key it made (as for the storage keys).
+    async fn ensure_audit_key(
+        signer: &Arc<dyn Signer>,
+        store: &Arc<dyn Store>,
+    ) -> Result<GeneratedKeyPair, ServiceError> {
+        let recorded = store.audit_key()?;
+        let key = signer.ensure_audit_key(recorded).await?;
+        if recorded.is_some() {
+            return Ok(key);
+        }
+        let store2 = Arc::clone(store);
+        let id = key.id;
+        match blocking(move || store2.set_audit_key(id)).await {
+            Ok(()) => {
+                tracing::info!(key_id = %key.id, "audit signing key recorded");
+                Ok(key)
+            }
+            Err(StoreError::AlreadyExists { .. }) => {
+                let winner_id = store.audit_key()?.ok_or(ServiceError::invariant(
+                    "the audit key id was refused as existing but cannot be read",
+                ))?;
+                let winner = signer.ensure_audit_key(Some(winner_id)).await?;
+                if winner.id != key.id {
+                    tracing::info!(key_id = %winner.id, "another instance recorded its audit key first; using it");
+                    match signer.destroy_key(&key.id).await {
+                        Ok(true) => tracing::info!(key_id = %key.id, "unused audit key removed"),
+                        Ok(false) => {
+                            tracing::warn!(key_id = %key.id, "unused audit key left on the token")
+                        }
+                        Err(e) => {
+                            tracing::warn!(key_id = %key.id, error = %e, "removing an unused audit key failed")
+                        }
+                    }
+                }
+                Ok(winner)
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// The public half of the HSM's audit signing key (exported as `audit-public-key.pem`).
+    pub fn audit_public_key(&self) -> PublicKey {
+        self.inner.audit_key.public_key
+    }
+
+    /// How many store writes this service has made (a record count's upper bound: every audit
+    /// record is one write).
+    pub fn store_writes(&self) -> u64 {
+        self.inner.writes.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// Completes after a store write (at once when one happened since the last call returned).
+    pub async fn store_written(&self) {
+        self.inner.written.notified().await;
+    }
+
+    /// The position of the newest checkpoint of this instance's chain (read from the store once).
+    async fn last_checkpointed(&self, slot: &mut Option<u64>) -> Result<u64, ServiceError> {
+        if let Some(seq) = *slot {
+            return Ok(seq);
+        }
+        let store = Arc::clone(&self.inner.store);
+        let chain = store.audit_chain();
+        let seq = blocking(move || store.checkpoints())
+            .await?
+            .iter()
+            .filter(|cp| cp.chain == chain)
+            .map(|cp| cp.seq)
+            .max()
+            .unwrap_or(0);
+        *slot = Some(seq);
+        Ok(seq)
+    }
+
+    /// How many records this instance's chain has beyond its newest checkpoint.
+    pub async fn records_since_checkpoint(&self) -> Result<u64, ServiceError> {
+        let mut slot = self.inner.checkpointed.lock().await;
+        let last = self.last_checkpointed(&mut slot).await?;
+        drop(slot);
+        let store = Arc::clone(&self.inner.store);
+        let head = blocking(move || store.audit_head()).await?;
+        Ok(head.seq.saturating_sub(last))
+    }
+
+    /// Signs the head of this instance's audit chain with the HSM's audit key and stores the
+    /// checkpoint, when the chain has records beyond its newest checkpoint; `None` otherwise.
+    /// Requests never wait for this: it holds no lock they take.
+    pub async fn checkpoint(&self) -> Result<Option<Checkpoint>, ServiceError> {
+        let mut slot = self.inner.checkpointed.lock().await;
+        let last = self.last_checkpointed(&mut slot).await?;
+        let store = Arc::clone(&self.inner.store);
+        let head = blocking(move || store.audit_head()).await?;
+        if head.seq <= last {
+            return Ok(None);
+        }
+        let chain = self.inner.store.audit_chain();
+        let time = self.inner.clock.now();
+        let digest = Checkpoint::digest_of(&chain, head.seq, &head.hash, time);
+        let signature = self
+            .inner
+            .signer
+            .sign_digest(KeyRef::Audit(&self.inner.audit_key.id), &digest)
+            .await?;
+        let cp = Checkpoint {
+            chain,
+            seq: head.seq,
+            head_hash: head.hash,
+            time,
+            signature,
+        };
+        let store = Arc::clone(&self.inner.store);
+        let stored = cp.clone();
+        blocking(move || store.put_checkpoint(&stored)).await?;
+        *slot = Some(cp.seq);
+        Ok(Some(cp))
     }
 
     /// Records the KEK and DEK this instance just made. When another instance sharing the store
@@ -592,7 +727,12 @@ impl Service {
             });
         }
         let store = Arc::clone(&self.inner.store);
-        blocking(move || f(store.as_ref())).await
+        let result = blocking(move || f(store.as_ref())).await;
+        self.inner
+            .writes
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        self.inner.written.notify_one();
+        result
     }
 
     // ---------------------------------------------------------------------------------------------

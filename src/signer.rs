@@ -40,6 +40,9 @@ pub const KEK_LABEL: &str = "offline-signer/kek";
 /// `CKA_LABEL` of the data-encryption key (AES-256, AES-GCM encrypt/decrypt only).
 pub const DEK_LABEL: &str = "offline-signer/dek";
 
+/// `CKA_LABEL` of the audit signing key pair (P-256, both halves): signs audit checkpoints only.
+pub const AUDIT_LABEL: &str = "offline-signer/audit";
+
 /// `CKA_LABEL` of an application master key pair (both halves carry it): `offline-signer/master/<hex id>`.
 pub fn master_label(id: &KeyId) -> String {
     format!("{LABEL_PREFIX}master/{id}")
@@ -243,6 +246,8 @@ pub enum KeyRef<'a> {
     Token(&'a KeyId),
     /// A per-activation key, unwrapped for this one operation.
     Wrapped(&'a WrappedKey),
+    /// The audit signing key (labelled [`AUDIT_LABEL`]) by its id: signs audit checkpoints.
+    Audit(&'a KeyId),
 }
 
 /// Which implementation runs behind the trait.
@@ -356,6 +361,18 @@ pub trait Signer: Send + Sync + fmt::Debug {
         recorded: Option<StorageKeyIds>,
     ) -> Result<StorageKeyIds, SignerError>;
 
+    /// Finds or creates the audit signing key pair (P-256 token objects labelled [`AUDIT_LABEL`];
+    /// the private half sensitive, never extractable, private, sign-only) and returns its id and
+    /// public key. Signing with it is [`Signer::sign_digest`] with [`KeyRef::Audit`].
+    ///
+    /// `Some(id)`: both halves must exist with that id, else [`SignerError::KeyNotFound`]; never
+    /// creates anything. `None` (first start): a pair that exists exactly once is adopted, twice
+    /// or more is [`SignerError::AmbiguousKey`], none is generated. The caller records the id.
+    async fn ensure_audit_key(
+        &self,
+        recorded: Option<KeyId>,
+    ) -> Result<GeneratedKeyPair, SignerError>;
+
     /// Generates a per-activation P-256 key pair; returns the private key wrapped under `kek`
     /// only, and the public key. Nothing is left on the token.
     async fn generate_wrapped_key_pair(&self, kek: &KeyId) -> Result<WrappedKeyPair, SignerError>;
@@ -407,8 +424,8 @@ pub trait Signer: Send + Sync + fmt::Debug {
     /// Lists the token and every object labelled with [`LABEL_PREFIX`], read from the token.
     async fn inventory(&self) -> Result<Inventory, SignerError>;
 
-    /// Destroys the token objects with this id whose label is one of the service's (the KEK or DEK
-    /// label, or the master-key label of `id`): for keys this process generated and then found
+    /// Destroys the token objects with this id whose label is one of the service's (the KEK, DEK
+    /// or audit-key label, or the master-key label of `id`): for keys this process generated and then found
     /// unused, e.g. the storage keys of an instance that lost the first-start race to another.
     /// `Ok(true)` when something was destroyed; `Ok(false)` when nothing matched, or when this
     /// signer cannot destroy keys (the default).

@@ -43,8 +43,8 @@ mod settings;
 mod sled_store;
 
 pub use audit::{
-    AuditDraft, AuditEntry, AuditOperation, AuditOutcome, AuditRecord, ChainBreak, ChainHead,
-    ChainId, ChainReport, InvalidChainId, verify_audit_chain,
+    AuditDraft, AuditEntry, AuditOperation, AuditOutcome, AuditRecord, CHECKPOINT_DOMAIN,
+    ChainBreak, ChainHead, ChainId, ChainReport, Checkpoint, InvalidChainId, verify_audit_chain,
 };
 pub use group_commit::FlushHold;
 pub use postgres::{
@@ -84,6 +84,7 @@ pub fn fuzz_decode_records(bytes: &[u8]) {
     let _ = codec::decode_credential(bytes);
     let _ = codec::decode_audit(bytes);
     let _ = codec::decode_head(bytes);
+    let _ = codec::decode_checkpoint(bytes);
 }
 
 /// What can go wrong in the store, in the service's words.
@@ -297,6 +298,21 @@ pub trait Store: Send + Sync {
     /// Records the ids of the KEK and DEK. Refuses ([`StoreError::AlreadyExists`]) to replace ids that
     /// are already recorded: the keys they name protect every activation.
     fn set_storage_keys(&self, kek: KeyId, dek: KeyId) -> Result<(), StoreError>;
+
+    /// The id of the HSM's audit signing key recorded at first start, or `None` before it.
+    fn audit_key(&self) -> Result<Option<KeyId>, StoreError>;
+
+    /// Records the id of the audit signing key. Refuses ([`StoreError::AlreadyExists`]) to replace an
+    /// id already recorded: of two instances starting at once, the first one's key is kept.
+    fn set_audit_key(&self, id: KeyId) -> Result<(), StoreError>;
+
+    /// Stores a signed checkpoint of one audit chain (durable on return). A checkpoint of the same
+    /// chain and `seq` is replaced (a newer signature over the same head).
+    fn put_checkpoint(&self, checkpoint: &Checkpoint) -> Result<(), StoreError>;
+
+    /// Every stored checkpoint, ordered by chain id and then `seq`. A checkpoint that does not decode
+    /// is [`StoreError::Corrupt`].
+    fn checkpoints(&self) -> Result<Vec<Checkpoint>, StoreError>;
 
     /// What the store knows of the HSM's keys, for `key-report` and `hsm gc`: the id of every
     /// application master key, and how many activations and temporary keys hold a wrapped private

@@ -943,6 +943,12 @@ impl Signer for FaultySigner {
     ) -> Result<StorageKeyIds, SignerError> {
         self.inner.ensure_storage_keys(recorded).await
     }
+    async fn ensure_audit_key(
+        &self,
+        recorded: Option<KeyId>,
+    ) -> Result<GeneratedKeyPair, SignerError> {
+        self.inner.ensure_audit_key(recorded).await
+    }
     async fn generate_wrapped_key_pair(&self, kek: &KeyId) -> Result<WrappedKeyPair, SignerError> {
         self.inner.generate_wrapped_key_pair(kek).await
     }

@@ -182,6 +182,13 @@ impl Signer for Pkcs11Signer {
             .await
     }
 
+    async fn ensure_audit_key(
+        &self,
+        recorded: Option<KeyId>,
+    ) -> Result<GeneratedKeyPair, SignerError> {
+        self.run(move |ctx| ops::ensure_audit(ctx, recorded)).await
+    }
+
     async fn destroy_key(&self, id: &KeyId) -> Result<bool, SignerError> {
         let id = *id;
         self.run(move |ctx| ops::destroy_key(ctx, &id)).await
@@ -207,6 +214,11 @@ impl Signer for Pkcs11Signer {
             KeyRef::Wrapped(w) => {
                 let w = w.clone();
                 self.run(move |ctx| ops::sign_wrapped(ctx, &w, &digest))
+                    .await
+            }
+            KeyRef::Audit(id) => {
+                let id = *id;
+                self.run(move |ctx| ops::sign_audit(ctx, &id, &digest))
                     .await
             }
         }

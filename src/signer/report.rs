@@ -16,8 +16,8 @@
 use serde::Serialize;
 
 use super::{
-    DEK_LABEL, KEK_LABEL, LABEL_PREFIX, ObjectAttributes, ProbeResult, Signer, SignerError,
-    SignerKind, TokenDescription,
+    AUDIT_LABEL, DEK_LABEL, KEK_LABEL, LABEL_PREFIX, ObjectAttributes, ProbeResult, Signer,
+    SignerError, SignerKind, TokenDescription,
 };
 
 /// What a reported key is for, derived from its label and class.
@@ -32,6 +32,10 @@ pub enum KeyPurpose {
     Kek,
     /// The data-encryption key.
     Dek,
+    /// Private half of the audit signing key pair (signs checkpoints).
+    AuditPrivate,
+    /// Public half of the audit signing key pair.
+    AuditPublic,
     /// Carries our prefix but matches no row of the keys table.
     Unknown,
 }
@@ -151,6 +155,8 @@ fn purpose_of(a: &ObjectAttributes) -> KeyPurpose {
         (_, "publicKey") if master => KeyPurpose::MasterPublic,
         (KEK_LABEL, "secretKey") => KeyPurpose::Kek,
         (DEK_LABEL, "secretKey") => KeyPurpose::Dek,
+        (AUDIT_LABEL, "privateKey") => KeyPurpose::AuditPrivate,
+        (AUDIT_LABEL, "publicKey") => KeyPurpose::AuditPublic,
         _ => KeyPurpose::Unknown,
     }
 }
@@ -160,8 +166,14 @@ fn judge(attributes: ObjectAttributes) -> ReportedKey {
     let purpose = purpose_of(&attributes);
     let a = &attributes;
     let (verdict, ok) = match purpose {
-        KeyPurpose::MasterPublic => ("public key: may be read by anyone".to_owned(), true),
-        KeyPurpose::MasterPrivate | KeyPurpose::Kek | KeyPurpose::Dek | KeyPurpose::Unknown
+        KeyPurpose::MasterPublic | KeyPurpose::AuditPublic => {
+            ("public key: may be read by anyone".to_owned(), true)
+        }
+        KeyPurpose::MasterPrivate
+        | KeyPurpose::Kek
+        | KeyPurpose::Dek
+        | KeyPurpose::AuditPrivate
+        | KeyPurpose::Unknown
             if a.class == "publicKey" =>
         {
             ("public key: may be read by anyone".to_owned(), true)
@@ -199,6 +211,7 @@ fn judge(attributes: ObjectAttributes) -> ReportedKey {
                 KeyPurpose::MasterPrivate => "master private key",
                 KeyPurpose::Kek => "KEK",
                 KeyPurpose::Dek => "DEK",
+                KeyPurpose::AuditPrivate => "audit signing key",
                 _ => "object",
             };
             if problems.is_empty() {
@@ -248,6 +261,8 @@ mod tests {
     fn compliant_keys_pass_and_each_flaw_is_a_violation() {
         assert!(judge(good(KEK_LABEL, "secretKey")).ok);
         assert!(judge(good("offline-signer/master/ab", "privateKey")).ok);
+        let audit = judge(good(AUDIT_LABEL, "privateKey"));
+        assert!(audit.ok && audit.purpose == KeyPurpose::AuditPrivate);
         let flaws: [fn(&mut ObjectAttributes); 6] = [
             |a| a.sensitive = Some(false),
             |a| a.extractable = Some(true),

@@ -24,9 +24,9 @@ use zeroize::Zeroizing;
 
 use super::config::SoftwareConfig;
 use super::{
-    DEK_LABEL, GeneratedKeyPair, Inventory, KEK_LABEL, KeyRef, ObjectAttributes, OpenError,
-    PlainSecret, SharedSecret, Signer, SignerError, SignerKind, StorageKeyIds, TokenDescription,
-    WrappedKeyPair, check_digest, master_label,
+    AUDIT_LABEL, DEK_LABEL, GeneratedKeyPair, Inventory, KEK_LABEL, KeyRef, ObjectAttributes,
+    OpenError, PlainSecret, SharedSecret, Signer, SignerError, SignerKind, StorageKeyIds,
+    TokenDescription, WrappedKeyPair, check_digest, master_label,
 };
 use crate::model::{DerSignature, EncryptedSecret, KeyId, PublicKey, SEALED_IV_LEN, WrappedKey};
 
@@ -37,10 +37,12 @@ enum Purpose {
     Master,
     Kek,
     Dek,
+    Audit,
 }
 
 enum SoftKey {
     Master(p256::SecretKey),
+    Audit(p256::SecretKey),
     Aes(Purpose, Zeroizing<[u8; 32]>),
 }
 
@@ -48,6 +50,7 @@ impl SoftKey {
     fn purpose(&self) -> Purpose {
         match self {
             SoftKey::Master(_) => Purpose::Master,
+            SoftKey::Audit(_) => Purpose::Audit,
             SoftKey::Aes(p, _) => *p,
         }
     }
@@ -148,6 +151,15 @@ impl SoftwareSigner {
         }
     }
 
+    fn audit(&self, id: &KeyId) -> Result<p256::SecretKey, SignerError> {
+        match self.lock().get(id) {
+            Some(SoftKey::Audit(k)) => Ok(k.clone()),
+            _ => Err(SignerError::KeyNotFound {
+                label: format!("{AUDIT_LABEL}#{id}"),
+            }),
+        }
+    }
+
     fn unwrap_key(&self, key: &WrappedKey) -> Result<p256::SecretKey, SignerError> {
         let kek = self.aes_key(key.kek(), Purpose::Kek)?;
         let kw = aes_kw::KekAes256::from(*kek);
@@ -201,6 +213,7 @@ fn label_of(purpose: Purpose) -> &'static str {
         Purpose::Master => "offline-signer/master",
         Purpose::Kek => KEK_LABEL,
         Purpose::Dek => DEK_LABEL,
+        Purpose::Audit => AUDIT_LABEL,
     }
 }
 
@@ -218,6 +231,9 @@ fn load_file(path: &Path) -> Result<BTreeMap<KeyId, SoftKey>, OpenError> {
         let secret = Zeroizing::new(hex::decode(&k.secret).map_err(|_| OpenError::KeyFile)?);
         let key = match k.purpose {
             Purpose::Master => SoftKey::Master(
+                p256::SecretKey::from_slice(&secret).map_err(|_| OpenError::KeyFile)?,
+            ),
+            Purpose::Audit => SoftKey::Audit(
                 p256::SecretKey::from_slice(&secret).map_err(|_| OpenError::KeyFile)?,
             ),
             p => {
@@ -242,7 +258,7 @@ fn save_file(path: &Path, keys: &BTreeMap<KeyId, SoftKey>) -> Result<(), SignerE
                 id: *id,
                 purpose: k.purpose(),
                 secret: match k {
-                    SoftKey::Master(s) => hex::encode(s.to_bytes()),
+                    SoftKey::Master(s) | SoftKey::Audit(s) => hex::encode(s.to_bytes()),
                     SoftKey::Aes(_, b) => hex::encode(b.as_ref()),
                 },
             })
@@ -327,6 +343,27 @@ impl Signer for SoftwareSigner {
         }
     }
 
+    async fn ensure_audit_key(
+        &self,
+        recorded: Option<KeyId>,
+    ) -> Result<GeneratedKeyPair, SignerError> {
+        let id = match recorded {
+            Some(id) => id,
+            None => match self.find_storage_key(Purpose::Audit)? {
+                Some(id) => id,
+                None => {
+                    let secret = p256::SecretKey::random(&mut rand::rngs::OsRng);
+                    let public_key = PublicKey::from_p256(secret.public_key());
+                    let id = KeyId::generate();
+                    self.insert(id, SoftKey::Audit(secret))?;
+                    return Ok(GeneratedKeyPair { id, public_key });
+                }
+            },
+        };
+        let public_key = PublicKey::from_p256(self.audit(&id)?.public_key());
+        Ok(GeneratedKeyPair { id, public_key })
+    }
+
     async fn destroy_key(&self, id: &KeyId) -> Result<bool, SignerError> {
         let mut keys = self.lock();
         let destroyed = keys.remove(id).is_some();
@@ -360,6 +397,7 @@ impl Signer for SoftwareSigner {
         let secret = match key {
             KeyRef::Token(id) => self.master(id)?,
             KeyRef::Wrapped(w) => self.unwrap_key(w)?,
+            KeyRef::Audit(id) => self.audit(id)?,
         };
         let signing = p256::ecdsa::SigningKey::from(&secret);
         let sig: p256::ecdsa::Signature = signing
@@ -447,14 +485,13 @@ impl Signer for SoftwareSigner {
         let mut objects = Vec::new();
         for (id, key) in keys.iter() {
             match key {
-                SoftKey::Master(_) => {
-                    objects.push(software_attributes(
-                        id,
-                        master_label(id),
-                        "privateKey",
-                        "EC",
-                    ));
-                    let mut public = software_attributes(id, master_label(id), "publicKey", "EC");
+                SoftKey::Master(_) | SoftKey::Audit(_) => {
+                    let label = match key {
+                        SoftKey::Audit(_) => AUDIT_LABEL.to_owned(),
+                        _ => master_label(id),
+                    };
+                    objects.push(software_attributes(id, label.clone(), "privateKey", "EC"));
+                    let mut public = software_attributes(id, label, "publicKey", "EC");
                     public.sensitive = None;
                     public.extractable = None;
                     public.always_sensitive = None;

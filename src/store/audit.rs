@@ -15,7 +15,7 @@ use sha2::{Digest, Sha256};
 
 use super::codec;
 use super::{Store, StoreError};
-use crate::model::Timestamp;
+use crate::model::{DerSignature, Timestamp};
 
 /// Domain-separation prefix of every audit hash.
 const AUDIT_HASH_DOMAIN: &[u8] = b"offline-signer/audit/v1";
@@ -344,12 +344,88 @@ pub struct AuditRecord {
 }
 
 impl AuditRecord {
+    /// The canonical bytes: every field but `hash`, in the fixed layout the hash covers (record
+    /// format byte first, `prev_hash` last). `hash = SHA-256("offline-signer/audit/v1" ‖ these)`.
+    pub fn canonical_bytes(&self) -> Vec<u8> {
+        codec::audit_body(self)
+    }
+
+    /// The record whose [`Self::canonical_bytes`] are `bytes`, with its hash computed from them.
+    /// `None` when the bytes are not exactly the canonical layout of a record (trailing bytes,
+    /// unknown names, a non-canonical option tag…).
+    pub fn from_canonical_bytes(bytes: &[u8]) -> Option<Self> {
+        let mut h = Sha256::new();
+        h.update(AUDIT_HASH_DOMAIN);
+        h.update(bytes);
+        let hash: [u8; 32] = h.finalize().into();
+        let mut stored = bytes.to_vec();
+        stored.extend_from_slice(&hash);
+        let rec = codec::decode_audit(&stored).ok()?;
+        (codec::audit_body(&rec) == bytes).then_some(rec)
+    }
+
     /// The hash this record should carry, from all its other fields.
     pub fn compute_hash(&self) -> [u8; 32] {
         let mut h = Sha256::new();
         h.update(AUDIT_HASH_DOMAIN);
         h.update(codec::audit_body(self));
         h.finalize().into()
+    }
+}
+
+/// Domain-separation prefix of the message a checkpoint signs.
+pub const CHECKPOINT_DOMAIN: &[u8] = b"offline-signer/audit/checkpoint/v1";
+
+/// A signed statement that chain `chain` had `seq` records, the last of which hashes to
+/// `head_hash`, at `time`. The signature is ECDSA P-256 (DER) by the HSM's audit key over
+/// `SHA-256(`[`Checkpoint::signed_message`]`)`.
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub struct Checkpoint {
+    /// The chain.
+    pub chain: ChainId,
+    /// How many records the chain had (the position of its head record).
+    pub seq: u64,
+    /// The hash of record `seq` (the chain's genesis hash when `seq` is 0).
+    pub head_hash: [u8; 32],
+    /// When it was signed.
+    pub time: Timestamp,
+    /// The audit key's signature.
+    pub signature: DerSignature,
+}
+
+impl Checkpoint {
+    /// The canonical message a checkpoint signs:
+    /// `"offline-signer/audit/checkpoint/v1" ‖ 0x00 ‖ u8 len(chain) ‖ chain (ASCII) ‖ u64 BE seq ‖
+    /// head_hash[32] ‖ i64 BE time (Unix milliseconds)`. Every field has a fixed length or a length
+    /// prefix, so two different checkpoints never share a message; the domain keeps the audit key's
+    /// signatures from meaning anything else.
+    pub fn signed_message(
+        chain: &ChainId,
+        seq: u64,
+        head_hash: &[u8; 32],
+        time: Timestamp,
+    ) -> Vec<u8> {
+        let name = chain.as_str().as_bytes();
+        let mut m = Vec::with_capacity(CHECKPOINT_DOMAIN.len() + 2 + name.len() + 48);
+        m.extend_from_slice(CHECKPOINT_DOMAIN);
+        m.push(0);
+        // A chain id is at most 64 bytes (`ChainId::MAX_LEN`).
+        m.push(u8::try_from(name.len()).unwrap_or(u8::MAX));
+        m.extend_from_slice(name);
+        m.extend_from_slice(&seq.to_be_bytes());
+        m.extend_from_slice(head_hash);
+        m.extend_from_slice(&time.unix_millis().to_be_bytes());
+        m
+    }
+
+    /// `SHA-256(signed_message)`: what the HSM signs.
+    pub fn digest_of(chain: &ChainId, seq: u64, head_hash: &[u8; 32], time: Timestamp) -> [u8; 32] {
+        Sha256::digest(Self::signed_message(chain, seq, head_hash, time)).into()
+    }
+
+    /// This checkpoint's [`Checkpoint::signed_message`].
+    pub fn message(&self) -> Vec<u8> {
+        Self::signed_message(&self.chain, self.seq, &self.head_hash, self.time)
     }
 }
 

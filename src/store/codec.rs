@@ -7,14 +7,14 @@
 //! raw. A decoder refuses trailing bytes. The same encoding (without the trailing hash) is the canonical
 //! form that the audit chain hashes, so it must never change for format 1.
 
-use super::audit::{AuditOperation, AuditOutcome, AuditRecord};
+use super::audit::{AuditOperation, AuditOutcome, AuditRecord, ChainId, Checkpoint};
 use super::records::{
     Activation, Application, ApplicationVersion, Enrollment, IntegrationCredential, IssuedNonce,
     MasterKeyRef, NonceOwner, SecretHash, TemporaryKey,
 };
 use crate::model::{
-    ActivationStatus, CommitPhase, CredentialScope, EncryptedSecret, KeyId, PublicKey, Timestamp,
-    WrappedKey,
+    ActivationStatus, CommitPhase, CredentialScope, DerSignature, EncryptedSecret, KeyId,
+    PublicKey, Timestamp, WrappedKey,
 };
 
 /// The first byte of records in the first layout (every kind of record).
@@ -907,6 +907,39 @@ fn decode_audit_fields(r: &mut Reader<'_>, format: u8) -> Decoded<AuditRecord> {
             hash: r.array()?,
         })
     }
+}
+
+// ---- Checkpoint ------------------------------------------------------------------------------------
+
+/// `01 ‖ chain(str) ‖ seq(u64) ‖ head_hash[32] ‖ time ‖ signature(bytes, DER)`.
+pub(super) fn encode_checkpoint(cp: &Checkpoint) -> Vec<u8> {
+    let mut w = Writer::new();
+    w.u8(RECORD_FORMAT_V1);
+    w.str(cp.chain.as_str());
+    w.u64(cp.seq);
+    w.raw(&cp.head_hash);
+    w.time(cp.time);
+    w.bytes(cp.signature.as_bytes());
+    w.into_bytes()
+}
+
+pub(super) fn decode_checkpoint(bytes: &[u8]) -> Decoded<Checkpoint> {
+    decode(bytes, "audit checkpoint", |r| {
+        let chain =
+            ChainId::new(r.str()?).map_err(|e| DecodeError(format!("audit checkpoint: {e}")))?;
+        let seq = r.u64()?;
+        let head_hash = r.array()?;
+        let time = r.time()?;
+        let signature = DerSignature::from_der(&r.bytes()?)
+            .map_err(|_| DecodeError("audit checkpoint: signature is not DER".into()))?;
+        Ok(Checkpoint {
+            chain,
+            seq,
+            head_hash,
+            time,
+            signature,
+        })
+    })
 }
 
 // ---- Chain head (meta tree) ------------------------------------------------------------------------

@@ -45,7 +45,7 @@ use deadpool_postgres::{Manager, ManagerConfig, Pool, PoolError, RecyclingMethod
 use tokio_postgres::NoTls;
 use tokio_postgres::error::SqlState;
 
-use super::audit::{AuditDraft, AuditEntry, AuditRecord, ChainHead, ChainId};
+use super::audit::{AuditDraft, AuditEntry, AuditRecord, ChainHead, ChainId, Checkpoint};
 use super::codec::{self, DecodeError};
 use super::records::{
     Activation, Application, ApplicationVersion, IntegrationCredential, IssuedNonce, MasterKeyRef,
@@ -87,10 +87,15 @@ const MIGRATIONS: &[Migration] = &[
         name: "activation_by_code",
         sql: include_str!("postgres/migrations/0002_activation_by_code.sql"),
     },
+    Migration {
+        version: 3,
+        name: "audit_checkpoints",
+        sql: include_str!("postgres/migrations/0003_audit_checkpoints.sql"),
+    },
 ];
 
 /// The schema version this build writes and reads. A database with a higher one is refused.
-pub const SCHEMA_VERSION: u32 = 2;
+pub const SCHEMA_VERSION: u32 = 3;
 
 /// The key of the transaction-scoped advisory lock that serializes migrations (ASCII "offsgnr1").
 const MIGRATION_LOCK: i64 = 0x6f66_6673_676e_7231;
@@ -1328,6 +1333,80 @@ impl Store for PgStore {
                 });
             }
             Ok(())
+        })
+    }
+
+    fn audit_key(&self) -> Result<Option<KeyId>, StoreError> {
+        self.engine.run(|pool| async move {
+            let client = pool.get().await.map_err(self::pool)?;
+            let Some(row) = client
+                .query_opt("SELECT key_id FROM audit_key", &[])
+                .await
+                .map_err(db)?
+            else {
+                return Ok(None);
+            };
+            KeyId::from_slice(row.get(0))
+                .map(Some)
+                .ok_or_else(|| StoreError::Corrupt {
+                    what: "audit key id is not 16 bytes".into(),
+                })
+        })
+    }
+
+    fn set_audit_key(&self, id: KeyId) -> Result<(), StoreError> {
+        self.engine.run(move |pool| async move {
+            let client = pool.get().await.map_err(self::pool)?;
+            let inserted = client
+                .execute(
+                    "INSERT INTO audit_key (singleton, key_id) VALUES (true, $1) \
+                     ON CONFLICT (singleton) DO NOTHING",
+                    &[&id.as_bytes().as_slice()],
+                )
+                .await
+                .map_err(db)?;
+            if inserted == 0 {
+                return Err(StoreError::AlreadyExists {
+                    what: "audit key id",
+                });
+            }
+            Ok(())
+        })
+    }
+
+    fn put_checkpoint(&self, checkpoint: &Checkpoint) -> Result<(), StoreError> {
+        let chain = checkpoint.chain.as_str().to_owned();
+        let seq = i64::try_from(checkpoint.seq).map_err(|_| StoreError::Corrupt {
+            what: "checkpoint position beyond bigint".into(),
+        })?;
+        let record = codec::encode_checkpoint(checkpoint);
+        self.engine.run(move |pool| async move {
+            let client = pool.get().await.map_err(self::pool)?;
+            client
+                .execute(
+                    "INSERT INTO audit_checkpoints (chain_id, seq, record) VALUES ($1, $2, $3) \
+                     ON CONFLICT (chain_id, seq) DO UPDATE SET record = EXCLUDED.record",
+                    &[&chain, &seq, &record],
+                )
+                .await
+                .map_err(db)?;
+            Ok(())
+        })
+    }
+
+    fn checkpoints(&self) -> Result<Vec<Checkpoint>, StoreError> {
+        self.engine.run(|pool| async move {
+            let client = pool.get().await.map_err(self::pool)?;
+            client
+                .query(
+                    "SELECT record FROM audit_checkpoints ORDER BY chain_id, seq",
+                    &[],
+                )
+                .await
+                .map_err(db)?
+                .iter()
+                .map(|row| codec::decode_checkpoint(row.get(0)).map_err(corrupt))
+                .collect()
         })
     }
 

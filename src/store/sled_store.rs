@@ -14,6 +14,8 @@
 //! - `activation_codes`: application id ‖ `00` ‖ activation code → activation id (index).
 //! - `temporary_keys`: temporary key id (UTF-8) → temporary key.
 //! - `ecies_replays`: replay key (UTF-8) → `expires_at` (i64 BE).
+//! - `checkpoints`: chain id (UTF-8) ‖ `00` ‖ `seq` as `u64` BE → signed audit checkpoint.
+//! - `meta` also holds `audit_key` → the 16-byte id of the HSM's audit signing key.
 //! - `ecies_expiry`: `expires_at` as order-preserving `u64` BE ‖ `r`/`t` ‖ replay key or temporary
 //!   key id → empty (index for pruning both).
 //!
@@ -28,7 +30,7 @@ use sled::transaction::{
 };
 use sled::{Transactional, Tree};
 
-use super::audit::{AuditDraft, AuditEntry, AuditRecord, ChainHead, ChainId};
+use super::audit::{AuditDraft, AuditEntry, AuditRecord, ChainHead, ChainId, Checkpoint};
 use super::codec::{self, DecodeError};
 use super::group_commit::{FlushHold, GroupCommit};
 use super::records::{
@@ -45,6 +47,7 @@ const KEY_FORMAT: &[u8] = b"format";
 const KEY_AUDIT_HEAD: &[u8] = b"audit_head";
 const KEY_STORAGE_KEYS: &[u8] = b"storage_keys";
 const KEY_PROBE: &[u8] = b"probe";
+const KEY_AUDIT_KEY: &[u8] = b"audit_key";
 
 type TxError = ConflictableTransactionError<StoreError>;
 
@@ -64,6 +67,7 @@ pub struct SledStore {
     temporary_keys: Tree,
     ecies_replays: Tree,
     ecies_expiry: Tree,
+    checkpoints: Tree,
     commits: GroupCommit,
 }
 
@@ -231,6 +235,7 @@ impl SledStore {
             temporary_keys: tree("temporary_keys")?,
             ecies_replays: tree("ecies_replays")?,
             ecies_expiry: tree("ecies_expiry")?,
+            checkpoints: tree("checkpoints")?,
             commits: GroupCommit::default(),
             db,
         };
@@ -909,6 +914,54 @@ impl Store for SledStore {
             });
         }
         self.durable()
+    }
+
+    fn audit_key(&self) -> Result<Option<KeyId>, StoreError> {
+        let Some(bytes) = self.meta.get(KEY_AUDIT_KEY).map_err(io)? else {
+            return Ok(None);
+        };
+        KeyId::from_slice(&bytes)
+            .map(Some)
+            .ok_or_else(|| StoreError::Corrupt {
+                what: "audit key id is not 16 bytes".into(),
+            })
+    }
+
+    fn set_audit_key(&self, id: KeyId) -> Result<(), StoreError> {
+        let swapped = self
+            .meta
+            .compare_and_swap(
+                KEY_AUDIT_KEY,
+                None as Option<&[u8]>,
+                Some(id.as_bytes().as_slice()),
+            )
+            .map_err(io)?;
+        if swapped.is_err() {
+            return Err(StoreError::AlreadyExists {
+                what: "audit key id",
+            });
+        }
+        self.durable()
+    }
+
+    fn put_checkpoint(&self, checkpoint: &Checkpoint) -> Result<(), StoreError> {
+        let mut key = checkpoint.chain.as_str().as_bytes().to_vec();
+        key.push(0);
+        key.extend_from_slice(&checkpoint.seq.to_be_bytes());
+        self.checkpoints
+            .insert(key, codec::encode_checkpoint(checkpoint))
+            .map_err(io)?;
+        self.durable()
+    }
+
+    fn checkpoints(&self) -> Result<Vec<Checkpoint>, StoreError> {
+        self.checkpoints
+            .iter()
+            .map(|entry| {
+                let (_, bytes) = entry.map_err(io)?;
+                codec::decode_checkpoint(&bytes).map_err(corrupt)
+            })
+            .collect()
     }
 
     fn probe(&self) -> Result<(), StoreError> {

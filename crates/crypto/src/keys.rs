@@ -18,6 +18,14 @@ pub const UNCOMPRESSED_LEN: usize = 65;
 /// Length of a compressed SEC1 P-256 point: `0x02|0x03 ‖ X(32)`.
 pub const COMPRESSED_LEN: usize = 33;
 
+/// The DER of a P-256 `SubjectPublicKeyInfo` up to its 65-byte point: SEQUENCE (89 bytes) {
+/// SEQUENCE { OID id-ecPublicKey 1.2.840.10045.2.1, OID prime256v1 1.2.840.10045.3.1.7 },
+/// BIT STRING (66 bytes, no unused bits) }.
+const SPKI_P256_PREFIX: [u8; 26] = [
+    0x30, 0x59, 0x30, 0x13, 0x06, 0x07, 0x2A, 0x86, 0x48, 0xCE, 0x3D, 0x02, 0x01, 0x06, 0x08, 0x2A,
+    0x86, 0x48, 0xCE, 0x3D, 0x03, 0x01, 0x07, 0x03, 0x42, 0x00,
+];
+
 /// A validated P-256 public key (never the identity, always on the curve).
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub struct PublicKey(p256::PublicKey);
@@ -90,6 +98,46 @@ impl PublicKey {
     /// Base64 of the 65-byte uncompressed encoding (88 characters), as stored and sent on the wire.
     pub fn to_base64(&self) -> String {
         b64::encode(self.to_uncompressed())
+    }
+
+    /// The DER `SubjectPublicKeyInfo` (RFC 5480: id-ecPublicKey, prime256v1, uncompressed point).
+    pub fn to_spki_der(&self) -> Vec<u8> {
+        let mut out = SPKI_P256_PREFIX.to_vec();
+        out.extend_from_slice(&self.to_uncompressed());
+        out
+    }
+
+    /// The `SubjectPublicKeyInfo` as PEM (`-----BEGIN PUBLIC KEY-----`, 64-character lines, a
+    /// final newline), as `openssl pkey -pubin` reads it.
+    pub fn to_spki_pem(&self) -> String {
+        let body = b64::encode(self.to_spki_der());
+        let mut pem = String::from("-----BEGIN PUBLIC KEY-----\n");
+        for line in body.as_bytes().chunks(64) {
+            pem.push_str(&String::from_utf8_lossy(line));
+            pem.push('\n');
+        }
+        pem.push_str("-----END PUBLIC KEY-----\n");
+        pem
+    }
+
+    /// Reads what [`PublicKey::to_spki_pem`] writes: exactly one `PUBLIC KEY` block holding a P-256
+    /// uncompressed point in the RFC 5480 layout (surrounding whitespace and `\r` ignored). Any other
+    /// key type, curve or shape is [`CryptoError::InvalidPublicKey`].
+    pub fn from_spki_pem(text: &str) -> Result<Self, CryptoError> {
+        let text = text.trim();
+        let body = text
+            .strip_prefix("-----BEGIN PUBLIC KEY-----")
+            .and_then(|rest| rest.strip_suffix("-----END PUBLIC KEY-----"))
+            .ok_or(CryptoError::InvalidPublicKey)?;
+        let joined: String = body.chars().filter(|c| !c.is_ascii_whitespace()).collect();
+        let der = b64::decode(&joined)?;
+        let point = der
+            .strip_prefix(SPKI_P256_PREFIX.as_slice())
+            .ok_or(CryptoError::InvalidPublicKey)?;
+        if point.len() != UNCOMPRESSED_LEN {
+            return Err(CryptoError::InvalidPublicKey);
+        }
+        Self::from_sec1(point)
     }
 
     /// The x-coordinate, 32 bytes big-endian, left-padded with zeros.
@@ -193,6 +241,28 @@ mod tests {
     const SERVER_PRIVATE: &str = "AL0qVUrBte9i+xm0TQBkPT9XAxEiQae3tMwMUMEUGlYc";
     const SERVER_PUBLIC: &str =
         "BP0G8/tV/kDLDaGCQmoeaOAabLQXjYF/6lgqVpUI3cS6FTTtIzPzOY137vyZFSthKorKvq0iih1PLUeeEFUkAGE=";
+
+    #[test]
+    fn spki_pem_round_trips_and_rejects_other_shapes() {
+        let key = PublicKey::from_base64(SERVER_PUBLIC).unwrap();
+        let pem = key.to_spki_pem();
+        assert!(pem.starts_with("-----BEGIN PUBLIC KEY-----\n"));
+        assert!(pem.lines().all(|l| l.len() <= 64));
+        assert_eq!(key.to_spki_der().len(), 91);
+        assert_eq!(PublicKey::from_spki_pem(&pem).unwrap(), key);
+        assert_eq!(
+            PublicKey::from_spki_pem(&pem.replace('\n', "\r\n")).unwrap(),
+            key
+        );
+        let mut der = key.to_spki_der();
+        der[12] ^= 1; // another algorithm OID
+        let other = format!(
+            "-----BEGIN PUBLIC KEY-----\n{}\n-----END PUBLIC KEY-----\n",
+            b64::encode(der)
+        );
+        assert!(PublicKey::from_spki_pem(&other).is_err());
+        assert!(PublicKey::from_spki_pem("").is_err());
+    }
 
     #[test]
     fn java_private_key_33_bytes_derives_public() {

@@ -72,6 +72,45 @@ pub async fn storage_keys_are_stable(s: &dyn Signer) -> StorageKeyIds {
     ids
 }
 
+/// Audit key: created once, found again by label and by recorded id, signs digests that verify
+/// with its public key, is not a master key, and `destroy_key` removes it.
+pub async fn audit_key_signs_and_is_stable(s: &dyn Signer) {
+    let made = s
+        .ensure_audit_key(None)
+        .await
+        .expect("create the audit key");
+    let by_label = s.ensure_audit_key(None).await.expect("find by label");
+    assert_eq!(by_label, made);
+    let by_id = s.ensure_audit_key(Some(made.id)).await.expect("find by id");
+    assert_eq!(by_id, made);
+    for msg in [&b"checkpoint one"[..], b"checkpoint two"] {
+        let d = digest(msg);
+        let sig = s
+            .sign_digest(KeyRef::Audit(&made.id), &d)
+            .await
+            .expect("sign with the audit key");
+        verify(&made.public_key, &d, sig.as_bytes());
+    }
+    assert!(matches!(
+        s.sign_digest(KeyRef::Audit(&made.id), &[0u8; 31]).await,
+        Err(SignerError::InvalidInput(_))
+    ));
+    assert!(
+        s.public_key(&made.id).await.is_err(),
+        "the audit key is not a master key"
+    );
+    assert!(matches!(
+        s.ensure_audit_key(Some(KeyId::generate())).await,
+        Err(SignerError::KeyNotFound { .. })
+    ));
+    assert!(
+        s.destroy_key(&made.id)
+            .await
+            .expect("destroy the audit key")
+    );
+    assert!(s.ensure_audit_key(Some(made.id)).await.is_err(), "gone");
+}
+
 /// `destroy_key` removes exactly the named key (a master key pair, a storage key), and says whether
 /// it found one.
 pub async fn destroy_key_removes_only_that_key(s: &dyn Signer) {
@@ -357,6 +396,7 @@ macro_rules! signer_conformance {
         $crate::signer_conformance!(@each $run;
             token_key_signs_and_verifies,
             storage_keys_are_stable,
+            audit_key_signs_and_is_stable,
             destroy_key_removes_only_that_key,
             wrapped_key_signs_and_verifies,
             ecdh_matches_host,

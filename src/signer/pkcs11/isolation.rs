@@ -19,7 +19,9 @@ use super::ops::{Ctx, OpError, Temp, find_all, generate_session_pair, key_id_of}
 use super::token;
 use crate::model::KeyId;
 use crate::signer::config::{PinSource, Pkcs11Config};
-use crate::signer::{DEK_LABEL, KEK_LABEL, LABEL_PREFIX, OpenError, ProbeResult, SignerError};
+use crate::signer::{
+    AUDIT_LABEL, DEK_LABEL, KEK_LABEL, LABEL_PREFIX, OpenError, ProbeResult, SignerError,
+};
 
 /// `CKA_UNWRAP_TEMPLATE` (`CKF_ARRAY_ATTRIBUTE | 0x212`).
 const CKA_UNWRAP_TEMPLATE: c_ulong = 0x4000_0212;
@@ -380,7 +382,11 @@ pub(crate) fn probes(ctx: &Ctx<'_>) -> Result<Vec<ProbeResult>, OpError> {
 pub(crate) fn destroy_objects(ctx: &Ctx<'_>, keys: &[(String, KeyId)]) -> Result<usize, OpError> {
     let mut destroyed = 0;
     for (label, id) in keys {
-        if !label.starts_with(LABEL_PREFIX) || label == KEK_LABEL || label == DEK_LABEL {
+        if !label.starts_with(LABEL_PREFIX)
+            || label == KEK_LABEL
+            || label == DEK_LABEL
+            || label == AUDIT_LABEL
+        {
             return Err(
                 SignerError::InvalidInput("only orphaned master keys may be destroyed").into(),
             );

@@ -31,8 +31,9 @@ use crate::model::{
 };
 use crate::signer::config::TokenSelector;
 use crate::signer::{
-    DEK_LABEL, GeneratedKeyPair, Inventory, KEK_LABEL, LABEL_PREFIX, ObjectAttributes, PlainSecret,
-    SharedSecret, SignerError, StorageKeyIds, TokenDescription, WrappedKeyPair, master_label,
+    AUDIT_LABEL, DEK_LABEL, GeneratedKeyPair, Inventory, KEK_LABEL, LABEL_PREFIX, ObjectAttributes,
+    PlainSecret, SharedSecret, SignerError, StorageKeyIds, TokenDescription, WrappedKeyPair,
+    master_label,
 };
 
 /// DER of the P-256 curve OID 1.2.840.10045.3.1.7 (`CKA_EC_PARAMS`).
@@ -286,7 +287,13 @@ fn read_ec_point(ctx: &Ctx<'_>, public: ObjectHandle) -> Result<PublicKey, OpErr
 /// Generates an application master key pair as token objects.
 pub(crate) fn generate_master(ctx: &Ctx<'_>) -> Result<GeneratedKeyPair, OpError> {
     let id = KeyId::generate();
-    let label = master_label(&id).into_bytes();
+    generate_token_pair(ctx, &master_label(&id), id)
+}
+
+/// Generates a long-term P-256 key pair as token objects labelled `label` with id `id`: the
+/// private half sensitive, never extractable, sign only, wrappable only under a trusted key.
+fn generate_token_pair(ctx: &Ctx<'_>, label: &str, id: KeyId) -> Result<GeneratedKeyPair, OpError> {
+    let label = label.as_bytes().to_vec();
     let public_template = [
         Attribute::Token(true),
         Attribute::Private(false),
@@ -320,6 +327,50 @@ pub(crate) fn generate_master(ctx: &Ctx<'_>) -> Result<GeneratedKeyPair, OpError
             Err(e)
         }
     }
+}
+
+/// Finds (or, on first start, creates) the audit signing key pair; its id and public key. The
+/// private half's handle goes into the session's cache, where checkpoint signing finds it.
+pub(crate) fn ensure_audit(
+    ctx: &Ctx<'_>,
+    recorded: Option<KeyId>,
+) -> Result<GeneratedKeyPair, OpError> {
+    let id = match recorded {
+        Some(id) => id,
+        None => {
+            // `find_all` confirmed the token alive if this is empty: generating is safe.
+            let found = find_all(ctx, ObjectClass::PRIVATE_KEY, AUDIT_LABEL, None)?;
+            match found.as_slice() {
+                [] => return generate_token_pair(ctx, AUDIT_LABEL, KeyId::generate()),
+                [one] => key_id_of(ctx, *one)?,
+                more => {
+                    return Err(SignerError::AmbiguousKey {
+                        label: AUDIT_LABEL.into(),
+                        count: more.len(),
+                    }
+                    .into());
+                }
+            }
+        }
+    };
+    cached_key(ctx, ObjectClass::PRIVATE_KEY, AUDIT_LABEL, &id)?;
+    let public = find_one(ctx, ObjectClass::PUBLIC_KEY, AUDIT_LABEL, &id)?;
+    Ok(GeneratedKeyPair {
+        id,
+        public_key: read_ec_point(ctx, public)?,
+    })
+}
+
+/// Signs with the audit key (its handle from the session's cache).
+pub(crate) fn sign_audit(
+    ctx: &Ctx<'_>,
+    id: &KeyId,
+    digest: &[u8; 32],
+) -> Result<DerSignature, OpError> {
+    let raw = with_key(ctx, ObjectClass::PRIVATE_KEY, AUDIT_LABEL, id, |key| {
+        ctx.session.sign(&Mechanism::Ecdsa, key, digest)
+    })??;
+    der_signature(&raw)
 }
 
 #[derive(Clone, Copy)]
@@ -410,7 +461,7 @@ pub(crate) fn ensure_storage(
     }
 }
 
-/// Destroys every object with CKA_ID `id` labelled as the KEK, the DEK or master key `id` (never
+/// Destroys every object with CKA_ID `id` labelled as the KEK, the DEK, the audit key or master key `id` (never
 /// anything without the service's label); whether any was found.
 pub(crate) fn destroy_key(ctx: &Ctx<'_>, id: &KeyId) -> Result<bool, OpError> {
     let master = crate::signer::master_label(id);
@@ -418,6 +469,8 @@ pub(crate) fn destroy_key(ctx: &Ctx<'_>, id: &KeyId) -> Result<bool, OpError> {
     for (class, label) in [
         (ObjectClass::SECRET_KEY, KEK_LABEL),
         (ObjectClass::SECRET_KEY, DEK_LABEL),
+        (ObjectClass::PRIVATE_KEY, AUDIT_LABEL),
+        (ObjectClass::PUBLIC_KEY, AUDIT_LABEL),
         (ObjectClass::PRIVATE_KEY, master.as_str()),
         (ObjectClass::PUBLIC_KEY, master.as_str()),
     ] {

@@ -1,0 +1,259 @@
+//! Signed audit checkpoints against the attacks a plain hash chain cannot see (sled and PostgreSQL
+//! through the store scenario list; checkpoints signed here with a test key, verified as
+//! `audit verify` does): an edited record with every later hash and the head recomputed, a
+//! truncated tail with the head fixed, a whole data folder restored from an older copy; and
+//! evidence bundles that verify alone and fail on one changed byte.
+#![allow(clippy::unwrap_used)] // tests: a panic is the failure report
+
+use offline_signer::crypto::{PrivateKey, ecdsa};
+use offline_signer::model::Timestamp;
+use offline_signer::service::audit_trail::{build_evidence, verify_checkpoints, verify_evidence};
+use offline_signer::store::{
+    AuditDraft, AuditOperation, AuditOutcome, AuditRecord, Checkpoint, SledStore, Store,
+    verify_audit_chain,
+};
+use offline_signer_testkit::store_backends::{Backend, Sled};
+use offline_signer_testkit::store_fixtures::t;
+use offline_signer_testkit::store_scenarios;
+
+store_scenarios!(
+    edited_record_with_every_hash_and_the_head_recomputed_is_caught,
+    truncated_tail_with_the_head_fixed_is_caught,
+    evidence_bundle_verifies_and_one_changed_byte_fails,
+);
+
+const ACTIVATION: &str = "3f0c1f43-4e3b-4d0a-9d6e-1b2c3d4e5f60";
+
+fn key() -> PrivateKey {
+    PrivateKey::from_scalar_bytes(&[0x5A; 32]).unwrap()
+}
+
+/// Appends `n` records; every third is of [`ACTIVATION`].
+fn fill(store: &dyn Store, n: u64) {
+    for i in 0..n {
+        let mut draft = AuditDraft::new(t(i as i64), AuditOperation::Verify, AuditOutcome::Valid);
+        draft.actor = Some("cli".into());
+        draft.counter_before = Some(i);
+        draft.counter_after = Some(i + 1);
+        draft.data_sha256 = Some([i as u8; 32]);
+        draft.activation_id = Some(if i % 3 == 0 {
+            ACTIVATION.to_owned()
+        } else {
+            format!("other-{i}")
+        });
+        store.append_audit(draft).unwrap();
+    }
+}
+
+/// Signs the head of the store's chain with the test key, as the service does with the HSM's.
+fn checkpoint(store: &dyn Store) -> Checkpoint {
+    let chain = store.audit_chain();
+    let head = store.audit_head().unwrap();
+    let time = Timestamp::from_unix_millis(1_765_000_000_000 + head.seq as i64);
+    let message = Checkpoint::signed_message(&chain, head.seq, &head.hash, time);
+    let cp = Checkpoint {
+        chain,
+        seq: head.seq,
+        head_hash: head.hash,
+        time,
+        signature: ecdsa::sign(&key(), &message),
+    };
+    store.put_checkpoint(&cp).unwrap();
+    cp
+}
+
+fn all_records(store: &dyn Store) -> Vec<AuditRecord> {
+    store.audit_records(1, 10_000).unwrap()
+}
+
+/// What an attacker with write access to the store can make: the same chain id holding `records`
+/// with every hash recomputed from the first one on (so the chain walk and the head agree).
+fn forged_store<B: Backend>(
+    records: Vec<AuditRecord>,
+    chain: &offline_signer::store::ChainId,
+) -> Option<(B, B::Store)> {
+    let place = B::fresh()?;
+    let store = place.open();
+    let mut prev = chain.genesis_hash();
+    let rehashed: Vec<AuditRecord> = records
+        .into_iter()
+        .map(|mut r| {
+            r.prev_hash = prev;
+            r.hash = r.compute_hash();
+            prev = r.hash;
+            r
+        })
+        .collect();
+    store.import_audit(chain, &rehashed).unwrap();
+    Some((place, store))
+}
+
+fn edited_record_with_every_hash_and_the_head_recomputed_is_caught<B: Backend>() {
+    let Some(place) = B::fresh() else { return };
+    let store = place.open();
+    fill(&store, 5);
+    let first = checkpoint(&store);
+    fill(&store, 4);
+    let second = checkpoint(&store);
+    let external = vec![first.clone(), second.clone()];
+    let public = key().public_key();
+    let intact = verify_checkpoints(&store, Some(&public), Some(&external)).unwrap();
+    assert_eq!(intact.first_broken, None);
+    assert_eq!(intact.stored, 2);
+
+    // Record 3 says a failed attempt succeeded; every later hash and the head are recomputed, and
+    // the stored checkpoints are copied over.
+    let mut records = all_records(&store);
+    records[2].outcome = AuditOutcome::Invalid;
+    let chain = store.audit_chain();
+    let Some((_forged_place, forged)) = forged_store::<B>(records, &chain) else {
+        return;
+    };
+    for cp in &external {
+        forged.put_checkpoint(cp).unwrap();
+    }
+    assert!(
+        verify_audit_chain(&forged).unwrap().is_intact(),
+        "the chain alone cannot see it"
+    );
+    let report = verify_checkpoints(&forged, Some(&public), Some(&external)).unwrap();
+    let why = report.first_broken.expect("caught");
+    assert!(why.contains("record 5 changed"), "{why}");
+    // Even with the stored checkpoints gone, the external file catches it.
+    let Some((_p, bare)) = forged_store::<B>(
+        {
+            let mut r = all_records(&store);
+            r[2].outcome = AuditOutcome::Invalid;
+            r
+        },
+        &chain,
+    ) else {
+        return;
+    };
+    let why = verify_checkpoints(&bare, Some(&public), Some(&external))
+        .unwrap()
+        .first_broken
+        .expect("caught by the file");
+    assert!(why.contains("external checkpoint"), "{why}");
+}
+
+fn truncated_tail_with_the_head_fixed_is_caught<B: Backend>() {
+    let Some(place) = B::fresh() else { return };
+    let store = place.open();
+    fill(&store, 6);
+    let cp = checkpoint(&store);
+    let mut records = all_records(&store);
+    records.truncate(4);
+    let chain = store.audit_chain();
+    let Some((_forged_place, forged)) = forged_store::<B>(records, &chain) else {
+        return;
+    };
+    forged.put_checkpoint(&cp).unwrap();
+    assert!(verify_audit_chain(&forged).unwrap().is_intact());
+    let public = key().public_key();
+    let why = verify_checkpoints(&forged, Some(&public), None)
+        .unwrap()
+        .first_broken
+        .expect("caught");
+    assert!(why.contains("record 6 is missing"), "{why}");
+    // A checkpoint whose signature was made by another key is not accepted either.
+    let other = PrivateKey::from_scalar_bytes(&[0x11; 32])
+        .unwrap()
+        .public_key();
+    let why = verify_checkpoints(&store, Some(&other), None)
+        .unwrap()
+        .first_broken
+        .expect("wrong key");
+    assert!(why.contains("signature does not verify"), "{why}");
+}
+
+fn evidence_bundle_verifies_and_one_changed_byte_fails<B: Backend>() {
+    let Some(place) = B::fresh() else { return };
+    let store = place.open();
+    fill(&store, 7);
+    checkpoint(&store);
+    fill(&store, 5);
+    checkpoint(&store);
+    fill(&store, 1); // record 13, of the activation, not covered yet
+    // The activation's records: 1, 4, 7 (first fill), 8, 11 (second), 13 (third).
+    let public = key().public_key();
+    let evidence = build_evidence(&store, ACTIVATION, &public).unwrap();
+    assert_eq!((evidence.covered, evidence.uncovered), (5, 1));
+    let records = verify_evidence(&evidence.bundle).expect("the bundle verifies");
+    let seqs: Vec<u64> = records.iter().map(|r| r.seq).collect();
+    assert_eq!(seqs, vec![1, 4, 7, 8, 11]);
+    assert_eq!(evidence.bundle.segments.len(), 2);
+
+    // One changed character anywhere in a record's bytes, its hash, the checkpoint or the key fails.
+    let json = serde_json::to_string_pretty(&evidence.bundle).unwrap();
+    let mut tried = 0;
+    for (i, c) in json.char_indices() {
+        if !c.is_ascii_alphanumeric() || i % 7 != 0 {
+            continue;
+        }
+        let replacement = if c == 'A' { 'B' } else { 'A' };
+        let mut changed = json.clone();
+        changed.replace_range(i..i + 1, &replacement.to_string());
+        let Ok(bundle) = serde_json::from_str(&changed) else {
+            continue; // a changed key name or number: not a bundle any more
+        };
+        tried += 1;
+        assert!(
+            verify_evidence(&bundle).is_err(),
+            "a change at byte {i} ({:?}) went unnoticed",
+            &json[i.saturating_sub(30)..(i + 30).min(json.len())]
+        );
+    }
+    assert!(tried > 100, "{tried}");
+}
+
+/// Copies a folder tree (a sled data folder at rest).
+fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), target).unwrap();
+        }
+    }
+}
+
+#[test]
+fn an_older_copy_of_the_whole_data_folder_is_caught_by_the_external_file() {
+    let place = Sled::fresh().unwrap();
+    let dir = std::path::PathBuf::from(place.location());
+    let backup = tempfile::tempdir().unwrap();
+    let public = key().public_key();
+    let first = {
+        let store = place.open();
+        fill(&store, 4);
+        checkpoint(&store)
+    };
+    copy_dir(&dir, backup.path());
+    let second = {
+        let store = place.open();
+        fill(&store, 3);
+        checkpoint(&store)
+    };
+    std::fs::remove_dir_all(&dir).unwrap();
+    copy_dir(backup.path(), &dir);
+    let store: SledStore = place.open();
+    assert!(verify_audit_chain(&store).unwrap().is_intact());
+    let external = vec![first, second];
+    // The restored folder's own checkpoints agree with it: only the file outside knows better.
+    assert_eq!(
+        verify_checkpoints(&store, Some(&public), None)
+            .unwrap()
+            .first_broken,
+        None
+    );
+    let why = verify_checkpoints(&store, Some(&public), Some(&external))
+        .unwrap()
+        .first_broken
+        .expect("rollback caught");
+    assert!(why.contains("record 7 is missing"), "{why}");
+    assert!(why.contains("older than"), "{why}");
+}
