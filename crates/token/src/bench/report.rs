@@ -140,6 +140,7 @@ pub fn targets(result: &Value) -> Vec<TargetRow> {
 pub fn table(result: &Value) -> String {
     let mut out = String::new();
     let c = &result["ceilings"];
+    let _ = writeln!(out, "{}\n", store_line(&result["settings"]));
     let _ = writeln!(
         out,
         "| Ceiling (no HTTP, same token, pool {}) | 1 caller /s | 32 callers /s |",
@@ -444,6 +445,18 @@ pub fn missing_fields(result: &Value) -> Vec<String> {
         .collect()
 }
 
+/// Which store and how many instances a run measured (older results: one sled instance).
+pub fn store_line(settings: &Value) -> String {
+    let store = settings["store"].as_str().unwrap_or("sled");
+    let instances = settings["instances"].as_u64().unwrap_or(1);
+    let noun = if instances == 1 {
+        "instance"
+    } else {
+        "instances"
+    };
+    format!("Store: {store}, {instances} server {noun}.")
+}
+
 /// `numerator / denominator` when both are known and the denominator is positive.
 pub fn ratio(numerator: Option<f64>, denominator: Option<f64>) -> Value {
     match (numerator, denominator) {
@@ -455,6 +468,19 @@ pub fn ratio(numerator: Option<f64>, denominator: Option<f64>) -> Value {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_table_names_the_store_and_the_instances() {
+        assert_eq!(store_line(&Value::Null), "Store: sled, 1 server instance.");
+        assert_eq!(
+            store_line(&json!({"store": "postgres", "instances": 2})),
+            "Store: postgres, 2 server instances."
+        );
+        assert!(
+            table(&json!({"settings": {"store": "postgres", "instances": 1}}))
+                .starts_with("Store: postgres, 1 server instance.")
+        );
+    }
 
     fn sample() -> Value {
         let point = |per_s: f64, p99: f64| json!({"per_s": per_s, "p50_ms": 1.0, "p99_ms": p99, "p999_ms": p99 * 2.0, "errors": 0, "server_cpu_us_per_request": 140.0, "ctx_switches_per_request": 9.5});
