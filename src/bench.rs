@@ -529,3 +529,47 @@ fn store_ceiling(
     let elapsed = last_finish.duration_since(started);
     Ok(Rate::new(all, elapsed))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SIGNER: &str = "[signer]\nkind = \"pkcs11\"\nmodule = \"/usr/lib/softhsm/libsofthsm2.so\"\ntoken_label = \"t\"\npin_file = \"pin\"\n";
+
+    fn info(text: &str) -> serde_json::Value {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("config.toml");
+        std::fs::write(&path, text).expect("write the configuration");
+        main(BenchCommand::Info { config: path }).expect("bench info")
+    }
+
+    #[test]
+    fn info_names_the_store_and_sizes_only_a_sled_folder() {
+        let sled = info(&format!("listen = \"127.0.0.1:7001\"\n{SIGNER}"));
+        assert_eq!(sled["listen"], "127.0.0.1:7001");
+        assert_eq!(sled["store"], "sled");
+        assert_eq!(sled["data_dir_bytes"], 0, "no data folder yet");
+        let postgres = info(&format!(
+            "listen = \"127.0.0.1:7002\"\n[store]\nkind = \"postgres\"\n\
+             url = \"postgres://u@127.0.0.1:5/db\"\n{SIGNER}"
+        ));
+        assert_eq!(postgres["store"], "postgres");
+        assert!(
+            postgres["data_dir_bytes"].is_null(),
+            "the configuration's folder is not the store: {postgres}"
+        );
+    }
+
+    #[test]
+    fn results_without_a_store_kind_were_sled_runs() {
+        let old = serde_json::json!({
+            "token_sign_per_s": 1.0, "unwrap_sign_per_s": 1.0, "kek_decrypt_per_s": 1.0,
+            "store_durable_writes_per_s": 1.0, "token_sign_per_s_1": 1.0,
+            "unwrap_sign_per_s_1": 1.0, "kek_decrypt_per_s_1": 1.0,
+            "store_durable_writes_per_s_1": 1.0, "store_durable_writes_per_s_128": 1.0,
+            "pool_size": 2, "concurrency": 32,
+        });
+        let c: Ceilings = serde_json::from_value(old).expect("an older result parses");
+        assert_eq!(c.store, "sled");
+    }
+}
