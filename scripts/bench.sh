@@ -3,6 +3,8 @@
 #
 #   ./scripts/bench.sh                       # the full run (about 10 minutes on 2 cores)
 #   BENCH_GROWTH=0 BENCH_SECONDS=1 ./scripts/bench.sh   # a quick trial: no growth run, short points
+#   BENCH_STORE=postgres ./scripts/bench.sh             # the same on PostgreSQL (a throwaway cluster)
+#   BENCH_STORE=postgres BENCH_INSTANCES=2 ./scripts/bench.sh   # two servers on one database and token
 #
 # Everything goes to target/bench/ (wiped first):
 #   result.json    every figure (ceilings, service over HTTP, ratios, growth, memory, micro-benchmarks)
@@ -10,6 +12,8 @@
 #   summary.md     the tables printed at the end, with each target met or not
 #   hsm/           the throwaway token (scripts/softhsm-init.sh); also config.toml, data/, server logs, and
 #   devices.jsonl  the simulated tokens' states (factor keys of throwaway activations; mode 0600)
+#   pg/            with BENCH_STORE=postgres: the throwaway cluster (scripts/postgres-init.sh), stopped at
+#                  the end, failure or not; config.toml (and config-2.toml, ...) is one instance each
 #
 # Settings (environment):
 #   BENCH_ACTIVATIONS  activations in play for the main runs            (default 1000)
@@ -17,11 +21,16 @@
 #   BENCH_SECONDS      seconds per measured point                        (default 4)
 #   BENCH_POOL         signer pool size (sessions / HSM worker threads)  (default 2)
 #   BENCH_PORT         loopback port of the server                       (default 38417)
+#   BENCH_STORE        sled or postgres                                  (default sled)
+#   BENCH_INSTANCES    servers sharing the store (postgres only); instance i listens on
+#                      BENCH_PORT+i-1 and the load takes them in turn    (default 1)
+#   BENCH_PG_POOL      PostgreSQL connections per instance               (default 16)
 #   BENCH_MICRO        0 skips the criterion micro-benchmarks            (default 1)
 #   BENCH_NOTE         free text recorded in result.json                 (default: the load average)
 #   CARGO_TARGET_DIR   honoured; the release binary and criterion output are taken from it
 #
-# Installs softhsm2 when missing (through scripts/softhsm-init.sh; needs root or sudo).
+# Installs softhsm2 when missing (through scripts/softhsm-init.sh; needs root or sudo), and PostgreSQL
+# when BENCH_STORE=postgres and it is missing (through scripts/postgres-init.sh).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
@@ -33,6 +42,9 @@ seconds=${BENCH_SECONDS:-4}
 pool=${BENCH_POOL:-2}
 port=${BENCH_PORT:-38417}
 micro=${BENCH_MICRO:-1}
+store=${BENCH_STORE:-sled}
+instances=${BENCH_INSTANCES:-1}
+pg_pool=${BENCH_PG_POOL:-16}
 target_dir=${CARGO_TARGET_DIR:-target}
 out=target/bench
 label=offline-signer-bench
@@ -40,11 +52,32 @@ module=/usr/lib/softhsm/libsofthsm2.so
 started=$(date +%s)
 load_at_start=$(cut -d' ' -f1-3 /proc/loadavg)
 
-if command -v ss >/dev/null 2>&1 && ss -Hltn "sport = :$port" | grep -q .; then
-    echo "bench: port $port is in use; set BENCH_PORT" >&2
-    exit 1
+case "$store" in
+sled | postgres) ;;
+*)
+    echo "bench: BENCH_STORE must be sled or postgres, not '$store'" >&2
+    exit 2
+    ;;
+esac
+if ! [[ $instances =~ ^[1-9][0-9]*$ ]]; then
+    echo "bench: BENCH_INSTANCES must be a positive number, not '$instances'" >&2
+    exit 2
 fi
+if [[ $store == sled && $instances -gt 1 ]]; then
+    echo "bench: sled admits one process; BENCH_INSTANCES=$instances needs BENCH_STORE=postgres" >&2
+    exit 2
+fi
+for ((i = 0; i < instances; i++)); do
+    if command -v ss >/dev/null 2>&1 && ss -Hltn "sport = :$((port + i))" | grep -q .; then
+        echo "bench: port $((port + i)) is in use; set BENCH_PORT" >&2
+        exit 1
+    fi
+done
 
+# A cluster left running by an interrupted run is stopped before its folder goes.
+if [[ -f "$out/pg/pgdata/PG_VERSION" ]]; then
+    ./scripts/postgres-init.sh --stop "$out/pg" || true
+fi
 say "Fresh folder $out"
 rm -rf "$out"
 mkdir -p "$out"
@@ -69,12 +102,9 @@ if [[ "$micro" != 0 ]]; then
     criterion=(--criterion "$target_dir/criterion")
 fi
 
-cat >"$out/config.toml" <<EOF
-# Written by scripts/bench.sh: a throwaway token and data directory under target/bench.
-listen = "127.0.0.1:$port"
-data_dir = "data"
-restrict_access = true
-
+# signer_table: the [signer] table every instance shares (one token).
+signer_table() {
+    cat <<EOF
 [signer]
 kind = "pkcs11"
 module = "$module"
@@ -82,6 +112,47 @@ token_label = "$label"
 pin_file = "hsm/user.pin"
 pool_size = $pool
 EOF
+}
+
+configs=(--config "$out/config.toml")
+if [[ $store == sled ]]; then
+    {
+        cat <<EOF
+# Written by scripts/bench.sh: a throwaway token and data directory under target/bench.
+listen = "127.0.0.1:$port"
+data_dir = "data"
+restrict_access = true
+
+EOF
+        signer_table
+    } >"$out/config.toml"
+else
+    say "PostgreSQL: a throwaway cluster in $out/pg (installs PostgreSQL if missing)"
+    trap './scripts/postgres-init.sh --stop "$out/pg" >&2 || true' EXIT
+    line=$(./scripts/postgres-init.sh "$out/pg")
+    export "${line?}"
+    configs=()
+    for ((i = 1; i <= instances; i++)); do
+        file=$out/config.toml
+        [[ $i -eq 1 ]] || file=$out/config-$i.toml
+        {
+            cat <<EOF
+# Written by scripts/bench.sh: instance $i of $instances on the throwaway PostgreSQL cluster in pg/
+# (OFFLINE_SIGNER_DATABASE_URL gives the database; the audit chain id is kept beside this file).
+listen = "127.0.0.1:$((port + i - 1))"
+restrict_access = true
+
+[store]
+kind = "postgres"
+pool_size = $pg_pool
+
+EOF
+            signer_table
+        } >"$file"
+        configs+=(--config "$file")
+    done
+    configs+=(--store-disk "$out/pg/pgdata/base")
+fi
 
 say "Key ceremony: the trusted KEK (security officer)"
 "$bin" hsm provision --config "$out/config.toml" --so-pin-file "$out/hsm/so.pin" >&2
@@ -90,10 +161,10 @@ note=${BENCH_NOTE:-}
 load=$(cut -d' ' -f1-3 /proc/loadavg)
 note="load average when bench.sh started: $load_at_start; after the build and criterion: $load${note:+; $note}"
 
-say "offline-token bench run (activations $activations, growth $growth, $seconds s per point)"
+say "offline-token bench run ($store, $instances instance(s), activations $activations, growth $growth, $seconds s per point)"
 "$token" bench run \
     --server-bin "$bin" \
-    --config "$out/config.toml" \
+    "${configs[@]}" \
     --dir "$out" \
     --activations "$activations" \
     --growth "$growth" \

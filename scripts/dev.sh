@@ -12,7 +12,10 @@
 #
 # With OFFLINE_SIGNER_STORE=postgres, a second dev.sh with the same OFFLINE_SIGNER_HOME and another
 # OFFLINE_SIGNER_LISTEN starts a second instance on the same database and SoftHSM token (each instance
-# has its own configuration file, config-postgres-<listen>.toml, and so its own audit chain).
+# has its own configuration file, config-postgres-<listen>.toml, and so its own audit chain; the
+# credential is in credentials-postgres.env). On dev.sh's own cluster the configuration names the
+# database and its password file, so commands need only --config; the cluster keeps running when the
+# instances stop: scripts/postgres-init.sh --stop $OFFLINE_SIGNER_HOME/postgres stops it.
 #
 # First run: installs softhsm2 if missing (root or sudo), creates the SoftHSM token "offline-signer-dev" with
 # random PINs in $OFFLINE_SIGNER_HOME/softhsm (mode 0600), writes $OFFLINE_SIGNER_HOME/config.toml, builds
@@ -46,60 +49,70 @@ if [[ ! -f "$home/softhsm/softhsm2.conf" ]]; then
 fi
 export SOFTHSM2_CONF="$home/softhsm/softhsm2.conf"
 
+# signer_table: the [signer] table of every configuration (one SoftHSM token for every instance).
+signer_table() {
+    cat <<TOML
+[signer]
+kind = "pkcs11"
+module = "/usr/lib/softhsm/libsofthsm2.so"
+token_label = "$label"
+pin_file = "softhsm/user.pin"
+pool_size = 2
+module_env = { SOFTHSM2_CONF = "softhsm/softhsm2.conf" }
+TOML
+}
+
 if [[ $store == postgres ]]; then
+    # One configuration per instance (so one audit chain each, its id kept beside the file).
+    config=$home/config-postgres-${listen//[^A-Za-z0-9]/-}.toml
+    marker=$home/.postgres-application-$application
+    credentials=$home/credentials-postgres.env
     if [[ -z ${OFFLINE_SIGNER_DATABASE_URL:-} ]]; then
         echo "==> Starting the PostgreSQL dev cluster in $home/postgres"
         line=$(./scripts/postgres-init.sh "$home/postgres")
-        export "${line?}"
+        # The URL without its password (the configuration names the password file instead), so
+        # that every command works from a new terminal with only --config.
+        pg_url=$(sed -E 's#^OFFLINE_SIGNER_DATABASE_URL=([a-z]+://[^:@/]+):[^@]*@#\1@#' <<<"$line")
+        unset line
+        database="url = \"$pg_url\"
+password_file = \"postgres/db.password\""
+        # The cluster may have moved to another port since the configuration was written.
+        if [[ -f "$config" ]]; then
+            sed -i -E "s#^url = .*#url = \"$pg_url\"#" "$config"
+        fi
+    else
+        database="# The database URL, password included, comes from OFFLINE_SIGNER_DATABASE_URL."
+        if [[ -f "$config" ]] && grep -q '^password_file' "$config"; then
+            echo "$config is for dev.sh's own cluster in $home/postgres: unset OFFLINE_SIGNER_DATABASE_URL," >&2
+            echo "or choose another OFFLINE_SIGNER_HOME for another database." >&2
+            exit 2
+        fi
     fi
-    # One configuration per instance (so one audit chain each); the URL comes from the environment.
-    config=$home/config-postgres-${listen//[^A-Za-z0-9]/-}.toml
-    if [[ ! -f "$config" ]]; then
-        echo "==> Writing $config"
-        cat >"$config" <<TOML
-# offline-signer development configuration on PostgreSQL (written by scripts/dev.sh). The database URL,
-# password included, comes from OFFLINE_SIGNER_DATABASE_URL; this instance's audit chain id is kept
-# beside this file.
-listen = "$listen"
+    header="# offline-signer development configuration on PostgreSQL (written by scripts/dev.sh). This
+# instance's audit chain id is kept beside this file.
+listen = \"$listen\"
 restrict_access = true
 
 [store]
-kind = "postgres"
+kind = \"postgres\"
 pool_size = 8
-
-[signer]
-kind = "pkcs11"
-module = "/usr/lib/softhsm/libsofthsm2.so"
-token_label = "$label"
-pin_file = "softhsm/user.pin"
-pool_size = 2
-module_env = { SOFTHSM2_CONF = "softhsm/softhsm2.conf" }
-TOML
-    fi
-    marker=$home/.postgres-application-$application
-    credentials=$home/credentials-postgres.env
-elif [[ ! -f "$home/config.toml" ]]; then
-    echo "==> Writing $home/config.toml"
-    cat >"$home/config.toml" <<TOML
-# offline-signer development configuration (written by scripts/dev.sh). See README.md, "Configuration".
-# scripts/dev.sh passes --listen \$OFFLINE_SIGNER_LISTEN to serve, which overrides listen below.
-listen = "127.0.0.1:8080"
-data_dir = "data"
-restrict_access = true
-
-[signer]
-kind = "pkcs11"
-module = "/usr/lib/softhsm/libsofthsm2.so"
-token_label = "$label"
-pin_file = "softhsm/user.pin"
-pool_size = 2
-module_env = { SOFTHSM2_CONF = "softhsm/softhsm2.conf" }
-TOML
-fi
-if [[ $store == sled ]]; then
+$database
+"
+else
     config=$home/config.toml
     marker=$home/.application-$application
     credentials=$home/credentials.env
+    header="# offline-signer development configuration (written by scripts/dev.sh). See README.md, \"Configuration\".
+# scripts/dev.sh passes --listen \$OFFLINE_SIGNER_LISTEN to serve, which overrides listen below.
+listen = \"127.0.0.1:8080\"
+data_dir = \"data\"
+restrict_access = true
+"
+fi
+if [[ ! -f "$config" ]]; then
+    echo "==> Writing $config"
+    printf '%s\n' "$header" >"$config"
+    signer_table >>"$config"
 fi
 if ! grep -q '^module_env' "$config"; then
     # A home made before signer.module_env existed: add it so that commands need only --config.

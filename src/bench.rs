@@ -11,8 +11,9 @@
 //! - DEK decrypt: `decrypt_secret` of an activation's sealed factor-key blob under the DEK (AES-GCM
 //!   in the HSM — what the issue calls the "KEK decrypt"; the KEK itself only wraps and unwraps);
 //! - store writes: concurrent durable `commit_verification` calls (activation compare-and-swap,
-//!   nonce consumption and audit record, group commit), on a scratch store in the same file system,
-//!   one activation per writer thread.
+//!   nonce consumption and audit record, group commit), one activation per writer thread. On sled, a
+//!   scratch store in the same file system; on PostgreSQL, the configured database itself (fresh
+//!   activations, and an audit chain of its own).
 //!
 //! No test asserts on a duration.
 
@@ -29,8 +30,8 @@ use crate::model::{EncryptedSecret, KeyId, Timestamp, WrappedKey};
 use crate::service::factor_keys_aad;
 use crate::signer::{KeyRef, Signer, SignerConfig, SignerError};
 use crate::store::{
-    AuditDraft, AuditOperation, AuditOutcome, IssuedNonce, NonceOwner, SledStore, Store,
-    StoreError, VerificationCommit,
+    AuditDraft, AuditOperation, AuditOutcome, ChainId, IssuedNonce, NonceOwner, PgStore, SledStore,
+    Store, StoreError, StoreSettings, VerificationCommit,
 };
 
 /// Why a benchmark step failed.
@@ -64,7 +65,8 @@ pub enum BenchCommand {
         /// A file with one seeded activation id per line (their keys are unwrapped and opened).
         #[arg(long, value_name = "FILE")]
         activations: PathBuf,
-        /// Scratch store for the store ceiling (created).
+        /// Scratch store for the store ceiling (created; sled only: on PostgreSQL the ceiling
+        /// writes fresh activations into the configured database).
         #[arg(long, value_name = "DIR")]
         scratch: PathBuf,
         /// Seconds per measured point.
@@ -74,8 +76,9 @@ pub enum BenchCommand {
         #[arg(long, default_value_t = 32)]
         concurrency: usize,
     },
-    /// Print, as JSON, the listen address, the data folder's size on disk and the settings of a
-    /// configuration (works while the server runs: it opens neither store nor token).
+    /// Print, as JSON, the listen address, the store kind, the data folder's size on disk (sled; null
+    /// on PostgreSQL) and the settings of a configuration (works while the server runs: it opens
+    /// neither store nor token).
     Info {
         /// The service configuration file.
         #[arg(long, value_name = "FILE")]
@@ -91,9 +94,14 @@ pub fn main(command: BenchCommand) -> Result<serde_json::Value, BenchError> {
     match command {
         BenchCommand::Info { config } => {
             let config = load(&config)?;
+            let data_dir_bytes = match &config.store {
+                StoreSettings::Sled { path, .. } => Some(dir_size(path)),
+                StoreSettings::Postgres { .. } => None,
+            };
             Ok(serde_json::json!({
                 "listen": config.listen.to_string(),
-                "data_dir_bytes": dir_size(&config.data_dir),
+                "store": store_kind(&config.store),
+                "data_dir_bytes": data_dir_bytes,
                 "settings": {
                     "lookahead": config.service.signature.lookahead,
                     "nonce_policy": format!("{:?}", config.service.nonce_policy),
@@ -120,6 +128,14 @@ pub fn main(command: BenchCommand) -> Result<serde_json::Value, BenchError> {
             let c = runtime.block_on(run(&config, &app, &ids, &scratch, seconds, concurrency))?;
             serde_json::to_value(c).map_err(|e| BenchError::Failed(e.to_string()))
         }
+    }
+}
+
+/// `sled` or `postgres`: how results name the store.
+fn store_kind(store: &StoreSettings) -> &'static str {
+    match store {
+        StoreSettings::Sled { .. } => "sled",
+        StoreSettings::Postgres { .. } => "postgres",
     }
 }
 
@@ -181,6 +197,13 @@ pub struct Ceilings {
     pub pool_size: usize,
     /// Callers in flight for the concurrent figures.
     pub concurrency: usize,
+    /// The store the write ceiling ran on: `sled` or `postgres` (absent in older results: sled).
+    #[serde(default = "sled_kind")]
+    pub store: String,
+}
+
+fn sled_kind() -> String {
+    "sled".into()
 }
 
 /// Measures every ceiling for `seconds` each, best of two rounds. The application's master
@@ -253,7 +276,7 @@ async fn run(
     let (token, unwrap, decrypt) =
         measured?.ok_or_else(|| BenchError::Failed("no ceiling round ran".into()))?;
 
-    let scratch_store = Arc::new(SledStore::open(scratch)?);
+    let scratch_store = scratch_store(&config.store, scratch)?;
     let mut writes_1 = store_ceiling(&scratch_store, &template, 1, seconds)?;
     let mut writes = store_ceiling(&scratch_store, &template, concurrency, seconds)?;
     let mut writes_128 = store_ceiling(&scratch_store, &template, 128, seconds)?;
@@ -283,8 +306,26 @@ async fn run(
         store_durable_writes_per_s_128: writes_128.per_s,
         pool_size,
         concurrency,
+        store: store_kind(&config.store).into(),
     })
 }
+
+/// The store the write ceiling runs on: a fresh sled store in `scratch`, or the configured
+/// PostgreSQL database with an audit chain of its own ([`CEILING_CHAIN`]), so the ceiling's records
+/// never join a serving instance's chain.
+fn scratch_store(configured: &StoreSettings, scratch: &Path) -> Result<Arc<dyn Store>, BenchError> {
+    match configured {
+        StoreSettings::Sled { .. } => Ok(Arc::new(SledStore::open(scratch)?)),
+        StoreSettings::Postgres { settings, .. } => {
+            let chain = ChainId::new(CEILING_CHAIN)
+                .map_err(|e| BenchError::Failed(format!("{CEILING_CHAIN}: {e}")))?;
+            Ok(Arc::new(PgStore::open(settings, chain)?))
+        }
+    }
+}
+
+/// The audit chain of the store ceiling's records on PostgreSQL.
+const CEILING_CHAIN: &str = "bench-ceiling";
 
 type Pair = (Rate, Rate);
 
@@ -396,7 +437,7 @@ where
 /// Durable verification commits from `writers` threads, each on its own activation (a copy of
 /// `template` under a fresh id) and consuming its own pre-issued nonce.
 fn store_ceiling(
-    store: &Arc<SledStore>,
+    store: &Arc<dyn Store>,
     template: &crate::store::Activation,
     writers: usize,
     seconds: f64,
@@ -404,6 +445,10 @@ fn store_ceiling(
     /// Most nonces issued up front per writer. A writer that runs out stops early; the rate is taken
     /// over the time until the last writer stopped, so it stays right, over a shorter time.
     const NONCES_PER_WRITER: usize = 16_000;
+    // Issuing stops after 1.5 times the measured time as well: where an issue costs as much as a
+    // commit (one durable transaction each, as on PostgreSQL), that is more than a writer can
+    // consume, without spending minutes preparing nonces that are never used.
+    let prepare_until = Instant::now() + Duration::from_secs_f64(seconds * 1.5);
     let stop = Arc::new(AtomicBool::new(false));
     let started_gate = Arc::new(std::sync::Barrier::new(writers + 1));
     let mut handles = Vec::new();
@@ -421,6 +466,9 @@ fn store_ceiling(
                     let budget = NONCES_PER_WRITER.min(usize::max(256, 64_000 / writers));
                     let mut nonces = Vec::with_capacity(budget);
                     for _ in 0..budget {
+                        if Instant::now() > prepare_until {
+                            break;
+                        }
                         let nonce =
                             crate::crypto::offline_data::generate_nonce(&mut rand::rngs::OsRng);
                         store.issue_nonce(
@@ -480,4 +528,48 @@ fn store_ceiling(
     }
     let elapsed = last_finish.duration_since(started);
     Ok(Rate::new(all, elapsed))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SIGNER: &str = "[signer]\nkind = \"pkcs11\"\nmodule = \"/usr/lib/softhsm/libsofthsm2.so\"\ntoken_label = \"t\"\npin_file = \"pin\"\n";
+
+    fn info(text: &str) -> serde_json::Value {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("config.toml");
+        std::fs::write(&path, text).expect("write the configuration");
+        main(BenchCommand::Info { config: path }).expect("bench info")
+    }
+
+    #[test]
+    fn info_names_the_store_and_sizes_only_a_sled_folder() {
+        let sled = info(&format!("listen = \"127.0.0.1:7001\"\n{SIGNER}"));
+        assert_eq!(sled["listen"], "127.0.0.1:7001");
+        assert_eq!(sled["store"], "sled");
+        assert_eq!(sled["data_dir_bytes"], 0, "no data folder yet");
+        let postgres = info(&format!(
+            "listen = \"127.0.0.1:7002\"\n[store]\nkind = \"postgres\"\n\
+             url = \"postgres://u@127.0.0.1:5/db\"\n{SIGNER}"
+        ));
+        assert_eq!(postgres["store"], "postgres");
+        assert!(
+            postgres["data_dir_bytes"].is_null(),
+            "the configuration's folder is not the store: {postgres}"
+        );
+    }
+
+    #[test]
+    fn results_without_a_store_kind_were_sled_runs() {
+        let old = serde_json::json!({
+            "token_sign_per_s": 1.0, "unwrap_sign_per_s": 1.0, "kek_decrypt_per_s": 1.0,
+            "store_durable_writes_per_s": 1.0, "token_sign_per_s_1": 1.0,
+            "unwrap_sign_per_s_1": 1.0, "kek_decrypt_per_s_1": 1.0,
+            "store_durable_writes_per_s_1": 1.0, "store_durable_writes_per_s_128": 1.0,
+            "pool_size": 2, "concurrency": 32,
+        });
+        let c: Ceilings = serde_json::from_value(old).expect("an older result parses");
+        assert_eq!(c.store, "sled");
+    }
 }

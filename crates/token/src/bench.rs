@@ -3,9 +3,11 @@
 //! `offline-token bench run` drives everything `scripts/bench.sh` reports. It runs the service's own
 //! binary (`offline-signer`, `--server-bin`) as child processes and talks to the server over HTTP only:
 //!
-//! 1. `offline-signer bench info`: the configuration's listen address, data folder and settings;
+//! 1. `offline-signer bench info`: the configuration's listen address, store kind, data folder and
+//!    settings;
 //!    `offline-signer integration create` (server stopped): a credential for the load;
-//! 2. `offline-signer serve` as a child process; [`seed`] registers and commits activations through
+//! 2. `offline-signer serve` as a child process (one per configuration: several instances share one
+//!    PostgreSQL store, and the load takes them in turn); [`seed`] registers and commits activations through
 //!    the API with the token's own activation steps, writing each phone's state to a device file;
 //! 3. `offline-signer bench ceilings` (server stopped): what the token and the store do alone,
 //!    through the service's `Signer` and `Store` traits, same token and pool size, no HTTP;
@@ -60,8 +62,9 @@ pub enum BenchCommand {
     /// Run the whole benchmark (what scripts/bench.sh calls) and write DIR/result.json, DIR/chart.svg
     /// and DIR/summary.md.
     ///
-    /// The configuration's data folder must be empty: the run seeds it. The server binary is run for
-    /// `serve`, `integration create`, `bench info` and `bench ceilings`.
+    /// The configuration's data folder must be empty (on PostgreSQL: the database should be fresh):
+    /// the run seeds it. The server binary is run for `serve`, `integration create`, `bench info`
+    /// and `bench ceilings`.
     Run(RunOptions),
     /// Redraw DIR/chart.svg and DIR/summary.md from an existing result.json (prints the table).
     Report {
@@ -134,9 +137,16 @@ fn write(path: &Path, text: &str) -> Result<(), BenchError> {
 /// Options of `bench run`.
 #[derive(Debug, Clone, clap::Args)]
 pub struct RunOptions {
-    /// The service configuration (a throwaway SoftHSM token and data folder).
-    #[arg(long, value_name = "FILE")]
-    pub config: PathBuf,
+    /// The service configuration (a throwaway SoftHSM token and data folder). Repeat it to run
+    /// several instances on one shared PostgreSQL store: one `serve` per configuration, each request
+    /// sent to the next instance in turn. The first configuration is the one the commands run
+    /// with the servers stopped use (`integration create`, `bench ceilings`).
+    #[arg(long = "config", value_name = "FILE", required = true)]
+    pub configs: Vec<PathBuf>,
+    /// A folder whose growth counts as the store's disk use in the growth run (default: the sled
+    /// data folder; on PostgreSQL give the cluster's folder, e.g. `pgdata/base`).
+    #[arg(long, value_name = "DIR")]
+    pub store_disk: Option<PathBuf>,
     /// Output folder (device file, logs, result.json, chart.svg).
     #[arg(long, value_name = "DIR")]
     pub dir: PathBuf,
@@ -164,14 +174,22 @@ pub struct RunOptions {
 #[derive(Debug, Clone, serde::Deserialize)]
 struct ServerInfo {
     listen: String,
-    data_dir_bytes: u64,
+    /// `sled` or `postgres` (older servers print nothing: sled).
+    #[serde(default = "sled")]
+    store: String,
+    /// The sled data folder's size; none on PostgreSQL.
+    data_dir_bytes: Option<u64>,
     settings: Value,
 }
 
-/// The service binary and the configuration it runs with.
+fn sled() -> String {
+    "sled".into()
+}
+
+/// The service binary and the configurations it runs with (one per instance).
 struct ServerBin {
     path: PathBuf,
-    config: PathBuf,
+    configs: Vec<PathBuf>,
 }
 
 impl ServerBin {
@@ -188,20 +206,28 @@ impl ServerBin {
                 path.display()
             )));
         }
+        if o.configs.is_empty() {
+            return Err(BenchError::Failed("give at least one --config".into()));
+        }
         Ok(Self {
             path,
-            config: o.config.clone(),
+            configs: o.configs.clone(),
         })
     }
 
-    /// Runs the service binary with `--log warn`, `args` and `--config` (its stderr passed
-    /// through) and returns its stdout.
+    /// Runs the service binary with `--log warn`, `args` and the first `--config` (its stderr
+    /// passed through) and returns its stdout.
     fn run(&self, args: &[&str]) -> Result<Vec<u8>, BenchError> {
+        self.run_with(&self.configs[0], args)
+    }
+
+    /// [`Self::run`] with a given configuration.
+    fn run_with(&self, config: &Path, args: &[&str]) -> Result<Vec<u8>, BenchError> {
         let out = Command::new(&self.path)
             .args(["--log", "warn"])
             .args(args)
             .arg("--config")
-            .arg(&self.config)
+            .arg(config)
             .stderr(Stdio::inherit())
             .output()
             .map_err(|e| BenchError::Failed(format!("running {args:?}: {e}")))?;
@@ -216,8 +242,28 @@ impl ServerBin {
 
     /// Runs the service binary with `args` and parses its stdout as JSON.
     fn json<T: serde::de::DeserializeOwned>(&self, args: &[&str]) -> Result<T, BenchError> {
-        serde_json::from_slice(&self.run(args)?)
+        self.json_with(&self.configs[0], args)
+    }
+
+    /// [`Self::json`] with a given configuration.
+    fn json_with<T: serde::de::DeserializeOwned>(
+        &self,
+        config: &Path,
+        args: &[&str],
+    ) -> Result<T, BenchError> {
+        serde_json::from_slice(&self.run_with(config, args)?)
             .map_err(|e| BenchError::Failed(format!("{args:?} printed no JSON: {e}")))
+    }
+
+    /// `bench info` of every configuration, checked to describe instances that may run together.
+    fn infos(&self) -> Result<Vec<ServerInfo>, BenchError> {
+        let infos = self
+            .configs
+            .iter()
+            .map(|c| self.json_with(c, &["bench", "info"]))
+            .collect::<Result<Vec<ServerInfo>, _>>()?;
+        check_instances(&infos)?;
+        Ok(infos)
     }
 
     /// Creates an integration credential with `integration create` (server stopped).
@@ -235,8 +281,9 @@ impl ServerBin {
 pub async fn run(o: &RunOptions) -> Result<Value, BenchError> {
     let started = Instant::now();
     let bin = ServerBin::new(o)?;
-    let info: ServerInfo = bin.json(&["bench", "info"])?;
-    if info.data_dir_bytes > 0 {
+    let infos = bin.infos()?;
+    let info = &infos[0];
+    if info.data_dir_bytes.is_some_and(|b| b > 0) {
         return Err(BenchError::Failed(
             "the configuration's data folder is not empty: the benchmark seeds a fresh store"
                 .into(),
@@ -247,10 +294,13 @@ pub async fn run(o: &RunOptions) -> Result<Value, BenchError> {
     let devices = o.dir.join("devices.jsonl");
     let _ = std::fs::remove_file(&devices);
     let load_before = loadavg();
-    let origin = format!("http://{}", info.listen);
+    let origins: Vec<String> = infos
+        .iter()
+        .map(|i| format!("http://{}", i.listen))
+        .collect();
     let credentials = bin.credentials()?;
-    let client = Client::new(&origin, Some(credentials.clone()))?;
-    let target = load::Target::new(&origin, credentials)?;
+    let client = Client::new(&origins[0], Some(credentials.clone()))?;
+    let target = load::Target::spread(&origins, credentials)?;
 
     eprintln!("bench: seeding {} activations", o.activations);
     let server = Server::start(&bin, &o.dir.join("server-seed.log"), &target).await?;
@@ -295,6 +345,8 @@ pub async fn run(o: &RunOptions) -> Result<Value, BenchError> {
     eprintln!("bench: ceilings {ceilings}");
 
     let mut settings = info.settings.clone();
+    settings["store"] = json!(info.store);
+    settings["instances"] = json!(infos.len());
     settings["seconds_per_point"] = json!(o.seconds);
     settings["activations"] = json!(o.activations);
     settings["growth_activations"] = json!(o.growth);
@@ -406,18 +458,19 @@ async fn http_runs(
     let more = o.growth - o.activations;
     eprintln!("bench: seeding {more} more activations (growth run)");
     let devices = o.dir.join("devices.jsonl");
-    let before: ServerInfo = bin.json(&["bench", "info"])?;
+    let before = store_disk_bytes(o, bin)?;
     let server = Server::start(bin, &o.dir.join("server-seed-growth.log"), target).await?;
     let seeded = seed::run(client, APPLICATION, more, SEED_CONCURRENCY, &devices).await;
     server.stop().await;
     let seed_growth = seeded?;
-    let after: ServerInfo = bin.json(&["bench", "info"])?;
+    let after = store_disk_bytes(o, bin)?;
     eprintln!("bench: seeded {more} in {:.1} s", seed_growth.seconds);
-    let per_activation =
-        after.data_dir_bytes.saturating_sub(before.data_dir_bytes) as f64 / more as f64;
     result["seed"]["growth"] = json!(seed_growth);
-    result["growth"]["disk_bytes_per_activation"] = json!(per_activation);
-    result["growth"]["disk_bytes_total"] = json!(after.data_dir_bytes);
+    if let (Some(before), Some(after)) = (before, after) {
+        let per_activation = after.saturating_sub(before) as f64 / more as f64;
+        result["growth"]["disk_bytes_per_activation"] = json!(per_activation);
+        result["growth"]["disk_bytes_total"] = json!(after);
+    }
     result["growth"]["registered"] = json!(o.growth);
 
     // The phones of the main run keep their advanced counters; the new ones come from the file.
@@ -483,40 +536,70 @@ async fn verify_run(
     }
 }
 
-/// Runs one timed run and fills in what it cost the server (and the load generator) per request.
+/// Runs one timed run and fills in what it cost the server (every instance, summed) and the load
+/// generator per request.
 async fn costed(
     server: &Server,
     run: impl std::future::Future<Output = Result<stats::Summary, BenchError>>,
 ) -> Result<stats::Summary, BenchError> {
-    let pid = server.child.id();
-    let before = (cost::ProcCost::of(pid), cost::ProcCost::of_self());
+    let pids = server.pids();
+    let before = (cost::ProcCost::of_all(&pids), cost::ProcCost::of_self());
     let summary = run.await?;
-    let after = (cost::ProcCost::of(pid), cost::ProcCost::of_self());
+    let after = (cost::ProcCost::of_all(&pids), cost::ProcCost::of_self());
     let per = cost::per_request((before.0, after.0), (before.1, after.1), summary.requests);
     Ok(summary.with_cost(per))
 }
 
-/// The server as a child process (`offline-signer serve`), stderr to a log file.
+/// The server as child processes (`offline-signer serve`, one per configuration), stderr to a log
+/// file each (`NAME.log`, then `NAME-2.log`, ...).
 struct Server {
-    child: Child,
+    children: Vec<Child>,
 }
 
 impl Server {
     async fn start(bin: &ServerBin, log: &Path, target: &load::Target) -> Result<Self, BenchError> {
-        let log_file = std::fs::File::create(log)
-            .map_err(|e| BenchError::Failed(format!("{}: {e}", log.display())))?;
-        let child = Command::new(&bin.path)
-            .arg("serve")
-            .arg("--config")
-            .arg(&bin.config)
-            .stdout(Stdio::null())
-            .stderr(log_file)
-            .spawn()
-            .map_err(|e| BenchError::Http(format!("starting the server: {e}")))?;
-        let mut server = Server { child };
+        let mut server = Server {
+            children: Vec::with_capacity(bin.configs.len()),
+        };
+        let mut logs = Vec::with_capacity(bin.configs.len());
+        for (i, config) in bin.configs.iter().enumerate() {
+            let log = instance_log(log, i);
+            let log_file = match std::fs::File::create(&log) {
+                Ok(f) => f,
+                Err(e) => {
+                    server.stop().await;
+                    return Err(BenchError::Failed(format!("{}: {e}", log.display())));
+                }
+            };
+            let spawned = Command::new(&bin.path)
+                .arg("serve")
+                .arg("--config")
+                .arg(config)
+                .stdout(Stdio::null())
+                .stderr(log_file)
+                .spawn();
+            match spawned {
+                Ok(child) => server.children.push(child),
+                Err(e) => {
+                    server.stop().await;
+                    return Err(BenchError::Http(format!("starting the server: {e}")));
+                }
+            }
+            logs.push(log);
+        }
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
-            if let Ok(Some(status)) = server.child.try_wait() {
+            let exited =
+                server
+                    .children
+                    .iter_mut()
+                    .zip(&logs)
+                    .find_map(|(c, log)| match c.try_wait() {
+                        Ok(Some(status)) => Some((status, log.clone())),
+                        _ => None,
+                    });
+            if let Some((status, log)) = exited {
+                server.stop().await;
                 return Err(BenchError::Http(format!(
                     "the server exited at start ({status}); see {}",
                     log.display()
@@ -535,31 +618,104 @@ impl Server {
         }
     }
 
-    /// Reads the peak resident memory (MiB), then stops the server with SIGTERM (SIGKILL after 30 s).
+    fn pids(&self) -> Vec<u32> {
+        self.children.iter().map(Child::id).collect()
+    }
+
+    /// Reads the peak resident memory (MiB; the largest instance's), then stops every instance
+    /// with SIGTERM (SIGKILL after 30 s).
     async fn stop(mut self) -> f64 {
-        let pid = self.child.id();
-        let rss = peak_rss_mib(pid).unwrap_or(f64::NAN);
-        let _ = Command::new("kill")
-            .arg("-TERM")
-            .arg(pid.to_string())
-            .status();
+        let rss = self
+            .pids()
+            .into_iter()
+            .map(|pid| peak_rss_mib(pid).unwrap_or(f64::NAN))
+            .fold(None, |max: Option<f64>, r| {
+                Some(max.map_or(r, |m| m.max(r)))
+            })
+            .unwrap_or(f64::NAN);
+        for pid in self.pids() {
+            let _ = Command::new("kill")
+                .arg("-TERM")
+                .arg(pid.to_string())
+                .status();
+        }
         let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            match self.child.try_wait() {
-                Ok(Some(_)) => break,
-                Ok(None) if Instant::now() < deadline => {
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                }
-                _ => {
-                    eprintln!("bench: the server did not stop on SIGTERM; killing it");
-                    let _ = self.child.kill();
-                    let _ = self.child.wait();
-                    break;
+        for child in &mut self.children {
+            loop {
+                match child.try_wait() {
+                    Ok(Some(_)) => break,
+                    Ok(None) if Instant::now() < deadline => {
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                    }
+                    _ => {
+                        eprintln!("bench: the server did not stop on SIGTERM; killing it");
+                        let _ = child.kill();
+                        let _ = child.wait();
+                        break;
+                    }
                 }
             }
         }
         rss
     }
+}
+
+/// The log file of instance `i` (from 0): `log` itself for the first, `NAME-<i+1>.log` after.
+fn instance_log(log: &Path, i: usize) -> PathBuf {
+    if i == 0 {
+        return log.to_path_buf();
+    }
+    let stem = log
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    log.with_file_name(format!("{stem}-{}.log", i + 1))
+}
+
+/// Instances run together only on a shared store, each on its own address.
+fn check_instances(infos: &[ServerInfo]) -> Result<(), BenchError> {
+    if infos.len() > 1 {
+        if let Some(i) = infos.iter().find(|i| i.store != "postgres") {
+            return Err(BenchError::Failed(format!(
+                "{} instances need a shared store (postgres); a configuration uses {}",
+                infos.len(),
+                i.store
+            )));
+        }
+        let mut listens: Vec<&str> = infos.iter().map(|i| i.listen.as_str()).collect();
+        listens.sort_unstable();
+        listens.dedup();
+        if listens.len() < infos.len() {
+            return Err(BenchError::Failed(
+                "two configurations listen on the same address".into(),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// The store's size on disk: `--store-disk` when given, else the sled data folder (`bench info`);
+/// `None` when neither applies (PostgreSQL without `--store-disk`).
+fn store_disk_bytes(o: &RunOptions, bin: &ServerBin) -> Result<Option<u64>, BenchError> {
+    match &o.store_disk {
+        Some(dir) => Ok(Some(dir_bytes(dir))),
+        None => Ok(bin.json::<ServerInfo>(&["bench", "info"])?.data_dir_bytes),
+    }
+}
+
+/// Bytes of every file below `dir` (0 when it cannot be read).
+fn dir_bytes(dir: &Path) -> u64 {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    entries
+        .flatten()
+        .map(|e| match e.metadata() {
+            Ok(m) if m.is_dir() => dir_bytes(&e.path()),
+            Ok(m) => m.len(),
+            Err(_) => 0,
+        })
+        .sum()
 }
 
 /// `VmHWM` of a process, in MiB.
@@ -664,6 +820,66 @@ mod tests {
         let c = parse_credentials(printed).expect("both lines are there");
         assert_eq!(c.client_token, "tok-1");
         assert!(parse_credentials("OFFLINE_SIGNER_CLIENT_TOKEN=tok-1\n").is_err());
+    }
+
+    fn info(listen: &str, store: &str) -> ServerInfo {
+        ServerInfo {
+            listen: listen.into(),
+            store: store.into(),
+            data_dir_bytes: None,
+            settings: Value::Null,
+        }
+    }
+
+    #[test]
+    fn several_instances_need_postgres_and_their_own_addresses() {
+        assert!(check_instances(&[info("127.0.0.1:1", "sled")]).is_ok());
+        let two_pg = [
+            info("127.0.0.1:1", "postgres"),
+            info("127.0.0.1:2", "postgres"),
+        ];
+        assert!(check_instances(&two_pg).is_ok());
+        let err = check_instances(&[info("127.0.0.1:1", "postgres"), info("127.0.0.1:2", "sled")])
+            .expect_err("sled is one process");
+        assert!(err.to_string().contains("shared store"), "{err}");
+        assert!(
+            check_instances(&[
+                info("127.0.0.1:1", "postgres"),
+                info("127.0.0.1:1", "postgres")
+            ])
+            .is_err()
+        );
+    }
+
+    #[test]
+    fn bench_info_without_store_fields_is_a_sled_one() {
+        let old: ServerInfo =
+            serde_json::from_str(r#"{"listen":"127.0.0.1:1","data_dir_bytes":0,"settings":{}}"#)
+                .expect("parses");
+        assert_eq!(old.store, "sled");
+        assert_eq!(old.data_dir_bytes, Some(0));
+        let pg: ServerInfo = serde_json::from_str(
+            r#"{"listen":"127.0.0.1:1","store":"postgres","data_dir_bytes":null,"settings":{}}"#,
+        )
+        .expect("parses");
+        assert_eq!((pg.store.as_str(), pg.data_dir_bytes), ("postgres", None));
+    }
+
+    #[test]
+    fn each_instance_logs_to_its_own_file() {
+        let log = Path::new("/tmp/b/server-main.log");
+        assert_eq!(instance_log(log, 0), log);
+        assert_eq!(instance_log(log, 1), Path::new("/tmp/b/server-main-2.log"));
+    }
+
+    #[test]
+    fn disk_use_counts_every_file_below() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        assert_eq!(dir_bytes(&dir.path().join("absent")), 0);
+        std::fs::create_dir_all(dir.path().join("a/b")).expect("mkdir");
+        std::fs::write(dir.path().join("a/one"), [0u8; 10]).expect("write");
+        std::fs::write(dir.path().join("a/b/two"), [0u8; 5]).expect("write");
+        assert_eq!(dir_bytes(dir.path()), 15);
     }
 
     #[test]

@@ -42,6 +42,24 @@ impl ProcCost {
     pub fn of_self() -> Option<Self> {
         Self::of(std::process::id())
     }
+
+    /// The summed cost of several processes (the instances of one service); `None` when one of
+    /// them cannot be read or the list is empty.
+    pub fn of_all(pids: &[u32]) -> Option<Self> {
+        pids.iter()
+            .map(|&pid| Self::of(pid))
+            .try_fold(None::<Self>, |sum, cost| {
+                let cost = cost?;
+                Some(Some(match sum {
+                    None => cost,
+                    Some(s) => Self {
+                        cpu_us: s.cpu_us + cost.cpu_us,
+                        ctx_switches: s.ctx_switches + cost.ctx_switches,
+                    },
+                }))
+            })
+            .flatten()
+    }
 }
 
 /// What an interval cost, per request.
@@ -130,6 +148,17 @@ mod tests {
     fn sums_both_kinds_of_context_switch() {
         let status = "Name:\tx\nvoluntary_ctxt_switches:\t12\nnonvoluntary_ctxt_switches:\t3\n";
         assert_eq!(ctx_switches_in(status), 15);
+    }
+
+    #[test]
+    fn several_processes_cost_their_sum() {
+        let me = std::process::id();
+        assert_eq!(ProcCost::of_all(&[]), None);
+        let one = ProcCost::of_all(&[me]).expect("/proc is readable");
+        let two = ProcCost::of_all(&[me, me]).expect("/proc is readable");
+        assert!(two.cpu_us >= 2 * one.cpu_us);
+        assert!(two.ctx_switches >= 2 * one.ctx_switches);
+        assert_eq!(ProcCost::of_all(&[me, u32::MAX]), None, "a missing process");
     }
 
     #[test]

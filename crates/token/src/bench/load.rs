@@ -9,10 +9,14 @@
 //!   timed section only sends requests. Each task owns a disjoint set of activations and uses them
 //!   round-robin, so the codes of one activation arrive in counter order, as from one phone.
 //!
+//! - Given several instances (one shared PostgreSQL store), every request goes to the next instance
+//!   in turn ([`Target::spread`]).
+//!
 //! A request counts as done only when it is answered 200 (and, for verify, `signatureValid: true`);
 //! anything else is counted as an error, and the run's figures say how many there were.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use rand::Rng as _;
@@ -33,23 +37,54 @@ pub enum Create {
     Personalized,
 }
 
-/// Where and as whom requests go.
+/// Where and as whom requests go: one instance, or several serving one shared store, each request
+/// sent to the next instance in turn.
 #[derive(Debug, Clone)]
 pub struct Target {
-    client: Client,
+    clients: Arc<[Client]>,
+    rotation: Arc<Rotation>,
 }
 
 impl Target {
     /// A target at `origin` (`http://HOST:PORT`) with an integration credential.
     pub fn new(origin: &str, credentials: Credentials) -> Result<Self, BenchError> {
+        Self::spread(&[origin.to_owned()], credentials)
+    }
+
+    /// A target spread over several instances (`http://HOST:PORT` each, at least one), requests
+    /// taking them round-robin, with one integration credential valid on all of them.
+    pub fn spread(origins: &[String], credentials: Credentials) -> Result<Self, BenchError> {
+        if origins.is_empty() {
+            return Err(BenchError::Failed("a load target needs an origin".into()));
+        }
+        let clients = origins
+            .iter()
+            .map(|o| Client::new(o, Some(credentials.clone())))
+            .collect::<Result<Vec<_>, _>>()?;
         Ok(Self {
-            client: Client::new(origin, Some(credentials))?,
+            rotation: Arc::new(Rotation::new(clients.len())),
+            clients: clients.into(),
         })
     }
 
-    /// `GET /health` answers 200.
+    /// How many instances requests are spread over.
+    pub fn instances(&self) -> usize {
+        self.clients.len()
+    }
+
+    /// The client of the instance the next request goes to.
+    fn next(&self) -> &Client {
+        &self.clients[self.rotation.next()]
+    }
+
+    /// `GET /health` answers 200 on every instance.
     pub async fn healthy(&self) -> bool {
-        matches!(self.client.health().await, Ok(true))
+        for client in self.clients.iter() {
+            if !matches!(client.health().await, Ok(true)) {
+                return false;
+            }
+        }
+        true
     }
 
     /// Creates `count` non-personalized payloads for `application` (`concurrency` in flight) and
@@ -65,12 +100,15 @@ impl Target {
         let mut tasks = tokio::task::JoinSet::new();
         let per_task = count.div_ceil(concurrency.max(1));
         for _ in 0..concurrency.max(1) {
-            let client = self.client.clone();
+            let target = self.clone();
             let (data, application) = (Arc::clone(&data), Arc::clone(&application));
             tasks.spawn(async move {
                 let mut payloads = Vec::with_capacity(per_task);
                 for _ in 0..per_task {
-                    let answer = client.create_non_personalized(&application, &data).await?;
+                    let answer = target
+                        .next()
+                        .create_non_personalized(&application, &data)
+                        .await?;
                     payloads.push(answer.offline_data);
                 }
                 Ok::<_, BenchError>(payloads)
@@ -121,13 +159,14 @@ impl Target {
         let started = Instant::now();
         let mut tasks = tokio::task::JoinSet::new();
         for requests in plans {
-            let client = self.client.clone();
+            let target = self.clone();
             let (data, application) = (Arc::clone(&data), Arc::clone(&application));
             tasks.spawn(async move {
                 let mut lat = Latencies::with_capacity(8192);
                 let mut i = 0;
                 while Instant::now() < deadline {
                     let t = Instant::now();
+                    let client = target.next();
                     let answer = match kind {
                         Create::NonPersonalized => {
                             client.create_non_personalized(&application, &data).await
@@ -169,12 +208,12 @@ impl Target {
         let started = Instant::now();
         let mut tasks = tokio::task::JoinSet::new();
         for requests in plans {
-            let client = self.client.clone();
+            let target = self.clone();
             tasks.spawn(async move {
                 let mut lat = Latencies::with_capacity(requests.len());
                 for request in requests {
                     let t = Instant::now();
-                    match client.verify(&request).await {
+                    match target.next().verify(&request).await {
                         Ok(answer) if answer.signature_valid => lat.record(t.elapsed()),
                         _ => lat.error(),
                     }
@@ -183,6 +222,31 @@ impl Target {
             });
         }
         collect(tasks, started).await
+    }
+}
+
+/// Round-robin over `n` instances, shared by every task of a run: consecutive requests, whichever
+/// task sends them, go to consecutive instances.
+#[derive(Debug)]
+struct Rotation {
+    n: usize,
+    sent: AtomicUsize,
+}
+
+impl Rotation {
+    fn new(n: usize) -> Self {
+        Self {
+            n: n.max(1),
+            sent: AtomicUsize::new(0),
+        }
+    }
+
+    /// The instance (index) of the next request.
+    fn next(&self) -> usize {
+        if self.n == 1 {
+            return 0;
+        }
+        self.sent.fetch_add(1, Ordering::Relaxed) % self.n
     }
 }
 
@@ -281,6 +345,29 @@ mod tests {
             UnsignedOfflineData::new(&payload_data(), None, &nonce, KeyIndicator::Master);
         let signature = ecdsa::sign(master, unsigned.signed_bytes());
         unsigned.finish(&signature)
+    }
+
+    #[test]
+    fn requests_take_the_instances_in_turn() {
+        let one = Rotation::new(1);
+        assert!((0..5).all(|_| one.next() == 0));
+        let three = Rotation::new(3);
+        let picks: Vec<usize> = (0..7).map(|_| three.next()).collect();
+        assert_eq!(picks, [0, 1, 2, 0, 1, 2, 0]);
+        assert_eq!(Rotation::new(0).next(), 0, "no instance is treated as one");
+    }
+
+    #[test]
+    fn a_spread_target_needs_an_origin_and_valid_urls() {
+        let creds = Credentials::new("t", "s");
+        assert!(Target::spread(&[], creds.clone()).is_err());
+        assert!(Target::spread(&["ftp://x".into()], creds.clone()).is_err());
+        let two = Target::spread(
+            &["http://127.0.0.1:1".into(), "http://127.0.0.1:2".into()],
+            creds,
+        )
+        .expect("two origins");
+        assert_eq!(two.instances(), 2);
     }
 
     #[test]

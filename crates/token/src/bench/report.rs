@@ -140,6 +140,7 @@ pub fn targets(result: &Value) -> Vec<TargetRow> {
 pub fn table(result: &Value) -> String {
     let mut out = String::new();
     let c = &result["ceilings"];
+    let _ = writeln!(out, "{}\n", store_line(&result["settings"]));
     let _ = writeln!(
         out,
         "| Ceiling (no HTTP, same token, pool {}) | 1 caller /s | 32 callers /s |",
@@ -215,6 +216,15 @@ pub fn table(result: &Value) -> String {
         let _ = writeln!(out, "\nHTTP part NOT RUN: {reason}");
     }
     out.push('\n');
+    if result["settings"]["store"]
+        .as_str()
+        .is_some_and(|store| store != "sled")
+    {
+        let _ = writeln!(
+            out,
+            "The targets are the sled store's; on PostgreSQL the aim is verify at >= 70 % of sled's figure, measured back to back.\n"
+        );
+    }
     let _ = writeln!(out, "| Target | value | target | met |");
     let _ = writeln!(out, "|---|---:|---|---|");
     for row in targets(result) {
@@ -444,6 +454,18 @@ pub fn missing_fields(result: &Value) -> Vec<String> {
         .collect()
 }
 
+/// Which store and how many instances a run measured (older results: one sled instance).
+pub fn store_line(settings: &Value) -> String {
+    let store = settings["store"].as_str().unwrap_or("sled");
+    let instances = settings["instances"].as_u64().unwrap_or(1);
+    let noun = if instances == 1 {
+        "instance"
+    } else {
+        "instances"
+    };
+    format!("Store: {store}, {instances} server {noun}.")
+}
+
 /// `numerator / denominator` when both are known and the denominator is positive.
 pub fn ratio(numerator: Option<f64>, denominator: Option<f64>) -> Value {
     match (numerator, denominator) {
@@ -455,6 +477,19 @@ pub fn ratio(numerator: Option<f64>, denominator: Option<f64>) -> Value {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_table_names_the_store_and_the_instances() {
+        assert_eq!(store_line(&Value::Null), "Store: sled, 1 server instance.");
+        assert_eq!(
+            store_line(&json!({"store": "postgres", "instances": 2})),
+            "Store: postgres, 2 server instances."
+        );
+        let postgres = table(&json!({"settings": {"store": "postgres", "instances": 1}}));
+        assert!(postgres.starts_with("Store: postgres, 1 server instance."));
+        assert!(postgres.contains(">= 70 % of sled's figure"));
+        assert!(!table(&Value::Null).contains("70 %"));
+    }
 
     fn sample() -> Value {
         let point = |per_s: f64, p99: f64| json!({"per_s": per_s, "p50_ms": 1.0, "p99_ms": p99, "p999_ms": p99 * 2.0, "errors": 0, "server_cpu_us_per_request": 140.0, "ctx_switches_per_request": 9.5});
