@@ -8,6 +8,9 @@
 //! drawn only after its write is applied, a flush that starts after the ticket was drawn covers the
 //! write. N writers that arrive while one flush runs therefore share the next flush.
 //!
+//! A write that need not wait draws its ticket with [`GroupCommit::ticket`]; whoever later waits for it
+//! with [`GroupCommit::wait_for`] flushes only if no flush covered it meanwhile.
+//!
 //! For tests, [`GroupCommit::hold`] stops leaders from starting a flush until the hold is dropped, so a
 //! test can queue many writers deterministically and then see that one flush serves them all.
 
@@ -178,6 +181,18 @@ mod tests {
         }
         assert_eq!(calls.load(Ordering::SeqCst), 1);
         assert_eq!(gc.flushes(), 1);
+    }
+
+    #[test]
+    fn a_ticket_covered_by_another_flush_costs_no_flush() {
+        let gc = GroupCommit::default();
+        let lazy = gc.ticket();
+        assert_eq!(gc.make_durable(|| Ok(())), Ok(()));
+        assert_eq!(gc.wait_for(lazy, || Err("must not run".into())), Ok(()));
+        assert_eq!(gc.flushes(), 1);
+        let lazy = gc.ticket();
+        assert_eq!(gc.wait_for(lazy, || Ok(())), Ok(()));
+        assert_eq!(gc.flushes(), 2);
     }
 
     #[test]
