@@ -158,6 +158,11 @@ pub enum ServiceError {
     /// HTTP 503: the HSM is unreachable, busy or too slow; nothing changed.
     #[error("the HSM is unavailable: {0}")]
     HsmUnavailable(Cause),
+    /// HTTP 503 `ERR_OUTCOME_UNKNOWN`: a write was applied but its flush failed, so it may or may
+    /// not be stored; the caller reads the activation's status (once the service is back) before
+    /// retrying.
+    #[error("the outcome of the write is unknown: {0}")]
+    OutcomeUnknown(Cause),
     /// Anything else (store failure, corrupt record, a broken invariant): HTTP 500.
     #[error("internal error: {0}")]
     Internal(Cause),
@@ -220,7 +225,10 @@ fn signing_failed(e: SignerError) -> ServiceError {
 
 impl From<StoreError> for ServiceError {
     fn from(e: StoreError) -> Self {
-        Self::Internal(Cause::Store(e))
+        match e {
+            StoreError::OutcomeUnknown { .. } => Self::OutcomeUnknown(Cause::Store(e)),
+            other => Self::Internal(Cause::Store(other)),
+        }
     }
 }
 

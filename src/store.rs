@@ -10,6 +10,7 @@
 //!   details, temporary ECIES keys; the ECIES replay registry is a set of keys with expiry.
 //! - `audit.rs`        audit records, the hash chains, and [`verify_audit_chain`].
 //! - `group_commit.rs` one `fsync` for many concurrent writers.
+//! - `durability.rs`   sled's flush: the poison after a failed flush, the background flush of nonces.
 //! - `sled_store.rs`   [`SledStore`], the embedded implementation.
 //! - `settings.rs`     the `[store]` table ([`StoreSettings`]) and [`open`], which opens either store.
 //! - `postgres.rs`     [`PgStore`], the implementation for several instances sharing one PostgreSQL
@@ -20,7 +21,10 @@
 //!   ([`WrappedKey`], [`EncryptedSecret`]), integration secrets arrive hashed ([`SecretHash`]), and an
 //!   audit record holds a SHA-256 of the signed data, never the data or a code.
 //! - Every write method returns only after its write is durable (flushed and `fsync`ed), so whatever the
-//!   service acknowledges survives a crash.
+//!   service acknowledges survives a crash. The one exception is [`Store::issue_nonce`], durable with
+//!   the next flush: a crash can lose an issued nonce, which only makes its code fail closed.
+//! - A write whose flush failed is [`StoreError::OutcomeUnknown`]; a sled handle then refuses all work
+//!   until reopened, so the process never reports what the disk may lack (`durability.rs`).
 //! - [`Store::commit_verification`] is one atomic write: the activation's new state (compare-and-swap on
 //!   its `version`), the nonce consumption and the audit record land together or not at all.
 //! - Each audit chain is appended under the same serialization as the write it records, so a chain has
@@ -36,6 +40,7 @@
 
 mod audit;
 mod codec;
+mod durability;
 mod group_commit;
 mod postgres;
 mod records;
@@ -118,6 +123,14 @@ pub enum StoreError {
         found: u32,
         /// The version this build supports.
         supported: u32,
+    },
+    /// A write was applied but could not be made durable (its flush failed): it may or may not be
+    /// on disk, whole. The caller must not report it as done nor as not done. A sled handle refuses
+    /// all further work until reopened.
+    #[error("the write's outcome is unknown: {detail}")]
+    OutcomeUnknown {
+        /// What failed, in words (never a secret).
+        detail: String,
     },
     /// The disk or the storage engine failed.
     #[error("store I/O failed: {detail}")]
@@ -252,7 +265,14 @@ pub trait Store: Send + Sync {
     /// the audit draft's `time`.
     fn commit_verification(&self, commit: VerificationCommit) -> Result<Committed, StoreError>;
 
-    /// Registers an issued nonce. [`StoreError::AlreadyExists`] if the same nonce string is registered.
+    /// Registers an issued nonce (with its audit record, if given, in the same atomic write).
+    /// [`StoreError::AlreadyExists`] if the same nonce string is registered.
+    ///
+    /// The one write that is **not durable on return**: it is visible at once and becomes durable
+    /// with the next flush, which the store starts without the caller waiting (sled), or with the
+    /// write-ahead log's next flush (PostgreSQL, `synchronous_commit = off` for this transaction).
+    /// Any durable write that follows covers it. A crash may lose a nonce that was answered; it is
+    /// then `UNKNOWN`, and a code computed over it is refused (ARCHITECTURE.md).
     fn issue_nonce(&self, nonce: &IssuedNonce, audit: Option<AuditDraft>)
     -> Result<(), StoreError>;
 

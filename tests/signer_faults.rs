@@ -428,3 +428,180 @@ fn pin_rejected_on_reconnect_is_fatal_and_never_retried() {
         },
     );
 }
+
+/// One signer call of a round, its answer reduced to success or the error.
+type Call<'a> = std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), SignerError>> + 'a>>;
+
+/// What the hook of [`token_removed_between_checkout_and_call_is_only_ever_unavailable`] shares
+/// with the test: how many requests of this round have reached the window, and whether the token
+/// is gone (then everyone goes on to make its call).
+#[derive(Default)]
+struct Window {
+    arrived: usize,
+    released: bool,
+}
+
+/// Issue 14: the token vanishes while requests have checked out their session and not yet made their
+/// PKCS#11 call. A hook in the pool stops each of the round's requests exactly there; when all of
+/// them are in the window, the last one takes the token folder away and lets them all go on. Every
+/// answer must be a success (a call that was already done) or the unavailable kind (503), never
+/// an internal error (500) or a failed signature (ERR0013). Repeated until the window was hit at
+/// least [`WANTED_HITS`] times (counted), the token given back and the recovery awaited each time.
+#[test]
+fn token_removed_between_checkout_and_call_is_only_ever_unavailable() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::{Arc, Condvar, Mutex};
+
+    const WORKERS: usize = 4;
+    const WANTED_HITS: usize = 100;
+    with_token(
+        "token_removed_between_checkout_and_call_is_only_ever_unavailable",
+        "faults",
+        |token| {
+            runtime().block_on(async {
+                let mut cfg = token.config();
+                cfg.pool_size = NonZeroUsize::new(WORKERS).unwrap();
+                let signer = Pkcs11Signer::open(&cfg).await.expect("open");
+                let master = signer.generate_master_key().await.expect("master");
+                let ids = signer
+                    .ensure_storage_keys(None)
+                    .await
+                    .expect("storage keys");
+                let pair = signer
+                    .generate_wrapped_key_pair(&ids.kek)
+                    .await
+                    .expect("pair");
+                let sealed = signer
+                    .encrypt_secret(&ids.dek, b"act", b"factor")
+                    .await
+                    .expect("seal");
+                let peer = offline_signer::crypto::PrivateKey::generate(&mut rand::rngs::OsRng)
+                    .public_key();
+                let digest = [9u8; 32];
+                let folder = token_subdir(&token.tokens_dir());
+                let away = token.dir.join("away");
+
+                let hits = Arc::new(AtomicUsize::new(0));
+                let mut unavailable = 0usize;
+                let mut round = 0usize;
+                while hits.load(Ordering::SeqCst) < WANTED_HITS {
+                    round += 1;
+                    assert!(round <= 4 * WANTED_HITS, "the window is not being reached");
+                    // Every worker's session is open and the token is there: all the round's
+                    // requests reach the window.
+                    let window = Arc::new((Mutex::new(Window::default()), Condvar::new()));
+                    let hook = {
+                        let window = Arc::clone(&window);
+                        let hits = Arc::clone(&hits);
+                        let (folder, away) = (folder.clone(), away.clone());
+                        offline_signer::signer::pkcs11::arm_before_call(move || {
+                            let (state, wake) = &*window;
+                            let mut st = state.lock().unwrap();
+                            if st.released {
+                                return; // a retry after the fault: not this round's arrival
+                            }
+                            st.arrived += 1;
+                            if st.arrived == WORKERS {
+                                std::fs::rename(&folder, &away).expect("take the token away");
+                                hits.fetch_add(WORKERS, Ordering::SeqCst);
+                                st.released = true;
+                                wake.notify_all();
+                                return;
+                            }
+                            // A hang guard only: the round's other requests arrive in
+                            // microseconds; one that cannot lets everyone go uncounted.
+                            let (st, waited) = wake
+                                .wait_timeout_while(st, HANG, |st| !st.released)
+                                .unwrap();
+                            drop(st);
+                            if waited.timed_out() {
+                                window.0.lock().unwrap().released = true;
+                                wake.notify_all();
+                            }
+                        })
+                    };
+                    let calls: Vec<Call<'_>> = (0..WORKERS)
+                        .map(|i| -> Call<'_> {
+                            match (round + i) % 5 {
+                                0 => Box::pin(async {
+                                    signer
+                                        .sign_digest(KeyRef::Token(&master.id), &digest)
+                                        .await
+                                        .map(drop)
+                                }),
+                                1 => Box::pin(async {
+                                    signer
+                                        .sign_digest(KeyRef::Wrapped(&pair.wrapped), &digest)
+                                        .await
+                                        .map(drop)
+                                }),
+                                2 => Box::pin(async {
+                                    signer
+                                        .decrypt_secret(&ids.dek, b"act", &sealed)
+                                        .await
+                                        .map(drop)
+                                }),
+                                3 => Box::pin(async {
+                                    signer.ecdh(&pair.wrapped, &peer).await.map(drop)
+                                }),
+                                _ => Box::pin(async {
+                                    signer
+                                        .encrypt_secret(&ids.dek, b"act", b"factor")
+                                        .await
+                                        .map(drop)
+                                }),
+                            }
+                        })
+                        .collect();
+                    let results = no_hang(conformance::futures_join_all(calls)).await;
+                    drop(hook);
+                    for r in &results {
+                        match r {
+                            Ok(()) => {}
+                            Err(
+                                SignerError::TokenUnavailable
+                                | SignerError::Busy
+                                | SignerError::Timeout,
+                            ) => unavailable += 1,
+                            Err(other) => panic!(
+                                "round {round}: the token vanished under a checked-out session \
+                                 and the answer was {other:?}, not 'unavailable'"
+                            ),
+                        }
+                    }
+                    // Give the token back and wait for the signer to come back by itself.
+                    std::fs::rename(&away, &folder).expect("give the token back");
+                    let mut back = false;
+                    for _ in 0..600 {
+                        match no_hang(signer.health()).await {
+                            Ok(()) => {
+                                back = true;
+                                break;
+                            }
+                            Err(SignerError::TokenUnavailable) => {
+                                tokio::time::sleep(Duration::from_millis(20)).await;
+                            }
+                            Err(other) => panic!("recovering: {other:?}"),
+                        }
+                    }
+                    assert!(back, "round {round}: the signer did not recover");
+                    // Every worker has a session again before the next round (each opens its own).
+                    let warm = (0..4 * WORKERS)
+                        .map(|_| signer.sign_digest(KeyRef::Token(&master.id), &digest));
+                    for r in no_hang(conformance::futures_join_all(warm)).await {
+                        r.expect("a sign once the token is back");
+                    }
+                }
+                assert!(
+                    unavailable > 0,
+                    "some calls ran against the vanished token and were answered unavailable"
+                );
+                eprintln!(
+                    "window hit {} times in {round} rounds; {unavailable} answers unavailable",
+                    hits.load(Ordering::SeqCst)
+                );
+                no_hang(signer.shutdown()).await;
+            })
+        },
+    );
+}

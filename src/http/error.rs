@@ -87,6 +87,7 @@ impl From<ServiceError> for ApiError {
 
 const MSG_INVALID_REQUEST: &str = "Invalid request received.";
 const MSG_UNKNOWN: &str = "Unknown error occurred.";
+const MSG_OUTCOME_UNKNOWN: &str = "The request was accepted but its outcome is not known yet; read the activation's status before retrying.";
 
 impl ApiError {
     /// HTTP status, code and message: the whole mapping of `spec/api.md`.
@@ -181,6 +182,11 @@ impl ApiError {
                     "ERR0024",
                     "Unsupported protocol version: this server accepts ECIES protocol 3.3 only (PowerAuth mobile SDK 1.9 or newer).",
                 ),
+                ServiceError::OutcomeUnknown(_) => (
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "ERR_OUTCOME_UNKNOWN",
+                    MSG_OUTCOME_UNKNOWN,
+                ),
                 ServiceError::Internal(_) => {
                     (StatusCode::INTERNAL_SERVER_ERROR, "ERR0000", MSG_UNKNOWN)
                 }
@@ -220,7 +226,7 @@ impl ApiError {
             Self::OutcomeUnknown => (
                 StatusCode::SERVICE_UNAVAILABLE,
                 "ERR_OUTCOME_UNKNOWN",
-                "The request was accepted but its outcome is not known yet; read the activation's status before retrying.",
+                MSG_OUTCOME_UNKNOWN,
             ),
             Self::UnsupportedMediaType => (
                 StatusCode::UNSUPPORTED_MEDIA_TYPE,
@@ -240,9 +246,11 @@ impl IntoResponse for ApiError {
                 Some((Level::Debug, e))
             }
             Self::Service(e @ ServiceError::HsmUnavailable(_)) => Some((Level::Warn, e)),
-            Self::Service(e @ (ServiceError::SignatureFailed(_) | ServiceError::Internal(_))) => {
-                Some((Level::Error, e))
-            }
+            Self::Service(
+                e @ (ServiceError::SignatureFailed(_)
+                | ServiceError::Internal(_)
+                | ServiceError::OutcomeUnknown(_)),
+            ) => Some((Level::Error, e)),
             _ => None,
         }
         .map(|(level, e)| ErrorDetail {

@@ -31,6 +31,8 @@ use pool::{Job, Shared};
 
 pub use isolation::{ProvisionOutcome, provision_blocking};
 pub use ops::{object_searches, temporary_objects_alive};
+#[doc(hidden)]
+pub use pool::{BeforeCallHook, arm_before_call};
 
 /// Longest wait for start-up (loading the module, `C_Initialize`, login) before
 /// [`SignerError::Timeout`]; network HSMs can be slow to connect.

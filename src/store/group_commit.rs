@@ -15,6 +15,9 @@
 //! or more context switches per flush, measured with `/proc/PID/task/*/status`). A writer that comes
 //! after a quiet spell (concurrency 1) flushes at once, so its latency is unchanged.
 //!
+//! A write that need not wait draws its ticket with [`GroupCommit::ticket`]; whoever later waits for it
+//! with [`GroupCommit::wait_for`] flushes only if no flush covered it meanwhile.
+//!
 //! For tests, [`GroupCommit::hold`] stops leaders from starting a flush until the hold is dropped, so a
 //! test can queue many writers deterministically and then see that one flush serves them all.
 
@@ -74,12 +77,41 @@ impl GroupCommit {
         st.issued += 1;
         let ticket = st.issued;
         st.waiting += 1;
-        let result = loop {
+        let (mut st, result) = self.wait_locked(st, ticket, &flush);
+        st.waiting -= 1;
+        result
+    }
+
+    /// A ticket for a write that has already been applied, without waiting for it: the next flush
+    /// covers it. Hand it to [`GroupCommit::wait_for`] to wait later (or never).
+    pub(super) fn ticket(&self) -> u64 {
+        let mut st = self.lock();
+        st.issued += 1;
+        st.issued
+    }
+
+    /// Blocks until `ticket` is durable, flushing as leader if needed; returns at once, without a
+    /// flush, when a flush already covered it. Not counted in [`GroupCommit::waiting`].
+    pub(super) fn wait_for<F>(&self, ticket: u64, flush: F) -> Result<(), FlushFailed>
+    where
+        F: Fn() -> Result<(), String>,
+    {
+        self.wait_locked(self.lock(), ticket, &flush).1
+    }
+
+    fn wait_locked<'a>(
+        &'a self,
+        mut st: MutexGuard<'a, FlushState>,
+        ticket: u64,
+        flush: &dyn Fn() -> Result<(), String>,
+    ) -> (MutexGuard<'a, FlushState>, Result<(), FlushFailed>) {
+        loop {
             if st.durable >= ticket {
-                break Ok(());
+                return (st, Ok(()));
             }
             if st.failed_through >= ticket {
-                break Err(FlushFailed(st.failure.clone()));
+                let failure = FlushFailed(st.failure.clone());
+                return (st, Err(failure));
             }
             if !st.flushing && !st.held {
                 st.flushing = true;
@@ -112,9 +144,7 @@ impl GroupCommit {
                 continue;
             }
             st = self.wake.wait(st).unwrap_or_else(PoisonError::into_inner);
-        };
-        st.waiting -= 1;
-        result
+        }
     }
 
     /// Flushes performed so far.
@@ -177,6 +207,18 @@ mod tests {
         }
         assert_eq!(calls.load(Ordering::SeqCst), 1);
         assert_eq!(gc.flushes(), 1);
+    }
+
+    #[test]
+    fn a_ticket_covered_by_another_flush_costs_no_flush() {
+        let gc = GroupCommit::default();
+        let lazy = gc.ticket();
+        assert_eq!(gc.make_durable(|| Ok(())), Ok(()));
+        assert_eq!(gc.wait_for(lazy, || Err("must not run".into())), Ok(()));
+        assert_eq!(gc.flushes(), 1);
+        let lazy = gc.ticket();
+        assert_eq!(gc.wait_for(lazy, || Ok(())), Ok(()));
+        assert_eq!(gc.flushes(), 2);
     }
 
     #[test]

@@ -18,12 +18,16 @@
 //! written in the same statement. Tables and their reasons: `postgres/migrations/0001_initial.sql`.
 //!
 //! **Guarantees, as sled's.** Every write is one transaction committed with the server's default
-//! `synchronous_commit` (on), so it is durable when the method returns. `commit_verification` is one
+//! `synchronous_commit` (on), so it is durable when the method returns — except `issue_nonce`, whose
+//! transaction sets `synchronous_commit` off (`SET LOCAL`): its commit returns before the WAL flush
+//! (the WAL writer flushes it within `3 × wal_writer_delay`, and any later synchronous commit flushes
+//! the WAL past it), so a server crash can lose an answered nonce, never half of one, and never a
+//! verification that consumed it. `commit_verification` is one
 //! transaction: a compare-and-swap `UPDATE … WHERE version = $read` on the activation row (which also
 //! serializes concurrent commits of one activation), the nonce row locked and checked exactly as sled
 //! checks it, consumed with a `consumed_at IS NULL` guard, then the audit append. Any error rolls back the
-//! whole transaction. A connection lost mid-way is [`StoreError::Io`] with nothing half-written (at worst
-//! the commit landed and its answer was lost, as with any database); the pool drops broken connections
+//! whole transaction. A connection lost mid-way is [`StoreError::Io`] with nothing half-written, or, when
+//! it is the `COMMIT` that got no answer, [`StoreError::OutcomeUnknown`] (the commit may have landed); the pool drops broken connections
 //! and opens new ones when the server is back.
 //!
 //! **Audit chains.** Each `PgStore` appends to its own chain ([`ChainId`], given to [`PgStore::open`]),
@@ -121,6 +125,18 @@ fn db(e: tokio_postgres::Error) -> StoreError {
         return StoreError::AlreadyExists { what: "record" };
     }
     io(format!("PostgreSQL: {e}"))
+}
+
+/// A failed `COMMIT`: refused by the server (it answered with a SQLSTATE), nothing was written; lost
+/// on the way (no answer: the connection broke), the transaction may or may not have committed.
+fn commit_failed(e: tokio_postgres::Error) -> StoreError {
+    if e.code().is_some() {
+        db(e)
+    } else {
+        StoreError::OutcomeUnknown {
+            detail: format!("PostgreSQL COMMIT got no answer: {e}"),
+        }
+    }
 }
 
 fn pool(e: PoolError) -> StoreError {
@@ -500,7 +516,7 @@ macro_rules! in_transaction {
         let mut client = $pool.get().await.map_err(pool)?;
         let $tx = client.transaction().await.map_err(db)?;
         let value = $body;
-        $tx.commit().await.map_err(db)?;
+        $tx.commit().await.map_err(commit_failed)?;
         Ok(value)
     }};
 }
@@ -1130,6 +1146,11 @@ impl Store for PgStore {
         let chain = self.chain.clone();
         self.engine.run(|pool| async move {
             in_transaction!(pool, |tx| {
+                // Not waited for (`Store::issue_nonce`): the commit returns before the WAL flush;
+                // the next synchronous commit (any verification) flushes the WAL past it.
+                tx.batch_execute("SET LOCAL synchronous_commit TO OFF")
+                    .await
+                    .map_err(db)?;
                 let insert = tx
                     .prepare_cached(
                         "INSERT INTO nonces (nonce, expires_at, consumed_at, record) \

@@ -12,6 +12,7 @@
 //! until the back-off delay has passed; the next call then tries again. PIN errors move to
 //! [`State::Fatal`]: never retried.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard};
 use std::time::{Duration, Instant};
 
@@ -30,6 +31,46 @@ use crate::signer::{OpenError, SignerError};
 const BACKOFF_START: Duration = Duration::from_millis(100);
 /// Longest back-off delay.
 const BACKOFF_MAX: Duration = Duration::from_secs(2);
+
+/// Set while a [`BeforeCallHook`] is armed: the only cost of the hook when it is not (one relaxed
+/// load per operation).
+static BEFORE_CALL_ARMED: AtomicBool = AtomicBool::new(false);
+
+/// The armed hook, if any.
+type Hook = Arc<dyn Fn() + Send + Sync>;
+static BEFORE_CALL: Mutex<Option<Hook>> = Mutex::new(None);
+
+/// Test hook, not reachable from any configuration: while the returned guard lives, every
+/// operation runs `hook` on its worker thread after it has checked out its session and before its
+/// first PKCS#11 call (the window in which the token can vanish under a request that already holds
+/// a session). One hook per process; arming another replaces it.
+#[doc(hidden)]
+pub fn arm_before_call(hook: impl Fn() + Send + Sync + 'static) -> BeforeCallHook {
+    *lock(&BEFORE_CALL) = Some(Arc::new(hook));
+    BEFORE_CALL_ARMED.store(true, Ordering::SeqCst);
+    BeforeCallHook(())
+}
+
+/// Disarms the hook of [`arm_before_call`] when dropped.
+#[doc(hidden)]
+#[must_use = "the hook is disarmed when the guard is dropped"]
+pub struct BeforeCallHook(());
+
+impl Drop for BeforeCallHook {
+    fn drop(&mut self) {
+        BEFORE_CALL_ARMED.store(false, Ordering::SeqCst);
+        *lock(&BEFORE_CALL) = None;
+    }
+}
+
+fn before_call() {
+    if BEFORE_CALL_ARMED.load(Ordering::Relaxed) {
+        let hook = lock(&BEFORE_CALL).clone();
+        if let Some(hook) = hook {
+            hook();
+        }
+    }
+}
 
 /// A unit of work for a worker: gets the shared state and the worker's index.
 pub(crate) type Job = Box<dyn FnOnce(&Shared, usize) + Send>;
@@ -341,6 +382,7 @@ impl Shared {
                 slot: live.slot,
                 selector: &self.selector,
             };
+            before_call();
             let fault = match op(&ctx) {
                 Ok(v) => return Ok(v),
                 Err(OpError::Signer(e)) => return Err(e),
