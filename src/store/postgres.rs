@@ -1421,14 +1421,7 @@ impl Store for PgStore {
                 .iter()
                 .map(|row| {
                     let seq = to_u64(row.get(0), "audit seq")?;
-                    Ok(match codec::decode_audit(row.get(1)) {
-                        Ok(rec) if rec.seq == seq => AuditEntry::Record(rec),
-                        Ok(rec) => AuditEntry::Undecodable {
-                            seq,
-                            detail: format!("record says seq {}", rec.seq),
-                        },
-                        Err(e) => AuditEntry::Undecodable { seq, detail: e.0 },
-                    })
+                    Ok(codec::audit_entry(seq, row.get(1)))
                 })
                 .collect()
         })
