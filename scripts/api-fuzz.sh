@@ -17,6 +17,8 @@
 #   OFFLINE_SIGNER_BIN  the server binary to test (default: cargo build, target/debug/offline-signer)
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
+# shellcheck source=scripts/server-config.sh
+. ./scripts/server-config.sh
 
 schemathesis_version=3.39.16
 # hypothesis-jsonschema 0.23 (what schemathesis 3.39 requires) calls an API that hypothesis removed
@@ -52,20 +54,9 @@ trap cleanup EXIT
 
 ./scripts/softhsm-init.sh "$home/hsm" api-fuzz >/dev/null
 export SOFTHSM2_CONF=$home/hsm/softhsm2.conf
-port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+port=$(free_port)
 url=http://127.0.0.1:$port
-cat >"$home/config.toml" <<TOML
-listen = "127.0.0.1:$port"
-data_dir = "data"
-restrict_access = true
-
-[signer]
-kind = "pkcs11"
-module = "/usr/lib/softhsm/libsofthsm2.so"
-token_label = "api-fuzz"
-pin_file = "hsm/user.pin"
-pool_size = 2
-TOML
+softhsm_server_config "$port" api-fuzz >"$home/config.toml"
 
 # The key ceremony (the trusted KEK, made by the security officer), then the application.
 "$bin" hsm provision --config "$home/config.toml" --so-pin-file "$home/hsm/so.pin" >/dev/null 2>>"$home/admin.log"

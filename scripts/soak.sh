@@ -19,6 +19,8 @@
 #   SOAK_KEEP=1           keep the server folder (logs, data) after the run
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
+# shellcheck source=scripts/server-config.sh
+. ./scripts/server-config.sh
 
 if [ -z "${OFFLINE_SIGNER_BIN:-}" ] || [ -z "${OFFLINE_TOKEN_BIN:-}" ]; then
     cargo build --quiet --release --locked --bin offline-signer --bin offline-token
@@ -37,24 +39,11 @@ trap cleanup EXIT
 
 ./scripts/softhsm-init.sh "$home/hsm" soak >/dev/null 2>&1
 export SOFTHSM2_CONF=$home/hsm/softhsm2.conf
-port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+port=$(free_port)
 url=http://127.0.0.1:$port
 write_config() {
-    cat <<TOML
-listen = "127.0.0.1:$port"
-data_dir = "data"
-restrict_access = true
-
-[signer]
-kind = "pkcs11"
-module = "/usr/lib/softhsm/libsofthsm2.so"
-token_label = "soak"
-pin_file = "hsm/user.pin"
-pool_size = 2
-
-[nonce]
-policy = "$1"
-TOML
+    softhsm_server_config "$port" soak
+    printf '\n[nonce]\npolicy = "%s"\n' "$1"
 }
 write_config enforce >"$home/config.toml"
 write_config off >"$home/config-nonce-off.toml"

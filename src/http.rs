@@ -46,6 +46,7 @@ use utoipa::OpenApi;
 use crate::service::{self, Service, WriteGate};
 pub use conn::{ConnectionSettings, TlsError, TlsSettings};
 use error::{ApiError, Outcome};
+use input::DocumentedBounds;
 use wire::HealthResponse;
 
 /// The base path of every PowerAuth method.
@@ -169,7 +170,7 @@ impl Readiness {
         openapi_json,
     ),
     components(schemas(wire::ErrorEnvelope, wire::HealthResponse)),
-    modifiers(&BasicAuthScheme)
+    modifiers(&BasicAuthScheme, &DocumentedBounds)
 )]
 pub struct ApiDoc;
 

@@ -721,6 +721,19 @@ impl Service {
             .filter(|a| caller.scope().covers(&a.application_id)))
     }
 
+    /// Inserts a new activation with its `Created` audit record; `operation` says how it was made.
+    async fn insert_new_activation(
+        &self,
+        now: Timestamp,
+        activation: Activation,
+        operation: AuditOperation,
+    ) -> Result<(), StoreError> {
+        let audit = activation_audit(now, &activation, operation, AuditOutcome::Created);
+        self.write(move |s| s.insert_activation(&activation, Some(audit)))
+            .await
+            .map(drop)
+    }
+
     /// Runs a store write on the blocking pool (writes wait for their flush). Inside
     /// [`with_write_gate`], refuses to start once the gate was closed (the request timed out first),
     /// and otherwise marks the gate so that the caller's timeout stops cancelling.
@@ -901,13 +914,7 @@ impl Service {
                 ..Enrollment::default()
             },
         };
-        let audit = activation_audit(
-            now,
-            &activation,
-            AuditOperation::ActivationRegister,
-            AuditOutcome::Created,
-        );
-        self.write(move |s| s.insert_activation(&activation, Some(audit)))
+        self.insert_new_activation(now, activation, AuditOperation::ActivationRegister)
             .await?;
         tracing::info!(activation_id = %activation_id, application_id = %request.application_id, "activation registered");
         Ok(RegisteredActivation {

@@ -7,6 +7,8 @@ use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
+use offline_signer_testkit::e2e_server::{self, free_port};
+
 const BIN: &str = env!("CARGO_BIN_EXE_offline-signer");
 
 fn run(args: &[&str], config: &Path) -> Output {
@@ -19,21 +21,7 @@ fn run(args: &[&str], config: &Path) -> Output {
 }
 
 fn stdout_of(args: &[&str], config: &Path) -> String {
-    let out = run(args, config);
-    assert!(
-        out.status.success(),
-        "{args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    String::from_utf8(e2e_server::stdout_of_success(args, run(args, config))).unwrap()
 }
 
 #[test]
@@ -135,8 +123,5 @@ fn credentials_on_sled_stopped_and_while_serving() {
             "{said}"
         );
     }
-    let _ = Command::new("kill")
-        .args(["-TERM", &server.id().to_string()])
-        .status();
-    let _ = server.wait();
+    e2e_server::stop(server);
 }

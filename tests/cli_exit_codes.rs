@@ -6,8 +6,8 @@ use std::path::Path;
 use std::process::{Command, Output};
 
 use offline_signer::store::{AuditDraft, AuditOperation, AuditOutcome, SledStore, Store};
-use offline_signer_testkit::softhsm;
 use offline_signer_testkit::store_fixtures::t;
+use offline_signer_testkit::{e2e_server, softhsm};
 
 const BIN: &str = env!("CARGO_BIN_EXE_offline-signer");
 
@@ -21,6 +21,11 @@ fn run(args: &[&str], config: &Path, softhsm_conf: Option<&Path>) -> Output {
         cmd.env("SOFTHSM2_CONF", conf);
     }
     cmd.output().expect("the binary runs")
+}
+
+/// [`run`] with the token's `softhsm2.conf`; the command must succeed.
+fn run_ok(args: &[&str], config: &Path, softhsm_conf: &Path) {
+    e2e_server::stdout_of_success(args, run(args, config, Some(softhsm_conf)));
 }
 
 fn pkcs11_config(dir: &Path, label: &str) -> std::path::PathBuf {
@@ -49,7 +54,7 @@ fn key_report_exits_0_for_the_keys_table_and_1_for_a_leaky_key() {
 
     // The key ceremony makes the trusted KEK (docs/key-isolation.md).
     let so_pin = hsm.join("so.pin");
-    let out = run(
+    run_ok(
         &[
             "hsm",
             "provision",
@@ -57,24 +62,10 @@ fn key_report_exits_0_for_the_keys_table_and_1_for_a_leaky_key() {
             so_pin.to_str().expect("utf-8 path"),
         ],
         &config,
-        Some(&conf),
-    );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+        &conf,
     );
     // The service's own keys: an application master key pair, KEK and DEK, all generated in the token.
-    let out = run(
-        &["application", "create", "--id", "bank"],
-        &config,
-        Some(&conf),
-    );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    run_ok(&["application", "create", "--id", "bank"], &config, &conf);
     let out = run(&["key-report"], &config, Some(&conf));
     assert_eq!(
         out.status.code(),

@@ -16,17 +16,16 @@ use std::path::Path;
 use std::sync::Mutex;
 use std::time::Duration;
 
-use offline_signer_testkit::e2e_server::{Server, runtime, verify_request};
+use offline_signer_testkit::e2e_server::{Server, create_and_sign, runtime, verify_request};
 use offline_token::activation::{
     self, ActivationServer, CodeActivation, DeviceInfo, EciesServerKey, OtpPlacement, SdkConfig,
 };
 use offline_token::client::{
-    ActivationStatus, ApplicationDetail, Client, ClientError, CommitRequest, CreatePersonalized,
-    EciesDecryptorRequest, EciesDecryptorResponse, PrepareActivationRequest,
-    PrepareActivationResponse,
+    ActivationStatus, ApplicationDetail, Client, ClientError, CommitRequest, EciesDecryptorRequest,
+    EciesDecryptorResponse, PrepareActivationRequest, PrepareActivationResponse,
 };
 use offline_token::crypto::PrivateKey;
-use offline_token::{SignOptions, Token, TokenError, TokenState};
+use offline_token::{Token, TokenError, TokenState};
 use secrecy::SecretString;
 use serde_json::{Value, json};
 
@@ -148,9 +147,9 @@ impl ActivationServer for Enrollment<'_> {
     ) -> Result<PrepareActivationResponse, ClientError> {
         let mut request = request.clone();
         if self.tamper_mac {
-            let mut mac = offline_token::crypto::b64::decode(&request.mac).unwrap();
+            let mut mac = offline_token::crypto::b64::decode(&request.layer2.mac).unwrap();
             mac[0] ^= 1;
-            request.mac = offline_token::crypto::b64::encode(mac);
+            request.layer2.mac = offline_token::crypto::b64::encode(mac);
         }
         *self.prepared.lock().unwrap() = Some(request.clone());
         self.client.activation_prepare(&request).await
@@ -200,18 +199,7 @@ async fn activate(
 
 /// Personalized create → code → verify; asserts `signatureValid: true`.
 async fn sign_and_verify(client: &Client, token: &mut Token) {
-    let payload = client
-        .create_personalized(&CreatePersonalized {
-            activation_id: token.state().activation_id.clone(),
-            data: PAYMENT.to_owned(),
-            nonce: None,
-            proximity_check: None,
-        })
-        .await
-        .unwrap();
-    let signed = token
-        .sign(&payload.offline_data, &SignOptions::default())
-        .unwrap();
+    let signed = create_and_sign(client, token, PAYMENT).await;
     let answer = client
         .verify(&verify_request(token, &signed))
         .await
@@ -423,13 +411,8 @@ async fn stale_prepare(client: &Client, code: &str) -> PrepareActivationRequest 
         activation_code: code.to_owned(),
         application_key: config.application_key.clone(),
         generate_recovery_codes: false,
-        temporary_key_id: layer2.wire.temporary_key_id,
-        ephemeral_public_key: layer2.wire.ephemeral_public_key,
-        encrypted_data: layer2.wire.encrypted_data,
-        mac: layer2.wire.mac,
-        nonce: layer2.wire.nonce,
         protocol_version: key.version.as_str().to_owned(),
-        timestamp: layer2.wire.timestamp,
+        layer2: layer2.wire,
     }
 }
 

@@ -11,12 +11,11 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use offline_signer_testkit::e2e_server::{self, credentials_from, free_port};
 use offline_signer_testkit::postgres::TestDatabase;
 use offline_signer_testkit::softhsm;
-use offline_token::client::{
-    Client, ClientError, CreatePersonalized, Credentials, VerifyRequest, VerifyResponse,
-};
-use offline_token::{Activation, SignOptions, SignedOperation, Token};
+use offline_token::client::{Client, ClientError, Credentials, VerifyRequest, VerifyResponse};
+use offline_token::{Activation, SignedOperation, Token};
 use serde_json::{Value, json};
 
 const BIN: &str = env!("CARGO_BIN_EXE_offline-signer");
@@ -65,13 +64,8 @@ impl Cluster {
                  kind = \"postgres\"\n\
                  pool_size = 8\n\
                  audit_chain = \"{name}\"\n\
-                 [signer]\n\
-                 kind = \"pkcs11\"\n\
-                 module = \"{module}\"\n\
-                 token_label = \"{LABEL}\"\n\
-                 pin_file = \"hsm/user.pin\"\n\
-                 pool_size = 2\n",
-                module = softhsm::MODULE,
+                 {signer}",
+                signer = softhsm::signer_table(LABEL),
             ),
         )
         .unwrap();
@@ -104,12 +98,7 @@ impl Cluster {
             .arg(config)
             .output()
             .unwrap();
-        assert!(
-            out.status.success(),
-            "{args:?} failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8(out.stdout).unwrap()
+        String::from_utf8(e2e_server::stdout_of_success(args, out)).unwrap()
     }
 }
 
@@ -120,17 +109,13 @@ impl Instance {
 
     /// Polls `/health` until it answers (at most 60 s); fails with the log if the process exits.
     async fn wait_until_healthy(&mut self) {
-        let client = Client::new(&self.url, None).unwrap();
-        for _ in 0..600 {
-            if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
-                panic!("{} exited with {status}:\n{}", self.name, self.log());
-            }
-            if client.health().await.unwrap_or(false) {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        panic!("{} never answered /health:\n{}", self.name, self.log());
+        e2e_server::wait_until_healthy(
+            self.name,
+            &self.url,
+            self.child.as_mut().unwrap(),
+            &self.log,
+        )
+        .await;
     }
 
     fn client(&self, credentials: &Credentials) -> Client {
@@ -146,42 +131,10 @@ impl Instance {
 
 impl Drop for Instance {
     fn drop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = Command::new("kill")
-                .args(["-TERM", &child.id().to_string()])
-                .status();
-            for _ in 0..100 {
-                if matches!(child.try_wait(), Ok(Some(_))) {
-                    return;
-                }
-                std::thread::sleep(Duration::from_millis(100));
-            }
-            let _ = child.kill();
-            let _ = child.wait();
+        if let Some(child) = self.child.take() {
+            e2e_server::stop(child);
         }
     }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn credentials_from(printed: &str) -> Credentials {
-    let value = |key: &str| {
-        printed
-            .lines()
-            .find_map(|l| l.strip_prefix(&format!("{key}=")))
-            .unwrap_or_else(|| panic!("no {key} in {printed}"))
-            .to_owned()
-    };
-    Credentials::new(
-        value("OFFLINE_SIGNER_CLIENT_TOKEN"),
-        value("OFFLINE_SIGNER_CLIENT_SECRET"),
-    )
 }
 
 async fn activate(client: &Client, dir: &Path, name: &str) -> Token {
@@ -200,27 +153,8 @@ async fn activate(client: &Client, dir: &Path, name: &str) -> Token {
 
 /// A payload made on `create`, signed by the phone.
 async fn signed(create: &Client, token: &mut Token) -> (VerifyRequest, SignedOperation) {
-    let payload = create
-        .create_personalized(&CreatePersonalized {
-            activation_id: token.state().activation_id.clone(),
-            data: PAYMENT.to_owned(),
-            nonce: None,
-            proximity_check: None,
-        })
-        .await
-        .unwrap();
-    let signed = token
-        .sign(&payload.offline_data, &SignOptions::default())
-        .unwrap();
-    let request = VerifyRequest {
-        activation_id: token.state().activation_id.clone(),
-        data: signed.data.clone(),
-        signature: signed.code.clone(),
-        allow_biometry: signed.allow_biometry,
-        component_length: None,
-        proximity_check: None,
-    };
-    (request, signed)
+    let signed = e2e_server::create_and_sign(create, token, PAYMENT).await;
+    (e2e_server::verify_request(token, &signed), signed)
 }
 
 #[test]
@@ -344,28 +278,11 @@ async fn scenario(cluster: &Cluster) {
     let load_client = ca.clone();
     let load = tokio::spawn(async move {
         loop {
-            let Ok(payload) = load_client
-                .create_personalized(&CreatePersonalized {
-                    activation_id: bob.state().activation_id.clone(),
-                    data: PAYMENT.to_owned(),
-                    nonce: None,
-                    proximity_check: None,
-                })
-                .await
+            let Ok(signed) = e2e_server::try_create_and_sign(&load_client, &mut bob, PAYMENT).await
             else {
                 return bob;
             };
-            let signed = bob
-                .sign(&payload.offline_data, &SignOptions::default())
-                .unwrap();
-            let request = VerifyRequest {
-                activation_id: bob.state().activation_id.clone(),
-                data: signed.data.clone(),
-                signature: signed.code.clone(),
-                allow_biometry: signed.allow_biometry,
-                component_length: None,
-                proximity_check: None,
-            };
+            let request = e2e_server::verify_request(&bob, &signed);
             match load_client.verify(&request).await {
                 Ok(answer) => {
                     assert!(answer.signature_valid, "{answer:?}");

@@ -69,9 +69,38 @@ fn state(w: &World) -> impl PartialEq + std::fmt::Debug {
 
 async fn forbidden(w: &World, authorization: &str, path: &str, object: Value) {
     let before = state(w);
-    let (status, body) = w.api.call_as(authorization, path, object).await;
-    assert_error(status, &body, StatusCode::FORBIDDEN, "ERR_AUTHORIZATION");
+    let expected = (StatusCode::FORBIDDEN, "ERR_AUTHORIZATION");
+    refused(w, authorization, path, object, expected).await;
     assert_eq!(state(w), before, "{path}: a refused call changed something");
+}
+
+/// The call is answered with the error `expected` (status, code).
+async fn refused(
+    w: &World,
+    authorization: &str,
+    path: &str,
+    object: Value,
+    expected: (StatusCode, &str),
+) {
+    let (status, body) = w.api.call_as(authorization, path, object).await;
+    assert_error(status, &body, expected.0, expected.1);
+}
+
+/// A personalized payload for the in-scope activation, made with the scoped credential.
+async fn create_in_scope(w: &World, data: &str) -> Value {
+    let object = json!({ "activationId": w.in_scope, "data": data });
+    ok(
+        w,
+        &w.scoped,
+        "/signature/offline/personalized/create",
+        object,
+    )
+    .await
+}
+
+/// The call as the application-scoped credential.
+async fn scoped(w: &World, path: &str, object: Value) -> (StatusCode, Value) {
+    w.api.call_as(&w.scoped, path, object).await
 }
 
 async fn ok(w: &World, authorization: &str, path: &str, object: Value) -> Value {
@@ -166,23 +195,10 @@ async fn activations_of_other_applications_look_unknown() {
     let data = "A1*A100CZK*Q238400856/0300**D20190629*NUtility";
     // activation/status: 200 REMOVED for an unknown id (PowerAuth parity), and exactly the same for
     // an activation of another application, but for the id it echoes.
-    let (s1, mut unknown) = w
-        .api
-        .call_as(
-            &w.scoped,
-            "/activation/status",
-            json!({ "activationId": UNKNOWN }),
-        )
-        .await;
+    let status = "/activation/status";
+    let (s1, mut unknown) = scoped(&w, status, json!({ "activationId": UNKNOWN })).await;
     let before = state(&w);
-    let (s2, mut other) = w
-        .api
-        .call_as(
-            &w.scoped,
-            "/activation/status",
-            json!({ "activationId": w.out_of_scope }),
-        )
-        .await;
+    let (s2, mut other) = scoped(&w, status, json!({ "activationId": w.out_of_scope })).await;
     assert_eq!(s1, StatusCode::OK);
     assert_eq!(unknown["responseObject"]["activationStatus"], "REMOVED");
     assert_eq!(
@@ -199,35 +215,21 @@ async fn activations_of_other_applications_look_unknown() {
         "/activation/block",
         "/activation/remove",
     ] {
-        let (s1, unknown) = w
-            .api
-            .call_as(&w.scoped, path, json!({ "activationId": UNKNOWN }))
-            .await;
+        let (s1, unknown) = scoped(&w, path, json!({ "activationId": UNKNOWN })).await;
         let before = state(&w);
-        let (s2, other) = w
-            .api
-            .call_as(&w.scoped, path, json!({ "activationId": w.out_of_scope }))
-            .await;
+        let (s2, other) = scoped(&w, path, json!({ "activationId": w.out_of_scope })).await;
         assert_error(s1, &unknown, StatusCode::BAD_REQUEST, "ERR0009");
         assert_eq!((s2, &other), (s1, &unknown), "{path}");
         assert_eq!(state(&w), before, "{path}");
     }
-    let (s1, unknown) = w
-        .api
-        .call_as(
-            &w.scoped,
-            "/signature/offline/personalized/create",
-            json!({ "activationId": UNKNOWN, "data": data }),
-        )
-        .await;
-    let (s2, other) = w
-        .api
-        .call_as(
-            &w.scoped,
-            "/signature/offline/personalized/create",
-            json!({ "activationId": w.out_of_scope, "data": data }),
-        )
-        .await;
+    let create = "/signature/offline/personalized/create";
+    let (s1, unknown) = scoped(&w, create, json!({ "activationId": UNKNOWN, "data": data })).await;
+    let (s2, other) = scoped(
+        &w,
+        create,
+        json!({ "activationId": w.out_of_scope, "data": data }),
+    )
+    .await;
     assert_eq!((s2, &other), (s1, &unknown));
 
     // verify: 200 REMOVED with nothing but the id, exactly as for an id nobody knows.
@@ -259,13 +261,7 @@ async fn activations_of_other_applications_look_unknown() {
         json!({ "activationId": w.in_scope }),
     )
     .await;
-    ok(
-        &w,
-        &w.scoped,
-        "/signature/offline/personalized/create",
-        json!({ "activationId": w.in_scope, "data": data }),
-    )
-    .await;
+    create_in_scope(&w, data).await;
     let answer = ok(
         &w,
         &w.scoped,
@@ -287,15 +283,9 @@ async fn unblock_needs_admin_or_can_unblock() {
     let unblocked = ok(&w, &w.unblocker, "/activation/unblock", id.clone()).await;
     assert_eq!(unblocked["activationStatus"], "ACTIVE");
     // canUnblock does not widen the scope: another application's activation stays unknown.
-    let (status, body) = w
-        .api
-        .call_as(
-            &w.unblocker,
-            "/activation/unblock",
-            json!({ "activationId": w.out_of_scope }),
-        )
-        .await;
-    assert_error(status, &body, StatusCode::BAD_REQUEST, "ERR0009");
+    let other = json!({ "activationId": w.out_of_scope });
+    let unknown = (StatusCode::BAD_REQUEST, "ERR0009");
+    refused(&w, &w.unblocker, "/activation/unblock", other, unknown).await;
     ok(&w, &w.scoped, "/activation/block", block).await;
     ok(&w, &w.api.authorization, "/activation/unblock", id).await;
 }
@@ -356,20 +346,16 @@ async fn integrations_over_http_show_the_secret_once_and_removal_is_immediate() 
     )
     .await;
     assert_eq!(removed, json!({ "id": w.scoped_id, "removed": true }));
-    let (status, body) = w
-        .api
-        .call_as(
-            &w.scoped,
-            "/activation/status",
-            json!({ "activationId": w.in_scope }),
-        )
-        .await;
-    assert_error(
+    let status = json!({ "activationId": w.in_scope });
+    let unknown_credential = (StatusCode::UNAUTHORIZED, "ERR_AUTHENTICATION");
+    refused(
+        &w,
+        &w.scoped,
+        "/activation/status",
         status,
-        &body,
-        StatusCode::UNAUTHORIZED,
-        "ERR_AUTHENTICATION",
-    );
+        unknown_credential,
+    )
+    .await;
     let again = ok(
         &w,
         &w.api.authorization,
@@ -384,13 +370,7 @@ async fn integrations_over_http_show_the_secret_once_and_removal_is_immediate() 
 async fn audit_records_name_the_acting_credential() {
     let w = world().await;
     let data = "A1*A100CZK*Q238400856/0300**D20190629*NUtility";
-    ok(
-        &w,
-        &w.scoped,
-        "/signature/offline/personalized/create",
-        json!({ "activationId": w.in_scope, "data": data }),
-    )
-    .await;
+    create_in_scope(&w, data).await;
     let store = &w.api.store;
     let head = store.audit_head().unwrap();
     let last = store.audit_records(head.seq, 1).unwrap().remove(0);

@@ -17,9 +17,9 @@ use offline_signer::store::{self, Store, StoreSettings, verify_audit_chain};
 use offline_signer_testkit::http_harness::{Api, api_settings};
 use offline_signer_testkit::postgres::TestDatabase;
 use offline_signer_testkit::service_harness::{
-    default_settings, phone_request_data, web_flow_data,
+    Device, default_settings, phone_request_data, web_flow_data,
 };
-use serde_json::json;
+use serde_json::{Value, json};
 
 /// A configuration of a sled store in `data`, with a software signer (not opened by `store copy`).
 fn sled_config(dir: &Path, data: &str) -> Config {
@@ -64,16 +64,10 @@ fn sled_to_postgres_and_back() {
         .block_on(copy_and_serve(&db));
 }
 
-async fn copy_and_serve(db: &TestDatabase) {
-    let signer: Arc<dyn Signer> = Arc::new(SoftwareSigner::new_in_memory());
-    let api = Api::new(Arc::clone(&signer)).await;
-    api.application("demo").await;
-    let device = api.phone("demo", true).await;
-    let pending = api.phone("demo", false).await;
-    let (scoped, _) = api
-        .credential(json!({ "name": "bank", "role": "APPLICATION", "applications": ["demo"] }))
-        .await;
-    // One verified code (a consumed nonce, a moved counter) and one outstanding payload.
+const VERIFY: &str = "/signature/offline/verify";
+
+/// The verify request object for a fresh personalized payload of `device`, signed by the phone.
+async fn signed(api: &Api, device: &Device) -> Value {
     let payload = api
         .ok(
             "/signature/offline/personalized/create",
@@ -85,12 +79,21 @@ async fn copy_and_serve(db: &TestDatabase) {
         &device.server_public_key,
     );
     let code = device.sign(&data);
-    let verified = api
-        .ok(
-            "/signature/offline/verify",
-            json!({ "activationId": device.activation_id, "data": data.as_str(), "signature": code }),
-        )
+    json!({ "activationId": device.activation_id, "data": data.as_str(), "signature": code })
+}
+
+async fn copy_and_serve(db: &TestDatabase) {
+    let signer: Arc<dyn Signer> = Arc::new(SoftwareSigner::new_in_memory());
+    let api = Api::new(Arc::clone(&signer)).await;
+    api.application("demo").await;
+    let device = api.phone("demo", true).await;
+    let pending = api.phone("demo", false).await;
+    let (scoped, _) = api
+        .credential(json!({ "name": "bank", "role": "APPLICATION", "applications": ["demo"] }))
         .await;
+    // One verified code (a consumed nonce, a moved counter) and one outstanding payload.
+    let first = signed(&api, &device).await;
+    let verified = api.ok(VERIFY, first.clone()).await;
     assert_eq!(verified["signatureValid"], true);
     let original = api
         .store
@@ -152,31 +155,10 @@ async fn copy_and_serve(db: &TestDatabase) {
         client_token: String::new(),
         dir,
     };
-    let replay = copied
-        .ok(
-            "/signature/offline/verify",
-            json!({ "activationId": device.activation_id, "data": data.as_str(), "signature": code }),
-        )
-        .await;
+    let replay = copied.ok(VERIFY, first).await;
     assert_eq!(replay["signatureValid"], false);
     assert_eq!(replay["nonceStatus"], "CONSUMED");
-    let payload = copied
-        .ok(
-            "/signature/offline/personalized/create",
-            json!({ "activationId": device.activation_id, "data": web_flow_data() }),
-        )
-        .await;
-    let data = phone_request_data(
-        payload["offlineData"].as_str().unwrap(),
-        &device.server_public_key,
-    );
-    let code = device.sign(&data);
-    let verified = copied
-        .ok(
-            "/signature/offline/verify",
-            json!({ "activationId": device.activation_id, "data": data.as_str(), "signature": code }),
-        )
-        .await;
+    let verified = copied.ok(VERIFY, signed(&copied, &device).await).await;
     assert_eq!(verified["signatureValid"], true, "{verified}");
     let (status, _) = copied
         .call_as(&authorization, "/integration/list", json!({}))

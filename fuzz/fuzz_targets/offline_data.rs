@@ -23,13 +23,7 @@ fuzz_target!(|data: &[u8]| {
     if let Some(fields) = parsed.web_flow() {
         let request = fields.request_data("/operation/authorize/offline", parsed.nonce());
         let _ = request.to_data_to_sign();
-        let operation = Operation::decode(
-            fields.operation_id,
-            fields.title,
-            fields.message,
-            fields.operation_data,
-            fields.flags,
-        );
+        let operation = Operation::from_web_flow(&fields);
         let _ = operation.to_string();
     }
 });

@@ -2,7 +2,10 @@
 //! translation: wire request → service call → wire response. The `#[utoipa::path]` on each is what
 //! `/openapi.json` is generated from, so the document cannot drift from the routes.
 
+use std::collections::BTreeMap;
+
 use axum::extract::State;
+use utoipa::openapi::{ContentBuilder, Ref, RefOr, Response, ResponseBuilder};
 
 use super::error::{ApiError, ApiJson, ApiOk};
 use super::wire::*;
@@ -16,15 +19,55 @@ use crate::service::{
 /// Result of every handler.
 pub type ApiResult<T> = Result<ApiOk<T>, ApiError>;
 
+/// The error answers an API method that uses the HSM shares with the others, besides its own 400s:
+/// 401, 503 (HSM, queue, timeout), 415.
+pub struct HsmMethodErrors;
+
+/// The same for a method that does not use the HSM: its 503s are the queue's and the timeout's.
+pub struct StoreMethodErrors;
+
+impl utoipa::IntoResponses for HsmMethodErrors {
+    fn responses() -> BTreeMap<String, RefOr<Response>> {
+        shared_errors("ERR_HSM_UNAVAILABLE, ERR_BUSY, ERR_TIMEOUT, ERR_OUTCOME_UNKNOWN")
+    }
+}
+
+impl utoipa::IntoResponses for StoreMethodErrors {
+    fn responses() -> BTreeMap<String, RefOr<Response>> {
+        shared_errors("ERR_BUSY, ERR_TIMEOUT, ERR_OUTCOME_UNKNOWN")
+    }
+}
+
+/// 401, 415 and a 503 with `unavailable` as its description, each an [`ErrorEnvelope`].
+fn shared_errors(unavailable: &str) -> BTreeMap<String, RefOr<Response>> {
+    let error = |description: &str| {
+        let content = ContentBuilder::new()
+            .schema(Some(Ref::from_schema_name("ErrorEnvelope")))
+            .build();
+        RefOr::T(
+            ResponseBuilder::new()
+                .description(description)
+                .content("application/json", content)
+                .build(),
+        )
+    };
+    BTreeMap::from([
+        ("401".to_owned(), error("ERR_AUTHENTICATION")),
+        ("503".to_owned(), error(unavailable)),
+        (
+            "415".to_owned(),
+            error("ERROR_UNSUPPORTED_MEDIA_TYPE: the body is not sent as application/json"),
+        ),
+    ])
+}
+
 /// Creates an application and its first master key pair, generated inside the HSM.
 #[utoipa::path(post, path = "/rest/v3/application/create", tag = "applications",
     request_body = RequestEnvelope<ApplicationRequest>,
     responses(
         (status = 200, description = "Created", body = ResponseEnvelope<ApplicationResponse>),
         (status = 400, description = "ERR0043 (the id exists), ERR0024", body = ErrorEnvelope),
-        (status = 401, description = "ERR_AUTHENTICATION", body = ErrorEnvelope),
-        (status = 503, description = "ERR_HSM_UNAVAILABLE, ERR_BUSY, ERR_TIMEOUT, ERR_OUTCOME_UNKNOWN", body = ErrorEnvelope),
-        (status = 415, description = "ERROR_UNSUPPORTED_MEDIA_TYPE: the body is not sent as application/json", body = ErrorEnvelope),
+        HsmMethodErrors,
     ),
     security(("basicAuth" = [])))]
 pub async fn create_application(
@@ -41,9 +84,7 @@ pub async fn create_application(
     responses(
         (status = 200, description = "Found", body = ResponseEnvelope<ApplicationResponse>),
         (status = 400, description = "ERR0015, ERR0003, ERR0024", body = ErrorEnvelope),
-        (status = 401, description = "ERR_AUTHENTICATION", body = ErrorEnvelope),
-        (status = 503, description = "ERR_BUSY, ERR_TIMEOUT, ERR_OUTCOME_UNKNOWN", body = ErrorEnvelope),
-        (status = 415, description = "ERROR_UNSUPPORTED_MEDIA_TYPE: the body is not sent as application/json", body = ErrorEnvelope),
+        StoreMethodErrors,
     ),
     security(("basicAuth" = [])))]
 pub async fn application_detail(
@@ -60,9 +101,7 @@ pub async fn application_detail(
     responses(
         (status = 200, description = "Created", body = ResponseEnvelope<ApplicationVersionResponse>),
         (status = 400, description = "ERR0015, ERR0043, ERR0024", body = ErrorEnvelope),
-        (status = 401, description = "ERR_AUTHENTICATION", body = ErrorEnvelope),
-        (status = 503, description = "ERR_HSM_UNAVAILABLE, ERR_BUSY, ERR_TIMEOUT, ERR_OUTCOME_UNKNOWN", body = ErrorEnvelope),
-        (status = 415, description = "ERROR_UNSUPPORTED_MEDIA_TYPE: the body is not sent as application/json", body = ErrorEnvelope),
+        HsmMethodErrors,
     ),
     security(("basicAuth" = [])))]
 pub async fn create_application_version(
@@ -81,9 +120,7 @@ pub async fn create_application_version(
     responses(
         (status = 200, description = "Initialized", body = ResponseEnvelope<InitResponse>),
         (status = 400, description = "ERR0002, ERR0003, ERR0015, ERR0040, ERR0024", body = ErrorEnvelope),
-        (status = 401, description = "ERR_AUTHENTICATION", body = ErrorEnvelope),
-        (status = 503, description = "ERR_HSM_UNAVAILABLE, ERR_BUSY, ERR_TIMEOUT, ERR_OUTCOME_UNKNOWN", body = ErrorEnvelope),
-        (status = 415, description = "ERROR_UNSUPPORTED_MEDIA_TYPE: the body is not sent as application/json", body = ErrorEnvelope),
+        HsmMethodErrors,
     ),
     security(("basicAuth" = [])))]
 pub async fn init_activation(
@@ -121,9 +158,7 @@ pub async fn init_activation(
     responses(
         (status = 200, description = "Created", body = ResponseEnvelope<JwtBody>),
         (status = 400, description = "ERR0009, ERR0015, ERR0024", body = ErrorEnvelope),
-        (status = 401, description = "ERR_AUTHENTICATION", body = ErrorEnvelope),
-        (status = 503, description = "ERR_HSM_UNAVAILABLE, ERR_BUSY, ERR_TIMEOUT, ERR_OUTCOME_UNKNOWN", body = ErrorEnvelope),
-        (status = 415, description = "ERROR_UNSUPPORTED_MEDIA_TYPE: the body is not sent as application/json", body = ErrorEnvelope),
+        HsmMethodErrors,
     ),
     security(("basicAuth" = [])))]
 pub async fn create_temporary_key(
@@ -141,9 +176,7 @@ pub async fn create_temporary_key(
     responses(
         (status = 200, description = "Secrets", body = ResponseEnvelope<DecryptorResponse>),
         (status = 400, description = "ERR0008, ERR0009, ERR0015, ERR0018, ERR0024, ERR0045", body = ErrorEnvelope),
-        (status = 401, description = "ERR_AUTHENTICATION", body = ErrorEnvelope),
-        (status = 503, description = "ERR_HSM_UNAVAILABLE, ERR_BUSY, ERR_TIMEOUT, ERR_OUTCOME_UNKNOWN", body = ErrorEnvelope),
-        (status = 415, description = "ERROR_UNSUPPORTED_MEDIA_TYPE: the body is not sent as application/json", body = ErrorEnvelope),
+        HsmMethodErrors,
     ),
     security(("basicAuth" = [])))]
 pub async fn ecies_decryptor(
@@ -175,9 +208,7 @@ pub async fn ecies_decryptor(
     responses(
         (status = 200, description = "Prepared", body = ResponseEnvelope<PrepareResponse>),
         (status = 400, description = "ERR0007, ERR0009, ERR0011, ERR0018, ERR0024, ERR0031, ERR0045", body = ErrorEnvelope),
-        (status = 401, description = "ERR_AUTHENTICATION", body = ErrorEnvelope),
-        (status = 503, description = "ERR_HSM_UNAVAILABLE, ERR_BUSY, ERR_TIMEOUT, ERR_OUTCOME_UNKNOWN", body = ErrorEnvelope),
-        (status = 415, description = "ERROR_UNSUPPORTED_MEDIA_TYPE: the body is not sent as application/json", body = ErrorEnvelope),
+        HsmMethodErrors,
     ),
     security(("basicAuth" = [])))]
 pub async fn prepare_activation(
@@ -209,9 +240,7 @@ pub async fn prepare_activation(
     responses(
         (status = 200, description = "Registered", body = ResponseEnvelope<RegisterResponse>),
         (status = 400, description = "ERR0015, ERR0010, ERR0024", body = ErrorEnvelope),
-        (status = 401, description = "ERR_AUTHENTICATION", body = ErrorEnvelope),
-        (status = 503, description = "ERR_HSM_UNAVAILABLE, ERR_BUSY, ERR_TIMEOUT, ERR_OUTCOME_UNKNOWN", body = ErrorEnvelope),
-        (status = 415, description = "ERROR_UNSUPPORTED_MEDIA_TYPE: the body is not sent as application/json", body = ErrorEnvelope),
+        HsmMethodErrors,
     ),
     security(("basicAuth" = [])))]
 pub async fn register_activation(
@@ -236,9 +265,7 @@ pub async fn register_activation(
     responses(
         (status = 200, description = "Committed", body = ResponseEnvelope<CommitResponse>),
         (status = 400, description = "ERR0009, ERR0008, ERR0007, ERR0031, ERR0024", body = ErrorEnvelope),
-        (status = 401, description = "ERR_AUTHENTICATION", body = ErrorEnvelope),
-        (status = 503, description = "ERR_BUSY, ERR_TIMEOUT, ERR_OUTCOME_UNKNOWN", body = ErrorEnvelope),
-        (status = 415, description = "ERROR_UNSUPPORTED_MEDIA_TYPE: the body is not sent as application/json", body = ErrorEnvelope),
+        StoreMethodErrors,
     ),
     security(("basicAuth" = [])))]
 pub async fn commit_activation(
@@ -261,9 +288,7 @@ pub async fn commit_activation(
     responses(
         (status = 200, description = "Found (or REMOVED for an unknown id)", body = ResponseEnvelope<StatusResponse>),
         (status = 400, description = "ERR0024", body = ErrorEnvelope),
-        (status = 401, description = "ERR_AUTHENTICATION", body = ErrorEnvelope),
-        (status = 503, description = "ERR_BUSY, ERR_TIMEOUT, ERR_OUTCOME_UNKNOWN", body = ErrorEnvelope),
-        (status = 415, description = "ERROR_UNSUPPORTED_MEDIA_TYPE: the body is not sent as application/json", body = ErrorEnvelope),
+        StoreMethodErrors,
     ),
     security(("basicAuth" = [])))]
 pub async fn activation_status(
@@ -282,9 +307,7 @@ pub async fn activation_status(
     responses(
         (status = 200, description = "Blocked", body = ResponseEnvelope<StatusChangeResponse>),
         (status = 400, description = "ERR0009, ERR0008, ERR0024", body = ErrorEnvelope),
-        (status = 401, description = "ERR_AUTHENTICATION", body = ErrorEnvelope),
-        (status = 503, description = "ERR_BUSY, ERR_TIMEOUT, ERR_OUTCOME_UNKNOWN", body = ErrorEnvelope),
-        (status = 415, description = "ERROR_UNSUPPORTED_MEDIA_TYPE: the body is not sent as application/json", body = ErrorEnvelope),
+        StoreMethodErrors,
     ),
     security(("basicAuth" = [])))]
 pub async fn block_activation(
@@ -307,9 +330,7 @@ pub async fn block_activation(
     responses(
         (status = 200, description = "Unblocked", body = ResponseEnvelope<StatusChangeResponse>),
         (status = 400, description = "ERR0009, ERR0008, ERR0024", body = ErrorEnvelope),
-        (status = 401, description = "ERR_AUTHENTICATION", body = ErrorEnvelope),
-        (status = 503, description = "ERR_BUSY, ERR_TIMEOUT, ERR_OUTCOME_UNKNOWN", body = ErrorEnvelope),
-        (status = 415, description = "ERROR_UNSUPPORTED_MEDIA_TYPE: the body is not sent as application/json", body = ErrorEnvelope),
+        StoreMethodErrors,
     ),
     security(("basicAuth" = [])))]
 pub async fn unblock_activation(
@@ -329,9 +350,7 @@ pub async fn unblock_activation(
     responses(
         (status = 200, description = "Removed", body = ResponseEnvelope<RemoveResponse>),
         (status = 400, description = "ERR0009, ERR0008, ERR0024", body = ErrorEnvelope),
-        (status = 401, description = "ERR_AUTHENTICATION", body = ErrorEnvelope),
-        (status = 503, description = "ERR_BUSY, ERR_TIMEOUT, ERR_OUTCOME_UNKNOWN", body = ErrorEnvelope),
-        (status = 415, description = "ERROR_UNSUPPORTED_MEDIA_TYPE: the body is not sent as application/json", body = ErrorEnvelope),
+        StoreMethodErrors,
     ),
     security(("basicAuth" = [])))]
 pub async fn remove_activation(
@@ -352,9 +371,7 @@ pub async fn remove_activation(
     responses(
         (status = 200, description = "Signed", body = ResponseEnvelope<OfflinePayloadResponse>),
         (status = 400, description = "ERR0009, ERR0008, ERR0013, ERR0024", body = ErrorEnvelope),
-        (status = 401, description = "ERR_AUTHENTICATION", body = ErrorEnvelope),
-        (status = 503, description = "ERR_HSM_UNAVAILABLE, ERR_BUSY, ERR_TIMEOUT, ERR_OUTCOME_UNKNOWN", body = ErrorEnvelope),
-        (status = 415, description = "ERROR_UNSUPPORTED_MEDIA_TYPE: the body is not sent as application/json", body = ErrorEnvelope),
+        HsmMethodErrors,
     ),
     security(("basicAuth" = [])))]
 pub async fn create_personalized(
@@ -379,9 +396,7 @@ pub async fn create_personalized(
     responses(
         (status = 200, description = "Signed", body = ResponseEnvelope<OfflinePayloadResponse>),
         (status = 400, description = "ERR0015, ERR0003, ERR0013, ERR0024", body = ErrorEnvelope),
-        (status = 401, description = "ERR_AUTHENTICATION", body = ErrorEnvelope),
-        (status = 503, description = "ERR_HSM_UNAVAILABLE, ERR_BUSY, ERR_TIMEOUT, ERR_OUTCOME_UNKNOWN", body = ErrorEnvelope),
-        (status = 415, description = "ERROR_UNSUPPORTED_MEDIA_TYPE: the body is not sent as application/json", body = ErrorEnvelope),
+        HsmMethodErrors,
     ),
     security(("basicAuth" = [])))]
 pub async fn create_non_personalized(
@@ -404,9 +419,7 @@ pub async fn create_non_personalized(
     responses(
         (status = 200, description = "Verified (valid or not)", body = ResponseEnvelope<VerifyResponseWire>),
         (status = 400, description = "ERR0024", body = ErrorEnvelope),
-        (status = 401, description = "ERR_AUTHENTICATION", body = ErrorEnvelope),
-        (status = 503, description = "ERR_HSM_UNAVAILABLE, ERR_BUSY, ERR_TIMEOUT, ERR_OUTCOME_UNKNOWN", body = ErrorEnvelope),
-        (status = 415, description = "ERROR_UNSUPPORTED_MEDIA_TYPE: the body is not sent as application/json", body = ErrorEnvelope),
+        HsmMethodErrors,
     ),
     security(("basicAuth" = [])))]
 pub async fn verify(

@@ -243,45 +243,38 @@ async fn serve_connection(
         })
     };
     let idle = activity.idle_expired(settings.header_read_timeout, settings.keep_alive_timeout);
-    match tls {
-        None => {
-            let connection = builder.serve_connection(TokioIo::new(stream), service);
-            tokio::select! {
-                result = watcher.watch(connection) => {
-                    if let Err(e) = result {
-                        tracing::debug!(%peer, error = %e, "connection ended with an error");
-                    }
-                }
-                () = idle => tracing::debug!(%peer, "closing a silent or idle connection"),
-            }
-        }
+    let stream: Box<dyn Stream> = match tls {
+        None => Box::new(stream),
         Some(acceptor) => {
-            let stream =
-                match tokio::time::timeout(settings.header_read_timeout, acceptor.accept(stream))
-                    .await
-                {
-                    Ok(Ok(s)) => s,
-                    Ok(Err(e)) => {
-                        tracing::debug!(%peer, error = %e, "TLS handshake failed");
-                        return;
-                    }
-                    Err(_) => {
-                        tracing::debug!(%peer, "TLS handshake timed out");
-                        return;
-                    }
-                };
-            let connection = builder.serve_connection(TokioIo::new(stream), service);
-            tokio::select! {
-                result = watcher.watch(connection) => {
-                    if let Err(e) = result {
-                        tracing::debug!(%peer, error = %e, "connection ended with an error");
-                    }
+            match tokio::time::timeout(settings.header_read_timeout, acceptor.accept(stream)).await
+            {
+                Ok(Ok(s)) => Box::new(s),
+                Ok(Err(e)) => {
+                    tracing::debug!(%peer, error = %e, "TLS handshake failed");
+                    return;
                 }
-                () = idle => tracing::debug!(%peer, "closing a silent or idle connection"),
+                Err(_) => {
+                    tracing::debug!(%peer, "TLS handshake timed out");
+                    return;
+                }
             }
         }
+    };
+    let connection = builder.serve_connection(TokioIo::new(stream), service);
+    tokio::select! {
+        result = watcher.watch(connection) => {
+            if let Err(e) = result {
+                tracing::debug!(%peer, error = %e, "connection ended with an error");
+            }
+        }
+        () = idle => tracing::debug!(%peer, "closing a silent or idle connection"),
     }
 }
+
+/// A connection's byte stream: plain TCP or TLS over it.
+trait Stream: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send {}
+
+impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send> Stream for T {}
 
 /// Requests in flight on one connection, and since when it has had none.
 struct Activity(Mutex<ActivityState>);

@@ -12,7 +12,11 @@
 //!
 //! A refusal is `ERR0024`; its log line names the field and the rule, never the value.
 
+use std::collections::BTreeSet;
+
 use serde_json::Value;
+use utoipa::openapi::schema::{Object, Schema, SchemaType, Type};
+use utoipa::openapi::{OpenApi, RefOr};
 
 /// Longest identifier-like string, in bytes (the service's name limit).
 pub const MAX_NAME_BYTES: usize = 255;
@@ -94,18 +98,18 @@ fn check_value(field: Option<&str>, value: &Value, depth: usize) -> Result<(), R
 }
 
 fn check_string(field: Option<&str>, s: &str) -> Result<(), Refused> {
-    match field {
-        Some("activationId") => {
+    match StringRule::of(field) {
+        StringRule::ActivationId => {
             if !is_canonical_uuid(s) {
                 return Err(refused(field, "not a canonical lower-case UUID"));
             }
         }
-        Some("data") => {
+        StringRule::Data => {
             if s.len() > MAX_DATA_BYTES {
                 return Err(refused(field, "longer than 16384 bytes"));
             }
         }
-        Some(name) if NAME_FIELDS.contains(&name) => {
+        StringRule::Name => {
             if s.is_empty() || s.len() > MAX_NAME_BYTES {
                 return Err(refused(field, "empty or longer than 255 bytes"));
             }
@@ -113,13 +117,141 @@ fn check_string(field: Option<&str>, s: &str) -> Result<(), Refused> {
                 return Err(refused(field, "contains a control character"));
             }
         }
-        _ => {
+        StringRule::Other => {
             if s.len() > MAX_STRING_BYTES {
                 return Err(refused(field, "longer than 8192 bytes"));
             }
         }
     }
     Ok(())
+}
+
+/// The row of the table above that a string field falls under, by the field's name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum StringRule {
+    ActivationId,
+    Data,
+    Name,
+    Other,
+}
+
+/// [`StringRule::ActivationId`] as a JSON Schema pattern.
+const UUID_PATTERN: &str = "^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$";
+/// [`StringRule::Name`]'s characters as a JSON Schema pattern: no C0, DEL, C1, U+2028, U+2029.
+const NAME_PATTERN: &str = r"^[^\x00-\x1f\x7f-\x9f\u2028\u2029]+$";
+
+impl StringRule {
+    fn of(field: Option<&str>) -> Self {
+        match field {
+            Some("activationId") => Self::ActivationId,
+            Some("data") => Self::Data,
+            Some(name) if NAME_FIELDS.contains(&name) => Self::Name,
+            _ => Self::Other,
+        }
+    }
+
+    /// The rule as JSON Schema keywords: `minLength`, `maxLength` and `pattern` (lengths in
+    /// characters where the check counts bytes: the same for the ASCII these fields carry).
+    fn document(self, schema: &mut Object) {
+        let (min, max, pattern) = match self {
+            Self::ActivationId => (Some(36), 36, Some(UUID_PATTERN)),
+            Self::Data => (None, MAX_DATA_BYTES, None),
+            Self::Name => (Some(1), MAX_NAME_BYTES, Some(NAME_PATTERN)),
+            Self::Other => (None, MAX_STRING_BYTES, None),
+        };
+        schema.min_length = min;
+        schema.max_length = Some(max);
+        schema.pattern = pattern.map(str::to_owned);
+    }
+}
+
+/// Writes the bounds of [`check`] into the OpenAPI document: every string field of every request
+/// body (followed through `$ref`s and `oneOf`/`allOf`/`anyOf`) gets its rule's `minLength`,
+/// `maxLength` and `pattern`. One table serves the check and the document, so they cannot drift.
+pub struct DocumentedBounds;
+
+impl utoipa::Modify for DocumentedBounds {
+    fn modify(&self, doc: &mut OpenApi) {
+        let mut named = Vec::new();
+        for item in doc.paths.paths.values_mut() {
+            let operations = [
+                &mut item.get,
+                &mut item.put,
+                &mut item.post,
+                &mut item.patch,
+            ];
+            for operation in operations.into_iter().flatten() {
+                let bodies = operation.request_body.iter_mut();
+                for content in bodies.flat_map(|body| body.content.values_mut()) {
+                    if let Some(schema) = &mut content.schema {
+                        document_fields(schema, &mut named);
+                    }
+                }
+            }
+        }
+        let Some(components) = doc.components.as_mut() else {
+            return;
+        };
+        // The envelopes inline their request type, which utoipa also lists as a component of its
+        // own (`RequestEnvelope_X` and `X`): that one is a request schema too.
+        let inlined = components
+            .schemas
+            .keys()
+            .filter_map(|name| name.strip_prefix("RequestEnvelope_").map(str::to_owned));
+        named.extend(inlined.collect::<Vec<_>>());
+        let mut done = BTreeSet::new();
+        while let Some(name) = named.pop() {
+            if done.insert(name.clone()) {
+                if let Some(schema) = components.schemas.get_mut(&name) {
+                    document_fields(schema, &mut named);
+                }
+            }
+        }
+    }
+}
+
+/// Documents the string properties of `schema`, recursing into inline schemas; the components it
+/// refers to are pushed to `named`, to be documented once each.
+fn document_fields(schema: &mut RefOr<Schema>, named: &mut Vec<String>) {
+    let schema = match schema {
+        RefOr::Ref(r) => {
+            if let Some(name) = r.ref_location.strip_prefix("#/components/schemas/") {
+                named.push(name.to_owned());
+            }
+            return;
+        }
+        RefOr::T(schema) => schema,
+    };
+    let parts = match schema {
+        Schema::Object(object) => {
+            for (name, property) in &mut object.properties {
+                match property {
+                    RefOr::T(Schema::Object(field)) if is_plain_string(field) => {
+                        StringRule::of(Some(name)).document(field);
+                    }
+                    other => document_fields(other, named),
+                }
+            }
+            return;
+        }
+        Schema::OneOf(one) => &mut one.items,
+        Schema::AllOf(all) => &mut all.items,
+        Schema::AnyOf(any) => &mut any.items,
+        _ => return,
+    };
+    for part in parts {
+        document_fields(part, named);
+    }
+}
+
+/// A string (or string-or-null) schema that is not an enumeration.
+fn is_plain_string(schema: &Object) -> bool {
+    let string = match &schema.schema_type {
+        SchemaType::Type(t) => *t == Type::String,
+        SchemaType::Array(types) => types.contains(&Type::String),
+        SchemaType::AnyValue => false,
+    };
+    string && schema.enum_values.is_none()
 }
 
 /// Control characters and the Unicode line breaks that would start a new log line.

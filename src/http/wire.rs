@@ -5,6 +5,9 @@
 //! Jackson parity (`powerauth-offline.md` §2.2): unknown request fields are ignored (serde's default),
 //! optional fields may be missing or `null`, a missing `allowBiometry` is `false`, lists default to `[]`,
 //! and `null` response fields are written as `null` (never skipped).
+//!
+//! The bounds of request strings (lengths, characters) are not written here: the OpenAPI document
+//! takes them from the table that enforces them ([`super::input`]), by field name.
 
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
@@ -143,11 +146,6 @@ impl From<NonceStatus> for NonceStatusWire {
 #[serde(rename_all = "camelCase")]
 pub struct ApplicationRequest {
     /// The free-form application name, e.g. `demo`.
-    #[schema(
-        min_length = 1,
-        max_length = 255,
-        pattern = "^[^\\x00-\\x1f\\x7f-\\x9f\\u2028\\u2029]+$"
-    )]
     pub application_id: String,
 }
 
@@ -181,18 +179,8 @@ impl From<ApplicationDetail> for ApplicationResponse {
 #[serde(rename_all = "camelCase")]
 pub struct ApplicationVersionRequest {
     /// The application.
-    #[schema(
-        min_length = 1,
-        max_length = 255,
-        pattern = "^[^\\x00-\\x1f\\x7f-\\x9f\\u2028\\u2029]+$"
-    )]
     pub application_id: String,
     /// The new version's id (unique within the application).
-    #[schema(
-        min_length = 1,
-        max_length = 255,
-        pattern = "^[^\\x00-\\x1f\\x7f-\\x9f\\u2028\\u2029]+$"
-    )]
     pub application_version_id: String,
 }
 
@@ -259,60 +247,22 @@ impl DateInput {
 #[serde(rename_all = "camelCase")]
 pub struct InitRequest {
     /// `powerauth` (default); `fido2` is refused (ERR0024).
-    #[serde(default)]
-    #[schema(
-        min_length = 1,
-        max_length = 255,
-        pattern = "^[^\\x00-\\x1f\\x7f-\\x9f\\u2028\\u2029]+$"
-    )]
     pub protocol: Option<String>,
     /// 1..=255 characters.
-    #[schema(
-        min_length = 1,
-        max_length = 255,
-        pattern = "^[^\\x00-\\x1f\\x7f-\\x9f\\u2028\\u2029]+$"
-    )]
     pub user_id: String,
     /// Missing: ERR0002.
-    #[serde(default)]
-    #[schema(
-        min_length = 1,
-        max_length = 255,
-        pattern = "^[^\\x00-\\x1f\\x7f-\\x9f\\u2028\\u2029]+$"
-    )]
     pub application_id: Option<String>,
     /// Default: now + `activation.code_validity_seconds`.
-    #[serde(default)]
     pub timestamp_activation_expire: Option<DateInput>,
     /// 1..=64; ≤ 0 is ERR0040.
-    #[serde(default)]
     pub max_failure_count: Option<i64>,
     /// Deprecated; only `NONE` is accepted.
-    #[serde(default)]
-    #[schema(
-        min_length = 1,
-        max_length = 255,
-        pattern = "^[^\\x00-\\x1f\\x7f-\\x9f\\u2028\\u2029]+$"
-    )]
     pub activation_otp_validation: Option<String>,
     /// `ON_COMMIT` (default) or `ON_KEY_EXCHANGE`.
-    #[serde(default)]
-    #[schema(
-        min_length = 1,
-        max_length = 255,
-        pattern = "^[^\\x00-\\x1f\\x7f-\\x9f\\u2028\\u2029]+$"
-    )]
     pub commit_phase: Option<String>,
     /// Optional activation OTP.
-    #[serde(default)]
-    #[schema(
-        min_length = 1,
-        max_length = 255,
-        pattern = "^[^\\x00-\\x1f\\x7f-\\x9f\\u2028\\u2029]+$"
-    )]
     pub activation_otp: Option<String>,
     /// Activation flags.
-    #[serde(default)]
     pub flags: Option<Vec<String>>,
 }
 
@@ -356,43 +306,18 @@ pub struct JwtBody {
 #[serde(rename_all = "camelCase")]
 pub struct DecryptorRequest {
     /// Present for the activation scope.
-    #[serde(default)]
-    #[schema(
-        min_length = 36,
-        max_length = 36,
-        pattern = "^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$"
-    )]
     pub activation_id: Option<String>,
     /// The application key.
-    #[serde(default)]
-    #[schema(max_length = 8192)]
     pub application_key: Option<String>,
-    #[serde(default)]
-    #[schema(
-        min_length = 1,
-        max_length = 255,
-        pattern = "^[^\\x00-\\x1f\\x7f-\\x9f\\u2028\\u2029]+$"
-    )]
     /// The temporary key id.
     pub temporary_key_id: Option<String>,
     /// Base64 of the ECIES ephemeral public key.
-    #[serde(default)]
-    #[schema(max_length = 8192)]
     pub ephemeral_public_key: Option<String>,
     /// The nonce (Base64 of 16 bytes).
-    #[serde(default)]
-    #[schema(max_length = 8192)]
     pub nonce: Option<String>,
     /// `3.3` only.
-    #[serde(default)]
-    #[schema(
-        min_length = 1,
-        max_length = 255,
-        pattern = "^[^\\x00-\\x1f\\x7f-\\x9f\\u2028\\u2029]+$"
-    )]
     pub protocol_version: Option<String>,
     /// Unix milliseconds.
-    #[serde(default)]
     pub timestamp: Option<i64>,
 }
 
@@ -419,55 +344,25 @@ impl From<EciesDecryptorSecrets> for DecryptorResponse {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct PrepareRequest {
-    #[serde(default)]
-    #[schema(
-        min_length = 1,
-        max_length = 255,
-        pattern = "^[^\\x00-\\x1f\\x7f-\\x9f\\u2028\\u2029]+$"
-    )]
     /// The activation code.
     pub activation_code: Option<String>,
     /// The application key.
-    #[serde(default)]
-    #[schema(max_length = 8192)]
     pub application_key: Option<String>,
     /// Ignored: recovery codes are not supported.
-    #[serde(default)]
     pub generate_recovery_codes: Option<bool>,
-    #[serde(default)]
-    #[schema(
-        min_length = 1,
-        max_length = 255,
-        pattern = "^[^\\x00-\\x1f\\x7f-\\x9f\\u2028\\u2029]+$"
-    )]
     /// The temporary key id.
     pub temporary_key_id: Option<String>,
     /// Base64 of the ECIES ephemeral public key.
-    #[serde(default)]
-    #[schema(max_length = 8192)]
     pub ephemeral_public_key: Option<String>,
     /// Base64 of the ECIES ciphertext.
-    #[serde(default)]
-    #[schema(max_length = 8192)]
     pub encrypted_data: Option<String>,
     /// Base64 of the ECIES MAC.
-    #[serde(default)]
-    #[schema(max_length = 8192)]
     pub mac: Option<String>,
     /// The nonce (Base64 of 16 bytes).
-    #[serde(default)]
-    #[schema(max_length = 8192)]
     pub nonce: Option<String>,
-    #[serde(default)]
-    #[schema(
-        min_length = 1,
-        max_length = 255,
-        pattern = "^[^\\x00-\\x1f\\x7f-\\x9f\\u2028\\u2029]+$"
-    )]
     /// The protocol version (`3.3`).
     pub protocol_version: Option<String>,
     /// Milliseconds since the Unix epoch.
-    #[serde(default)]
     pub timestamp: Option<i64>,
 }
 
@@ -512,28 +407,11 @@ impl From<PreparedActivation> for PrepareResponse {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct CommitRequest {
-    #[schema(
-        min_length = 36,
-        max_length = 36,
-        pattern = "^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$"
-    )]
     /// The activation id (UUID v4, lower case).
     pub activation_id: String,
     /// Accepted and ignored (audit trail by the caller).
-    #[serde(default)]
-    #[schema(
-        min_length = 1,
-        max_length = 255,
-        pattern = "^[^\\x00-\\x1f\\x7f-\\x9f\\u2028\\u2029]+$"
-    )]
     pub external_user_id: Option<String>,
     /// Required when the activation was initialized with an OTP and `ON_COMMIT`.
-    #[serde(default)]
-    #[schema(
-        min_length = 1,
-        max_length = 255,
-        pattern = "^[^\\x00-\\x1f\\x7f-\\x9f\\u2028\\u2029]+$"
-    )]
     pub activation_otp: Option<String>,
 }
 
@@ -541,16 +419,9 @@ pub struct CommitRequest {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct StatusRequest {
-    #[schema(
-        min_length = 36,
-        max_length = 36,
-        pattern = "^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$"
-    )]
     /// The activation id (UUID v4, lower case).
     pub activation_id: String,
     /// Base64 of 16 random bytes; with it the answer carries the encrypted status blob.
-    #[serde(default)]
-    #[schema(max_length = 8192)]
     pub challenge: Option<String>,
 }
 
@@ -561,28 +432,15 @@ pub struct StatusRequest {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct RegisterRequest {
-    #[schema(
-        min_length = 1,
-        max_length = 255,
-        pattern = "^[^\\x00-\\x1f\\x7f-\\x9f\\u2028\\u2029]+$"
-    )]
     /// The application id.
     pub application_id: String,
-    #[schema(
-        min_length = 1,
-        max_length = 255,
-        pattern = "^[^\\x00-\\x1f\\x7f-\\x9f\\u2028\\u2029]+$"
-    )]
     /// The user id.
     pub user_id: String,
     /// Base64 of the device's P-256 public key (65-byte uncompressed or 33-byte compressed SEC1).
-    #[schema(max_length = 8192)]
     pub device_public_key: String,
     /// 1..=64; default from the configuration.
-    #[serde(default)]
     pub max_failed_attempts: Option<u32>,
     /// The activation flags.
-    #[serde(default)]
     pub activation_flags: Option<Vec<String>>,
 }
 
@@ -618,11 +476,6 @@ impl From<RegisteredActivation> for RegisterResponse {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ActivationRequest {
-    #[schema(
-        min_length = 36,
-        max_length = 36,
-        pattern = "^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$"
-    )]
     /// The activation id (UUID v4, lower case).
     pub activation_id: String,
 }
@@ -631,20 +484,9 @@ pub struct ActivationRequest {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct BlockRequest {
-    #[schema(
-        min_length = 36,
-        max_length = 36,
-        pattern = "^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$"
-    )]
     /// The activation id (UUID v4, lower case).
     pub activation_id: String,
     /// Defaults to `NOT_SPECIFIED`.
-    #[serde(default)]
-    #[schema(
-        min_length = 1,
-        max_length = 255,
-        pattern = "^[^\\x00-\\x1f\\x7f-\\x9f\\u2028\\u2029]+$"
-    )]
     pub reason: Option<String>,
 }
 
@@ -786,7 +628,6 @@ pub fn rfc3339(t: Timestamp) -> Option<String> {
 #[serde(rename_all = "camelCase")]
 pub struct ProximityCheckWire {
     /// Base64 TOTP seed; blank or missing disables the check.
-    #[serde(default)]
     pub seed: Option<String>,
     /// Seconds per TOTP step, at least 1.
     #[serde(default)]
@@ -810,22 +651,13 @@ impl From<ProximityCheckWire> for crate::service::ProximityCheck {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct CreatePersonalizedRequest {
-    #[schema(
-        min_length = 36,
-        max_length = 36,
-        pattern = "^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$"
-    )]
     /// The activation id (UUID v4, lower case).
     pub activation_id: String,
     /// The operation text put in the QR code (Web Flow format).
-    #[schema(max_length = 16384)]
     pub data: String,
     /// Base64 of 16 bytes; missing or blank: a fresh random nonce.
-    #[serde(default)]
-    #[schema(max_length = 8192)]
     pub nonce: Option<String>,
     /// The proximity check, if any.
-    #[serde(default)]
     pub proximity_check: Option<ProximityCheckWire>,
 }
 
@@ -833,15 +665,9 @@ pub struct CreatePersonalizedRequest {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct CreateNonPersonalizedRequest {
-    #[schema(
-        min_length = 1,
-        max_length = 255,
-        pattern = "^[^\\x00-\\x1f\\x7f-\\x9f\\u2028\\u2029]+$"
-    )]
     /// The application id.
     pub application_id: String,
     /// The data, as sent.
-    #[schema(max_length = 16384)]
     pub data: String,
 }
 
@@ -868,27 +694,17 @@ impl From<OfflinePayload> for OfflinePayloadResponse {
 #[derive(Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct VerifyRequestWire {
-    #[schema(
-        min_length = 36,
-        max_length = 36,
-        pattern = "^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$"
-    )]
     /// The activation id (UUID v4, lower case).
     pub activation_id: String,
     /// Normalized request data `POST&B64(uriId)&NONCE&B64(body)` (without `&offline`).
-    #[schema(max_length = 16384)]
     pub data: String,
     /// The code as typed, e.g. `12345678-90123456`.
-    #[schema(max_length = 8192)]
     pub signature: String,
     /// Missing or `null` is `false`.
-    #[serde(default)]
     pub allow_biometry: Option<bool>,
     /// Digits per factor component, 4..=8; default from the configuration.
-    #[serde(default)]
     pub component_length: Option<i64>,
     /// The proximity check, if any.
-    #[serde(default)]
     pub proximity_check: Option<ProximityCheckWire>,
 }
 

@@ -64,8 +64,17 @@ impl<'a> Obj<'a> {
 
     /// A string that may be absent or `null`.
     fn opt_str(&self, key: &str) -> CaseResult<Option<&'a str>> {
+        self.optional(key, Self::str)
+    }
+
+    /// `read(key)` when the key is present and not `null`.
+    fn optional<T>(
+        &self,
+        key: &str,
+        read: impl FnOnce(&Self, &str) -> CaseResult<T>,
+    ) -> CaseResult<Option<T>> {
         if self.has(key) {
-            self.str(key).map(Some)
+            read(self, key).map(Some)
         } else {
             Ok(None)
         }
@@ -87,11 +96,7 @@ impl<'a> Obj<'a> {
     }
 
     fn opt_int(&self, key: &str) -> CaseResult<Option<i64>> {
-        if self.has(key) {
-            self.int(key).map(Some)
-        } else {
-            Ok(None)
-        }
+        self.optional(key, Self::int)
     }
 
     /// An integer written as a decimal string (`"1750000000000"`).
@@ -102,11 +107,7 @@ impl<'a> Obj<'a> {
     }
 
     fn opt_num(&self, key: &str) -> CaseResult<Option<i64>> {
-        if self.has(key) {
-            self.num(key).map(Some)
-        } else {
-            Ok(None)
-        }
+        self.optional(key, Self::num)
     }
 
     fn b64(&self, key: &str) -> CaseResult<Vec<u8>> {
@@ -501,70 +502,69 @@ pub(super) fn check_ecies(case: &Value) -> CaseResult {
     Ok(())
 }
 
-fn wire_request(wire: &Obj<'_>) -> CaseResult<EciesRequest> {
-    EciesRequest::from_base64(
-        wire.str("ephemeralPublicKey")?,
+/// The wire fields a request and a response share: ciphertext, MAC, nonce, timestamp.
+type SealedWire<'a> = (&'a str, &'a str, Option<&'a str>, Option<i64>);
+
+fn wire_sealed<'a>(wire: &Obj<'a>) -> CaseResult<SealedWire<'a>> {
+    Ok((
         wire.str("encryptedData")?,
         wire.str("mac")?,
         wire.opt_str("nonce")?,
         wire.opt_int("timestamp")?,
-    )
-    .map_err(|e| crypto(&wire.path, e))
+    ))
+}
+
+fn wire_request(wire: &Obj<'_>) -> CaseResult<EciesRequest> {
+    let (data, mac, nonce, timestamp) = wire_sealed(wire)?;
+    EciesRequest::from_base64(wire.str("ephemeralPublicKey")?, data, mac, nonce, timestamp)
+        .map_err(|e| crypto(&wire.path, e))
 }
 
 fn wire_response(wire: &Obj<'_>) -> CaseResult<EciesResponse> {
-    EciesResponse::from_base64(
-        wire.str("encryptedData")?,
-        wire.str("mac")?,
-        wire.opt_str("nonce")?,
-        wire.opt_int("timestamp")?,
-    )
-    .map_err(|e| crypto(&wire.path, e))
+    let (data, mac, nonce, timestamp) = wire_sealed(wire)?;
+    EciesResponse::from_base64(data, mac, nonce, timestamp).map_err(|e| crypto(&wire.path, e))
 }
 
 fn compare_request(wire: &Obj<'_>, got: &EciesRequest) -> CaseResult {
-    let name = |key: &str| format!("{} (client encrypts)", wire.name(key));
+    let side = "client encrypts";
     expect_eq(
-        &name("ephemeralPublicKey"),
+        &format!("{} ({side})", wire.name("ephemeralPublicKey")),
         wire.str("ephemeralPublicKey")?,
         &got.ephemeral_public_key.to_base64(),
     )?;
-    b64_eq(
-        &name("encryptedData"),
-        wire.str("encryptedData")?,
-        &got.encrypted_data,
-    )?;
-    b64_eq(&name("mac"), wire.str("mac")?, &got.mac)?;
-    opt_eq(
-        &name("nonce"),
-        wire.opt_str("nonce")?.map(str::to_owned),
-        got.nonce.map(b64::encode),
-    )?;
-    opt_eq(
-        &name("timestamp"),
-        wire.opt_int("timestamp")?,
-        got.timestamp_ms,
+    compare_sealed(
+        wire,
+        side,
+        (&got.encrypted_data, &got.mac, got.nonce, got.timestamp_ms),
     )
 }
 
 fn compare_response(wire: &Obj<'_>, got: &EciesResponse) -> CaseResult {
-    let name = |key: &str| format!("{} (server encrypts)", wire.name(key));
-    b64_eq(
-        &name("encryptedData"),
-        wire.str("encryptedData")?,
-        &got.encrypted_data,
-    )?;
-    b64_eq(&name("mac"), wire.str("mac")?, &got.mac)?;
+    compare_sealed(
+        wire,
+        "server encrypts",
+        (&got.encrypted_data, &got.mac, got.nonce, got.timestamp_ms),
+    )
+}
+
+/// What one side encrypted: ciphertext, MAC, nonce, timestamp.
+type Sealed<'a> = (&'a [u8], &'a [u8], Option<[u8; 16]>, Option<i64>);
+
+/// Compares ciphertext, MAC, nonce and timestamp of `wire` with what `side` produced.
+fn compare_sealed(
+    wire: &Obj<'_>,
+    side: &str,
+    (data, mac, nonce, timestamp): Sealed<'_>,
+) -> CaseResult {
+    let name = |key: &str| format!("{} ({side})", wire.name(key));
+    b64_eq(&name("encryptedData"), wire.str("encryptedData")?, data)?;
+    b64_eq(&name("mac"), wire.str("mac")?, mac)?;
     opt_eq(
         &name("nonce"),
         wire.opt_str("nonce")?.map(str::to_owned),
-        got.nonce.map(b64::encode),
+        nonce.map(b64::encode),
     )?;
-    opt_eq(
-        &name("timestamp"),
-        wire.opt_int("timestamp")?,
-        got.timestamp_ms,
-    )
+    opt_eq(&name("timestamp"), wire.opt_int("timestamp")?, timestamp)
 }
 
 // ---- activation-status-blob.json ----

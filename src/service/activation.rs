@@ -457,17 +457,11 @@ impl Service {
                     ..Enrollment::default()
                 },
             };
-            let audit = activation_audit(
-                now,
-                &activation,
-                AuditOperation::ActivationInit,
-                AuditOutcome::Created,
-            );
             match self
-                .write(move |s| s.insert_activation(&activation, Some(audit)))
+                .insert_new_activation(now, activation, AuditOperation::ActivationInit)
                 .await
             {
-                Ok(_) => {
+                Ok(()) => {
                     tracing::info!(activation_id = %activation_id, application_id = %app.id, "activation initialized");
                     return Ok(InitializedActivation {
                         activation_id,

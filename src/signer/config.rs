@@ -424,9 +424,17 @@ mod tests {
         raw.validate().map_err(|e| e.to_string())
     }
 
+    /// A table that must parse as a PKCS#11 signer.
+    fn pkcs11(text: &str) -> Pkcs11Config {
+        let SignerConfig::Pkcs11(p) = parse(text).unwrap() else {
+            panic!("expected pkcs11")
+        };
+        p
+    }
+
     #[test]
     fn full_pkcs11_table() {
-        let cfg = parse(
+        let p = pkcs11(
             r#"kind = "pkcs11"
                module = "/usr/lib/softhsm/libsofthsm2.so"
                token_label = "offline-signer"
@@ -434,11 +442,7 @@ mod tests {
                pool_size = 3
                queue_depth = 10
                timeout_ms = 500"#,
-        )
-        .unwrap();
-        let SignerConfig::Pkcs11(p) = cfg else {
-            panic!("expected pkcs11")
-        };
+        );
         assert_eq!(p.token, TokenSelector::Label("offline-signer".into()));
         assert_eq!(p.pin, PinSource::Env("HSM_PIN".into()));
         assert_eq!(p.pool_size.get(), 3);
@@ -448,15 +452,12 @@ mod tests {
 
     #[test]
     fn defaults_apply() {
-        let SignerConfig::Pkcs11(p) = parse(
+        let p = pkcs11(
             r#"kind = "pkcs11"
                module = "/m.so"
                token_serial = "abc"
                pin_file = "/p""#,
-        )
-        .unwrap() else {
-            panic!("expected pkcs11")
-        };
+        );
         assert_eq!(p.pool_size.get(), DEFAULT_POOL_SIZE);
         assert_eq!(p.queue_depth.get(), DEFAULT_QUEUE_DEPTH);
         assert_eq!(p.timeout, Duration::from_millis(DEFAULT_TIMEOUT_MS));
@@ -536,16 +537,13 @@ mod tests {
 
     #[test]
     fn module_env_is_read_and_refused_for_software() {
-        let SignerConfig::Pkcs11(p) = parse(
+        let p = pkcs11(
             r#"kind = "pkcs11"
                module = "/m.so"
                token_label = "t"
                pin_file = "/p"
                module_env = { SOFTHSM2_CONF = "/x/softhsm2.conf" }"#,
-        )
-        .unwrap() else {
-            panic!("expected pkcs11")
-        };
+        );
         assert_eq!(
             p.module_env,
             vec![(

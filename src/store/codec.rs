@@ -7,7 +7,7 @@
 //! raw. A decoder refuses trailing bytes. The same encoding (without the trailing hash) is the canonical
 //! form that the audit chain hashes, so it must never change for format 1.
 
-use super::audit::{AuditOperation, AuditOutcome, AuditRecord, ChainId, Checkpoint};
+use super::audit::{AuditEntry, AuditOperation, AuditOutcome, AuditRecord, ChainId, Checkpoint};
 use super::records::{
     Activation, Application, ApplicationVersion, Enrollment, IntegrationCredential, IssuedNonce,
     MasterKeyRef, NonceOwner, SecretHash, TemporaryKey,
@@ -861,6 +861,19 @@ pub(super) fn decode_audit(bytes: &[u8]) -> Decoded<AuditRecord> {
     let rec = decode_audit_fields(&mut reader, format)?;
     reader.finish()?;
     Ok(rec)
+}
+
+/// The audit record stored under `seq`, or why it cannot be read (undecodable, or a record that
+/// names another seq than the key it is stored under).
+pub(super) fn audit_entry(seq: u64, bytes: &[u8]) -> AuditEntry {
+    match decode_audit(bytes) {
+        Ok(rec) if rec.seq == seq => AuditEntry::Record(rec),
+        Ok(rec) => AuditEntry::Undecodable {
+            seq,
+            detail: format!("record says seq {}", rec.seq),
+        },
+        Err(e) => AuditEntry::Undecodable { seq, detail: e.0 },
+    }
 }
 
 fn decode_audit_fields(r: &mut Reader<'_>, format: u8) -> Decoded<AuditRecord> {

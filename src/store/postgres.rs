@@ -648,6 +648,28 @@ impl PgStore {
 
 /// Up to `limit` `record`s of `table` keyed by `key` after `after`, decoded, in key order. `table`
 /// and `key` are this module's constants, never caller input.
+/// Deletes at most `limit` rows of `table` (keyed by `key`) that expired before `before`, oldest
+/// expiry first, as sled's index. Rows another transaction holds (a verification) are skipped, not
+/// waited for; another instance pruning at the same time takes other rows.
+async fn delete_expired(
+    pool: &Pool,
+    table: &'static str,
+    key: &'static str,
+    before: i64,
+    limit: i64,
+) -> Result<u64, StoreError> {
+    let client = pool.get().await.map_err(self::pool)?;
+    let st = client
+        .prepare_cached(&format!(
+            "DELETE FROM {table} WHERE {key} IN ( \
+                 SELECT {key} FROM {table} WHERE expires_at < $1 \
+                 ORDER BY expires_at LIMIT $2 FOR UPDATE SKIP LOCKED)"
+        ))
+        .await
+        .map_err(db)?;
+    client.execute(&st, &[&before, &limit]).await.map_err(db)
+}
+
 async fn decoded_after<T>(
     pool: &Pool,
     table: &'static str,
@@ -960,29 +982,9 @@ impl Store for PgStore {
         let before = expired_before.unix_millis();
         let limit = i64::try_from(max).unwrap_or(i64::MAX);
         self.engine.run(|pool| async move {
-            let client = pool.get().await.map_err(self::pool)?;
-            let replays = client
-                .prepare_cached(
-                    "DELETE FROM ecies_replays WHERE replay_key IN ( \
-                         SELECT replay_key FROM ecies_replays WHERE expires_at < $1 \
-                         ORDER BY expires_at LIMIT $2 FOR UPDATE SKIP LOCKED)",
-                )
-                .await
-                .map_err(db)?;
-            let keys = client
-                .prepare_cached(
-                    "DELETE FROM temporary_keys WHERE id IN ( \
-                         SELECT id FROM temporary_keys WHERE expires_at < $1 \
-                         ORDER BY expires_at LIMIT $2 FOR UPDATE SKIP LOCKED)",
-                )
-                .await
-                .map_err(db)?;
-            let first = client
-                .execute(&replays, &[&before, &limit])
-                .await
-                .map_err(db)?;
+            let first = delete_expired(&pool, "ecies_replays", "replay_key", before, limit).await?;
             let rest = limit.saturating_sub(i64::try_from(first).unwrap_or(i64::MAX));
-            let second = client.execute(&keys, &[&before, &rest]).await.map_err(db)?;
+            let second = delete_expired(&pool, "temporary_keys", "id", before, rest).await?;
             usize::try_from(first + second).map_err(|_| io("deleted row count"))
         })
     }
@@ -1187,18 +1189,7 @@ impl Store for PgStore {
         let before = expired_before.unix_millis();
         let limit = i64::try_from(max).unwrap_or(i64::MAX);
         self.engine.run(|pool| async move {
-            let client = pool.get().await.map_err(self::pool)?;
-            // Rows a verification holds are skipped, not waited for; another instance pruning at the
-            // same time takes other rows. Oldest expiry first, as sled's index.
-            let st = client
-                .prepare_cached(
-                    "DELETE FROM nonces WHERE nonce IN ( \
-                         SELECT nonce FROM nonces WHERE expires_at < $1 \
-                         ORDER BY expires_at LIMIT $2 FOR UPDATE SKIP LOCKED)",
-                )
-                .await
-                .map_err(db)?;
-            let deleted = client.execute(&st, &[&before, &limit]).await.map_err(db)?;
+            let deleted = delete_expired(&pool, "nonces", "nonce", before, limit).await?;
             usize::try_from(deleted).map_err(|_| io("deleted row count"))
         })
     }
@@ -1521,14 +1512,7 @@ impl Store for PgStore {
                 .iter()
                 .map(|row| {
                     let seq = to_u64(row.get(0), "audit seq")?;
-                    Ok(match codec::decode_audit(row.get(1)) {
-                        Ok(rec) if rec.seq == seq => AuditEntry::Record(rec),
-                        Ok(rec) => AuditEntry::Undecodable {
-                            seq,
-                            detail: format!("record says seq {}", rec.seq),
-                        },
-                        Err(e) => AuditEntry::Undecodable { seq, detail: e.0 },
-                    })
+                    Ok(codec::audit_entry(seq, row.get(1)))
                 })
                 .collect()
         })

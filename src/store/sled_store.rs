@@ -1070,15 +1070,7 @@ impl Store for SledStore {
                 let raw: [u8; 8] = key.as_ref().try_into().map_err(|_| StoreError::Corrupt {
                     what: "audit key is not 8 bytes".into(),
                 })?;
-                let seq = u64::from_be_bytes(raw);
-                Ok(match codec::decode_audit(&value) {
-                    Ok(rec) if rec.seq == seq => AuditEntry::Record(rec),
-                    Ok(rec) => AuditEntry::Undecodable {
-                        seq,
-                        detail: format!("record says seq {}", rec.seq),
-                    },
-                    Err(e) => AuditEntry::Undecodable { seq, detail: e.0 },
-                })
+                Ok(codec::audit_entry(u64::from_be_bytes(raw), &value))
             })
             .collect()
     }

@@ -552,12 +552,13 @@ impl EciesRequest {
         nonce: Option<&str>,
         timestamp_ms: Option<i64>,
     ) -> Result<Self, CryptoError> {
+        let ephemeral_public_key = EphemeralPublicKey::from_base64(ephemeral_public_key)?;
+        let (encrypted_data, mac, nonce) = decode_sealed(encrypted_data, mac, nonce)?;
         Ok(Self {
-            ephemeral_public_key: EphemeralPublicKey::from_base64(ephemeral_public_key)?,
-            encrypted_data: b64::decode(encrypted_data)
-                .map_err(|_| CryptoError::MalformedEcies("encryptedData is not Base64"))?,
-            mac: b64::decode(mac).map_err(|_| CryptoError::MalformedEcies("mac is not Base64"))?,
-            nonce: nonce.map(decode_nonce).transpose()?,
+            ephemeral_public_key,
+            encrypted_data,
+            mac,
+            nonce,
             timestamp_ms,
         })
     }
@@ -577,6 +578,23 @@ impl EciesRequest {
         }
         Ok(())
     }
+}
+
+/// Ciphertext, MAC and the optional nonce: what a request and a response share.
+type Sealed = (Vec<u8>, Vec<u8>, Option<[u8; NONCE_LEN]>);
+
+/// Decodes the Base64 fields a request and a response share.
+fn decode_sealed(
+    encrypted_data: &str,
+    mac: &str,
+    nonce: Option<&str>,
+) -> Result<Sealed, CryptoError> {
+    Ok((
+        b64::decode(encrypted_data)
+            .map_err(|_| CryptoError::MalformedEcies("encryptedData is not Base64"))?,
+        b64::decode(mac).map_err(|_| CryptoError::MalformedEcies("mac is not Base64"))?,
+        nonce.map(decode_nonce).transpose()?,
+    ))
 }
 
 /// An encrypted response (§2.5).
@@ -600,11 +618,11 @@ impl EciesResponse {
         nonce: Option<&str>,
         timestamp_ms: Option<i64>,
     ) -> Result<Self, CryptoError> {
+        let (encrypted_data, mac, nonce) = decode_sealed(encrypted_data, mac, nonce)?;
         Ok(Self {
-            encrypted_data: b64::decode(encrypted_data)
-                .map_err(|_| CryptoError::MalformedEcies("encryptedData is not Base64"))?,
-            mac: b64::decode(mac).map_err(|_| CryptoError::MalformedEcies("mac is not Base64"))?,
-            nonce: nonce.map(decode_nonce).transpose()?,
+            encrypted_data,
+            mac,
+            nonce,
             timestamp_ms,
         })
     }

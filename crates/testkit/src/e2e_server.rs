@@ -9,8 +9,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use offline_token::client::{Client, Credentials, VerifyRequest};
-use offline_token::{SignedOperation, Token};
+use offline_token::client::{Client, ClientError, CreatePersonalized, Credentials, VerifyRequest};
+use offline_token::{SignOptions, SignedOperation, Token};
+use secrecy::ExposeSecret as _;
 
 use crate::softhsm;
 
@@ -53,13 +54,8 @@ impl Server {
                  data_dir = \"data\"\n\
                  restrict_access = true\n\
                  {extra_config}\n\
-                 [signer]\n\
-                 kind = \"pkcs11\"\n\
-                 module = \"{module}\"\n\
-                 token_label = \"{label}\"\n\
-                 pin_file = \"hsm/user.pin\"\n\
-                 pool_size = 2\n",
-                module = softhsm::MODULE,
+                 {signer}",
+                signer = softhsm::signer_table(label),
             ),
         )
         .unwrap();
@@ -82,17 +78,7 @@ impl Server {
             &["integration", "create", "--name", "e2e", "--config"],
             &config,
         );
-        let text = String::from_utf8(out).unwrap();
-        let value = |key: &str| {
-            text.lines()
-                .find_map(|l| l.strip_prefix(&format!("{key}=")))
-                .unwrap_or_else(|| panic!("integration create printed no {key}: {text}"))
-                .to_owned()
-        };
-        let credentials = Credentials::new(
-            value("OFFLINE_SIGNER_CLIENT_TOKEN"),
-            value("OFFLINE_SIGNER_CLIENT_SECRET"),
-        );
+        let credentials = credentials_from(&String::from_utf8(out).unwrap());
         admin(
             &conf,
             &["application", "create", "--id", application, "--config"],
@@ -103,8 +89,8 @@ impl Server {
             child: None,
             dir,
             url: format!("http://127.0.0.1:{port}"),
+            client_secret: credentials.client_secret.expose_secret().to_owned(),
             credentials,
-            client_secret: value("OFFLINE_SIGNER_CLIENT_SECRET"),
         };
         server.spawn();
         Some(server)
@@ -164,45 +150,74 @@ impl Server {
     /// Polls `/health` (every 100 ms, for at most 60 s) until it answers; fails with the server log
     /// if the process exits first or never answers.
     fn wait_until_healthy(&mut self) {
-        let client = Client::new(&self.url, None).unwrap();
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
             .unwrap();
-        for _ in 0..600 {
-            if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
-                panic!(
-                    "the server exited with {status} before answering:\n{}",
-                    self.log()
-                );
-            }
-            if rt.block_on(client.health()).unwrap_or(false) {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        panic!("the server never answered /health:\n{}", self.log());
+        let log = self.dir.path().join("server.log");
+        rt.block_on(wait_until_healthy(
+            "the server",
+            &self.url,
+            self.child.as_mut().unwrap(),
+            &log,
+        ));
     }
 }
 
 impl Drop for Server {
     fn drop(&mut self) {
-        let Some(mut child) = self.child.take() else {
-            return;
-        };
-        // SIGTERM lets the server release the HSM; SIGKILL if it is still there after 10 s.
-        let _ = Command::new("kill")
-            .args(["-TERM", &child.id().to_string()])
-            .status();
-        for _ in 0..100 {
-            if matches!(child.try_wait(), Ok(Some(_))) {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(100));
+        if let Some(child) = self.child.take() {
+            stop(child);
         }
-        let _ = child.kill();
-        let _ = child.wait();
     }
+}
+
+/// Stops a server process: SIGTERM lets it release the HSM; SIGKILL if it is still there after
+/// 10 s.
+pub fn stop(mut child: Child) {
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    for _ in 0..100 {
+        if matches!(child.try_wait(), Ok(Some(_))) {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+/// Polls `url`'s `/health` (every 100 ms, for at most 60 s) until it answers; fails with the log
+/// at `log` if `child` exits first or never answers. `what` names the process in the message.
+pub async fn wait_until_healthy(what: &str, url: &str, child: &mut Child, log: &Path) {
+    let client = Client::new(url, None).unwrap();
+    let log = || std::fs::read_to_string(log).unwrap_or_default();
+    for _ in 0..600 {
+        if let Some(status) = child.try_wait().unwrap() {
+            panic!("{what} exited with {status} before answering:\n{}", log());
+        }
+        if client.health().await.unwrap_or(false) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("{what} never answered /health:\n{}", log());
+}
+
+/// The integration credential that `integration create` printed (`KEY=value` lines).
+pub fn credentials_from(printed: &str) -> Credentials {
+    let value = |key: &str| {
+        printed
+            .lines()
+            .find_map(|l| l.strip_prefix(&format!("{key}=")))
+            .unwrap_or_else(|| panic!("integration create printed no {key}: {printed}"))
+            .to_owned()
+    };
+    Credentials::new(
+        value("OFFLINE_SIGNER_CLIENT_TOKEN"),
+        value("OFFLINE_SIGNER_CLIENT_SECRET"),
+    )
 }
 
 /// Runs an administrative command (server stopped) and returns its stdout.
@@ -213,6 +228,12 @@ pub fn admin(conf: &Path, args: &[&str], config: &Path) -> Vec<u8> {
         .env("SOFTHSM2_CONF", conf)
         .output()
         .unwrap();
+    stdout_of_success(args, out)
+}
+
+/// The stdout of a command that must have succeeded (else the test fails with `args` and its
+/// stderr).
+pub fn stdout_of_success(args: &[&str], out: std::process::Output) -> Vec<u8> {
     assert!(
         out.status.success(),
         "{args:?} failed: {}",
@@ -233,7 +254,6 @@ impl Server {
     /// Runs the `offline-token` binary with this server's integration credential in its
     /// environment; asserts that it succeeded and returns its stdout.
     pub fn token_cli(&self, args: &[&str]) -> Vec<u8> {
-        use secrecy::ExposeSecret as _;
         let out = Command::new(crate::required::workspace_binary("offline-token"))
             .args(args)
             .env(
@@ -246,12 +266,7 @@ impl Server {
             )
             .output()
             .unwrap();
-        assert!(
-            out.status.success(),
-            "{args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        out.stdout
+        stdout_of_success(args, out)
     }
 }
 
@@ -262,6 +277,30 @@ pub fn runtime() -> tokio::runtime::Runtime {
         .enable_all()
         .build()
         .unwrap()
+}
+
+/// The web application creates a personalized payload for `data`; the phone signs it.
+pub async fn create_and_sign(client: &Client, token: &mut Token, data: &str) -> SignedOperation {
+    try_create_and_sign(client, token, data).await.unwrap()
+}
+
+/// [`create_and_sign`] that returns the service's refusal (or a server that is gone) as an error.
+pub async fn try_create_and_sign(
+    client: &Client,
+    token: &mut Token,
+    data: &str,
+) -> Result<SignedOperation, ClientError> {
+    let payload = client
+        .create_personalized(&CreatePersonalized {
+            activation_id: token.state().activation_id.clone(),
+            data: data.to_owned(),
+            nonce: None,
+            proximity_check: None,
+        })
+        .await?;
+    Ok(token
+        .sign(&payload.offline_data, &SignOptions::default())
+        .unwrap())
 }
 
 /// The web application's verify request for a code `token` made.

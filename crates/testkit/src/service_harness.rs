@@ -12,8 +12,8 @@ use offline_signer::crypto::{
 };
 use offline_signer::model::Timestamp;
 use offline_signer::service::{
-    Clock, CreatePersonalized, OfflinePayload, ProximityCheck, RegisterActivation, Service,
-    SignatureSettings, VerifyRequest, VerifyResponse,
+    Clock, CreateNonPersonalized, CreatePersonalized, OfflinePayload, ProximityCheck,
+    RegisterActivation, Service, SignatureSettings, VerifyRequest, VerifyResponse,
 };
 pub use offline_signer::service::{NoncePolicy, Settings};
 use offline_signer::signer::Signer;
@@ -159,6 +159,17 @@ impl Harness {
         (payload, data)
     }
 
+    /// A non-personalized payload (signed by the master key) of application `app`.
+    pub async fn non_personalized_payload(&self, app: &str) -> OfflinePayload {
+        self.service
+            .create_non_personalized_payload(CreateNonPersonalized {
+                application_id: app.into(),
+                data: web_flow_data(),
+            })
+            .await
+            .expect("create non-personalized payload")
+    }
+
     pub async fn verify(&self, device: &Device, data: &RequestData, code: &str) -> VerifyResponse {
         self.verify_with(device, data, code, |_| {}).await
     }
@@ -170,14 +181,7 @@ impl Harness {
         code: &str,
         tweak: impl FnOnce(&mut VerifyRequest),
     ) -> VerifyResponse {
-        let mut request = VerifyRequest {
-            activation_id: device.activation_id.clone(),
-            data: data.as_str().to_owned(),
-            signature: code.to_owned(),
-            allow_biometry: false,
-            component_length: None,
-            proximity_check: None,
-        };
+        let mut request = verify_request(device, data.as_str(), code);
         tweak(&mut request);
         self.service.verify(request).await.expect("verify answers")
     }
@@ -191,6 +195,19 @@ impl Harness {
 }
 
 /// A Web Flow payment (`powerauth-offline.md` §5), with the `B` flag.
+/// The web application's request to verify `code` for `data`: no biometry, the default length, no
+/// proximity check.
+pub fn verify_request(device: &Device, data: &str, code: &str) -> VerifyRequest {
+    VerifyRequest {
+        activation_id: device.activation_id.clone(),
+        data: data.to_owned(),
+        signature: code.to_owned(),
+        allow_biometry: false,
+        component_length: None,
+        proximity_check: None,
+    }
+}
+
 pub fn web_flow_data() -> String {
     "5ff1b1ed-a3cc-45a3-8ab0-ed60950312b6\nPayment\nPlease confirm this payment\nA1*A100CZK*ICZ2730300000001165254011*D20180425\nB".to_owned()
 }

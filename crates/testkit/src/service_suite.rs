@@ -14,7 +14,7 @@ use offline_signer::service::{
 };
 use offline_signer::store::{AuditOutcome, Store, verify_audit_chain};
 
-use super::service_harness::{Harness, payload_totp, phone_request_data};
+use super::service_harness::{Device, Harness, payload_totp, phone_request_data, verify_request};
 
 const PK: SignatureType = SignatureType::PossessionKnowledge;
 const PB: SignatureType = SignatureType::PossessionBiometry;
@@ -102,16 +102,7 @@ pub async fn invalid_codes_block_at_the_limit_and_unblock_restores(h: &Harness) 
         h.stored(&phone).blocked_reason.as_deref(),
         Some("NOT_SPECIFIED")
     );
-    let refused = h
-        .service
-        .create_personalized_payload(CreatePersonalized {
-            activation_id: phone.activation_id.clone(),
-            data: "x".into(),
-            nonce: None,
-            proximity_check: None,
-        })
-        .await;
-    assert!(matches!(refused, Err(ServiceError::IncorrectState)));
+    assert_create_refused(h, &phone).await;
 
     // Unblock: ACTIVE, failures cleared, counter untouched: the phone's next code works.
     let counter = h.stored(&phone).counter;
@@ -218,14 +209,7 @@ pub async fn rejected_nonces_touch_nothing(h: &Harness) {
     assert_untouched(h, NonceStatus::Mismatch, &r);
 
     // MISMATCH: a non-personalized nonce of another application.
-    let other_app = h
-        .service
-        .create_non_personalized_payload(CreateNonPersonalized {
-            application_id: "other".into(),
-            data: super::service_harness::web_flow_data(),
-        })
-        .await
-        .expect("non-personalized");
+    let other_app = h.non_personalized_payload("other").await;
     let other_key = h.service.application_detail("other").await.expect("detail");
     let other_data = phone_request_data(
         &other_app.offline_data,
@@ -356,12 +340,8 @@ pub async fn component_lengths_4_and_8(h: &Harness) {
         let e = h
             .service
             .verify(offline_signer::service::VerifyRequest {
-                activation_id: phone.activation_id.clone(),
-                data: data.as_str().to_owned(),
-                signature: WRONG.into(),
-                allow_biometry: false,
                 component_length: Some(bad),
-                proximity_check: None,
+                ..verify_request(&phone, data.as_str(), WRONG)
             })
             .await;
         assert!(
@@ -443,12 +423,8 @@ pub async fn proximity_current_and_previous_step(h: &Harness) {
     let e = h
         .service
         .verify(offline_signer::service::VerifyRequest {
-            activation_id: phone.activation_id.clone(),
-            data: data.as_str().to_owned(),
-            signature: WRONG.into(),
-            allow_biometry: false,
-            component_length: None,
             proximity_check: Some(bad),
+            ..verify_request(&phone, data.as_str(), WRONG)
         })
         .await;
     assert!(matches!(e, Err(ServiceError::InvalidRequest(_))));
@@ -530,10 +506,15 @@ pub async fn removed_and_missing_and_pending(h: &Harness) {
     let r = h.verify(&pending, &data, WRONG).await;
     assert_eq!(r.activation_status, ActivationStatus::PendingCommit);
     assert_eq!(h.stored(&pending).failed_attempts, 0);
+    assert_create_refused(h, &pending).await;
+}
+
+/// A payload for `device` is refused: its activation is not `ACTIVE`.
+async fn assert_create_refused(h: &Harness, device: &Device) {
     let refused = h
         .service
         .create_personalized_payload(CreatePersonalized {
-            activation_id: pending.activation_id.clone(),
+            activation_id: device.activation_id.clone(),
             data: "x".into(),
             nonce: None,
             proximity_check: None,
@@ -571,14 +552,7 @@ pub async fn non_personalized_payload_and_shared_nonce(h: &Harness) {
     let master = h.application("app").await;
     let first = h.device("app", None).await;
     let second = h.device("app", None).await;
-    let payload = h
-        .service
-        .create_non_personalized_payload(CreateNonPersonalized {
-            application_id: "app".into(),
-            data: super::service_harness::web_flow_data(),
-        })
-        .await
-        .expect("create");
+    let payload = h.non_personalized_payload("app").await;
     let parsed = OfflineData::parse(&payload.offline_data).expect("parse");
     assert_eq!(parsed.indicator(), KeyIndicator::Master);
     assert_eq!(parsed.nonce(), payload.nonce);
@@ -636,14 +610,7 @@ pub async fn one_of_32_concurrent_verifications_wins(h: &Harness) {
     let mut tasks = Vec::new();
     for _ in 0..32 {
         let service = h.service.clone();
-        let request = offline_signer::service::VerifyRequest {
-            activation_id: phone.activation_id.clone(),
-            data: data.as_str().to_owned(),
-            signature: code.clone(),
-            allow_biometry: false,
-            component_length: None,
-            proximity_check: None,
-        };
+        let request = verify_request(&phone, data.as_str(), &code);
         tasks.push(tokio::spawn(async move { service.verify(request).await }));
     }
     let mut valid = 0;
@@ -751,14 +718,7 @@ pub async fn bad_input_is_refused(h: &Harness) {
     ));
     assert!(matches!(
         h.service
-            .verify(offline_signer::service::VerifyRequest {
-                activation_id: phone.activation_id.clone(),
-                data: "POST&a&b".into(),
-                signature: WRONG.into(),
-                allow_biometry: false,
-                component_length: None,
-                proximity_check: None,
-            })
+            .verify(verify_request(&phone, "POST&a&b", WRONG))
             .await,
         Err(ServiceError::InvalidRequest(_))
     ));

@@ -247,6 +247,15 @@ pub fn plant_extractable_key(
     );
 }
 
+/// The `[signer]` table of a configuration that uses the token `label` made by [`init_token`] in
+/// the folder `hsm/` beside the configuration file (PIN in `hsm/user.pin`), two sessions.
+pub fn signer_table(label: &str) -> String {
+    format!(
+        "[signer]\nkind = \"pkcs11\"\nmodule = \"{MODULE}\"\ntoken_label = \"{label}\"\n\
+         pin_file = \"hsm/user.pin\"\npool_size = 2\n"
+    )
+}
+
 /// The key ceremony from the command line, as an operator runs it: `offline-signer hsm provision`
 /// against the token `label` made by [`init_token`] in `hsm_dir` (its `so.pin`), through a minimal
 /// configuration written beside the token (`signer.module_env` names the token's `softhsm2.conf`).

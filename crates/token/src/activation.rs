@@ -443,16 +443,6 @@ pub fn response_from_wire(wire: &EciesResponseWire) -> Result<EciesResponse, Tok
     .map_err(|e| TokenError::Ecies("response fields", e))
 }
 
-/// The wire form of a layer-2 response as `activation/prepare` returns it.
-pub fn prepare_response_wire(response: &PrepareActivationResponse) -> EciesResponseWire {
-    EciesResponseWire {
-        encrypted_data: response.encrypted_data.clone(),
-        mac: response.mac.clone(),
-        nonce: response.nonce.clone(),
-        timestamp: response.timestamp,
-    }
-}
-
 /// Enrollment server: the decryptor of one application-scope layer-1 request (§2.6), keyed by the
 /// `/ecies/decryptor` answer alone (the private key never leaves the service); it decrypts the
 /// request and its [`crate::crypto::ecies::ServerEncryptor`] encrypts the response.

@@ -242,7 +242,8 @@ impl fmt::Debug for EciesDecryptorResponse {
     }
 }
 
-/// Request of `activation/prepare` (§5.3), fields in upstream's order.
+/// Request of `activation/prepare` (§5.3): the activation code and application key around the
+/// layer-2 request, which the enrollment server forwards untouched.
 #[derive(Debug, Clone, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct PrepareActivationRequest {
@@ -252,21 +253,11 @@ pub struct PrepareActivationRequest {
     pub application_key: String,
     /// Always `false`: recovery codes are not supported.
     pub generate_recovery_codes: bool,
-    /// The temporary key id (3.3).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub temporary_key_id: Option<String>,
-    /// Layer 2's `EPH`, untouched.
-    pub ephemeral_public_key: String,
-    /// Layer 2's ciphertext, untouched.
-    pub encrypted_data: String,
-    /// Layer 2's MAC, untouched.
-    pub mac: String,
-    /// Layer 2's nonce, untouched.
-    pub nonce: String,
     /// `"3.3"`.
     pub protocol_version: String,
-    /// Layer 2's timestamp, untouched.
-    pub timestamp: i64,
+    /// Layer 2's ECIES fields, untouched.
+    #[serde(flatten)]
+    pub layer2: EciesRequestWire,
 }
 
 /// Answer of `activation/prepare` (§5.3).
@@ -279,16 +270,11 @@ pub struct PrepareActivationResponse {
     pub user_id: Option<String>,
     /// The application id.
     pub application_id: Option<String>,
-    /// Layer 2 response ciphertext (Base64).
-    pub encrypted_data: String,
-    /// Layer 2 response MAC (Base64).
-    pub mac: String,
-    /// Layer 2 response nonce (Base64).
-    pub nonce: String,
-    /// Layer 2 response timestamp (Unix ms).
-    pub timestamp: i64,
     /// `PENDING_COMMIT`, or `ACTIVE` when the commit phase is `ON_KEY_EXCHANGE`.
     pub activation_status: String,
+    /// The layer-2 response.
+    #[serde(flatten)]
+    pub layer2: EciesResponseWire,
 }
 
 /// Request of `activation/commit` with the fields of §5.5.

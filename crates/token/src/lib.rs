@@ -458,13 +458,8 @@ impl Token {
                 activation_code: enrolled_code,
                 application_key: config.application_key.clone(),
                 generate_recovery_codes: false,
-                temporary_key_id: inner.temporary_key_id.clone(),
-                ephemeral_public_key: inner.ephemeral_public_key,
-                encrypted_data: inner.encrypted_data,
-                mac: inner.mac,
-                nonce: inner.nonce,
                 protocol_version: key.version.as_str().to_owned(),
-                timestamp: inner.timestamp,
+                layer2: inner,
             })
             .await?;
         let mut response_nonce = random_nonce(&mut rng);
@@ -473,9 +468,7 @@ impl Token {
         }
         let layer1_response = layer1_server
             .encrypt_response(
-                &activation::layer1_response_plaintext(&activation::prepare_response_wire(
-                    &prepared,
-                )),
+                &activation::layer1_response_plaintext(&prepared.layer2),
                 response_nonce,
                 now_ms(),
             )
@@ -584,13 +577,7 @@ impl Token {
             .verify(key)
             .map_err(|_| TokenError::ForgedPayload(key_name))?;
         let fields = parsed.web_flow().ok_or(TokenError::NotWebFlow)?;
-        let operation = Operation::decode(
-            fields.operation_id,
-            fields.title,
-            fields.message,
-            fields.operation_data,
-            fields.flags,
-        );
+        let operation = Operation::from_web_flow(&fields);
         if options.biometry && !fields.allows_biometry() {
             return Err(TokenError::BiometryNotAllowed);
         }

@@ -12,6 +12,8 @@
 
 use std::fmt;
 
+use crate::crypto::offline_data::WebFlowFields;
+
 /// One decoded Web Flow operation.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Operation {
@@ -37,6 +39,17 @@ impl Operation {
             data: OperationData::decode(data),
             flags: Flags::decode(flags),
         }
+    }
+
+    /// Decodes the five lines of a parsed Web Flow payload.
+    pub fn from_web_flow(fields: &WebFlowFields<'_>) -> Self {
+        Self::decode(
+            fields.operation_id,
+            fields.title,
+            fields.message,
+            fields.operation_data,
+            fields.flags,
+        )
     }
 }
 

@@ -182,22 +182,22 @@ impl ActivationServer for Fake {
         assert_eq!(request.protocol_version, "3.3");
         assert_eq!(request.application_key, APP_KEY);
         assert!(!request.generate_recovery_codes);
-        let key = self.temporary_private(request.temporary_key_id.as_deref())?;
+        let key = self.temporary_private(request.layer2.temporary_key_id.as_deref())?;
         let context = EciesContext::new(
             ProtocolVersion::V3_3,
             Encryptor::ActivationLayer2,
             APP_KEY,
             &secret(),
             None,
-            request.temporary_key_id.as_deref(),
+            request.layer2.temporary_key_id.as_deref(),
         )
         .unwrap();
         let ecies = EciesRequest::from_base64(
-            &request.ephemeral_public_key,
-            &request.encrypted_data,
-            &request.mac,
-            Some(&request.nonce),
-            Some(request.timestamp),
+            &request.layer2.ephemeral_public_key,
+            &request.layer2.encrypted_data,
+            &request.layer2.mac,
+            Some(&request.layer2.nonce),
+            Some(request.layer2.timestamp),
         )
         .unwrap();
         let z = kdf::ecdh_x(&key, ecies.ephemeral_public_key.public_key());

@@ -156,11 +156,8 @@ fn check_flow_case(case: &Value, name: &str) {
     // The recorded prepare answer, read by the SDK.
     let response: PrepareActivationResponse =
         serde_json::from_value(case["prepare"]["prepareActivationResponse"].clone()).unwrap();
-    let result = activation::read_layer2_response(
-        &layer2.encryptor,
-        &activation::prepare_response_wire(&response),
-    )
-    .unwrap_or_else(|e| panic!("{name}: layer-2 response: {e}"));
+    let result = activation::read_layer2_response(&layer2.encryptor, &response.layer2)
+        .unwrap_or_else(|e| panic!("{name}: layer-2 response: {e}"));
     assert_eq!(
         result.activation_id,
         text(case, "init.activationId"),
@@ -178,7 +175,7 @@ fn check_flow_case(case: &Value, name: &str) {
         "{name}"
     );
     // A flipped MAC byte is refused.
-    let mut tampered = activation::prepare_response_wire(&response);
+    let mut tampered = response.layer2.clone();
     tampered.mac = flip_first(&tampered.mac);
     assert!(
         activation::read_layer2_response(&layer2.encryptor, &tampered).is_err(),
