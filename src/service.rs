@@ -163,6 +163,10 @@ pub enum ServiceError {
     /// retrying.
     #[error("the outcome of the write is unknown: {0}")]
     OutcomeUnknown(Cause),
+    /// HTTP 503 `ERR_STORE_UNAVAILABLE`: the store refuses all work until the service restarts
+    /// (after a failed flush); nothing was read or changed.
+    #[error("the store is unavailable: {0}")]
+    StoreUnavailable(Cause),
     /// Anything else (store failure, corrupt record, a broken invariant): HTTP 500.
     #[error("internal error: {0}")]
     Internal(Cause),
@@ -227,6 +231,7 @@ impl From<StoreError> for ServiceError {
     fn from(e: StoreError) -> Self {
         match e {
             StoreError::OutcomeUnknown { .. } => Self::OutcomeUnknown(Cause::Store(e)),
+            StoreError::Unavailable { .. } => Self::StoreUnavailable(Cause::Store(e)),
             other => Self::Internal(Cause::Store(other)),
         }
     }

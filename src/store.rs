@@ -132,6 +132,13 @@ pub enum StoreError {
         /// What failed, in words (never a secret).
         detail: String,
     },
+    /// The store refuses all work until the service restarts and reopens it (a sled handle whose
+    /// flush failed, see `durability.rs`); nothing was read or written.
+    #[error("store unavailable: {detail}")]
+    Unavailable {
+        /// Why, in words (never a secret).
+        detail: String,
+    },
     /// The disk or the storage engine failed.
     #[error("store I/O failed: {detail}")]
     Io {

@@ -118,6 +118,9 @@ fn group_commit_serves_queued_writers_with_one_flush() {
             .expect("nonce");
     }
 
+    // Issued nonces are flushed in the background: make them durable now, so that no flush of theirs
+    // is still running when the count is read.
+    store.sync().expect("sync");
     let before = store.flush_count();
     let hold = store.hold_flushes();
     let threads: Vec<_> = ids

@@ -86,9 +86,19 @@ async fn a_failed_flush_is_outcome_unknown_and_memory_and_disk_agree() {
             json!({ "activationId": device.activation_id }),
         )
         .await;
-    assert_error(status, &body, StatusCode::INTERNAL_SERVER_ERROR, "ERR0000");
+    assert_error(
+        status,
+        &body,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "ERR_STORE_UNAVAILABLE",
+    );
     let (status, body) = verify_http(&api, &device, &data, &code).await;
-    assert_error(status, &body, StatusCode::INTERNAL_SERVER_ERROR, "ERR0000");
+    assert_error(
+        status,
+        &body,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "ERR_STORE_UNAVAILABLE",
+    );
     assert_eq!(api.get("/ready").await.0, StatusCode::SERVICE_UNAVAILABLE);
     assert!(api.store.activation(&device.activation_id).is_err());
     assert!(api.store.sync().is_err(), "no flush after a failed one");

@@ -28,13 +28,15 @@ pub struct StoreMethodErrors;
 
 impl utoipa::IntoResponses for HsmMethodErrors {
     fn responses() -> BTreeMap<String, RefOr<Response>> {
-        shared_errors("ERR_HSM_UNAVAILABLE, ERR_BUSY, ERR_TIMEOUT, ERR_OUTCOME_UNKNOWN")
+        shared_errors(
+            "ERR_HSM_UNAVAILABLE, ERR_BUSY, ERR_TIMEOUT, ERR_OUTCOME_UNKNOWN, ERR_STORE_UNAVAILABLE",
+        )
     }
 }
 
 impl utoipa::IntoResponses for StoreMethodErrors {
     fn responses() -> BTreeMap<String, RefOr<Response>> {
-        shared_errors("ERR_BUSY, ERR_TIMEOUT, ERR_OUTCOME_UNKNOWN")
+        shared_errors("ERR_BUSY, ERR_TIMEOUT, ERR_OUTCOME_UNKNOWN, ERR_STORE_UNAVAILABLE")
     }
 }
 

@@ -187,6 +187,11 @@ impl ApiError {
                     "ERR_OUTCOME_UNKNOWN",
                     MSG_OUTCOME_UNKNOWN,
                 ),
+                ServiceError::StoreUnavailable(_) => (
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "ERR_STORE_UNAVAILABLE",
+                    "The store is unavailable until the service restarts; nothing was changed. Try again later.",
+                ),
                 ServiceError::Internal(_) => {
                     (StatusCode::INTERNAL_SERVER_ERROR, "ERR0000", MSG_UNKNOWN)
                 }
@@ -249,7 +254,8 @@ impl IntoResponse for ApiError {
             Self::Service(
                 e @ (ServiceError::SignatureFailed(_)
                 | ServiceError::Internal(_)
-                | ServiceError::OutcomeUnknown(_)),
+                | ServiceError::OutcomeUnknown(_)
+                | ServiceError::StoreUnavailable(_)),
             ) => Some((Level::Error, e)),
             _ => None,
         }

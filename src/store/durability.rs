@@ -8,7 +8,7 @@
 //! kernel may already have dropped the dirty pages and marked them clean (the reason PostgreSQL
 //! stops on a failed `fsync` rather than retrying it). So the first failed flush fails every writer
 //! it covered with [`StoreError::OutcomeUnknown`] and poisons the handle: every later call, read or
-//! write, answers [`StoreError::Io`] without touching sled, and no further flush is tried. The
+//! write, answers [`StoreError::Unavailable`] (HTTP 503 `ERR_STORE_UNAVAILABLE`) without touching sled, and no further flush is tried. The
 //! process therefore never reports a state the disk may lack; it reports nothing until the store is
 //! reopened (the service restarted), and then the disk is the truth. sled writes its log in order
 //! and replays a prefix of it, so what the disk holds is every acknowledged write plus possibly some
@@ -44,7 +44,7 @@ impl Durability {
     pub(super) fn usable(&self) -> Result<(), StoreError> {
         match self.poisoned.get() {
             None => Ok(()),
-            Some(why) => Err(StoreError::Io {
+            Some(why) => Err(StoreError::Unavailable {
                 detail: format!(
                     "the store refuses work since a flush failed ({why}); \
                      restart the service to reopen it"

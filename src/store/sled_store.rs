@@ -303,7 +303,7 @@ impl SledStore {
     ///
     /// # Errors
     /// [`StoreError::OutcomeUnknown`] when the flush fails (the handle is then poisoned);
-    /// [`StoreError::Io`] on a poisoned handle.
+    /// [`StoreError::Unavailable`] on a poisoned handle.
     pub fn sync(&self) -> Result<(), StoreError> {
         self.usable()?;
         self.durable()
