@@ -27,6 +27,8 @@
 #   BENCH_PG_POOL      PostgreSQL connections per instance               (default 16)
 #   BENCH_MICRO        0 skips the criterion micro-benchmarks            (default 1)
 #   BENCH_NOTE         free text recorded in result.json                 (default: the load average)
+#   BENCH_SERVER_BIN   an offline-signer binary to measure instead of this checkout's (an older build,
+#                      for a before/after comparison on the same machine; same configuration format)
 #   CARGO_TARGET_DIR   honoured; the release binary and criterion output are taken from it
 #
 # Installs softhsm2 when missing (through scripts/softhsm-init.sh; needs root or sudo), and PostgreSQL
@@ -93,6 +95,11 @@ say "Building the release binaries (offline-signer, offline-token)"
 cargo build --release --locked --bin offline-signer --bin offline-token
 bin="$target_dir/release/offline-signer"
 token="$target_dir/release/offline-token"
+if [[ -n "${BENCH_SERVER_BIN:-}" ]]; then
+    bin=$(cd "$(dirname "$BENCH_SERVER_BIN")" && pwd -P)/$(basename "$BENCH_SERVER_BIN")
+    [[ -x "$bin" ]] || { echo "bench: BENCH_SERVER_BIN $BENCH_SERVER_BIN is not an executable" >&2; exit 1; }
+    say "Measuring the server binary $bin (BENCH_SERVER_BIN) with this checkout's load generator"
+fi
 
 criterion=()
 if [[ "$micro" != 0 ]]; then
