@@ -48,6 +48,20 @@ impl ChainId {
         Ok(Self(id))
     }
 
+    /// The longest suffix [`Self::lane`] adds (`.lane64`): an instance writing to more than one lane
+    /// needs a base id at most [`Self::MAX_LEN`] minus this long.
+    pub const LANE_SUFFIX_MAX: usize = 7;
+
+    /// Lane `k` of the instance whose chain is `self`: lane 0 is `self` itself (so a database written
+    /// before lanes keeps its chains), lane `k ≥ 1` is `<self>.lane<k>`. Fails when the result would be
+    /// longer than [`Self::MAX_LEN`].
+    pub fn lane(&self, k: usize) -> Result<Self, InvalidChainId> {
+        if k == 0 {
+            return Ok(self.clone());
+        }
+        Self::new(format!("{}.lane{k}", self.0))
+    }
+
     /// The one chain of an embedded store (`embedded`).
     pub fn embedded() -> Self {
         Self(EMBEDDED_CHAIN.to_owned())
