@@ -586,3 +586,68 @@ fn usable_and_droppable_on_the_callers_tokio_runtime() {
         drop(store);
     });
 }
+
+/// Not a check (no test depends on speed): prints audited commits per second of one instance with
+/// 1 and with 8 lanes, 1 and 32 writers on their own activations, for a relative indication.
+/// `cargo test -p offline-signer --test store_postgres -- --ignored --nocapture lanes_throughput`
+#[test]
+#[ignore = "a measurement, run by hand"]
+fn lanes_throughput() {
+    let Some(db) = TestDatabase::create() else {
+        return;
+    };
+    for lanes in [1, 8] {
+        for writers in [1, 32] {
+            let store = Arc::new(open_lanes(&db, &format!("m{lanes}-{writers}"), lanes));
+            let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+            let start = Arc::new(Barrier::new(writers + 1));
+            let threads: Vec<_> = (0..writers)
+                .map(|n| {
+                    let id = format!("act-m{lanes}-{writers}-{n}");
+                    let mut a = store
+                        .insert_activation(&activation(&id), None)
+                        .expect("insert")
+                        .activation;
+                    let (store, stop, start) =
+                        (Arc::clone(&store), Arc::clone(&stop), Arc::clone(&start));
+                    std::thread::spawn(move || {
+                        start.wait();
+                        let mut done = 0u64;
+                        while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                            let mut next = a.clone();
+                            next.counter += 1;
+                            a = store
+                                .commit_verification(VerificationCommit {
+                                    audit: verify_draft(&a, next.counter, AuditOutcome::Valid),
+                                    activation: next,
+                                    consume_nonce: None,
+                                })
+                                .expect("commit")
+                                .activation;
+                            done += 1;
+                        }
+                        done
+                    })
+                })
+                .collect();
+            start.wait();
+            let began = Instant::now();
+            std::thread::sleep(Duration::from_secs(3));
+            stop.store(true, std::sync::atomic::Ordering::Relaxed);
+            let done: u64 = threads.into_iter().map(|t| t.join().expect("writer")).sum();
+            let rate = done as f64 / began.elapsed().as_secs_f64();
+            let used = lane_heads(store.as_ref())
+                .iter()
+                .filter(|s| **s > 0)
+                .count();
+            println!(
+                "lanes {lanes:>2}, writers {writers:>2}: {rate:>7.0} commits/s ({used} lanes used)"
+            );
+            assert!(
+                verify_audit_chain(store.as_ref())
+                    .expect("walk")
+                    .is_intact()
+            );
+        }
+    }
+}
