@@ -316,6 +316,13 @@ mod tests {
             ),
             Err(StoreSettingsError::NotForKind { key: "path", .. })
         ));
+        assert!(matches!(
+            validate(parse("audit_lanes = 8"), None),
+            Err(StoreSettingsError::NotForKind {
+                key: "audit_lanes",
+                ..
+            })
+        ));
         assert!(toml::from_str::<RawStoreSettings>("kind = \"mysql\"").is_err());
         assert!(toml::from_str::<RawStoreSettings>("colour = \"blue\"").is_err());
     }

@@ -529,6 +529,37 @@ mod tests {
     }
 
     #[test]
+    fn audit_lanes_default_to_eight_are_bounded_and_need_room_in_the_chain_id() {
+        let lanes = |n: Option<usize>, chain: Option<&str>| {
+            RawPostgresSettings {
+                audit_lanes: n,
+                audit_chain: chain.map(str::to_owned),
+                ..raw("postgres://u@h/d")
+            }
+            .validate_with_env(Path::new("."), no_env)
+        };
+        assert_eq!(lanes(None, None).expect("default").audit_lanes(), 8);
+        assert_eq!(lanes(Some(1), None).expect("one").audit_lanes(), 1);
+        assert_eq!(lanes(Some(64), None).expect("most").audit_lanes(), 64);
+        for bad in [0, 65] {
+            assert!(matches!(
+                lanes(Some(bad), None),
+                Err(PostgresSettingsError::AuditLanes { value }) if value == bad
+            ));
+        }
+        let long = "c".repeat(60);
+        assert!(matches!(
+            lanes(Some(8), Some(&long)),
+            Err(PostgresSettingsError::AuditChainTooLongForLanes { max: 58, .. })
+        ));
+        assert_eq!(
+            lanes(Some(1), Some(&long)).expect("one lane").audit_lanes(),
+            1
+        );
+        assert!(toml::from_str::<RawPostgresSettings>("audit_lanes = 4").is_ok());
+    }
+
+    #[test]
     fn chain_id_is_persisted_once_and_reused() {
         let dir = tempfile::tempdir().expect("temp dir");
         let settings = raw("postgres://u@h/d")
