@@ -658,6 +658,19 @@ mod tests {
     use super::*;
 
     #[test]
+    fn lane_zero_is_the_chain_itself_and_other_lanes_carry_a_suffix() {
+        let base = ChainId::new("signer-1").unwrap();
+        assert_eq!(base.lane(0).unwrap(), base);
+        assert_eq!(base.lane(7).unwrap().as_str(), "signer-1.lane7");
+        assert_ne!(base.lane(1).unwrap().genesis_hash(), base.genesis_hash());
+        let longest =
+            ChainId::new("x".repeat(ChainId::MAX_LEN - ChainId::LANE_SUFFIX_MAX)).unwrap();
+        assert_eq!(longest.lane(63).unwrap().as_str().len(), ChainId::MAX_LEN);
+        let too_long = ChainId::new("x".repeat(ChainId::MAX_LEN - 5)).unwrap();
+        assert_eq!(too_long.lane(1), Err(InvalidChainId));
+    }
+
+    #[test]
     fn names_round_trip() {
         for op in AuditOperation::ALL {
             assert_eq!(AuditOperation::parse(op.as_str()), Some(op));
