@@ -554,13 +554,15 @@ impl Service {
 
     /// Signs the head of each of this instance's audit lanes that moved beyond its newest checkpoint
     /// with the HSM's audit key and stores the checkpoints (one per such lane, in lane order; empty
-    /// when no lane moved). Requests never wait for this: it holds no lock they take.
+    /// when no lane moved). All are signed before any is stored, and the positions are remembered
+    /// only once all are stored: after a failure the next call signs every moved lane again, so
+    /// none is left out of the checkpoint file. Requests never wait for this: it holds no lock they
+    /// take.
     pub async fn checkpoint(&self) -> Result<Vec<Checkpoint>, ServiceError> {
         let mut slot = self.inner.checkpointed.lock().await;
-        self.last_checkpointed(&mut slot).await?;
+        let last = self.last_checkpointed(&mut slot).await?.clone();
         let mut made = Vec::new();
         for (chain, head) in self.lane_heads().await? {
-            let last = self.last_checkpointed(&mut slot).await?;
             if head.seq <= last.get(&chain).copied().unwrap_or(0) {
                 continue;
             }
@@ -571,20 +573,23 @@ impl Service {
                 .signer
                 .sign_digest(KeyRef::Audit(&self.inner.audit_key.id), &digest)
                 .await?;
-            let cp = Checkpoint {
+            made.push(Checkpoint {
                 chain,
                 seq: head.seq,
                 head_hash: head.hash,
                 time,
                 signature,
-            };
-            let store = Arc::clone(&self.inner.store);
-            let stored = cp.clone();
-            blocking(move || store.put_checkpoint(&stored)).await?;
-            self.last_checkpointed(&mut slot)
-                .await?
-                .insert(cp.chain.clone(), cp.seq);
-            made.push(cp);
+            });
+        }
+        if made.is_empty() {
+            return Ok(made);
+        }
+        let store = Arc::clone(&self.inner.store);
+        let stored = made.clone();
+        blocking(move || stored.iter().try_for_each(|cp| store.put_checkpoint(cp))).await?;
+        let positions = self.last_checkpointed(&mut slot).await?;
+        for cp in &made {
+            positions.insert(cp.chain.clone(), cp.seq);
         }
         Ok(made)
     }
