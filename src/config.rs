@@ -30,7 +30,8 @@
 //! ecies_window_seconds = 60          # |now − ECIES timestamp| allowed
 //! temporary_key_validity_seconds = 300
 //! [store]                            # see crate::store::StoreSettings
-//! kind = "sled"                      # or "postgres" (url, password_file | password_env, pool_size)
+//! kind = "sled"                      # or "postgres" (url, password_file | password_env, pool_size,
+//!                                    # audit_chain, audit_lanes = 8: audit chains per instance)
 //! path = "data"                      # relative to this file's folder
 //!
 //! [http]                             # connection hygiene; every key optional

@@ -39,8 +39,8 @@ use crate::crypto::{self, CounterData, FactorKeys, MasterSecret, SymmetricKey, b
 use crate::model::{ActivationStatus, PublicKey, Timestamp};
 use crate::signer::{GeneratedKeyPair, KeyRef, Signer, SignerError, StorageKeyIds};
 use crate::store::{
-    Activation, Application, AuditDraft, AuditOperation, AuditOutcome, Checkpoint, Enrollment,
-    IssuedNonce, MasterKeyRef, NonceOwner, Store, StoreError,
+    Activation, Application, AuditDraft, AuditOperation, AuditOutcome, ChainHead, ChainId,
+    Checkpoint, Enrollment, IssuedNonce, MasterKeyRef, NonceOwner, Store, StoreError,
 };
 
 use activation::DEFAULT_VERSION_ID;
@@ -404,9 +404,9 @@ struct Inner {
     writes: std::sync::atomic::AtomicU64,
     /// Woken after every store write.
     written: tokio::sync::Notify,
-    /// The position of the newest checkpoint of this instance's chain (`None`: not read yet);
-    /// held only while one checkpoint is made, never by a request.
-    checkpointed: tokio::sync::Mutex<Option<u64>>,
+    /// The position of the newest checkpoint of each of this instance's lanes (`None`: not read
+    /// yet); held only while checkpoints are made, never by a request.
+    checkpointed: tokio::sync::Mutex<Option<std::collections::BTreeMap<ChainId, u64>>>,
 }
 
 impl std::fmt::Debug for Service {
@@ -511,65 +511,100 @@ impl Service {
         self.inner.written.notified().await;
     }
 
-    /// The position of the newest checkpoint of this instance's chain (read from the store once).
-    async fn last_checkpointed(&self, slot: &mut Option<u64>) -> Result<u64, ServiceError> {
-        if let Some(seq) = *slot {
-            return Ok(seq);
+    /// The position of the newest checkpoint of each of this instance's lanes (read from the store
+    /// once; a lane without one is at 0).
+    async fn last_checkpointed<'a>(
+        &self,
+        slot: &'a mut Option<std::collections::BTreeMap<ChainId, u64>>,
+    ) -> Result<&'a mut std::collections::BTreeMap<ChainId, u64>, ServiceError> {
+        if slot.is_none() {
+            let store = Arc::clone(&self.inner.store);
+            let mut last: std::collections::BTreeMap<ChainId, u64> = store
+                .audit_lanes()
+                .into_iter()
+                .map(|lane| (lane, 0))
+                .collect();
+            for cp in blocking(move || store.checkpoints()).await? {
+                if let Some(seq) = last.get_mut(&cp.chain) {
+                    *seq = (*seq).max(cp.seq);
+                }
+            }
+            *slot = Some(last);
         }
-        let store = Arc::clone(&self.inner.store);
-        let chain = store.audit_chain();
-        let seq = blocking(move || store.checkpoints())
-            .await?
-            .iter()
-            .filter(|cp| cp.chain == chain)
-            .map(|cp| cp.seq)
-            .max()
-            .unwrap_or(0);
-        *slot = Some(seq);
-        Ok(seq)
+        slot.as_mut().ok_or(ServiceError::invariant(
+            "checkpoint positions were just read",
+        ))
     }
 
-    /// How many records this instance's chain has beyond its newest checkpoint.
+    /// The heads of this instance's lanes, lane by lane.
+    async fn lane_heads(&self) -> Result<Vec<(ChainId, ChainHead)>, ServiceError> {
+        let store = Arc::clone(&self.inner.store);
+        Ok(blocking(move || {
+            store
+                .audit_lanes()
+                .into_iter()
+                .map(|lane| store.audit_chain_head(&lane).map(|head| (lane, head)))
+                .collect::<Result<Vec<_>, _>>()
+        })
+        .await?)
+    }
+
+    /// How many records this instance's lanes have beyond their newest checkpoints, together.
     pub async fn records_since_checkpoint(&self) -> Result<u64, ServiceError> {
         let mut slot = self.inner.checkpointed.lock().await;
-        let last = self.last_checkpointed(&mut slot).await?;
+        let last = self.last_checkpointed(&mut slot).await?.clone();
         drop(slot);
-        let store = Arc::clone(&self.inner.store);
-        let head = blocking(move || store.audit_head()).await?;
-        Ok(head.seq.saturating_sub(last))
+        Ok(self
+            .lane_heads()
+            .await?
+            .iter()
+            .map(|(lane, head)| {
+                head.seq
+                    .saturating_sub(last.get(lane).copied().unwrap_or(0))
+            })
+            .sum())
     }
 
-    /// Signs the head of this instance's audit chain with the HSM's audit key and stores the
-    /// checkpoint, when the chain has records beyond its newest checkpoint; `None` otherwise.
-    /// Requests never wait for this: it holds no lock they take.
-    pub async fn checkpoint(&self) -> Result<Option<Checkpoint>, ServiceError> {
+    /// Signs the head of each of this instance's audit lanes that moved beyond its newest checkpoint
+    /// with the HSM's audit key and stores the checkpoints (one per such lane, in lane order; empty
+    /// when no lane moved). All are signed before any is stored, and the positions are remembered
+    /// only once all are stored: after a failure the next call signs every moved lane again, so
+    /// none is left out of the checkpoint file. Requests never wait for this: it holds no lock they
+    /// take.
+    pub async fn checkpoint(&self) -> Result<Vec<Checkpoint>, ServiceError> {
         let mut slot = self.inner.checkpointed.lock().await;
-        let last = self.last_checkpointed(&mut slot).await?;
-        let store = Arc::clone(&self.inner.store);
-        let head = blocking(move || store.audit_head()).await?;
-        if head.seq <= last {
-            return Ok(None);
+        let last = self.last_checkpointed(&mut slot).await?.clone();
+        let mut made = Vec::new();
+        for (chain, head) in self.lane_heads().await? {
+            if head.seq <= last.get(&chain).copied().unwrap_or(0) {
+                continue;
+            }
+            let time = self.inner.clock.now();
+            let digest = Checkpoint::digest_of(&chain, head.seq, &head.hash, time);
+            let signature = self
+                .inner
+                .signer
+                .sign_digest(KeyRef::Audit(&self.inner.audit_key.id), &digest)
+                .await?;
+            made.push(Checkpoint {
+                chain,
+                seq: head.seq,
+                head_hash: head.hash,
+                time,
+                signature,
+            });
         }
-        let chain = self.inner.store.audit_chain();
-        let time = self.inner.clock.now();
-        let digest = Checkpoint::digest_of(&chain, head.seq, &head.hash, time);
-        let signature = self
-            .inner
-            .signer
-            .sign_digest(KeyRef::Audit(&self.inner.audit_key.id), &digest)
-            .await?;
-        let cp = Checkpoint {
-            chain,
-            seq: head.seq,
-            head_hash: head.hash,
-            time,
-            signature,
-        };
+        if made.is_empty() {
+            return Ok(made);
+        }
         let store = Arc::clone(&self.inner.store);
-        let stored = cp.clone();
-        blocking(move || store.put_checkpoint(&stored)).await?;
-        *slot = Some(cp.seq);
-        Ok(Some(cp))
+        let stored = made.clone();
+        blocking(move || stored.iter().try_for_each(|cp| store.put_checkpoint(cp))).await?;
+        let positions = self.last_checkpointed(&mut slot).await?;
+        for cp in &made {
+            positions.insert(cp.chain.clone(), cp.seq);
+        }
+        Ok(made)
     }
 
     /// Records the KEK and DEK this instance just made. When another instance sharing the store

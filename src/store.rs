@@ -353,8 +353,16 @@ pub trait Store: Send + Sync {
     /// Appends an audit record on its own (for events that change nothing else), to this handle's chain.
     fn append_audit(&self, draft: AuditDraft) -> Result<AuditRecord, StoreError>;
 
-    /// The chain this handle appends to (every audit draft given to a write lands there).
+    /// The chain this handle appends to (every audit draft given to a write lands there, or, with
+    /// several lanes, on one of [`Self::audit_lanes`]; this is lane 0).
     fn audit_chain(&self) -> ChainId;
+
+    /// Every chain this handle appends to ("lanes"; lane 0 is [`Self::audit_chain`]): one for sled,
+    /// `[store] audit_lanes` for PostgreSQL. Concurrent writes land on different lanes; each lane is a
+    /// linear chain of its own, checkpointed on its own.
+    fn audit_lanes(&self) -> Vec<ChainId> {
+        vec![self.audit_chain()]
+    }
 
     /// Every audit chain in the store, ordered by id: one for sled, one per writing instance for
     /// PostgreSQL (including chains of instances that are gone).

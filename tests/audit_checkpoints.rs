@@ -257,3 +257,102 @@ fn an_older_copy_of_the_whole_data_folder_is_caught_by_the_external_file() {
     assert!(why.contains("record 7 is missing"), "{why}");
     assert!(why.contains("older than"), "{why}");
 }
+
+/// PostgreSQL with lanes: the service checkpoints the head of every lane of its instance that moved
+/// (and only those), and the checkpoint check then covers every lane.
+#[test]
+fn the_service_checkpoints_every_lane_that_moved() {
+    use offline_signer::service::checkpoint::checkpoint_signature_valid;
+    use offline_signer::service::{Clock, Service};
+    use offline_signer::signer::software::SoftwareSigner;
+    use offline_signer::store::{ChainId, PgStore};
+    use offline_signer_testkit::postgres::{HeldLock, TestDatabase};
+    use offline_signer_testkit::service_harness::{ManualClock, default_settings};
+    use std::sync::Arc;
+
+    let Some(db) = TestDatabase::create() else {
+        return;
+    };
+    let store = Arc::new(
+        PgStore::open(
+            &db.settings(8).with_audit_lanes(4),
+            ChainId::new("cp-lanes").unwrap(),
+        )
+        .unwrap(),
+    );
+    let lanes = store.audit_lanes();
+    assert_eq!(lanes.len(), 4);
+    let heads = |store: &PgStore| -> Vec<(ChainId, u64, [u8; 32])> {
+        lanes
+            .iter()
+            .map(|lane| {
+                let head = store.audit_chain_head(lane).unwrap();
+                (lane.clone(), head.seq, head.hash)
+            })
+            .collect()
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let service = Service::open(
+            Arc::new(SoftwareSigner::new_in_memory()),
+            Arc::clone(&store) as Arc<dyn Store>,
+            default_settings(),
+            Arc::new(ManualClock::new()) as Arc<dyn Clock>,
+        )
+        .await
+        .unwrap();
+        let public = service.audit_public_key();
+        service.create_application("bank").await.unwrap();
+        {
+            // Lane 0 busy: this write lands on lane 1.
+            let _held = HeldLock::take(
+                &db.url(),
+                "SELECT 1 FROM audit_chains WHERE chain_id = 'cp-lanes' FOR UPDATE",
+            );
+            service.create_application("bank-2").await.unwrap();
+        }
+        let now = heads(&store);
+        assert!(now[0].1 > 0 && now[1].1 > 0, "{now:?}");
+        assert_eq!((now[2].1, now[3].1), (0, 0), "{now:?}");
+        assert_eq!(
+            service.records_since_checkpoint().await.unwrap(),
+            now.iter().map(|h| h.1).sum::<u64>()
+        );
+
+        let made = service.checkpoint().await.unwrap();
+        let signed: Vec<_> = made
+            .iter()
+            .map(|cp| (cp.chain.clone(), cp.seq, cp.head_hash))
+            .collect();
+        assert_eq!(
+            signed,
+            now[..2].to_vec(),
+            "every lane that moved, and only those"
+        );
+        assert!(
+            made.iter()
+                .all(|cp| checkpoint_signature_valid(cp, &public))
+        );
+        assert!(service.checkpoint().await.unwrap().is_empty());
+        assert_eq!(service.records_since_checkpoint().await.unwrap(), 0);
+
+        // Only lane 0 moves: only lane 0 is checkpointed again.
+        service.create_application("bank-3").await.unwrap();
+        let again = service.checkpoint().await.unwrap();
+        assert_eq!(again.len(), 1);
+        assert_eq!(again[0].chain, lanes[0]);
+        assert_eq!(again[0].seq, heads(&store)[0].1);
+
+        let mut external = made.clone();
+        external.extend(again);
+        let report = verify_checkpoints(store.as_ref(), Some(&public), Some(&external)).unwrap();
+        assert_eq!(report.first_broken, None, "{report:?}");
+        assert_eq!(report.stored, 3);
+        assert_eq!(report.newest_external.len(), 2, "{report:?}");
+    });
+    assert!(verify_audit_chain(store.as_ref()).unwrap().is_intact());
+}

@@ -1,6 +1,7 @@
 //! Signed audit checkpoints: the `[audit]` settings, the append-only checkpoint file outside the
-//! data folder, the exported audit public key, and the background task that signs the head of this
-//! instance's audit chain every `checkpoint_every` records, every `checkpoint_interval_s` seconds
+//! data folder, the exported audit public key, and the background task that signs the head of each of
+//! this instance's audit chains (its lanes, [`crate::store::Store::audit_lanes`]: one on sled, several
+//! on PostgreSQL) that moved, every `checkpoint_every` records (counted over all lanes), every `checkpoint_interval_s` seconds
 //! when there were new records, and once more at shutdown.
 //!
 //! A checkpoint is made by [`Service::checkpoint`] (HSM signature with the audit key, stored in the
@@ -400,14 +401,18 @@ pub async fn checkpoint_once(service: &Service, log: &std::sync::Arc<CheckpointL
         tracing::warn!(stage, %error, "audit checkpoint failed");
     };
     match service.checkpoint().await {
-        Ok(None) => {}
-        Ok(Some(cp)) => {
+        Ok(made) if made.is_empty() => {}
+        Ok(made) => {
             let log = std::sync::Arc::clone(log);
-            let seq = cp.seq;
-            match tokio::task::spawn_blocking(move || log.append(&cp)).await {
+            let count = made.len();
+            let appended =
+                tokio::task::spawn_blocking(move || made.iter().try_for_each(|cp| log.append(cp)))
+                    .await;
+            match appended {
                 Ok(Ok(())) => {
-                    metrics::counter!("offline_signer_audit_checkpoints_total").increment(1);
-                    tracing::debug!(seq, "audit checkpoint signed and appended");
+                    metrics::counter!("offline_signer_audit_checkpoints_total")
+                        .increment(count as u64);
+                    tracing::debug!(count, "audit checkpoints signed and appended");
                 }
                 Ok(Err(e)) => fail("file", e.to_string()),
                 Err(e) => fail("file", e.to_string()),

@@ -48,6 +48,20 @@ impl ChainId {
         Ok(Self(id))
     }
 
+    /// The longest suffix [`Self::lane`] adds (`.lane64`): an instance writing to more than one lane
+    /// needs a base id at most [`Self::MAX_LEN`] minus this long.
+    pub const LANE_SUFFIX_MAX: usize = 7;
+
+    /// Lane `k` of the instance whose chain is `self`: lane 0 is `self` itself (so a database written
+    /// before lanes keeps its chains), lane `k ≥ 1` is `<self>.lane<k>`. Fails when the result would be
+    /// longer than [`Self::MAX_LEN`].
+    pub fn lane(&self, k: usize) -> Result<Self, InvalidChainId> {
+        if k == 0 {
+            return Ok(self.clone());
+        }
+        Self::new(format!("{}.lane{k}", self.0))
+    }
+
     /// The one chain of an embedded store (`embedded`).
     pub fn embedded() -> Self {
         Self(EMBEDDED_CHAIN.to_owned())
@@ -642,6 +656,19 @@ pub(crate) fn check_import(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn lane_zero_is_the_chain_itself_and_other_lanes_carry_a_suffix() {
+        let base = ChainId::new("signer-1").unwrap();
+        assert_eq!(base.lane(0).unwrap(), base);
+        assert_eq!(base.lane(7).unwrap().as_str(), "signer-1.lane7");
+        assert_ne!(base.lane(1).unwrap().genesis_hash(), base.genesis_hash());
+        let longest =
+            ChainId::new("x".repeat(ChainId::MAX_LEN - ChainId::LANE_SUFFIX_MAX)).unwrap();
+        assert_eq!(longest.lane(63).unwrap().as_str().len(), ChainId::MAX_LEN);
+        let too_long = ChainId::new("x".repeat(ChainId::MAX_LEN - 5)).unwrap();
+        assert_eq!(too_long.lane(1), Err(InvalidChainId));
+    }
 
     #[test]
     fn names_round_trip() {

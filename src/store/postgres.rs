@@ -30,11 +30,14 @@
 //! it is the `COMMIT` that got no answer, [`StoreError::OutcomeUnknown`] (the commit may have landed); the pool drops broken connections
 //! and opens new ones when the server is back.
 //!
-//! **Audit chains.** Each `PgStore` appends to its own chain ([`ChainId`], given to [`PgStore::open`]),
-//! so instances never wait on one another's audit appends. A chain's appends serialize on its head row in
+//! **Audit chains and lanes.** Each `PgStore` appends to chains of its own (its [`ChainId`], given to
+//! [`PgStore::open`], and the lanes derived from it, [`PostgresSettings::audit_lanes`]), so instances
+//! never wait on one another's audit appends. A chain's appends serialize on its head row in
 //! `audit_chains`, locked as the last step of the writing transaction, so no record is missing or forked
-//! within a chain; [`super::verify_audit_chain`] walks every chain. All appends of one instance share its
-//! head row, so one instance commits audited writes one after another (about one WAL flush each).
+//! within a chain; [`super::verify_audit_chain`] walks every chain. The head row is held through the
+//! commit (the WAL flush), so one chain commits one write per flush; with several lanes a write takes
+//! the first lane nobody holds (`FOR UPDATE SKIP LOCKED`, lane 0 first, so a lone writer stays on lane 0)
+//! and waits only when every lane is busy, and PostgreSQL flushes the concurrent commits together.
 //!
 //! **Migrations** run at open (and via [`migrate`]) inside one transaction holding a transaction-scoped
 //! advisory lock, so two instances starting at once do not race; a schema newer than [`SCHEMA_VERSION`]
@@ -306,6 +309,10 @@ pub fn migrate(settings: &PostgresSettings) -> Result<SchemaMigration, StoreErro
 pub struct PgStore {
     engine: Engine,
     chain: ChainId,
+    /// Every lane's chain id, lane 0 (`chain`) first.
+    lanes: std::sync::Arc<Vec<String>>,
+    /// Rotates the lane a write waits on when all lanes are busy.
+    next_lane: std::sync::atomic::AtomicUsize,
     target: String,
 }
 
@@ -314,6 +321,7 @@ impl std::fmt::Debug for PgStore {
         f.debug_struct("PgStore")
             .field("target", &self.target)
             .field("chain", &self.chain)
+            .field("lanes", &self.lanes.len())
             .finish_non_exhaustive()
     }
 }
@@ -321,43 +329,76 @@ impl std::fmt::Debug for PgStore {
 /// A transaction of the pool (the statement-caching wrapper).
 type Tx<'a> = deadpool_postgres::Transaction<'a>;
 
-/// Appends `draft` to `chain` inside `tx`: locks the chain's head row, links the record to it and moves
-/// the head. The last step of every audited write, so the head row is held only until the commit.
-async fn append_in(
-    tx: &Tx<'_>,
-    chain: &ChainId,
-    draft: AuditDraft,
-) -> Result<AuditRecord, StoreError> {
+/// The lanes an audited write of one handle may append to: every lane id (lane 0 first) and the lane
+/// to wait on when all are busy (rotating per write, so waiters spread over the lanes).
+#[derive(Clone, Debug)]
+struct LanePick {
+    ids: std::sync::Arc<Vec<String>>,
+    fallback: usize,
+}
+
+/// Locks the head row of a lane of `lanes` and returns its id, `head_seq` and `head_hash`: the first
+/// lane (in lane order) no other transaction holds, without waiting; when every lane is held, waits
+/// for the fallback lane. One lane is simply waited for.
+async fn lock_lane(tx: &Tx<'_>, lanes: &LanePick) -> Result<(String, i64, Vec<u8>), StoreError> {
+    if lanes.ids.len() > 1 {
+        let free = tx
+            .prepare_cached(
+                "SELECT chain_id, head_seq, head_hash FROM audit_chains WHERE chain_id = ANY($1) \
+                 ORDER BY array_position($1, chain_id) LIMIT 1 FOR UPDATE SKIP LOCKED",
+            )
+            .await
+            .map_err(db)?;
+        if let Some(row) = tx.query_opt(&free, &[&*lanes.ids]).await.map_err(db)? {
+            return Ok((row.get(0), row.get(1), row.get(2)));
+        }
+    }
+    let chain = lanes
+        .ids
+        .get(lanes.fallback % lanes.ids.len().max(1))
+        .ok_or(StoreError::NotFound {
+            what: "audit chain",
+        })?;
     let head = tx
         .prepare_cached(
             "SELECT head_seq, head_hash FROM audit_chains WHERE chain_id = $1 FOR UPDATE",
         )
         .await
         .map_err(db)?;
-    let Some(row) = tx.query_opt(&head, &[&chain.as_str()]).await.map_err(db)? else {
+    let Some(row) = tx.query_opt(&head, &[chain]).await.map_err(db)? else {
         return Err(StoreError::NotFound {
             what: "audit chain",
         });
     };
-    let seq = to_u64(row.get(0), "audit chain head")?;
-    let prev = hash32(row.get(1), "audit chain head hash")?;
+    Ok((chain.clone(), row.get(0), row.get(1)))
+}
+
+/// Appends `draft` to a lane of `lanes` inside `tx`: locks the lane's head row ([`lock_lane`]), links
+/// the record to it and moves the head. The last step of every audited write, so the head row is held
+/// only until the commit.
+async fn append_in(
+    tx: &Tx<'_>,
+    lanes: &LanePick,
+    draft: AuditDraft,
+) -> Result<AuditRecord, StoreError> {
+    let (chain, head_seq, head_hash) = lock_lane(tx, lanes).await?;
+    let chain = chain.as_str();
+    let seq = to_u64(head_seq, "audit chain head")?;
+    let prev = hash32(&head_hash, "audit chain head hash")?;
     let rec = draft.seal(seq + 1, prev);
     let seq_db = to_i64(rec.seq, "audit seq")?;
     let insert = tx
         .prepare_cached("INSERT INTO audit_records (chain_id, seq, record) VALUES ($1, $2, $3)")
         .await
         .map_err(db)?;
-    tx.execute(
-        &insert,
-        &[&chain.as_str(), &seq_db, &codec::encode_audit(&rec)],
-    )
-    .await
-    .map_err(db)?;
+    tx.execute(&insert, &[&chain, &seq_db, &codec::encode_audit(&rec)])
+        .await
+        .map_err(db)?;
     let advance = tx
         .prepare_cached("UPDATE audit_chains SET head_seq = $2, head_hash = $3 WHERE chain_id = $1")
         .await
         .map_err(db)?;
-    tx.execute(&advance, &[&chain.as_str(), &seq_db, &rec.hash.as_slice()])
+    tx.execute(&advance, &[&chain, &seq_db, &rec.hash.as_slice()])
         .await
         .map_err(db)?;
     Ok(rec)
@@ -365,7 +406,7 @@ async fn append_in(
 
 async fn maybe_append(
     tx: &Tx<'_>,
-    chain: &ChainId,
+    chain: &LanePick,
     draft: Option<AuditDraft>,
 ) -> Result<Option<AuditRecord>, StoreError> {
     match draft {
@@ -419,7 +460,7 @@ async fn get_decoded<T>(
 /// The checks and their order are sled's (`sled_store.rs`, `commit_activation`).
 async fn commit_activation_in(
     tx: &Tx<'_>,
-    chain: &ChainId,
+    chain: &LanePick,
     next: Activation,
     consume_nonce: Option<String>,
     audit: Option<AuditDraft>,
@@ -523,32 +564,60 @@ macro_rules! in_transaction {
 
 impl PgStore {
     /// Connects to the database of `settings`, applies pending migrations (refusing a schema newer than
-    /// this build), and makes sure `chain` exists: this handle appends every audit record to it.
+    /// this build), and makes sure the instance's lanes exist: `chain` and, with
+    /// [`PostgresSettings::audit_lanes`] `n > 1`, `chain.lane(1)` … `chain.lane(n - 1)`
+    /// ([`ChainId::lane`]). This handle appends every audit record to one of them.
     ///
     /// `chain` is this instance's stable id: from the configuration, or persisted beside it
     /// ([`PostgresSettings::audit_chain_or_persisted`]). Opening needs the database to answer; later
-    /// outages are [`StoreError::Io`] per call and heal by themselves.
+    /// outages are [`StoreError::Io`] per call and heal by themselves. A `chain` too long to carry the
+    /// lane suffix is refused ([`StoreError::Io`] naming the limit).
     pub fn open(settings: &PostgresSettings, chain: ChainId) -> Result<Self, StoreError> {
+        let lane_count = settings.audit_lanes();
+        settings::check_lane_room(&chain, lane_count).map_err(|e| StoreError::Io {
+            detail: e.to_string(),
+        })?;
+        let lanes = (0..lane_count)
+            .map(|k| chain.lane(k))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| StoreError::Io {
+                detail: format!("audit lane of {chain}: {e}"),
+            })?;
         let engine = Engine::start(settings)?;
-        let start = chain.clone();
+        let start = lanes.clone();
         engine.run(|pool| async move {
             migrate_with(&pool).await?;
             let client = pool.get().await.map_err(self::pool)?;
-            client
-                .execute(
-                    "INSERT INTO audit_chains (chain_id, head_seq, head_hash) VALUES ($1, 0, $2) \
-                     ON CONFLICT (chain_id) DO NOTHING",
-                    &[&start.as_str(), &start.genesis_hash().as_slice()],
-                )
-                .await
-                .map_err(db)?;
+            // Idempotent, and safe against another instance creating the same rows at once.
+            for lane in &start {
+                client
+                    .execute(
+                        "INSERT INTO audit_chains (chain_id, head_seq, head_hash) VALUES ($1, 0, $2) \
+                         ON CONFLICT (chain_id) DO NOTHING",
+                        &[&lane.as_str(), &lane.genesis_hash().as_slice()],
+                    )
+                    .await
+                    .map_err(db)?;
+            }
             Ok(())
         })?;
         Ok(Self {
             engine,
             chain,
+            lanes: std::sync::Arc::new(lanes.iter().map(|c| c.as_str().to_owned()).collect()),
+            next_lane: std::sync::atomic::AtomicUsize::new(0),
             target: settings.target(),
         })
+    }
+
+    /// The lanes of the next audited write (see [`LanePick`]).
+    fn lanes(&self) -> LanePick {
+        LanePick {
+            ids: std::sync::Arc::clone(&self.lanes),
+            fallback: self
+                .next_lane
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+        }
     }
 
     /// `user@host:port/database` of the store (for messages).
@@ -797,7 +866,7 @@ impl Store for PgStore {
             .iter()
             .map(|v| v.application_key.clone())
             .collect();
-        let chain = self.chain.clone();
+        let chain = self.lanes();
         self.engine.run(|pool| async move {
             in_transaction!(pool, |tx| {
                 let insert = tx
@@ -827,7 +896,7 @@ impl Store for PgStore {
         audit: Option<AuditDraft>,
     ) -> Result<Application, StoreError> {
         let id = application_id.to_owned();
-        let chain = self.chain.clone();
+        let chain = self.lanes();
         self.engine.run(|pool| async move {
             in_transaction!(pool, |tx| {
                 let lock = tx
@@ -1009,7 +1078,7 @@ impl Store for PgStore {
         audit: Option<AuditDraft>,
     ) -> Result<Application, StoreError> {
         let id = application_id.to_owned();
-        let chain = self.chain.clone();
+        let chain = self.lanes();
         self.engine.run(|pool| async move {
             in_transaction!(pool, |tx| {
                 let lock = tx
@@ -1045,7 +1114,7 @@ impl Store for PgStore {
             version: 1,
             ..activation.clone()
         };
-        let chain = self.chain.clone();
+        let chain = self.lanes();
         self.engine.run(|pool| async move {
             in_transaction!(pool, |tx| {
                 let insert = tx
@@ -1112,7 +1181,7 @@ impl Store for PgStore {
         audit: Option<AuditDraft>,
     ) -> Result<Committed, StoreError> {
         let next = activation.clone();
-        let chain = self.chain.clone();
+        let chain = self.lanes();
         self.engine.run(|pool| async move {
             in_transaction!(pool, |tx| {
                 commit_activation_in(&tx, &chain, next, None, audit).await?
@@ -1121,7 +1190,7 @@ impl Store for PgStore {
     }
 
     fn commit_verification(&self, commit: VerificationCommit) -> Result<Committed, StoreError> {
-        let chain = self.chain.clone();
+        let chain = self.lanes();
         self.engine.run(|pool| async move {
             in_transaction!(pool, |tx| {
                 commit_activation_in(
@@ -1145,7 +1214,7 @@ impl Store for PgStore {
         let expires_at = nonce.expires_at.unix_millis();
         let consumed_at = nonce.consumed_at.map(Timestamp::unix_millis);
         let value = codec::encode_nonce(nonce);
-        let chain = self.chain.clone();
+        let chain = self.lanes();
         self.engine.run(|pool| async move {
             in_transaction!(pool, |tx| {
                 // Not waited for (`Store::issue_nonce`): the commit returns before the WAL flush;
@@ -1201,7 +1270,7 @@ impl Store for PgStore {
     ) -> Result<(), StoreError> {
         let key = credential.client_token.clone();
         let value = codec::encode_credential(credential);
-        let chain = self.chain.clone();
+        let chain = self.lanes();
         self.engine.run(|pool| async move {
             in_transaction!(pool, |tx| {
                 let st = tx
@@ -1253,7 +1322,7 @@ impl Store for PgStore {
         audit: Option<AuditDraft>,
     ) -> Result<(), StoreError> {
         let key = client_token.to_owned();
-        let chain = self.chain.clone();
+        let chain = self.lanes();
         self.engine.run(|pool| async move {
             in_transaction!(pool, |tx| {
                 let st = tx
@@ -1443,7 +1512,7 @@ impl Store for PgStore {
     }
 
     fn append_audit(&self, draft: AuditDraft) -> Result<AuditRecord, StoreError> {
-        let chain = self.chain.clone();
+        let chain = self.lanes();
         self.engine.run(|pool| async move {
             in_transaction!(pool, |tx| append_in(&tx, &chain, draft).await?)
         })
@@ -1451,6 +1520,13 @@ impl Store for PgStore {
 
     fn audit_chain(&self) -> ChainId {
         self.chain.clone()
+    }
+
+    fn audit_lanes(&self) -> Vec<ChainId> {
+        self.lanes
+            .iter()
+            .filter_map(|id| ChainId::new(id.as_str()).ok())
+            .collect()
     }
 
     fn audit_chains(&self) -> Result<Vec<ChainId>, StoreError> {

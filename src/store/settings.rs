@@ -13,6 +13,7 @@
 //! password_file = "db.password"   # or password_env = "VARIABLE"; never in the file
 //! pool_size = 16
 //! audit_chain = "signer-1"        # optional; else kept in a file beside the configuration
+//! audit_lanes = 8                 # optional, 1..=64: audit chains this instance appends to
 //! ```
 
 use std::path::{Path, PathBuf};
@@ -52,6 +53,8 @@ pub struct RawStoreSettings {
     pub pool_size: Option<usize>,
     /// PostgreSQL: see [`RawPostgresSettings::audit_chain`].
     pub audit_chain: Option<String>,
+    /// PostgreSQL: see [`RawPostgresSettings::audit_lanes`].
+    pub audit_lanes: Option<usize>,
 }
 
 /// The store implementations.
@@ -162,6 +165,7 @@ impl RawStoreSettings {
                 refuse("password_env", self.password_env.is_some())?;
                 refuse("pool_size", self.pool_size.is_some())?;
                 refuse("audit_chain", self.audit_chain.is_some())?;
+                refuse("audit_lanes", self.audit_lanes.is_some())?;
                 let path = match (self.path, legacy_data_dir) {
                     (Some(_), Some(_)) => return Err(StoreSettingsError::PathTwice),
                     (Some(p), None) | (None, Some(p)) => p,
@@ -186,6 +190,7 @@ impl RawStoreSettings {
                     password_env: self.password_env,
                     pool_size: self.pool_size,
                     audit_chain: self.audit_chain,
+                    audit_lanes: self.audit_lanes,
                 }
                 .validate_with_env(base_dir, env)?;
                 Ok(StoreSettings::Postgres {
@@ -310,6 +315,13 @@ mod tests {
                 None
             ),
             Err(StoreSettingsError::NotForKind { key: "path", .. })
+        ));
+        assert!(matches!(
+            validate(parse("audit_lanes = 8"), None),
+            Err(StoreSettingsError::NotForKind {
+                key: "audit_lanes",
+                ..
+            })
         ));
         assert!(toml::from_str::<RawStoreSettings>("kind = \"mysql\"").is_err());
         assert!(toml::from_str::<RawStoreSettings>("colour = \"blue\"").is_err());

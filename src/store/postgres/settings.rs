@@ -9,6 +9,7 @@
 //! password_file = "db.password"        # or password_env = "VARIABLE"
 //! pool_size = 16
 //! audit_chain = "signer-1"             # optional; see PostgresSettings::audit_chain_or_persisted
+//! audit_lanes = 8                      # optional, 1..=64; see PostgresSettings::audit_lanes
 //! ```
 //!
 //! The password never sits in the file: it comes from `password_file` (relative to the configuration's
@@ -37,6 +38,12 @@ const DEFAULT_POOL_SIZE: usize = 16;
 /// The largest accepted `pool_size` (PostgreSQL's own default `max_connections` is 100).
 const MAX_POOL_SIZE: usize = 1024;
 
+/// Audit lanes per instance when `audit_lanes` is not given.
+const DEFAULT_AUDIT_LANES: usize = 8;
+
+/// The largest accepted `audit_lanes` (its suffix must fit [`ChainId::LANE_SUFFIX_MAX`]).
+pub(crate) const MAX_AUDIT_LANES: usize = 64;
+
 /// How long a new connection may take before the attempt fails.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -54,6 +61,9 @@ pub struct RawPostgresSettings {
     pub pool_size: Option<usize>,
     /// This instance's audit chain id (see [`PostgresSettings::audit_chain_or_persisted`]).
     pub audit_chain: Option<String>,
+    /// How many audit chains ("lanes") this instance appends to, 1..=64 (default 8); see
+    /// [`PostgresSettings::audit_lanes`].
+    pub audit_lanes: Option<usize>,
 }
 
 /// What is wrong with the PostgreSQL settings. No variant carries the password or the URL.
@@ -108,6 +118,23 @@ pub enum PostgresSettingsError {
         /// The value given.
         value: usize,
     },
+    /// `audit_lanes` out of range.
+    #[error("store.audit_lanes must be between 1 and {MAX_AUDIT_LANES}, not {value}")]
+    AuditLanes {
+        /// The value given.
+        value: usize,
+    },
+    /// `audit_chain` is too long to carry the lane suffix.
+    #[error(
+        "store.audit_chain {chain:?} is too long for audit_lanes > 1: at most {max} characters \
+         (lane k is named <audit_chain>.lane<k>); shorten it or set audit_lanes = 1"
+    )]
+    AuditChainTooLongForLanes {
+        /// The chain id.
+        chain: String,
+        /// The longest base id that fits.
+        max: usize,
+    },
     /// `audit_chain` is not a valid chain id.
     #[error("store.audit_chain: {0}")]
     AuditChain(#[from] InvalidChainId),
@@ -129,6 +156,7 @@ pub struct PostgresSettings {
     password: Option<SecretString>,
     pool_size: usize,
     audit_chain: Option<ChainId>,
+    audit_lanes: usize,
 }
 
 impl fmt::Debug for PostgresSettings {
@@ -138,6 +166,7 @@ impl fmt::Debug for PostgresSettings {
             .field("password", &self.password.as_ref().map(|_| "REDACTED"))
             .field("pool_size", &self.pool_size)
             .field("audit_chain", &self.audit_chain)
+            .field("audit_lanes", &self.audit_lanes)
             .finish()
     }
 }
@@ -204,13 +233,32 @@ impl RawPostgresSettings {
             return Err(PostgresSettingsError::PoolSize { value: pool_size });
         }
         let audit_chain = self.audit_chain.map(ChainId::new).transpose()?;
+        let audit_lanes = self.audit_lanes.unwrap_or(DEFAULT_AUDIT_LANES);
+        if audit_lanes == 0 || audit_lanes > MAX_AUDIT_LANES {
+            return Err(PostgresSettingsError::AuditLanes { value: audit_lanes });
+        }
+        if let Some(chain) = &audit_chain {
+            check_lane_room(chain, audit_lanes)?;
+        }
         Ok(PostgresSettings {
             config,
             password,
             pool_size,
             audit_chain,
+            audit_lanes,
         })
     }
+}
+
+/// Refuses a base chain id too long to carry the suffix of lane `lanes - 1`.
+pub(crate) fn check_lane_room(chain: &ChainId, lanes: usize) -> Result<(), PostgresSettingsError> {
+    if lanes > 1 && chain.lane(lanes - 1).is_err() {
+        return Err(PostgresSettingsError::AuditChainTooLongForLanes {
+            chain: chain.as_str().to_owned(),
+            max: ChainId::MAX_LEN.saturating_sub(format!(".lane{}", lanes - 1).len()),
+        });
+    }
+    Ok(())
 }
 
 /// The password in `path`, without its trailing line break.
@@ -304,6 +352,22 @@ impl PostgresSettings {
     /// The audit chain id from the configuration, if one was given.
     pub fn audit_chain(&self) -> Option<&ChainId> {
         self.audit_chain.as_ref()
+    }
+
+    /// How many audit chains ("lanes") this instance appends to. Lane 0 is the instance's chain
+    /// ([`Self::audit_chain_or_persisted`]), lane `k ≥ 1` is `<chain>.lane<k>` ([`ChainId::lane`]).
+    /// Concurrent audited writes take whichever lane is free, so up to this many of them commit
+    /// together (one WAL flush for the group) instead of one after another.
+    pub fn audit_lanes(&self) -> usize {
+        self.audit_lanes
+    }
+
+    /// The same settings with another number of audit lanes (clamped to 1..=64).
+    pub fn with_audit_lanes(&self, lanes: usize) -> Self {
+        Self {
+            audit_lanes: lanes.clamp(1, MAX_AUDIT_LANES),
+            ..self.clone()
+        }
     }
 
     /// The same settings for another database on the same server (tests make a database each).
@@ -462,6 +526,37 @@ mod tests {
             .validate_with_env(Path::new("."), no_env),
             Err(PostgresSettingsError::PoolSize { value: 0 })
         ));
+    }
+
+    #[test]
+    fn audit_lanes_default_to_eight_are_bounded_and_need_room_in_the_chain_id() {
+        let lanes = |n: Option<usize>, chain: Option<&str>| {
+            RawPostgresSettings {
+                audit_lanes: n,
+                audit_chain: chain.map(str::to_owned),
+                ..raw("postgres://u@h/d")
+            }
+            .validate_with_env(Path::new("."), no_env)
+        };
+        assert_eq!(lanes(None, None).expect("default").audit_lanes(), 8);
+        assert_eq!(lanes(Some(1), None).expect("one").audit_lanes(), 1);
+        assert_eq!(lanes(Some(64), None).expect("most").audit_lanes(), 64);
+        for bad in [0, 65] {
+            assert!(matches!(
+                lanes(Some(bad), None),
+                Err(PostgresSettingsError::AuditLanes { value }) if value == bad
+            ));
+        }
+        let long = "c".repeat(60);
+        assert!(matches!(
+            lanes(Some(8), Some(&long)),
+            Err(PostgresSettingsError::AuditChainTooLongForLanes { max: 58, .. })
+        ));
+        assert_eq!(
+            lanes(Some(1), Some(&long)).expect("one lane").audit_lanes(),
+            1
+        );
+        assert!(toml::from_str::<RawPostgresSettings>("audit_lanes = 4").is_ok());
     }
 
     #[test]
