@@ -31,6 +31,10 @@ use crate::signer::{OpenError, SignerError};
 const BACKOFF_START: Duration = Duration::from_millis(100);
 /// Longest back-off delay.
 const BACKOFF_MAX: Duration = Duration::from_secs(2);
+/// How long a start looks again for a token that is not found (see `Shared::connect_at_start`).
+const START_TOKEN_WAIT: Duration = Duration::from_secs(3);
+/// The pause between two looks.
+const START_TOKEN_RETRY: Duration = Duration::from_millis(200);
 
 /// Set while a [`BeforeCallHook`] is armed: the only cost of the hook when it is not (one relaxed
 /// load per operation).
@@ -157,7 +161,7 @@ impl Shared {
             generations: std::sync::atomic::AtomicU64::new(0),
             on_closed: Mutex::new(None),
         };
-        let live = shared.connect(requested_workers)?;
+        let live = shared.connect_at_start(requested_workers)?;
         let limit = shared.session_limit(live.slot);
         if let Some(limit) = limit {
             if requested_workers > limit {
@@ -207,6 +211,23 @@ impl Shared {
 
     /// `C_Initialize`, find the token, open the login session, log in (once).
     /// On failure the library is finalized again so that the next try sees a fresh token list.
+    /// [`Shared::connect`] for the first time, looking again for a token that is not found for up
+    /// to [`START_TOKEN_WAIT`]: SoftHSM reads its token folder at `C_Initialize`, and a token whose
+    /// files another process is rewriting at that moment (a second instance generating its keys)
+    /// is missing from that read. Any other error is final at once.
+    fn connect_at_start(&self, workers: usize) -> Result<Live, OpenError> {
+        let deadline = Instant::now() + START_TOKEN_WAIT;
+        loop {
+            match self.connect(workers) {
+                Err(OpenError::TokenNotFound { selector }) if Instant::now() < deadline => {
+                    tracing::info!(token = %selector, "token not found yet; looking again");
+                    std::thread::sleep(START_TOKEN_RETRY);
+                }
+                other => return other,
+            }
+        }
+    }
+
     fn connect(&self, workers: usize) -> Result<Live, OpenError> {
         token::initialize(&self.lib).map_err(|e| match token::classify(&e) {
             Fault::Session(_) => SignerError::TokenUnavailable,
