@@ -13,6 +13,7 @@ use offline_signer::store::{
     verify_audit_chain,
 };
 use offline_signer_testkit::store_backends::{Backend, Sled};
+use offline_signer_testkit::store_fixtures::copy_dir;
 use offline_signer_testkit::store_fixtures::t;
 use offline_signer_testkit::store_scenarios;
 
@@ -205,20 +206,6 @@ fn evidence_bundle_verifies_and_one_changed_byte_fails<B: Backend>() {
         );
     }
     assert!(tried > 100, "{tried}");
-}
-
-/// Copies a folder tree (a sled data folder at rest).
-fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for entry in std::fs::read_dir(from).unwrap() {
-        let entry = entry.unwrap();
-        let target = to.join(entry.file_name());
-        if entry.file_type().unwrap().is_dir() {
-            copy_dir(&entry.path(), &target);
-        } else {
-            std::fs::copy(entry.path(), target).unwrap();
-        }
-    }
 }
 
 #[test]

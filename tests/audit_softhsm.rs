@@ -5,6 +5,7 @@
 //! accept the honest trail and catch a restored older data folder and a changed byte.
 #![allow(clippy::unwrap_used)] // tests: a panic is the failure report
 
+use offline_signer_testkit::store_fixtures::copy_dir;
 use std::path::Path;
 use std::process::{Command, Output};
 use std::time::Duration;
@@ -28,19 +29,6 @@ fn text(out: &Output) -> String {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     )
-}
-
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for entry in std::fs::read_dir(from).unwrap() {
-        let entry = entry.unwrap();
-        let target = to.join(entry.file_name());
-        if entry.file_type().unwrap().is_dir() {
-            copy_dir(&entry.path(), &target);
-        } else {
-            std::fs::copy(entry.path(), target).unwrap();
-        }
-    }
 }
 
 fn lines(path: &Path) -> Vec<serde_json::Value> {

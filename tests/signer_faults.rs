@@ -24,6 +24,39 @@ async fn no_hang<T>(f: impl std::future::Future<Output = T>) -> T {
         .expect("a signer call hung")
 }
 
+/// One key of each kind the faults are tried on: a master key, the storage keys, a wrapped
+/// activation key pair and a secret sealed under the DEK.
+struct Keys {
+    master: offline_signer::signer::GeneratedKeyPair,
+    ids: offline_signer::signer::StorageKeyIds,
+    pair: offline_signer::signer::WrappedKeyPair,
+    sealed: offline_signer::model::EncryptedSecret,
+}
+
+impl Keys {
+    async fn make(signer: &Pkcs11Signer) -> Self {
+        let master = signer.generate_master_key().await.expect("master");
+        let ids = signer
+            .ensure_storage_keys(None)
+            .await
+            .expect("storage keys");
+        let pair = signer
+            .generate_wrapped_key_pair(&ids.kek)
+            .await
+            .expect("pair");
+        let sealed = signer
+            .encrypt_secret(&ids.dek, b"act", b"factor")
+            .await
+            .expect("seal");
+        Self {
+            master,
+            ids,
+            pair,
+            sealed,
+        }
+    }
+}
+
 fn token_subdir(tokens: &std::path::Path) -> PathBuf {
     let mut dirs: Vec<PathBuf> = std::fs::read_dir(tokens)
         .expect("tokens dir")
@@ -39,19 +72,12 @@ fn token_taken_away_and_given_back() {
     with_token("token_taken_away_and_given_back", "faults", |token| {
         runtime().block_on(async {
             let signer = Pkcs11Signer::open(&token.config()).await.expect("open");
-            let master = signer.generate_master_key().await.expect("master");
-            let ids = signer
-                .ensure_storage_keys(None)
-                .await
-                .expect("storage keys");
-            let pair = signer
-                .generate_wrapped_key_pair(&ids.kek)
-                .await
-                .expect("pair");
-            let sealed = signer
-                .encrypt_secret(&ids.dek, b"act", b"factor")
-                .await
-                .expect("seal");
+            let Keys {
+                master,
+                ids,
+                pair,
+                sealed,
+            } = Keys::make(&signer).await;
             let digest = [7u8; 32];
             signer
                 .sign_digest(KeyRef::Token(&master.id), &digest)
@@ -462,19 +488,12 @@ fn token_removed_between_checkout_and_call_is_only_ever_unavailable() {
                 let mut cfg = token.config();
                 cfg.pool_size = NonZeroUsize::new(WORKERS).unwrap();
                 let signer = Pkcs11Signer::open(&cfg).await.expect("open");
-                let master = signer.generate_master_key().await.expect("master");
-                let ids = signer
-                    .ensure_storage_keys(None)
-                    .await
-                    .expect("storage keys");
-                let pair = signer
-                    .generate_wrapped_key_pair(&ids.kek)
-                    .await
-                    .expect("pair");
-                let sealed = signer
-                    .encrypt_secret(&ids.dek, b"act", b"factor")
-                    .await
-                    .expect("seal");
+                let Keys {
+                    master,
+                    ids,
+                    pair,
+                    sealed,
+                } = Keys::make(&signer).await;
                 let peer = offline_signer::crypto::PrivateKey::generate(&mut rand::rngs::OsRng)
                     .public_key();
                 let digest = [9u8; 32];

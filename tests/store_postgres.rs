@@ -585,4 +585,3 @@ fn usable_and_droppable_on_the_callers_tokio_runtime() {
         drop(store);
     });
 }
-

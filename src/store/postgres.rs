@@ -415,6 +415,32 @@ async fn maybe_append(
     }
 }
 
+/// Reads application `id` in `tx` and locks its row until the commit.
+async fn lock_application(tx: &Tx<'_>, id: &str) -> Result<Application, StoreError> {
+    let lock = tx
+        .prepare_cached("SELECT record FROM applications WHERE id = $1 FOR UPDATE")
+        .await
+        .map_err(db)?;
+    let Some(row) = tx.query_opt(&lock, &[&id]).await.map_err(db)? else {
+        return Err(StoreError::NotFound {
+            what: "application",
+        });
+    };
+    codec::decode_application(row.get(0)).map_err(corrupt)
+}
+
+/// Writes application `id` back in `tx` (its row locked by [`lock_application`]).
+async fn save_application(tx: &Tx<'_>, id: &str, app: &Application) -> Result<(), StoreError> {
+    let update = tx
+        .prepare_cached("UPDATE applications SET record = $2 WHERE id = $1")
+        .await
+        .map_err(db)?;
+    tx.execute(&update, &[&id, &codec::encode_application(app)])
+        .await
+        .map_err(db)?;
+    Ok(())
+}
+
 /// Indexes one application key in `tx`; [`StoreError::AlreadyExists`] if any application has it.
 async fn insert_application_key(
     tx: &Tx<'_>,
@@ -899,16 +925,7 @@ impl Store for PgStore {
         let chain = self.lanes();
         self.engine.run(|pool| async move {
             in_transaction!(pool, |tx| {
-                let lock = tx
-                    .prepare_cached("SELECT record FROM applications WHERE id = $1 FOR UPDATE")
-                    .await
-                    .map_err(db)?;
-                let Some(row) = tx.query_opt(&lock, &[&id]).await.map_err(db)? else {
-                    return Err(StoreError::NotFound {
-                        what: "application",
-                    });
-                };
-                let mut app = codec::decode_application(row.get(0)).map_err(corrupt)?;
+                let mut app = lock_application(&tx, &id).await?;
                 if app.versions.iter().any(|v| v.id == version.id) {
                     return Err(StoreError::AlreadyExists {
                         what: "application version",
@@ -916,13 +933,7 @@ impl Store for PgStore {
                 }
                 insert_application_key(&tx, &version.application_key, &id).await?;
                 app.versions.push(version);
-                let update = tx
-                    .prepare_cached("UPDATE applications SET record = $2 WHERE id = $1")
-                    .await
-                    .map_err(db)?;
-                tx.execute(&update, &[&id, &codec::encode_application(&app)])
-                    .await
-                    .map_err(db)?;
+                save_application(&tx, &id, &app).await?;
                 maybe_append(&tx, &chain, audit).await?;
                 app
             })
@@ -1081,24 +1092,9 @@ impl Store for PgStore {
         let chain = self.lanes();
         self.engine.run(|pool| async move {
             in_transaction!(pool, |tx| {
-                let lock = tx
-                    .prepare_cached("SELECT record FROM applications WHERE id = $1 FOR UPDATE")
-                    .await
-                    .map_err(db)?;
-                let Some(row) = tx.query_opt(&lock, &[&id]).await.map_err(db)? else {
-                    return Err(StoreError::NotFound {
-                        what: "application",
-                    });
-                };
-                let mut app = codec::decode_application(row.get(0)).map_err(corrupt)?;
+                let mut app = lock_application(&tx, &id).await?;
                 app.master_keys.insert(0, key);
-                let update = tx
-                    .prepare_cached("UPDATE applications SET record = $2 WHERE id = $1")
-                    .await
-                    .map_err(db)?;
-                tx.execute(&update, &[&id, &codec::encode_application(&app)])
-                    .await
-                    .map_err(db)?;
+                save_application(&tx, &id, &app).await?;
                 maybe_append(&tx, &chain, audit).await?;
                 app
             })

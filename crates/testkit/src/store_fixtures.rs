@@ -96,3 +96,17 @@ pub fn verify_draft(
         ..AuditDraft::new(t(10), AuditOperation::Verify, outcome)
     }
 }
+
+/// Copies a folder tree (a sled data folder at rest, to put back later as an "older copy").
+pub fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), target).unwrap();
+        }
+    }
+}

@@ -414,6 +414,7 @@ async fn http_runs(
             for level in LEVELS {
                 let s = costed(
                     &server,
+                    target,
                     target.run_create(kind, APPLICATION, &ids, level, o.seconds),
                 )
                 .await?;
@@ -531,23 +532,28 @@ async fn verify_run(
     let payloads = target.issue_payloads(APPLICATION, n, 32).await?;
     let run = target.run_verify(phones, selection, payloads, concurrency, max_skip);
     match server {
-        Some(server) => costed(server, run).await,
+        Some(server) => costed(server, target, run).await,
         None => run.await,
     }
 }
 
 /// Runs one timed run and fills in what it cost the server (every instance, summed) and the load
-/// generator per request.
+/// generator per request, and the PKCS#11 object searches it made.
 async fn costed(
     server: &Server,
+    target: &load::Target,
     run: impl std::future::Future<Output = Result<stats::Summary, BenchError>>,
 ) -> Result<stats::Summary, BenchError> {
     let pids = server.pids();
+    let searches_before = target.object_searches().await;
     let before = (cost::ProcCost::of_all(&pids), cost::ProcCost::of_self());
     let summary = run.await?;
     let after = (cost::ProcCost::of_all(&pids), cost::ProcCost::of_self());
+    let searches_after = target.object_searches().await;
     let per = cost::per_request((before.0, after.0), (before.1, after.1), summary.requests);
-    Ok(summary.with_cost(per))
+    Ok(summary
+        .with_cost(per)
+        .with_object_searches(searches_before, searches_after))
 }
 
 /// The server as child processes (`offline-signer serve`, one per configuration), stderr to a log

@@ -529,6 +529,29 @@ impl Client {
         &self.base
     }
 
+    /// `GET /metrics`: the Prometheus text, or `Ok(None)` when the service answers anything but 200
+    /// (metrics switched off, or served on `ops_listen` only).
+    pub async fn metrics_text(&self) -> Result<Option<String>, ClientError> {
+        let url = format!("{}/metrics", self.base);
+        let response =
+            self.http
+                .get(&url)
+                .send()
+                .await
+                .map_err(|source| ClientError::Unreachable {
+                    url: url.clone(),
+                    source,
+                })?;
+        if !response.status().is_success() {
+            return Ok(None);
+        }
+        let text = response
+            .text()
+            .await
+            .map_err(|source| ClientError::Unreachable { url, source })?;
+        Ok(Some(text))
+    }
+
     /// `GET /health`: `Ok(true)` on HTTP 200.
     pub async fn health(&self) -> Result<bool, ClientError> {
         let url = format!("{}/health", self.base);

@@ -132,8 +132,34 @@ fn clock_ticks_per_second() -> u64 {
     })
 }
 
+/// The value of the Prometheus counter `name` (its unlabelled sample) in a `/metrics` text; `None`
+/// when it is absent (the counter was never incremented) or does not parse.
+pub fn prometheus_counter(text: &str, name: &str) -> Option<f64> {
+    text.lines()
+        .filter(|line| !line.starts_with('#'))
+        .find_map(|line| {
+            let (metric, value) = line.split_once(' ')?;
+            (metric == name)
+                .then(|| value.trim().parse().ok())
+                .flatten()
+        })
+}
+
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn a_counter_is_read_from_the_prometheus_text() {
+        let text = "# HELP x\n# TYPE offline_signer_hsm_object_searches_total counter\n\
+                    offline_signer_hsm_object_searches_total 42\n\
+                    offline_signer_hsm_object_searches_total_other 7\n";
+        assert_eq!(
+            prometheus_counter(text, "offline_signer_hsm_object_searches_total"),
+            Some(42.0)
+        );
+        assert_eq!(prometheus_counter(text, "missing"), None);
+        assert_eq!(prometheus_counter("a nope\n", "a"), None);
+    }
     use super::*;
 
     #[test]

@@ -37,6 +37,9 @@ pub enum Create {
     Personalized,
 }
 
+/// The server's counter of PKCS#11 object searches.
+const OBJECT_SEARCHES: &str = "offline_signer_hsm_object_searches_total";
+
 /// Where and as whom requests go: one instance, or several serving one shared store, each request
 /// sent to the next instance in turn.
 #[derive(Debug, Clone)]
@@ -46,6 +49,18 @@ pub struct Target {
 }
 
 impl Target {
+    /// PKCS#11 object searches made so far, summed over every instance (the servers' counter
+    /// `offline_signer_hsm_object_searches_total`, absent = 0); `None` when an instance's
+    /// `/metrics` cannot be read.
+    pub async fn object_searches(&self) -> Option<f64> {
+        let mut total = 0.0;
+        for client in self.clients.iter() {
+            let text = client.metrics_text().await.ok()??;
+            total += super::cost::prometheus_counter(&text, OBJECT_SEARCHES).unwrap_or(0.0);
+        }
+        Some(total)
+    }
+
     /// A target at `origin` (`http://HOST:PORT`) with an integration credential.
     pub fn new(origin: &str, credentials: Credentials) -> Result<Self, BenchError> {
         Self::spread(&[origin.to_owned()], credentials)

@@ -169,11 +169,11 @@ pub fn table(result: &Value) -> String {
     out.push('\n');
     let _ = writeln!(
         out,
-        "| Service over HTTP | concurrency | /s | p50 ms | p99 ms | p99.9 ms | errors | ratio to ceiling | server CPU us/req | ctx switches/req | load-gen CPU us/req |"
+        "| Service over HTTP | concurrency | /s | p50 ms | p99 ms | p99.9 ms | errors | ratio to ceiling | server CPU us/req | ctx switches/req | load-gen CPU us/req | HSM object searches/req |"
     );
     let _ = writeln!(
         out,
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
     );
     for method in METHODS {
         for level in ["1", "32", "128"] {
@@ -188,7 +188,7 @@ pub fn table(result: &Value) -> String {
             };
             let _ = writeln!(
                 out,
-                "| {method} | {level} | {} | {} | {} | {} | {} | {ratio} | {} | {} | {} |",
+                "| {method} | {level} | {} | {} | {} | {} | {} | {ratio} | {} | {} | {} | {} |",
                 fmt(num(s, &["per_s"])),
                 fmt(num(s, &["p50_ms"])),
                 fmt(num(s, &["p99_ms"])),
@@ -197,6 +197,7 @@ pub fn table(result: &Value) -> String {
                 fmt(num(s, &["server_cpu_us_per_request"])),
                 fmt(num(s, &["ctx_switches_per_request"])),
                 fmt(num(s, &["loadgen_cpu_us_per_request"])),
+                fmt(num(s, &["hsm_object_searches_per_request"])),
             );
         }
     }
@@ -204,7 +205,7 @@ pub fn table(result: &Value) -> String {
     if !w.is_null() {
         let _ = writeln!(
             out,
-            "| verify, codes 0-19 steps ahead | 32 | {} | {} | {} | {} | {} | | | | |",
+            "| verify, codes 0-19 steps ahead | 32 | {} | {} | {} | {} | {} | | | | | |",
             fmt(num(w, &["per_s"])),
             fmt(num(w, &["p50_ms"])),
             fmt(num(w, &["p99_ms"])),

@@ -28,6 +28,10 @@ pub struct Summary {
     pub ctx_switches_per_request: Option<f64>,
     /// The load generator's own CPU time per request (reported apart from the server's).
     pub loadgen_cpu_us_per_request: Option<f64>,
+    /// PKCS#11 object searches (`C_FindObjectsInit`) per request over the run, from the server's
+    /// `offline_signer_hsm_object_searches_total`; 0 when every key handle came from the session
+    /// caches; `null` when `/metrics` could not be read.
+    pub hsm_object_searches_per_request: Option<f64>,
 }
 
 impl Summary {
@@ -37,6 +41,21 @@ impl Summary {
             server_cpu_us_per_request: cost.map(|c| c.server_cpu_us),
             ctx_switches_per_request: cost.map(|c| c.server_ctx_switches),
             loadgen_cpu_us_per_request: cost.map(|c| c.loadgen_cpu_us),
+            ..self
+        }
+    }
+
+    /// The same summary with the object searches made during the run (server counter before and
+    /// after) divided by its requests.
+    pub fn with_object_searches(self, before: Option<f64>, after: Option<f64>) -> Self {
+        let per = match (before, after) {
+            (Some(b), Some(a)) if self.requests > 0 && a >= b => {
+                Some((a - b) / self.requests as f64)
+            }
+            _ => None,
+        };
+        Self {
+            hsm_object_searches_per_request: per,
             ..self
         }
     }
@@ -104,6 +123,7 @@ impl Latencies {
             p999_ms: percentile_ms(&self.micros, 0.999),
             server_cpu_us_per_request: None,
             ctx_switches_per_request: None,
+            hsm_object_searches_per_request: None,
             loadgen_cpu_us_per_request: None,
         }
     }
