@@ -159,7 +159,7 @@ impl Service {
         // task: a valid code at the expected position costs about a microsecond per type, and the
         // worst case (no match, 20 positions × 2 types × 2 TOTP candidates) about 45 µs (about
         // 150 µs at the largest `signature.lookahead`, 64): less than, or about what, a round trip
-        // through the blocking pool costs in thread wake-ups (docs/performance-notes.md).
+        // through the blocking pool costs in thread wake-ups (docs/performance.md, "Round 2 work log").
         let found = WindowSearch {
             keys: &keys,
             counter: CounterData::from_bytes(activation.ctr_data),

@@ -13,7 +13,10 @@
 //! one flush serves them too. Each flush costs far more than its `fsync`: sled hands the write of its
 //! log buffer to its own I/O thread pool, whose condition variable wakes every idle I/O thread (seven
 //! or more context switches per flush, measured with `/proc/PID/task/*/status`). A writer that comes
-//! after a quiet spell (concurrency 1) flushes at once, so its latency is unchanged.
+//! after a quiet spell (concurrency 1) flushes at once, so its latency is unchanged. The price: a
+//! lone writer in a tight loop (its next write within the window) waits the window every time (the
+//! store ceiling with one writer fell from 8.3k to 1.9k commits/s; over HTTP at concurrency 1 the
+//! gap between writes is longer than the window).
 //!
 //! A write that need not wait draws its ticket with [`GroupCommit::ticket`]; whoever later waits for it
 //! with [`GroupCommit::wait_for`] flushes only if no flush covered it meanwhile.
@@ -25,7 +28,8 @@ use std::sync::{Condvar, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 /// How long a leader under concurrent load waits for more writers before it flushes (see the module
-/// documentation; chosen by measurement, `docs/performance-notes.md`).
+/// documentation). Not tuned yet: `docs/performance.md`, "Round 2 work log", says why and what it
+/// costs a lone writer in a tight loop.
 const GATHER_WINDOW: Duration = Duration::from_micros(300);
 
 /// The state shared by all writers of one store.
