@@ -532,16 +532,7 @@ impl Client {
     /// `GET /metrics`: the Prometheus text, or `Ok(None)` when the service answers anything but 200
     /// (metrics switched off, or served on `ops_listen` only).
     pub async fn metrics_text(&self) -> Result<Option<String>, ClientError> {
-        let url = format!("{}/metrics", self.base);
-        let response =
-            self.http
-                .get(&url)
-                .send()
-                .await
-                .map_err(|source| ClientError::Unreachable {
-                    url: url.clone(),
-                    source,
-                })?;
+        let (url, response) = self.get("/metrics").await?;
         if !response.status().is_success() {
             return Ok(None);
         }
@@ -554,14 +545,16 @@ impl Client {
 
     /// `GET /health`: `Ok(true)` on HTTP 200.
     pub async fn health(&self) -> Result<bool, ClientError> {
-        let url = format!("{}/health", self.base);
-        let response = self
-            .http
-            .get(&url)
-            .send()
-            .await
-            .map_err(|source| ClientError::Unreachable { url, source })?;
-        Ok(response.status().is_success())
+        Ok(self.get("/health").await?.1.status().is_success())
+    }
+
+    /// `GET` of an operations endpoint (no credential); the URL and the answer.
+    async fn get(&self, path: &str) -> Result<(String, reqwest::Response), ClientError> {
+        let url = format!("{}{path}", self.base);
+        match self.http.get(&url).send().await {
+            Ok(response) => Ok((url, response)),
+            Err(source) => Err(ClientError::Unreachable { url, source }),
+        }
     }
 
     /// `POST /rest/v3/application/create`.
