@@ -404,7 +404,10 @@ fn killed_connections_fail_calls_with_io_and_the_pool_recovers() {
                 while !stop.load(std::sync::atomic::Ordering::Relaxed) {
                     match verify_once(store.as_ref(), &id) {
                         Ok(ack) => acked.push(ack),
-                        Err(StoreError::Io { .. }) => failed += 1,
+                        // A connection killed mid-COMMIT is an unknown outcome, not an I/O error.
+                        Err(StoreError::Io { .. } | StoreError::OutcomeUnknown { .. }) => {
+                            failed += 1
+                        }
                         // A commit whose answer was lost may have landed; the retry then reads a
                         // fresh version, so a conflict here would be a store bug.
                         Err(e) => panic!("only I/O errors are expected, got {e}"),
