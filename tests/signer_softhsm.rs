@@ -112,3 +112,50 @@ fn softhsm_hot_path_makes_no_object_search() {
         },
     );
 }
+
+/// SoftHSM keeps one object list per process and reads the token folder again only when the
+/// token's generation moved since it last looked; a process that itself changes the token takes the
+/// new generation as seen, so a key another process made just before stays invisible to it. Two
+/// instances starting at once, or creating applications at once, meet exactly this. A key the
+/// caller names by id and the signer does not find makes it read the token again, once.
+#[test]
+fn a_key_another_process_made_is_found_after_this_process_changed_the_token() {
+    run(
+        "a_key_another_process_made_is_found_after_this_process_changed_the_token",
+        async |s, token| {
+            use offline_signer::model::KeyId;
+            use offline_signer::signer::{KeyRef, Signer, master_label};
+            // The signer has read the token's object list.
+            s.ensure_storage_keys(None).await.unwrap();
+            // Another process makes an application master key.
+            let theirs = KeyId::generate();
+            let out = std::process::Command::new("pkcs11-tool")
+                .args(["--module", softhsm::MODULE, "--token-label", &token.label])
+                .args(["--login", "--pin", token.user_pin().trim()])
+                .args([
+                    "--keypairgen",
+                    "--key-type",
+                    "EC:prime256v1",
+                    "--usage-sign",
+                ])
+                .args([
+                    "--label",
+                    &master_label(&theirs),
+                    "--id",
+                    &theirs.to_string(),
+                ])
+                .output()
+                .expect("pkcs11-tool runs");
+            assert!(
+                out.status.success(),
+                "pkcs11-tool failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            // This process changes the token before it looks again.
+            s.generate_master_key().await.unwrap();
+            s.sign_digest(KeyRef::Token(&theirs), &[7; 32])
+                .await
+                .expect("the other process's key is found");
+        },
+    );
+}

@@ -125,10 +125,37 @@ impl Pkcs11Signer {
         T: Send + 'static,
         F: Fn(&Ctx<'_>) -> Result<T, OpError> + Send + 'static,
     {
+        self.queue(op, None).await
+    }
+
+    /// Runs `op`, which looks up a key by the id the caller recorded; when the token answers
+    /// [`SignerError::KeyNotFound`], reads the token again ([`Shared::reread`]; `force` skips its
+    /// spacing, for start-up) and runs `op` once more.
+    async fn run_named<T, F>(&self, op: F, force: bool) -> Result<T, SignerError>
+    where
+        T: Send + 'static,
+        F: Fn(&Ctx<'_>) -> Result<T, OpError> + Clone + Send + 'static,
+    {
+        match self.run(op.clone()).await {
+            Err(SignerError::KeyNotFound { .. }) => self.queue(op, Some(force)).await,
+            answer => answer,
+        }
+    }
+
+    /// Queues `op` (after a re-read of the token when `reread` is `Some(force)`) and awaits its
+    /// answer within the timeout.
+    async fn queue<T, F>(&self, op: F, reread: Option<bool>) -> Result<T, SignerError>
+    where
+        T: Send + 'static,
+        F: Fn(&Ctx<'_>) -> Result<T, OpError> + Send + 'static,
+    {
         let (tx, rx) = tokio::sync::oneshot::channel();
         let job: Job = Box::new(move |shared: &Shared, idx: usize| {
             if tx.is_closed() {
                 return; // the caller timed out while the job was queued
+            }
+            if let Some(force) = reread {
+                shared.reread(force);
             }
             let _ = tx.send(shared.execute(idx, &op));
         });
@@ -180,15 +207,24 @@ impl Signer for Pkcs11Signer {
         &self,
         recorded: Option<StorageKeyIds>,
     ) -> Result<StorageKeyIds, SignerError> {
-        self.run(move |ctx| ops::ensure_storage(ctx, recorded))
-            .await
+        let op = move |ctx: &Ctx<'_>| ops::ensure_storage(ctx, recorded);
+        if recorded.is_some() {
+            self.run_named(op, true).await
+        } else {
+            self.run(op).await
+        }
     }
 
     async fn ensure_audit_key(
         &self,
         recorded: Option<KeyId>,
     ) -> Result<GeneratedKeyPair, SignerError> {
-        self.run(move |ctx| ops::ensure_audit(ctx, recorded)).await
+        let op = move |ctx: &Ctx<'_>| ops::ensure_audit(ctx, recorded);
+        if recorded.is_some() {
+            self.run_named(op, true).await
+        } else {
+            self.run(op).await
+        }
     }
 
     async fn destroy_key(&self, id: &KeyId) -> Result<bool, SignerError> {
@@ -210,7 +246,7 @@ impl Signer for Pkcs11Signer {
         match key {
             KeyRef::Token(id) => {
                 let id = *id;
-                self.run(move |ctx| ops::sign_token(ctx, &id, &digest))
+                self.run_named(move |ctx| ops::sign_token(ctx, &id, &digest), false)
                     .await
             }
             KeyRef::Wrapped(w) => {

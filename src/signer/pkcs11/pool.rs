@@ -36,6 +36,10 @@ const START_TOKEN_WAIT: Duration = Duration::from_secs(3);
 /// The pause between two looks.
 const START_TOKEN_RETRY: Duration = Duration::from_millis(200);
 
+/// Shortest time between two re-reads of the token asked for by a key that was not found
+/// ([`Shared::reread`]), unless forced.
+const REREAD_SPACING: Duration = Duration::from_secs(1);
+
 /// Set while a [`BeforeCallHook`] is armed: the only cost of the hook when it is not (one relaxed
 /// load per operation).
 static BEFORE_CALL_ARMED: AtomicBool = AtomicBool::new(false);
@@ -123,6 +127,8 @@ pub(crate) struct Shared {
     workers: usize,
     state: RwLock<State>,
     generations: std::sync::atomic::AtomicU64,
+    /// When the token was last read again on request ([`Shared::reread`]).
+    last_reread: Mutex<Option<Instant>>,
     /// Told when the last worker has closed the sessions and finalized the library.
     on_closed: Mutex<Option<tokio::sync::oneshot::Sender<()>>>,
 }
@@ -159,6 +165,7 @@ impl Shared {
                 delay: BACKOFF_START,
             }),
             generations: std::sync::atomic::AtomicU64::new(0),
+            last_reread: Mutex::new(None),
             on_closed: Mutex::new(None),
         };
         let live = shared.connect_at_start(requested_workers)?;
@@ -311,6 +318,41 @@ impl Shared {
         tracing::warn!(token = %self.selector, "token connection lost; re-initializing");
         self.tear_down(live);
         self.reconnect_locked(&mut state);
+    }
+
+    /// Closes every session, finalizes the library and connects again at once, so that the library
+    /// reads the token afresh; whether the connection is live afterwards.
+    ///
+    /// For a key the caller names by id that the token does not show: SoftHSM 2 keeps one object
+    /// list per process and reads the token folder again only when the token's generation moved
+    /// since it last looked, and a process that changes the token itself takes the new generation as
+    /// seen; a key another process made just before stays invisible until the next change
+    /// (docs/key-isolation.md). Unless `force`d, at most once per [`REREAD_SPACING`]: a key that is
+    /// really missing must not make every request tear the connection down.
+    pub(crate) fn reread(&self, force: bool) -> bool {
+        let mut state = self.state.write().unwrap_or_else(|p| p.into_inner());
+        {
+            let mut last = lock(&self.last_reread);
+            if !force && last.is_some_and(|at| at.elapsed() < REREAD_SPACING) {
+                return matches!(*state, State::Live(_));
+            }
+            *last = Some(Instant::now());
+        }
+        let down = State::Down {
+            retry_at: Instant::now(),
+            delay: BACKOFF_START,
+        };
+        let live = match std::mem::replace(&mut *state, down) {
+            State::Live(live) => live,
+            other => {
+                *state = other;
+                return false;
+            }
+        };
+        tracing::info!(token = %self.selector, "reading the token again (a named key was not found)");
+        self.tear_down(live);
+        self.reconnect_locked(&mut state);
+        matches!(*state, State::Live(_))
     }
 
     /// Tries to re-connect if the back-off allows; the caller holds the write lock.
