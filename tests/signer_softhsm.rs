@@ -75,7 +75,7 @@ fn softhsm_unwrapped_key_is_never_extractable() {
 /// object file on each search).
 #[test]
 fn softhsm_hot_path_makes_no_object_search() {
-    use offline_signer::signer::pkcs11::object_searches;
+    use offline_signer::signer::pkcs11::{key_handle_cache_hits, object_searches};
     use offline_signer::signer::{KeyRef, Signer};
     with_token(
         "softhsm_hot_path_makes_no_object_search",
@@ -94,6 +94,7 @@ fn softhsm_hot_path_makes_no_object_search() {
                     .unwrap();
                 s.decrypt_secret(&ids.dek, b"aad", &sealed).await.unwrap();
                 let searches = object_searches();
+                let hits = key_handle_cache_hits();
                 for i in 0..1000u32 {
                     let digest = [(i % 251) as u8; 32];
                     s.sign_digest(KeyRef::Token(&master.id), &digest)
@@ -107,6 +108,8 @@ fn softhsm_hot_path_makes_no_object_search() {
                     searches,
                     "the hot path searched for objects"
                 );
+                // Every one of those look-ups was answered by the cache (and counted as such).
+                assert_eq!(key_handle_cache_hits() - hits, 2000);
                 s.shutdown().await;
             })
         },

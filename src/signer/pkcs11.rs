@@ -30,7 +30,7 @@ use ops::{Ctx, OpError};
 use pool::{Job, Shared};
 
 pub use isolation::{ProvisionOutcome, provision_blocking};
-pub use ops::{object_searches, temporary_objects_alive};
+pub use ops::{key_handle_cache_hits, object_searches, temporary_objects_alive};
 #[doc(hidden)]
 pub use pool::{BeforeCallHook, arm_before_call};
 

@@ -538,22 +538,22 @@ async fn verify_run(
 }
 
 /// Runs one timed run and fills in what it cost the server (every instance, summed) and the load
-/// generator per request, and the PKCS#11 object searches it made.
+/// generator per request, and the PKCS#11 look-ups it made (searches, cache hits).
 async fn costed(
     server: &Server,
     target: &load::Target,
     run: impl std::future::Future<Output = Result<stats::Summary, BenchError>>,
 ) -> Result<stats::Summary, BenchError> {
     let pids = server.pids();
-    let searches_before = target.object_searches().await;
+    let lookups_before = target.hsm_lookups().await;
     let before = (cost::ProcCost::of_all(&pids), cost::ProcCost::of_self());
     let summary = run.await?;
     let after = (cost::ProcCost::of_all(&pids), cost::ProcCost::of_self());
-    let searches_after = target.object_searches().await;
+    let lookups_after = target.hsm_lookups().await;
     let per = cost::per_request((before.0, after.0), (before.1, after.1), summary.requests);
     Ok(summary
         .with_cost(per)
-        .with_object_searches(searches_before, searches_after))
+        .with_hsm_lookups(lookups_before, lookups_after))
 }
 
 /// The server as child processes (`offline-signer serve`, one per configuration), stderr to a log

@@ -86,6 +86,15 @@ pub fn object_searches() -> u64 {
     OBJECT_SEARCHES.load(Ordering::Relaxed)
 }
 
+/// Look-ups of a long-lived token key answered from a session's cache of handles (no search).
+static HANDLE_CACHE_HITS: AtomicU64 = AtomicU64::new(0);
+
+/// How many key look-ups this process answered from a session's cache of handles (also the metric
+/// `offline_signer_hsm_key_handle_cache_hits_total`); with [`object_searches`], the cache's hit rate.
+pub fn key_handle_cache_hits() -> u64 {
+    HANDLE_CACHE_HITS.load(Ordering::Relaxed)
+}
+
 /// The handles of long-lived token keys one session has looked up, by class, label and id. A handle
 /// is valid for its session's connection: the cache lives and dies with the session (see
 /// `pool::WorkerSession`), and a handle the token calls invalid is dropped and looked up again.
@@ -245,6 +254,8 @@ fn cached_key(
     id: &KeyId,
 ) -> Result<ObjectHandle, OpError> {
     if let Some(handle) = ctx.handles.get(class, label, id) {
+        HANDLE_CACHE_HITS.fetch_add(1, Ordering::Relaxed);
+        metrics::counter!("offline_signer_hsm_key_handle_cache_hits_total").increment(1);
         return Ok(handle);
     }
     let handle = find_one(ctx, class, label, id)?;

@@ -39,6 +39,18 @@ pub enum Create {
 
 /// The server's counter of PKCS#11 object searches.
 const OBJECT_SEARCHES: &str = "offline_signer_hsm_object_searches_total";
+/// The server's counter of key look-ups answered from a session's cache of handles.
+const HANDLE_CACHE_HITS: &str = "offline_signer_hsm_key_handle_cache_hits_total";
+
+/// The servers' PKCS#11 look-up counters at one moment, summed over every instance.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct HsmLookups {
+    /// Object searches (`offline_signer_hsm_object_searches_total`).
+    pub searches: f64,
+    /// Look-ups answered from a session's cache of key handles
+    /// (`offline_signer_hsm_key_handle_cache_hits_total`).
+    pub cache_hits: f64,
+}
 
 /// Where and as whom requests go: one instance, or several serving one shared store, each request
 /// sent to the next instance in turn.
@@ -49,14 +61,18 @@ pub struct Target {
 }
 
 impl Target {
-    /// PKCS#11 object searches made so far, summed over every instance (the servers' counter
-    /// `offline_signer_hsm_object_searches_total`, absent = 0); `None` when an instance's
-    /// `/metrics` cannot be read.
-    pub async fn object_searches(&self) -> Option<f64> {
-        let mut total = 0.0;
+    /// PKCS#11 object searches and key-handle cache hits so far, summed over every instance (an
+    /// absent counter counts 0); `None` when an instance's `/metrics` cannot be read.
+    pub async fn hsm_lookups(&self) -> Option<HsmLookups> {
+        let mut total = HsmLookups {
+            searches: 0.0,
+            cache_hits: 0.0,
+        };
         for client in self.clients.iter() {
             let text = client.metrics_text().await.ok()??;
-            total += super::cost::prometheus_counter(&text, OBJECT_SEARCHES).unwrap_or(0.0);
+            let counter = |name| super::cost::prometheus_counter(&text, name).unwrap_or(0.0);
+            total.searches += counter(OBJECT_SEARCHES);
+            total.cache_hits += counter(HANDLE_CACHE_HITS);
         }
         Some(total)
     }

@@ -169,11 +169,11 @@ pub fn table(result: &Value) -> String {
     out.push('\n');
     let _ = writeln!(
         out,
-        "| Service over HTTP | concurrency | /s | p50 ms | p99 ms | p99.9 ms | errors | ratio to ceiling | server CPU us/req | ctx switches/req | load-gen CPU us/req | HSM object searches/req |"
+        "| Service over HTTP | concurrency | /s | p50 ms | p99 ms | p99.9 ms | errors | ratio to ceiling | server CPU us/req | ctx switches/req | load-gen CPU us/req | HSM object searches/req | key handle cache hit rate |"
     );
     let _ = writeln!(
         out,
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
     );
     for method in METHODS {
         for level in ["1", "32", "128"] {
@@ -188,7 +188,7 @@ pub fn table(result: &Value) -> String {
             };
             let _ = writeln!(
                 out,
-                "| {method} | {level} | {} | {} | {} | {} | {} | {ratio} | {} | {} | {} | {} |",
+                "| {method} | {level} | {} | {} | {} | {} | {} | {ratio} | {} | {} | {} | {} | {} |",
                 fmt(num(s, &["per_s"])),
                 fmt(num(s, &["p50_ms"])),
                 fmt(num(s, &["p99_ms"])),
@@ -198,6 +198,7 @@ pub fn table(result: &Value) -> String {
                 fmt(num(s, &["ctx_switches_per_request"])),
                 fmt(num(s, &["loadgen_cpu_us_per_request"])),
                 fmt(num(s, &["hsm_object_searches_per_request"])),
+                fmt(num(s, &["hsm_key_handle_cache_hit_rate"])),
             );
         }
     }
@@ -205,7 +206,7 @@ pub fn table(result: &Value) -> String {
     if !w.is_null() {
         let _ = writeln!(
             out,
-            "| verify, codes 0-19 steps ahead | 32 | {} | {} | {} | {} | {} | | | | | |",
+            "| verify, codes 0-19 steps ahead | 32 | {} | {} | {} | {} | {} | | | | | | |",
             fmt(num(w, &["per_s"])),
             fmt(num(w, &["p50_ms"])),
             fmt(num(w, &["p99_ms"])),
@@ -260,11 +261,13 @@ fn fmt(v: Option<f64>) -> String {
     }
 }
 
-/// Two panels: throughput (requests/s) and p99 latency (ms) against concurrency, one line per method.
+/// Four panels against concurrency, one line per method: throughput (requests/s), p99 latency (ms),
+/// server CPU per request (µs) and server context switches per request; under them a line per method
+/// with the HSM object searches per request and the key-handle cache's hit rate at c = 32.
 pub fn svg(result: &Value) -> String {
     const COLORS: [&str; 3] = ["#1f77b4", "#d62728", "#2ca02c"];
     const LEVELS: [&str; 3] = ["1", "32", "128"];
-    let (w, h) = (960.0, 400.0);
+    let (w, h) = (960.0, 800.0);
     let mut out = String::new();
     let _ = writeln!(
         out,
@@ -274,12 +277,18 @@ pub fn svg(result: &Value) -> String {
     for (panel, (field, title)) in [
         ("per_s", "throughput (requests/s)"),
         ("p99_ms", "p99 latency (ms)"),
+        ("server_cpu_us_per_request", "server CPU per request (µs)"),
+        (
+            "ctx_switches_per_request",
+            "server context switches per request",
+        ),
     ]
     .into_iter()
     .enumerate()
     {
-        let x0 = 70.0 + panel as f64 * 470.0;
-        let (y0, pw, ph) = (50.0, 380.0, 270.0);
+        let x0 = 70.0 + (panel % 2) as f64 * 470.0;
+        let y0 = 50.0 + (panel / 2) as f64 * 340.0;
+        let (pw, ph) = (380.0, 270.0);
         let max = METHODS
             .iter()
             .flat_map(|m| {
@@ -292,8 +301,9 @@ pub fn svg(result: &Value) -> String {
         let max = step * f64::from(ticks);
         let _ = writeln!(
             out,
-            r#"<text x="{}" y="30" text-anchor="middle" font-size="14">{title}</text>"#,
-            x0 + pw / 2.0
+            r#"<text x="{}" y="{}" text-anchor="middle" font-size="14">{title}</text>"#,
+            x0 + pw / 2.0,
+            y0 - 20.0
         );
         let _ = writeln!(
             out,
@@ -360,6 +370,18 @@ pub fn svg(result: &Value) -> String {
                 );
             }
         }
+    }
+    for (m, method) in METHODS.iter().enumerate() {
+        let at32 = |field| fmt(num(result, &["service", method, "32", field]));
+        let _ = writeln!(
+            out,
+            r#"<text x="70" y="{}" fill="{}">{}, c = 32: HSM object searches/request {}, key handle cache hit rate {}</text>"#,
+            h - 80.0 + m as f64 * 18.0,
+            COLORS[m],
+            method.replace('_', " "),
+            at32("hsm_object_searches_per_request"),
+            at32("hsm_key_handle_cache_hit_rate"),
+        );
     }
     for (m, method) in METHODS.iter().enumerate() {
         let x = 70.0 + m as f64 * 260.0;
@@ -493,7 +515,7 @@ mod tests {
     }
 
     fn sample() -> Value {
-        let point = |per_s: f64, p99: f64| json!({"per_s": per_s, "p50_ms": 1.0, "p99_ms": p99, "p999_ms": p99 * 2.0, "errors": 0, "server_cpu_us_per_request": 140.0, "ctx_switches_per_request": 9.5});
+        let point = |per_s: f64, p99: f64| json!({"per_s": per_s, "p50_ms": 1.0, "p99_ms": p99, "p999_ms": p99 * 2.0, "errors": 0, "server_cpu_us_per_request": 140.0, "ctx_switches_per_request": 9.5, "hsm_object_searches_per_request": 0.0, "hsm_key_handle_cache_hit_rate": 1.0});
         json!({
             "ceilings": {"pool_size": 2, "token_sign_per_s": 10000.0, "token_sign_per_s_1": 8000.0},
             "service": {
@@ -533,7 +555,7 @@ mod tests {
         let t = table(&sample());
         assert!(
             t.contains(
-                "| non_personalized_create | 32 | 5000 | 1.00 | 30.00 | 60.00 | 0 | 0.500 | 140 | 9.50 |"
+                "| non_personalized_create | 32 | 5000 | 1.00 | 30.00 | 60.00 | 0 | 0.500 | 140 | 9.50 | – | 0 | 1.00 |"
             ),
             "{t}"
         );
@@ -543,7 +565,14 @@ mod tests {
         );
         let s = svg(&sample());
         assert!(s.starts_with("<svg") && s.trim_end().ends_with("</svg>"));
-        assert_eq!(s.matches("<polyline").count(), 6);
+        assert_eq!(s.matches("<polyline").count(), 12);
+        assert!(s.contains("server CPU per request"), "{s}");
+        assert!(
+            s.contains(
+                "verify, c = 32: HSM object searches/request 0, key handle cache hit rate 1.00"
+            ),
+            "{s}"
+        );
     }
 
     #[test]

@@ -32,6 +32,10 @@ pub struct Summary {
     /// `offline_signer_hsm_object_searches_total`; 0 when every key handle came from the session
     /// caches; `null` when `/metrics` could not be read.
     pub hsm_object_searches_per_request: Option<f64>,
+    /// Share of the run's key look-ups answered from the sessions' caches of key handles
+    /// (`offline_signer_hsm_key_handle_cache_hits_total` against the searches), 0 to 1; `null` when
+    /// `/metrics` could not be read or the run looked up no key.
+    pub hsm_key_handle_cache_hit_rate: Option<f64>,
 }
 
 impl Summary {
@@ -45,17 +49,28 @@ impl Summary {
         }
     }
 
-    /// The same summary with the object searches made during the run (server counter before and
-    /// after) divided by its requests.
-    pub fn with_object_searches(self, before: Option<f64>, after: Option<f64>) -> Self {
-        let per = match (before, after) {
-            (Some(b), Some(a)) if self.requests > 0 && a >= b => {
-                Some((a - b) / self.requests as f64)
+    /// The same summary with the server's PKCS#11 look-ups during the run (counters before and
+    /// after): object searches per request and the key-handle cache's hit rate.
+    pub fn with_hsm_lookups(
+        self,
+        before: Option<super::load::HsmLookups>,
+        after: Option<super::load::HsmLookups>,
+    ) -> Self {
+        let delta = match (before, after) {
+            (Some(b), Some(a)) if a.searches >= b.searches && a.cache_hits >= b.cache_hits => {
+                Some((a.searches - b.searches, a.cache_hits - b.cache_hits))
             }
             _ => None,
         };
+        let per_request = delta
+            .filter(|_| self.requests > 0)
+            .map(|(searches, _)| searches / self.requests as f64);
+        let hit_rate = delta
+            .filter(|(searches, hits)| searches + hits > 0.0)
+            .map(|(searches, hits)| hits / (searches + hits));
         Self {
-            hsm_object_searches_per_request: per,
+            hsm_object_searches_per_request: per_request,
+            hsm_key_handle_cache_hit_rate: hit_rate,
             ..self
         }
     }
@@ -124,6 +139,7 @@ impl Latencies {
             server_cpu_us_per_request: None,
             ctx_switches_per_request: None,
             hsm_object_searches_per_request: None,
+            hsm_key_handle_cache_hit_rate: None,
             loadgen_cpu_us_per_request: None,
         }
     }
@@ -165,6 +181,38 @@ mod tests {
         assert_eq!(
             (s.requests, s.p50_ms, s.p999_ms, s.per_s),
             (0, 0.0, 0.0, 0.0)
+        );
+    }
+
+    #[test]
+    fn lookups_give_searches_per_request_and_the_hit_rate() {
+        use super::super::load::HsmLookups;
+        let mut l = Latencies::default();
+        for _ in 0..100 {
+            l.record(Duration::from_millis(1));
+        }
+        let at = |searches, cache_hits| {
+            Some(HsmLookups {
+                searches,
+                cache_hits,
+            })
+        };
+        let s = l
+            .summary(Duration::from_secs(1))
+            .with_hsm_lookups(at(10.0, 1000.0), at(15.0, 1195.0));
+        assert_eq!(s.hsm_object_searches_per_request, Some(0.05));
+        assert_eq!(s.hsm_key_handle_cache_hit_rate, Some(0.975));
+        // No look-up at all: no rate; counters that went back (a restarted server): nothing.
+        let idle = s.with_hsm_lookups(at(3.0, 7.0), at(3.0, 7.0));
+        assert_eq!(idle.hsm_object_searches_per_request, Some(0.0));
+        assert_eq!(idle.hsm_key_handle_cache_hit_rate, None);
+        let restarted = s.with_hsm_lookups(at(3.0, 700.0), at(4.0, 7.0));
+        assert_eq!(restarted.hsm_object_searches_per_request, None);
+        assert_eq!(restarted.hsm_key_handle_cache_hit_rate, None);
+        assert_eq!(
+            s.with_hsm_lookups(None, at(1.0, 1.0))
+                .hsm_key_handle_cache_hit_rate,
+            None
         );
     }
 
