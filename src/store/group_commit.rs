@@ -8,15 +8,15 @@
 //! drawn only after its write is applied, a flush that starts after the ticket was drawn covers the
 //! write. N writers that arrive while one flush runs therefore share the next flush.
 //!
-//! Gathering: a leader that arrives within [`GATHER_WINDOW`] of the end of the previous flush (the
-//! store is busy) first waits up to that window for the writers still applying their writes, so that
-//! one flush serves them too. Each flush costs far more than its `fsync`: sled hands the write of its
-//! log buffer to its own I/O thread pool, whose condition variable wakes every idle I/O thread (seven
-//! or more context switches per flush, measured with `/proc/PID/task/*/status`). A writer that comes
-//! after a quiet spell (concurrency 1) flushes at once, so its latency is unchanged. The price: a
-//! lone writer in a tight loop (its next write within the window) waits the window every time (the
-//! store ceiling with one writer fell from 8.3k to 1.9k commits/s; over HTTP at concurrency 1 the
-//! gap between writes is longer than the window).
+//! Gathering: a leader that arrives within [`GATHER_WINDOW`] of the end of a previous flush that
+//! served more than one write (the store has concurrent writers) first waits up to that window for
+//! the writers still applying their writes, so that one flush serves them too. Each flush costs far
+//! more than its `fsync`: sled hands the write of its log buffer to its own I/O thread pool, whose
+//! condition variable wakes every idle I/O thread (seven or more context switches per flush, measured
+//! with `/proc/PID/task/*/status`). A writer that comes after a quiet spell flushes at once, and so
+//! does a lone writer in a tight loop: each of its flushes serves one write, so there is nobody to
+//! gather (the first form of this window, by time alone, made that writer wait the window every time:
+//! 8.3k → 1.9k commits/s).
 //!
 //! A write that need not wait draws its ticket with [`GroupCommit::ticket`]; whoever later waits for it
 //! with [`GroupCommit::wait_for`] flushes only if no flush covered it meanwhile.
@@ -28,8 +28,7 @@ use std::sync::{Condvar, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 /// How long a leader under concurrent load waits for more writers before it flushes (see the module
-/// documentation). Not tuned yet: `docs/performance.md`, "Round 2 work log", says why and what it
-/// costs a lone writer in a tight loop.
+/// documentation and `docs/performance.md`, "Round 2 work log").
 const GATHER_WINDOW: Duration = Duration::from_micros(300);
 
 /// The state shared by all writers of one store.
@@ -59,6 +58,12 @@ struct FlushState {
     flushes: u64,
     /// When the most recent flush ended.
     last_flush_end: Option<Instant>,
+    /// The highest ticket the most recent flush was started for.
+    last_target: u64,
+    /// How many tickets the most recent flush served (its target minus the one before).
+    last_served: u64,
+    /// Flushes whose leader waited for more writers first.
+    gathered: u64,
 }
 
 /// Why a write could not be made durable.
@@ -119,10 +124,8 @@ impl GroupCommit {
             }
             if !st.flushing && !st.held {
                 st.flushing = true;
-                if st
-                    .last_flush_end
-                    .is_some_and(|end| end.elapsed() < GATHER_WINDOW)
-                {
+                if gathers(st.last_served, st.last_flush_end.map(|end| end.elapsed())) {
+                    st.gathered += 1;
                     // Wake-ups during the window (a hold released) only end it early.
                     st = self
                         .wake
@@ -137,6 +140,8 @@ impl GroupCommit {
                 st.flushing = false;
                 st.flushes += 1;
                 st.last_flush_end = Some(Instant::now());
+                st.last_served = target.saturating_sub(st.last_target);
+                st.last_target = st.last_target.max(target);
                 match outcome {
                     Ok(()) => st.durable = st.durable.max(target),
                     Err(detail) => {
@@ -156,6 +161,12 @@ impl GroupCommit {
         self.lock().flushes
     }
 
+    /// Flushes whose leader waited for more writers first (test hook).
+    #[cfg(test)]
+    fn gathered(&self) -> u64 {
+        self.lock().gathered
+    }
+
     /// Writers currently waiting for durability (test hook).
     pub(super) fn waiting(&self) -> usize {
         self.lock().waiting
@@ -166,6 +177,12 @@ impl GroupCommit {
         self.lock().held = true;
         FlushHold(self)
     }
+}
+
+/// Whether a new leader waits for more writers: only when the previous flush served more than one
+/// write (there are concurrent writers) and ended less than [`GATHER_WINDOW`] ago (`since_last`).
+fn gathers(last_served: u64, since_last: Option<Duration>) -> bool {
+    last_served > 1 && since_last.is_some_and(|d| d < GATHER_WINDOW)
 }
 
 /// Holds back flushes while alive; see [`GroupCommit::hold`].
@@ -211,6 +228,29 @@ mod tests {
         }
         assert_eq!(calls.load(Ordering::SeqCst), 1);
         assert_eq!(gc.flushes(), 1);
+    }
+
+    #[test]
+    fn a_lone_writer_never_waits_to_gather() {
+        let gc = GroupCommit::default();
+        for _ in 0..200 {
+            assert_eq!(gc.make_durable(|| Ok(())), Ok(()));
+        }
+        assert_eq!(gc.flushes(), 200);
+        assert_eq!(gc.gathered(), 0);
+    }
+
+    #[test]
+    fn only_a_leader_right_after_a_shared_flush_gathers() {
+        let soon = Some(GATHER_WINDOW / 2);
+        let late = Some(GATHER_WINDOW * 2);
+        assert!(gathers(4, soon));
+        assert!(gathers(2, soon));
+        // A lone writer's flush served one write; a flush long ago says nothing about now.
+        assert!(!gathers(1, soon));
+        assert!(!gathers(0, soon));
+        assert!(!gathers(4, late));
+        assert!(!gathers(4, None));
     }
 
     #[test]
