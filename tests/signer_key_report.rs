@@ -143,13 +143,7 @@ fn foreign_keys_with_our_prefix_are_violations() {
                 if !offline_signer_testkit::required::pkcs11_tool() {
                     return;
                 }
-                softhsm::plant_extractable_key(
-                    &token.dir.join("softhsm2.conf"),
-                    "report",
-                    &pin,
-                    "offline-signer/leaky",
-                    "0103",
-                );
+                softhsm::plant_extractable_key(&token, "offline-signer/leaky", "0103");
                 let report = key_report(&signer).await.unwrap();
                 let leaky = report
                     .keys

@@ -15,7 +15,7 @@ use std::sync::Arc;
 
 use axum::http::StatusCode;
 use offline_signer::crypto::{CounterData, FactorKeys, MasterSecret, PrivateKey};
-use offline_signer::crypto::{RequestData, SignatureType};
+use offline_signer::crypto::RequestData;
 use offline_signer::http::router;
 use offline_signer::service::{
     Clock, CreatePersonalized, NonceStatus, RegisterActivation, Service, SystemClock, VerifyRequest,
@@ -25,7 +25,9 @@ use offline_signer::signer::config::SoftwareConfig;
 use offline_signer::signer::software::SoftwareSigner;
 use offline_signer::store::{AuditOperation, AuditOutcome, SledStore, Store, verify_audit_chain};
 use offline_signer_testkit::http_harness::{Api, api_settings, assert_error};
-use offline_signer_testkit::service_harness::{Device, default_settings, phone_request_data};
+use offline_signer_testkit::service_harness::{
+    Approval, Device, default_settings, phone_request_data,
+};
 use serde_json::{Value, json};
 
 async fn open_service(signer: Arc<dyn Signer>, data: &Path) -> (Service, Arc<SledStore>) {
@@ -58,7 +60,7 @@ async fn a_failed_flush_is_outcome_unknown_and_memory_and_disk_agree() {
     let device = api.phone("demo", true).await;
     let data = api.payload(&device).await;
     let request_data = RequestData::parse(&data).unwrap();
-    let code = device.code_for(SignatureType::PossessionKnowledge, &request_data, None, 8);
+    let code = device.code_for(&request_data, Approval::PIN);
     let before = api
         .store
         .activation(&device.activation_id)
@@ -310,7 +312,7 @@ fn an_answered_nonce_lost_to_sigkill_is_refused_after_the_restart() {
             "the held nonce was lost with the process (the window was hit)"
         );
         let verify = |data: &RequestData| {
-            let code = device.code_for(SignatureType::PossessionKnowledge, data, None, 8);
+            let code = device.code_for(data, Approval::PIN);
             service.verify(VerifyRequest {
                 activation_id: activation_id.clone(),
                 data: data.as_str().to_owned(),
