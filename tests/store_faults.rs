@@ -14,8 +14,8 @@ use std::process::{Command, Stdio};
 use std::sync::Arc;
 
 use axum::http::StatusCode;
-use offline_signer::crypto::{CounterData, FactorKeys, MasterSecret, PrivateKey};
 use offline_signer::crypto::RequestData;
+use offline_signer::crypto::{CounterData, FactorKeys, MasterSecret, PrivateKey};
 use offline_signer::http::router;
 use offline_signer::service::{
     Clock, CreatePersonalized, NonceStatus, RegisterActivation, Service, SystemClock, VerifyRequest,
