@@ -18,7 +18,7 @@ use offline_signer::crypto::RequestData;
 use offline_signer::crypto::{CounterData, FactorKeys, MasterSecret, PrivateKey};
 use offline_signer::http::router;
 use offline_signer::service::{
-    Clock, CreatePersonalized, NonceStatus, RegisterActivation, Service, SystemClock, VerifyRequest,
+    Clock, CreatePersonalized, NonceStatus, Service, SystemClock, VerifyRequest,
 };
 use offline_signer::signer::Signer;
 use offline_signer::signer::config::SoftwareConfig;
@@ -26,7 +26,7 @@ use offline_signer::signer::software::SoftwareSigner;
 use offline_signer::store::{AuditOperation, AuditOutcome, SledStore, Store, verify_audit_chain};
 use offline_signer_testkit::http_harness::{Api, api_settings, assert_error};
 use offline_signer_testkit::service_harness::{
-    Approval, Device, default_settings, phone_request_data,
+    Approval, Device, default_settings, phone_request_data, register_and_commit,
 };
 use serde_json::{Value, json};
 
@@ -243,21 +243,7 @@ fn an_answered_nonce_lost_to_sigkill_is_refused_after_the_restart() {
     let activation_id = runtime.block_on(async {
         let (service, _store) = open_service(software_signer(dir), &dir.join("data")).await;
         service.create_application("crash").await.unwrap();
-        let registered = service
-            .register_activation(RegisterActivation {
-                application_id: "crash".into(),
-                user_id: "u".into(),
-                device_public_key: device_private.public_key().to_base64(),
-                max_failed_attempts: None,
-                activation_flags: vec![],
-            })
-            .await
-            .unwrap();
-        service
-            .commit_activation(&registered.activation_id, None)
-            .await
-            .unwrap();
-        registered.activation_id
+        register_and_commit(&service, "crash", &device_private.public_key()).await
     });
 
     let mut child = Command::new(std::env::current_exe().unwrap())

@@ -233,6 +233,30 @@ pub fn payload_totp(offline_data: &str) -> Option<String> {
     parsed.web_flow().and_then(|f| f.totp.map(str::to_owned))
 }
 
+/// Registers a device holding `device_key` in `application` (user `u`, no flags, the default failure
+/// limit) and commits it, for a test that keeps its own device key; returns the activation id.
+pub async fn register_and_commit(
+    service: &Service,
+    application: &str,
+    device_key: &PublicKey,
+) -> String {
+    let registered = service
+        .register_activation(RegisterActivation {
+            application_id: application.to_owned(),
+            user_id: "u".to_owned(),
+            device_public_key: device_key.to_base64(),
+            max_failed_attempts: None,
+            activation_flags: Vec::new(),
+        })
+        .await
+        .expect("register");
+    service
+        .commit_activation(&registered.activation_id, None)
+        .await
+        .expect("commit");
+    registered.activation_id
+}
+
 /// How the phone approves a code: the factors, the proximity TOTP it adds, digits per component.
 #[derive(Clone, Copy, Debug)]
 pub struct Approval<'a> {
