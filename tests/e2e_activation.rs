@@ -16,7 +16,9 @@ use std::path::Path;
 use std::sync::Mutex;
 use std::time::Duration;
 
-use offline_signer_testkit::e2e_server::{Server, create_and_sign, runtime, verify_request};
+use offline_signer_testkit::e2e_server::{
+    Server, create_and_sign, runtime, verify_request, with_server,
+};
 use offline_token::activation::{
     self, ActivationServer, CodeActivation, DeviceInfo, EciesServerKey, OtpPlacement, SdkConfig,
 };
@@ -306,12 +308,7 @@ fn token_cli_activates_with_a_code() {
 
 #[test]
 fn refusals_change_nothing() {
-    let Some(server) = Server::start("e2e-act-refuse", APP, "") else {
-        return;
-    };
-    runtime().block_on(async {
-        let client = server.client();
-
+    with_server("e2e-act-refuse", APP, "", async |server, client| {
         // A tampered layer-2 MAC: ERR0018, the activation stays CREATED and its code still works.
         let init_a = init(&client, "carol", json!({})).await;
         let before = observable(&status(&client, &init_a.activation_id).await);
