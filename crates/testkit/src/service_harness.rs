@@ -13,7 +13,7 @@ use offline_signer::crypto::{
 use offline_signer::model::Timestamp;
 use offline_signer::service::{
     Clock, CreateNonPersonalized, CreatePersonalized, OfflinePayload, ProximityCheck,
-    RegisterActivation, Service, SignatureSettings, VerifyRequest, VerifyResponse,
+    RegisterActivation, Service, ServiceError, SignatureSettings, VerifyRequest, VerifyResponse,
 };
 pub use offline_signer::service::{NoncePolicy, Settings};
 use offline_signer::signer::Signer;
@@ -181,9 +181,22 @@ impl Harness {
         code: &str,
         tweak: impl FnOnce(&mut VerifyRequest),
     ) -> VerifyResponse {
+        self.try_verify_with(device, data, code, tweak)
+            .await
+            .expect("verify answers")
+    }
+
+    /// [`Self::verify_with`] that hands back the service's refusal instead of panicking on it.
+    pub async fn try_verify_with(
+        &self,
+        device: &Device,
+        data: &RequestData,
+        code: &str,
+        tweak: impl FnOnce(&mut VerifyRequest),
+    ) -> Result<VerifyResponse, ServiceError> {
         let mut request = verify_request(device, data.as_str(), code);
         tweak(&mut request);
-        self.service.verify(request).await.expect("verify answers")
+        self.service.verify(request).await
     }
 
     pub fn stored(&self, device: &Device) -> offline_signer::store::Activation {

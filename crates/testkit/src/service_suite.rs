@@ -343,11 +343,7 @@ pub async fn component_lengths_4_and_8(h: &Harness) {
     let before = h.stored(&phone);
     for bad in [3, 9, 0, -1] {
         let e = h
-            .service
-            .verify(offline_signer::service::VerifyRequest {
-                component_length: Some(bad),
-                ..verify_request(&phone, data.as_str(), WRONG)
-            })
+            .try_verify_with(&phone, &data, WRONG, |v| v.component_length = Some(bad))
             .await;
         assert!(
             matches!(e, Err(ServiceError::InvalidRequest(_))),
@@ -430,11 +426,7 @@ pub async fn proximity_current_and_previous_step(h: &Harness) {
         ..proximity(0)
     };
     let e = h
-        .service
-        .verify(offline_signer::service::VerifyRequest {
-            proximity_check: Some(bad),
-            ..verify_request(&phone, data.as_str(), WRONG)
-        })
+        .try_verify_with(&phone, &data, WRONG, |v| v.proximity_check = Some(bad))
         .await;
     assert!(matches!(e, Err(ServiceError::InvalidRequest(_))));
 }
