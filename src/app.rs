@@ -397,30 +397,16 @@ pub fn copy_store(from: &Config, to: &Config) -> Result<CopyReport, CopyError> {
         dest.create_application(&app, None)?;
         report.applications += 1;
     }
-    let mut after: Option<String> = None;
-    loop {
-        let page = source.activations_after(after.as_deref(), COPY_PAGE)?;
-        for activation in &page {
-            dest.insert_activation(activation, None)?;
-        }
-        report.activations += page.len();
-        match page.last() {
-            Some(last) if page.len() == COPY_PAGE => after = Some(last.id.clone()),
-            _ => break,
-        }
-    }
-    let mut after: Option<String> = None;
-    loop {
-        let page = source.nonces_after(after.as_deref(), COPY_PAGE)?;
-        for nonce in &page {
-            dest.issue_nonce(nonce, None)?;
-        }
-        report.nonces += page.len();
-        match page.last() {
-            Some(last) if page.len() == COPY_PAGE => after = Some(last.nonce.clone()),
-            _ => break,
-        }
-    }
+    report.activations = copy_pages(
+        |after| source.activations_after(after, COPY_PAGE),
+        |activation| &activation.id,
+        |activation| dest.insert_activation(activation, None).map(drop),
+    )?;
+    report.nonces = copy_pages(
+        |after| source.nonces_after(after, COPY_PAGE),
+        |nonce| &nonce.nonce,
+        |nonce| dest.issue_nonce(nonce, None).map(drop),
+    )?;
     for credential in source.credentials()? {
         dest.put_credential(&credential, None)?;
         report.credentials += 1;
@@ -453,6 +439,29 @@ pub fn copy_store(from: &Config, to: &Config) -> Result<CopyReport, CopyError> {
         }
     }
     Ok(report)
+}
+
+/// Copies records page by page: `page(after)` reads up to [`COPY_PAGE`] records whose keys come
+/// after `after` (from the start when `None`), `key` names a record's key, `put` writes one record;
+/// returns how many were copied.
+fn copy_pages<T>(
+    page: impl Fn(Option<&str>) -> Result<Vec<T>, StoreError>,
+    key: impl Fn(&T) -> &String,
+    put: impl Fn(&T) -> Result<(), StoreError>,
+) -> Result<usize, StoreError> {
+    let mut copied = 0;
+    let mut after: Option<String> = None;
+    loop {
+        let records = page(after.as_deref())?;
+        for record in &records {
+            put(record)?;
+        }
+        copied += records.len();
+        match records.last() {
+            Some(last) if records.len() == COPY_PAGE => after = Some(key(last).clone()),
+            _ => return Ok(copied),
+        }
+    }
 }
 
 /// What `audit verify` found.
