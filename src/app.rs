@@ -525,3 +525,51 @@ pub fn audit_evidence(config: &Config, activation_id: &str) -> Result<Evidence, 
         &key,
     )?)
 }
+
+#[cfg(test)]
+mod tests {
+    use std::cell::RefCell;
+
+    use super::*;
+
+    /// `copy_pages` over `total` keys `k00000…`: what it copied, and the `after` of each page read.
+    fn copy_of(total: usize) -> (usize, Vec<String>, Vec<Option<String>>) {
+        let keys: Vec<String> = (0..total).map(|i| format!("k{i:05}")).collect();
+        let reads = RefCell::new(Vec::new());
+        let copied = RefCell::new(Vec::new());
+        let count = copy_pages(
+            |after| {
+                reads.borrow_mut().push(after.map(str::to_owned));
+                let start = after.map_or(0, |a| keys.partition_point(|k| k.as_str() <= a));
+                Ok(keys[start..].iter().take(COPY_PAGE).cloned().collect())
+            },
+            |key| key,
+            |key| {
+                copied.borrow_mut().push(key.clone());
+                Ok(())
+            },
+        )
+        .expect("no store error");
+        (count, copied.into_inner(), reads.into_inner())
+    }
+
+    #[test]
+    fn copy_pages_reads_every_page_once_and_stops_after_a_short_one() {
+        for total in [
+            0,
+            1,
+            COPY_PAGE - 1,
+            COPY_PAGE,
+            COPY_PAGE + 1,
+            2 * COPY_PAGE + 7,
+        ] {
+            let (count, copied, reads) = copy_of(total);
+            assert_eq!(count, total);
+            let expected: Vec<String> = (0..total).map(|i| format!("k{i:05}")).collect();
+            assert_eq!(copied, expected, "{total} records, each once, in order");
+            // A full page asks for the next one; a short (or empty) page ends the copy.
+            assert_eq!(reads.len(), total / COPY_PAGE + 1, "{total} records");
+            assert_eq!(reads[0], None);
+        }
+    }
+}
