@@ -397,30 +397,16 @@ pub fn copy_store(from: &Config, to: &Config) -> Result<CopyReport, CopyError> {
         dest.create_application(&app, None)?;
         report.applications += 1;
     }
-    let mut after: Option<String> = None;
-    loop {
-        let page = source.activations_after(after.as_deref(), COPY_PAGE)?;
-        for activation in &page {
-            dest.insert_activation(activation, None)?;
-        }
-        report.activations += page.len();
-        match page.last() {
-            Some(last) if page.len() == COPY_PAGE => after = Some(last.id.clone()),
-            _ => break,
-        }
-    }
-    let mut after: Option<String> = None;
-    loop {
-        let page = source.nonces_after(after.as_deref(), COPY_PAGE)?;
-        for nonce in &page {
-            dest.issue_nonce(nonce, None)?;
-        }
-        report.nonces += page.len();
-        match page.last() {
-            Some(last) if page.len() == COPY_PAGE => after = Some(last.nonce.clone()),
-            _ => break,
-        }
-    }
+    report.activations = copy_pages(
+        |after| source.activations_after(after, COPY_PAGE),
+        |activation| &activation.id,
+        |activation| dest.insert_activation(activation, None).map(drop),
+    )?;
+    report.nonces = copy_pages(
+        |after| source.nonces_after(after, COPY_PAGE),
+        |nonce| &nonce.nonce,
+        |nonce| dest.issue_nonce(nonce, None).map(drop),
+    )?;
     for credential in source.credentials()? {
         dest.put_credential(&credential, None)?;
         report.credentials += 1;
@@ -453,6 +439,29 @@ pub fn copy_store(from: &Config, to: &Config) -> Result<CopyReport, CopyError> {
         }
     }
     Ok(report)
+}
+
+/// Copies records page by page: `page(after)` reads up to [`COPY_PAGE`] records whose keys come
+/// after `after` (from the start when `None`), `key` names a record's key, `put` writes one record;
+/// returns how many were copied.
+fn copy_pages<T>(
+    page: impl Fn(Option<&str>) -> Result<Vec<T>, StoreError>,
+    key: impl Fn(&T) -> &String,
+    put: impl Fn(&T) -> Result<(), StoreError>,
+) -> Result<usize, StoreError> {
+    let mut copied = 0;
+    let mut after: Option<String> = None;
+    loop {
+        let records = page(after.as_deref())?;
+        for record in &records {
+            put(record)?;
+        }
+        copied += records.len();
+        match records.last() {
+            Some(last) if records.len() == COPY_PAGE => after = Some(key(last).clone()),
+            _ => return Ok(copied),
+        }
+    }
 }
 
 /// What `audit verify` found.
@@ -515,4 +524,52 @@ pub fn audit_evidence(config: &Config, activation_id: &str) -> Result<Evidence, 
         activation_id,
         &key,
     )?)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::cell::RefCell;
+
+    use super::*;
+
+    /// `copy_pages` over `total` keys `k00000…`: what it copied, and the `after` of each page read.
+    fn copy_of(total: usize) -> (usize, Vec<String>, Vec<Option<String>>) {
+        let keys: Vec<String> = (0..total).map(|i| format!("k{i:05}")).collect();
+        let reads = RefCell::new(Vec::new());
+        let copied = RefCell::new(Vec::new());
+        let count = copy_pages(
+            |after| {
+                reads.borrow_mut().push(after.map(str::to_owned));
+                let start = after.map_or(0, |a| keys.partition_point(|k| k.as_str() <= a));
+                Ok(keys[start..].iter().take(COPY_PAGE).cloned().collect())
+            },
+            |key| key,
+            |key| {
+                copied.borrow_mut().push(key.clone());
+                Ok(())
+            },
+        )
+        .expect("no store error");
+        (count, copied.into_inner(), reads.into_inner())
+    }
+
+    #[test]
+    fn copy_pages_reads_every_page_once_and_stops_after_a_short_one() {
+        for total in [
+            0,
+            1,
+            COPY_PAGE - 1,
+            COPY_PAGE,
+            COPY_PAGE + 1,
+            2 * COPY_PAGE + 7,
+        ] {
+            let (count, copied, reads) = copy_of(total);
+            assert_eq!(count, total);
+            let expected: Vec<String> = (0..total).map(|i| format!("k{i:05}")).collect();
+            assert_eq!(copied, expected, "{total} records, each once, in order");
+            // A full page asks for the next one; a short (or empty) page ends the copy.
+            assert_eq!(reads.len(), total / COPY_PAGE + 1, "{total} records");
+            assert_eq!(reads[0], None);
+        }
+    }
 }

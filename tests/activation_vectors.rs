@@ -5,17 +5,10 @@
 //! Missing vectors are a failure: the tests pass without them only when
 //! `OFFLINE_SIGNER_ALLOW_MISSING=1` is set, and then say loudly that they checked nothing.
 
-use std::path::PathBuf;
-
 use offline_signer::selftest::{self, VectorKind};
-use serde_json::Value;
-
-/// The vector folder, or `None` when it is absent and absence is explicitly allowed.
-fn vectors_dir() -> Option<PathBuf> {
-    offline_signer_testkit::required::vectors_dir()
-}
-
+use offline_signer_testkit::required::vectors_dir;
 use offline_signer_testkit::vectors::check_file;
+use serde_json::Value;
 
 #[test]
 fn activation_ecies() {

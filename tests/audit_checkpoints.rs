@@ -6,7 +6,7 @@
 #![allow(clippy::unwrap_used)] // tests: a panic is the failure report
 
 use offline_signer::crypto::{PrivateKey, ecdsa};
-use offline_signer::model::Timestamp;
+use offline_signer::model::{PublicKey, Timestamp};
 use offline_signer::service::audit_trail::{build_evidence, verify_checkpoints, verify_evidence};
 use offline_signer::store::{
     AuditDraft, AuditOperation, AuditOutcome, AuditRecord, Checkpoint, SledStore, Store,
@@ -24,6 +24,18 @@ store_scenarios!(
 );
 
 const ACTIVATION: &str = "3f0c1f43-4e3b-4d0a-9d6e-1b2c3d4e5f60";
+
+/// What [`verify_checkpoints`] finds first wrong in `store` with `public` (and the `external`
+/// copies), or `None`.
+fn first_broken(
+    store: &dyn Store,
+    public: &PublicKey,
+    external: Option<&[Checkpoint]>,
+) -> Option<String> {
+    verify_checkpoints(store, Some(public), external)
+        .expect("the store answers")
+        .first_broken
+}
 
 fn key() -> PrivateKey {
     PrivateKey::from_scalar_bytes(&[0x5A; 32]).unwrap()
@@ -117,8 +129,7 @@ fn edited_record_with_every_hash_and_the_head_recomputed_is_caught<B: Backend>()
         verify_audit_chain(&forged).unwrap().is_intact(),
         "the chain alone cannot see it"
     );
-    let report = verify_checkpoints(&forged, Some(&public), Some(&external)).unwrap();
-    let why = report.first_broken.expect("caught");
+    let why = first_broken(&forged, &public, Some(&external)).expect("caught");
     assert!(why.contains("record 5 changed"), "{why}");
     // Even with the stored checkpoints gone, the external file catches it.
     let Some((_p, bare)) = forged_store::<B>(
@@ -131,10 +142,7 @@ fn edited_record_with_every_hash_and_the_head_recomputed_is_caught<B: Backend>()
     ) else {
         return;
     };
-    let why = verify_checkpoints(&bare, Some(&public), Some(&external))
-        .unwrap()
-        .first_broken
-        .expect("caught by the file");
+    let why = first_broken(&bare, &public, Some(&external)).expect("caught by the file");
     assert!(why.contains("external checkpoint"), "{why}");
 }
 
@@ -152,19 +160,13 @@ fn truncated_tail_with_the_head_fixed_is_caught<B: Backend>() {
     forged.put_checkpoint(&cp).unwrap();
     assert!(verify_audit_chain(&forged).unwrap().is_intact());
     let public = key().public_key();
-    let why = verify_checkpoints(&forged, Some(&public), None)
-        .unwrap()
-        .first_broken
-        .expect("caught");
+    let why = first_broken(&forged, &public, None).expect("caught");
     assert!(why.contains("record 6 is missing"), "{why}");
     // A checkpoint whose signature was made by another key is not accepted either.
     let other = PrivateKey::from_scalar_bytes(&[0x11; 32])
         .unwrap()
         .public_key();
-    let why = verify_checkpoints(&store, Some(&other), None)
-        .unwrap()
-        .first_broken
-        .expect("wrong key");
+    let why = first_broken(&store, &other, None).expect("wrong key");
     assert!(why.contains("signature does not verify"), "{why}");
 }
 
@@ -231,16 +233,8 @@ fn an_older_copy_of_the_whole_data_folder_is_caught_by_the_external_file() {
     assert!(verify_audit_chain(&store).unwrap().is_intact());
     let external = vec![first, second];
     // The restored folder's own checkpoints agree with it: only the file outside knows better.
-    assert_eq!(
-        verify_checkpoints(&store, Some(&public), None)
-            .unwrap()
-            .first_broken,
-        None
-    );
-    let why = verify_checkpoints(&store, Some(&public), Some(&external))
-        .unwrap()
-        .first_broken
-        .expect("rollback caught");
+    assert_eq!(first_broken(&store, &public, None), None);
+    let why = first_broken(&store, &public, Some(&external)).expect("rollback caught");
     assert!(why.contains("record 7 is missing"), "{why}");
     assert!(why.contains("older than"), "{why}");
 }

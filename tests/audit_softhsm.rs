@@ -13,8 +13,8 @@ use std::time::Duration;
 use offline_signer::app::{self, App};
 use offline_signer::config::Config;
 use offline_signer::crypto::PrivateKey;
-use offline_signer::service::RegisterActivation;
 use offline_signer::signer::report::KeyPurpose;
+use offline_signer_testkit::service_harness::register_and_commit;
 use offline_signer_testkit::softhsm::{self, runtime, with_token};
 
 const BIN: &str = env!("CARGO_BIN_EXE_offline-signer");
@@ -42,22 +42,7 @@ fn lines(path: &Path) -> Vec<serde_json::Value> {
 /// Registers and commits one activation; its id.
 async fn activation(app: &App, application: &str) -> String {
     let device = PrivateKey::generate(&mut rand::rngs::OsRng);
-    let registered = app
-        .service()
-        .register_activation(RegisterActivation {
-            application_id: application.into(),
-            user_id: "user".into(),
-            device_public_key: device.public_key().to_base64(),
-            max_failed_attempts: None,
-            activation_flags: Vec::new(),
-        })
-        .await
-        .unwrap();
-    app.service()
-        .commit_activation(&registered.activation_id, None)
-        .await
-        .unwrap();
-    registered.activation_id
+    register_and_commit(app.service(), application, &device.public_key()).await
 }
 
 #[test]

@@ -77,8 +77,11 @@ fn key_report_exits_0_for_the_keys_table_and_1_for_a_leaky_key() {
     assert_eq!(report["violations"], 0, "{report}");
 
     // An extractable key with the service's label prefix: a violation, exit status 1.
-    let pin = std::fs::read_to_string(hsm.join("user.pin")).expect("pin");
-    softhsm::plant_extractable_key(&conf, "cli-report", &pin, "offline-signer/leaky", "0199");
+    let token = softhsm::TestToken {
+        dir: hsm.clone(),
+        label: "cli-report".into(),
+    };
+    softhsm::plant_extractable_key(&token, "offline-signer/leaky", "0199");
     let out = run(&["key-report"], &config, Some(&conf));
     assert_eq!(
         out.status.code(),

@@ -16,7 +16,9 @@ use std::path::Path;
 use std::sync::Mutex;
 use std::time::Duration;
 
-use offline_signer_testkit::e2e_server::{Server, create_and_sign, runtime, verify_request};
+use offline_signer_testkit::e2e_server::{
+    Server, create_and_sign, runtime, verify_request, with_server,
+};
 use offline_token::activation::{
     self, ActivationServer, CodeActivation, DeviceInfo, EciesServerKey, OtpPlacement, SdkConfig,
 };
@@ -71,8 +73,12 @@ async fn status(client: &Client, activation_id: &str) -> ActivationStatus {
     client.activation_status(activation_id).await.unwrap()
 }
 
-/// The fields a refusal must leave alone.
-fn observable(s: &ActivationStatus) -> (String, u32, Option<String>, Option<u32>) {
+/// The fields of the activation's `activation/status` that a refusal must leave alone.
+async fn observable(
+    client: &Client,
+    activation_id: &str,
+) -> (String, u32, Option<String>, Option<u32>) {
+    let s = status(client, activation_id).await;
     (
         s.activation_status.clone(),
         s.failed_attempts,
@@ -251,16 +257,13 @@ fn activation_code_to_signature_valid() {
 
         // The very same prepare again (the enrollment server replaying it): refused before
         // anything is looked up, and the activation is as it was.
-        let before = observable(&status(&client, &init.activation_id).await);
+        let before = observable(&client, &init.activation_id).await;
         let replay = client
             .activation_prepare(&enrollment.recorded_prepare())
             .await
             .unwrap_err();
         assert_eq!(client_error_code(&replay), "ERR0024", "{replay}");
-        assert_eq!(
-            observable(&status(&client, &init.activation_id).await),
-            before
-        );
+        assert_eq!(observable(&client, &init.activation_id).await, before);
         sign_and_verify(&client, &mut token).await;
     });
     assert!(
@@ -306,15 +309,10 @@ fn token_cli_activates_with_a_code() {
 
 #[test]
 fn refusals_change_nothing() {
-    let Some(server) = Server::start("e2e-act-refuse", APP, "") else {
-        return;
-    };
-    runtime().block_on(async {
-        let client = server.client();
-
+    with_server("e2e-act-refuse", APP, "", async |server, client| {
         // A tampered layer-2 MAC: ERR0018, the activation stays CREATED and its code still works.
         let init_a = init(&client, "carol", json!({})).await;
-        let before = observable(&status(&client, &init_a.activation_id).await);
+        let before = observable(&client, &init_a.activation_id).await;
         let mut tampering = Enrollment::new(&client);
         tampering.tamper_mac = true;
         let path = server.dir.path().join("carol.json");
@@ -326,10 +324,7 @@ fn refusals_change_nothing() {
         .await
         .unwrap_err();
         assert_eq!(error_code(&refused), "ERR0018", "{refused}");
-        assert_eq!(
-            observable(&status(&client, &init_a.activation_id).await),
-            before
-        );
+        assert_eq!(observable(&client, &init_a.activation_id).await, before);
         activate(
             &Enrollment::new(&client),
             &code_activation(init_a.code.clone(), None),
@@ -340,14 +335,11 @@ fn refusals_change_nothing() {
 
         // A layer 2 whose timestamp is ten minutes old (outside the 60 s window): ERR0024.
         let init_b = init(&client, "dave", json!({})).await;
-        let before = observable(&status(&client, &init_b.activation_id).await);
+        let before = observable(&client, &init_b.activation_id).await;
         let stale = stale_prepare(&client, &init_b.code).await;
         let refused = client.activation_prepare(&stale).await.unwrap_err();
         assert_eq!(client_error_code(&refused), "ERR0024", "{refused}");
-        assert_eq!(
-            observable(&status(&client, &init_b.activation_id).await),
-            before
-        );
+        assert_eq!(observable(&client, &init_b.activation_id).await, before);
 
         // A wrong OTP at commit: ERR0031, still PENDING_COMMIT (one failed attempt, as PowerAuth
         // counts it); the right OTP then commits.
@@ -435,7 +427,7 @@ fn an_expired_code_is_refused() {
             assert!(polls < 600, "the activation never expired");
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
-        let before = observable(&status(&client, &init.activation_id).await);
+        let before = observable(&client, &init.activation_id).await;
         let refused = activate(
             &Enrollment::new(&client),
             &code_activation(init.qr_payload(), None),
@@ -444,9 +436,6 @@ fn an_expired_code_is_refused() {
         .await
         .unwrap_err();
         assert_eq!(error_code(&refused), "ERR0009", "{refused}");
-        assert_eq!(
-            observable(&status(&client, &init.activation_id).await),
-            before
-        );
+        assert_eq!(observable(&client, &init.activation_id).await, before);
     });
 }

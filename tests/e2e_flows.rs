@@ -15,7 +15,7 @@ use std::path::PathBuf;
 use std::process::Command;
 use std::time::Duration;
 
-use offline_signer_testkit::e2e_server::{Server, runtime, verify_request};
+use offline_signer_testkit::e2e_server::{Server, runtime, verify_request, with_server};
 use offline_token::client::{
     Client, CreatePersonalized, Credentials, OfflinePayload, ProximityCheck, VerifyRequest,
     VerifyResponse,
@@ -87,12 +87,8 @@ fn pin() -> SignOptions {
 
 #[test]
 fn personalized_replay_lookahead_biometry_and_short_codes() {
-    let Some(server) = Server::start("e2e-personalized", APP, "") else {
-        return;
-    };
-    runtime().block_on(async {
-        let client = server.client();
-        let mut token = activate(&server, "alice", None).await;
+    with_server("e2e-personalized", APP, "", async |server, client| {
+        let mut token = activate(server, "alice", None).await;
         let status = client
             .activation_status(&token.state().activation_id)
             .await
@@ -186,32 +182,29 @@ fn personalized_replay_lookahead_biometry_and_short_codes() {
 
 #[test]
 fn beyond_the_lookahead_window_fails() {
-    let Some(server) = Server::start("e2e-window", APP, "[signature]\nlookahead = 5\n") else {
-        return;
-    };
-    runtime().block_on(async {
-        let client = server.client();
-        let mut token = activate(&server, "bob", Some(10)).await;
-        let payload = personalized(&client, &token, PAYMENT).await;
-        // Positions 0..=4 are in the window; the sixth code (position 5) is not.
-        for _ in 0..5 {
-            token.sign(&payload.offline_data, &pin()).unwrap();
-        }
-        let signed = token.sign(&payload.offline_data, &pin()).unwrap();
-        let answer = verify(&client, &token, &signed).await;
-        assert!(!answer.signature_valid, "{answer:?}");
-        assert_eq!(answer.remaining_attempts, Some(9));
-    });
+    with_server(
+        "e2e-window",
+        APP,
+        "[signature]\nlookahead = 5\n",
+        async |server, client| {
+            let mut token = activate(server, "bob", Some(10)).await;
+            let payload = personalized(&client, &token, PAYMENT).await;
+            // Positions 0..=4 are in the window; the sixth code (position 5) is not.
+            for _ in 0..5 {
+                token.sign(&payload.offline_data, &pin()).unwrap();
+            }
+            let signed = token.sign(&payload.offline_data, &pin()).unwrap();
+            let answer = verify(&client, &token, &signed).await;
+            assert!(!answer.signature_valid, "{answer:?}");
+            assert_eq!(answer.remaining_attempts, Some(9));
+        },
+    );
 }
 
 #[test]
 fn non_personalized_and_proximity() {
-    let Some(server) = Server::start("e2e-nonpers", APP, "") else {
-        return;
-    };
-    runtime().block_on(async {
-        let client = server.client();
-        let mut token = activate(&server, "carol", None).await;
+    with_server("e2e-nonpers", APP, "", async |server, client| {
+        let mut token = activate(server, "carol", None).await;
 
         // Non-personalized: signed with the application's master key (indicator 0).
         let payload = client.create_non_personalized(APP, LOGIN).await.unwrap();
@@ -252,12 +245,8 @@ fn non_personalized_and_proximity() {
 
 #[test]
 fn blocking_unblock_and_remove() {
-    let Some(server) = Server::start("e2e-block", APP, "") else {
-        return;
-    };
-    runtime().block_on(async {
-        let client = server.client();
-        let mut token = activate(&server, "dave", Some(3)).await;
+    with_server("e2e-block", APP, "", async |server, client| {
+        let mut token = activate(server, "dave", Some(3)).await;
         let id = token.state().activation_id.clone();
 
         // Three wrong codes block the activation.

@@ -13,7 +13,7 @@ use async_trait::async_trait;
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use http_harness::{Api, BODY_LIMIT, api_settings, assert_error, basic, keys, sorted};
-use offline_signer::crypto::{PrivateKey, SignatureType};
+use offline_signer::crypto::PrivateKey;
 use offline_signer::model::{
     DerSignature, EncryptedSecret, KeyId, PublicKey, Timestamp, WrappedKey,
 };
@@ -24,7 +24,7 @@ use offline_signer::signer::{
 };
 use offline_signer::store::{Application, Store};
 use serde_json::{Value, json};
-use service_harness::{default_settings, web_flow_data};
+use service_harness::{Approval, default_settings, web_flow_data};
 
 async fn api() -> Api {
     Api::new(Arc::new(SoftwareSigner::new_in_memory())).await
@@ -300,7 +300,7 @@ async fn register_commit_status_create_verify() {
         payload["offlineData"].as_str().unwrap(),
         &device.server_public_key,
     );
-    let code = device.sign_as(SignatureType::PossessionBiometry, &data, None, 4);
+    let code = device.sign_as(&data, Approval::BIOMETRY.with_length(4));
     let verified = api
         .ok(
             "/signature/offline/verify",

@@ -23,12 +23,12 @@ use offline_signer::crypto::{
     ComponentLength, CounterData, FactorKeys, MasterSecret, PrivateKey, SignatureType,
 };
 use offline_signer::service::{
-    CreatePersonalized, NonceStatus, RegisterActivation, Service, Settings, SystemClock,
-    VerifyRequest,
+    CreatePersonalized, NonceStatus, Service, Settings, SystemClock, VerifyRequest,
 };
 use offline_signer::signer::config::SoftwareConfig;
 use offline_signer::signer::software::SoftwareSigner;
 use offline_signer::store::{AuditOperation, AuditOutcome, SledStore, Store, verify_audit_chain};
+use offline_signer_testkit::service_harness::register_and_commit;
 use rand::Rng as _;
 
 const CHILD_ENV: &str = "OFFLINE_SIGNER_CRASH_CHILD";
@@ -222,25 +222,8 @@ fn sigkill_during_verifications_loses_nothing_acknowledged() {
         let mut lines = String::new();
         for _ in 0..ACTIVATIONS {
             let device = PrivateKey::generate(&mut rand::rngs::OsRng);
-            let registered = service
-                .register_activation(RegisterActivation {
-                    application_id: "crash".into(),
-                    user_id: "u".into(),
-                    device_public_key: device.public_key().to_base64(),
-                    max_failed_attempts: None,
-                    activation_flags: vec![],
-                })
-                .await
-                .expect("register");
-            service
-                .commit_activation(&registered.activation_id, None)
-                .await
-                .expect("commit");
-            lines.push_str(&format!(
-                "{} {}\n",
-                registered.activation_id,
-                *device.to_base64()
-            ));
+            let activation_id = register_and_commit(&service, "crash", &device.public_key()).await;
+            lines.push_str(&format!("{} {}\n", activation_id, *device.to_base64()));
         }
         std::fs::write(devices_file(dir), lines).expect("devices file");
     });

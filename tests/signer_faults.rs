@@ -72,15 +72,10 @@ fn token_taken_away_and_given_back() {
     with_token("token_taken_away_and_given_back", "faults", |token| {
         runtime().block_on(async {
             let signer = Pkcs11Signer::open(&token.config()).await.expect("open");
-            let Keys {
-                master,
-                ids,
-                pair,
-                sealed,
-            } = Keys::make(&signer).await;
+            let keys = Keys::make(&signer).await;
             let digest = [7u8; 32];
             signer
-                .sign_digest(KeyRef::Token(&master.id), &digest)
+                .sign_digest(KeyRef::Token(&keys.master.id), &digest)
                 .await
                 .expect("sign before");
 
@@ -90,21 +85,22 @@ fn token_taken_away_and_given_back() {
             std::fs::rename(&folder, &away).expect("move the token folder out");
 
             for round in 0..3 {
-                let r = no_hang(signer.sign_digest(KeyRef::Token(&master.id), &digest)).await;
+                let r = no_hang(signer.sign_digest(KeyRef::Token(&keys.master.id), &digest)).await;
                 assert_eq!(
                     r.unwrap_err(),
                     SignerError::TokenUnavailable,
                     "token sign, round {round}"
                 );
-                let r = no_hang(signer.sign_digest(KeyRef::Wrapped(&pair.wrapped), &digest)).await;
+                let r =
+                    no_hang(signer.sign_digest(KeyRef::Wrapped(&keys.pair.wrapped), &digest)).await;
                 assert_eq!(
                     r.unwrap_err(),
                     SignerError::TokenUnavailable,
                     "wrapped sign"
                 );
-                let r = no_hang(signer.decrypt_secret(&ids.dek, b"act", &sealed)).await;
+                let r = no_hang(signer.decrypt_secret(&keys.ids.dek, b"act", &keys.sealed)).await;
                 assert_eq!(r.unwrap_err(), SignerError::TokenUnavailable, "decrypt");
-                let r = no_hang(signer.public_key(&master.id)).await;
+                let r = no_hang(signer.public_key(&keys.master.id)).await;
                 assert_eq!(r.unwrap_err(), SignerError::TokenUnavailable, "public key");
                 let r = no_hang(signer.ensure_storage_keys(None)).await;
                 assert_eq!(r.unwrap_err(), SignerError::TokenUnavailable, "ensure keys");
@@ -114,7 +110,8 @@ fn token_taken_away_and_given_back() {
                 );
             }
             // Concurrent calls while it is gone also come back (no worker thread hangs).
-            let calls = (0..16).map(|_| signer.sign_digest(KeyRef::Token(&master.id), &digest));
+            let calls =
+                (0..16).map(|_| signer.sign_digest(KeyRef::Token(&keys.master.id), &digest));
             for r in no_hang(conformance::futures_join_all(calls)).await {
                 assert_eq!(r.unwrap_err(), SignerError::TokenUnavailable);
             }
@@ -123,7 +120,7 @@ fn token_taken_away_and_given_back() {
             std::fs::rename(&away, &folder).expect("move the token folder back");
             let mut recovered = None;
             for _ in 0..300 {
-                match no_hang(signer.sign_digest(KeyRef::Token(&master.id), &digest)).await {
+                match no_hang(signer.sign_digest(KeyRef::Token(&keys.master.id), &digest)).await {
                     Ok(sig) => {
                         recovered = Some(sig);
                         break;
@@ -135,23 +132,23 @@ fn token_taken_away_and_given_back() {
                 }
             }
             let sig = recovered.expect("the signer came back after the token returned");
-            let vk = p256::ecdsa::VerifyingKey::from(master.public_key.as_p256());
+            let vk = p256::ecdsa::VerifyingKey::from(keys.master.public_key.as_p256());
             let parsed = p256::ecdsa::Signature::from_der(sig.as_bytes()).unwrap();
             vk.verify_prehash(&digest, &parsed)
                 .expect("signature after recovery verifies");
             signer.health().await.expect("healthy again");
             signer
-                .sign_digest(KeyRef::Wrapped(&pair.wrapped), &digest)
+                .sign_digest(KeyRef::Wrapped(&keys.pair.wrapped), &digest)
                 .await
                 .expect("wrapped");
             let plain = signer
-                .decrypt_secret(&ids.dek, b"act", &sealed)
+                .decrypt_secret(&keys.ids.dek, b"act", &keys.sealed)
                 .await
                 .expect("decrypt");
             assert_eq!(plain.expose(), b"factor");
             assert_eq!(
                 signer.ensure_storage_keys(None).await.expect("same keys"),
-                ids
+                keys.ids
             );
             // The outage never made the signer create a key.
             let inventory = signer.inventory().await.expect("inventory");
@@ -488,12 +485,7 @@ fn token_removed_between_checkout_and_call_is_only_ever_unavailable() {
                 let mut cfg = token.config();
                 cfg.pool_size = NonZeroUsize::new(WORKERS).unwrap();
                 let signer = Pkcs11Signer::open(&cfg).await.expect("open");
-                let Keys {
-                    master,
-                    ids,
-                    pair,
-                    sealed,
-                } = Keys::make(&signer).await;
+                let keys = Keys::make(&signer).await;
                 let peer = offline_signer::crypto::PrivateKey::generate(&mut rand::rngs::OsRng)
                     .public_key();
                 let digest = [9u8; 32];
@@ -544,28 +536,28 @@ fn token_removed_between_checkout_and_call_is_only_ever_unavailable() {
                             match (round + i) % 5 {
                                 0 => Box::pin(async {
                                     signer
-                                        .sign_digest(KeyRef::Token(&master.id), &digest)
+                                        .sign_digest(KeyRef::Token(&keys.master.id), &digest)
                                         .await
                                         .map(drop)
                                 }),
                                 1 => Box::pin(async {
                                     signer
-                                        .sign_digest(KeyRef::Wrapped(&pair.wrapped), &digest)
+                                        .sign_digest(KeyRef::Wrapped(&keys.pair.wrapped), &digest)
                                         .await
                                         .map(drop)
                                 }),
                                 2 => Box::pin(async {
                                     signer
-                                        .decrypt_secret(&ids.dek, b"act", &sealed)
+                                        .decrypt_secret(&keys.ids.dek, b"act", &keys.sealed)
                                         .await
                                         .map(drop)
                                 }),
                                 3 => Box::pin(async {
-                                    signer.ecdh(&pair.wrapped, &peer).await.map(drop)
+                                    signer.ecdh(&keys.pair.wrapped, &peer).await.map(drop)
                                 }),
                                 _ => Box::pin(async {
                                     signer
-                                        .encrypt_secret(&ids.dek, b"act", b"factor")
+                                        .encrypt_secret(&keys.ids.dek, b"act", b"factor")
                                         .await
                                         .map(drop)
                                 }),
@@ -606,7 +598,7 @@ fn token_removed_between_checkout_and_call_is_only_ever_unavailable() {
                     assert!(back, "round {round}: the signer did not recover");
                     // Every worker has a session again before the next round (each opens its own).
                     let warm = (0..4 * WORKERS)
-                        .map(|_| signer.sign_digest(KeyRef::Token(&master.id), &digest));
+                        .map(|_| signer.sign_digest(KeyRef::Token(&keys.master.id), &digest));
                     for r in no_hang(conformance::futures_join_all(warm)).await {
                         r.expect("a sign once the token is back");
                     }

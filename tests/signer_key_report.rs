@@ -4,7 +4,7 @@
 use offline_signer_testkit::softhsm;
 
 use offline_signer::signer::pkcs11::Pkcs11Signer;
-use offline_signer::signer::report::KeyPurpose;
+use offline_signer::signer::report::{KeyPurpose, KeyReport, ReportedKey};
 use offline_signer::signer::{Signer, key_report};
 use softhsm::{runtime, with_token};
 
@@ -95,6 +95,15 @@ fn fresh_token_has_no_violation() {
     });
 }
 
+/// The reported key labelled `label` (it must be there).
+fn reported<'a>(report: &'a KeyReport, label: &str) -> &'a ReportedKey {
+    report
+        .keys
+        .iter()
+        .find(|k| k.attributes.label == label)
+        .unwrap_or_else(|| panic!("{label} is reported: {report:#?}"))
+}
+
 #[test]
 fn foreign_keys_with_our_prefix_are_violations() {
     with_token(
@@ -125,11 +134,7 @@ fn foreign_keys_with_our_prefix_are_violations() {
                     &pin,
                 ]);
                 let report = key_report(&signer).await.unwrap();
-                let imported = report
-                    .keys
-                    .iter()
-                    .find(|k| k.attributes.label == "offline-signer/imported")
-                    .expect("the imported key is reported");
+                let imported = reported(&report, "offline-signer/imported");
                 assert!(!imported.ok, "{}", imported.verdict);
                 assert!(
                     imported.verdict.contains("not generated in the token"),
@@ -143,19 +148,9 @@ fn foreign_keys_with_our_prefix_are_violations() {
                 if !offline_signer_testkit::required::pkcs11_tool() {
                     return;
                 }
-                softhsm::plant_extractable_key(
-                    &token.dir.join("softhsm2.conf"),
-                    "report",
-                    &pin,
-                    "offline-signer/leaky",
-                    "0103",
-                );
+                softhsm::plant_extractable_key(&token, "offline-signer/leaky", "0103");
                 let report = key_report(&signer).await.unwrap();
-                let leaky = report
-                    .keys
-                    .iter()
-                    .find(|k| k.attributes.label == "offline-signer/leaky")
-                    .expect("the extractable key is reported");
+                let leaky = reported(&report, "offline-signer/leaky");
                 assert_eq!(leaky.attributes.extractable, Some(true));
                 assert!(!leaky.ok);
                 assert!(leaky.verdict.contains("extractable"), "{}", leaky.verdict);

@@ -132,27 +132,18 @@ fn a_key_another_process_made_is_found_after_this_process_changed_the_token() {
             s.ensure_storage_keys(None).await.unwrap();
             // Another process makes an application master key.
             let theirs = KeyId::generate();
-            let out = std::process::Command::new("pkcs11-tool")
-                .args(["--module", softhsm::MODULE, "--token-label", &token.label])
-                .args(["--login", "--pin", token.user_pin().trim()])
-                .args([
+            softhsm::pkcs11_tool(
+                token,
+                &[
                     "--keypairgen",
                     "--key-type",
                     "EC:prime256v1",
                     "--usage-sign",
-                ])
-                .args([
                     "--label",
                     &master_label(&theirs),
                     "--id",
                     &theirs.to_string(),
-                ])
-                .output()
-                .expect("pkcs11-tool runs");
-            assert!(
-                out.status.success(),
-                "pkcs11-tool failed: {}",
-                String::from_utf8_lossy(&out.stderr)
+                ],
             );
             // This process changes the token before it looks again.
             s.generate_master_key().await.unwrap();

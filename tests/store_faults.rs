@@ -14,18 +14,20 @@ use std::process::{Command, Stdio};
 use std::sync::Arc;
 
 use axum::http::StatusCode;
+use offline_signer::crypto::RequestData;
 use offline_signer::crypto::{CounterData, FactorKeys, MasterSecret, PrivateKey};
-use offline_signer::crypto::{RequestData, SignatureType};
 use offline_signer::http::router;
 use offline_signer::service::{
-    Clock, CreatePersonalized, NonceStatus, RegisterActivation, Service, SystemClock, VerifyRequest,
+    Clock, CreatePersonalized, NonceStatus, Service, SystemClock, VerifyRequest,
 };
 use offline_signer::signer::Signer;
 use offline_signer::signer::config::SoftwareConfig;
 use offline_signer::signer::software::SoftwareSigner;
 use offline_signer::store::{AuditOperation, AuditOutcome, SledStore, Store, verify_audit_chain};
 use offline_signer_testkit::http_harness::{Api, api_settings, assert_error};
-use offline_signer_testkit::service_harness::{Device, default_settings, phone_request_data};
+use offline_signer_testkit::service_harness::{
+    Approval, Device, default_settings, phone_request_data, register_and_commit,
+};
 use serde_json::{Value, json};
 
 async fn open_service(signer: Arc<dyn Signer>, data: &Path) -> (Service, Arc<SledStore>) {
@@ -58,7 +60,7 @@ async fn a_failed_flush_is_outcome_unknown_and_memory_and_disk_agree() {
     let device = api.phone("demo", true).await;
     let data = api.payload(&device).await;
     let request_data = RequestData::parse(&data).unwrap();
-    let code = device.code_for(SignatureType::PossessionKnowledge, &request_data, None, 8);
+    let code = device.code_for(&request_data, Approval::PIN);
     let before = api
         .store
         .activation(&device.activation_id)
@@ -241,21 +243,7 @@ fn an_answered_nonce_lost_to_sigkill_is_refused_after_the_restart() {
     let activation_id = runtime.block_on(async {
         let (service, _store) = open_service(software_signer(dir), &dir.join("data")).await;
         service.create_application("crash").await.unwrap();
-        let registered = service
-            .register_activation(RegisterActivation {
-                application_id: "crash".into(),
-                user_id: "u".into(),
-                device_public_key: device_private.public_key().to_base64(),
-                max_failed_attempts: None,
-                activation_flags: vec![],
-            })
-            .await
-            .unwrap();
-        service
-            .commit_activation(&registered.activation_id, None)
-            .await
-            .unwrap();
-        registered.activation_id
+        register_and_commit(&service, "crash", &device_private.public_key()).await
     });
 
     let mut child = Command::new(std::env::current_exe().unwrap())
@@ -310,7 +298,7 @@ fn an_answered_nonce_lost_to_sigkill_is_refused_after_the_restart() {
             "the held nonce was lost with the process (the window was hit)"
         );
         let verify = |data: &RequestData| {
-            let code = device.code_for(SignatureType::PossessionKnowledge, data, None, 8);
+            let code = device.code_for(data, Approval::PIN);
             service.verify(VerifyRequest {
                 activation_id: activation_id.clone(),
                 data: data.as_str().to_owned(),

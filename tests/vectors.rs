@@ -2,15 +2,13 @@
 //! through the one vector checker, [`offline_signer::selftest`], so that a failure names its case.
 //! Without the folder the tests FAIL, unless `OFFLINE_SIGNER_ALLOW_MISSING=1` (then they say loudly that they checked nothing).
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use offline_signer::crypto::CounterData;
 use offline_signer::selftest::{self, VectorKind};
+use offline_signer_testkit::required::vectors_dir;
+use offline_signer_testkit::vectors::check_file;
 use serde_json::Value;
-
-fn vectors_dir() -> Option<PathBuf> {
-    offline_signer_testkit::required::vectors_dir()
-}
 
 fn cases(dir: &Path, kind: VectorKind) -> Vec<Value> {
     let bytes = std::fs::read(dir.join(kind.file_name())).expect("vector file readable");
@@ -20,8 +18,6 @@ fn cases(dir: &Path, kind: VectorKind) -> Vec<Value> {
         .expect("vector file has a data array")
         .clone()
 }
-
-use offline_signer_testkit::vectors::check_file;
 
 #[test]
 fn signatures_offline() {

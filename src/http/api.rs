@@ -40,27 +40,43 @@ impl utoipa::IntoResponses for StoreMethodErrors {
     }
 }
 
+/// The error answers of an `ADMIN`-only method besides its own 400s: 401 and 403.
+pub struct AdminMethodErrors;
+
+impl utoipa::IntoResponses for AdminMethodErrors {
+    fn responses() -> BTreeMap<String, RefOr<Response>> {
+        BTreeMap::from([
+            ("401".to_owned(), error_response("ERR_AUTHENTICATION")),
+            ("403".to_owned(), error_response("ERR_AUTHORIZATION")),
+        ])
+    }
+}
+
 /// 401, 415 and a 503 with `unavailable` as its description, each an [`ErrorEnvelope`].
 fn shared_errors(unavailable: &str) -> BTreeMap<String, RefOr<Response>> {
-    let error = |description: &str| {
-        let content = ContentBuilder::new()
-            .schema(Some(Ref::from_schema_name("ErrorEnvelope")))
-            .build();
-        RefOr::T(
-            ResponseBuilder::new()
-                .description(description)
-                .content("application/json", content)
-                .build(),
-        )
-    };
     BTreeMap::from([
-        ("401".to_owned(), error("ERR_AUTHENTICATION")),
-        ("503".to_owned(), error(unavailable)),
+        ("401".to_owned(), error_response("ERR_AUTHENTICATION")),
+        ("503".to_owned(), error_response(unavailable)),
         (
             "415".to_owned(),
-            error("ERROR_UNSUPPORTED_MEDIA_TYPE: the body is not sent as application/json"),
+            error_response(
+                "ERROR_UNSUPPORTED_MEDIA_TYPE: the body is not sent as application/json",
+            ),
         ),
     ])
+}
+
+/// One error answer: an [`ErrorEnvelope`] described by `description`.
+fn error_response(description: &str) -> RefOr<Response> {
+    let content = ContentBuilder::new()
+        .schema(Some(Ref::from_schema_name("ErrorEnvelope")))
+        .build();
+    RefOr::T(
+        ResponseBuilder::new()
+            .description(description)
+            .content("application/json", content)
+            .build(),
+    )
 }
 
 /// Creates an application and its first master key pair, generated inside the HSM.

@@ -6,7 +6,7 @@ use axum::extract::State;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use super::api::ApiResult;
+use super::api::{AdminMethodErrors, ApiResult};
 use super::error::{ApiJson, ApiOk};
 use super::wire::{ErrorEnvelope, RequestEnvelope, ResponseEnvelope, rfc3339};
 use crate::model::CredentialScope;
@@ -140,8 +140,7 @@ fn scope_from(request: &IntegrationCreateRequest) -> Result<CredentialScope, Ser
     responses(
         (status = 200, description = "Created", body = ResponseEnvelope<IntegrationCreateResponse>),
         (status = 400, description = "ERR0024", body = ErrorEnvelope),
-        (status = 401, description = "ERR_AUTHENTICATION", body = ErrorEnvelope),
-        (status = 403, description = "ERR_AUTHORIZATION", body = ErrorEnvelope),
+        AdminMethodErrors,
     ),
     security(("basicAuth" = [])))]
 /// # Errors
@@ -170,8 +169,7 @@ pub async fn create(
     responses(
         (status = 200, description = "The credentials", body = ResponseEnvelope<IntegrationListResponse>),
         (status = 400, description = "ERR0024 (the body is not the request envelope)", body = ErrorEnvelope),
-        (status = 401, description = "ERR_AUTHENTICATION", body = ErrorEnvelope),
-        (status = 403, description = "ERR_AUTHORIZATION", body = ErrorEnvelope),
+        AdminMethodErrors,
     ),
     security(("basicAuth" = [])))]
 /// # Errors
@@ -207,8 +205,7 @@ pub async fn list(
     responses(
         (status = 200, description = "Removed (or there was none)", body = ResponseEnvelope<IntegrationRemoveResponse>),
         (status = 400, description = "ERR0024", body = ErrorEnvelope),
-        (status = 401, description = "ERR_AUTHENTICATION", body = ErrorEnvelope),
-        (status = 403, description = "ERR_AUTHORIZATION", body = ErrorEnvelope),
+        AdminMethodErrors,
     ),
     security(("basicAuth" = [])))]
 /// # Errors

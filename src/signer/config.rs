@@ -424,6 +424,16 @@ mod tests {
         raw.validate().map_err(|e| e.to_string())
     }
 
+    /// A `kind = "pkcs11"` table with `module = "/m.so"` and then `lines`, one a line.
+    fn pkcs11_table(lines: &[&str]) -> String {
+        let mut text = String::from("kind = \"pkcs11\"\nmodule = \"/m.so\"\n");
+        for line in lines {
+            text.push_str(line);
+            text.push('\n');
+        }
+        text
+    }
+
     /// A table that must parse as a PKCS#11 signer.
     fn pkcs11(text: &str) -> Pkcs11Config {
         let SignerConfig::Pkcs11(p) = parse(text).unwrap() else {
@@ -452,12 +462,10 @@ mod tests {
 
     #[test]
     fn defaults_apply() {
-        let p = pkcs11(
-            r#"kind = "pkcs11"
-               module = "/m.so"
-               token_serial = "abc"
-               pin_file = "/p""#,
-        );
+        let p = pkcs11(&pkcs11_table(&[
+            r#"token_serial = "abc""#,
+            r#"pin_file = "/p""#,
+        ]));
         assert_eq!(p.pool_size.get(), DEFAULT_POOL_SIZE);
         assert_eq!(p.queue_depth.get(), DEFAULT_QUEUE_DEPTH);
         assert_eq!(p.timeout, Duration::from_millis(DEFAULT_TIMEOUT_MS));
@@ -465,12 +473,10 @@ mod tests {
 
     #[test]
     fn literal_pin_is_refused_with_advice() {
-        let err = parse(
-            r#"kind = "pkcs11"
-               module = "/m.so"
-               token_label = "t"
-               pin = "1234-very-secret""#,
-        )
+        let err = parse(&pkcs11_table(&[
+            r#"token_label = "t""#,
+            r#"pin = "1234-very-secret""#,
+        ]))
         .unwrap_err();
         assert!(err.contains("pin_file") && err.contains("pin_env"), "{err}");
         assert!(!err.contains("1234-very-secret"));
@@ -481,16 +487,16 @@ mod tests {
 
     #[test]
     fn exactly_one_pin_source_and_token_selector() {
-        let both_pins = r#"kind = "pkcs11"
-            module = "/m.so"
-            token_label = "t"
-            pin_file = "/p"
-            pin_env = "X""#;
-        assert!(parse(both_pins).unwrap_err().contains("exactly one"));
-        let no_pin = "kind = \"pkcs11\"\nmodule = \"/m.so\"\ntoken_label = \"t\"";
-        assert!(parse(no_pin).unwrap_err().contains("exactly one"));
-        let no_token = "kind = \"pkcs11\"\nmodule = \"/m.so\"\npin_env = \"X\"";
-        assert!(parse(no_token).unwrap_err().contains("token_label"));
+        let both_pins = pkcs11_table(&[
+            r#"token_label = "t""#,
+            r#"pin_file = "/p""#,
+            r#"pin_env = "X""#,
+        ]);
+        assert!(parse(&both_pins).unwrap_err().contains("exactly one"));
+        let no_pin = pkcs11_table(&[r#"token_label = "t""#]);
+        assert!(parse(&no_pin).unwrap_err().contains("exactly one"));
+        let no_token = pkcs11_table(&[r#"pin_env = "X""#]);
+        assert!(parse(&no_token).unwrap_err().contains("token_label"));
     }
 
     #[test]
@@ -501,12 +507,9 @@ mod tests {
                 .unwrap_err()
                 .contains("software-insecure")
         );
-        let zero_pool = r#"kind = "pkcs11"
-            module = "/m.so"
-            token_label = "t"
-            pin_env = "X"
-            pool_size = 0"#;
-        assert!(parse(zero_pool).unwrap_err().contains("pool_size"));
+        let zero_pool =
+            pkcs11_table(&[r#"token_label = "t""#, r#"pin_env = "X""#, "pool_size = 0"]);
+        assert!(parse(&zero_pool).unwrap_err().contains("pool_size"));
         let sw_with_module = "kind = \"software-insecure\"\nmodule = \"/m.so\"";
         assert!(parse(sw_with_module).unwrap_err().contains("module"));
         assert_eq!(
@@ -537,13 +540,11 @@ mod tests {
 
     #[test]
     fn module_env_is_read_and_refused_for_software() {
-        let p = pkcs11(
-            r#"kind = "pkcs11"
-               module = "/m.so"
-               token_label = "t"
-               pin_file = "/p"
-               module_env = { SOFTHSM2_CONF = "/x/softhsm2.conf" }"#,
-        );
+        let p = pkcs11(&pkcs11_table(&[
+            r#"token_label = "t""#,
+            r#"pin_file = "/p""#,
+            r#"module_env = { SOFTHSM2_CONF = "/x/softhsm2.conf" }"#,
+        ]));
         assert_eq!(
             p.module_env,
             vec![(

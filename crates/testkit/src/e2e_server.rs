@@ -270,6 +270,24 @@ impl Server {
     }
 }
 
+/// The common shape of an end-to-end test: [`Server::start`], then `body` on a fresh [`runtime`]
+/// with the server and a [`Server::client`]. Returns at once when [`Server::start`] does (SoftHSM
+/// missing and that allowed); the server stops when the body is done.
+pub fn with_server(
+    label: &str,
+    application: &str,
+    extra_config: &str,
+    body: impl AsyncFnOnce(&Server, Client),
+) {
+    let Some(server) = Server::start(label, application, extra_config) else {
+        return;
+    };
+    runtime().block_on(async {
+        let client = server.client();
+        body(&server, client).await
+    });
+}
+
 /// A two-thread runtime for a test's async body.
 pub fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_multi_thread()

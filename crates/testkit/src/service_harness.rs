@@ -13,7 +13,7 @@ use offline_signer::crypto::{
 use offline_signer::model::Timestamp;
 use offline_signer::service::{
     Clock, CreateNonPersonalized, CreatePersonalized, OfflinePayload, ProximityCheck,
-    RegisterActivation, Service, SignatureSettings, VerifyRequest, VerifyResponse,
+    RegisterActivation, Service, ServiceError, SignatureSettings, VerifyRequest, VerifyResponse,
 };
 pub use offline_signer::service::{NoncePolicy, Settings};
 use offline_signer::signer::Signer;
@@ -181,9 +181,22 @@ impl Harness {
         code: &str,
         tweak: impl FnOnce(&mut VerifyRequest),
     ) -> VerifyResponse {
+        self.try_verify_with(device, data, code, tweak)
+            .await
+            .expect("verify answers")
+    }
+
+    /// [`Self::verify_with`] that hands back the service's refusal instead of panicking on it.
+    pub async fn try_verify_with(
+        &self,
+        device: &Device,
+        data: &RequestData,
+        code: &str,
+        tweak: impl FnOnce(&mut VerifyRequest),
+    ) -> Result<VerifyResponse, ServiceError> {
         let mut request = verify_request(device, data.as_str(), code);
         tweak(&mut request);
-        self.service.verify(request).await.expect("verify answers")
+        self.service.verify(request).await
     }
 
     pub fn stored(&self, device: &Device) -> offline_signer::store::Activation {
@@ -233,6 +246,70 @@ pub fn payload_totp(offline_data: &str) -> Option<String> {
     parsed.web_flow().and_then(|f| f.totp.map(str::to_owned))
 }
 
+/// Registers a device holding `device_key` in `application` (user `u`, no flags, the default failure
+/// limit) and commits it, for a test that keeps its own device key; returns the activation id.
+pub async fn register_and_commit(
+    service: &Service,
+    application: &str,
+    device_key: &PublicKey,
+) -> String {
+    let registered = service
+        .register_activation(RegisterActivation {
+            application_id: application.to_owned(),
+            user_id: "u".to_owned(),
+            device_public_key: device_key.to_base64(),
+            max_failed_attempts: None,
+            activation_flags: Vec::new(),
+        })
+        .await
+        .expect("register");
+    service
+        .commit_activation(&registered.activation_id, None)
+        .await
+        .expect("commit");
+    registered.activation_id
+}
+
+/// How the phone approves a code: the factors, the proximity TOTP it adds, digits per component.
+#[derive(Clone, Copy, Debug)]
+pub struct Approval<'a> {
+    /// Possession + knowledge (PIN) or possession + biometry.
+    pub signature_type: SignatureType,
+    /// The TOTP line of the payload, signed with the data when present.
+    pub totp: Option<&'a str>,
+    /// Digits per code component, 4..=8.
+    pub length: u8,
+}
+
+impl Approval<'static> {
+    /// With the PIN (possession + knowledge), no TOTP, 8 digits: what the phone does by default.
+    pub const PIN: Self = Approval {
+        signature_type: SignatureType::PossessionKnowledge,
+        totp: None,
+        length: 8,
+    };
+    /// With biometry (possession + biometry), no TOTP, 8 digits.
+    pub const BIOMETRY: Self = Approval {
+        signature_type: SignatureType::PossessionBiometry,
+        ..Self::PIN
+    };
+}
+
+impl<'a> Approval<'a> {
+    /// The same approval, signing the proximity TOTP `totp` with the data.
+    pub fn with_totp(self, totp: &'a str) -> Self {
+        Approval {
+            totp: Some(totp),
+            ..self
+        }
+    }
+
+    /// The same approval with `length` digits per component.
+    pub fn with_length(self, length: u8) -> Self {
+        Approval { length, ..self }
+    }
+}
+
 /// The phone's state: factor keys and its own copy of the hash-based counter.
 pub struct Device {
     pub activation_id: String,
@@ -244,30 +321,24 @@ pub struct Device {
 }
 
 impl Device {
-    /// The code at the phone's current counter, without advancing it.
-    pub fn code_for(
-        &self,
-        signature_type: SignatureType,
-        data: &RequestData,
-        totp: Option<&str>,
-        length: u8,
-    ) -> String {
-        let signed = match totp {
+    /// The code at the phone's current counter, approved as `approval` says, without advancing it.
+    pub fn code_for(&self, data: &RequestData, approval: Approval<'_>) -> String {
+        let signed = match approval.totp {
             Some(totp) => data.with_proximity_totp(totp).expect("proximity body"),
             None => data.clone(),
         };
         decimal_signature(
             &self.keys,
-            signature_type,
+            approval.signature_type,
             &self.counter.get(),
             signed.to_data_to_sign().as_bytes(),
-            ComponentLength::new(i64::from(length)).expect("4..=8"),
+            ComponentLength::new(i64::from(approval.length)).expect("4..=8"),
         )
     }
 
     /// What the phone does: computes the PIN code (possession + knowledge, 8 digits) and advances.
     pub fn sign(&self, data: &RequestData) -> String {
-        self.sign_as(SignatureType::PossessionKnowledge, data, None, 8)
+        self.sign_as(data, Approval::PIN)
     }
 
     /// Moves the phone's counter `steps` positions ahead, as if it had shown codes nobody used.
@@ -276,14 +347,8 @@ impl Device {
     }
 
     /// Computes a code and advances the phone's counter (it does so for every code it shows).
-    pub fn sign_as(
-        &self,
-        signature_type: SignatureType,
-        data: &RequestData,
-        totp: Option<&str>,
-        length: u8,
-    ) -> String {
-        let code = self.code_for(signature_type, data, totp, length);
+    pub fn sign_as(&self, data: &RequestData, approval: Approval<'_>) -> String {
+        let code = self.code_for(data, approval);
         self.counter.set(self.counter.get().next());
         code
     }

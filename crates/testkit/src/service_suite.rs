@@ -14,7 +14,9 @@ use offline_signer::service::{
 };
 use offline_signer::store::{AuditOutcome, Store, verify_audit_chain};
 
-use super::service_harness::{Device, Harness, payload_totp, phone_request_data, verify_request};
+use super::service_harness::{
+    Approval, Device, Harness, payload_totp, phone_request_data, verify_request,
+};
 
 const PK: SignatureType = SignatureType::PossessionKnowledge;
 const PB: SignatureType = SignatureType::PossessionBiometry;
@@ -90,7 +92,7 @@ pub async fn invalid_codes_block_at_the_limit_and_unblock_restores(h: &Harness) 
         .await
         .expect("block again");
     let r = h
-        .verify(&phone, &data, &phone.code_for(PK, &data, None, 8))
+        .verify(&phone, &data, &phone.code_for(&data, Approval::PIN))
         .await;
     assert!(!r.signature_valid);
     assert_eq!(r.activation_status, ActivationStatus::Blocked);
@@ -197,14 +199,14 @@ pub async fn rejected_nonces_touch_nothing(h: &Harness) {
     let forged =
         RequestData::for_operation(DEFAULT_URI_ID, &b64::encode([7u8; 16]), "op", "A1", None);
     let r = h
-        .verify(&phone, &forged, &phone.code_for(PK, &forged, None, 8))
+        .verify(&phone, &forged, &phone.code_for(&forged, Approval::PIN))
         .await;
     assert_untouched(h, NonceStatus::Unknown, &r);
 
     // MISMATCH: a nonce issued for another activation.
     let (_, theirs) = h.payload(&neighbour, None).await;
     let r = h
-        .verify(&phone, &theirs, &phone.code_for(PK, &theirs, None, 8))
+        .verify(&phone, &theirs, &phone.code_for(&theirs, Approval::PIN))
         .await;
     assert_untouched(h, NonceStatus::Mismatch, &r);
 
@@ -219,7 +221,7 @@ pub async fn rejected_nonces_touch_nothing(h: &Harness) {
         .verify(
             &phone,
             &other_data,
-            &phone.code_for(PK, &other_data, None, 8),
+            &phone.code_for(&other_data, Approval::PIN),
         )
         .await;
     assert_untouched(h, NonceStatus::Mismatch, &r);
@@ -229,7 +231,7 @@ pub async fn rejected_nonces_touch_nothing(h: &Harness) {
     let (_, late) = h.payload(&phone, None).await;
     h.clock.advance(Duration::from_secs(301));
     let r = h
-        .verify(&phone, &late, &phone.code_for(PK, &late, None, 8))
+        .verify(&phone, &late, &phone.code_for(&late, Approval::PIN))
         .await;
     assert_untouched(h, NonceStatus::Expired, &r);
 
@@ -252,16 +254,19 @@ pub async fn biometry_only_when_allowed(h: &Harness) {
     h.application("app").await;
     let phone = h.device("app", None).await;
     let (_, data) = h.payload(&phone, None).await;
-    let code = phone.code_for(PB, &data, None, 8);
+    let code = phone.code_for(&data, Approval::BIOMETRY);
     let r = h.verify(&phone, &data, &code).await;
     assert!(!r.signature_valid, "biometry not allowed");
     assert_eq!(r.signature_type, Some(PK));
     assert_eq!(h.stored(&phone).failed_attempts, 1);
 
     let r = h
-        .verify_with(&phone, &data, &phone.sign_as(PB, &data, None, 8), |v| {
-            v.allow_biometry = true
-        })
+        .verify_with(
+            &phone,
+            &data,
+            &phone.sign_as(&data, Approval::BIOMETRY),
+            |v| v.allow_biometry = true,
+        )
         .await;
     assert!(r.signature_valid, "{r:?}");
     assert_eq!(r.signature_type, Some(PB));
@@ -306,7 +311,7 @@ pub async fn nonce_expires_exactly_at_its_expiry(h: &Harness) {
     h.clock.advance(ttl);
     let before = h.stored(&phone);
     let r = h
-        .verify(&phone, &late, &phone.code_for(PK, &late, None, 8))
+        .verify(&phone, &late, &phone.code_for(&late, Approval::PIN))
         .await;
     assert_eq!(r.nonce_status, Some(NonceStatus::Expired), "{r:?}");
     assert!(!r.signature_valid);
@@ -319,7 +324,7 @@ pub async fn component_lengths_4_and_8(h: &Harness) {
     h.application("app").await;
     let phone = h.device("app", None).await;
     let (_, data) = h.payload(&phone, None).await;
-    let short = phone.sign_as(PK, &data, None, 4);
+    let short = phone.sign_as(&data, Approval::PIN.with_length(4));
     assert_eq!(short.len(), 9);
     let r = h
         .verify_with(&phone, &data, &short, |v| v.component_length = Some(4))
@@ -327,7 +332,7 @@ pub async fn component_lengths_4_and_8(h: &Harness) {
     assert!(r.signature_valid, "{r:?}");
 
     let (_, data) = h.payload(&phone, None).await;
-    let long = phone.code_for(PK, &data, None, 8);
+    let long = phone.code_for(&data, Approval::PIN);
     let r = h
         .verify_with(&phone, &data, &long, |v| v.component_length = Some(4))
         .await;
@@ -338,11 +343,7 @@ pub async fn component_lengths_4_and_8(h: &Harness) {
     let before = h.stored(&phone);
     for bad in [3, 9, 0, -1] {
         let e = h
-            .service
-            .verify(offline_signer::service::VerifyRequest {
-                component_length: Some(bad),
-                ..verify_request(&phone, data.as_str(), WRONG)
-            })
+            .try_verify_with(&phone, &data, WRONG, |v| v.component_length = Some(bad))
             .await;
         assert!(
             matches!(e, Err(ServiceError::InvalidRequest(_))),
@@ -372,7 +373,7 @@ pub async fn proximity_current_and_previous_step(h: &Harness) {
     let (payload, data) = h.payload(&phone, Some(proximity(0))).await;
     let totp = payload_totp(&payload.offline_data).expect("the QR carries the TOTP");
     assert_eq!(totp.len(), 8);
-    let code = phone.sign_as(PK, &data, Some(&totp), 8);
+    let code = phone.sign_as(&data, Approval::PIN.with_totp(&totp));
     let r = h
         .verify_with(&phone, &data, &code, |v| {
             v.proximity_check = Some(proximity(0))
@@ -384,7 +385,7 @@ pub async fn proximity_current_and_previous_step(h: &Harness) {
     let (payload, data) = h.payload(&phone, Some(proximity(0))).await;
     let totp = payload_totp(&payload.offline_data).expect("TOTP line");
     h.clock.advance(Duration::from_secs(30));
-    let code = phone.code_for(PK, &data, Some(&totp), 8);
+    let code = phone.code_for(&data, Approval::PIN.with_totp(&totp));
     let r = h
         .verify_with(&phone, &data, &code, |v| {
             v.proximity_check = Some(proximity(0))
@@ -398,7 +399,7 @@ pub async fn proximity_current_and_previous_step(h: &Harness) {
         .verify_with(
             &phone,
             &data,
-            &phone.sign_as(PK, &data, Some(&totp), 8),
+            &phone.sign_as(&data, Approval::PIN.with_totp(&totp)),
             |v| v.proximity_check = Some(proximity(1)),
         )
         .await;
@@ -411,7 +412,11 @@ pub async fn proximity_current_and_previous_step(h: &Harness) {
     let (payload, data) = h.payload(&phone, Some(proximity(0))).await;
     let totp = payload_totp(&payload.offline_data).expect("TOTP line");
     let r = h
-        .verify(&phone, &data, &phone.code_for(PK, &data, Some(&totp), 8))
+        .verify(
+            &phone,
+            &data,
+            &phone.code_for(&data, Approval::PIN.with_totp(&totp)),
+        )
         .await;
     assert!(!r.signature_valid);
 
@@ -421,11 +426,7 @@ pub async fn proximity_current_and_previous_step(h: &Harness) {
         ..proximity(0)
     };
     let e = h
-        .service
-        .verify(offline_signer::service::VerifyRequest {
-            proximity_check: Some(bad),
-            ..verify_request(&phone, data.as_str(), WRONG)
-        })
+        .try_verify_with(&phone, &data, WRONG, |v| v.proximity_check = Some(bad))
         .await;
     assert!(matches!(e, Err(ServiceError::InvalidRequest(_))));
 }
@@ -442,7 +443,7 @@ pub async fn removed_and_missing_and_pending(h: &Harness) {
     assert_eq!(stored.status, ActivationStatus::Removed);
     assert!(stored.key_material_destroyed());
     let r = h
-        .verify(&phone, &data, &phone.code_for(PK, &data, None, 8))
+        .verify(&phone, &data, &phone.code_for(&data, Approval::PIN))
         .await;
     assert!(!r.signature_valid);
     assert_eq!(r.activation_status, ActivationStatus::Removed);
@@ -531,7 +532,7 @@ pub async fn forced_block_when_already_at_the_limit(h: &Harness) {
     h.store.update_activation(&record, None).expect("update");
     let (_, data) = h.payload(&phone, None).await;
     let r = h
-        .verify(&phone, &data, &phone.code_for(PK, &data, None, 8))
+        .verify(&phone, &data, &phone.code_for(&data, Approval::PIN))
         .await;
     assert!(!r.signature_valid);
     assert_eq!(r.activation_status, ActivationStatus::Blocked);

@@ -80,13 +80,7 @@ pub fn init_token(dir: &Path, label: &str, user_pin_file: Option<&Path>) {
     if let Some(p) = user_pin_file {
         cmd.arg(p);
     }
-    let out = cmd.output().expect("bash runs");
-    assert!(
-        out.status.success(),
-        "softhsm-init.sh failed: {}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    run_checked(cmd, "softhsm-init.sh");
 }
 
 /// Runs `body` in a child process of this test binary with a fresh token; `test_name` must be
@@ -186,15 +180,38 @@ pub fn with_token(test_name: &str, label: &str, body: impl FnOnce(TestToken)) {
     with_token_prepared(test_name, label, None, body)
 }
 
-/// Runs `softhsm2-util` (inherits `SOFTHSM2_CONF`) and asserts success.
+/// Runs `softhsm2-util` (inherits `SOFTHSM2_CONF`) and asserts success; returns its stdout.
 pub fn softhsm_util(args: &[&str]) -> String {
-    let out = Command::new("softhsm2-util")
-        .args(args)
+    let mut cmd = Command::new("softhsm2-util");
+    cmd.args(args);
+    run_checked(cmd, "softhsm2-util")
+}
+
+/// Runs OpenSC's `pkcs11-tool` on `token`, logged in with its user PIN (module, token label and
+/// login come first, then `args`), with `SOFTHSM2_CONF` naming the token's own configuration (so it
+/// works in the parent and in the child of [`with_token`]); asserts success and returns stdout.
+/// The tool stands for what an operator or another process holding the user PIN could do.
+pub fn pkcs11_tool(token: &TestToken, args: &[&str]) -> String {
+    let pin = token.user_pin();
+    let mut cmd = Command::new("pkcs11-tool");
+    cmd.env("SOFTHSM2_CONF", token.dir.join("softhsm2.conf"))
+        .args(["--module", MODULE, "--token-label", &token.label])
+        .args(["--login", "--pin", pin.trim()])
+        .args(args);
+    run_checked(cmd, "pkcs11-tool")
+}
+
+/// Runs `cmd`, asserts that it exits 0 (the message names `what` and shows its output) and returns
+/// its stdout.
+fn run_checked(mut cmd: Command, what: &str) -> String {
+    let out = cmd
         .output()
-        .expect("softhsm2-util runs");
+        .unwrap_or_else(|e| panic!("{what} does not run: {e}"));
     assert!(
         out.status.success(),
-        "softhsm2-util {args:?} failed: {}",
+        "{what} failed ({}): {}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
     String::from_utf8_lossy(&out.stdout).into_owned()
@@ -210,25 +227,12 @@ pub fn runtime() -> tokio::runtime::Runtime {
 }
 
 /// Generates, with OpenSC's `pkcs11-tool` (outside the service, as an operator with the user PIN
-/// could), an EXTRACTABLE AES-256 key labelled `label` on the token `token_label` of the SoftHSM
-/// configuration `softhsm2_conf`: the kind of key `key-report` must flag.
-pub fn plant_extractable_key(
-    softhsm2_conf: &Path,
-    token_label: &str,
-    user_pin: &str,
-    label: &str,
-    id_hex: &str,
-) {
-    let out = Command::new("pkcs11-tool")
-        .env("SOFTHSM2_CONF", softhsm2_conf)
-        .args([
-            "--module",
-            MODULE,
-            "--token-label",
-            token_label,
-            "--login",
-            "--pin",
-            user_pin.trim(),
+/// could), an EXTRACTABLE AES-256 key labelled `label` on `token`: the kind of key `key-report`
+/// must flag.
+pub fn plant_extractable_key(token: &TestToken, label: &str, id_hex: &str) {
+    pkcs11_tool(
+        token,
+        &[
             "--keygen",
             "--key-type",
             "AES:32",
@@ -237,13 +241,7 @@ pub fn plant_extractable_key(
             "--id",
             id_hex,
             "--extractable",
-        ])
-        .output()
-        .expect("pkcs11-tool runs");
-    assert!(
-        out.status.success(),
-        "pkcs11-tool --keygen failed: {}",
-        String::from_utf8_lossy(&out.stderr)
+        ],
     );
 }
 

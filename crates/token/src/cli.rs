@@ -66,6 +66,20 @@ pub struct ActivateArgs {
     /// payload CODE#SIGNATURE.
     #[arg(long, value_name = "CODE")]
     pub code: Option<String>,
+    /// The options of activation by code.
+    #[command(flatten)]
+    pub by_code: CodeArgs,
+    /// The state file to create (mode 0600).
+    #[arg(long, value_name = "FILE")]
+    pub state: PathBuf,
+    /// Failed attempts before the server blocks the activation (server default when absent).
+    #[arg(long, value_name = "N")]
+    pub max_failed_attempts: Option<u32>,
+}
+
+/// The options of `token activate` that belong to activation by code (ignored by `--user`).
+#[derive(Debug, Args)]
+pub struct CodeArgs {
     /// The activation signature (Base64 DER) from activation/init; checked with the master public
     /// key before anything is sent. Without it (and without #SIGNATURE in --code) the code is
     /// accepted unchecked, as the SDK does.
@@ -109,12 +123,28 @@ pub struct ActivateArgs {
     /// The deviceInfo the device sends in layer 2.
     #[arg(long, value_name = "TEXT", default_value = "offline-token simulator")]
     pub device_info: String,
-    /// The state file to create (mode 0600).
-    #[arg(long, value_name = "FILE")]
-    pub state: PathBuf,
-    /// Failed attempts before the server blocks the activation (server default when absent).
-    #[arg(long, value_name = "N")]
-    pub max_failed_attempts: Option<u32>,
+}
+
+impl CodeArgs {
+    /// The activation by `code` in `application_id` these options describe.
+    fn activation(self, application_id: String, code: String) -> CodeActivation {
+        CodeActivation {
+            application_id,
+            code,
+            code_signature: self.code_signature,
+            sdk_config: self.sdk_config.map(SecretString::from),
+            activation_otp: self.otp.map(SecretString::from),
+            otp_placement: match self.otp_at {
+                OtpAt::Commit => OtpPlacement::Commit,
+                OtpAt::KeyExchange => OtpPlacement::KeyExchange,
+            },
+            device: DeviceInfo {
+                activation_name: self.activation_name,
+                platform: self.platform,
+                device_info: self.device_info,
+            },
+        }
+    }
 }
 
 /// Where `activate --otp` sends the activation OTP.
@@ -215,22 +245,7 @@ fn activate(args: ActivateArgs) -> Result<(), TokenError> {
     let persist = |state: &TokenState| state.create(&path).map_err(TokenError::from);
     let token = match (args.code, args.user) {
         (Some(code), _) => {
-            let activation = CodeActivation {
-                application_id: args.application,
-                code,
-                code_signature: args.code_signature,
-                sdk_config: args.sdk_config.map(SecretString::from),
-                activation_otp: args.otp.map(SecretString::from),
-                otp_placement: match args.otp_at {
-                    OtpAt::Commit => OtpPlacement::Commit,
-                    OtpAt::KeyExchange => OtpPlacement::KeyExchange,
-                },
-                device: DeviceInfo {
-                    activation_name: args.activation_name,
-                    platform: args.platform,
-                    device_info: args.device_info,
-                },
-            };
+            let activation = args.by_code.activation(args.application, code);
             runtime()?.block_on(Token::activate_with_code(&client, &activation, persist))?
         }
         (None, Some(user_id)) => {
