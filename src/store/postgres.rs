@@ -24,11 +24,20 @@
 //! the WAL past it), so a server crash can lose an answered nonce, never half of one, and never a
 //! verification that consumed it. `commit_verification` is one
 //! transaction: a compare-and-swap `UPDATE … WHERE version = $read` on the activation row (which also
-//! serializes concurrent commits of one activation), the nonce row locked and checked exactly as sled
-//! checks it, consumed with a `consumed_at IS NULL` guard, then the audit append. Any error rolls back the
-//! whole transaction. A connection lost mid-way is [`StoreError::Io`] with nothing half-written, or, when
-//! it is the `COMMIT` that got no answer, [`StoreError::OutcomeUnknown`] (the commit may have landed); the pool drops broken connections
-//! and opens new ones when the server is back.
+//! serializes concurrent commits of one activation), the nonce consumed with a `consumed_at IS NULL`
+//! guard and its owner checked as sled checks it, then the audit append. Any error rolls back the
+//! whole transaction. A connection lost mid-way is [`StoreError::Io`] with nothing half-written, or,
+//! once the `COMMIT` was sent and got no answer, [`StoreError::OutcomeUnknown`] (the commit may have
+//! landed); the pool drops broken connections and opens new ones when the server is back.
+//!
+//! **Round trips.** The hot writes (`commit_verification`, `update_activation`, `issue_nonce`) are
+//! pipelined ([`Pipeline`]): statements whose inputs do not depend on one another's answers are sent
+//! together and answered in order, so a verification is two round trips (`BEGIN`, compare-and-swap,
+//! nonce consumption, lane lock; then the nonce's record, the audit record, the head's advance,
+//! `COMMIT`) where one statement at a time took eight. The answers are read in the order sent, so a
+//! refusal is the first failing statement's, and the question that tells a missing row from a changed
+//! one is asked only on that failure path. The audit record is still sealed here, from the locked head,
+//! so the chain's bytes are the codec's. The other writes run one statement at a time.
 //!
 //! **Audit chains and lanes.** Each `PgStore` appends to chains of its own (its [`ChainId`], given to
 //! [`PgStore::open`], and the lanes derived from it, [`PostgresSettings::audit_lanes`]), so instances
