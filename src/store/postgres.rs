@@ -136,12 +136,16 @@ fn io(detail: impl Into<String>) -> StoreError {
     }
 }
 
-/// A client error in the store's words. The messages name the failure, never the password.
+/// A client error in the store's words. The messages name the failure (with the server's SQLSTATE
+/// when it refused the statement: a code, never a value), never the password.
 fn db(e: tokio_postgres::Error) -> StoreError {
-    if e.code() == Some(&SqlState::UNIQUE_VIOLATION) {
-        return StoreError::AlreadyExists { what: "record" };
+    match e.code() {
+        Some(code) if *code == SqlState::UNIQUE_VIOLATION => {
+            StoreError::AlreadyExists { what: "record" }
+        }
+        Some(code) => io(format!("PostgreSQL: {e} (SQLSTATE {})", code.code())),
+        None => io(format!("PostgreSQL: {e}")),
     }
-    io(format!("PostgreSQL: {e}"))
 }
 
 /// A failed `COMMIT`: refused by the server (it answered with a SQLSTATE), nothing was written; lost
