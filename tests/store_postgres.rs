@@ -588,3 +588,58 @@ fn usable_and_droppable_on_the_callers_tokio_runtime() {
         drop(store);
     });
 }
+
+/// The writes that pipeline their statements answer with the first statement that failed, not with
+/// the "current transaction is aborted" of the statements sent after it, write nothing, and leave a
+/// connection the next call can use. (A NUL in a text column is refused by the server itself; the
+/// answer carries the server's SQLSTATE.)
+#[test]
+fn a_statement_refused_inside_a_pipelined_round_is_the_answer_and_nothing_is_written() {
+    let Some(db) = TestDatabase::create() else {
+        return;
+    };
+    // One connection: every call below runs on the connection the refused one used.
+    let store = PgStore::open(&db.settings(1).with_audit_lanes(1), chain("pipelined"))
+        .expect("open the store");
+    let a = store
+        .insert_activation(&activation("act-p"), None)
+        .expect("insert")
+        .activation;
+    let head = store.audit_head().expect("head");
+    // 22021: invalid byte sequence (the refused statement); not 25P02, "current transaction is
+    // aborted" (the statements after it).
+    let refused_by_the_server = |err: StoreError, what: &str| match err {
+        StoreError::Io { detail } => {
+            assert!(detail.ends_with("(SQLSTATE 22021)"), "{what}: {detail}")
+        }
+        other => panic!("{what}: expected the server's refusal, got {other}"),
+    };
+
+    // The nonce's insert fails; the lane lock sent after it is not the answer.
+    let err = store
+        .issue_nonce(
+            &nonce_for("nul\0nonce", "act-p", t(300_000)),
+            Some(verify_draft(&a, 0, AuditOutcome::Valid)),
+        )
+        .expect_err("a NUL in a text column is refused");
+    refused_by_the_server(err, "issue");
+    assert_eq!(store.audit_head().expect("head"), head, "no audit record");
+
+    // The compare-and-swap succeeds, the nonce's consumption fails: the swap is rolled back.
+    let mut next = a.clone();
+    next.counter = 1;
+    let err = store
+        .commit_verification(VerificationCommit {
+            audit: verify_draft(&a, 1, AuditOutcome::Valid),
+            activation: next,
+            consume_nonce: Some("nul\0nonce".into()),
+        })
+        .expect_err("a NUL in a text column is refused");
+    refused_by_the_server(err, "verification");
+    assert_eq!(store.activation("act-p").expect("read"), Some(a.clone()));
+    assert_eq!(store.audit_head().expect("head"), head, "no audit record");
+
+    // The connection was left in no transaction: the next verification commits.
+    let (counter, seq) = verify_once(&store, "act-p").expect("verification");
+    assert_eq!((counter, seq), (1, head.seq + 1));
+}

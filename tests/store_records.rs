@@ -26,6 +26,7 @@ store_scenarios!(
     nonce_consumed_twice_is_a_conflict_and_keeps_the_first_state,
     racing_verifications_consume_a_nonce_once,
     nonce_owner_is_checked_at_consumption,
+    a_refused_verification_leaves_its_nonce_unconsumed,
     rejected_attempt_commits_without_a_nonce,
     prune_deletes_only_old_nonces_and_is_bounded,
     credentials_put_get_list_remove,
@@ -353,6 +354,95 @@ fn nonce_owner_is_checked_at_consumption<B: Backend>() {
     ));
     let ok = commit("for-app", 1).expect("an application nonce fits its activations");
     assert_eq!(ok.activation.version, 2);
+}
+
+/// Every refusal of a verification that brings a valid nonce (stale version, unknown activation,
+/// another owner's nonce) writes nothing: not the activation, not the nonce's consumption (which a
+/// backend may have attempted in the same transaction), no audit record; the nonce then serves the
+/// commit it belongs to, once.
+fn a_refused_verification_leaves_its_nonce_unconsumed<B: Backend>() {
+    let Some(place) = B::fresh() else { return };
+    let store = place.open();
+    let a = store
+        .insert_activation(&activation("act-r"), None)
+        .expect("insert")
+        .activation;
+    let moved = store
+        .update_activation(&a, None)
+        .expect("version 2")
+        .activation;
+    let other = store
+        .insert_activation(&activation("act-r2"), None)
+        .expect("insert")
+        .activation;
+    let issued = nonce_for("cmVmdXNlZC1ub25jZQ==", "act-r", t(300_000));
+    store.issue_nonce(&issued, None).expect("issue");
+    let head_before = store.audit_head().expect("head");
+    let commit = |activation: offline_signer::store::Activation| {
+        store.commit_verification(VerificationCommit {
+            audit: verify_draft(&activation, activation.counter + 1, AuditOutcome::Valid),
+            activation,
+            consume_nonce: Some(issued.nonce.clone()),
+        })
+    };
+    let unchanged = |why: &str| {
+        assert_eq!(
+            store.nonce(&issued.nonce).expect("read"),
+            Some(issued.clone()),
+            "{why}: the nonce stays unconsumed"
+        );
+        assert_eq!(
+            store.audit_head().expect("head"),
+            head_before,
+            "{why}: no audit record"
+        );
+        assert_eq!(
+            store.activation("act-r").expect("read"),
+            Some(moved.clone()),
+            "{why}: the activation is unchanged"
+        );
+        assert_eq!(
+            store.activation("act-r2").expect("read"),
+            Some(other.clone()),
+            "{why}: the other activation is unchanged"
+        );
+    };
+
+    let err = commit(a.clone()).expect_err("version 1 is stale");
+    assert!(
+        matches!(err, StoreError::Conflict(Conflict::StaleVersion)),
+        "{err}"
+    );
+    unchanged("stale version");
+
+    let err = commit(offline_signer::store::Activation {
+        version: 1,
+        ..activation("act-ghost")
+    })
+    .expect_err("no such activation");
+    assert!(
+        matches!(err, StoreError::NotFound { what: "activation" }),
+        "{err}"
+    );
+    unchanged("unknown activation");
+
+    let err = commit(other.clone()).expect_err("the nonce is act-r's");
+    assert!(
+        matches!(err, StoreError::Conflict(Conflict::NonceOwner)),
+        "{err}"
+    );
+    unchanged("another owner's nonce");
+
+    let done = commit(moved.clone()).expect("the owner's commit consumes it");
+    assert_eq!(done.activation.version, 3);
+    assert_eq!(
+        store
+            .nonce(&issued.nonce)
+            .expect("read")
+            .and_then(|n| n.consumed_at),
+        Some(done.audit.as_ref().expect("audited").time)
+    );
+    assert_eq!(store.audit_head().expect("head").seq, head_before.seq + 1);
 }
 
 fn rejected_attempt_commits_without_a_nonce<B: Backend>() {

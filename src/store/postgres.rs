@@ -24,11 +24,20 @@
 //! the WAL past it), so a server crash can lose an answered nonce, never half of one, and never a
 //! verification that consumed it. `commit_verification` is one
 //! transaction: a compare-and-swap `UPDATE … WHERE version = $read` on the activation row (which also
-//! serializes concurrent commits of one activation), the nonce row locked and checked exactly as sled
-//! checks it, consumed with a `consumed_at IS NULL` guard, then the audit append. Any error rolls back the
-//! whole transaction. A connection lost mid-way is [`StoreError::Io`] with nothing half-written, or, when
-//! it is the `COMMIT` that got no answer, [`StoreError::OutcomeUnknown`] (the commit may have landed); the pool drops broken connections
-//! and opens new ones when the server is back.
+//! serializes concurrent commits of one activation), the nonce consumed with a `consumed_at IS NULL`
+//! guard and its owner checked as sled checks it, then the audit append. Any error rolls back the
+//! whole transaction. A connection lost mid-way is [`StoreError::Io`] with nothing half-written, or,
+//! once the `COMMIT` was sent and got no answer, [`StoreError::OutcomeUnknown`] (the commit may have
+//! landed); the pool drops broken connections and opens new ones when the server is back.
+//!
+//! **Round trips.** The hot writes (`commit_verification`, `update_activation`, `issue_nonce`) are
+//! pipelined ([`Pipeline`]): statements whose inputs do not depend on one another's answers are sent
+//! together and answered in order, so a verification is two round trips (`BEGIN`, compare-and-swap,
+//! nonce consumption, lane lock; then the nonce's record, the audit record, the head's advance,
+//! `COMMIT`) where one statement at a time took eight. The answers are read in the order sent, so a
+//! refusal is the first failing statement's, and the question that tells a missing row from a changed
+//! one is asked only on that failure path. The audit record is still sealed here, from the locked head,
+//! so the chain's bytes are the codec's. The other writes run one statement at a time.
 //!
 //! **Audit chains and lanes.** Each `PgStore` appends to chains of its own (its [`ChainId`], given to
 //! [`PgStore::open`], and the lanes derived from it, [`PostgresSettings::audit_lanes`]), so instances
@@ -48,9 +57,14 @@ mod settings;
 use std::future::Future;
 use std::time::Duration;
 
-use deadpool_postgres::{Manager, ManagerConfig, Pool, PoolError, RecyclingMethod, Runtime};
-use tokio_postgres::NoTls;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use deadpool_postgres::{
+    GenericClient, Manager, ManagerConfig, Object, Pool, PoolError, RecyclingMethod, Runtime,
+};
 use tokio_postgres::error::SqlState;
+use tokio_postgres::types::ToSql;
+use tokio_postgres::{NoTls, Row, Statement};
 
 use super::audit::{AuditDraft, AuditEntry, AuditRecord, ChainHead, ChainId, Checkpoint};
 use super::codec::{self, DecodeError};
@@ -122,12 +136,16 @@ fn io(detail: impl Into<String>) -> StoreError {
     }
 }
 
-/// A client error in the store's words. The messages name the failure, never the password.
+/// A client error in the store's words. The messages name the failure (with the server's SQLSTATE
+/// when it refused the statement: a code, never a value), never the password.
 fn db(e: tokio_postgres::Error) -> StoreError {
-    if e.code() == Some(&SqlState::UNIQUE_VIOLATION) {
-        return StoreError::AlreadyExists { what: "record" };
+    match e.code() {
+        Some(code) if *code == SqlState::UNIQUE_VIOLATION => {
+            StoreError::AlreadyExists { what: "record" }
+        }
+        Some(code) => io(format!("PostgreSQL: {e} (SQLSTATE {})", code.code())),
+        None => io(format!("PostgreSQL: {e}")),
     }
-    io(format!("PostgreSQL: {e}"))
 }
 
 /// A failed `COMMIT`: refused by the server (it answered with a SQLSTATE), nothing was written; lost
@@ -337,40 +355,90 @@ struct LanePick {
     fallback: usize,
 }
 
-/// Locks the head row of a lane of `lanes` and returns its id, `head_seq` and `head_hash`: the first
-/// lane (in lane order) no other transaction holds, without waiting; when every lane is held, waits
-/// for the fallback lane. One lane is simply waited for.
-async fn lock_lane(tx: &Tx<'_>, lanes: &LanePick) -> Result<(String, i64, Vec<u8>), StoreError> {
-    if lanes.ids.len() > 1 {
-        let free = tx
-            .prepare_cached(
-                "SELECT chain_id, head_seq, head_hash FROM audit_chains WHERE chain_id = ANY($1) \
-                 ORDER BY array_position($1, chain_id) LIMIT 1 FOR UPDATE SKIP LOCKED",
-            )
-            .await
-            .map_err(db)?;
-        if let Some(row) = tx.query_opt(&free, &[&*lanes.ids]).await.map_err(db)? {
-            return Ok((row.get(0), row.get(1), row.get(2)));
+/// Picks a lane without waiting when there are several (the first one no other transaction holds, in
+/// lane order), or waits for the only one. Its row: `chain_id, head_seq, head_hash`; none when every
+/// lane is held (then [`wait_for_lane`]). The parameter is [`LanePick::ids`].
+const FIRST_FREE_LANE: &str = "SELECT chain_id, head_seq, head_hash FROM audit_chains \
+     WHERE chain_id = ANY($1) ORDER BY array_position($1, chain_id) LIMIT 1 FOR UPDATE SKIP LOCKED";
+/// [`FIRST_FREE_LANE`] for a single lane: waits for it.
+const THE_ONLY_LANE: &str =
+    "SELECT chain_id, head_seq, head_hash FROM audit_chains WHERE chain_id = ANY($1) FOR UPDATE";
+/// Links a sealed record into its chain: `chain_id, seq, record`.
+const APPEND_RECORD: &str = "INSERT INTO audit_records (chain_id, seq, record) VALUES ($1, $2, $3)";
+/// Moves a chain's head to the record just appended: `chain_id, head_seq, head_hash`.
+const ADVANCE_HEAD: &str =
+    "UPDATE audit_chains SET head_seq = $2, head_hash = $3 WHERE chain_id = $1";
+
+/// A locked lane head: chain id, `head_seq`, `head_hash`.
+type LaneHead = (String, i64, Vec<u8>);
+
+impl LanePick {
+    /// The statement that locks a lane first ([`FIRST_FREE_LANE`] or [`THE_ONLY_LANE`]).
+    fn first_try(&self) -> &'static str {
+        if self.ids.len() > 1 {
+            FIRST_FREE_LANE
+        } else {
+            THE_ONLY_LANE
         }
     }
+}
+
+/// Waits for the fallback lane's head row: every lane was held when [`LanePick::first_try`] ran.
+async fn wait_for_lane<C: GenericClient>(
+    client: &C,
+    lanes: &LanePick,
+) -> Result<LaneHead, StoreError> {
     let chain = lanes
         .ids
         .get(lanes.fallback % lanes.ids.len().max(1))
         .ok_or(StoreError::NotFound {
             what: "audit chain",
         })?;
-    let head = tx
+    let head = client
         .prepare_cached(
             "SELECT head_seq, head_hash FROM audit_chains WHERE chain_id = $1 FOR UPDATE",
         )
         .await
         .map_err(db)?;
-    let Some(row) = tx.query_opt(&head, &[chain]).await.map_err(db)? else {
+    let Some(row) = client.query_opt(&head, &[chain]).await.map_err(db)? else {
         return Err(StoreError::NotFound {
             what: "audit chain",
         });
     };
     Ok((chain.clone(), row.get(0), row.get(1)))
+}
+
+/// The lane [`LanePick::first_try`] locked (its `row`), or, when it found every lane held, the
+/// fallback lane once it is free ([`wait_for_lane`]; a single lane was waited for already).
+async fn lane_of<C: GenericClient>(
+    client: &C,
+    lanes: &LanePick,
+    row: Option<Row>,
+) -> Result<LaneHead, StoreError> {
+    match row {
+        Some(row) => Ok((row.get(0), row.get(1), row.get(2))),
+        None if lanes.ids.len() > 1 => wait_for_lane(client, lanes).await,
+        None => Err(StoreError::NotFound {
+            what: "audit chain",
+        }),
+    }
+}
+
+/// Locks the head row of a lane of `lanes` and returns its id, `head_seq` and `head_hash`: the first
+/// lane (in lane order) no other transaction holds, without waiting; when every lane is held, waits
+/// for the fallback lane. One lane is simply waited for.
+async fn lock_lane<C: GenericClient>(client: &C, lanes: &LanePick) -> Result<LaneHead, StoreError> {
+    let first = client.prepare_cached(lanes.first_try()).await.map_err(db)?;
+    let row = client.query_opt(&first, &[&*lanes.ids]).await.map_err(db)?;
+    lane_of(client, lanes, row).await
+}
+
+/// `draft` sealed as the record after the locked lane head `head`, with its chain id.
+fn seal_on(head: LaneHead, draft: AuditDraft) -> Result<(String, AuditRecord), StoreError> {
+    let (chain, head_seq, head_hash) = head;
+    let seq = to_u64(head_seq, "audit chain head")?;
+    let prev = hash32(&head_hash, "audit chain head hash")?;
+    Ok((chain, draft.seal(seq + 1, prev)))
 }
 
 /// Appends `draft` to a lane of `lanes` inside `tx`: locks the lane's head row ([`lock_lane`]), links
@@ -381,23 +449,13 @@ async fn append_in(
     lanes: &LanePick,
     draft: AuditDraft,
 ) -> Result<AuditRecord, StoreError> {
-    let (chain, head_seq, head_hash) = lock_lane(tx, lanes).await?;
-    let chain = chain.as_str();
-    let seq = to_u64(head_seq, "audit chain head")?;
-    let prev = hash32(&head_hash, "audit chain head hash")?;
-    let rec = draft.seal(seq + 1, prev);
+    let (chain, rec) = seal_on(lock_lane(tx, lanes).await?, draft)?;
     let seq_db = to_i64(rec.seq, "audit seq")?;
-    let insert = tx
-        .prepare_cached("INSERT INTO audit_records (chain_id, seq, record) VALUES ($1, $2, $3)")
-        .await
-        .map_err(db)?;
+    let insert = tx.prepare_cached(APPEND_RECORD).await.map_err(db)?;
     tx.execute(&insert, &[&chain, &seq_db, &codec::encode_audit(&rec)])
         .await
         .map_err(db)?;
-    let advance = tx
-        .prepare_cached("UPDATE audit_chains SET head_seq = $2, head_hash = $3 WHERE chain_id = $1")
-        .await
-        .map_err(db)?;
+    let advance = tx.prepare_cached(ADVANCE_HEAD).await.map_err(db)?;
     tx.execute(&advance, &[&chain, &seq_db, &rec.hash.as_slice()])
         .await
         .map_err(db)?;
@@ -447,24 +505,14 @@ async fn insert_application_key(
     application_key: &str,
     application_id: &str,
 ) -> Result<(), StoreError> {
-    let st = tx
-        .prepare_cached(
-            "INSERT INTO application_keys (application_key, application_id) VALUES ($1, $2) \
-             ON CONFLICT (application_key) DO NOTHING",
-        )
-        .await
-        .map_err(db)?;
-    if tx
-        .execute(&st, &[&application_key, &application_id])
-        .await
-        .map_err(db)?
-        == 0
-    {
-        return Err(StoreError::AlreadyExists {
-            what: "application key",
-        });
-    }
-    Ok(())
+    insert_new(
+        tx,
+        "INSERT INTO application_keys (application_key, application_id) VALUES ($1, $2) \
+         ON CONFLICT (application_key) DO NOTHING",
+        &[&application_key, &application_id],
+        "application key",
+    )
+    .await
 }
 
 /// Reads one `record` column by key and decodes it.
@@ -482,11 +530,234 @@ async fn get_decoded<T>(
     }
 }
 
-/// Compare-and-swap of an activation with an optional nonce consumption and audit record, in `tx`.
-/// The checks and their order are sled's (`sled_store.rs`, `commit_activation`).
-async fn commit_activation_in(
-    tx: &Tx<'_>,
-    chain: &LanePick,
+/// The parameters of one statement.
+type Params<'a> = &'a [&'a (dyn ToSql + Sync)];
+
+/// The row count of an `INSERT … ON CONFLICT DO NOTHING`: none inserted means the row was there
+/// already, [`StoreError::AlreadyExists`] naming `what`.
+fn inserted(rows: u64, what: &'static str) -> Result<(), StoreError> {
+    if rows == 0 {
+        Err(StoreError::AlreadyExists { what })
+    } else {
+        Ok(())
+    }
+}
+
+/// Runs the `INSERT … ON CONFLICT DO NOTHING` `sql` on `client` (a pooled connection or a
+/// transaction); [`StoreError::AlreadyExists`] naming `what` if the row was there already.
+async fn insert_new<C: GenericClient>(
+    client: &C,
+    sql: &str,
+    params: Params<'_>,
+    what: &'static str,
+) -> Result<(), StoreError> {
+    let st = client.prepare_cached(sql).await.map_err(db)?;
+    inserted(client.execute(&st, params).await.map_err(db)?, what)
+}
+
+/// A transaction opened by hand on a pooled connection, so that `BEGIN` travels with the first
+/// statements and `COMMIT` with the last: tokio-postgres pipelines the statements whose futures are
+/// polled together (each is sent on its first poll, in poll order, and answered in order), so a
+/// round of them costs one round trip. Statements run in the order sent; one that fails aborts the
+/// transaction, every later one then fails with "current transaction is aborted" and a later
+/// `COMMIT` rolls back, so a round's answers are read in order and the first failure is the result.
+///
+/// The connection goes back to the pool only when the transaction has ended (committed, or rolled
+/// back by the server); dropped otherwise (an error path that could not roll back, the operation's
+/// timeout), the connection leaves the pool and closes, and PostgreSQL rolls the transaction back.
+struct Pipeline {
+    conn: Option<Object>,
+}
+
+impl Pipeline {
+    /// A pooled connection to open the transaction on (its `BEGIN` is the caller's first statement).
+    async fn checkout(pool: &Pool) -> Result<Self, StoreError> {
+        Ok(Self {
+            conn: Some(pool.get().await.map_err(self::pool)?),
+        })
+    }
+
+    fn conn(&self) -> Result<&Object, StoreError> {
+        self.conn
+            .as_ref()
+            .ok_or_else(|| io("the PostgreSQL transaction has no connection"))
+    }
+
+    /// The transaction has ended: the connection goes back to the pool.
+    fn ended(mut self) {
+        drop(self.conn.take());
+    }
+
+    /// Rolls the transaction back. When that fails the connection is closed instead, which rolls
+    /// back too; the caller's error is what it reports either way.
+    async fn rollback(self) {
+        let rolled_back = match &self.conn {
+            Some(conn) => conn.batch_execute("ROLLBACK").await.is_ok(),
+            None => return,
+        };
+        if rolled_back {
+            self.ended();
+        }
+    }
+
+    /// The last round: `extra` (a write the transaction needs, when there is one), the audit record
+    /// `append` (with its chain id) and its head's advance, then `COMMIT`, in one round trip. The
+    /// first failure in the order sent is the answer: one the server refused (a SQLSTATE) aborted
+    /// the transaction and so turned the `COMMIT` into a rollback (nothing written); one without an
+    /// answer (the connection broke) leaves the `COMMIT`'s fate unknown
+    /// ([`StoreError::OutcomeUnknown`]). A statement that could not even be sent (its parameters
+    /// do not encode) keeps the `COMMIT` from being sent at all.
+    async fn commit_with(
+        self,
+        extra: Option<(&Statement, Params<'_>)>,
+        append: Option<&(String, AuditRecord)>,
+    ) -> Result<(), StoreError> {
+        let conn = self.conn()?;
+        let (insert, advance) = match append {
+            Some(_) => (
+                Some(conn.prepare_cached(APPEND_RECORD).await.map_err(db)?),
+                Some(conn.prepare_cached(ADVANCE_HEAD).await.map_err(db)?),
+            ),
+            None => (None, None),
+        };
+        let (chain, seq, record, hash) = match append {
+            Some((chain, rec)) => (
+                chain.as_str(),
+                to_i64(rec.seq, "audit seq")?,
+                codec::encode_audit(rec),
+                rec.hash.as_slice(),
+            ),
+            None => ("", 0, Vec::new(), &[][..]),
+        };
+        let record_params: [&(dyn ToSql + Sync); 3] = [&chain, &seq, &record];
+        let head_params: [&(dyn ToSql + Sync); 3] = [&chain, &seq, &hash];
+        let unsent = AtomicBool::new(false);
+        let (extra, insert, advance, commit) = tokio::join!(
+            biased;
+            step(conn, extra, &unsent),
+            step(conn, insert.as_ref().map(|st| (st, &record_params[..])), &unsent),
+            step(conn, advance.as_ref().map(|st| (st, &head_params[..])), &unsent),
+            async {
+                if unsent.load(Ordering::Relaxed) {
+                    None
+                } else {
+                    Some(conn.batch_execute("COMMIT").await)
+                }
+            },
+        );
+        let Some(commit) = commit else {
+            // COMMIT was never sent: the transaction is still open and `self`, dropped, closes it.
+            let failed = [extra, insert, advance].into_iter().find_map(Result::err);
+            return Err(failed.map_or_else(|| io("PostgreSQL COMMIT not sent"), db));
+        };
+        // The server answered the COMMIT (a commit, or the rollback of an aborted transaction):
+        // the connection is in no transaction any more.
+        let answered = match &commit {
+            Ok(()) => true,
+            Err(e) => e.code().is_some(),
+        };
+        let outcome = [extra, insert, advance, commit]
+            .into_iter()
+            .find_map(Result::err)
+            .map_or(Ok(()), |e| Err(commit_failed(e)));
+        if answered {
+            self.ended();
+        }
+        outcome
+    }
+}
+
+/// One statement of a pipelined round, when the write has it. A statement that fails before it is
+/// sent fails on its first poll and marks `unsent`, which the round's `COMMIT` (polled after it)
+/// reads.
+async fn step(
+    conn: &Object,
+    statement: Option<(&Statement, Params<'_>)>,
+    unsent: &AtomicBool,
+) -> Result<(), tokio_postgres::Error> {
+    let Some((st, params)) = statement else {
+        return Ok(());
+    };
+    let answer = conn.execute(st, params).await;
+    if answer.is_err() {
+        unsent.store(true, Ordering::Relaxed);
+    }
+    answer.map(drop)
+}
+
+/// `query_opt` of `statement`, when the write has it (a step of a pipelined round).
+async fn maybe_row(
+    conn: &Object,
+    statement: Option<&Statement>,
+    params: Params<'_>,
+) -> Result<Option<Row>, tokio_postgres::Error> {
+    match statement {
+        Some(st) => conn.query_opt(st, params).await,
+        None => Ok(None),
+    }
+}
+
+/// Why a write of a pipelined transaction's first round was refused: decided from its answers, or
+/// found out by a question asked after the rollback.
+enum Refusal {
+    Now(StoreError),
+    /// The compare-and-swap matched no row: the activation is gone or its version moved on.
+    ActivationMismatch,
+    /// The nonce's consumption matched no row: it is unknown, or consumed already.
+    NonceUnavailable,
+}
+
+impl From<StoreError> for Refusal {
+    fn from(e: StoreError) -> Self {
+        Self::Now(e)
+    }
+}
+
+/// The answer to a compare-and-swap of activation `id` that matched no row.
+async fn activation_mismatch(pool: &Pool, id: &str) -> StoreError {
+    let asked = async {
+        let conn = pool.get().await.map_err(self::pool)?;
+        let exists = conn
+            .prepare_cached("SELECT 1 FROM activations WHERE id = $1")
+            .await
+            .map_err(db)?;
+        Ok(match conn.query_opt(&exists, &[&id]).await.map_err(db)? {
+            None => StoreError::NotFound { what: "activation" },
+            Some(_) => StoreError::Conflict(Conflict::StaleVersion),
+        })
+    };
+    asked.await.unwrap_or_else(|e: StoreError| e)
+}
+
+/// The answer to a consumption of `nonce` that matched no row: consumed if it is there and consumed,
+/// not found otherwise (a nonce issued after the attempt was not there for it).
+async fn nonce_unavailable(pool: &Pool, nonce: &str) -> StoreError {
+    let asked = async {
+        let conn = pool.get().await.map_err(self::pool)?;
+        let state = conn
+            .prepare_cached("SELECT consumed_at IS NOT NULL FROM nonces WHERE nonce = $1")
+            .await
+            .map_err(db)?;
+        Ok(match conn.query_opt(&state, &[&nonce]).await.map_err(db)? {
+            Some(row) if row.get::<_, bool>(0) => StoreError::Conflict(Conflict::NonceConsumed),
+            _ => StoreError::NotFound { what: "nonce" },
+        })
+    };
+    asked.await.unwrap_or_else(|e: StoreError| e)
+}
+
+/// Compare-and-swap of an activation with an optional nonce consumption and audit record: one
+/// transaction in two round trips. The first sends `BEGIN`, the compare-and-swap
+/// (`UPDATE … WHERE version = $read`, which also serializes concurrent commits of one activation),
+/// the nonce's consumption (`UPDATE … WHERE consumed_at IS NULL RETURNING record`: it waits for a
+/// concurrent consumer and then sees its outcome) and the lane lock; the second the nonce's record
+/// with its consumption, the audit record, the head's advance and `COMMIT`. The answers are read in
+/// sled's order (`sled_store.rs`, `commit_activation`: activation, nonce known, unconsumed, owned);
+/// a refusal rolls everything back, and the question that tells a missing row from a changed one
+/// is asked only then.
+async fn commit_activation(
+    pool: &Pool,
+    lanes: &LanePick,
     next: Activation,
     consume_nonce: Option<String>,
     audit: Option<AuditDraft>,
@@ -495,86 +766,163 @@ async fn commit_activation_in(
         version: next.version.wrapping_add(1),
         ..next.clone()
     };
-    let read_version = to_i64(next.version, "activation version");
-    let new_version = to_i64(stored.version, "activation version");
-    let swapped = match (read_version, new_version) {
-        (Ok(read), Ok(new)) => {
-            let cas = tx
-                .prepare_cached(
-                    "UPDATE activations SET version = $3, record = $4 WHERE id = $1 AND version = $2",
-                )
-                .await
-                .map_err(db)?;
-            tx.execute(
-                &cas,
-                &[&next.id, &read, &new, &codec::encode_activation(&stored)],
-            )
-            .await
-            .map_err(db)?
-        }
+    let (Ok(read), Ok(new)) = (
+        to_i64(next.version, "activation version"),
+        to_i64(stored.version, "activation version"),
+    ) else {
         // A version beyond bigint was never stored: it cannot match.
-        _ => 0,
+        return Err(activation_mismatch(pool, &next.id).await);
     };
-    if swapped == 0 {
-        let exists = tx
-            .prepare_cached("SELECT 1 FROM activations WHERE id = $1")
-            .await
-            .map_err(db)?;
-        return Err(
-            match tx.query_opt(&exists, &[&next.id]).await.map_err(db)? {
-                None => StoreError::NotFound { what: "activation" },
-                Some(_) => StoreError::Conflict(Conflict::StaleVersion),
-            },
-        );
-    }
-    if let Some(nonce) = consume_nonce {
-        let lock = tx
-            .prepare_cached("SELECT record FROM nonces WHERE nonce = $1 FOR UPDATE")
-            .await
-            .map_err(db)?;
-        let Some(row) = tx.query_opt(&lock, &[&nonce]).await.map_err(db)? else {
-            return Err(StoreError::NotFound { what: "nonce" });
-        };
-        let mut issued = codec::decode_nonce(row.get(0)).map_err(corrupt)?;
-        if issued.consumed_at.is_some() {
-            return Err(StoreError::Conflict(Conflict::NonceConsumed));
-        }
-        let owner_ok = match &issued.issued_for {
-            NonceOwner::Activation(id) => *id == next.id,
-            NonceOwner::Application(id) => *id == next.application_id,
-        };
-        if !owner_ok {
-            return Err(StoreError::Conflict(Conflict::NonceOwner));
-        }
-        let consumed_at = audit.as_ref().map_or_else(Timestamp::now, |d| d.time);
-        issued.consumed_at = Some(consumed_at);
-        let consume = tx
-            .prepare_cached(
-                "UPDATE nonces SET consumed_at = $2, record = $3 \
-                 WHERE nonce = $1 AND consumed_at IS NULL",
+    let consumed_at = audit.as_ref().map_or_else(Timestamp::now, |d| d.time);
+    let consumed_ms = consumed_at.unix_millis();
+    let nonce = consume_nonce.as_deref().unwrap_or_default();
+    let record = codec::encode_activation(&stored);
+    let tx = Pipeline::checkout(pool).await?;
+    let conn = tx.conn()?;
+    let cas = conn
+        .prepare_cached(
+            "UPDATE activations SET version = $3, record = $4 WHERE id = $1 AND version = $2",
+        )
+        .await
+        .map_err(db)?;
+    let consume = match consume_nonce {
+        Some(_) => Some(
+            conn.prepare_cached(
+                "UPDATE nonces SET consumed_at = $2 WHERE nonce = $1 AND consumed_at IS NULL \
+                 RETURNING record",
             )
             .await
-            .map_err(db)?;
-        let consumed = tx
-            .execute(
-                &consume,
-                &[
-                    &nonce,
-                    &consumed_at.unix_millis(),
-                    &codec::encode_nonce(&issued),
-                ],
-            )
-            .await
-            .map_err(db)?;
-        if consumed != 1 {
-            return Err(StoreError::Conflict(Conflict::NonceConsumed));
+            .map_err(db)?,
+        ),
+        None => None,
+    };
+    let lane = match audit {
+        Some(_) => Some(conn.prepare_cached(lanes.first_try()).await.map_err(db)?),
+        None => None,
+    };
+    let cas_params: [&(dyn ToSql + Sync); 4] = [&next.id, &read, &new, &record];
+    let consume_params: [&(dyn ToSql + Sync); 2] = [&nonce, &consumed_ms];
+    let lane_params: [&(dyn ToSql + Sync); 1] = [&*lanes.ids];
+    let (begun, swapped, nonce_row, lane_row) = tokio::join!(
+        biased;
+        conn.batch_execute("BEGIN"),
+        conn.execute(&cas, &cas_params),
+        maybe_row(conn, consume.as_ref(), &consume_params),
+        maybe_row(conn, lane.as_ref(), &lane_params),
+    );
+    let checked = (|| {
+        begun.map_err(db)?;
+        if swapped.map_err(db)? == 0 {
+            return Err(Refusal::ActivationMismatch);
         }
-    }
-    let audit = maybe_append(tx, chain, audit).await?;
+        let issued = match (&consume_nonce, nonce_row.map_err(db)?) {
+            (None, _) => None,
+            (Some(_), None) => return Err(Refusal::NonceUnavailable),
+            (Some(_), Some(row)) => {
+                let mut issued = codec::decode_nonce(row.get(0)).map_err(corrupt)?;
+                let owner_ok = match &issued.issued_for {
+                    NonceOwner::Activation(id) => *id == next.id,
+                    NonceOwner::Application(id) => *id == next.application_id,
+                };
+                if !owner_ok {
+                    return Err(StoreError::Conflict(Conflict::NonceOwner).into());
+                }
+                issued.consumed_at = Some(consumed_at);
+                Some(codec::encode_nonce(&issued))
+            }
+        };
+        Ok((issued, lane_row.map_err(db)?))
+    })();
+    let sealed = match checked {
+        Ok((issued, lane_row)) => match audit {
+            Some(draft) => lane_of(conn, lanes, lane_row)
+                .await
+                .and_then(|head| seal_on(head, draft))
+                .map(|sealed| (issued, Some(sealed)))
+                .map_err(Refusal::Now),
+            None => Ok((issued, None)),
+        },
+        Err(refusal) => Err(refusal),
+    };
+    let (issued, sealed) = match sealed {
+        Ok(done) => done,
+        Err(refusal) => {
+            tx.rollback().await;
+            return Err(match refusal {
+                Refusal::Now(e) => e,
+                Refusal::ActivationMismatch => activation_mismatch(pool, &next.id).await,
+                Refusal::NonceUnavailable => nonce_unavailable(pool, nonce).await,
+            });
+        }
+    };
+    let record_nonce = match &issued {
+        Some(_) => Some(
+            conn.prepare_cached("UPDATE nonces SET record = $2 WHERE nonce = $1")
+                .await
+                .map_err(db)?,
+        ),
+        None => None,
+    };
+    let nonce_bytes = issued.unwrap_or_default();
+    let nonce_params: [&(dyn ToSql + Sync); 2] = [&nonce, &nonce_bytes];
+    let extra = record_nonce.as_ref().map(|st| (st, &nonce_params[..]));
+    tx.commit_with(extra, sealed.as_ref()).await?;
     Ok(Committed {
         activation: stored,
-        audit,
+        audit: sealed.map(|(_, rec)| rec),
     })
+}
+
+/// Registers a nonce (`key`, its columns and encoded record) with an optional audit record: one
+/// transaction in two round trips, `BEGIN` with `synchronous_commit` off (`Store::issue_nonce` does
+/// not wait for the WAL flush), the insert and the lane lock, then the audit record, the head's
+/// advance and `COMMIT`. A nonce registered already rolls back and is [`StoreError::AlreadyExists`].
+async fn issue_nonce(
+    pool: &Pool,
+    lanes: &LanePick,
+    key: String,
+    expires_at: i64,
+    consumed_at: Option<i64>,
+    value: Vec<u8>,
+    audit: Option<AuditDraft>,
+) -> Result<(), StoreError> {
+    let tx = Pipeline::checkout(pool).await?;
+    let conn = tx.conn()?;
+    let insert = conn
+        .prepare_cached(
+            "INSERT INTO nonces (nonce, expires_at, consumed_at, record) \
+             VALUES ($1, $2, $3, $4) ON CONFLICT (nonce) DO NOTHING",
+        )
+        .await
+        .map_err(db)?;
+    let lane = match audit {
+        Some(_) => Some(conn.prepare_cached(lanes.first_try()).await.map_err(db)?),
+        None => None,
+    };
+    let insert_params: [&(dyn ToSql + Sync); 4] = [&key, &expires_at, &consumed_at, &value];
+    let lane_params: [&(dyn ToSql + Sync); 1] = [&*lanes.ids];
+    let (begun, rows, lane_row) = tokio::join!(
+        biased;
+        conn.batch_execute("BEGIN; SET LOCAL synchronous_commit TO OFF"),
+        conn.execute(&insert, &insert_params),
+        maybe_row(conn, lane.as_ref(), &lane_params),
+    );
+    let checked = async {
+        begun.map_err(db)?;
+        inserted(rows.map_err(db)?, "nonce")?;
+        let lane_row = lane_row.map_err(db)?;
+        match audit {
+            Some(draft) => seal_on(lane_of(conn, lanes, lane_row).await?, draft).map(Some),
+            None => Ok(None),
+        }
+    };
+    match checked.await {
+        Ok(sealed) => tx.commit_with(None, sealed.as_ref()).await,
+        Err(e) => {
+            tx.rollback().await;
+            Err(e)
+        }
+    }
 }
 
 /// Runs `body` in one transaction on a pooled connection and commits it; any error rolls it back.
@@ -895,18 +1243,14 @@ impl Store for PgStore {
         let chain = self.lanes();
         self.engine.run(|pool| async move {
             in_transaction!(pool, |tx| {
-                let insert = tx
-                    .prepare_cached(
-                        "INSERT INTO applications (id, record) VALUES ($1, $2) \
-                         ON CONFLICT (id) DO NOTHING",
-                    )
-                    .await
-                    .map_err(db)?;
-                if tx.execute(&insert, &[&id, &value]).await.map_err(db)? == 0 {
-                    return Err(StoreError::AlreadyExists {
-                        what: "application",
-                    });
-                }
+                insert_new(
+                    &tx,
+                    "INSERT INTO applications (id, record) VALUES ($1, $2) \
+                     ON CONFLICT (id) DO NOTHING",
+                    &[&id, &value],
+                    "application",
+                )
+                .await?;
                 for key in &keys {
                     insert_application_key(&tx, key, &id).await?;
                 }
@@ -986,24 +1330,14 @@ impl Store for PgStore {
         let value = codec::encode_temporary_key(key);
         self.engine.run(|pool| async move {
             let client = pool.get().await.map_err(self::pool)?;
-            let st = client
-                .prepare_cached(
-                    "INSERT INTO temporary_keys (id, expires_at, record) VALUES ($1, $2, $3) \
-                     ON CONFLICT (id) DO NOTHING",
-                )
-                .await
-                .map_err(db)?;
-            if client
-                .execute(&st, &[&id, &expires_at, &value])
-                .await
-                .map_err(db)?
-                == 0
-            {
-                return Err(StoreError::AlreadyExists {
-                    what: "temporary key",
-                });
-            }
-            Ok(())
+            insert_new(
+                &client,
+                "INSERT INTO temporary_keys (id, expires_at, record) VALUES ($1, $2, $3) \
+                 ON CONFLICT (id) DO NOTHING",
+                &[&id, &expires_at, &value],
+                "temporary key",
+            )
+            .await
         })
     }
 
@@ -1037,24 +1371,14 @@ impl Store for PgStore {
         let expires_at = expires_at.unix_millis();
         self.engine.run(|pool| async move {
             let client = pool.get().await.map_err(self::pool)?;
-            let st = client
-                .prepare_cached(
-                    "INSERT INTO ecies_replays (replay_key, expires_at) VALUES ($1, $2) \
-                     ON CONFLICT (replay_key) DO NOTHING",
-                )
-                .await
-                .map_err(db)?;
-            if client
-                .execute(&st, &[&key, &expires_at])
-                .await
-                .map_err(db)?
-                == 0
-            {
-                return Err(StoreError::AlreadyExists {
-                    what: "ECIES request",
-                });
-            }
-            Ok(())
+            insert_new(
+                &client,
+                "INSERT INTO ecies_replays (replay_key, expires_at) VALUES ($1, $2) \
+                 ON CONFLICT (replay_key) DO NOTHING",
+                &[&key, &expires_at],
+                "ECIES request",
+            )
+            .await
         })
     }
 
@@ -1113,41 +1437,25 @@ impl Store for PgStore {
         let chain = self.lanes();
         self.engine.run(|pool| async move {
             in_transaction!(pool, |tx| {
-                let insert = tx
-                    .prepare_cached(
-                        "INSERT INTO activations (id, version, record) VALUES ($1, 1, $2) \
-                         ON CONFLICT (id) DO NOTHING",
-                    )
-                    .await
-                    .map_err(db)?;
                 let value = codec::encode_activation(&stored);
-                if tx
-                    .execute(&insert, &[&stored.id, &value])
-                    .await
-                    .map_err(db)?
-                    == 0
-                {
-                    return Err(StoreError::AlreadyExists { what: "activation" });
-                }
+                insert_new(
+                    &tx,
+                    "INSERT INTO activations (id, version, record) VALUES ($1, 1, $2) \
+                     ON CONFLICT (id) DO NOTHING",
+                    &[&stored.id, &value],
+                    "activation",
+                )
+                .await?;
                 if let Some(code) = &stored.enrollment.activation_code {
-                    let index = tx
-                        .prepare_cached(
-                            "INSERT INTO activation_codes \
-                             (application_id, activation_code, activation_id) \
-                             VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
-                        )
-                        .await
-                        .map_err(db)?;
-                    if tx
-                        .execute(&index, &[&stored.application_id, code, &stored.id])
-                        .await
-                        .map_err(db)?
-                        == 0
-                    {
-                        return Err(StoreError::AlreadyExists {
-                            what: "activation code",
-                        });
-                    }
+                    insert_new(
+                        &tx,
+                        "INSERT INTO activation_codes \
+                         (application_id, activation_code, activation_id) \
+                         VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
+                        &[&stored.application_id, code, &stored.id],
+                        "activation code",
+                    )
+                    .await?;
                 }
                 let audit = maybe_append(&tx, &chain, audit).await?;
                 Committed {
@@ -1177,27 +1485,22 @@ impl Store for PgStore {
         audit: Option<AuditDraft>,
     ) -> Result<Committed, StoreError> {
         let next = activation.clone();
-        let chain = self.lanes();
-        self.engine.run(|pool| async move {
-            in_transaction!(pool, |tx| {
-                commit_activation_in(&tx, &chain, next, None, audit).await?
-            })
-        })
+        let lanes = self.lanes();
+        self.engine
+            .run(|pool| async move { commit_activation(&pool, &lanes, next, None, audit).await })
     }
 
     fn commit_verification(&self, commit: VerificationCommit) -> Result<Committed, StoreError> {
-        let chain = self.lanes();
+        let lanes = self.lanes();
         self.engine.run(|pool| async move {
-            in_transaction!(pool, |tx| {
-                commit_activation_in(
-                    &tx,
-                    &chain,
-                    commit.activation,
-                    commit.consume_nonce,
-                    Some(commit.audit),
-                )
-                .await?
-            })
+            commit_activation(
+                &pool,
+                &lanes,
+                commit.activation,
+                commit.consume_nonce,
+                Some(commit.audit),
+            )
+            .await
         })
     }
 
@@ -1210,30 +1513,9 @@ impl Store for PgStore {
         let expires_at = nonce.expires_at.unix_millis();
         let consumed_at = nonce.consumed_at.map(Timestamp::unix_millis);
         let value = codec::encode_nonce(nonce);
-        let chain = self.lanes();
+        let lanes = self.lanes();
         self.engine.run(|pool| async move {
-            in_transaction!(pool, |tx| {
-                // Not waited for (`Store::issue_nonce`): the commit returns before the WAL flush;
-                // the next synchronous commit (any verification) flushes the WAL past it.
-                tx.batch_execute("SET LOCAL synchronous_commit TO OFF")
-                    .await
-                    .map_err(db)?;
-                let insert = tx
-                    .prepare_cached(
-                        "INSERT INTO nonces (nonce, expires_at, consumed_at, record) \
-                         VALUES ($1, $2, $3, $4) ON CONFLICT (nonce) DO NOTHING",
-                    )
-                    .await
-                    .map_err(db)?;
-                let inserted = tx
-                    .execute(&insert, &[&key, &expires_at, &consumed_at, &value])
-                    .await
-                    .map_err(db)?;
-                if inserted == 0 {
-                    return Err(StoreError::AlreadyExists { what: "nonce" });
-                }
-                maybe_append(&tx, &chain, audit).await?;
-            })
+            issue_nonce(&pool, &lanes, key, expires_at, consumed_at, value, audit).await
         })
     }
 
@@ -1396,20 +1678,14 @@ impl Store for PgStore {
             let client = pool.get().await.map_err(self::pool)?;
             // The constant primary key admits one row: of two instances racing here, the second waits
             // for the first's commit and then inserts nothing.
-            let inserted = client
-                .execute(
-                    "INSERT INTO storage_keys (singleton, kek, dek) VALUES (true, $1, $2) \
-                     ON CONFLICT (singleton) DO NOTHING",
-                    &[&kek.as_bytes().as_slice(), &dek.as_bytes().as_slice()],
-                )
-                .await
-                .map_err(db)?;
-            if inserted == 0 {
-                return Err(StoreError::AlreadyExists {
-                    what: "storage key ids",
-                });
-            }
-            Ok(())
+            insert_new(
+                &client,
+                "INSERT INTO storage_keys (singleton, kek, dek) VALUES (true, $1, $2) \
+                 ON CONFLICT (singleton) DO NOTHING",
+                &[&kek.as_bytes().as_slice(), &dek.as_bytes().as_slice()],
+                "storage key ids",
+            )
+            .await
         })
     }
 
@@ -1434,20 +1710,14 @@ impl Store for PgStore {
     fn set_audit_key(&self, id: KeyId) -> Result<(), StoreError> {
         self.engine.run(move |pool| async move {
             let client = pool.get().await.map_err(self::pool)?;
-            let inserted = client
-                .execute(
-                    "INSERT INTO audit_key (singleton, key_id) VALUES (true, $1) \
-                     ON CONFLICT (singleton) DO NOTHING",
-                    &[&id.as_bytes().as_slice()],
-                )
-                .await
-                .map_err(db)?;
-            if inserted == 0 {
-                return Err(StoreError::AlreadyExists {
-                    what: "audit key id",
-                });
-            }
-            Ok(())
+            insert_new(
+                &client,
+                "INSERT INTO audit_key (singleton, key_id) VALUES (true, $1) \
+                 ON CONFLICT (singleton) DO NOTHING",
+                &[&id.as_bytes().as_slice()],
+                "audit key id",
+            )
+            .await
         })
     }
 
