@@ -643,3 +643,56 @@ fn a_statement_refused_inside_a_pipelined_round_is_the_answer_and_nothing_is_wri
     let (counter, seq) = verify_once(&store, "act-p").expect("verification");
     assert_eq!((counter, seq), (1, head.seq + 1));
 }
+
+/// A verification abandoned midway (its operation timed out while its compare-and-swap waited for
+/// a row lock) leaves nothing behind: its connection does not go back to the pool with the
+/// transaction open, where the next caller's statements would run inside it, see its half-done
+/// write and commit it.
+#[test]
+fn a_verification_abandoned_midway_leaves_no_open_transaction_behind() {
+    let Some(db) = TestDatabase::create() else {
+        return;
+    };
+    // One connection: whatever the abandoned call leaves on it, the next call gets.
+    let store = PgStore::open(&db.settings(1).with_audit_lanes(1), chain("abandon"))
+        .expect("open the store")
+        .with_operation_timeout(std::time::Duration::from_secs(1));
+    store.insert_activation(&activation("a1"), None).unwrap();
+    let before = store.activation("a1").unwrap().expect("activation");
+    {
+        let _held = HeldLock::take(
+            &db.url(),
+            "SELECT 1 FROM activations WHERE id = 'a1' FOR UPDATE",
+        );
+        let mut next = before.clone();
+        next.counter += 1;
+        let abandoned = store.commit_verification(VerificationCommit {
+            audit: verify_draft(&before, next.counter, AuditOutcome::Valid),
+            activation: next,
+            consume_nonce: None,
+        });
+        // A write past its time: its COMMIT could have been sent, so the outcome is unknown.
+        assert!(
+            matches!(abandoned, Err(StoreError::OutcomeUnknown { .. })),
+            "{abandoned:?}"
+        );
+    }
+    // The lock is released: an abandoned statement still pending on a pooled connection would now
+    // run. Neither this store nor another connection sees any trace of it.
+    let after = store.activation("a1").unwrap().expect("activation");
+    assert_eq!(
+        (after.version, after.counter),
+        (before.version, before.counter)
+    );
+    let fresh = open(&db, "observer");
+    let seen = fresh.activation("a1").unwrap().expect("activation");
+    assert_eq!(
+        (seen.version, seen.counter),
+        (before.version, before.counter)
+    );
+    // The next verification commits exactly once.
+    assert_eq!(verify_once(&store, "a1").unwrap().0, before.counter + 1);
+    let seen = fresh.activation("a1").unwrap().expect("activation");
+    assert_eq!(seen.counter, before.counter + 1);
+    assert_eq!(seen.version, before.version + 1);
+}

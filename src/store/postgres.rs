@@ -85,8 +85,9 @@ pub(super) const RUNTIME_THREADS: usize = 2;
 /// How long a caller waits for a pooled connection before [`StoreError::Io`].
 const POOL_WAIT: Duration = Duration::from_secs(10);
 
-/// How long one store operation may take in all before [`StoreError::Io`] (its transaction is then
-/// rolled back).
+/// How long one store operation may take in all: then a read fails with [`StoreError::Io`] and a
+/// write with [`StoreError::OutcomeUnknown`] (its connection closes, which rolls its transaction
+/// back unless its `COMMIT` was already sent).
 const OPERATION_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// A schema change: applied in order, once, and recorded in `schema_version`.
@@ -197,6 +198,8 @@ struct Engine {
     runtime: Option<tokio::runtime::Runtime>,
     handle: tokio::runtime::Handle,
     pool: Pool,
+    /// How long one operation may take ([`OPERATION_TIMEOUT`] unless a test shortened it).
+    timeout: Duration,
 }
 
 impl Engine {
@@ -227,22 +230,47 @@ impl Engine {
             handle: runtime.handle().clone(),
             runtime: Some(runtime),
             pool,
+            timeout: OPERATION_TIMEOUT,
         })
     }
 
-    /// Runs `body` on the store's runtime and blocks the calling thread until it answers.
+    /// Runs `body` (a read) on the store's runtime and blocks the calling thread until it answers;
+    /// past the timeout, [`StoreError::Io`].
     fn run<T, F>(&self, body: impl FnOnce(Pool) -> F) -> Result<T, StoreError>
+    where
+        F: Future<Output = Result<T, StoreError>> + Send + 'static,
+        T: Send + 'static,
+    {
+        self.run_or(body, |detail| StoreError::Io { detail })
+    }
+
+    /// As [`Engine::run`], for a write: past the timeout its `COMMIT` may have been sent and may
+    /// still land, so the answer is [`StoreError::OutcomeUnknown`], never a plain failure.
+    fn write<T, F>(&self, body: impl FnOnce(Pool) -> F) -> Result<T, StoreError>
+    where
+        F: Future<Output = Result<T, StoreError>> + Send + 'static,
+        T: Send + 'static,
+    {
+        self.run_or(body, |detail| StoreError::OutcomeUnknown { detail })
+    }
+
+    fn run_or<T, F>(
+        &self,
+        body: impl FnOnce(Pool) -> F,
+        timed_out: fn(String) -> StoreError,
+    ) -> Result<T, StoreError>
     where
         F: Future<Output = Result<T, StoreError>> + Send + 'static,
         T: Send + 'static,
     {
         let (tx, rx) = crossbeam_channel::bounded(1);
         let work = body(self.pool.clone());
+        let timeout = self.timeout;
         self.handle.spawn(async move {
-            let answer = match tokio::time::timeout(OPERATION_TIMEOUT, work).await {
+            let answer = match tokio::time::timeout(timeout, work).await {
                 Ok(answer) => answer,
-                Err(_) => Err(io(format!(
-                    "PostgreSQL operation took longer than {OPERATION_TIMEOUT:?}"
+                Err(_) => Err(timed_out(format!(
+                    "PostgreSQL operation took longer than {timeout:?}"
                 ))),
             };
             // The caller may be gone (its thread panicked); nothing to tell then.
@@ -667,6 +695,18 @@ impl Pipeline {
     }
 }
 
+impl Drop for Pipeline {
+    /// A transaction that did not end (an error path that could not roll back, a caller's timeout):
+    /// the connection leaves the pool and closes, so PostgreSQL rolls the transaction back. Handed
+    /// back to the pool, the next caller's statements would run inside it, and its `COMMIT` would
+    /// commit this one's half-done writes.
+    fn drop(&mut self) {
+        if let Some(conn) = self.conn.take() {
+            drop(Object::take(conn));
+        }
+    }
+}
+
 /// One statement of a pipelined round, when the write has it. A statement that fails before it is
 /// sent fails on its first poll and marks `unsent`, which the round's `COMMIT` (polled after it)
 /// reads.
@@ -1053,6 +1093,15 @@ impl PgStore {
         })
     }
 
+    /// Test hook: operations taking longer than `timeout` fail (instead of after
+    /// [`OPERATION_TIMEOUT`]), so a test can abandon one midway in reasonable time.
+    #[doc(hidden)]
+    #[must_use]
+    pub fn with_operation_timeout(mut self, timeout: Duration) -> Self {
+        self.engine.timeout = timeout;
+        self
+    }
+
     /// Test hook: deletes record `seq` of this handle's chain behind the chain's back.
     #[doc(hidden)]
     pub fn remove_audit_raw(&self, seq: u64) -> Result<(), StoreError> {
@@ -1183,7 +1232,7 @@ impl Store for PgStore {
     fn import_audit(&self, chain: &ChainId, records: &[AuditRecord]) -> Result<(), StoreError> {
         let chain = chain.clone();
         let records = records.to_vec();
-        self.engine.run(|pool| async move {
+        self.engine.write(|pool| async move {
             in_transaction!(pool, |tx| {
                 tx.execute(
                     "INSERT INTO audit_chains (chain_id, head_seq, head_hash) VALUES ($1, 0, $2) \
@@ -1241,7 +1290,7 @@ impl Store for PgStore {
             .map(|v| v.application_key.clone())
             .collect();
         let chain = self.lanes();
-        self.engine.run(|pool| async move {
+        self.engine.write(|pool| async move {
             in_transaction!(pool, |tx| {
                 insert_new(
                     &tx,
@@ -1267,7 +1316,7 @@ impl Store for PgStore {
     ) -> Result<Application, StoreError> {
         let id = application_id.to_owned();
         let chain = self.lanes();
-        self.engine.run(|pool| async move {
+        self.engine.write(|pool| async move {
             in_transaction!(pool, |tx| {
                 let mut app = lock_application(&tx, &id).await?;
                 if app.versions.iter().any(|v| v.id == version.id) {
@@ -1328,7 +1377,7 @@ impl Store for PgStore {
         let id = key.id.clone();
         let expires_at = key.expires_at.unix_millis();
         let value = codec::encode_temporary_key(key);
-        self.engine.run(|pool| async move {
+        self.engine.write(|pool| async move {
             let client = pool.get().await.map_err(self::pool)?;
             insert_new(
                 &client,
@@ -1356,7 +1405,7 @@ impl Store for PgStore {
 
     fn remove_temporary_key(&self, id: &str) -> Result<bool, StoreError> {
         let key = id.to_owned();
-        self.engine.run(|pool| async move {
+        self.engine.write(|pool| async move {
             let client = pool.get().await.map_err(self::pool)?;
             let st = client
                 .prepare_cached("DELETE FROM temporary_keys WHERE id = $1")
@@ -1369,7 +1418,7 @@ impl Store for PgStore {
     fn register_replay(&self, key: &str, expires_at: Timestamp) -> Result<(), StoreError> {
         let key = key.to_owned();
         let expires_at = expires_at.unix_millis();
-        self.engine.run(|pool| async move {
+        self.engine.write(|pool| async move {
             let client = pool.get().await.map_err(self::pool)?;
             insert_new(
                 &client,
@@ -1414,7 +1463,7 @@ impl Store for PgStore {
     ) -> Result<Application, StoreError> {
         let id = application_id.to_owned();
         let chain = self.lanes();
-        self.engine.run(|pool| async move {
+        self.engine.write(|pool| async move {
             in_transaction!(pool, |tx| {
                 let mut app = lock_application(&tx, &id).await?;
                 app.master_keys.insert(0, key);
@@ -1435,7 +1484,7 @@ impl Store for PgStore {
             ..activation.clone()
         };
         let chain = self.lanes();
-        self.engine.run(|pool| async move {
+        self.engine.write(|pool| async move {
             in_transaction!(pool, |tx| {
                 let value = codec::encode_activation(&stored);
                 insert_new(
@@ -1487,12 +1536,12 @@ impl Store for PgStore {
         let next = activation.clone();
         let lanes = self.lanes();
         self.engine
-            .run(|pool| async move { commit_activation(&pool, &lanes, next, None, audit).await })
+            .write(|pool| async move { commit_activation(&pool, &lanes, next, None, audit).await })
     }
 
     fn commit_verification(&self, commit: VerificationCommit) -> Result<Committed, StoreError> {
         let lanes = self.lanes();
-        self.engine.run(|pool| async move {
+        self.engine.write(|pool| async move {
             commit_activation(
                 &pool,
                 &lanes,
@@ -1514,7 +1563,7 @@ impl Store for PgStore {
         let consumed_at = nonce.consumed_at.map(Timestamp::unix_millis);
         let value = codec::encode_nonce(nonce);
         let lanes = self.lanes();
-        self.engine.run(|pool| async move {
+        self.engine.write(|pool| async move {
             issue_nonce(&pool, &lanes, key, expires_at, consumed_at, value, audit).await
         })
     }
@@ -1549,7 +1598,7 @@ impl Store for PgStore {
         let key = credential.client_token.clone();
         let value = codec::encode_credential(credential);
         let chain = self.lanes();
-        self.engine.run(|pool| async move {
+        self.engine.write(|pool| async move {
             in_transaction!(pool, |tx| {
                 let st = tx
                     .prepare_cached(
@@ -1601,7 +1650,7 @@ impl Store for PgStore {
     ) -> Result<(), StoreError> {
         let key = client_token.to_owned();
         let chain = self.lanes();
-        self.engine.run(|pool| async move {
+        self.engine.write(|pool| async move {
             in_transaction!(pool, |tx| {
                 let st = tx
                     .prepare_cached("DELETE FROM credentials WHERE client_token = $1")
@@ -1674,7 +1723,7 @@ impl Store for PgStore {
     }
 
     fn set_storage_keys(&self, kek: KeyId, dek: KeyId) -> Result<(), StoreError> {
-        self.engine.run(move |pool| async move {
+        self.engine.write(move |pool| async move {
             let client = pool.get().await.map_err(self::pool)?;
             // The constant primary key admits one row: of two instances racing here, the second waits
             // for the first's commit and then inserts nothing.
@@ -1708,7 +1757,7 @@ impl Store for PgStore {
     }
 
     fn set_audit_key(&self, id: KeyId) -> Result<(), StoreError> {
-        self.engine.run(move |pool| async move {
+        self.engine.write(move |pool| async move {
             let client = pool.get().await.map_err(self::pool)?;
             insert_new(
                 &client,
@@ -1727,7 +1776,7 @@ impl Store for PgStore {
             what: "checkpoint position beyond bigint".into(),
         })?;
         let record = codec::encode_checkpoint(checkpoint);
-        self.engine.run(move |pool| async move {
+        self.engine.write(move |pool| async move {
             let client = pool.get().await.map_err(self::pool)?;
             client
                 .execute(
@@ -1779,7 +1828,7 @@ impl Store for PgStore {
 
     fn append_audit(&self, draft: AuditDraft) -> Result<AuditRecord, StoreError> {
         let chain = self.lanes();
-        self.engine.run(|pool| async move {
+        self.engine.write(|pool| async move {
             in_transaction!(pool, |tx| append_in(&tx, &chain, draft).await?)
         })
     }
