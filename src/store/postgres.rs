@@ -244,6 +244,32 @@ impl Engine {
         self.run_or(body, |detail| StoreError::Io { detail })
     }
 
+    /// The record the query `sql` selects with `$1` = `key`, decoded; `None` when no row matches.
+    fn get<T: Send + 'static>(
+        &self,
+        sql: &'static str,
+        key: &str,
+        decode: fn(&[u8]) -> Result<T, DecodeError>,
+    ) -> Result<Option<T>, StoreError> {
+        let key = key.to_owned();
+        self.run(move |pool| async move { get_decoded(&pool, sql, key, decode).await })
+    }
+
+    /// Up to `limit` records of `table` in the order of its `key` column, after `after`, decoded.
+    fn page<T: Send + 'static>(
+        &self,
+        table: &'static str,
+        key: &'static str,
+        after: Option<&str>,
+        limit: usize,
+        decode: fn(&[u8]) -> Result<T, DecodeError>,
+    ) -> Result<Vec<T>, StoreError> {
+        let after = after.map(str::to_owned);
+        self.run(
+            move |pool| async move { decoded_after(&pool, table, key, after, limit, decode).await },
+        )
+    }
+
     /// As [`Engine::run`], for a write: past the timeout its `COMMIT` may have been sent and may
     /// still land, so the answer is [`StoreError::OutcomeUnknown`], never a plain failure.
     fn write<T, F>(&self, body: impl FnOnce(Pool) -> F) -> Result<T, StoreError>
@@ -1186,17 +1212,13 @@ async fn decoded_after<T>(
 
 impl Store for PgStore {
     fn applications(&self) -> Result<Vec<Application>, StoreError> {
-        self.engine.run(|pool| async move {
-            decoded_after(
-                &pool,
-                "applications",
-                "id",
-                None,
-                usize::MAX,
-                codec::decode_application,
-            )
-            .await
-        })
+        self.engine.page(
+            "applications",
+            "id",
+            None,
+            usize::MAX,
+            codec::decode_application,
+        )
     }
 
     fn activations_after(
@@ -1204,18 +1226,8 @@ impl Store for PgStore {
         after: Option<&str>,
         limit: usize,
     ) -> Result<Vec<Activation>, StoreError> {
-        let after = after.map(str::to_owned);
-        self.engine.run(|pool| async move {
-            decoded_after(
-                &pool,
-                "activations",
-                "id",
-                after,
-                limit,
-                codec::decode_activation,
-            )
-            .await
-        })
+        self.engine
+            .page("activations", "id", after, limit, codec::decode_activation)
     }
 
     fn nonces_after(
@@ -1223,10 +1235,8 @@ impl Store for PgStore {
         after: Option<&str>,
         limit: usize,
     ) -> Result<Vec<IssuedNonce>, StoreError> {
-        let after = after.map(str::to_owned);
-        self.engine.run(|pool| async move {
-            decoded_after(&pool, "nonces", "nonce", after, limit, codec::decode_nonce).await
-        })
+        self.engine
+            .page("nonces", "nonce", after, limit, codec::decode_nonce)
     }
 
     fn import_audit(&self, chain: &ChainId, records: &[AuditRecord]) -> Result<(), StoreError> {
@@ -1334,17 +1344,12 @@ impl Store for PgStore {
     }
 
     fn application_by_key(&self, application_key: &str) -> Result<Option<Application>, StoreError> {
-        let key = application_key.to_owned();
-        self.engine.run(|pool| async move {
-            get_decoded(
-                &pool,
-                "SELECT a.record FROM application_keys k JOIN applications a \
-                 ON a.id = k.application_id WHERE k.application_key = $1",
-                key,
-                codec::decode_application,
-            )
-            .await
-        })
+        self.engine.get(
+            "SELECT a.record FROM application_keys k JOIN applications a \
+             ON a.id = k.application_id WHERE k.application_key = $1",
+            application_key,
+            codec::decode_application,
+        )
     }
 
     fn activation_by_code(
@@ -1391,16 +1396,11 @@ impl Store for PgStore {
     }
 
     fn temporary_key(&self, id: &str) -> Result<Option<TemporaryKey>, StoreError> {
-        let key = id.to_owned();
-        self.engine.run(|pool| async move {
-            get_decoded(
-                &pool,
-                "SELECT record FROM temporary_keys WHERE id = $1",
-                key,
-                codec::decode_temporary_key,
-            )
-            .await
-        })
+        self.engine.get(
+            "SELECT record FROM temporary_keys WHERE id = $1",
+            id,
+            codec::decode_temporary_key,
+        )
     }
 
     fn remove_temporary_key(&self, id: &str) -> Result<bool, StoreError> {
@@ -1443,16 +1443,11 @@ impl Store for PgStore {
     }
 
     fn application(&self, id: &str) -> Result<Option<Application>, StoreError> {
-        let key = id.to_owned();
-        self.engine.run(|pool| async move {
-            get_decoded(
-                &pool,
-                "SELECT record FROM applications WHERE id = $1",
-                key,
-                codec::decode_application,
-            )
-            .await
-        })
+        self.engine.get(
+            "SELECT record FROM applications WHERE id = $1",
+            id,
+            codec::decode_application,
+        )
     }
 
     fn add_master_key(
@@ -1516,16 +1511,11 @@ impl Store for PgStore {
     }
 
     fn activation(&self, id: &str) -> Result<Option<Activation>, StoreError> {
-        let key = id.to_owned();
-        self.engine.run(|pool| async move {
-            get_decoded(
-                &pool,
-                "SELECT record FROM activations WHERE id = $1",
-                key,
-                codec::decode_activation,
-            )
-            .await
-        })
+        self.engine.get(
+            "SELECT record FROM activations WHERE id = $1",
+            id,
+            codec::decode_activation,
+        )
     }
 
     fn update_activation(
@@ -1569,16 +1559,11 @@ impl Store for PgStore {
     }
 
     fn nonce(&self, nonce: &str) -> Result<Option<IssuedNonce>, StoreError> {
-        let key = nonce.to_owned();
-        self.engine.run(|pool| async move {
-            get_decoded(
-                &pool,
-                "SELECT record FROM nonces WHERE nonce = $1",
-                key,
-                codec::decode_nonce,
-            )
-            .await
-        })
+        self.engine.get(
+            "SELECT record FROM nonces WHERE nonce = $1",
+            nonce,
+            codec::decode_nonce,
+        )
     }
 
     fn prune_nonces(&self, expired_before: Timestamp, max: usize) -> Result<usize, StoreError> {
@@ -1614,16 +1599,11 @@ impl Store for PgStore {
     }
 
     fn credential(&self, client_token: &str) -> Result<Option<IntegrationCredential>, StoreError> {
-        let key = client_token.to_owned();
-        self.engine.run(|pool| async move {
-            get_decoded(
-                &pool,
-                "SELECT record FROM credentials WHERE client_token = $1",
-                key,
-                codec::decode_credential,
-            )
-            .await
-        })
+        self.engine.get(
+            "SELECT record FROM credentials WHERE client_token = $1",
+            client_token,
+            codec::decode_credential,
+        )
     }
 
     fn credentials(&self) -> Result<Vec<IntegrationCredential>, StoreError> {
