@@ -36,7 +36,10 @@
 //! call). Reads are microseconds and may be called directly from async code; writes block until durable
 //! and belong in `spawn_blocking` (or on the same dedicated thread as the HSM work). [`PgStore`] keeps
 //! the same shape: it runs its async client on a small runtime of its own and blocks the caller on the
-//! answer (see its module docs for why).
+//! answer (see its module docs for why). Every PostgreSQL call waits on a network round trip, though,
+//! and a read called directly from async code would take a runtime worker out of service for that
+//! long: so a store whose calls wait on a network also offers the calls of the request path as futures
+//! ([`Store::remote`], [`RemoteStore`]), which the service awaits instead.
 
 mod audit;
 mod codec;
@@ -74,6 +77,9 @@ pub struct KeyCensus {
     /// Temporary ECIES keys (each holds a wrapped private key), expired or not.
     pub wrapped_temporary_keys: u64,
 }
+use std::future::Future;
+use std::pin::Pin;
+
 use crate::model::{KeyId, Timestamp};
 pub use settings::{RawStoreSettings, StoreKind, StoreSettings, StoreSettingsError, open};
 pub use sled_store::{STORE_FORMAT, SledStore};
@@ -183,9 +189,58 @@ pub struct Committed {
     pub audit: Option<AuditRecord>,
 }
 
+/// A store answer still on its way. It owns everything it needs, so a request's task can hold it
+/// across `await` points; see [`RemoteStore`].
+pub type StoreFuture<T> = Pin<Box<dyn Future<Output = Result<T, StoreError>> + Send + 'static>>;
+
+/// What a verification reads before it decides ([`RemoteStore::verification_reads`]).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct VerificationReads {
+    /// The activation, if it exists.
+    pub activation: Option<Activation>,
+    /// The issued nonce the request names, if one was asked for and exists.
+    pub nonce: Option<IssuedNonce>,
+}
+
+/// The request path of a store whose every call waits on a network round trip (PostgreSQL): the
+/// reads and the write that the `verify` and authentication paths make, with the same meaning as the
+/// [`Store`] methods of the same names, as futures that hold no thread while they wait.
+///
+/// A request's task awaits these directly. Calling the blocking [`Store`] method instead would take a
+/// runtime worker out of service for the whole round trip (there are as many workers as cores), and
+/// sending it to the blocking pool would add two thread hand-offs to every call. Dropping a future
+/// does not cancel its work: a write once handed over lands or fails on its own, exactly as a
+/// blocking write on the blocking pool does, so a request that times out cannot half-write.
+pub trait RemoteStore: Send + Sync {
+    /// [`Store::credential`].
+    fn credential(&self, client_token: &str) -> StoreFuture<Option<IntegrationCredential>>;
+
+    /// [`Store::application`].
+    fn application(&self, id: &str) -> StoreFuture<Option<Application>>;
+
+    /// [`Store::activation`] and, for `Some(nonce)`, [`Store::nonce`], in one round trip (the two
+    /// reads are not one snapshot, as two separate calls are not either: the verification's
+    /// compare-and-swap is what catches a change in between).
+    fn verification_reads(
+        &self,
+        activation_id: &str,
+        nonce: Option<&str>,
+    ) -> StoreFuture<VerificationReads>;
+
+    /// [`Store::commit_verification`], with the same guarantees.
+    fn commit_verification(&self, commit: VerificationCommit) -> StoreFuture<Committed>;
+}
+
 /// The service's view of persistent state. Every write method is atomic and durable on return; every
 /// optional `audit` draft is appended in the same atomic write as the change it describes.
 pub trait Store: Send + Sync {
+    /// The request path's calls as futures ([`RemoteStore`]) for a store whose calls wait on a
+    /// network; `None` (the default) for a store that answers from its own memory and disk (sled),
+    /// whose reads are called directly and whose writes go to the blocking pool.
+    fn remote(&self) -> Option<&dyn RemoteStore> {
+        None
+    }
+
     /// Stores a new application. [`StoreError::AlreadyExists`] if its id is taken.
     fn create_application(
         &self,

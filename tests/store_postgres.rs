@@ -10,10 +10,11 @@ use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
 
 use fixtures::{activation, nonce_for, t, verify_draft};
-use offline_signer::model::KeyId;
+use offline_signer::model::{CredentialScope, KeyId};
 use offline_signer::store::{
-    AuditOutcome, ChainBreak, ChainId, Conflict, PgStore, PostgresSettings, SCHEMA_VERSION, Store,
-    StoreError, VerificationCommit, migrate, verify_audit_chain,
+    AuditOutcome, ChainBreak, ChainId, Conflict, IntegrationCredential, PgStore, PostgresSettings,
+    SCHEMA_VERSION, SecretHash, Store, StoreError, VerificationCommit, VerificationReads, migrate,
+    verify_audit_chain,
 };
 use postgres_server::{HeldLock, TestDatabase};
 
@@ -695,4 +696,110 @@ fn a_verification_abandoned_midway_leaves_no_open_transaction_behind() {
     let seen = fresh.activation("a1").unwrap().expect("activation");
     assert_eq!(seen.counter, before.counter + 1);
     assert_eq!(seen.version, before.version + 1);
+}
+
+/// The request path's calls as futures ([`offline_signer::store::RemoteStore`]) answer exactly as
+/// the blocking calls of the same names; a stale commit is the same conflict; and a commit whose
+/// future is dropped unawaited still lands (a request that gives up cannot half-write).
+#[test]
+fn the_remote_calls_answer_as_the_blocking_ones_and_a_dropped_commit_still_lands() {
+    let Some(db) = TestDatabase::create() else {
+        return;
+    };
+    let store = open(&db, "remote");
+    store
+        .create_application(&fixtures::application(fixtures::APP), None)
+        .expect("application");
+    let a = store
+        .insert_activation(&activation("act-r"), None)
+        .expect("insert")
+        .activation;
+    store
+        .issue_nonce(&nonce_for("nonce-r", "act-r", t(300_000)), None)
+        .expect("issue");
+    let credential = IntegrationCredential {
+        id: "cred-r".into(),
+        client_token: "token-r".into(),
+        name: "remote test".into(),
+        secret_hash: SecretHash(vec![0x5a; 32]),
+        created_at: t(3),
+        scope: CredentialScope::Admin,
+    };
+    store.put_credential(&credential, None).expect("credential");
+
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    runtime.block_on(async {
+        let remote = store.remote().expect("PostgreSQL offers the remote calls");
+        let both = remote
+            .verification_reads("act-r", Some("nonce-r"))
+            .await
+            .expect("reads");
+        assert_eq!(both.activation, store.activation("act-r").expect("read"));
+        assert_eq!(both.nonce, store.nonce("nonce-r").expect("read"));
+        assert!(both.activation.is_some() && both.nonce.is_some());
+        let only = remote
+            .verification_reads("act-r", None)
+            .await
+            .expect("reads");
+        assert_eq!((only.activation.is_some(), only.nonce), (true, None));
+        let unknown = remote
+            .verification_reads("act-unknown", Some("nonce-unknown"))
+            .await
+            .expect("reads");
+        assert_eq!(unknown, VerificationReads::default());
+
+        assert_eq!(
+            remote.application(fixtures::APP).await.expect("read"),
+            store.application(fixtures::APP).expect("read")
+        );
+        assert_eq!(remote.application("no-app").await.expect("read"), None);
+        assert_eq!(
+            remote.credential("token-r").await.expect("read"),
+            Some(credential.clone())
+        );
+        assert_eq!(remote.credential("no-token").await.expect("read"), None);
+
+        let mut stale = a.clone();
+        stale.version = 7;
+        let refused = remote
+            .commit_verification(VerificationCommit {
+                audit: verify_draft(&a, 1, AuditOutcome::Valid),
+                activation: stale,
+                consume_nonce: Some("nonce-r".into()),
+            })
+            .await;
+        assert!(
+            matches!(refused, Err(StoreError::Conflict(Conflict::StaleVersion))),
+            "{refused:?}"
+        );
+
+        // Handed over and dropped: the write lands anyway.
+        let mut next = a.clone();
+        next.counter = 1;
+        drop(remote.commit_verification(VerificationCommit {
+            audit: verify_draft(&a, 1, AuditOutcome::Valid),
+            activation: next,
+            consume_nonce: Some("nonce-r".into()),
+        }));
+    });
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let landed = loop {
+        let stored = store.activation("act-r").expect("read").expect("exists");
+        if stored.version == a.version + 1 || Instant::now() > deadline {
+            break stored;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    assert_eq!((landed.version, landed.counter), (a.version + 1, 1));
+    let nonce = store.nonce("nonce-r").expect("read").expect("exists");
+    assert!(
+        nonce.consumed_at.is_some(),
+        "the nonce was consumed with it"
+    );
+    assert_eq!(store.audit_head().expect("head").seq, 1);
+    assert!(verify_audit_chain(&store).expect("walk").is_intact());
 }

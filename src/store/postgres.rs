@@ -9,7 +9,10 @@
 //! thread blocks exactly as it would on sled's `fsync`, and the caller's runtime is never entered. The
 //! synchronous `postgres` crate is no way out: it drives its connection with `block_on` on the calling
 //! thread, which panics on a tokio worker thread. Dropping the store shuts its runtime down without
-//! waiting, so it may be dropped anywhere, even on a runtime thread.
+//! waiting, so it may be dropped anywhere, even on a runtime thread. The calls of the request path are
+//! also offered as futures ([`RemoteStore`]): the same body spawned on the same runtime, its
+//! `JoinHandle` awaited by the request's task instead of a thread blocking on the channel, so a
+//! round trip to the database holds no service thread.
 //!
 //! **Layout.** Each record is stored as its [`super::codec`] encoding in a `bytea` column — the same bytes
 //! sled stores — beside copies of the few fields the database must index, compare or lock on
@@ -72,7 +75,10 @@ use super::records::{
     Activation, Application, ApplicationVersion, IntegrationCredential, IssuedNonce, MasterKeyRef,
     NonceOwner, TemporaryKey,
 };
-use super::{Committed, Conflict, Store, StoreError, VerificationCommit};
+use super::{
+    Committed, Conflict, RemoteStore, Store, StoreError, StoreFuture, VerificationCommit,
+    VerificationReads,
+};
 use crate::model::{KeyId, Timestamp};
 
 pub use settings::{
@@ -89,6 +95,12 @@ const POOL_WAIT: Duration = Duration::from_secs(10);
 /// write with [`StoreError::OutcomeUnknown`] (its connection closes, which rolls its transaction
 /// back unless its `COMMIT` was already sent).
 const OPERATION_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The record reads the request path makes, shared by the blocking and the [`RemoteStore`] calls.
+const SELECT_APPLICATION: &str = "SELECT record FROM applications WHERE id = $1";
+const SELECT_ACTIVATION: &str = "SELECT record FROM activations WHERE id = $1";
+const SELECT_NONCE: &str = "SELECT record FROM nonces WHERE nonce = $1";
+const SELECT_CREDENTIAL: &str = "SELECT record FROM credentials WHERE client_token = $1";
 
 /// A schema change: applied in order, once, and recorded in `schema_version`.
 struct Migration {
@@ -241,7 +253,7 @@ impl Engine {
         F: Future<Output = Result<T, StoreError>> + Send + 'static,
         T: Send + 'static,
     {
-        self.run_or(body, |detail| StoreError::Io { detail })
+        self.run_or(body, read_timed_out)
     }
 
     /// The record the query `sql` selects with `$1` = `key`, decoded; `None` when no row matches.
@@ -253,6 +265,41 @@ impl Engine {
     ) -> Result<Option<T>, StoreError> {
         let key = key.to_owned();
         self.run(move |pool| async move { get_decoded(&pool, sql, key, decode).await })
+    }
+
+    /// As [`Engine::get`], answered as a future ([`Engine::spawn`]).
+    fn get_later<T: Send + 'static>(
+        &self,
+        sql: &'static str,
+        key: &str,
+        decode: fn(&[u8]) -> Result<T, DecodeError>,
+    ) -> StoreFuture<Option<T>> {
+        let key = key.to_owned();
+        self.spawn(
+            move |pool| async move { get_decoded(&pool, sql, key, decode).await },
+            read_timed_out,
+        )
+    }
+
+    /// Starts `body` on the store's runtime and returns its answer as a future, which the caller
+    /// awaits from its own runtime; past the timeout, `timed_out`. Dropping the future leaves the
+    /// work running to its end, as a thread blocked in [`Engine::run`] that gives up would.
+    fn spawn<T, F>(
+        &self,
+        body: impl FnOnce(Pool) -> F,
+        timed_out: fn(String) -> StoreError,
+    ) -> StoreFuture<T>
+    where
+        F: Future<Output = Result<T, StoreError>> + Send + 'static,
+        T: Send + 'static,
+    {
+        let task = self
+            .handle
+            .spawn(bounded(self.timeout, body(self.pool.clone()), timed_out));
+        Box::pin(async move {
+            task.await
+                .map_err(|_| io("the PostgreSQL store's runtime stopped before answering"))?
+        })
     }
 
     /// Up to `limit` records of `table` in the order of its `key` column, after `after`, decoded.
@@ -277,7 +324,7 @@ impl Engine {
         F: Future<Output = Result<T, StoreError>> + Send + 'static,
         T: Send + 'static,
     {
-        self.run_or(body, |detail| StoreError::OutcomeUnknown { detail })
+        self.run_or(body, write_timed_out)
     }
 
     fn run_or<T, F>(
@@ -290,21 +337,39 @@ impl Engine {
         T: Send + 'static,
     {
         let (tx, rx) = crossbeam_channel::bounded(1);
-        let work = body(self.pool.clone());
-        let timeout = self.timeout;
+        let work = bounded(self.timeout, body(self.pool.clone()), timed_out);
         self.handle.spawn(async move {
-            let answer = match tokio::time::timeout(timeout, work).await {
-                Ok(answer) => answer,
-                Err(_) => Err(timed_out(format!(
-                    "PostgreSQL operation took longer than {timeout:?}"
-                ))),
-            };
             // The caller may be gone (its thread panicked); nothing to tell then.
-            let _ = tx.send(answer);
+            let _ = tx.send(work.await);
         });
         rx.recv()
             .map_err(|_| io("the PostgreSQL store's runtime stopped before answering"))?
     }
+}
+
+/// `work`, or `timed_out` once it has taken longer than `timeout`.
+async fn bounded<T>(
+    timeout: Duration,
+    work: impl Future<Output = Result<T, StoreError>>,
+    timed_out: fn(String) -> StoreError,
+) -> Result<T, StoreError> {
+    tokio::time::timeout(timeout, work)
+        .await
+        .unwrap_or_else(|_| {
+            Err(timed_out(format!(
+                "PostgreSQL operation took longer than {timeout:?}"
+            )))
+        })
+}
+
+/// A read past its time: nothing was changed, so a plain failure.
+fn read_timed_out(detail: String) -> StoreError {
+    StoreError::Io { detail }
+}
+
+/// A write past its time: its `COMMIT` may have been sent and may still land.
+fn write_timed_out(detail: String) -> StoreError {
+    StoreError::OutcomeUnknown { detail }
 }
 
 impl Drop for Engine {
@@ -582,6 +647,35 @@ async fn get_decoded<T>(
         None => Ok(None),
         Some(row) => decode(row.get(0)).map(Some).map_err(corrupt),
     }
+}
+
+/// The activation `activation_id` and, for `Some`, the nonce `nonce`: two statements on one
+/// connection, sent together and answered in one round trip.
+async fn verification_reads(
+    pool: &Pool,
+    activation_id: String,
+    nonce: Option<String>,
+) -> Result<VerificationReads, StoreError> {
+    let client = pool.get().await.map_err(self::pool)?;
+    let activation = async {
+        let st = client.prepare_cached(SELECT_ACTIVATION).await.map_err(db)?;
+        let row = client.query_opt(&st, &[&activation_id]).await.map_err(db)?;
+        row.map(|r| codec::decode_activation(r.get(0)))
+            .transpose()
+            .map_err(corrupt)
+    };
+    let issued = async {
+        let Some(nonce) = &nonce else {
+            return Ok(None);
+        };
+        let st = client.prepare_cached(SELECT_NONCE).await.map_err(db)?;
+        let row = client.query_opt(&st, &[nonce]).await.map_err(db)?;
+        row.map(|r| codec::decode_nonce(r.get(0)))
+            .transpose()
+            .map_err(corrupt)
+    };
+    let (activation, nonce) = tokio::try_join!(activation, issued)?;
+    Ok(VerificationReads { activation, nonce })
 }
 
 /// The parameters of one statement.
@@ -1210,7 +1304,60 @@ async fn decoded_after<T>(
         .collect()
 }
 
+impl RemoteStore for PgStore {
+    fn credential(&self, client_token: &str) -> StoreFuture<Option<IntegrationCredential>> {
+        self.engine
+            .get_later(SELECT_CREDENTIAL, client_token, codec::decode_credential)
+    }
+
+    fn application(&self, id: &str) -> StoreFuture<Option<Application>> {
+        self.engine
+            .get_later(SELECT_APPLICATION, id, codec::decode_application)
+    }
+
+    fn verification_reads(
+        &self,
+        activation_id: &str,
+        nonce: Option<&str>,
+    ) -> StoreFuture<VerificationReads> {
+        let id = activation_id.to_owned();
+        let nonce = nonce.map(str::to_owned);
+        self.engine.spawn(
+            move |pool| async move { verification_reads(&pool, id, nonce).await },
+            read_timed_out,
+        )
+    }
+
+    fn commit_verification(&self, commit: VerificationCommit) -> StoreFuture<Committed> {
+        let lanes = self.lanes();
+        self.engine.spawn(
+            move |pool| async move { commit_verification(&pool, &lanes, commit).await },
+            write_timed_out,
+        )
+    }
+}
+
+/// [`Store::commit_verification`]'s transaction, for both of its callers.
+async fn commit_verification(
+    pool: &Pool,
+    lanes: &LanePick,
+    commit: VerificationCommit,
+) -> Result<Committed, StoreError> {
+    commit_activation(
+        pool,
+        lanes,
+        commit.activation,
+        commit.consume_nonce,
+        Some(commit.audit),
+    )
+    .await
+}
+
 impl Store for PgStore {
+    fn remote(&self) -> Option<&dyn RemoteStore> {
+        Some(self)
+    }
+
     fn applications(&self) -> Result<Vec<Application>, StoreError> {
         self.engine.page(
             "applications",
@@ -1443,11 +1590,8 @@ impl Store for PgStore {
     }
 
     fn application(&self, id: &str) -> Result<Option<Application>, StoreError> {
-        self.engine.get(
-            "SELECT record FROM applications WHERE id = $1",
-            id,
-            codec::decode_application,
-        )
+        self.engine
+            .get(SELECT_APPLICATION, id, codec::decode_application)
     }
 
     fn add_master_key(
@@ -1511,11 +1655,8 @@ impl Store for PgStore {
     }
 
     fn activation(&self, id: &str) -> Result<Option<Activation>, StoreError> {
-        self.engine.get(
-            "SELECT record FROM activations WHERE id = $1",
-            id,
-            codec::decode_activation,
-        )
+        self.engine
+            .get(SELECT_ACTIVATION, id, codec::decode_activation)
     }
 
     fn update_activation(
@@ -1531,16 +1672,8 @@ impl Store for PgStore {
 
     fn commit_verification(&self, commit: VerificationCommit) -> Result<Committed, StoreError> {
         let lanes = self.lanes();
-        self.engine.write(|pool| async move {
-            commit_activation(
-                &pool,
-                &lanes,
-                commit.activation,
-                commit.consume_nonce,
-                Some(commit.audit),
-            )
-            .await
-        })
+        self.engine
+            .write(|pool| async move { commit_verification(&pool, &lanes, commit).await })
     }
 
     fn issue_nonce(
@@ -1559,11 +1692,7 @@ impl Store for PgStore {
     }
 
     fn nonce(&self, nonce: &str) -> Result<Option<IssuedNonce>, StoreError> {
-        self.engine.get(
-            "SELECT record FROM nonces WHERE nonce = $1",
-            nonce,
-            codec::decode_nonce,
-        )
+        self.engine.get(SELECT_NONCE, nonce, codec::decode_nonce)
     }
 
     fn prune_nonces(&self, expired_before: Timestamp, max: usize) -> Result<usize, StoreError> {
@@ -1599,11 +1728,8 @@ impl Store for PgStore {
     }
 
     fn credential(&self, client_token: &str) -> Result<Option<IntegrationCredential>, StoreError> {
-        self.engine.get(
-            "SELECT record FROM credentials WHERE client_token = $1",
-            client_token,
-            codec::decode_credential,
-        )
+        self.engine
+            .get(SELECT_CREDENTIAL, client_token, codec::decode_credential)
     }
 
     fn credentials(&self) -> Result<Vec<IntegrationCredential>, StoreError> {
