@@ -40,7 +40,8 @@ use crate::model::{ActivationStatus, PublicKey, Timestamp};
 use crate::signer::{GeneratedKeyPair, KeyRef, Signer, SignerError, StorageKeyIds};
 use crate::store::{
     Activation, Application, AuditDraft, AuditOperation, AuditOutcome, ChainHead, ChainId,
-    Checkpoint, Enrollment, IssuedNonce, MasterKeyRef, NonceOwner, Store, StoreError,
+    Checkpoint, Committed, Enrollment, IssuedNonce, MasterKeyRef, NonceOwner, Store, StoreError,
+    VerificationCommit, VerificationReads,
 };
 
 use activation::DEFAULT_VERSION_ID;
@@ -407,6 +408,8 @@ struct Inner {
     /// The position of the newest checkpoint of each of this instance's lanes (`None`: not read
     /// yet); held only while checkpoints are made, never by a request.
     checkpointed: tokio::sync::Mutex<Option<std::collections::BTreeMap<ChainId, u64>>>,
+    /// Each application's roles, as read once (see [`verify::RolesCache`]).
+    roles: verify::RolesCache,
 }
 
 impl std::fmt::Debug for Service {
@@ -449,6 +452,7 @@ impl Service {
                 writes: std::sync::atomic::AtomicU64::new(0),
                 written: tokio::sync::Notify::new(),
                 checkpointed: tokio::sync::Mutex::new(None),
+                roles: verify::RolesCache::default(),
             }),
         })
     }
@@ -683,18 +687,21 @@ impl Service {
     }
 
     /// The caller that `client_token:client_secret` authenticates (its credential's id and scope),
-    /// or `None`; see [`Credentials::caller_for`].
+    /// or `None`; see [`Credentials::caller_for`]. The stored credential is read on every request
+    /// (no cache), without holding a thread while a remote store answers.
     ///
     /// # Errors
     /// [`ServiceError::Internal`] when the store cannot be read.
-    pub fn caller_for(
+    pub async fn caller_for(
         &self,
         client_token: &str,
         client_secret: &secrecy::SecretString,
     ) -> Result<Option<Caller>, ServiceError> {
-        self.inner
-            .credentials
-            .caller_for(client_token, client_secret)
+        let stored = match self.inner.store.remote() {
+            Some(remote) => remote.credential(client_token).await?,
+            None => self.inner.store.credential(client_token)?,
+        };
+        Ok(credentials::caller_from(stored, client_secret))
     }
 
     /// `integration/create`: a new credential with `scope`, made by the current caller (`ADMIN`
@@ -753,12 +760,33 @@ impl Service {
     /// The activation, if it exists and the current caller's scope covers its application: an
     /// activation of another application is, to the caller, an unknown one.
     fn visible_activation(&self, id: &str) -> Result<Option<Activation>, StoreError> {
-        let caller = caller::current();
-        Ok(self
-            .inner
-            .store
-            .activation(id)?
-            .filter(|a| caller.scope().covers(&a.application_id)))
+        let activation = self.inner.store.activation(id)?;
+        Ok(visible_to_caller(activation))
+    }
+
+    /// What a verification reads: the activation `id` as [`Self::visible_activation`] sees it and,
+    /// for `Some(nonce)`, that issued nonce. A remote store answers both in one round trip, awaited
+    /// without holding a thread.
+    async fn verification_reads(
+        &self,
+        id: &str,
+        nonce: Option<&str>,
+    ) -> Result<VerificationReads, StoreError> {
+        let store = &self.inner.store;
+        let reads = match store.remote() {
+            Some(remote) => remote.verification_reads(id, nonce).await?,
+            None => VerificationReads {
+                activation: store.activation(id)?,
+                nonce: match nonce {
+                    Some(n) => store.nonce(n)?,
+                    None => None,
+                },
+            },
+        };
+        Ok(VerificationReads {
+            activation: visible_to_caller(reads.activation),
+            nonce: reads.nonce,
+        })
     }
 
     /// Inserts a new activation with its `Created` audit record; `operation` says how it was made.
@@ -782,13 +810,39 @@ impl Service {
         T: Send + 'static,
         F: FnOnce(&dyn Store) -> Result<T, StoreError> + Send + 'static,
     {
+        let store = Arc::clone(&self.inner.store);
+        self.gated(async move { blocking(move || f(store.as_ref())).await })
+            .await
+    }
+
+    /// [`Store::commit_verification`] as [`Self::write`] runs a write; a remote store's commit is
+    /// awaited as a future instead of on the blocking pool.
+    async fn commit_verification(
+        &self,
+        commit: VerificationCommit,
+    ) -> Result<Committed, StoreError> {
+        // The write starts inside `gated`, after the gate let it through.
+        match self.inner.store.remote() {
+            Some(remote) => {
+                self.gated(async move { remote.commit_verification(commit).await })
+                    .await
+            }
+            None => self.write(move |s| s.commit_verification(commit)).await,
+        }
+    }
+
+    /// Runs the store write `work` through the request's write gate (see [`Self::write`]) and
+    /// counts it.
+    async fn gated<T>(
+        &self,
+        work: impl std::future::Future<Output = Result<T, StoreError>>,
+    ) -> Result<T, StoreError> {
         if WRITE_GATE.try_with(|gate| gate.begin_write()) == Ok(false) {
             return Err(StoreError::Io {
                 detail: "the request timed out before this write began; nothing was written".into(),
             });
         }
-        let store = Arc::clone(&self.inner.store);
-        let result = blocking(move || f(store.as_ref())).await;
+        let result = work.await;
         self.inner
             .writes
             .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
@@ -1341,6 +1395,13 @@ impl WriteGate {
 /// Runs `work` (a request's use case) with `gate` watching its store writes (see [`WriteGate`]).
 pub async fn with_write_gate<F: std::future::Future>(gate: Arc<WriteGate>, work: F) -> F::Output {
     WRITE_GATE.scope(gate, work).await
+}
+
+/// `activation`, unless the current caller's scope does not cover its application: an activation
+/// of another application is, to the caller, an unknown one.
+fn visible_to_caller(activation: Option<Activation>) -> Option<Activation> {
+    let caller = caller::current();
+    activation.filter(|a| caller.scope().covers(&a.application_id))
 }
 
 /// Runs a blocking store call on tokio's blocking pool. A task that panicked or was cancelled is

@@ -20,7 +20,6 @@ use offline_signer::service::{
     EciesDecryptorRequest, EciesFields, InitActivation, PrepareActivation, ServiceError,
 };
 use offline_signer::signer::software::SoftwareSigner;
-use offline_signer::store::Store as _;
 use offline_signer_testkit::http_harness::device_from;
 use offline_signer_testkit::service_harness::{Harness, default_settings};
 use serde_json::json;

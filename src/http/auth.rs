@@ -30,7 +30,7 @@ pub(crate) async fn require_credentials(
         tracing::info!("request refused: missing or malformed integration credentials");
         return ApiError::Unauthenticated.into_response();
     };
-    match service.caller_for(&token, &secret) {
+    match service.caller_for(&token, &secret).await {
         Ok(Some(caller)) => acting_as(caller, next.run(request)).await,
         Ok(None) => {
             tracing::info!("request refused: wrong integration credentials");

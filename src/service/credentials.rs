@@ -99,15 +99,8 @@ impl Credentials {
         client_token: &str,
         client_secret: &SecretString,
     ) -> Result<Option<Caller>, ServiceError> {
-        let presented = hash_secret(client_secret);
         let stored = self.store.credential(client_token)?;
-        let expected = stored
-            .as_ref()
-            .map_or(&[0u8; 32][..], |c| c.secret_hash.0.as_slice());
-        let equal: bool = presented.0.as_slice().ct_eq(expected).into();
-        Ok(stored
-            .filter(|_| equal)
-            .map(|c| Caller::credential(c.id, c.scope)))
+        Ok(caller_from(stored, client_secret))
     }
 
     /// Stores a new `ADMIN` credential named `name` (its secret hashed) for a local command and
@@ -251,6 +244,24 @@ fn draft(
     draft.actor = Some(caller.id().to_owned());
     draft.subject = Some(id.to_owned());
     draft
+}
+
+/// The caller that the stored credential `stored` (the one its client token names, if any) makes of
+/// a request presenting `client_secret`: `None` unless the secret's hash matches, compared in
+/// constant time (against a dummy hash when nothing is stored, so that an unknown token costs the
+/// same).
+pub(super) fn caller_from(
+    stored: Option<IntegrationCredential>,
+    client_secret: &SecretString,
+) -> Option<Caller> {
+    let presented = hash_secret(client_secret);
+    let expected = stored
+        .as_ref()
+        .map_or(&[0u8; 32][..], |c| c.secret_hash.0.as_slice());
+    let equal: bool = presented.0.as_slice().ct_eq(expected).into();
+    stored
+        .filter(|_| equal)
+        .map(|c| Caller::credential(c.id, c.scope))
 }
 
 /// [`ServiceError::Forbidden`] unless `caller` has the `ADMIN` role.

@@ -2,14 +2,17 @@
 //! window, failure counting and blocking, the nonce registry, and the one atomic write that ends every
 //! attempt.
 
+use std::collections::HashMap;
+use std::sync::PoisonError;
+
 use sha2::{Digest as _, Sha256};
 
 use crate::crypto::offline_data::RequestData;
 use crate::crypto::{ComponentLength, CounterData, WindowSearch};
 use crate::model::{ActivationStatus, SignatureType, Timestamp};
 use crate::store::{
-    Activation, AuditDraft, AuditOperation, AuditOutcome, Conflict, NonceOwner, StoreError,
-    VerificationCommit,
+    Activation, AuditDraft, AuditOperation, AuditOutcome, Conflict, IssuedNonce, NonceOwner,
+    StoreError, VerificationCommit,
 };
 
 use super::requests::{NonceStatus, VerifyRequest, VerifyResponse};
@@ -119,7 +122,15 @@ impl Service {
         audit.activation_id = Some(id.clone());
         audit.data_sha256 = Some(c.data_sha256);
 
-        let Some(mut activation) = self.visible_activation(id).map_err(ServiceError::from)? else {
+        let asked_nonce = match self.inner.settings.nonce_policy {
+            NoncePolicy::Off => None,
+            NoncePolicy::Enforce => Some(c.data.nonce()),
+        };
+        let reads = self
+            .verification_reads(id, asked_nonce)
+            .await
+            .map_err(ServiceError::from)?;
+        let Some(mut activation) = reads.activation else {
             self.write(move |s| s.append_audit(audit)).await?;
             return Ok(VerifyResponse::bare(id, ActivationStatus::Removed));
         };
@@ -141,10 +152,8 @@ impl Service {
             return Ok(VerifyResponse::bare(id, ActivationStatus::Blocked));
         }
 
-        let nonce_status = match self.inner.settings.nonce_policy {
-            NoncePolicy::Off => None,
-            NoncePolicy::Enforce => Some(self.nonce_status(&activation, c.data.nonce(), now)?),
-        };
+        let nonce_status =
+            asked_nonce.map(|_| nonce_status(&activation, reads.nonce.as_ref(), now));
         audit.nonce_status = nonce_status.map(|s| s.as_str().to_owned());
         if let Some(status) = nonce_status.filter(|s| *s != NonceStatus::Valid) {
             return self.reject_nonce(activation, audit, status).await;
@@ -197,32 +206,9 @@ impl Service {
 
         let valid = found.is_some();
         let stored = self.commit(activation, consume, audit).await?;
-        Ok(self.filled(&stored, valid, Some(signature_type), nonce_status))
-    }
-
-    /// The registry's verdict on `nonce` for this activation.
-    fn nonce_status(
-        &self,
-        activation: &Activation,
-        nonce: &str,
-        now: Timestamp,
-    ) -> Result<NonceStatus, ServiceError> {
-        let Some(issued) = self.inner.store.nonce(nonce)? else {
-            return Ok(NonceStatus::Unknown);
-        };
-        let owner_matches = match &issued.issued_for {
-            NonceOwner::Activation(a) => *a == activation.id,
-            NonceOwner::Application(app) => *app == activation.application_id,
-        };
-        Ok(if !owner_matches {
-            NonceStatus::Mismatch
-        } else if issued.consumed_at.is_some() {
-            NonceStatus::Consumed
-        } else if issued.expires_at <= now {
-            NonceStatus::Expired
-        } else {
-            NonceStatus::Valid
-        })
+        Ok(self
+            .filled(&stored, valid, Some(signature_type), nonce_status)
+            .await)
     }
 
     /// A nonce that is not `VALID`: answered at once, counter and failed attempts untouched, only an
@@ -237,7 +223,27 @@ impl Service {
         audit.nonce_status = Some(status.as_str().to_owned());
         audit.counter_after = Some(activation.counter);
         self.write(move |s| s.append_audit(audit)).await?;
-        Ok(self.filled(&activation, false, None, Some(status)))
+        Ok(self.filled(&activation, false, None, Some(status)).await)
+    }
+
+    /// The roles of application `id` for an answer: from the cache, else read (and cached when the
+    /// application exists); none when it cannot be read, as before the cache.
+    async fn application_roles(&self, id: &str) -> Vec<String> {
+        if let Some(roles) = self.inner.roles.get(id) {
+            return roles;
+        }
+        let store = &self.inner.store;
+        let read = match store.remote() {
+            Some(remote) => remote.application(id).await,
+            None => store.application(id),
+        };
+        match read {
+            Ok(Some(app)) => {
+                self.inner.roles.put(id, &app.roles);
+                app.roles
+            }
+            _ => Vec::new(),
+        }
     }
 
     /// The atomic, durable end of an attempt. A lost compare-and-swap is [`PassError::Stale`].
@@ -252,7 +258,7 @@ impl Service {
             consume_nonce,
             audit,
         };
-        match self.write(move |s| s.commit_verification(commit)).await {
+        match self.commit_verification(commit).await {
             Ok(committed) => Ok(committed.activation),
             Err(StoreError::Conflict(Conflict::StaleVersion)) => Err(PassError::Stale),
             // The nonce was consumed (or changed owner) between our check and our write: the
@@ -265,17 +271,14 @@ impl Service {
     }
 
     /// The §8.2 answer with the activation's details filled in.
-    fn filled(
+    async fn filled(
         &self,
         activation: &Activation,
         valid: bool,
         signature_type: Option<SignatureType>,
         nonce_status: Option<NonceStatus>,
     ) -> VerifyResponse {
-        let roles = match self.inner.store.application(&activation.application_id) {
-            Ok(Some(app)) => app.roles,
-            _ => Vec::new(),
-        };
+        let roles = self.application_roles(&activation.application_id).await;
         VerifyResponse {
             signature_valid: valid,
             activation_status: activation.status,
@@ -293,5 +296,49 @@ impl Service {
             activation_flags: activation.flags.clone(),
             nonce_status,
         }
+    }
+}
+
+/// The registry's verdict on the nonce a request names (`issued`: its record, if the registry has
+/// it) for this activation.
+fn nonce_status(
+    activation: &Activation,
+    issued: Option<&IssuedNonce>,
+    now: Timestamp,
+) -> NonceStatus {
+    let Some(issued) = issued else {
+        return NonceStatus::Unknown;
+    };
+    let owner_matches = match &issued.issued_for {
+        NonceOwner::Activation(a) => *a == activation.id,
+        NonceOwner::Application(app) => *app == activation.application_id,
+    };
+    if !owner_matches {
+        NonceStatus::Mismatch
+    } else if issued.consumed_at.is_some() {
+        NonceStatus::Consumed
+    } else if issued.expires_at <= now {
+        NonceStatus::Expired
+    } else {
+        NonceStatus::Valid
+    }
+}
+
+/// Each application's roles, kept after the first read: every verification answers with them, and
+/// they are fixed when the application is made (no method changes an application's roles), so a
+/// cached copy never goes stale, in this instance or because of another. Holds only applications that
+/// exist, so it grows no larger than their number.
+#[derive(Debug, Default)]
+pub(super) struct RolesCache(std::sync::RwLock<HashMap<String, Vec<String>>>);
+
+impl RolesCache {
+    fn get(&self, application_id: &str) -> Option<Vec<String>> {
+        let map = self.0.read().unwrap_or_else(PoisonError::into_inner);
+        map.get(application_id).cloned()
+    }
+
+    fn put(&self, application_id: &str, roles: &[String]) {
+        let mut map = self.0.write().unwrap_or_else(PoisonError::into_inner);
+        map.insert(application_id.to_owned(), roles.to_vec());
     }
 }

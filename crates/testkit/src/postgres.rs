@@ -64,6 +64,53 @@ pub fn admin_exec(url: &str, sql: &str) -> Result<(), String> {
     })
 }
 
+/// Every table of the database at `url` with all its rows in PostgreSQL's text form (`bytea` as
+/// hex): what the store keeps, for scans for secrets. Runs on a thread of its own, so it may be
+/// called from async code.
+pub fn table_texts(url: &str) -> Result<Vec<(String, Vec<u8>)>, String> {
+    let url = url.to_owned();
+    let dump = std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| e.to_string())?;
+        runtime.block_on(async {
+            let (client, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+                .await
+                .map_err(|e| format!("connect: {e}"))?;
+            let driver = tokio::spawn(connection);
+            let tables = client
+                .query(
+                    "SELECT table_name::text FROM information_schema.tables \
+                     WHERE table_schema = current_schema() AND table_type = 'BASE TABLE' \
+                     ORDER BY 1",
+                    &[],
+                )
+                .await
+                .map_err(|e| format!("listing tables: {e}"))?;
+            let mut out = Vec::new();
+            for row in tables {
+                let table: String = row.get(0);
+                let rows = client
+                    .query(&format!("SELECT t::text FROM \"{table}\" t"), &[])
+                    .await
+                    .map_err(|e| format!("reading {table}: {e}"))?;
+                let text = rows
+                    .iter()
+                    .map(|r| r.get::<_, String>(0))
+                    .collect::<Vec<_>>()
+                    .join("\n");
+                out.push((table, text.into_bytes()));
+            }
+            drop(client);
+            let _ = driver.await;
+            Ok(out)
+        })
+    });
+    dump.join()
+        .map_err(|_| "the table dump thread panicked".to_owned())?
+}
+
 /// Holds a row lock in a transaction of its own until dropped (to show who waits and who skips).
 pub struct HeldLock {
     release: Option<std::sync::mpsc::Sender<()>>,

@@ -56,20 +56,31 @@ pub fn scan_dir(dir: &Path, needle: &[u8]) -> std::io::Result<Vec<Hit>> {
             continue;
         }
         let bytes = std::fs::read(&path)?;
-        for (form, pattern) in &forms {
-            if pattern.is_empty() || pattern.len() > bytes.len() {
-                continue;
-            }
-            for (offset, window) in bytes.windows(pattern.len()).enumerate() {
-                if window == pattern.as_slice() {
-                    hits.push(Hit {
-                        file: path.clone(),
-                        offset,
-                        form,
-                    });
-                }
+        hits.extend(scan_in(&path, &bytes, &forms));
+    }
+    Ok(hits)
+}
+
+/// Every occurrence of `needle` (in any of its [`forms`]) in `bytes`, which came from `source`.
+pub fn scan_bytes(source: &Path, bytes: &[u8], needle: &[u8]) -> Vec<Hit> {
+    scan_in(source, bytes, &forms(needle))
+}
+
+fn scan_in(source: &Path, bytes: &[u8], forms: &[(&'static str, Vec<u8>)]) -> Vec<Hit> {
+    let mut hits = Vec::new();
+    for (form, pattern) in forms {
+        if pattern.is_empty() || pattern.len() > bytes.len() {
+            continue;
+        }
+        for (offset, window) in bytes.windows(pattern.len()).enumerate() {
+            if window == pattern.as_slice() {
+                hits.push(Hit {
+                    file: source.to_path_buf(),
+                    offset,
+                    form,
+                });
             }
         }
     }
-    Ok(hits)
+    hits
 }

@@ -1,4 +1,5 @@
-//! Test helper: a whole service (any signer, a sled store in a temp dir, a clock the test moves) and a
+//! Test helper: a whole service (any signer, any store — a sled store in a temp dir unless the test
+//! gives one —, a clock the test moves) and a
 //! minimal mobile token that computes codes the way a phone does (`powerauth-offline.md` §9).
 
 use std::sync::Arc;
@@ -64,19 +65,57 @@ pub fn default_settings() -> Settings {
 
 pub struct Harness {
     pub service: Service,
-    pub store: Arc<SledStore>,
+    pub store: Arc<dyn Store>,
     pub clock: Arc<ManualClock>,
-    pub dir: tempfile::TempDir,
+    /// Where the store keeps its bytes, for scans for secrets.
+    pub kept: Kept,
+}
+
+/// Where a harness's store keeps what it stores.
+pub enum Kept {
+    /// A sled store's folder (`data` inside this temporary directory, deleted with it).
+    Dir(tempfile::TempDir),
+    /// A PostgreSQL database (a URL with its password).
+    Database(String),
+}
+
+impl Kept {
+    /// Every place `secret` stands in what the store keeps (see [`crate::scan::forms`]).
+    pub fn hits(&self, secret: &[u8]) -> Vec<crate::scan::Hit> {
+        match self {
+            Self::Dir(dir) => {
+                crate::scan::scan_dir(&dir.path().join("data"), secret).expect("scan")
+            }
+            Self::Database(url) => crate::postgres::table_texts(url)
+                .expect("dump the tables")
+                .iter()
+                .flat_map(|(table, text)| {
+                    crate::scan::scan_bytes(std::path::Path::new(table), text, secret)
+                })
+                .collect(),
+        }
+    }
 }
 
 impl Harness {
+    /// The service on `signer` with a sled store in a temporary directory.
     pub async fn new(signer: Arc<dyn Signer>, settings: Settings) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
         let store = Arc::new(SledStore::open(&dir.path().join("data")).expect("open store"));
+        Self::with_store(signer, store, settings, Kept::Dir(dir)).await
+    }
+
+    /// The service on `signer` and `store`, which keeps its bytes at `kept`.
+    pub async fn with_store(
+        signer: Arc<dyn Signer>,
+        store: Arc<dyn Store>,
+        settings: Settings,
+        kept: Kept,
+    ) -> Self {
         let clock = Arc::new(ManualClock::new());
         let service = Service::open(
             signer,
-            Arc::clone(&store) as Arc<dyn Store>,
+            Arc::clone(&store),
             settings,
             Arc::clone(&clock) as Arc<dyn Clock>,
         )
@@ -86,7 +125,7 @@ impl Harness {
             service,
             store,
             clock,
-            dir,
+            kept,
         }
     }
 
