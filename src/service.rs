@@ -983,30 +983,27 @@ impl Service {
         let fingerprint =
             crypto::fingerprint::fingerprint_v3(&device_key, &activation_id, &server_key);
         let now = self.now();
+        let created = Activation::new(
+            activation_id.clone(),
+            request.application_id.clone(),
+            request.user_id,
+            server_key,
+            pair.wrapped,
+            max_failed_attempts,
+            now,
+        );
         let activation = Activation {
-            id: activation_id.clone(),
-            application_id: request.application_id.clone(),
-            user_id: request.user_id,
             status: ActivationStatus::PendingCommit,
-            blocked_reason: None,
             flags: request.activation_flags,
             device_public_key: Some(device_key),
-            server_public_key: server_key,
-            wrapped_server_private_key: Some(pair.wrapped),
             encrypted_factor_keys: Some(sealed),
-            counter: 0,
             ctr_data: *ctr_data.as_bytes(),
-            failed_attempts: 0,
-            max_failed_attempts,
-            created_at: now,
-            last_used_at: None,
-            version: 0,
             enrollment: Enrollment {
                 encrypted_transport_key: Some(sealed_transport),
                 protocol_version: 3,
-                last_changed_at: Some(now),
-                ..Enrollment::default()
+                ..created.enrollment
             },
+            ..created
         };
         self.insert_new_activation(now, activation, AuditOperation::ActivationRegister)
             .await?;

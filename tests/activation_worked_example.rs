@@ -1,14 +1,15 @@
 //! The worked example of `spec/powerauth-activation.md` §8.2 (activation-flow case 0, protocol
 //! 3.3), with every value taken from the text of the spec, so that it runs without the vector
 //! files: application configuration, code and signature, the server side of the layer-2 ECIES
-//! envelope, the keys after prepare, the fingerprint, and the first status blob.
+//! envelope, the keys after prepare, the fingerprint, and the first status blob as the phone
+//! opens it.
 
 use offline_signer::crypto::activation_code::ActivationCode;
 use offline_signer::crypto::application::{ApplicationSecret, mobile_sdk_config};
 use offline_signer::crypto::ecies::{
     self, EciesContext, Encryptor, EnvelopeKey, EphemeralPublicKey, ProtocolVersion,
 };
-use offline_signer::crypto::status_blob::{self, ActivationStatus, CounterSync, StatusBlob};
+use offline_signer::crypto::status_blob::{self, ActivationStatus, CounterSync};
 use offline_signer::crypto::{
     CounterData, DerSignature, MasterSecret, PrivateKey, PublicKey, SymmetricKey, b64, fingerprint,
     kdf,
@@ -26,6 +27,7 @@ const TEMPORARY_PRIVATE_RAW: &str = "43SEx1m6d0EMtp6YN7XJa4PMBzL5MqzPYw8W2X7UFuQ
 const EPHEMERAL: &str = "AtInIqdy/Lu44gfe+c2RQsDyuxHtq4xCfHgNKJsVrbgs";
 const NONCE: &str = "E0sEbYjSmAjDvYHPQHH3kA==";
 const TIMESTAMP: i64 = 1_750_000_123_456;
+const MASTER_SECRET: &str = "i743VBcpP3KjFFzROHgiog==";
 const DEVICE_PUBLIC_AS_SENT: &str = "A1iVSPopMHl4VpHozrbX8PNJKXyeQgUmEtV9boKVBsyh";
 
 #[test]
@@ -123,8 +125,7 @@ fn prepare_layer2_envelope_server_side() {
 
 #[test]
 fn keys_after_prepare_and_fingerprint() {
-    let master =
-        MasterSecret::from_key(SymmetricKey::from_base64("i743VBcpP3KjFFzROHgiog==").unwrap());
+    let master = MasterSecret::from_key(SymmetricKey::from_base64(MASTER_SECRET).unwrap());
     let keys = master.derive();
     assert_eq!(
         keys.possession.to_base64().as_str(),
@@ -150,50 +151,29 @@ fn keys_after_prepare_and_fingerprint() {
     );
 }
 
+/// The phone's side of the first status: the spec's encrypted blob opens with `KEY_TRANSPORT` as
+/// derived from the master secret of the step before and says `ACTIVE`, in sync at counter 0. How
+/// the server builds the blob byte by byte (IV, layout, encryption) is the crypto crate's
+/// `status_blob` unit test of the same example.
 #[test]
-fn first_status_blob() {
-    let kt = SymmetricKey::from_base64("UgYWpZCvGXD4FMnje+CHiQ==").unwrap();
+fn first_status_blob_opens_with_the_derived_transport_key() {
+    let transport = MasterSecret::from_key(SymmetricKey::from_base64(MASTER_SECRET).unwrap())
+        .derive()
+        .transport;
     let ctr = CounterData::from_base64("C2t1yFMbxW/6yg8g9TQEfA==").unwrap();
     let challenge: [u8; 16] = b64::decode_array("Si/DW5OsPDvcnuwMDFqQtA==").unwrap();
     let nonce: [u8; 16] = b64::decode_array("keHHiNrfkTRQMg7y5yGjBQ==").unwrap();
+    let encrypted: [u8; 32] =
+        b64::decode_array("JNny2oSGOqKz8zu1sOIl6nfWudwRwIaRfvTx7VHzcEs=").unwrap();
+    let received = status_blob::decrypt(&transport, &challenge, &nonce, &encrypted).unwrap();
+    assert_eq!(received.status, ActivationStatus::Active);
+    assert_eq!((received.current_version, received.upgrade_version), (3, 3));
     assert_eq!(
-        b64::encode(status_blob::status_iv(&kt, &challenge, &nonce)),
-        "MbTkWZwki0Sl72+nbBRcTA=="
+        (received.failed_attempts, received.max_failed_attempts),
+        (0, 5)
     );
-    let blob = StatusBlob {
-        status: ActivationStatus::Active,
-        current_version: 3,
-        upgrade_version: 3,
-        reserved: [0xb2, 0xc9, 0xd2, 0xba, 0x39],
-        ctr_byte: 0,
-        failed_attempts: 0,
-        max_failed_attempts: 5,
-        ctr_look_ahead: 0x14,
-        ctr_data_hash: status_blob::ctr_data_hash(&kt, &ctr),
-    };
     assert_eq!(
-        hex::encode(blob.to_bytes()),
-        concat!(
-            "dec0ded1",
-            "03",
-            "03",
-            "03",
-            "b2c9d2ba39",
-            "00",
-            "00",
-            "05",
-            "14",
-            "2dfd28225f4eecdb5f7d9add3989dd7e"
-        )
-    );
-    let encrypted = status_blob::encrypt(&kt, &challenge, &nonce, &blob);
-    assert_eq!(
-        b64::encode(encrypted),
-        "JNny2oSGOqKz8zu1sOIl6nfWudwRwIaRfvTx7VHzcEs="
-    );
-    let received = status_blob::decrypt(&kt, &challenge, &nonce, &encrypted).unwrap();
-    assert_eq!(
-        status_blob::counter_sync(&kt, &ctr, 0, &received),
+        status_blob::counter_sync(&transport, &ctr, 0, &received),
         CounterSync::InSync
     );
 }

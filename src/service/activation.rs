@@ -429,33 +429,26 @@ impl Service {
                 Some(otp) => Some(self.seal(&otp_aad(&activation_id), otp.as_bytes()).await?),
                 None => None,
             };
-            let activation = Activation {
-                id: activation_id.clone(),
-                application_id: app.id.clone(),
-                user_id: request.user_id.clone(),
-                status: ActivationStatus::Created,
-                blocked_reason: None,
-                flags: request.flags.clone(),
-                device_public_key: None,
-                server_public_key: pair.public_key,
-                wrapped_server_private_key: Some(pair.wrapped.clone()),
-                encrypted_factor_keys: None,
-                counter: 0,
-                ctr_data: [0; 16],
-                failed_attempts: 0,
+            let created = Activation::new(
+                activation_id.clone(),
+                app.id.clone(),
+                request.user_id.clone(),
+                pair.public_key,
+                pair.wrapped.clone(),
                 max_failed_attempts,
-                created_at: now,
-                last_used_at: None,
-                version: 0,
+                now,
+            );
+            let activation = Activation {
+                flags: request.flags.clone(),
                 enrollment: Enrollment {
                     activation_code: Some(code.as_str().to_owned()),
                     activation_signature: Some(signature.to_base64()),
                     expires_at: Some(expires_at),
                     commit_phase,
                     activation_otp,
-                    last_changed_at: Some(now),
-                    ..Enrollment::default()
+                    ..created.enrollment
                 },
+                ..created
             };
             match self
                 .insert_new_activation(now, activation, AuditOperation::ActivationInit)

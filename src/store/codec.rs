@@ -516,35 +516,122 @@ fn decode_enrollment(r: &mut Reader<'_>) -> Decoded<Enrollment> {
     })
 }
 
-pub(super) fn decode_activation(bytes: &[u8]) -> Decoded<Activation> {
-    if bytes.first() == Some(&RECORD_FORMAT_V3) {
-        decode_activation_v3(bytes)
-    } else {
-        decode_activation_v1_v2(bytes)
+/// How an activation record writes its lengths, counts and integers.
+#[derive(Clone, Copy)]
+enum Widths {
+    /// Formats 1 and 2: big-endian `u32` lengths and counts, `u32`/`u64` integers.
+    Fixed,
+    /// Format 3: LEB128 ([`Writer::var`]).
+    Var,
+}
+
+impl Widths {
+    fn str(self, r: &mut Reader<'_>) -> Decoded<String> {
+        match self {
+            Widths::Fixed => r.str(),
+            Widths::Var => r.var_str(),
+        }
+    }
+    fn strs(self, r: &mut Reader<'_>) -> Decoded<Vec<String>> {
+        match self {
+            Widths::Fixed => r.strs(),
+            Widths::Var => {
+                let count = r.var_len()?;
+                (0..count).map(|_| r.var_str()).collect()
+            }
+        }
+    }
+    fn bytes(self, r: &mut Reader<'_>) -> Decoded<Vec<u8>> {
+        match self {
+            Widths::Fixed => r.bytes(),
+            Widths::Var => r.var_bytes(),
+        }
+    }
+    fn u32(self, r: &mut Reader<'_>) -> Decoded<u32> {
+        match self {
+            Widths::Fixed => r.u32(),
+            Widths::Var => r.var_u32(),
+        }
+    }
+    fn u64(self, r: &mut Reader<'_>) -> Decoded<u64> {
+        match self {
+            Widths::Fixed => r.u64(),
+            Widths::Var => r.var(),
+        }
     }
 }
 
-fn decode_activation_v3(bytes: &[u8]) -> Decoded<Activation> {
+/// Reads an activation record of any format (see [`encode_activation`]): the fields in their one
+/// order, with format 3's widths or formats 1 and 2's, and each format's layout of the key material.
+pub(super) fn decode_activation(bytes: &[u8]) -> Decoded<Activation> {
     let mut r = Reader::new(bytes, "activation");
-    r.format_of(&[RECORD_FORMAT_V3])?;
-    let id = r.var_str()?;
-    let application_id = r.var_str()?;
-    let user_id = r.var_str()?;
+    let format = r.format_of(&[RECORD_FORMAT_V1, RECORD_FORMAT_V2, RECORD_FORMAT_V3])?;
+    let widths = if format == RECORD_FORMAT_V3 {
+        Widths::Var
+    } else {
+        Widths::Fixed
+    };
+    let id = widths.str(&mut r)?;
+    let application_id = widths.str(&mut r)?;
+    let user_id = widths.str(&mut r)?;
     let code = r.u8()?;
     let Some(status) = ActivationStatus::from_code(code) else {
         return r.fail(&format!("unknown status code {code}"));
     };
-    let blocked_reason = r.opt(Reader::var_str)?;
-    let count = r.var_len()?;
-    let flags = (0..count)
-        .map(|_| r.var_str())
-        .collect::<Decoded<Vec<_>>>()?;
-    let device = r.var_bytes()?;
-    let device_public_key = if device.is_empty() {
-        None
+    let blocked_reason = r.opt(|r| widths.str(r))?;
+    let flags = widths.strs(&mut r)?;
+    let device_public_key = if format == RECORD_FORMAT_V1 {
+        Some(r.public_key()?)
     } else {
-        Some(PublicKey::from_sec1(&device).or_else(|_| r.fail("public key is not a P-256 point"))?)
+        let device = widths.bytes(&mut r)?;
+        if device.is_empty() {
+            None
+        } else {
+            Some(
+                PublicKey::from_sec1(&device)
+                    .or_else(|_| r.fail("public key is not a P-256 point"))?,
+            )
+        }
     };
+    let (server_public_key, wrapped_server_private_key, encrypted_factor_keys) =
+        if format == RECORD_FORMAT_V3 {
+            read_key_material_v3(&mut r)?
+        } else {
+            read_key_material_v1_v2(&mut r)?
+        };
+    let activation = Activation {
+        id,
+        application_id,
+        user_id,
+        status,
+        blocked_reason,
+        flags,
+        device_public_key,
+        server_public_key,
+        wrapped_server_private_key,
+        encrypted_factor_keys,
+        counter: widths.u64(&mut r)?,
+        ctr_data: r.array()?,
+        failed_attempts: widths.u32(&mut r)?,
+        max_failed_attempts: widths.u32(&mut r)?,
+        created_at: r.time()?,
+        last_used_at: r.opt(Reader::time)?,
+        version: widths.u64(&mut r)?,
+        enrollment: if format == RECORD_FORMAT_V1 {
+            Enrollment::default()
+        } else {
+            decode_enrollment(&mut r)?
+        },
+    };
+    r.finish()?;
+    Ok(activation)
+}
+
+/// An activation's server public key, wrapped server private key and encrypted factor keys.
+type KeyMaterial = (PublicKey, Option<WrappedKey>, Option<EncryptedSecret>);
+
+/// Format 3's key material: the bare 65-byte server key, then each of the other two as an option.
+fn read_key_material_v3(r: &mut Reader<'_>) -> Decoded<KeyMaterial> {
     let server = r.raw(65)?;
     let server_public_key =
         PublicKey::from_sec1(server).or_else(|_| r.fail("public key is not a P-256 point"))?;
@@ -560,111 +647,43 @@ fn decode_activation_v3(bytes: &[u8]) -> Decoded<Activation> {
         let sealed = r.var_bytes()?;
         EncryptedSecret::from_bytes(sealed).or_else(|_| r.fail("malformed encrypted factor keys"))
     })?;
-    let activation = Activation {
-        id,
-        application_id,
-        user_id,
-        status,
-        blocked_reason,
-        flags,
-        device_public_key,
+    Ok((
         server_public_key,
         wrapped_server_private_key,
         encrypted_factor_keys,
-        counter: r.var()?,
-        ctr_data: r.array()?,
-        failed_attempts: r.var_u32()?,
-        max_failed_attempts: r.var_u32()?,
-        created_at: r.time()?,
-        last_used_at: r.opt(Reader::time)?,
-        version: r.var()?,
-        enrollment: decode_enrollment(&mut r)?,
-    };
-    r.finish()?;
-    Ok(activation)
+    ))
 }
 
-fn decode_activation_v1_v2(bytes: &[u8]) -> Decoded<Activation> {
-    decode_v2(bytes, "activation", |r, format| {
-        let id = r.str()?;
-        let application_id = r.str()?;
-        let user_id = r.str()?;
-        let code = r.u8()?;
-        let Some(status) = ActivationStatus::from_code(code) else {
-            return Err(DecodeError(format!(
-                "activation: unknown status code {code}"
-            )));
-        };
-        let blocked_reason = r.opt(Reader::str)?;
-        let flags = r.strs()?;
-        let device_public_key = if format >= RECORD_FORMAT_V2 {
-            let bytes = r.bytes()?;
-            if bytes.is_empty() {
-                None
-            } else {
-                Some(
-                    PublicKey::from_sec1(&bytes)
-                        .or_else(|_| r.fail("public key is not a P-256 point"))?,
-                )
-            }
-        } else {
-            Some(r.public_key()?)
-        };
-        let server_public_key = r.public_key()?;
-        let wrapped = r.bytes()?;
-        let wrapping_key_id: [u8; 16] = r.array()?;
-        let wrapped_server_private_key = if wrapped.is_empty() {
-            None
-        } else {
-            let key = WrappedKey::from_bytes(&wrapped)
-                .or_else(|_| r.fail("malformed wrapped server private key"))?;
-            if key.kek().as_bytes() != &wrapping_key_id {
-                return r.fail("wrapping key id disagrees with the wrapped key");
-            }
-            Some(key)
-        };
-        let sealed = r.bytes()?;
-        let encrypted_factor_keys = if sealed.is_empty() {
-            None
-        } else {
-            Some(
-                EncryptedSecret::from_bytes(sealed)
-                    .or_else(|_| r.fail("malformed encrypted factor keys"))?,
-            )
-        };
-        let counter = r.u64()?;
-        let ctr_data = r.array()?;
-        let failed_attempts = r.u32()?;
-        let max_failed_attempts = r.u32()?;
-        let created_at = r.time()?;
-        let last_used_at = r.opt(Reader::time)?;
-        let version = r.u64()?;
-        let enrollment = if format >= RECORD_FORMAT_V2 {
-            decode_enrollment(r)?
-        } else {
-            Enrollment::default()
-        };
-        Ok(Activation {
-            id,
-            application_id,
-            user_id,
-            status,
-            blocked_reason,
-            flags,
-            device_public_key,
-            server_public_key,
-            wrapped_server_private_key,
-            encrypted_factor_keys,
-            counter,
-            ctr_data,
-            failed_attempts,
-            max_failed_attempts,
-            created_at,
-            last_used_at,
-            version,
-            enrollment,
-        })
-    })
+/// Formats 1 and 2's key material: removed keys are empty byte strings, and the KEK id follows the
+/// wrapped key (which names it too; the two must agree).
+fn read_key_material_v1_v2(r: &mut Reader<'_>) -> Decoded<KeyMaterial> {
+    let server_public_key = r.public_key()?;
+    let wrapped = r.bytes()?;
+    let wrapping_key_id: [u8; 16] = r.array()?;
+    let wrapped_server_private_key = if wrapped.is_empty() {
+        None
+    } else {
+        let key = WrappedKey::from_bytes(&wrapped)
+            .or_else(|_| r.fail("malformed wrapped server private key"))?;
+        if key.kek().as_bytes() != &wrapping_key_id {
+            return r.fail("wrapping key id disagrees with the wrapped key");
+        }
+        Some(key)
+    };
+    let sealed = r.bytes()?;
+    let encrypted_factor_keys = if sealed.is_empty() {
+        None
+    } else {
+        Some(
+            EncryptedSecret::from_bytes(sealed)
+                .or_else(|_| r.fail("malformed encrypted factor keys"))?,
+        )
+    };
+    Ok((
+        server_public_key,
+        wrapped_server_private_key,
+        encrypted_factor_keys,
+    ))
 }
 
 // ---- TemporaryKey ----------------------------------------------------------------------------------

@@ -1154,6 +1154,30 @@ impl PgStore {
         }
     }
 
+    /// Changes application `application_id` in one transaction: locks its row, lets `change` edit it,
+    /// indexes the application key `change` returns (a new version's), saves the application and
+    /// appends `audit`. Returns the application as saved; an error from `change` writes nothing.
+    fn change_application(
+        &self,
+        application_id: &str,
+        audit: Option<AuditDraft>,
+        change: impl FnOnce(&mut Application) -> Result<Option<String>, StoreError> + Send + 'static,
+    ) -> Result<Application, StoreError> {
+        let id = application_id.to_owned();
+        let chain = self.lanes();
+        self.engine.write(|pool| async move {
+            in_transaction!(pool, |tx| {
+                let mut app = lock_application(&tx, &id).await?;
+                if let Some(application_key) = change(&mut app)? {
+                    insert_application_key(&tx, &application_key, &id).await?;
+                }
+                save_application(&tx, &id, &app).await?;
+                maybe_append(&tx, &chain, audit).await?;
+                app
+            })
+        })
+    }
+
     /// `user@host:port/database` of the store (for messages).
     pub fn target(&self) -> &str {
         &self.target
@@ -1471,22 +1495,15 @@ impl Store for PgStore {
         version: ApplicationVersion,
         audit: Option<AuditDraft>,
     ) -> Result<Application, StoreError> {
-        let id = application_id.to_owned();
-        let chain = self.lanes();
-        self.engine.write(|pool| async move {
-            in_transaction!(pool, |tx| {
-                let mut app = lock_application(&tx, &id).await?;
-                if app.versions.iter().any(|v| v.id == version.id) {
-                    return Err(StoreError::AlreadyExists {
-                        what: "application version",
-                    });
-                }
-                insert_application_key(&tx, &version.application_key, &id).await?;
-                app.versions.push(version);
-                save_application(&tx, &id, &app).await?;
-                maybe_append(&tx, &chain, audit).await?;
-                app
-            })
+        self.change_application(application_id, audit, move |app| {
+            if app.versions.iter().any(|v| v.id == version.id) {
+                return Err(StoreError::AlreadyExists {
+                    what: "application version",
+                });
+            }
+            let application_key = version.application_key.clone();
+            app.versions.push(version);
+            Ok(Some(application_key))
         })
     }
 
@@ -1600,16 +1617,9 @@ impl Store for PgStore {
         key: MasterKeyRef,
         audit: Option<AuditDraft>,
     ) -> Result<Application, StoreError> {
-        let id = application_id.to_owned();
-        let chain = self.lanes();
-        self.engine.write(|pool| async move {
-            in_transaction!(pool, |tx| {
-                let mut app = lock_application(&tx, &id).await?;
-                app.master_keys.insert(0, key);
-                save_application(&tx, &id, &app).await?;
-                maybe_append(&tx, &chain, audit).await?;
-                app
-            })
+        self.change_application(application_id, audit, move |app| {
+            app.master_keys.insert(0, key);
+            Ok(None)
         })
     }
 

@@ -166,6 +166,45 @@ pub struct Activation {
 }
 
 impl Activation {
+    /// The record of an activation the service is about to create, with what every new activation
+    /// starts from: status `CREATED`, no flags, no device key and no factor keys yet, no code checked
+    /// (counter 0, zero `CTR_DATA`, no failed attempts, never used), version 0 (the store sets the
+    /// first revision), created and last changed at `now`, and an otherwise empty enrollment. A way of
+    /// creating an activation sets what it adds with struct update syntax (`..Activation::new(…)`).
+    pub fn new(
+        id: String,
+        application_id: String,
+        user_id: String,
+        server_public_key: PublicKey,
+        wrapped_server_private_key: WrappedKey,
+        max_failed_attempts: u32,
+        now: Timestamp,
+    ) -> Self {
+        Activation {
+            id,
+            application_id,
+            user_id,
+            status: ActivationStatus::Created,
+            blocked_reason: None,
+            flags: Vec::new(),
+            device_public_key: None,
+            server_public_key,
+            wrapped_server_private_key: Some(wrapped_server_private_key),
+            encrypted_factor_keys: None,
+            counter: 0,
+            ctr_data: [0; 16],
+            failed_attempts: 0,
+            max_failed_attempts,
+            created_at: now,
+            last_used_at: None,
+            version: 0,
+            enrollment: Enrollment {
+                last_changed_at: Some(now),
+                ..Enrollment::default()
+            },
+        }
+    }
+
     /// Destroys the activation's key material in this record (for `remove`): the wrapped server private
     /// key and the encrypted factor keys become empty. Storing the record makes it final.
     ///

@@ -299,7 +299,9 @@ mod tests {
     use crate::b64;
     use proptest::prelude::*;
 
-    /// `spec/powerauth-activation.md` §8.2: the first status after commit, from the text.
+    /// `spec/powerauth-activation.md` §8.2: the first status after commit, from the text, as the
+    /// server makes it (IV, plain and encrypted blob). `tests/activation_worked_example.rs` reads
+    /// the same blob the way the phone does, with the keys of the example's earlier steps.
     #[test]
     fn worked_example_status() {
         let kt = SymmetricKey::from_base64("UgYWpZCvGXD4FMnje+CHiQ==").unwrap();
@@ -323,7 +325,18 @@ mod tests {
         };
         assert_eq!(
             hex::encode(blob.to_bytes()),
-            "dec0ded1030303b2c9d2ba39000005142dfd28225f4eecdb5f7d9add3989dd7e"
+            concat!(
+                "dec0ded1",                         // magic
+                "03",                               // STATUS: ACTIVE
+                "03",                               // CURRENT_VERSION
+                "03",                               // UPGRADE_VERSION
+                "b2c9d2ba39",                       // reserved
+                "00",                               // CTR_BYTE
+                "00",                               // FAIL_COUNT
+                "05",                               // MAX_FAIL_COUNT
+                "14",                               // CTR_LOOK_AHEAD
+                "2dfd28225f4eecdb5f7d9add3989dd7e"  // CTR_DATA_HASH
+            )
         );
         let encrypted = encrypt(&kt, &challenge, &nonce, &blob);
         assert_eq!(
