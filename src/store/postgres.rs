@@ -1282,8 +1282,6 @@ impl PgStore {
     }
 }
 
-/// Up to `limit` `record`s of `table` keyed by `key` after `after`, decoded, in key order. `table`
-/// and `key` are this module's constants, never caller input.
 /// Deletes at most `limit` rows of `table` (keyed by `key`) that expired before `before`, oldest
 /// expiry first, as sled's index. Rows another transaction holds (a verification) are skipped, not
 /// waited for; another instance pruning at the same time takes other rows.
@@ -1306,6 +1304,8 @@ async fn delete_expired(
     client.execute(&st, &[&before, &limit]).await.map_err(db)
 }
 
+/// Up to `limit` `record`s of `table` keyed by `key` after `after`, decoded, in key order. `table`
+/// and `key` are this module's constants, never caller input.
 async fn decoded_after<T>(
     pool: &Pool,
     table: &'static str,
