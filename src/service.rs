@@ -759,9 +759,32 @@ impl Service {
 
     /// The activation, if it exists and the current caller's scope covers its application: an
     /// activation of another application is, to the caller, an unknown one.
-    fn visible_activation(&self, id: &str) -> Result<Option<Activation>, StoreError> {
-        let activation = self.inner.store.activation(id)?;
-        Ok(visible_to_caller(activation))
+    async fn visible_activation(&self, id: &str) -> Result<Option<Activation>, StoreError> {
+        Ok(self.verification_reads(id, None).await?.activation)
+    }
+
+    /// The application `id`, if any (awaited without holding a thread for a remote store).
+    async fn stored_application(&self, id: &str) -> Result<Option<Application>, StoreError> {
+        match self.inner.store.remote() {
+            Some(remote) => remote.application(id).await,
+            None => self.inner.store.application(id),
+        }
+    }
+
+    /// Runs the store read `f`: directly for a store that answers from its own memory and disk
+    /// (sled: microseconds), on the blocking pool for a remote one, so that a database round trip
+    /// never holds a runtime worker. (The request path's hot reads have futures of their own:
+    /// [`Self::verification_reads`], [`Self::stored_application`].)
+    async fn read<T, F>(&self, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&dyn Store) -> Result<T, StoreError> + Send + 'static,
+    {
+        if self.inner.store.remote().is_none() {
+            return f(self.inner.store.as_ref());
+        }
+        let store = Arc::clone(&self.inner.store);
+        blocking(move || f(store.as_ref())).await
     }
 
     /// What a verification reads: the activation `id` as [`Self::visible_activation`] sees it and,
@@ -865,7 +888,7 @@ impl Service {
     ) -> Result<ApplicationDetail, ServiceError> {
         require_admin()?;
         check_name("applicationId", application_id)?;
-        if self.inner.store.application(application_id)?.is_some() {
+        if self.stored_application(application_id).await?.is_some() {
             return Err(ServiceError::DuplicateApplication);
         }
         let key = self.inner.signer.generate_master_key().await?;
@@ -923,9 +946,8 @@ impl Service {
     ) -> Result<ApplicationDetail, ServiceError> {
         require_application_scope(application_id)?;
         let app = self
-            .inner
-            .store
-            .application(application_id)?
+            .stored_application(application_id)
+            .await?
             .ok_or(ServiceError::ApplicationNotFound)?;
         self.application_detail_of(&app).await
     }
@@ -952,9 +974,8 @@ impl Service {
             Some(_) => return Err(ServiceError::invalid("maxFailedAttempts must be 1..=64")),
         };
         if self
-            .inner
-            .store
-            .application(&request.application_id)?
+            .stored_application(&request.application_id)
+            .await?
             .is_none()
         {
             return Err(ServiceError::ApplicationNotFound);
@@ -1100,7 +1121,8 @@ impl Service {
     {
         let _guard = self.inner.locks.lock(activation_id).await;
         let mut activation = self
-            .visible_activation(activation_id)?
+            .visible_activation(activation_id)
+            .await?
             .ok_or(ServiceError::ActivationNotFound)?;
         let Some(outcome) = change(&mut activation)? else {
             return Ok(activation);
@@ -1143,7 +1165,8 @@ impl Service {
             None => None,
         };
         let activation = self
-            .visible_activation(&request.activation_id)?
+            .visible_activation(&request.activation_id)
+            .await?
             .ok_or(ServiceError::ActivationNotFound)?;
         if activation.status != ActivationStatus::Active {
             return Err(ServiceError::IncorrectState);
@@ -1192,9 +1215,8 @@ impl Service {
     ) -> Result<OfflinePayload, ServiceError> {
         require_application_scope(&request.application_id)?;
         let app = self
-            .inner
-            .store
-            .application(&request.application_id)?
+            .stored_application(&request.application_id)
+            .await?
             .ok_or(ServiceError::ApplicationNotFound)?;
         let master = app
             .newest_master_key()
@@ -1257,7 +1279,8 @@ impl Service {
                         // PowerAuth parity: the same caller-supplied nonce for the same activation
                         // is answered again while it is unexpired and unconsumed. Anything else
                         // (another owner, a non-personalized payload, consumed, expired) is refused.
-                        let existing = self.inner.store.nonce(nonce)?;
+                        let asked = nonce.to_owned();
+                        let existing = self.read(move |s| s.nonce(&asked)).await?;
                         let repeatable = matches!(
                             (&existing, &owner_for_repeat),
                             (Some(n), NonceOwner::Activation(_))

@@ -307,9 +307,8 @@ impl Service {
         super::require_admin()?;
         check_name("applicationVersionId", version_id)?;
         let app = self
-            .inner
-            .store
-            .application(application_id)?
+            .stored_application(application_id)
+            .await?
             .ok_or(ServiceError::ApplicationNotFound)?;
         if app.versions.iter().any(|v| v.id == version_id) {
             return Err(ServiceError::DuplicateApplication);
@@ -405,9 +404,8 @@ impl Service {
             ));
         }
         let app = self
-            .inner
-            .store
-            .application(&application_id)?
+            .stored_application(&application_id)
+            .await?
             .ok_or(ServiceError::ApplicationNotFound)?;
         let master = app
             .newest_master_key()
@@ -495,14 +493,15 @@ impl Service {
             (None, Some(_)) => return Err(ServiceError::ApplicationNotFound),
             (Some(key), _) => key.clone(),
         };
-        let (app, version) = self.version_by_key(&application_key)?;
+        let (app, version) = self.version_by_key(&application_key).await?;
         let version = version.ok_or(ServiceError::ApplicationNotFound)?;
         let secret = self.application_secret(&version).await?;
         let activation = match &request.activation_id {
             None => None,
             Some(id) => {
                 let a = self
-                    .visible_activation(id)?
+                    .visible_activation(id)
+                    .await?
                     .filter(|a| {
                         a.application_id == app.id
                             && matches!(
@@ -669,16 +668,16 @@ impl Service {
 
     /// The temporary key `id`, if it is unexpired and issued for this application key and
     /// activation (none for the application scope); else ERR0045.
-    fn temporary_key_for(
+    async fn temporary_key_for(
         &self,
         id: &str,
         application_key: &str,
         activation_id: Option<&str>,
     ) -> Result<TemporaryKey, ServiceError> {
         let now = self.now();
-        self.inner
-            .store
-            .temporary_key(id)?
+        let key_id = id.to_owned();
+        self.read(move |s| s.temporary_key(&key_id))
+            .await?
             .filter(|k| {
                 k.expires_at > now
                     && k.application_key == application_key
@@ -687,14 +686,14 @@ impl Service {
             .ok_or(ServiceError::TemporaryKeyNotFound)
     }
 
-    fn version_by_key(
+    async fn version_by_key(
         &self,
         application_key: &str,
     ) -> Result<(Application, Option<ApplicationVersion>), ServiceError> {
+        let key = application_key.to_owned();
         let app = self
-            .inner
-            .store
-            .application_by_key(application_key)?
+            .read(move |s| s.application_by_key(&key))
+            .await?
             .ok_or(ServiceError::ApplicationNotFound)?;
         super::require_application_scope(&app.id)?;
         let version = app
@@ -721,14 +720,15 @@ impl Service {
         let (gated, _) = self
             .ecies_gate(&request.ecies, activation_id, false)
             .await?;
-        let (app, version) = self.version_by_key(&application_key)?;
+        let (app, version) = self.version_by_key(&application_key).await?;
         let version = version.ok_or(ServiceError::ApplicationNotFound)?;
         let secret = self.application_secret(&version).await?;
         let transport = match activation_id {
             None => None,
             Some(id) => {
                 let a = self
-                    .visible_activation(id)?
+                    .visible_activation(id)
+                    .await?
                     .ok_or(ServiceError::ActivationNotFound)?;
                 if a.status != ActivationStatus::Active {
                     return Err(ServiceError::IncorrectState);
@@ -745,8 +745,9 @@ impl Service {
                 )
             }
         };
-        let key =
-            self.temporary_key_for(&gated.temporary_key_id, &application_key, activation_id)?;
+        let key = self
+            .temporary_key_for(&gated.temporary_key_id, &application_key, activation_id)
+            .await?;
         let shared = self
             .inner
             .signer
@@ -802,12 +803,17 @@ impl Service {
             .application_key
             .clone()
             .ok_or(ServiceError::ActivationExpired)?;
-        let (app, version) = self.version_by_key(&application_key).map_err(|e| match e {
-            ServiceError::ApplicationNotFound => ServiceError::ActivationExpired,
-            other => other,
-        })?;
+        let (app, version) = self
+            .version_by_key(&application_key)
+            .await
+            .map_err(|e| match e {
+                ServiceError::ApplicationNotFound => ServiceError::ActivationExpired,
+                other => other,
+            })?;
         let version = version.ok_or(ServiceError::ActivationExpired)?;
-        let key = self.temporary_key_for(&gated.temporary_key_id, &application_key, None)?;
+        let key = self
+            .temporary_key_for(&gated.temporary_key_id, &application_key, None)
+            .await?;
         let secret = self.application_secret(&version).await?;
         let signer = &self.inner.signer;
         let shared = signer
@@ -837,15 +843,16 @@ impl Service {
             .as_deref()
             .ok_or(ServiceError::ActivationNotFound)?;
         let now = self.now();
+        let (application_id, asked) = (app.id.clone(), code.to_owned());
         let found = self
-            .inner
-            .store
-            .activation_by_code(&app.id, code)?
+            .read(move |s| s.activation_by_code(&application_id, &asked))
+            .await?
             .filter(|a| a.status == ActivationStatus::Created && !expired(a, now))
             .ok_or(ServiceError::ActivationNotFound)?;
         let _guard = self.inner.locks.lock(&found.id).await;
         let mut activation = self
-            .visible_activation(&found.id)?
+            .visible_activation(&found.id)
+            .await?
             .filter(|a| a.status == ActivationStatus::Created && !expired(a, now))
             .ok_or(ServiceError::ActivationNotFound)?;
 
@@ -975,7 +982,8 @@ impl Service {
     ) -> Result<(), ServiceError> {
         let _guard = self.inner.locks.lock(activation_id).await;
         let mut activation = self
-            .visible_activation(activation_id)?
+            .visible_activation(activation_id)
+            .await?
             .ok_or(ServiceError::ActivationNotFound)?;
         let now = self.now();
         if self.expire_if_due(&mut activation, now).await? {
@@ -1098,7 +1106,7 @@ impl Service {
                     .map_err(|_| ServiceError::invalid("challenge must be Base64 of 16 bytes"))?,
             ),
         };
-        let Some(mut activation) = self.visible_activation(activation_id)? else {
+        let Some(mut activation) = self.visible_activation(activation_id).await? else {
             return Ok(self.unknown_activation_info(activation_id, challenge.is_some()));
         };
         if matches!(
@@ -1107,7 +1115,7 @@ impl Service {
         ) && expired(&activation, self.now())
         {
             let _guard = self.inner.locks.lock(activation_id).await;
-            if let Some(mut fresh) = self.visible_activation(activation_id)? {
+            if let Some(mut fresh) = self.visible_activation(activation_id).await? {
                 self.expire_if_due(&mut fresh, self.now()).await?;
                 activation = fresh;
             }
