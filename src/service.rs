@@ -410,6 +410,8 @@ struct Inner {
     checkpointed: tokio::sync::Mutex<Option<std::collections::BTreeMap<ChainId, u64>>>,
     /// Each application's roles, as read once (see [`verify::RolesCache`]).
     roles: verify::RolesCache,
+    /// Credentials read in the last half second (see [`credentials::RecentCredentials`]).
+    recent_credentials: credentials::RecentCredentials,
 }
 
 impl std::fmt::Debug for Service {
@@ -453,6 +455,7 @@ impl Service {
                 written: tokio::sync::Notify::new(),
                 checkpointed: tokio::sync::Mutex::new(None),
                 roles: verify::RolesCache::default(),
+                recent_credentials: credentials::RecentCredentials::default(),
             }),
         })
     }
@@ -671,24 +674,11 @@ impl Service {
         self.write(|s| s.probe()).await.map_err(NotReady::Store)
     }
 
-    /// Checks integration credentials (HTTP Basic `clientToken:clientSecret`): `Ok(true)` only for a
-    /// stored token whose secret matches, compared in constant time.
-    ///
-    /// # Errors
-    /// [`ServiceError::Internal`] when the store cannot be read.
-    pub fn authenticate(
-        &self,
-        client_token: &str,
-        client_secret: &secrecy::SecretString,
-    ) -> Result<bool, ServiceError> {
-        self.inner
-            .credentials
-            .authenticate(client_token, client_secret)
-    }
-
     /// The caller that `client_token:client_secret` authenticates (its credential's id and scope),
-    /// or `None`; see [`Credentials::caller_for`]. The stored credential is read on every request
-    /// (no cache), without holding a thread while a remote store answers.
+    /// or `None` (the secret's hash compared in constant time). A stored credential read less than half a second
+    /// ago is used again ([`credentials::RecentCredentials`]), so a credential removed on another
+    /// instance is refused here within that; otherwise it is read, without holding a thread while a
+    /// remote store answers.
     ///
     /// # Errors
     /// [`ServiceError::Internal`] when the store cannot be read.
@@ -697,9 +687,20 @@ impl Service {
         client_token: &str,
         client_secret: &secrecy::SecretString,
     ) -> Result<Option<Caller>, ServiceError> {
-        let stored = match self.inner.store.remote() {
-            Some(remote) => remote.credential(client_token).await?,
-            None => self.inner.store.credential(client_token)?,
+        let now = std::time::Instant::now();
+        let recent = &self.inner.recent_credentials;
+        let stored = match recent.get(client_token, now) {
+            Some(credential) => Some(credential),
+            None => {
+                let read = match self.inner.store.remote() {
+                    Some(remote) => remote.credential(client_token).await?,
+                    None => self.inner.store.credential(client_token)?,
+                };
+                if let Some(credential) = &read {
+                    recent.put(credential, now);
+                }
+                read
+            }
         };
         Ok(credentials::caller_from(stored, client_secret))
     }
@@ -737,8 +738,12 @@ impl Service {
     /// [`ServiceError::Forbidden`] or [`ServiceError::Internal`].
     pub async fn remove_integration(&self, id: String) -> Result<bool, ServiceError> {
         let caller = caller::current();
-        self.with_credentials(move |c| c.remove_id(&caller, &id))
-            .await
+        let removed = self
+            .with_credentials(move |c| c.remove_id(&caller, &id))
+            .await;
+        // Whatever the answer (a failed write's fate may be unknown): this instance reads again.
+        self.inner.recent_credentials.clear();
+        removed
     }
 
     /// Runs a credential use case (durable store writes) on the blocking pool.

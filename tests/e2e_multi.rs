@@ -237,7 +237,8 @@ async fn scenario(cluster: &Cluster) {
         "exactly one of 128 concurrent verifications wins"
     );
 
-    // A credential made and removed on A is refused by B (polled; no cache, so at once).
+    // A credential made and removed on A is refused by B (polled: B reuses a credential it read
+    // for at most half a second).
     let made: Value = ca
         .call(
             "/rest/v3/integration/create",

@@ -406,7 +406,10 @@ async fn audit_records_name_the_acting_credential() {
         "the record names the credential made"
     );
 
-    // Removal is audited in the same write, naming the removed credential.
+    // Removal is audited in the same write, naming the removed credential; the instance that removed
+    // it refuses it from the next request on, although it used it just before.
+    let status = json!({ "activationId": w.in_scope });
+    ok(&w, &w.scoped, "/activation/status", status.clone()).await;
     ok(
         &w,
         &w.api.authorization,
@@ -414,6 +417,8 @@ async fn audit_records_name_the_acting_credential() {
         json!({ "id": w.scoped_id }),
     )
     .await;
+    let (refused, _) = w.api.call_as(&w.scoped, "/activation/status", status).await;
+    assert_eq!(refused, StatusCode::UNAUTHORIZED);
     let head = store.audit_head().unwrap();
     let last = store.audit_records(head.seq, 1).unwrap().remove(0);
     assert_eq!(last.operation, AuditOperation::IntegrationRemove);

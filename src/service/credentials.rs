@@ -8,7 +8,9 @@
 //! compared in constant time (`subtle`); an unknown client token is compared against a dummy hash so
 //! that it costs the same. A random 256-bit secret needs no slow password hash.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
 
 use base64::Engine as _;
 use rand::RngCore as _;
@@ -74,33 +76,6 @@ impl Credentials {
     /// The use cases over `store`.
     pub fn new(store: Arc<dyn Store>) -> Self {
         Self { store }
-    }
-
-    /// Whether `client_token` names a stored credential whose secret is `client_secret`.
-    ///
-    /// # Errors
-    /// [`ServiceError::Internal`] when the store cannot be read.
-    pub fn authenticate(
-        &self,
-        client_token: &str,
-        client_secret: &SecretString,
-    ) -> Result<bool, ServiceError> {
-        Ok(self.caller_for(client_token, client_secret)?.is_some())
-    }
-
-    /// The caller that `client_token:client_secret` authenticates, or `None`. The stored credential
-    /// is read on every call (no cache), so a removed credential is refused by every instance as
-    /// soon as the removal is committed.
-    ///
-    /// # Errors
-    /// [`ServiceError::Internal`] when the store cannot be read.
-    pub fn caller_for(
-        &self,
-        client_token: &str,
-        client_secret: &SecretString,
-    ) -> Result<Option<Caller>, ServiceError> {
-        let stored = self.store.credential(client_token)?;
-        Ok(caller_from(stored, client_secret))
     }
 
     /// Stores a new `ADMIN` credential named `name` (its secret hashed) for a local command and
@@ -246,6 +221,47 @@ fn draft(
     draft
 }
 
+/// How long an instance keeps answering with a credential it read, before it reads it again. The
+/// promise is that a removed credential is refused by every instance within one second; half of
+/// that leaves the rest for the removal's own commit and a request already past authentication.
+pub(super) const RECENT_CREDENTIAL_TTL: Duration = Duration::from_millis(500);
+
+/// Credentials this instance read in the last [`RECENT_CREDENTIAL_TTL`], by client token, so that a
+/// busy integration does not cost a store read (with PostgreSQL, a round trip) on every request.
+/// Only stored credentials are kept (an unknown token is read again each time, so a credential made
+/// on another instance works at once), hence no more entries than there are credentials; the
+/// instance that removes a credential forgets them all at once. The secret's hash is all it holds of
+/// a secret, as the store does.
+#[derive(Debug, Default)]
+pub(super) struct RecentCredentials(Mutex<HashMap<String, (IntegrationCredential, Instant)>>);
+
+impl RecentCredentials {
+    /// The credential of `client_token` if it was read less than the TTL before `now`.
+    pub(super) fn get(&self, client_token: &str, now: Instant) -> Option<IntegrationCredential> {
+        let map = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        map.get(client_token)
+            .filter(|(_, read_at)| now.saturating_duration_since(*read_at) < RECENT_CREDENTIAL_TTL)
+            .map(|(credential, _)| credential.clone())
+    }
+
+    /// Remembers `credential`, read at `read_at`.
+    pub(super) fn put(&self, credential: &IntegrationCredential, read_at: Instant) {
+        let mut map = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        map.insert(
+            credential.client_token.clone(),
+            (credential.clone(), read_at),
+        );
+    }
+
+    /// Forgets every credential (after this instance removed one).
+    pub(super) fn clear(&self) {
+        self.0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clear();
+    }
+}
+
 /// The caller that the stored credential `stored` (the one its client token names, if any) makes of
 /// a request presenting `client_secret`: `None` unless the secret's hash matches, compared in
 /// constant time (against a dummy hash when nothing is stored, so that an unknown token costs the
@@ -320,5 +336,43 @@ mod tests {
         assert_eq!(sa.expose_secret().len(), 43);
         assert_eq!(a.secret_hash, hash_secret(&sa));
         assert_ne!(a.secret_hash.0, sa.expose_secret().as_bytes());
+    }
+
+    #[test]
+    fn a_recent_credential_is_kept_for_less_than_the_ttl_and_forgotten_on_clear() {
+        let (credential, _) = new_credential(
+            "integration",
+            CredentialScope::Admin,
+            Timestamp::from_unix_millis(0),
+        );
+        let token = credential.client_token.clone();
+        let read_at = Instant::now();
+        let recent = RecentCredentials::default();
+        assert_eq!(recent.get(&token, read_at), None, "nothing read yet");
+        recent.put(&credential, read_at);
+        let just_before = read_at + RECENT_CREDENTIAL_TTL - Duration::from_millis(1);
+        assert_eq!(recent.get(&token, just_before), Some(credential.clone()));
+        assert_eq!(recent.get(&token, read_at + RECENT_CREDENTIAL_TTL), None);
+        assert_eq!(recent.get("another-token", read_at), None);
+        recent.clear();
+        assert_eq!(recent.get(&token, read_at), None, "forgotten");
+        assert!(
+            RECENT_CREDENTIAL_TTL < Duration::from_secs(1),
+            "the promise"
+        );
+    }
+
+    #[test]
+    fn only_the_right_secret_makes_a_caller() {
+        let (credential, secret) = new_credential(
+            "integration",
+            CredentialScope::Admin,
+            Timestamp::from_unix_millis(0),
+        );
+        let caller = caller_from(Some(credential.clone()), &secret).expect("a caller");
+        assert_eq!(caller.id(), credential.id);
+        let wrong = SecretString::from("not-the-secret".to_owned());
+        assert_eq!(caller_from(Some(credential), &wrong), None);
+        assert_eq!(caller_from(None, &secret), None);
     }
 }
