@@ -99,6 +99,16 @@ pub enum OpenError {
         /// `label "<label>"` or `serial "<serial>"`.
         selector: String,
     },
+    /// The token has no user PIN yet (`CKR_USER_PIN_NOT_INITIALIZED`): it was initialized without
+    /// one, or (SoftHSM) its file was read while another process rewrote it, which a start retries.
+    #[error(
+        "the token with {selector} has no user PIN; set one when initializing it \
+         (e.g. softhsm2-util --init-token … --pin, or the HSM vendor's tool)"
+    )]
+    UserPinNotInitialized {
+        /// `label "<label>"` or `serial "<serial>"`.
+        selector: String,
+    },
     /// Several tokens carry the configured label (or serial).
     #[error("{count} tokens match {selector}; exactly one is required")]
     AmbiguousToken {

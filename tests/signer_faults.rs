@@ -235,6 +235,46 @@ fn start_up_problems_are_named() {
     });
 }
 
+/// A token initialized without a user PIN is named as such (it is also what SoftHSM answers when
+/// another process rewrites the token's file during this login; a start looks again for a few
+/// seconds, then gives this answer).
+#[test]
+fn a_token_without_a_user_pin_is_named() {
+    if !offline_signer_testkit::required::pkcs11_tool() {
+        return;
+    }
+    with_token("a_token_without_a_user_pin_is_named", "faults", |token| {
+        // A second token in the next free slot, with a security officer's PIN and no user PIN.
+        let made = std::process::Command::new("pkcs11-tool")
+            .env("SOFTHSM2_CONF", token.dir.join("softhsm2.conf"))
+            .args([
+                "--module",
+                softhsm::MODULE,
+                "--slot-index",
+                "1",
+                "--init-token",
+            ])
+            .args(["--label", "nopin", "--so-pin", "87654321"])
+            .output()
+            .expect("pkcs11-tool runs");
+        assert!(made.status.success(), "{made:?}");
+        runtime().block_on(async {
+            let mut cfg = token.config();
+            cfg.token = TokenSelector::Label("nopin".into());
+            let before = login_attempts();
+            let err = Pkcs11Signer::open(&cfg).await.unwrap_err();
+            assert_eq!(
+                err,
+                OpenError::UserPinNotInitialized {
+                    selector: "label \"nopin\"".into()
+                }
+            );
+            assert!(err.to_string().contains("no user PIN"), "{err}");
+            assert!(login_attempts() > before, "the login was tried");
+        })
+    });
+}
+
 #[test]
 fn two_tokens_with_the_label_are_refused() {
     with_token("two_tokens_with_the_label_are_refused", "twice", |token| {

@@ -218,16 +218,22 @@ impl Shared {
 
     /// `C_Initialize`, find the token, open the login session, log in (once).
     /// On failure the library is finalized again so that the next try sees a fresh token list.
-    /// [`Shared::connect`] for the first time, looking again for a token that is not found for up
-    /// to [`START_TOKEN_WAIT`]: SoftHSM reads its token folder at `C_Initialize`, and a token whose
-    /// files another process is rewriting at that moment (a second instance generating its keys)
-    /// is missing from that read. Any other error is final at once.
+    /// [`Shared::connect`] for the first time, looking again for up to [`START_TOKEN_WAIT`] at a
+    /// token that is not found or that has no user PIN: SoftHSM reads its token folder at
+    /// `C_Initialize` and a token's own file at login, and a file another process is rewriting at
+    /// that moment (a second instance starting at the same time: its login and its key generation
+    /// rewrite the token's files) reads as no token, or as a token without a user PIN (seen in
+    /// `tests/e2e_multi.rs`: `CKR_USER_PIN_NOT_INITIALIZED` about one start in twenty). Neither
+    /// costs a PIN attempt. Any other error is final at once.
     fn connect_at_start(&self, workers: usize) -> Result<Live, OpenError> {
         let deadline = Instant::now() + START_TOKEN_WAIT;
         loop {
             match self.connect(workers) {
-                Err(OpenError::TokenNotFound { selector }) if Instant::now() < deadline => {
-                    tracing::info!(token = %selector, "token not found yet; looking again");
+                Err(
+                    OpenError::TokenNotFound { selector }
+                    | OpenError::UserPinNotInitialized { selector },
+                ) if Instant::now() < deadline => {
+                    tracing::info!(token = %selector, "token not found or not readable yet; looking again");
                     std::thread::sleep(START_TOKEN_RETRY);
                 }
                 other => return other,
@@ -249,7 +255,7 @@ impl Shared {
                     Fault::Session(_) => SignerError::TokenUnavailable,
                     Fault::Pin(err) | Fault::Other(err) => err,
                 })?;
-            token::login(&login, &self.pin)?;
+            token::login(&login, &self.pin, &self.selector)?;
             let generation = self
                 .generations
                 .fetch_add(1, std::sync::atomic::Ordering::SeqCst)

@@ -111,16 +111,29 @@ pub(crate) fn find_slot(lib: &Pkcs11, selector: &TokenSelector) -> Result<Slot, 
     }
 }
 
-/// Logs the user in: exactly one `C_Login` call, counted; never retried by any caller.
-pub(crate) fn login(session: &Session, pin: &SecretString) -> Result<(), SignerError> {
+/// Logs the user in to the token of `selector`: exactly one `C_Login` call, counted. A refused PIN
+/// is never retried by any caller; a token without a user PIN is
+/// [`OpenError::UserPinNotInitialized`], which the token answers before it looks at the PIN, so a
+/// later try costs no PIN attempt.
+pub(crate) fn login(
+    session: &Session,
+    pin: &SecretString,
+    selector: &TokenSelector,
+) -> Result<(), OpenError> {
     LOGIN_ATTEMPTS.fetch_add(1, Ordering::SeqCst);
     match session.login(UserType::User, Some(pin)) {
         Ok(()) | Err(CkError::Pkcs11(RvError::UserAlreadyLoggedIn, _)) => Ok(()),
+        Err(CkError::Pkcs11(RvError::UserPinNotInitialized, _)) => {
+            Err(OpenError::UserPinNotInitialized {
+                selector: selector.to_string(),
+            })
+        }
         Err(e) => Err(match classify(&e) {
             Fault::Pin(err) => err,
             Fault::Session(_) => SignerError::TokenUnavailable,
             Fault::Other(err) => err,
-        }),
+        }
+        .into()),
     }
 }
 
