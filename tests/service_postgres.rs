@@ -15,12 +15,7 @@ fn run_with(_name: &str, settings: Settings, body: impl AsyncFnOnce(&Harness)) {
     let Some(database) = Postgres::fresh() else {
         return;
     };
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("a runtime");
-    runtime.block_on(async {
+    offline_signer_testkit::runtime().block_on(async {
         let store: Arc<dyn Store> = Arc::new(database.try_open().expect("the test store opens"));
         assert!(
             store.remote().is_some(),

@@ -12,9 +12,9 @@ use std::time::{Duration, Instant};
 use fixtures::{activation, nonce_for, t, verify_draft};
 use offline_signer::model::{CredentialScope, KeyId};
 use offline_signer::store::{
-    AuditOutcome, ChainBreak, ChainId, Conflict, IntegrationCredential, PgStore, PostgresSettings,
-    SCHEMA_VERSION, SecretHash, Store, StoreError, VerificationCommit, VerificationReads, migrate,
-    verify_audit_chain,
+    Activation, AuditOutcome, ChainBreak, ChainId, Conflict, IntegrationCredential, PgStore,
+    PostgresSettings, SCHEMA_VERSION, SecretHash, Store, StoreError, VerificationCommit,
+    VerificationReads, migrate, verify_audit_chain,
 };
 use postgres_server::{HeldLock, TestDatabase};
 
@@ -38,6 +38,26 @@ fn hold_lane(db: &TestDatabase, id: &str) -> HeldLock {
         &db.url(),
         &format!("SELECT 1 FROM audit_chains WHERE chain_id = '{id}' FOR UPDATE"),
     )
+}
+
+/// Walks every chain of the database behind `store`: intact, with `chains` chains holding `records`
+/// records in all.
+fn assert_walk(store: &dyn Store, chains: usize, records: u64) {
+    let report = verify_audit_chain(store).expect("walk");
+    assert!(report.is_intact(), "{report:?}");
+    assert_eq!((report.chains, report.records), (chains, records));
+}
+
+/// `store` with activation `id` (as stored) and an unexpired nonce `nonce` issued for it.
+fn with_activation_and_nonce(store: PgStore, id: &str, nonce: &str) -> (PgStore, Activation) {
+    let stored = store
+        .insert_activation(&activation(id), None)
+        .expect("insert")
+        .activation;
+    store
+        .issue_nonce(&nonce_for(nonce, id, t(300_000)), None)
+        .expect("issue");
+    (store, stored)
 }
 
 /// Every lane's head seq, lane 0 first.
@@ -72,14 +92,8 @@ fn of_128_threads_committing_one_version_and_nonce_exactly_one_wins() {
     let Some(db) = TestDatabase::create() else {
         return;
     };
-    let store = Arc::new(open(&db, "hot"));
-    let a = store
-        .insert_activation(&activation("act-hot"), None)
-        .expect("insert")
-        .activation;
-    store
-        .issue_nonce(&nonce_for("the-nonce", "act-hot", t(300_000)), None)
-        .expect("issue");
+    let (store, a) = with_activation_and_nonce(open(&db, "hot"), "act-hot", "the-nonce");
+    let store = Arc::new(store);
     let start = Arc::new(Barrier::new(128));
     let threads: Vec<_> = (0..128u64)
         .map(|i| {
@@ -235,9 +249,7 @@ fn a_busy_lane_is_skipped_and_a_free_one_taken_without_waiting() {
     writer.join().expect("writer").expect("verify");
     let heads = lane_heads(store.as_ref());
     assert_eq!(heads.iter().sum::<u64>(), 3, "{heads:?}");
-    let report = verify_audit_chain(store.as_ref()).expect("walk");
-    assert!(report.is_intact(), "{report:?}");
-    assert_eq!((report.chains, report.records), (8, 3));
+    assert_walk(store.as_ref(), 8, 3);
 }
 
 #[test]
@@ -277,9 +289,7 @@ fn concurrent_writes_of_one_instance_use_its_lanes_and_every_lane_verifies() {
     // one; any overlap puts a commit on a second lane.
     let used = heads.iter().filter(|seq| **seq > 0).count();
     assert!(used >= 2, "concurrent writes stayed on one lane: {heads:?}");
-    let report = verify_audit_chain(store.as_ref()).expect("walk");
-    assert!(report.is_intact(), "{report:?}");
-    assert_eq!((report.chains, report.records), (8, total));
+    assert_walk(store.as_ref(), 8, total);
 }
 
 #[test]
@@ -306,9 +316,7 @@ fn a_database_written_with_one_lane_opens_with_eight_and_verifies() {
     // Opening again (another instance of the same id, or a restart) creates nothing twice.
     let again = open_lanes(&db, "old", 8);
     assert_eq!(again.audit_chains().expect("chains").len(), 8);
-    let report = verify_audit_chain(&store).expect("walk");
-    assert!(report.is_intact(), "{report:?}");
-    assert_eq!((report.chains, report.records), (8, 5));
+    assert_walk(&store, 8, 5);
 }
 
 #[test]
@@ -360,9 +368,7 @@ fn two_instances_write_two_chains_and_the_walk_covers_both() {
         vec![chain("instance-a"), chain("instance-b")]
     );
     // Any instance walks every chain.
-    let report = verify_audit_chain(a.as_ref()).expect("walk");
-    assert!(report.is_intact(), "{report:?}");
-    assert_eq!((report.chains, report.records), (2, 2 * per_chain));
+    assert_walk(a.as_ref(), 2, 2 * per_chain);
 
     // Each chain starts from its own genesis, so the two chains never share a link.
     let first_a = &a.audit_records(1, 1).expect("read")[0];
@@ -706,17 +712,10 @@ fn the_remote_calls_answer_as_the_blocking_ones_and_a_dropped_commit_still_lands
     let Some(db) = TestDatabase::create() else {
         return;
     };
-    let store = open(&db, "remote");
+    let (store, a) = with_activation_and_nonce(open(&db, "remote"), "act-r", "nonce-r");
     store
         .create_application(&fixtures::application(fixtures::APP), None)
         .expect("application");
-    let a = store
-        .insert_activation(&activation("act-r"), None)
-        .expect("insert")
-        .activation;
-    store
-        .issue_nonce(&nonce_for("nonce-r", "act-r", t(300_000)), None)
-        .expect("issue");
     let credential = IntegrationCredential {
         id: "cred-r".into(),
         client_token: "token-r".into(),

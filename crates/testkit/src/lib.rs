@@ -34,3 +34,13 @@ pub mod softhsm;
 pub mod store_backends;
 pub mod store_fixtures;
 pub mod vectors;
+
+/// A tokio runtime for a test body: two workers, as many as the machines the suite runs on have
+/// cores, so that a test sees the scheduling the service sees.
+pub fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("tokio runtime")
+}

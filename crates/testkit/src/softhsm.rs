@@ -217,14 +217,7 @@ fn run_checked(mut cmd: Command, what: &str) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
-/// A tokio runtime for a test body.
-pub fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("tokio runtime")
-}
+pub use crate::runtime;
 
 /// Generates, with OpenSC's `pkcs11-tool` (outside the service, as an operator with the user PIN
 /// could), an EXTRACTABLE AES-256 key labelled `label` on `token`: the kind of key `key-report`
