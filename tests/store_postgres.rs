@@ -9,12 +9,12 @@ use offline_signer_testkit::store_fixtures as fixtures;
 use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
 
-use fixtures::{activation, nonce_for, t, verify_draft};
+use fixtures::{activation, nonce_for, t, valid_commit, verify_draft};
 use offline_signer::model::{CredentialScope, KeyId};
 use offline_signer::store::{
     Activation, AuditOutcome, ChainBreak, ChainId, Conflict, IntegrationCredential, PgStore,
-    PostgresSettings, SCHEMA_VERSION, SecretHash, Store, StoreError, VerificationCommit,
-    VerificationReads, migrate, verify_audit_chain,
+    PostgresSettings, SCHEMA_VERSION, SecretHash, Store, StoreError, VerificationReads, migrate,
+    verify_audit_chain,
 };
 use postgres_server::{HeldLock, TestDatabase};
 
@@ -76,11 +76,7 @@ fn verify_once(store: &dyn Store, id: &str) -> Result<(u64, u64), StoreError> {
     store.issue_nonce(&nonce_for(&nonce, id, t(300_000)), None)?;
     let mut next = a.clone();
     next.counter += 1;
-    let done = store.commit_verification(VerificationCommit {
-        audit: verify_draft(&a, next.counter, AuditOutcome::Valid),
-        activation: next,
-        consume_nonce: Some(nonce),
-    })?;
+    let done = store.commit_verification(valid_commit(&a, next, Some(&nonce)))?;
     Ok((
         done.activation.counter,
         done.audit.expect("verification is audited").seq,
@@ -104,11 +100,7 @@ fn of_128_threads_committing_one_version_and_nonce_exactly_one_wins() {
                 let mut next = a.clone();
                 next.counter = 1 + i;
                 start.wait();
-                store.commit_verification(VerificationCommit {
-                    audit: verify_draft(&a, next.counter, AuditOutcome::Valid),
-                    activation: next,
-                    consume_nonce: Some("the-nonce".into()),
-                })
+                store.commit_verification(valid_commit(&a, next, Some("the-nonce")))
             })
         })
         .collect();
@@ -577,12 +569,7 @@ fn usable_and_droppable_on_the_callers_tokio_runtime() {
     let Some(db) = TestDatabase::create() else {
         return;
     };
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("runtime");
-    runtime.block_on(async {
+    offline_signer_testkit::runtime().block_on(async {
         // Opened, called and dropped on a worker thread of another runtime: the store never enters the
         // caller's runtime, so none of this may panic.
         let store = Arc::new(open(&db, "async-caller"));
@@ -636,11 +623,7 @@ fn a_statement_refused_inside_a_pipelined_round_is_the_answer_and_nothing_is_wri
     let mut next = a.clone();
     next.counter = 1;
     let err = store
-        .commit_verification(VerificationCommit {
-            audit: verify_draft(&a, 1, AuditOutcome::Valid),
-            activation: next,
-            consume_nonce: Some("nul\0nonce".into()),
-        })
+        .commit_verification(valid_commit(&a, next, Some("nul\0nonce")))
         .expect_err("a NUL in a text column is refused");
     refused_by_the_server(err, "verification");
     assert_eq!(store.activation("act-p").expect("read"), Some(a.clone()));
@@ -673,11 +656,7 @@ fn a_verification_abandoned_midway_leaves_no_open_transaction_behind() {
         );
         let mut next = before.clone();
         next.counter += 1;
-        let abandoned = store.commit_verification(VerificationCommit {
-            audit: verify_draft(&before, next.counter, AuditOutcome::Valid),
-            activation: next,
-            consume_nonce: None,
-        });
+        let abandoned = store.commit_verification(valid_commit(&before, next, None));
         // A write past its time: its COMMIT could have been sent, so the outcome is unknown.
         assert!(
             matches!(abandoned, Err(StoreError::OutcomeUnknown { .. })),
@@ -726,12 +705,7 @@ fn the_remote_calls_answer_as_the_blocking_ones_and_a_dropped_commit_still_lands
     };
     store.put_credential(&credential, None).expect("credential");
 
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("runtime");
-    runtime.block_on(async {
+    offline_signer_testkit::runtime().block_on(async {
         let remote = store.remote().expect("PostgreSQL offers the remote calls");
         let both = remote
             .verification_reads("act-r", Some("nonce-r"))
@@ -765,11 +739,7 @@ fn the_remote_calls_answer_as_the_blocking_ones_and_a_dropped_commit_still_lands
         let mut stale = a.clone();
         stale.version = 7;
         let refused = remote
-            .commit_verification(VerificationCommit {
-                audit: verify_draft(&a, 1, AuditOutcome::Valid),
-                activation: stale,
-                consume_nonce: Some("nonce-r".into()),
-            })
+            .commit_verification(valid_commit(&a, stale, Some("nonce-r")))
             .await;
         assert!(
             matches!(refused, Err(StoreError::Conflict(Conflict::StaleVersion))),
@@ -779,11 +749,7 @@ fn the_remote_calls_answer_as_the_blocking_ones_and_a_dropped_commit_still_lands
         // Handed over and dropped: the write lands anyway.
         let mut next = a.clone();
         next.counter = 1;
-        drop(remote.commit_verification(VerificationCommit {
-            audit: verify_draft(&a, 1, AuditOutcome::Valid),
-            activation: next,
-            consume_nonce: Some("nonce-r".into()),
-        }));
+        drop(remote.commit_verification(valid_commit(&a, next, Some("nonce-r"))));
     });
     let deadline = Instant::now() + Duration::from_secs(30);
     let landed = loop {

@@ -6,7 +6,7 @@ use offline_signer::model::{
 };
 use offline_signer::store::{
     Activation, Application, AuditDraft, AuditOperation, AuditOutcome, IssuedNonce, MasterKeyRef,
-    NonceOwner,
+    NonceOwner, VerificationCommit,
 };
 
 pub const APP: &str = "demo-app";
@@ -94,6 +94,19 @@ pub fn verify_draft(
         nonce_status: Some("VALID".into()),
         data_sha256: Some([0x99; 32]),
         ..AuditDraft::new(t(10), AuditOperation::Verify, outcome)
+    }
+}
+
+/// The commit of a valid verification of `read` (as read) that stores `next` and consumes `nonce`.
+pub fn valid_commit(
+    read: &Activation,
+    next: Activation,
+    nonce: Option<&str>,
+) -> VerificationCommit {
+    VerificationCommit {
+        audit: verify_draft(read, next.counter, AuditOutcome::Valid),
+        activation: next,
+        consume_nonce: nonce.map(str::to_owned),
     }
 }
 
