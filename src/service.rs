@@ -675,10 +675,10 @@ impl Service {
     }
 
     /// The caller that `client_token:client_secret` authenticates (its credential's id and scope),
-    /// or `None` (the secret's hash compared in constant time). A stored credential read less than half a second
-    /// ago is used again ([`credentials::RecentCredentials`]), so a credential removed on another
-    /// instance is refused here within that; otherwise it is read, without holding a thread while a
-    /// remote store answers.
+    /// or `None` (the secret's hash compared in constant time). A stored credential read less than
+    /// half a second ago is used again ([`credentials::RecentCredentials`]), so a credential removed
+    /// on another instance is refused here within that, and one removed here at once; otherwise it
+    /// is read, without holding a thread while a remote store answers.
     ///
     /// # Errors
     /// [`ServiceError::Internal`] when the store cannot be read.
@@ -692,12 +692,13 @@ impl Service {
         let stored = match recent.get(client_token, now) {
             Some(credential) => Some(credential),
             None => {
+                let began = recent.begin();
                 let read = match self.inner.store.remote() {
                     Some(remote) => remote.credential(client_token).await?,
                     None => self.inner.store.credential(client_token)?,
                 };
                 if let Some(credential) = &read {
-                    recent.put(credential, now);
+                    recent.put(began, credential, now);
                 }
                 read
             }

@@ -229,36 +229,56 @@ pub(super) const RECENT_CREDENTIAL_TTL: Duration = Duration::from_millis(500);
 /// Credentials this instance read in the last [`RECENT_CREDENTIAL_TTL`], by client token, so that a
 /// busy integration does not cost a store read (with PostgreSQL, a round trip) on every request.
 /// Only stored credentials are kept (an unknown token is read again each time, so a credential made
-/// on another instance works at once), hence no more entries than there are credentials; the
-/// instance that removes a credential forgets them all at once. The secret's hash is all it holds of
-/// a secret, as the store does.
+/// on another instance works at once), hence no more entries than there are credentials. The
+/// instance that removes a credential forgets them all ([`Self::clear`]), and a read that began
+/// before that is not kept ([`Self::begin`]), so this instance refuses a credential it removed from
+/// the next request on. The secret's hash is all it holds of a secret, as the store does.
 #[derive(Debug, Default)]
-pub(super) struct RecentCredentials(Mutex<HashMap<String, (IntegrationCredential, Instant)>>);
+pub(super) struct RecentCredentials(Mutex<Recent>);
+
+#[derive(Debug, Default)]
+struct Recent {
+    /// Bumped by every [`RecentCredentials::clear`].
+    generation: u64,
+    by_token: HashMap<String, (IntegrationCredential, Instant)>,
+}
 
 impl RecentCredentials {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Recent> {
+        self.0.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
     /// The credential of `client_token` if it was read less than the TTL before `now`.
     pub(super) fn get(&self, client_token: &str, now: Instant) -> Option<IntegrationCredential> {
-        let map = self.0.lock().unwrap_or_else(PoisonError::into_inner);
-        map.get(client_token)
+        self.lock()
+            .by_token
+            .get(client_token)
             .filter(|(_, read_at)| now.saturating_duration_since(*read_at) < RECENT_CREDENTIAL_TTL)
             .map(|(credential, _)| credential.clone())
     }
 
-    /// Remembers `credential`, read at `read_at`.
-    pub(super) fn put(&self, credential: &IntegrationCredential, read_at: Instant) {
-        let mut map = self.0.lock().unwrap_or_else(PoisonError::into_inner);
-        map.insert(
-            credential.client_token.clone(),
-            (credential.clone(), read_at),
-        );
+    /// Call before reading a credential from the store; give the answer to [`Self::put`].
+    pub(super) fn begin(&self) -> u64 {
+        self.lock().generation
     }
 
-    /// Forgets every credential (after this instance removed one).
+    /// Remembers `credential`, read at `read_at` by a read that began at `began` ([`Self::begin`]),
+    /// unless the credentials were forgotten since.
+    pub(super) fn put(&self, began: u64, credential: &IntegrationCredential, read_at: Instant) {
+        let mut recent = self.lock();
+        if recent.generation == began {
+            recent.by_token.insert(
+                credential.client_token.clone(),
+                (credential.clone(), read_at),
+            );
+        }
+    }
+
+    /// Forgets every credential, and every read under way (after this instance removed one).
     pub(super) fn clear(&self) {
-        self.0
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clear();
+        let mut recent = self.lock();
+        recent.generation = recent.generation.wrapping_add(1);
+        recent.by_token.clear();
     }
 }
 
@@ -349,13 +369,24 @@ mod tests {
         let read_at = Instant::now();
         let recent = RecentCredentials::default();
         assert_eq!(recent.get(&token, read_at), None, "nothing read yet");
-        recent.put(&credential, read_at);
+        let began = recent.begin();
+        recent.put(began, &credential, read_at);
         let just_before = read_at + RECENT_CREDENTIAL_TTL - Duration::from_millis(1);
         assert_eq!(recent.get(&token, just_before), Some(credential.clone()));
         assert_eq!(recent.get(&token, read_at + RECENT_CREDENTIAL_TTL), None);
         assert_eq!(recent.get("another-token", read_at), None);
         recent.clear();
         assert_eq!(recent.get(&token, read_at), None, "forgotten");
+        // A read that began before the clear (it may have seen the credential before its removal
+        // committed) is not kept; one that began after is.
+        recent.put(began, &credential, read_at);
+        assert_eq!(
+            recent.get(&token, read_at),
+            None,
+            "a read from before the clear"
+        );
+        recent.put(recent.begin(), &credential, read_at);
+        assert_eq!(recent.get(&token, read_at), Some(credential.clone()));
         assert!(
             RECENT_CREDENTIAL_TTL < Duration::from_secs(1),
             "the promise"

@@ -232,12 +232,7 @@ impl Service {
         if let Some(roles) = self.inner.roles.get(id) {
             return roles;
         }
-        let store = &self.inner.store;
-        let read = match store.remote() {
-            Some(remote) => remote.application(id).await,
-            None => store.application(id),
-        };
-        match read {
+        match self.stored_application(id).await {
             Ok(Some(app)) => {
                 self.inner.roles.put(id, &app.roles);
                 app.roles
