@@ -358,13 +358,18 @@ mod tests {
         assert_ne!(a.secret_hash.0, sa.expose_secret().as_bytes());
     }
 
-    #[test]
-    fn a_recent_credential_is_kept_for_less_than_the_ttl_and_forgotten_on_clear() {
-        let (credential, _) = new_credential(
+    /// A new `ADMIN` credential and its secret.
+    fn admin_credential() -> (IntegrationCredential, SecretString) {
+        new_credential(
             "integration",
             CredentialScope::Admin,
             Timestamp::from_unix_millis(0),
-        );
+        )
+    }
+
+    #[test]
+    fn a_recent_credential_is_kept_for_less_than_the_ttl_and_forgotten_on_clear() {
+        let (credential, _) = admin_credential();
         let token = credential.client_token.clone();
         let read_at = Instant::now();
         let recent = RecentCredentials::default();
@@ -395,11 +400,7 @@ mod tests {
 
     #[test]
     fn only_the_right_secret_makes_a_caller() {
-        let (credential, secret) = new_credential(
-            "integration",
-            CredentialScope::Admin,
-            Timestamp::from_unix_millis(0),
-        );
+        let (credential, secret) = admin_credential();
         let caller = caller_from(Some(credential.clone()), &secret).expect("a caller");
         assert_eq!(caller.id(), credential.id);
         let wrong = SecretString::from("not-the-secret".to_owned());
