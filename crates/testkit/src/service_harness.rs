@@ -1,6 +1,6 @@
-//! Test helper: a whole service (any signer, any store — a sled store in a temp dir unless the test
-//! gives one —, a clock the test moves) and a
-//! minimal mobile token that computes codes the way a phone does (`powerauth-offline.md` §9).
+//! Test helper: a whole service (any signer; any store, by default sled in a temp dir; a clock the
+//! test moves) and a minimal mobile token that computes codes the way a phone does
+//! (`powerauth-offline.md` §9).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
