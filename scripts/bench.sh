@@ -25,6 +25,7 @@
 #   BENCH_INSTANCES    servers sharing the store (postgres only); instance i listens on
 #                      BENCH_PORT+i-1 and the load takes them in turn    (default 1)
 #   BENCH_PG_POOL      PostgreSQL connections per instance               (default 16)
+#   BENCH_PG_LANES     audit chains per instance ([store] audit_lanes)   (default: the store's, 8)
 #   BENCH_MICRO        0 skips the criterion micro-benchmarks            (default 1)
 #   BENCH_NOTE         free text recorded in result.json                 (default: the load average)
 #   BENCH_SERVER_BIN   an offline-signer binary to measure instead of this checkout's (an older build,
@@ -47,6 +48,7 @@ micro=${BENCH_MICRO:-1}
 store=${BENCH_STORE:-sled}
 instances=${BENCH_INSTANCES:-1}
 pg_pool=${BENCH_PG_POOL:-16}
+pg_lanes=${BENCH_PG_LANES:-}
 target_dir=${CARGO_TARGET_DIR:-target}
 out=target/bench
 label=offline-signer-bench
@@ -152,6 +154,7 @@ restrict_access = true
 [store]
 kind = "postgres"
 pool_size = $pg_pool
+${pg_lanes:+audit_lanes = $pg_lanes}
 
 EOF
             signer_table

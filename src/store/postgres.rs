@@ -35,9 +35,12 @@
 //!
 //! **Round trips.** The hot writes (`commit_verification`, `update_activation`, `issue_nonce`) are
 //! pipelined ([`Pipeline`]): statements whose inputs do not depend on one another's answers are sent
-//! together and answered in order, so a verification is two round trips (`BEGIN`, compare-and-swap,
-//! nonce consumption, lane lock; then the nonce's record, the audit record, the head's advance,
-//! `COMMIT`) where one statement at a time took eight. The answers are read in the order sent, so a
+//! together and answered in order, so a verification is two round trips (`BEGIN`, the
+//! compare-and-swap with the nonce's consumption, the lane lock; then the nonce's record, the audit
+//! record with the head's advance, `COMMIT`) where one statement at a time took eight. Statements
+//! that always travel together are one statement (data-modifying `WITH`): each statement costs the
+//! database a portal, an executor start and a reply of its own, and the database shares the
+//! machine's cores with the service. The answers are read in the order sent, so a
 //! refusal is the first failing statement's, and the question that tells a missing row from a changed
 //! one is asked only on that failure path. The audit record is still sealed here, from the locked head,
 //! so the chain's bytes are the codec's. The other writes run one statement at a time.
@@ -101,6 +104,9 @@ const SELECT_APPLICATION: &str = "SELECT record FROM applications WHERE id = $1"
 const SELECT_ACTIVATION: &str = "SELECT record FROM activations WHERE id = $1";
 const SELECT_NONCE: &str = "SELECT record FROM nonces WHERE nonce = $1";
 const SELECT_CREDENTIAL: &str = "SELECT record FROM credentials WHERE client_token = $1";
+/// A verification's reads in one statement: the activation `$1` and the nonce `$2` (`NULL`: none).
+const SELECT_VERIFICATION: &str = "SELECT (SELECT record FROM activations WHERE id = $1), \
+     (SELECT record FROM nonces WHERE nonce = $2)";
 
 /// A schema change: applied in order, once, and recorded in `schema_version`.
 struct Migration {
@@ -482,11 +488,11 @@ const FIRST_FREE_LANE: &str = "SELECT chain_id, head_seq, head_hash FROM audit_c
 /// [`FIRST_FREE_LANE`] for a single lane: waits for it.
 const THE_ONLY_LANE: &str =
     "SELECT chain_id, head_seq, head_hash FROM audit_chains WHERE chain_id = ANY($1) FOR UPDATE";
-/// Links a sealed record into its chain: `chain_id, seq, record`.
-const APPEND_RECORD: &str = "INSERT INTO audit_records (chain_id, seq, record) VALUES ($1, $2, $3)";
-/// Moves a chain's head to the record just appended: `chain_id, head_seq, head_hash`.
-const ADVANCE_HEAD: &str =
-    "UPDATE audit_chains SET head_seq = $2, head_hash = $3 WHERE chain_id = $1";
+/// Links a sealed record into its chain and moves the chain's head to it, in one statement:
+/// `chain_id, seq, record, hash`. A record already at `seq` (a fork) fails the whole statement.
+const APPEND_RECORD: &str = "WITH appended AS \
+     (INSERT INTO audit_records (chain_id, seq, record) VALUES ($1, $2, $3)) \
+     UPDATE audit_chains SET head_seq = $2, head_hash = $4 WHERE chain_id = $1";
 
 /// A locked lane head: chain id, `head_seq`, `head_hash`.
 type LaneHead = (String, i64, Vec<u8>);
@@ -570,12 +576,9 @@ async fn append_in(
 ) -> Result<AuditRecord, StoreError> {
     let (chain, rec) = seal_on(lock_lane(tx, lanes).await?, draft)?;
     let seq_db = to_i64(rec.seq, "audit seq")?;
-    let insert = tx.prepare_cached(APPEND_RECORD).await.map_err(db)?;
-    tx.execute(&insert, &[&chain, &seq_db, &codec::encode_audit(&rec)])
-        .await
-        .map_err(db)?;
-    let advance = tx.prepare_cached(ADVANCE_HEAD).await.map_err(db)?;
-    tx.execute(&advance, &[&chain, &seq_db, &rec.hash.as_slice()])
+    let append = tx.prepare_cached(APPEND_RECORD).await.map_err(db)?;
+    let record = codec::encode_audit(&rec);
+    tx.execute(&append, &[&chain, &seq_db, &record, &rec.hash.as_slice()])
         .await
         .map_err(db)?;
     Ok(rec)
@@ -649,32 +652,32 @@ async fn get_decoded<T>(
     }
 }
 
-/// The activation `activation_id` and, for `Some`, the nonce `nonce`: two statements on one
-/// connection, sent together and answered in one round trip.
+/// The activation `activation_id` and, for `Some`, the nonce `nonce`: one statement (two scalar
+/// subqueries, each `NULL` when its row is missing; a `NULL` nonce matches no row).
 async fn verification_reads(
     pool: &Pool,
     activation_id: String,
     nonce: Option<String>,
 ) -> Result<VerificationReads, StoreError> {
     let client = pool.get().await.map_err(self::pool)?;
-    let activation = async {
-        let st = client.prepare_cached(SELECT_ACTIVATION).await.map_err(db)?;
-        let row = client.query_opt(&st, &[&activation_id]).await.map_err(db)?;
-        row.map(|r| codec::decode_activation(r.get(0)))
-            .transpose()
-            .map_err(corrupt)
-    };
-    let issued = async {
-        let Some(nonce) = &nonce else {
-            return Ok(None);
-        };
-        let st = client.prepare_cached(SELECT_NONCE).await.map_err(db)?;
-        let row = client.query_opt(&st, &[nonce]).await.map_err(db)?;
-        row.map(|r| codec::decode_nonce(r.get(0)))
-            .transpose()
-            .map_err(corrupt)
-    };
-    let (activation, nonce) = tokio::try_join!(activation, issued)?;
+    let st = client
+        .prepare_cached(SELECT_VERIFICATION)
+        .await
+        .map_err(db)?;
+    let row = client
+        .query_one(&st, &[&activation_id, &nonce])
+        .await
+        .map_err(db)?;
+    let activation = row
+        .get::<_, Option<&[u8]>>(0)
+        .map(codec::decode_activation)
+        .transpose()
+        .map_err(corrupt)?;
+    let nonce = row
+        .get::<_, Option<&[u8]>>(1)
+        .map(codec::decode_nonce)
+        .transpose()
+        .map_err(corrupt)?;
     Ok(VerificationReads { activation, nonce })
 }
 
@@ -761,12 +764,9 @@ impl Pipeline {
         append: Option<&(String, AuditRecord)>,
     ) -> Result<(), StoreError> {
         let conn = self.conn()?;
-        let (insert, advance) = match append {
-            Some(_) => (
-                Some(conn.prepare_cached(APPEND_RECORD).await.map_err(db)?),
-                Some(conn.prepare_cached(ADVANCE_HEAD).await.map_err(db)?),
-            ),
-            None => (None, None),
+        let insert = match append {
+            Some(_) => Some(conn.prepare_cached(APPEND_RECORD).await.map_err(db)?),
+            None => None,
         };
         let (chain, seq, record, hash) = match append {
             Some((chain, rec)) => (
@@ -777,14 +777,12 @@ impl Pipeline {
             ),
             None => ("", 0, Vec::new(), &[][..]),
         };
-        let record_params: [&(dyn ToSql + Sync); 3] = [&chain, &seq, &record];
-        let head_params: [&(dyn ToSql + Sync); 3] = [&chain, &seq, &hash];
+        let record_params: [&(dyn ToSql + Sync); 4] = [&chain, &seq, &record, &hash];
         let unsent = AtomicBool::new(false);
-        let (extra, insert, advance, commit) = tokio::join!(
+        let (extra, insert, commit) = tokio::join!(
             biased;
             step(conn, extra, &unsent),
             step(conn, insert.as_ref().map(|st| (st, &record_params[..])), &unsent),
-            step(conn, advance.as_ref().map(|st| (st, &head_params[..])), &unsent),
             async {
                 if unsent.load(Ordering::Relaxed) {
                     None
@@ -795,7 +793,7 @@ impl Pipeline {
         );
         let Some(commit) = commit else {
             // COMMIT was never sent: the transaction is still open and `self`, dropped, closes it.
-            let failed = [extra, insert, advance].into_iter().find_map(Result::err);
+            let failed = [extra, insert].into_iter().find_map(Result::err);
             return Err(failed.map_or_else(|| io("PostgreSQL COMMIT not sent"), db));
         };
         // The server answered the COMMIT (a commit, or the rollback of an aborted transaction):
@@ -804,7 +802,7 @@ impl Pipeline {
             Ok(()) => true,
             Err(e) => e.code().is_some(),
         };
-        let outcome = [extra, insert, advance, commit]
+        let outcome = [extra, insert, commit]
             .into_iter()
             .find_map(Result::err)
             .map_or(Ok(()), |e| Err(commit_failed(e)));
@@ -907,11 +905,11 @@ async fn nonce_unavailable(pool: &Pool, nonce: &str) -> StoreError {
 }
 
 /// Compare-and-swap of an activation with an optional nonce consumption and audit record: one
-/// transaction in two round trips. The first sends `BEGIN`, the compare-and-swap
-/// (`UPDATE … WHERE version = $read`, which also serializes concurrent commits of one activation),
-/// the nonce's consumption (`UPDATE … WHERE consumed_at IS NULL RETURNING record`: it waits for a
-/// concurrent consumer and then sees its outcome) and the lane lock; the second the nonce's record
-/// with its consumption, the audit record, the head's advance and `COMMIT`. The answers are read in
+/// transaction in two round trips. The first sends `BEGIN`, [`SWAP_AND_CONSUME`] (the
+/// compare-and-swap, which also serializes concurrent commits of one activation, then the nonce's
+/// consumption, which waits for a concurrent consumer and then sees its outcome) and the lane lock;
+/// the second the nonce's record with its consumption, the audit record with the head's advance
+/// ([`APPEND_RECORD`]) and `COMMIT`. The answers are read in
 /// sled's order (`sled_store.rs`, `commit_activation`: activation, nonce known, unconsumed, owned);
 /// a refusal rolls everything back, and the question that tells a missing row from a changed one
 /// is asked only then.
@@ -939,47 +937,31 @@ async fn commit_activation(
     let record = codec::encode_activation(&stored);
     let tx = Pipeline::checkout(pool).await?;
     let conn = tx.conn()?;
-    let cas = conn
-        .prepare_cached(
-            "UPDATE activations SET version = $3, record = $4 WHERE id = $1 AND version = $2",
-        )
-        .await
-        .map_err(db)?;
-    let consume = match consume_nonce {
-        Some(_) => Some(
-            conn.prepare_cached(
-                "UPDATE nonces SET consumed_at = $2 WHERE nonce = $1 AND consumed_at IS NULL \
-                 RETURNING record",
-            )
-            .await
-            .map_err(db)?,
-        ),
-        None => None,
-    };
+    let swap = conn.prepare_cached(SWAP_AND_CONSUME).await.map_err(db)?;
     let lane = match audit {
         Some(_) => Some(conn.prepare_cached(lanes.first_try()).await.map_err(db)?),
         None => None,
     };
-    let cas_params: [&(dyn ToSql + Sync); 4] = [&next.id, &read, &new, &record];
-    let consume_params: [&(dyn ToSql + Sync); 2] = [&nonce, &consumed_ms];
+    let swap_params: [&(dyn ToSql + Sync); 6] =
+        [&next.id, &read, &new, &record, &consume_nonce, &consumed_ms];
     let lane_params: [&(dyn ToSql + Sync); 1] = [&*lanes.ids];
-    let (begun, swapped, nonce_row, lane_row) = tokio::join!(
+    let (begun, swapped, lane_row) = tokio::join!(
         biased;
         conn.batch_execute("BEGIN"),
-        conn.execute(&cas, &cas_params),
-        maybe_row(conn, consume.as_ref(), &consume_params),
+        conn.query_one(&swap, &swap_params),
         maybe_row(conn, lane.as_ref(), &lane_params),
     );
     let checked = (|| {
         begun.map_err(db)?;
-        if swapped.map_err(db)? == 0 {
+        let swapped = swapped.map_err(db)?;
+        if !swapped.get::<_, bool>(0) {
             return Err(Refusal::ActivationMismatch);
         }
-        let issued = match (&consume_nonce, nonce_row.map_err(db)?) {
+        let issued = match (&consume_nonce, swapped.get::<_, Option<&[u8]>>(1)) {
             (None, _) => None,
             (Some(_), None) => return Err(Refusal::NonceUnavailable),
-            (Some(_), Some(row)) => {
-                let mut issued = codec::decode_nonce(row.get(0)).map_err(corrupt)?;
+            (Some(_), Some(bytes)) => {
+                let mut issued = codec::decode_nonce(bytes).map_err(corrupt)?;
                 let owner_ok = match &issued.issued_for {
                     NonceOwner::Activation(id) => *id == next.id,
                     NonceOwner::Application(id) => *id == next.application_id,
@@ -1032,6 +1014,18 @@ async fn commit_activation(
         audit: sealed.map(|(_, rec)| rec),
     })
 }
+
+/// The first write of [`commit_activation`], one statement: the compare-and-swap of activation `$1`
+/// from version `$2` to `$3` with record `$4`, then, only when it matched, the consumption of nonce
+/// `$5` (`NULL`: none) at `$6` (Unix ms) if it is not consumed yet. Its row: whether the swap
+/// matched, and the nonce's record as consumed (`NULL`: no nonce matched). The nonce's condition
+/// reads the swap's result, so the activation's row is locked before the nonce's, the order every
+/// verification takes its locks in (`AND EXISTS (SELECT 1 FROM swapped)`).
+const SWAP_AND_CONSUME: &str = "WITH swapped AS \
+     (UPDATE activations SET version = $3, record = $4 WHERE id = $1 AND version = $2 RETURNING 1), \
+     consumed AS (UPDATE nonces SET consumed_at = $6 \
+     WHERE nonce = $5 AND consumed_at IS NULL AND EXISTS (SELECT 1 FROM swapped) RETURNING record) \
+     SELECT EXISTS (SELECT 1 FROM swapped), (SELECT record FROM consumed)";
 
 /// Registers a nonce (`key`, its columns and encoded record) with an optional audit record: one
 /// transaction in two round trips, `BEGIN` with `synchronous_commit` off (`Store::issue_nonce` does
