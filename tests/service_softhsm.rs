@@ -12,11 +12,18 @@ use offline_signer_testkit::softhsm;
 fn run_with(name: &str, settings: Settings, body: impl AsyncFnOnce(&Harness)) {
     softhsm::with_token(name, "service", |token| {
         softhsm::runtime().block_on(async {
-            let signer = Pkcs11Signer::open(&token.config())
-                .await
-                .expect("open the signer");
-            let harness = Harness::new(Arc::new(signer), settings).await;
+            let signer = Arc::new(
+                Pkcs11Signer::open(&token.config())
+                    .await
+                    .expect("open the signer"),
+            );
+            let harness = Harness::new(Arc::clone(&signer) as _, settings).await;
             body(&harness).await;
+            drop(harness);
+            // Waits for the workers to close the sessions and finalize the library: left to
+            // themselves they may still be inside SoftHSM when the process exits, whose
+            // destructors then crash it (seen once: SIGSEGV after "1 passed").
+            offline_signer::signer::Signer::shutdown(signer.as_ref()).await;
         })
     });
 }

@@ -764,7 +764,7 @@ impl Pipeline {
         append: Option<&(String, AuditRecord)>,
     ) -> Result<(), StoreError> {
         let conn = self.conn()?;
-        let insert = match append {
+        let linked = match append {
             Some(_) => Some(conn.prepare_cached(APPEND_RECORD).await.map_err(db)?),
             None => None,
         };
@@ -779,10 +779,10 @@ impl Pipeline {
         };
         let record_params: [&(dyn ToSql + Sync); 4] = [&chain, &seq, &record, &hash];
         let unsent = AtomicBool::new(false);
-        let (extra, insert, commit) = tokio::join!(
+        let (extra, link, commit) = tokio::join!(
             biased;
             step(conn, extra, &unsent),
-            step(conn, insert.as_ref().map(|st| (st, &record_params[..])), &unsent),
+            step(conn, linked.as_ref().map(|st| (st, &record_params[..])), &unsent),
             async {
                 if unsent.load(Ordering::Relaxed) {
                     None
@@ -793,7 +793,7 @@ impl Pipeline {
         );
         let Some(commit) = commit else {
             // COMMIT was never sent: the transaction is still open and `self`, dropped, closes it.
-            let failed = [extra, insert].into_iter().find_map(Result::err);
+            let failed = [extra, link].into_iter().find_map(Result::err);
             return Err(failed.map_or_else(|| io("PostgreSQL COMMIT not sent"), db));
         };
         // The server answered the COMMIT (a commit, or the rollback of an aborted transaction):
@@ -802,7 +802,7 @@ impl Pipeline {
             Ok(()) => true,
             Err(e) => e.code().is_some(),
         };
-        let outcome = [extra, insert, commit]
+        let outcome = [extra, link, commit]
             .into_iter()
             .find_map(Result::err)
             .map_or(Ok(()), |e| Err(commit_failed(e)));
