@@ -35,12 +35,13 @@
 //!
 //! **Round trips.** The hot writes (`commit_verification`, `update_activation`, `issue_nonce`) are
 //! pipelined ([`Pipeline`]): statements whose inputs do not depend on one another's answers are sent
-//! together and answered in order, so a verification is two round trips (`BEGIN`, the
-//! compare-and-swap with the nonce's consumption, the lane lock; then the nonce's record, the audit
-//! record with the head's advance, `COMMIT`) where one statement at a time took eight. Statements
-//! that always travel together are one statement (data-modifying `WITH`): each statement costs the
-//! database a portal, an executor start and a reply of its own, and the database shares the
-//! machine's cores with the service. The answers are read in the order sent, so a
+//! together and answered in order, so a verification commit is two round trips of two statements
+//! each (`BEGIN` and the compare-and-swap with the nonce's consumption and the lane lock; then the
+//! nonce's record with the audit record and the head's advance, and `COMMIT`) where one statement
+//! at a time took eight, and its reads are one statement. Writes that always travel together are
+//! one statement (data-modifying `WITH`, each step conditioned on the one before): each statement
+//! costs the database a portal, an executor start and a reply of its own, and the database shares
+//! the machine's cores with the service. The answers are read in the order sent, so a
 //! refusal is the first failing statement's, and the question that tells a missing row from a changed
 //! one is asked only on that failure path. The audit record is still sealed here, from the locked head,
 //! so the chain's bytes are the codec's. The other writes run one statement at a time.
@@ -494,6 +495,15 @@ const APPEND_RECORD: &str = "WITH appended AS \
      (INSERT INTO audit_records (chain_id, seq, record) VALUES ($1, $2, $3)) \
      UPDATE audit_chains SET head_seq = $2, head_hash = $4 WHERE chain_id = $1";
 
+/// Rewrites a nonce's record with its consumption: `nonce, record`.
+const RECORD_NONCE: &str = "UPDATE nonces SET record = $2 WHERE nonce = $1";
+/// [`APPEND_RECORD`] and [`RECORD_NONCE`] in one statement: `chain_id, seq, record, hash`, then
+/// `nonce, nonce record`.
+const APPEND_RECORD_AND_NONCE: &str = "WITH appended AS \
+     (INSERT INTO audit_records (chain_id, seq, record) VALUES ($1, $2, $3)), \
+     recorded AS (UPDATE nonces SET record = $6 WHERE nonce = $5) \
+     UPDATE audit_chains SET head_seq = $2, head_hash = $4 WHERE chain_id = $1";
+
 /// A locked lane head: chain id, `head_seq`, `head_hash`.
 type LaneHead = (String, i64, Vec<u8>);
 
@@ -504,6 +514,16 @@ impl LanePick {
             FIRST_FREE_LANE
         } else {
             THE_ONLY_LANE
+        }
+    }
+
+    /// [`commit_activation`]'s first statement with this lane set's first try
+    /// ([`SWAP_CONSUME_FREE_LANE`] or [`SWAP_CONSUME_ONLY_LANE`]).
+    fn swap_and_consume(&self) -> &'static str {
+        if self.ids.len() > 1 {
+            SWAP_CONSUME_FREE_LANE
+        } else {
+            SWAP_CONSUME_ONLY_LANE
         }
     }
 }
@@ -533,15 +553,22 @@ async fn wait_for_lane<C: GenericClient>(
     Ok((chain.clone(), row.get(0), row.get(1)))
 }
 
-/// The lane [`LanePick::first_try`] locked (its `row`), or, when it found every lane held, the
-/// fallback lane once it is free ([`wait_for_lane`]; a single lane was waited for already).
+/// The lane head in columns `at..at + 3` of `row` (`chain_id, head_seq, head_hash`), if a lane was
+/// locked (`chain_id` not `NULL`).
+fn lane_head(row: &Row, at: usize) -> Option<LaneHead> {
+    let chain: Option<String> = row.get(at);
+    chain.map(|chain| (chain, row.get(at + 1), row.get(at + 2)))
+}
+
+/// The lane the first try locked (`head`), or, when it found every lane held, the fallback lane
+/// once it is free ([`wait_for_lane`]; a single lane was waited for already).
 async fn lane_of<C: GenericClient>(
     client: &C,
     lanes: &LanePick,
-    row: Option<Row>,
+    head: Option<LaneHead>,
 ) -> Result<LaneHead, StoreError> {
-    match row {
-        Some(row) => Ok((row.get(0), row.get(1), row.get(2))),
+    match head {
+        Some(head) => Ok(head),
         None if lanes.ids.len() > 1 => wait_for_lane(client, lanes).await,
         None => Err(StoreError::NotFound {
             what: "audit chain",
@@ -555,7 +582,7 @@ async fn lane_of<C: GenericClient>(
 async fn lock_lane<C: GenericClient>(client: &C, lanes: &LanePick) -> Result<LaneHead, StoreError> {
     let first = client.prepare_cached(lanes.first_try()).await.map_err(db)?;
     let row = client.query_opt(&first, &[&*lanes.ids]).await.map_err(db)?;
-    lane_of(client, lanes, row).await
+    lane_of(client, lanes, row.as_ref().and_then(|r| lane_head(r, 0))).await
 }
 
 /// `draft` sealed as the record after the locked lane head `head`, with its chain id.
@@ -751,8 +778,9 @@ impl Pipeline {
         }
     }
 
-    /// The last round: `extra` (a write the transaction needs, when there is one), the audit record
-    /// `append` (with its chain id) and its head's advance, then `COMMIT`, in one round trip. The
+    /// The last round: the audit record `append` (with its chain id) and its head's advance, the
+    /// consumed `nonce`'s record (`nonce, record`), both in one statement, then `COMMIT`, in one
+    /// round trip. The
     /// first failure in the order sent is the answer: one the server refused (a SQLSTATE) aborted
     /// the transaction and so turned the `COMMIT` into a rollback (nothing written); one without an
     /// answer (the connection broke) leaves the `COMMIT`'s fate unknown
@@ -760,12 +788,18 @@ impl Pipeline {
     /// do not encode) keeps the `COMMIT` from being sent at all.
     async fn commit_with(
         self,
-        extra: Option<(&Statement, Params<'_>)>,
         append: Option<&(String, AuditRecord)>,
+        nonce: Option<(&str, &[u8])>,
     ) -> Result<(), StoreError> {
         let conn = self.conn()?;
-        let linked = match append {
-            Some(_) => Some(conn.prepare_cached(APPEND_RECORD).await.map_err(db)?),
+        let last = match (append, nonce) {
+            (Some(_), Some(_)) => Some(APPEND_RECORD_AND_NONCE),
+            (Some(_), None) => Some(APPEND_RECORD),
+            (None, Some(_)) => Some(RECORD_NONCE),
+            (None, None) => None,
+        };
+        let last = match last {
+            Some(sql) => Some(conn.prepare_cached(sql).await.map_err(db)?),
             None => None,
         };
         let (chain, seq, record, hash) = match append {
@@ -777,12 +811,20 @@ impl Pipeline {
             ),
             None => ("", 0, Vec::new(), &[][..]),
         };
-        let record_params: [&(dyn ToSql + Sync); 4] = [&chain, &seq, &record, &hash];
+        let (nonce_key, nonce_record) = nonce.unwrap_or_default();
+        let audit_params: [&(dyn ToSql + Sync); 4] = [&chain, &seq, &record, &hash];
+        let nonce_params: [&(dyn ToSql + Sync); 2] = [&nonce_key, &nonce_record];
+        let mut params = Vec::with_capacity(6);
+        if append.is_some() {
+            params.extend_from_slice(&audit_params);
+        }
+        if nonce.is_some() {
+            params.extend_from_slice(&nonce_params);
+        }
         let unsent = AtomicBool::new(false);
-        let (extra, link, commit) = tokio::join!(
+        let (last, commit) = tokio::join!(
             biased;
-            step(conn, extra, &unsent),
-            step(conn, linked.as_ref().map(|st| (st, &record_params[..])), &unsent),
+            step(conn, last.as_ref().map(|st| (st, &params[..])), &unsent),
             async {
                 if unsent.load(Ordering::Relaxed) {
                     None
@@ -793,7 +835,7 @@ impl Pipeline {
         );
         let Some(commit) = commit else {
             // COMMIT was never sent: the transaction is still open and `self`, dropped, closes it.
-            let failed = [extra, link].into_iter().find_map(Result::err);
+            let failed = last.err();
             return Err(failed.map_or_else(|| io("PostgreSQL COMMIT not sent"), db));
         };
         // The server answered the COMMIT (a commit, or the rollback of an aborted transaction):
@@ -802,7 +844,7 @@ impl Pipeline {
             Ok(()) => true,
             Err(e) => e.code().is_some(),
         };
-        let outcome = [extra, link, commit]
+        let outcome = [last, commit]
             .into_iter()
             .find_map(Result::err)
             .map_or(Ok(()), |e| Err(commit_failed(e)));
@@ -905,11 +947,12 @@ async fn nonce_unavailable(pool: &Pool, nonce: &str) -> StoreError {
 }
 
 /// Compare-and-swap of an activation with an optional nonce consumption and audit record: one
-/// transaction in two round trips. The first sends `BEGIN`, [`SWAP_AND_CONSUME`] (the
-/// compare-and-swap, which also serializes concurrent commits of one activation, then the nonce's
-/// consumption, which waits for a concurrent consumer and then sees its outcome) and the lane lock;
-/// the second the nonce's record with its consumption, the audit record with the head's advance
-/// ([`APPEND_RECORD`]) and `COMMIT`. The answers are read in
+/// transaction in two round trips. The first sends `BEGIN` and one statement
+/// ([`swap_consume_lane!`]): the compare-and-swap, which also serializes concurrent commits of one
+/// activation, then the nonce's consumption, which waits for a concurrent consumer and then sees
+/// its outcome, then the lane lock. The second the nonce's record with its
+/// consumption and the audit record with the head's advance in one statement
+/// ([`APPEND_RECORD_AND_NONCE`]), and `COMMIT`. The answers are read in
 /// sled's order (`sled_store.rs`, `commit_activation`: activation, nonce known, unconsumed, owned);
 /// a refusal rolls everything back, and the question that tells a missing row from a changed one
 /// is asked only then.
@@ -937,19 +980,29 @@ async fn commit_activation(
     let record = codec::encode_activation(&stored);
     let tx = Pipeline::checkout(pool).await?;
     let conn = tx.conn()?;
-    let swap = conn.prepare_cached(SWAP_AND_CONSUME).await.map_err(db)?;
-    let lane = match audit {
-        Some(_) => Some(conn.prepare_cached(lanes.first_try()).await.map_err(db)?),
-        None => None,
+    let swap = conn
+        .prepare_cached(lanes.swap_and_consume())
+        .await
+        .map_err(db)?;
+    let no_lanes = Vec::new();
+    let lane_ids: &Vec<String> = if audit.is_some() {
+        &lanes.ids
+    } else {
+        &no_lanes
     };
-    let swap_params: [&(dyn ToSql + Sync); 6] =
-        [&next.id, &read, &new, &record, &consume_nonce, &consumed_ms];
-    let lane_params: [&(dyn ToSql + Sync); 1] = [&*lanes.ids];
-    let (begun, swapped, lane_row) = tokio::join!(
+    let swap_params: [&(dyn ToSql + Sync); 7] = [
+        &next.id,
+        &read,
+        &new,
+        &record,
+        &consume_nonce,
+        &consumed_ms,
+        lane_ids,
+    ];
+    let (begun, swapped) = tokio::join!(
         biased;
         conn.batch_execute("BEGIN"),
         conn.query_one(&swap, &swap_params),
-        maybe_row(conn, lane.as_ref(), &lane_params),
     );
     let checked = (|| {
         begun.map_err(db)?;
@@ -973,11 +1026,11 @@ async fn commit_activation(
                 Some(codec::encode_nonce(&issued))
             }
         };
-        Ok((issued, lane_row.map_err(db)?))
+        Ok((issued, lane_head(&swapped, 2)))
     })();
     let sealed = match checked {
-        Ok((issued, lane_row)) => match audit {
-            Some(draft) => lane_of(conn, lanes, lane_row)
+        Ok((issued, head)) => match audit {
+            Some(draft) => lane_of(conn, lanes, head)
                 .await
                 .and_then(|head| seal_on(head, draft))
                 .map(|sealed| (issued, Some(sealed)))
@@ -997,35 +1050,47 @@ async fn commit_activation(
             });
         }
     };
-    let record_nonce = match &issued {
-        Some(_) => Some(
-            conn.prepare_cached("UPDATE nonces SET record = $2 WHERE nonce = $1")
-                .await
-                .map_err(db)?,
-        ),
-        None => None,
-    };
-    let nonce_bytes = issued.unwrap_or_default();
-    let nonce_params: [&(dyn ToSql + Sync); 2] = [&nonce, &nonce_bytes];
-    let extra = record_nonce.as_ref().map(|st| (st, &nonce_params[..]));
-    tx.commit_with(extra, sealed.as_ref()).await?;
+    let consumed = issued.as_deref().map(|bytes| (nonce, bytes));
+    tx.commit_with(sealed.as_ref(), consumed).await?;
     Ok(Committed {
         activation: stored,
         audit: sealed.map(|(_, rec)| rec),
     })
 }
 
-/// The first write of [`commit_activation`], one statement: the compare-and-swap of activation `$1`
-/// from version `$2` to `$3` with record `$4`, then, only when it matched, the consumption of nonce
-/// `$5` (`NULL`: none) at `$6` (Unix ms) if it is not consumed yet. Its row: whether the swap
-/// matched, and the nonce's record as consumed (`NULL`: no nonce matched). The nonce's condition
-/// reads the swap's result, so the activation's row is locked before the nonce's, the order every
-/// verification takes its locks in (`AND EXISTS (SELECT 1 FROM swapped)`).
-const SWAP_AND_CONSUME: &str = "WITH swapped AS \
-     (UPDATE activations SET version = $3, record = $4 WHERE id = $1 AND version = $2 RETURNING 1), \
-     consumed AS (UPDATE nonces SET consumed_at = $6 \
-     WHERE nonce = $5 AND consumed_at IS NULL AND EXISTS (SELECT 1 FROM swapped) RETURNING record) \
-     SELECT EXISTS (SELECT 1 FROM swapped), (SELECT record FROM consumed)";
+/// The first statement of [`commit_activation`], with `$lock`, the tail of its lane lock: the
+/// compare-and-swap of activation `$1` from version `$2` to `$3` with record `$4`; then, only when
+/// it matched, the consumption of nonce `$5` (`NULL`: none) at `$6` (Unix ms) if it is not
+/// consumed yet; then, only when both succeeded, the lock of a lane of `$7` (empty: no audit
+/// record). Its row: whether the swap matched, the nonce's stored record (`NULL`: no nonce
+/// matched), and the locked lane's `chain_id, head_seq, head_hash` (`NULL`s: none).
+///
+/// Each step's condition reads the step before (`EXISTS (SELECT 1 FROM …)`, evaluated once before
+/// the step's rows are read), so the rows are locked in the order every verification takes them:
+/// activation, nonce, lane. A transaction that holds a lane never waits for a nonce, so two
+/// verifications cannot wait for each other through a lane and a nonce.
+macro_rules! swap_consume_lane {
+    ($lock:literal) => {
+        concat!(
+            "WITH swapped AS (UPDATE activations SET version = $3, record = $4 ",
+            "WHERE id = $1 AND version = $2 RETURNING 1), ",
+            "consumed AS (UPDATE nonces SET consumed_at = $6 WHERE nonce = $5 ",
+            "AND consumed_at IS NULL AND EXISTS (SELECT 1 FROM swapped) RETURNING record), ",
+            "lane AS (SELECT chain_id, head_seq, head_hash FROM audit_chains ",
+            "WHERE chain_id = ANY($7) AND EXISTS (SELECT 1 FROM swapped) ",
+            "AND ($5::text IS NULL OR EXISTS (SELECT 1 FROM consumed))",
+            $lock,
+            ") SELECT EXISTS (SELECT 1 FROM swapped), (SELECT record FROM consumed), ",
+            "lane.chain_id, lane.head_seq, lane.head_hash ",
+            "FROM (VALUES (1)) AS one (x) LEFT JOIN lane ON true"
+        )
+    };
+}
+/// [`swap_consume_lane!`] with [`FIRST_FREE_LANE`]'s lock: the first lane no one holds, or none.
+const SWAP_CONSUME_FREE_LANE: &str =
+    swap_consume_lane!(" ORDER BY array_position($7, chain_id) LIMIT 1 FOR UPDATE SKIP LOCKED");
+/// [`swap_consume_lane!`] with [`THE_ONLY_LANE`]'s lock: waits for it.
+const SWAP_CONSUME_ONLY_LANE: &str = swap_consume_lane!(" FOR UPDATE");
 
 /// Registers a nonce (`key`, its columns and encoded record) with an optional audit record: one
 /// transaction in two round trips, `BEGIN` with `synchronous_commit` off (`Store::issue_nonce` does
@@ -1064,14 +1129,14 @@ async fn issue_nonce(
     let checked = async {
         begun.map_err(db)?;
         inserted(rows.map_err(db)?, "nonce")?;
-        let lane_row = lane_row.map_err(db)?;
+        let head = lane_row.map_err(db)?.and_then(|r| lane_head(&r, 0));
         match audit {
-            Some(draft) => seal_on(lane_of(conn, lanes, lane_row).await?, draft).map(Some),
+            Some(draft) => seal_on(lane_of(conn, lanes, head).await?, draft).map(Some),
             None => Ok(None),
         }
     };
     match checked.await {
-        Ok(sealed) => tx.commit_with(None, sealed.as_ref()).await,
+        Ok(sealed) => tx.commit_with(sealed.as_ref(), None).await,
         Err(e) => {
             tx.rollback().await;
             Err(e)
