@@ -161,7 +161,7 @@ EOF
         } >"$file"
         configs+=(--config "$file")
     done
-    configs+=(--store-disk "$out/pg/pgdata/base")
+    configs+=(--store-disk "$out/pg/pgdata/base" --database-pid-file "$out/pg/pgdata/postmaster.pid")
 fi
 
 say "Key ceremony: the trusted KEK (security officer)"

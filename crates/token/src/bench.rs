@@ -147,6 +147,10 @@ pub struct RunOptions {
     /// data folder; on PostgreSQL give the cluster's folder, e.g. `pgdata/base`).
     #[arg(long, value_name = "DIR")]
     pub store_disk: Option<PathBuf>,
+    /// PostgreSQL's `postmaster.pid` (in the cluster's data folder): the database server's CPU
+    /// time (the postmaster and every process it started) is then measured per request too.
+    #[arg(long, value_name = "FILE")]
+    pub database_pid_file: Option<PathBuf>,
     /// Output folder (device file, logs, result.json, chart.svg).
     #[arg(long, value_name = "DIR")]
     pub dir: PathBuf,
@@ -190,6 +194,8 @@ fn sled() -> String {
 struct ServerBin {
     path: PathBuf,
     configs: Vec<PathBuf>,
+    /// [`RunOptions::database_pid_file`].
+    database_pid_file: Option<PathBuf>,
 }
 
 impl ServerBin {
@@ -212,6 +218,7 @@ impl ServerBin {
         Ok(Self {
             path,
             configs: o.configs.clone(),
+            database_pid_file: o.database_pid_file.clone(),
         })
     }
 
@@ -545,14 +552,19 @@ async fn costed(
     run: impl std::future::Future<Output = Result<stats::Summary, BenchError>>,
 ) -> Result<stats::Summary, BenchError> {
     let pids = server.pids();
+    let database = || server.database.and_then(cost::ProcCost::of_tree);
     let lookups_before = target.hsm_lookups().await;
     let before = (cost::ProcCost::of_all(&pids), cost::ProcCost::of_self());
+    let database_before = database();
     let summary = run.await?;
     let after = (cost::ProcCost::of_all(&pids), cost::ProcCost::of_self());
+    let database_after = database();
     let lookups_after = target.hsm_lookups().await;
     let per = cost::per_request((before.0, after.0), (before.1, after.1), summary.requests);
+    let database_cpu = cost::cpu_per_request(database_before, database_after, summary.requests);
     Ok(summary
         .with_cost(per)
+        .with_database_cpu(database_cpu)
         .with_hsm_lookups(lookups_before, lookups_after))
 }
 
@@ -560,12 +572,19 @@ async fn costed(
 /// file each (`NAME.log`, then `NAME-2.log`, ...).
 struct Server {
     children: Vec<Child>,
+    /// The database server's postmaster, when it is measured ([`RunOptions::database_pid_file`]).
+    database: Option<u32>,
 }
 
 impl Server {
     async fn start(bin: &ServerBin, log: &Path, target: &load::Target) -> Result<Self, BenchError> {
+        let database = match &bin.database_pid_file {
+            Some(file) => Some(cost::postmaster_pid(file).map_err(BenchError::Failed)?),
+            None => None,
+        };
         let mut server = Server {
             children: Vec::with_capacity(bin.configs.len()),
+            database,
         };
         let mut logs = Vec::with_capacity(bin.configs.len());
         for (i, config) in bin.configs.iter().enumerate() {

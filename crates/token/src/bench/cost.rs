@@ -6,6 +6,9 @@
 //!   process (every thread); converted with the clock-tick rate (`getconf CLK_TCK`, 100 when unknown).
 //! - Context switches: `voluntary_ctxt_switches` + `nonvoluntary_ctxt_switches` summed over every
 //!   thread in `/proc/PID/task/*/status` (the process's own `status` counts its main thread only).
+//! - A database server (PostgreSQL: a postmaster and one process per connection): the CPU of the
+//!   postmaster and of every process whose parent it is ([`ProcCost::of_tree`]). The connections of
+//!   the service's pool live as long as the service, so they are there at both ends of a run.
 
 use std::sync::OnceLock;
 
@@ -41,6 +44,33 @@ impl ProcCost {
     /// This process's cost so far (the load generator's own, reported apart).
     pub fn of_self() -> Option<Self> {
         Self::of(std::process::id())
+    }
+
+    /// The summed cost of process `root` and its children (by `/proc/PID/stat` field 4, the parent
+    /// id); `None` when `root` cannot be read. A child that ends between two snapshots takes its CPU
+    /// time with it (measure over processes that live through the run).
+    pub fn of_tree(root: u32) -> Option<Self> {
+        let mut sum = Self::of(root)?;
+        for entry in std::fs::read_dir("/proc").ok()?.flatten() {
+            let Some(pid) = entry
+                .file_name()
+                .to_str()
+                .and_then(|n| n.parse::<u32>().ok())
+            else {
+                continue;
+            };
+            let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+                continue; // gone since the listing
+            };
+            if parent_of(&stat) != Some(root) {
+                continue;
+            }
+            if let Some(child) = Self::of(pid) {
+                sum.cpu_us += child.cpu_us;
+                sum.ctx_switches += child.ctx_switches;
+            }
+        }
+        Some(sum)
     }
 
     /// The summed cost of several processes (the instances of one service); `None` when one of
@@ -93,6 +123,42 @@ pub fn per_request(
         server_ctx_switches: s1.ctx_switches.saturating_sub(s0.ctx_switches) as f64 / n,
         loadgen_cpu_us: l1.cpu_us.saturating_sub(l0.cpu_us) as f64 / n,
     })
+}
+
+/// CPU time per request between two snapshots, in microseconds; `None` when one is missing or
+/// nothing was requested.
+pub fn cpu_per_request(
+    before: Option<ProcCost>,
+    after: Option<ProcCost>,
+    requests: u64,
+) -> Option<f64> {
+    let (Some(b), Some(a)) = (before, after) else {
+        return None;
+    };
+    (requests > 0).then(|| a.cpu_us.saturating_sub(b.cpu_us) as f64 / requests as f64)
+}
+
+/// The postmaster's process id: the first line of PostgreSQL's `postmaster.pid`.
+///
+/// # Errors
+/// The file cannot be read or its first line is not a process id, in words.
+pub fn postmaster_pid(file: &std::path::Path) -> Result<u32, String> {
+    let text = std::fs::read_to_string(file)
+        .map_err(|e| format!("reading the database's pid file {}: {e}", file.display()))?;
+    text.lines()
+        .next()
+        .and_then(|line| line.trim().parse().ok())
+        .ok_or_else(|| format!("{}: the first line is not a process id", file.display()))
+}
+
+/// The parent process id (field 4) of a `/proc/PID/stat` line (fields counted after the last `)`).
+fn parent_of(stat: &str) -> Option<u32> {
+    stat.rsplit_once(')')?
+        .1
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()
 }
 
 /// `utime + stime` (fields 14 and 15) of a `/proc/PID/stat` line. The command name (field 2) is in
@@ -168,6 +234,72 @@ mod tests {
                     250 30 0 0 20 0 4 0 100 1000 50 184467";
         assert_eq!(cpu_ticks(stat), Some(280));
         assert_eq!(cpu_ticks("garbage"), None);
+    }
+
+    #[test]
+    fn reads_the_parent_after_the_command_name() {
+        let stat = "4242 (my (odd) name) S 17 4242 4242 0 -1";
+        assert_eq!(parent_of(stat), Some(17));
+        assert_eq!(parent_of("garbage"), None);
+    }
+
+    #[test]
+    fn a_tree_counts_the_children_of_its_root_and_no_one_else() {
+        let me = std::process::id();
+        let alone = ProcCost::of_tree(me).expect("/proc is readable");
+        let mut child = std::process::Command::new("sh")
+            .args([
+                "-c",
+                "i=0; while [ $i -lt 200000 ]; do i=$((i+1)); done; sleep 30",
+            ])
+            .spawn()
+            .expect("start a child");
+        // Wait until the child has burnt some CPU (it counts to 200,000 first).
+        let mut child_cpu = 0;
+        for _ in 0..200 {
+            child_cpu = ProcCost::of(child.id()).map_or(0, |c| c.cpu_us);
+            if child_cpu > 0 {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(25));
+        }
+        let with_child = ProcCost::of_tree(me).expect("/proc is readable");
+        let _ = child.kill();
+        let _ = child.wait();
+        assert!(child_cpu > 0, "the child never showed CPU time");
+        assert!(
+            with_child.cpu_us >= alone.cpu_us + child_cpu,
+            "{with_child:?} should hold {alone:?} and the child's {child_cpu} µs"
+        );
+        assert_eq!(ProcCost::of_tree(u32::MAX), None, "a missing root");
+    }
+
+    #[test]
+    fn cpu_per_request_needs_both_snapshots_and_a_request() {
+        let at = |cpu_us| {
+            Some(ProcCost {
+                cpu_us,
+                ctx_switches: 0,
+            })
+        };
+        assert_eq!(cpu_per_request(at(1_000), at(3_000), 4), Some(500.0));
+        assert_eq!(cpu_per_request(None, at(3_000), 4), None);
+        assert_eq!(cpu_per_request(at(1_000), at(3_000), 0), None);
+    }
+
+    #[test]
+    fn the_postmaster_pid_is_the_first_line_of_its_file() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join("postmaster.pid");
+        std::fs::write(&file, "31337\n/var/lib/pg\n1700000000\n5432\n").expect("write");
+        assert_eq!(postmaster_pid(&file), Ok(31337));
+        std::fs::write(&file, "not a pid\n").expect("write");
+        assert!(
+            postmaster_pid(&file)
+                .unwrap_err()
+                .contains("not a process id")
+        );
+        assert!(postmaster_pid(&dir.path().join("missing")).is_err());
     }
 
     #[test]

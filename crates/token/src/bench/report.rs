@@ -169,11 +169,11 @@ pub fn table(result: &Value) -> String {
     out.push('\n');
     let _ = writeln!(
         out,
-        "| Service over HTTP | concurrency | /s | p50 ms | p99 ms | p99.9 ms | errors | ratio to ceiling | server CPU us/req | ctx switches/req | load-gen CPU us/req | HSM object searches/req | key handle cache hit rate |"
+        "| Service over HTTP | concurrency | /s | p50 ms | p99 ms | p99.9 ms | errors | ratio to ceiling | server CPU us/req | ctx switches/req | load-gen CPU us/req | database CPU us/req | HSM object searches/req | key handle cache hit rate |"
     );
     let _ = writeln!(
         out,
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
     );
     for method in METHODS {
         for level in ["1", "32", "128"] {
@@ -188,7 +188,7 @@ pub fn table(result: &Value) -> String {
             };
             let _ = writeln!(
                 out,
-                "| {method} | {level} | {} | {} | {} | {} | {} | {ratio} | {} | {} | {} | {} | {} |",
+                "| {method} | {level} | {} | {} | {} | {} | {} | {ratio} | {} | {} | {} | {} | {} | {} |",
                 fmt(num(s, &["per_s"])),
                 fmt(num(s, &["p50_ms"])),
                 fmt(num(s, &["p99_ms"])),
@@ -197,6 +197,7 @@ pub fn table(result: &Value) -> String {
                 fmt(num(s, &["server_cpu_us_per_request"])),
                 fmt(num(s, &["ctx_switches_per_request"])),
                 fmt(num(s, &["loadgen_cpu_us_per_request"])),
+                fmt(num(s, &["database_cpu_us_per_request"])),
                 fmt(num(s, &["hsm_object_searches_per_request"])),
                 fmt(num(s, &["hsm_key_handle_cache_hit_rate"])),
             );
@@ -206,7 +207,7 @@ pub fn table(result: &Value) -> String {
     if !w.is_null() {
         let _ = writeln!(
             out,
-            "| verify, codes 0-19 steps ahead | 32 | {} | {} | {} | {} | {} | | | | | | |",
+            "| verify, codes 0-19 steps ahead | 32 | {} | {} | {} | {} | {} | | | | | | | |",
             fmt(num(w, &["per_s"])),
             fmt(num(w, &["p50_ms"])),
             fmt(num(w, &["p99_ms"])),
@@ -555,8 +556,15 @@ mod tests {
         let t = table(&sample());
         assert!(
             t.contains(
-                "| non_personalized_create | 32 | 5000 | 1.00 | 30.00 | 60.00 | 0 | 0.500 | 140 | 9.50 | – | 0 | 1.00 |"
+                "| non_personalized_create | 32 | 5000 | 1.00 | 30.00 | 60.00 | 0 | 0.500 | 140 | 9.50 | – | – | 0 | 1.00 |"
             ),
+            "{t}"
+        );
+        let mut on_postgres = sample();
+        on_postgres["service"]["verify"]["32"]["database_cpu_us_per_request"] = json!(210.0);
+        let t = table(&on_postgres);
+        assert!(
+            t.contains("| verify | 32 | 2000 | 1.00 | 10.00 | 20.00 | 0 | – | 140 | 9.50 | – | 210 | 0 | 1.00 |"),
             "{t}"
         );
         assert!(

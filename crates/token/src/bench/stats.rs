@@ -28,6 +28,9 @@ pub struct Summary {
     pub ctx_switches_per_request: Option<f64>,
     /// The load generator's own CPU time per request (reported apart from the server's).
     pub loadgen_cpu_us_per_request: Option<f64>,
+    /// The database server's CPU time per request (PostgreSQL: the postmaster and its processes),
+    /// when it was measured (`--database-pid-file`); `null` otherwise (sled is inside the server).
+    pub database_cpu_us_per_request: Option<f64>,
     /// PKCS#11 object searches (`C_FindObjectsInit`) per request over the run, from the server's
     /// `offline_signer_hsm_object_searches_total`; 0 when every key handle came from the session
     /// caches; `null` when `/metrics` could not be read.
@@ -45,6 +48,14 @@ impl Summary {
             server_cpu_us_per_request: cost.map(|c| c.server_cpu_us),
             ctx_switches_per_request: cost.map(|c| c.server_ctx_switches),
             loadgen_cpu_us_per_request: cost.map(|c| c.loadgen_cpu_us),
+            ..self
+        }
+    }
+
+    /// The same summary with the database server's CPU time per request.
+    pub fn with_database_cpu(self, database_cpu_us: Option<f64>) -> Self {
+        Self {
+            database_cpu_us_per_request: database_cpu_us,
             ..self
         }
     }
@@ -141,6 +152,7 @@ impl Latencies {
             hsm_object_searches_per_request: None,
             hsm_key_handle_cache_hit_rate: None,
             loadgen_cpu_us_per_request: None,
+            database_cpu_us_per_request: None,
         }
     }
 }
