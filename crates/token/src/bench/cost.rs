@@ -328,8 +328,10 @@ mod tests {
         }
         std::hint::black_box(x);
         let after = ProcCost::of_self().expect("/proc is readable");
-        assert!(after.cpu_us >= before.cpu_us);
-        assert!(after.ctx_switches >= before.ctx_switches);
+        // CPU time keeps the time of threads that ended; context switches are summed over the
+        // threads alive at each snapshot, and other tests' threads come and go meanwhile, so
+        // only the CPU time is compared.
+        assert!(after.cpu_us >= before.cpu_us, "{before:?} → {after:?}");
         let per = per_request((Some(before), Some(after)), (Some(before), Some(after)), 10)
             .expect("both snapshots");
         assert!(per.server_cpu_us >= 0.0);
