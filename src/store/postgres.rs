@@ -35,13 +35,9 @@
 //!
 //! **Round trips.** The hot writes (`commit_verification`, `update_activation`, `issue_nonce`) are
 //! pipelined ([`Pipeline`]): statements whose inputs do not depend on one another's answers are sent
-//! together and answered in order, so a verification commit is two round trips of two statements
-//! each (`BEGIN` and the compare-and-swap with the nonce's consumption and the lane lock; then the
-//! nonce's record with the audit record and the head's advance, and `COMMIT`) where one statement
-//! at a time took eight, and its reads are one statement. Writes that always travel together are
-//! one statement (data-modifying `WITH`, each step conditioned on the one before): each statement
-//! costs the database a portal, an executor start and a reply of its own, and the database shares
-//! the machine's cores with the service. The answers are read in the order sent, so a
+//! together and answered in order, so a verification is two round trips (`BEGIN`, compare-and-swap,
+//! nonce consumption, lane lock; then the nonce's record, the audit record, the head's advance,
+//! `COMMIT`) where one statement at a time took eight. The answers are read in the order sent, so a
 //! refusal is the first failing statement's, and the question that tells a missing row from a changed
 //! one is asked only on that failure path. The audit record is still sealed here, from the locked head,
 //! so the chain's bytes are the codec's. The other writes run one statement at a time.
@@ -105,9 +101,6 @@ const SELECT_APPLICATION: &str = "SELECT record FROM applications WHERE id = $1"
 const SELECT_ACTIVATION: &str = "SELECT record FROM activations WHERE id = $1";
 const SELECT_NONCE: &str = "SELECT record FROM nonces WHERE nonce = $1";
 const SELECT_CREDENTIAL: &str = "SELECT record FROM credentials WHERE client_token = $1";
-/// A verification's reads in one statement: the activation `$1` and the nonce `$2` (`NULL`: none).
-const SELECT_VERIFICATION: &str = "SELECT (SELECT record FROM activations WHERE id = $1), \
-     (SELECT record FROM nonces WHERE nonce = $2)";
 
 /// A schema change: applied in order, once, and recorded in `schema_version`.
 struct Migration {
@@ -489,20 +482,11 @@ const FIRST_FREE_LANE: &str = "SELECT chain_id, head_seq, head_hash FROM audit_c
 /// [`FIRST_FREE_LANE`] for a single lane: waits for it.
 const THE_ONLY_LANE: &str =
     "SELECT chain_id, head_seq, head_hash FROM audit_chains WHERE chain_id = ANY($1) FOR UPDATE";
-/// Links a sealed record into its chain and moves the chain's head to it, in one statement:
-/// `chain_id, seq, record, hash`. A record already at `seq` (a fork) fails the whole statement.
-const APPEND_RECORD: &str = "WITH appended AS \
-     (INSERT INTO audit_records (chain_id, seq, record) VALUES ($1, $2, $3)) \
-     UPDATE audit_chains SET head_seq = $2, head_hash = $4 WHERE chain_id = $1";
-
-/// Rewrites a nonce's record with its consumption: `nonce, record`.
-const RECORD_NONCE: &str = "UPDATE nonces SET record = $2 WHERE nonce = $1";
-/// [`APPEND_RECORD`] and [`RECORD_NONCE`] in one statement: `chain_id, seq, record, hash`, then
-/// `nonce, nonce record`.
-const APPEND_RECORD_AND_NONCE: &str = "WITH appended AS \
-     (INSERT INTO audit_records (chain_id, seq, record) VALUES ($1, $2, $3)), \
-     recorded AS (UPDATE nonces SET record = $6 WHERE nonce = $5) \
-     UPDATE audit_chains SET head_seq = $2, head_hash = $4 WHERE chain_id = $1";
+/// Links a sealed record into its chain: `chain_id, seq, record`.
+const APPEND_RECORD: &str = "INSERT INTO audit_records (chain_id, seq, record) VALUES ($1, $2, $3)";
+/// Moves a chain's head to the record just appended: `chain_id, head_seq, head_hash`.
+const ADVANCE_HEAD: &str =
+    "UPDATE audit_chains SET head_seq = $2, head_hash = $3 WHERE chain_id = $1";
 
 /// A locked lane head: chain id, `head_seq`, `head_hash`.
 type LaneHead = (String, i64, Vec<u8>);
@@ -514,16 +498,6 @@ impl LanePick {
             FIRST_FREE_LANE
         } else {
             THE_ONLY_LANE
-        }
-    }
-
-    /// [`commit_activation`]'s first statement with this lane set's first try
-    /// ([`SWAP_CONSUME_FREE_LANE`] or [`SWAP_CONSUME_ONLY_LANE`]).
-    fn swap_and_consume(&self) -> &'static str {
-        if self.ids.len() > 1 {
-            SWAP_CONSUME_FREE_LANE
-        } else {
-            SWAP_CONSUME_ONLY_LANE
         }
     }
 }
@@ -553,22 +527,15 @@ async fn wait_for_lane<C: GenericClient>(
     Ok((chain.clone(), row.get(0), row.get(1)))
 }
 
-/// The lane head in columns `at..at + 3` of `row` (`chain_id, head_seq, head_hash`), if a lane was
-/// locked (`chain_id` not `NULL`).
-fn lane_head(row: &Row, at: usize) -> Option<LaneHead> {
-    let chain: Option<String> = row.get(at);
-    chain.map(|chain| (chain, row.get(at + 1), row.get(at + 2)))
-}
-
-/// The lane the first try locked (`head`), or, when it found every lane held, the fallback lane
-/// once it is free ([`wait_for_lane`]; a single lane was waited for already).
+/// The lane [`LanePick::first_try`] locked (its `row`), or, when it found every lane held, the
+/// fallback lane once it is free ([`wait_for_lane`]; a single lane was waited for already).
 async fn lane_of<C: GenericClient>(
     client: &C,
     lanes: &LanePick,
-    head: Option<LaneHead>,
+    row: Option<Row>,
 ) -> Result<LaneHead, StoreError> {
-    match head {
-        Some(head) => Ok(head),
+    match row {
+        Some(row) => Ok((row.get(0), row.get(1), row.get(2))),
         None if lanes.ids.len() > 1 => wait_for_lane(client, lanes).await,
         None => Err(StoreError::NotFound {
             what: "audit chain",
@@ -582,7 +549,7 @@ async fn lane_of<C: GenericClient>(
 async fn lock_lane<C: GenericClient>(client: &C, lanes: &LanePick) -> Result<LaneHead, StoreError> {
     let first = client.prepare_cached(lanes.first_try()).await.map_err(db)?;
     let row = client.query_opt(&first, &[&*lanes.ids]).await.map_err(db)?;
-    lane_of(client, lanes, row.as_ref().and_then(|r| lane_head(r, 0))).await
+    lane_of(client, lanes, row).await
 }
 
 /// `draft` sealed as the record after the locked lane head `head`, with its chain id.
@@ -603,9 +570,12 @@ async fn append_in(
 ) -> Result<AuditRecord, StoreError> {
     let (chain, rec) = seal_on(lock_lane(tx, lanes).await?, draft)?;
     let seq_db = to_i64(rec.seq, "audit seq")?;
-    let append = tx.prepare_cached(APPEND_RECORD).await.map_err(db)?;
-    let record = codec::encode_audit(&rec);
-    tx.execute(&append, &[&chain, &seq_db, &record, &rec.hash.as_slice()])
+    let insert = tx.prepare_cached(APPEND_RECORD).await.map_err(db)?;
+    tx.execute(&insert, &[&chain, &seq_db, &codec::encode_audit(&rec)])
+        .await
+        .map_err(db)?;
+    let advance = tx.prepare_cached(ADVANCE_HEAD).await.map_err(db)?;
+    tx.execute(&advance, &[&chain, &seq_db, &rec.hash.as_slice()])
         .await
         .map_err(db)?;
     Ok(rec)
@@ -679,32 +649,32 @@ async fn get_decoded<T>(
     }
 }
 
-/// The activation `activation_id` and, for `Some`, the nonce `nonce`: one statement (two scalar
-/// subqueries, each `NULL` when its row is missing; a `NULL` nonce matches no row).
+/// The activation `activation_id` and, for `Some`, the nonce `nonce`: two statements on one
+/// connection, sent together and answered in one round trip.
 async fn verification_reads(
     pool: &Pool,
     activation_id: String,
     nonce: Option<String>,
 ) -> Result<VerificationReads, StoreError> {
     let client = pool.get().await.map_err(self::pool)?;
-    let st = client
-        .prepare_cached(SELECT_VERIFICATION)
-        .await
-        .map_err(db)?;
-    let row = client
-        .query_one(&st, &[&activation_id, &nonce])
-        .await
-        .map_err(db)?;
-    let activation = row
-        .get::<_, Option<&[u8]>>(0)
-        .map(codec::decode_activation)
-        .transpose()
-        .map_err(corrupt)?;
-    let nonce = row
-        .get::<_, Option<&[u8]>>(1)
-        .map(codec::decode_nonce)
-        .transpose()
-        .map_err(corrupt)?;
+    let activation = async {
+        let st = client.prepare_cached(SELECT_ACTIVATION).await.map_err(db)?;
+        let row = client.query_opt(&st, &[&activation_id]).await.map_err(db)?;
+        row.map(|r| codec::decode_activation(r.get(0)))
+            .transpose()
+            .map_err(corrupt)
+    };
+    let issued = async {
+        let Some(nonce) = &nonce else {
+            return Ok(None);
+        };
+        let st = client.prepare_cached(SELECT_NONCE).await.map_err(db)?;
+        let row = client.query_opt(&st, &[nonce]).await.map_err(db)?;
+        row.map(|r| codec::decode_nonce(r.get(0)))
+            .transpose()
+            .map_err(corrupt)
+    };
+    let (activation, nonce) = tokio::try_join!(activation, issued)?;
     Ok(VerificationReads { activation, nonce })
 }
 
@@ -778,9 +748,8 @@ impl Pipeline {
         }
     }
 
-    /// The last round: the audit record `append` (with its chain id) and its head's advance, the
-    /// consumed `nonce`'s record (`nonce, record`), both in one statement, then `COMMIT`, in one
-    /// round trip. The
+    /// The last round: `extra` (a write the transaction needs, when there is one), the audit record
+    /// `append` (with its chain id) and its head's advance, then `COMMIT`, in one round trip. The
     /// first failure in the order sent is the answer: one the server refused (a SQLSTATE) aborted
     /// the transaction and so turned the `COMMIT` into a rollback (nothing written); one without an
     /// answer (the connection broke) leaves the `COMMIT`'s fate unknown
@@ -788,19 +757,16 @@ impl Pipeline {
     /// do not encode) keeps the `COMMIT` from being sent at all.
     async fn commit_with(
         self,
+        extra: Option<(&Statement, Params<'_>)>,
         append: Option<&(String, AuditRecord)>,
-        nonce: Option<(&str, &[u8])>,
     ) -> Result<(), StoreError> {
         let conn = self.conn()?;
-        let last = match (append, nonce) {
-            (Some(_), Some(_)) => Some(APPEND_RECORD_AND_NONCE),
-            (Some(_), None) => Some(APPEND_RECORD),
-            (None, Some(_)) => Some(RECORD_NONCE),
-            (None, None) => None,
-        };
-        let last = match last {
-            Some(sql) => Some(conn.prepare_cached(sql).await.map_err(db)?),
-            None => None,
+        let (insert, advance) = match append {
+            Some(_) => (
+                Some(conn.prepare_cached(APPEND_RECORD).await.map_err(db)?),
+                Some(conn.prepare_cached(ADVANCE_HEAD).await.map_err(db)?),
+            ),
+            None => (None, None),
         };
         let (chain, seq, record, hash) = match append {
             Some((chain, rec)) => (
@@ -811,20 +777,14 @@ impl Pipeline {
             ),
             None => ("", 0, Vec::new(), &[][..]),
         };
-        let (nonce_key, nonce_record) = nonce.unwrap_or_default();
-        let audit_params: [&(dyn ToSql + Sync); 4] = [&chain, &seq, &record, &hash];
-        let nonce_params: [&(dyn ToSql + Sync); 2] = [&nonce_key, &nonce_record];
-        let mut params = Vec::with_capacity(6);
-        if append.is_some() {
-            params.extend_from_slice(&audit_params);
-        }
-        if nonce.is_some() {
-            params.extend_from_slice(&nonce_params);
-        }
+        let record_params: [&(dyn ToSql + Sync); 3] = [&chain, &seq, &record];
+        let head_params: [&(dyn ToSql + Sync); 3] = [&chain, &seq, &hash];
         let unsent = AtomicBool::new(false);
-        let (last, commit) = tokio::join!(
+        let (extra, insert, advance, commit) = tokio::join!(
             biased;
-            step(conn, last.as_ref().map(|st| (st, &params[..])), &unsent),
+            step(conn, extra, &unsent),
+            step(conn, insert.as_ref().map(|st| (st, &record_params[..])), &unsent),
+            step(conn, advance.as_ref().map(|st| (st, &head_params[..])), &unsent),
             async {
                 if unsent.load(Ordering::Relaxed) {
                     None
@@ -835,7 +795,7 @@ impl Pipeline {
         );
         let Some(commit) = commit else {
             // COMMIT was never sent: the transaction is still open and `self`, dropped, closes it.
-            let failed = last.err();
+            let failed = [extra, insert, advance].into_iter().find_map(Result::err);
             return Err(failed.map_or_else(|| io("PostgreSQL COMMIT not sent"), db));
         };
         // The server answered the COMMIT (a commit, or the rollback of an aborted transaction):
@@ -844,7 +804,7 @@ impl Pipeline {
             Ok(()) => true,
             Err(e) => e.code().is_some(),
         };
-        let outcome = [last, commit]
+        let outcome = [extra, insert, advance, commit]
             .into_iter()
             .find_map(Result::err)
             .map_or(Ok(()), |e| Err(commit_failed(e)));
@@ -947,12 +907,11 @@ async fn nonce_unavailable(pool: &Pool, nonce: &str) -> StoreError {
 }
 
 /// Compare-and-swap of an activation with an optional nonce consumption and audit record: one
-/// transaction in two round trips. The first sends `BEGIN` and one statement
-/// ([`swap_consume_lane!`]): the compare-and-swap, which also serializes concurrent commits of one
-/// activation, then the nonce's consumption, which waits for a concurrent consumer and then sees
-/// its outcome, then the lane lock. The second the nonce's record with its
-/// consumption and the audit record with the head's advance in one statement
-/// ([`APPEND_RECORD_AND_NONCE`]), and `COMMIT`. The answers are read in
+/// transaction in two round trips. The first sends `BEGIN`, the compare-and-swap
+/// (`UPDATE … WHERE version = $read`, which also serializes concurrent commits of one activation),
+/// the nonce's consumption (`UPDATE … WHERE consumed_at IS NULL RETURNING record`: it waits for a
+/// concurrent consumer and then sees its outcome) and the lane lock; the second the nonce's record
+/// with its consumption, the audit record, the head's advance and `COMMIT`. The answers are read in
 /// sled's order (`sled_store.rs`, `commit_activation`: activation, nonce known, unconsumed, owned);
 /// a refusal rolls everything back, and the question that tells a missing row from a changed one
 /// is asked only then.
@@ -980,41 +939,47 @@ async fn commit_activation(
     let record = codec::encode_activation(&stored);
     let tx = Pipeline::checkout(pool).await?;
     let conn = tx.conn()?;
-    let swap = conn
-        .prepare_cached(lanes.swap_and_consume())
+    let cas = conn
+        .prepare_cached(
+            "UPDATE activations SET version = $3, record = $4 WHERE id = $1 AND version = $2",
+        )
         .await
         .map_err(db)?;
-    let no_lanes = Vec::new();
-    let lane_ids: &Vec<String> = if audit.is_some() {
-        &lanes.ids
-    } else {
-        &no_lanes
+    let consume = match consume_nonce {
+        Some(_) => Some(
+            conn.prepare_cached(
+                "UPDATE nonces SET consumed_at = $2 WHERE nonce = $1 AND consumed_at IS NULL \
+                 RETURNING record",
+            )
+            .await
+            .map_err(db)?,
+        ),
+        None => None,
     };
-    let swap_params: [&(dyn ToSql + Sync); 7] = [
-        &next.id,
-        &read,
-        &new,
-        &record,
-        &consume_nonce,
-        &consumed_ms,
-        lane_ids,
-    ];
-    let (begun, swapped) = tokio::join!(
+    let lane = match audit {
+        Some(_) => Some(conn.prepare_cached(lanes.first_try()).await.map_err(db)?),
+        None => None,
+    };
+    let cas_params: [&(dyn ToSql + Sync); 4] = [&next.id, &read, &new, &record];
+    let consume_params: [&(dyn ToSql + Sync); 2] = [&nonce, &consumed_ms];
+    let lane_params: [&(dyn ToSql + Sync); 1] = [&*lanes.ids];
+    let (begun, swapped, nonce_row, lane_row) = tokio::join!(
         biased;
         conn.batch_execute("BEGIN"),
-        conn.query_one(&swap, &swap_params),
+        conn.execute(&cas, &cas_params),
+        maybe_row(conn, consume.as_ref(), &consume_params),
+        maybe_row(conn, lane.as_ref(), &lane_params),
     );
     let checked = (|| {
         begun.map_err(db)?;
-        let swapped = swapped.map_err(db)?;
-        if !swapped.get::<_, bool>(0) {
+        if swapped.map_err(db)? == 0 {
             return Err(Refusal::ActivationMismatch);
         }
-        let issued = match (&consume_nonce, swapped.get::<_, Option<&[u8]>>(1)) {
+        let issued = match (&consume_nonce, nonce_row.map_err(db)?) {
             (None, _) => None,
             (Some(_), None) => return Err(Refusal::NonceUnavailable),
-            (Some(_), Some(bytes)) => {
-                let mut issued = codec::decode_nonce(bytes).map_err(corrupt)?;
+            (Some(_), Some(row)) => {
+                let mut issued = codec::decode_nonce(row.get(0)).map_err(corrupt)?;
                 let owner_ok = match &issued.issued_for {
                     NonceOwner::Activation(id) => *id == next.id,
                     NonceOwner::Application(id) => *id == next.application_id,
@@ -1026,11 +991,11 @@ async fn commit_activation(
                 Some(codec::encode_nonce(&issued))
             }
         };
-        Ok((issued, lane_head(&swapped, 2)))
+        Ok((issued, lane_row.map_err(db)?))
     })();
     let sealed = match checked {
-        Ok((issued, head)) => match audit {
-            Some(draft) => lane_of(conn, lanes, head)
+        Ok((issued, lane_row)) => match audit {
+            Some(draft) => lane_of(conn, lanes, lane_row)
                 .await
                 .and_then(|head| seal_on(head, draft))
                 .map(|sealed| (issued, Some(sealed)))
@@ -1050,47 +1015,23 @@ async fn commit_activation(
             });
         }
     };
-    let consumed = issued.as_deref().map(|bytes| (nonce, bytes));
-    tx.commit_with(sealed.as_ref(), consumed).await?;
+    let record_nonce = match &issued {
+        Some(_) => Some(
+            conn.prepare_cached("UPDATE nonces SET record = $2 WHERE nonce = $1")
+                .await
+                .map_err(db)?,
+        ),
+        None => None,
+    };
+    let nonce_bytes = issued.unwrap_or_default();
+    let nonce_params: [&(dyn ToSql + Sync); 2] = [&nonce, &nonce_bytes];
+    let extra = record_nonce.as_ref().map(|st| (st, &nonce_params[..]));
+    tx.commit_with(extra, sealed.as_ref()).await?;
     Ok(Committed {
         activation: stored,
         audit: sealed.map(|(_, rec)| rec),
     })
 }
-
-/// The first statement of [`commit_activation`], with `$lock`, the tail of its lane lock: the
-/// compare-and-swap of activation `$1` from version `$2` to `$3` with record `$4`; then, only when
-/// it matched, the consumption of nonce `$5` (`NULL`: none) at `$6` (Unix ms) if it is not
-/// consumed yet; then, only when both succeeded, the lock of a lane of `$7` (empty: no audit
-/// record). Its row: whether the swap matched, the nonce's stored record (`NULL`: no nonce
-/// matched), and the locked lane's `chain_id, head_seq, head_hash` (`NULL`s: none).
-///
-/// Each step's condition reads the step before (`EXISTS (SELECT 1 FROM …)`, evaluated once before
-/// the step's rows are read), so the rows are locked in the order every verification takes them:
-/// activation, nonce, lane. A transaction that holds a lane never waits for a nonce, so two
-/// verifications cannot wait for each other through a lane and a nonce.
-macro_rules! swap_consume_lane {
-    ($lock:literal) => {
-        concat!(
-            "WITH swapped AS (UPDATE activations SET version = $3, record = $4 ",
-            "WHERE id = $1 AND version = $2 RETURNING 1), ",
-            "consumed AS (UPDATE nonces SET consumed_at = $6 WHERE nonce = $5 ",
-            "AND consumed_at IS NULL AND EXISTS (SELECT 1 FROM swapped) RETURNING record), ",
-            "lane AS (SELECT chain_id, head_seq, head_hash FROM audit_chains ",
-            "WHERE chain_id = ANY($7) AND EXISTS (SELECT 1 FROM swapped) ",
-            "AND ($5::text IS NULL OR EXISTS (SELECT 1 FROM consumed))",
-            $lock,
-            ") SELECT EXISTS (SELECT 1 FROM swapped), (SELECT record FROM consumed), ",
-            "lane.chain_id, lane.head_seq, lane.head_hash ",
-            "FROM (VALUES (1)) AS one (x) LEFT JOIN lane ON true"
-        )
-    };
-}
-/// [`swap_consume_lane!`] with [`FIRST_FREE_LANE`]'s lock: the first lane no one holds, or none.
-const SWAP_CONSUME_FREE_LANE: &str =
-    swap_consume_lane!(" ORDER BY array_position($7, chain_id) LIMIT 1 FOR UPDATE SKIP LOCKED");
-/// [`swap_consume_lane!`] with [`THE_ONLY_LANE`]'s lock: waits for it.
-const SWAP_CONSUME_ONLY_LANE: &str = swap_consume_lane!(" FOR UPDATE");
 
 /// Registers a nonce (`key`, its columns and encoded record) with an optional audit record: one
 /// transaction in two round trips, `BEGIN` with `synchronous_commit` off (`Store::issue_nonce` does
@@ -1129,14 +1070,14 @@ async fn issue_nonce(
     let checked = async {
         begun.map_err(db)?;
         inserted(rows.map_err(db)?, "nonce")?;
-        let head = lane_row.map_err(db)?.and_then(|r| lane_head(&r, 0));
+        let lane_row = lane_row.map_err(db)?;
         match audit {
-            Some(draft) => seal_on(lane_of(conn, lanes, head).await?, draft).map(Some),
+            Some(draft) => seal_on(lane_of(conn, lanes, lane_row).await?, draft).map(Some),
             None => Ok(None),
         }
     };
     match checked.await {
-        Ok(sealed) => tx.commit_with(sealed.as_ref(), None).await,
+        Ok(sealed) => tx.commit_with(None, sealed.as_ref()).await,
         Err(e) => {
             tx.rollback().await;
             Err(e)
