@@ -66,8 +66,7 @@ impl ProcCost {
                 continue;
             }
             if let Some(child) = Self::of(pid) {
-                sum.cpu_us += child.cpu_us;
-                sum.ctx_switches += child.ctx_switches;
+                sum = sum.plus(child);
             }
         }
         Some(sum)
@@ -80,15 +79,17 @@ impl ProcCost {
             .map(|&pid| Self::of(pid))
             .try_fold(None::<Self>, |sum, cost| {
                 let cost = cost?;
-                Some(Some(match sum {
-                    None => cost,
-                    Some(s) => Self {
-                        cpu_us: s.cpu_us + cost.cpu_us,
-                        ctx_switches: s.ctx_switches + cost.ctx_switches,
-                    },
-                }))
+                Some(Some(sum.map_or(cost, |s| s.plus(cost))))
             })
             .flatten()
+    }
+
+    /// The cost of two processes together.
+    fn plus(self, other: Self) -> Self {
+        Self {
+            cpu_us: self.cpu_us + other.cpu_us,
+            ctx_switches: self.ctx_switches + other.ctx_switches,
+        }
     }
 }
 
@@ -110,18 +111,14 @@ pub fn per_request(
     loadgen: (Option<ProcCost>, Option<ProcCost>),
     requests: u64,
 ) -> Option<PerRequest> {
-    let (Some(s0), Some(s1), Some(l0), Some(l1)) = (server.0, server.1, loadgen.0, loadgen.1)
-    else {
+    let (Some(s0), Some(s1)) = server else {
         return None;
     };
-    if requests == 0 {
-        return None;
-    }
-    let n = requests as f64;
     Some(PerRequest {
-        server_cpu_us: s1.cpu_us.saturating_sub(s0.cpu_us) as f64 / n,
-        server_ctx_switches: s1.ctx_switches.saturating_sub(s0.ctx_switches) as f64 / n,
-        loadgen_cpu_us: l1.cpu_us.saturating_sub(l0.cpu_us) as f64 / n,
+        server_cpu_us: cpu_per_request(server.0, server.1, requests)?,
+        server_ctx_switches: s1.ctx_switches.saturating_sub(s0.ctx_switches) as f64
+            / requests as f64,
+        loadgen_cpu_us: cpu_per_request(loadgen.0, loadgen.1, requests)?,
     })
 }
 
