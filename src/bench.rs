@@ -469,18 +469,16 @@ fn store_ceiling(
                         if Instant::now() > prepare_until {
                             break;
                         }
-                        let nonce =
-                            crate::crypto::offline_data::generate_nonce(&mut rand::rngs::OsRng);
-                        store.issue_nonce(
-                            &IssuedNonce {
-                                nonce: nonce.clone(),
-                                issued_for: NonceOwner::Activation(activation.id.clone()),
-                                issued_at: now,
-                                expires_at: now.saturating_add(Duration::from_secs(3600)),
-                                consumed_at: None,
-                            },
-                            None,
-                        )?;
+                        let nonce = IssuedNonce {
+                            nonce: crate::crypto::offline_data::generate_nonce(
+                                &mut rand::rngs::OsRng,
+                            ),
+                            issued_for: NonceOwner::Activation(activation.id.clone()),
+                            issued_at: now,
+                            expires_at: now.saturating_add(Duration::from_secs(3600)),
+                            consumed_at: None,
+                        };
+                        store.issue_nonce(&nonce, None)?;
                         nonces.push(nonce);
                     }
                     Ok::<_, BenchError>(nonces)

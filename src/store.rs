@@ -173,9 +173,13 @@ pub struct VerificationCommit {
     /// The activation's new state. Its `version` must be the version the caller read: the write
     /// happens only if the stored version still equals it, and stores `version + 1`.
     pub activation: Activation,
-    /// The nonce to mark consumed (a successful verification under `nonce_policy = "enforce"`), or
-    /// `None` (a failed attempt, a rejected nonce, or the policy is off).
-    pub consume_nonce: Option<String>,
+    /// The nonce to mark consumed (a successful verification under `nonce_policy = "enforce"`), as
+    /// the caller read it from this store, or `None` (a failed attempt, a rejected nonce, or the
+    /// policy is off). The write happens only if the nonce is still registered, unconsumed, and
+    /// issued for this activation or its application. A nonce's owner never changes, so a store may
+    /// check it on this record instead of the one it holds (PostgreSQL does, to commit in one
+    /// statement; sled reads its own).
+    pub consume_nonce: Option<IssuedNonce>,
     /// The audit record for this verification.
     pub audit: AuditDraft,
 }

@@ -289,12 +289,31 @@ fn the_service_checkpoints_every_lane_that_moved() {
         let public = service.audit_public_key();
         service.create_application("bank").await.unwrap();
         {
-            // Lane 0 busy: this write lands on lane 1.
-            let _held = HeldLock::take(
+            // Lane 0 busy (an audited write that waits for a row lock): this write lands on lane 1.
+            let stuck = store
+                .insert_activation(
+                    &offline_signer_testkit::store_fixtures::activation("a"),
+                    None,
+                )
+                .unwrap()
+                .activation;
+            let held = HeldLock::take(
                 &db.url(),
-                "SELECT 1 FROM audit_chains WHERE chain_id = 'cp-lanes' FOR UPDATE",
+                "SELECT 1 FROM activations WHERE id = 'a' FOR UPDATE",
             );
+            let writer = {
+                let store = Arc::clone(&store);
+                let draft = offline_signer_testkit::store_fixtures::verify_draft(
+                    &stuck,
+                    0,
+                    offline_signer::store::AuditOutcome::Invalid,
+                );
+                std::thread::spawn(move || store.update_activation(&stuck, Some(draft)))
+            };
+            db.wait_for_lock_waits(1);
             service.create_application("bank-2").await.unwrap();
+            drop(held);
+            writer.join().unwrap().unwrap();
         }
         let now = heads(&store);
         assert!(now[0].1 > 0 && now[1].1 > 0, "{now:?}");

@@ -69,7 +69,7 @@ fn mixed_flow(store: &dyn Store) -> u64 {
             (None, AuditOutcome::Invalid)
         } else {
             next.counter += 1;
-            (Some(nonce), AuditOutcome::Valid)
+            (Some(issued.clone()), AuditOutcome::Valid)
         };
         let audit = verify_draft(&a, next.counter, outcome);
         a = store

@@ -50,7 +50,7 @@ fn verify_once(store: &dyn Store, id: &str) -> (u64, u64, String) {
         .commit_verification(VerificationCommit {
             audit: verify_draft(&a, next.counter, AuditOutcome::Valid),
             activation: next,
-            consume_nonce: Some(nonce.clone()),
+            consume_nonce: Some(nonce_for(&nonce, id, t(300_000))),
         })
         .expect("commit verification");
     let seq = done.audit.expect("verification is audited").seq;
@@ -147,7 +147,7 @@ fn group_commit_serves_queued_writers_with_one_flush() {
                 store.commit_verification(VerificationCommit {
                     audit: verify_draft(&a, 1, AuditOutcome::Valid),
                     activation: next,
-                    consume_nonce: Some(format!("n-{id}")),
+                    consume_nonce: Some(nonce_for(&format!("n-{id}"), &id, t(300_000))),
                 })
             })
         })

@@ -32,12 +32,28 @@ fn open_lanes(db: &TestDatabase, chain_id: &str, lanes: usize) -> PgStore {
         .expect("open the store")
 }
 
-/// Holds the head row of chain `id` (a lane busy with a commit, as far as other writers can tell).
-fn hold_lane(db: &TestDatabase, id: &str) -> HeldLock {
+/// Holds the row of activation `id` (another session's transaction), so that a write of it waits.
+fn hold_activation(db: &TestDatabase, id: &str) -> HeldLock {
     HeldLock::take(
         &db.url(),
-        &format!("SELECT 1 FROM audit_chains WHERE chain_id = '{id}' FOR UPDATE"),
+        &format!("SELECT 1 FROM activations WHERE id = '{id}' FOR UPDATE"),
     )
+}
+
+/// A verification of `id` (whose row [`hold_activation`] holds) on a thread of its own, returned
+/// once it waits for that row, `waiting` sessions waiting in all: it holds a lane of `store` until
+/// the row is released.
+fn stuck_verification(
+    db: &TestDatabase,
+    store: &Arc<PgStore>,
+    id: &str,
+    waiting: usize,
+) -> std::thread::JoinHandle<Result<(u64, u64), StoreError>> {
+    let store = Arc::clone(store);
+    let id = id.to_owned();
+    let writer = std::thread::spawn(move || verify_once(store.as_ref(), &id));
+    db.wait_for_lock_waits(waiting);
+    writer
 }
 
 /// Walks every chain of the database behind `store`: intact, with `chains` chains holding `records`
@@ -72,8 +88,8 @@ fn lane_heads(store: &dyn Store) -> Vec<u64> {
 /// Issues a nonce for `id` and consumes it in a verification; returns the new counter and audit seq.
 fn verify_once(store: &dyn Store, id: &str) -> Result<(u64, u64), StoreError> {
     let a = store.activation(id)?.expect("activation exists");
-    let nonce = uuid::Uuid::new_v4().to_string();
-    store.issue_nonce(&nonce_for(&nonce, id, t(300_000)), None)?;
+    let nonce = nonce_for(&uuid::Uuid::new_v4().to_string(), id, t(300_000));
+    store.issue_nonce(&nonce, None)?;
     let mut next = a.clone();
     next.counter += 1;
     let done = store.commit_verification(valid_commit(&a, next, Some(&nonce)))?;
@@ -89,6 +105,7 @@ fn of_128_threads_committing_one_version_and_nonce_exactly_one_wins() {
         return;
     };
     let (store, a) = with_activation_and_nonce(open(&db, "hot"), "act-hot", "the-nonce");
+    let issued = store.nonce("the-nonce").expect("read").expect("issued");
     let store = Arc::new(store);
     let start = Arc::new(Barrier::new(128));
     let threads: Vec<_> = (0..128u64)
@@ -96,11 +113,12 @@ fn of_128_threads_committing_one_version_and_nonce_exactly_one_wins() {
             let store = Arc::clone(&store);
             let start = Arc::clone(&start);
             let a = a.clone();
+            let issued = issued.clone();
             std::thread::spawn(move || {
                 let mut next = a.clone();
                 next.counter = 1 + i;
                 start.wait();
-                store.commit_verification(valid_commit(&a, next, Some("the-nonce")))
+                store.commit_verification(valid_commit(&a, next, Some(&issued)))
             })
         })
         .collect();
@@ -222,26 +240,45 @@ fn a_busy_lane_is_skipped_and_a_free_one_taken_without_waiting() {
         .expect("insert");
     verify_once(store.as_ref(), "act-l").expect("verify");
     assert_eq!(lane_heads(store.as_ref()), [1, 0, 0, 0, 0, 0, 0, 0]);
-    // Lane 0 busy: the write takes lane 1 instead of waiting (it would wait forever here).
-    {
-        let _held = hold_lane(&db, "laned");
-        verify_once(store.as_ref(), "act-l").expect("verify");
-    }
+    // Lane 0 leased by a write that waits for a row lock: the next write takes lane 1 instead of
+    // waiting behind it.
+    store
+        .insert_activation(&activation("act-stuck"), None)
+        .expect("insert");
+    let held = hold_activation(&db, "act-stuck");
+    let stuck = stuck_verification(&db, &store, "act-stuck", 1);
+    verify_once(store.as_ref(), "act-l").expect("verify");
     assert_eq!(lane_heads(store.as_ref()), [1, 1, 0, 0, 0, 0, 0, 0]);
-    // Every lane busy: the write waits for one and lands when it is free.
-    let held: Vec<HeldLock> = lanes
-        .iter()
-        .map(|lane| hold_lane(&db, lane.as_str()))
+    drop(held);
+    stuck.join().expect("writer").expect("verify");
+    assert_eq!(lane_heads(store.as_ref()), [2, 1, 0, 0, 0, 0, 0, 0]);
+    // Every lane leased: the next write waits for one and lands when it is free.
+    let held: Vec<(HeldLock, std::thread::JoinHandle<_>)> = (0..lanes.len())
+        .map(|n| {
+            let id = format!("act-stuck-{n}");
+            store
+                .insert_activation(&activation(&id), None)
+                .expect("insert");
+            let held = hold_activation(&db, &id);
+            (held, stuck_verification(&db, &store, &id, n + 1))
+        })
         .collect();
     let writer = {
         let store = Arc::clone(&store);
         std::thread::spawn(move || verify_once(store.as_ref(), "act-l"))
     };
-    drop(held);
+    for (lock, stuck) in held {
+        drop(lock);
+        stuck.join().expect("writer").expect("verify");
+    }
     writer.join().expect("writer").expect("verify");
     let heads = lane_heads(store.as_ref());
-    assert_eq!(heads.iter().sum::<u64>(), 3, "{heads:?}");
-    assert_walk(store.as_ref(), 8, 3);
+    assert_eq!(heads.iter().sum::<u64>(), 3 + 9, "{heads:?}");
+    assert!(
+        heads.iter().all(|seq| *seq > 0),
+        "every lane was used: {heads:?}"
+    );
+    assert_walk(store.as_ref(), 8, 3 + 9);
 }
 
 #[test]
@@ -296,19 +333,23 @@ fn a_database_written_with_one_lane_opens_with_eight_and_verifies() {
     verify_once(&old, "act-old").expect("verify");
     verify_once(&old, "act-old").expect("verify");
     drop(old);
-    let store = open_lanes(&db, "old", 8);
+    let store = Arc::new(open_lanes(&db, "old", 8));
     assert_eq!(store.audit_chains().expect("chains").len(), 8);
-    assert_eq!(lane_heads(&store), [3, 0, 0, 0, 0, 0, 0, 0]);
-    verify_once(&store, "act-old").expect("verify on lane 0");
-    {
-        let _held = hold_lane(&db, "old");
-        verify_once(&store, "act-old").expect("verify on another lane");
-    }
-    assert_eq!(lane_heads(&store), [4, 1, 0, 0, 0, 0, 0, 0]);
+    assert_eq!(lane_heads(store.as_ref()), [3, 0, 0, 0, 0, 0, 0, 0]);
+    verify_once(store.as_ref(), "act-old").expect("verify on lane 0");
+    store
+        .insert_activation(&activation("act-stuck"), None)
+        .expect("insert");
+    let held = hold_activation(&db, "act-stuck");
+    let stuck = stuck_verification(&db, &store, "act-stuck", 1);
+    verify_once(store.as_ref(), "act-old").expect("verify on another lane");
+    drop(held);
+    stuck.join().expect("writer").expect("verify on lane 0");
+    assert_eq!(lane_heads(store.as_ref()), [5, 1, 0, 0, 0, 0, 0, 0]);
     // Opening again (another instance of the same id, or a restart) creates nothing twice.
     let again = open_lanes(&db, "old", 8);
     assert_eq!(again.audit_chains().expect("chains").len(), 8);
-    assert_walk(&store, 8, 5);
+    assert_walk(store.as_ref(), 8, 6);
 }
 
 #[test]
@@ -326,6 +367,67 @@ fn a_chain_id_too_long_for_its_lanes_is_refused() {
     PgStore::open(&db.settings(4).with_audit_lanes(1), chain(&long)).expect("one lane fits");
     let fits = "y".repeat(ChainId::MAX_LEN - ChainId::LANE_SUFFIX_MAX);
     PgStore::open(&db.settings(4).with_audit_lanes(64), chain(&fits)).expect("64 lanes fit");
+}
+
+/// A lane's head as a handle last wrote it is a hint: two handles given one chain id (a
+/// misconfiguration: two processes with one instance id), or a transaction that appended and then
+/// failed to commit, leave it wrong. A verification that finds the stored head elsewhere reads it
+/// again and seals its record anew, so the chain stays one line with nothing lost or forked.
+#[test]
+fn a_wrong_head_hint_costs_a_retry_never_a_fork() {
+    let Some(db) = TestDatabase::create() else {
+        return;
+    };
+    let a = Arc::new(open(&db, "shared-id"));
+    let b = Arc::new(open(&db, "shared-id"));
+    a.insert_activation(&activation("act-a"), None)
+        .expect("insert");
+    b.insert_activation(&activation("act-b"), None)
+        .expect("insert");
+    // Strictly alternating: each handle's hint is stale at every write after its first.
+    for round in 1..=4u64 {
+        let (_, seq) = verify_once(a.as_ref(), "act-a").expect("verify on a");
+        assert_eq!(seq, 2 * round - 1);
+        let (_, seq) = verify_once(b.as_ref(), "act-b").expect("verify on b");
+        assert_eq!(seq, 2 * round);
+    }
+    // Another audited write in between (a transaction, which reads the head under its lock).
+    a.append_audit(verify_draft(&activation("act-a"), 0, AuditOutcome::Invalid))
+        .expect("append");
+    let (_, seq) = verify_once(b.as_ref(), "act-b").expect("verify on b");
+    assert_eq!(seq, 10);
+    // Concurrently: a write that keeps losing the head to the other handle may give up (an error
+    // that names the likely cause), but every acknowledged one is on the one chain, once.
+    let threads: Vec<_> = [&a, &b, &a, &b]
+        .into_iter()
+        .enumerate()
+        .map(|(n, store)| {
+            let id = format!("act-c{n}");
+            store
+                .insert_activation(&activation(&id), None)
+                .expect("insert");
+            let store = Arc::clone(store);
+            std::thread::spawn(move || {
+                let mut landed = 0;
+                for _ in 0..5 {
+                    match verify_once(store.as_ref(), &id) {
+                        Ok(_) => landed += 1,
+                        Err(StoreError::Io { detail }) => {
+                            assert!(detail.contains("same audit chain id"), "{detail}")
+                        }
+                        Err(e) => panic!("{e}"),
+                    }
+                }
+                landed
+            })
+        })
+        .collect();
+    let landed: u64 = threads
+        .into_iter()
+        .map(|th| th.join().expect("writer does not panic"))
+        .sum();
+    assert!(landed > 0);
+    assert_walk(a.as_ref(), 1, 10 + landed);
 }
 
 #[test]
@@ -623,7 +725,11 @@ fn a_statement_refused_inside_a_pipelined_round_is_the_answer_and_nothing_is_wri
     let mut next = a.clone();
     next.counter = 1;
     let err = store
-        .commit_verification(valid_commit(&a, next, Some("nul\0nonce")))
+        .commit_verification(valid_commit(
+            &a,
+            next,
+            Some(&nonce_for("nul\0nonce", "act-p", t(300_000))),
+        ))
         .expect_err("a NUL in a text column is refused");
     refused_by_the_server(err, "verification");
     assert_eq!(store.activation("act-p").expect("read"), Some(a.clone()));
@@ -635,9 +741,9 @@ fn a_statement_refused_inside_a_pipelined_round_is_the_answer_and_nothing_is_wri
 }
 
 /// A verification abandoned midway (its operation timed out while its compare-and-swap waited for
-/// a row lock) leaves nothing behind: its connection does not go back to the pool with the
-/// transaction open, where the next caller's statements would run inside it, see its half-done
-/// write and commit it.
+/// a row lock) leaves nothing behind: its statement is cancelled rather than left to commit when
+/// the lock is released, and its connection does not go back to the pool, where the next caller's
+/// statements would queue behind it.
 #[test]
 fn a_verification_abandoned_midway_leaves_no_open_transaction_behind() {
     let Some(db) = TestDatabase::create() else {
@@ -662,9 +768,11 @@ fn a_verification_abandoned_midway_leaves_no_open_transaction_behind() {
             matches!(abandoned, Err(StoreError::OutcomeUnknown { .. })),
             "{abandoned:?}"
         );
+        // The abandoned statement was cancelled: nothing of this database waits for a lock now.
+        db.wait_for_lock_waits(0);
     }
-    // The lock is released: an abandoned statement still pending on a pooled connection would now
-    // run. Neither this store nor another connection sees any trace of it.
+    // The lock is released: an abandoned statement still pending would now run. Neither this store
+    // nor another connection sees any trace of it.
     let after = store.activation("a1").unwrap().expect("activation");
     assert_eq!(
         (after.version, after.counter),
@@ -692,6 +800,7 @@ fn the_remote_calls_answer_as_the_blocking_ones_and_a_dropped_commit_still_lands
         return;
     };
     let (store, a) = with_activation_and_nonce(open(&db, "remote"), "act-r", "nonce-r");
+    let issued = store.nonce("nonce-r").expect("read").expect("issued");
     store
         .create_application(&fixtures::application(fixtures::APP), None)
         .expect("application");
@@ -739,7 +848,7 @@ fn the_remote_calls_answer_as_the_blocking_ones_and_a_dropped_commit_still_lands
         let mut stale = a.clone();
         stale.version = 7;
         let refused = remote
-            .commit_verification(valid_commit(&a, stale, Some("nonce-r")))
+            .commit_verification(valid_commit(&a, stale, Some(&issued)))
             .await;
         assert!(
             matches!(refused, Err(StoreError::Conflict(Conflict::StaleVersion))),
@@ -749,7 +858,7 @@ fn the_remote_calls_answer_as_the_blocking_ones_and_a_dropped_commit_still_lands
         // Handed over and dropped: the write lands anyway.
         let mut next = a.clone();
         next.counter = 1;
-        drop(remote.commit_verification(valid_commit(&a, next, Some("nonce-r"))));
+        drop(remote.commit_verification(valid_commit(&a, next, Some(&issued))));
     });
     let deadline = Instant::now() + Duration::from_secs(30);
     let landed = loop {

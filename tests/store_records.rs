@@ -14,7 +14,7 @@ use fixtures::{APP, activation, application, nonce_for, t, verify_draft};
 use offline_signer::model::{ActivationStatus, CredentialScope, KeyId};
 use offline_signer::store::{
     ApplicationVersion, AuditDraft, AuditOperation, AuditOutcome, Conflict, IntegrationCredential,
-    MasterKeyRef, NonceOwner, SecretHash, SledStore, Store, StoreError, TemporaryKey,
+    IssuedNonce, MasterKeyRef, NonceOwner, SecretHash, SledStore, Store, StoreError, TemporaryKey,
     VerificationCommit, verify_audit_chain,
 };
 
@@ -247,7 +247,7 @@ fn nonce_consumed_twice_is_a_conflict_and_keeps_the_first_state<B: Backend>() {
     let first = store
         .commit_verification(VerificationCommit {
             activation: next,
-            consume_nonce: Some(issued.nonce.clone()),
+            consume_nonce: Some(issued.clone()),
             audit: verify_draft(&a, 1, AuditOutcome::Valid),
         })
         .expect("first verification commits");
@@ -266,7 +266,7 @@ fn nonce_consumed_twice_is_a_conflict_and_keeps_the_first_state<B: Backend>() {
     let err = store
         .commit_verification(VerificationCommit {
             activation: replay,
-            consume_nonce: Some(issued.nonce.clone()),
+            consume_nonce: Some(issued.clone()),
             audit: verify_draft(&after_first, 2, AuditOutcome::Valid),
         })
         .expect_err("second consumption must fail");
@@ -301,7 +301,7 @@ fn racing_verifications_consume_a_nonce_once<B: Backend>() {
                 next.counter = 1 + i;
                 store.commit_verification(VerificationCommit {
                     activation: next,
-                    consume_nonce: Some("race".into()),
+                    consume_nonce: Some(nonce_for("race", "act-race", t(300_000))),
                     audit: verify_draft(&a, 1 + i, AuditOutcome::Valid),
                 })
             })
@@ -327,32 +327,31 @@ fn nonce_owner_is_checked_at_consumption<B: Backend>() {
         .insert_activation(&activation("act-o"), None)
         .expect("insert")
         .activation;
-    store
-        .issue_nonce(&nonce_for("other", "someone-else", t(300_000)), None)
-        .expect("issue");
+    let other = nonce_for("other", "someone-else", t(300_000));
+    store.issue_nonce(&other, None).expect("issue");
     let mut app_nonce = nonce_for("for-app", "x", t(300_000));
     app_nonce.issued_for = NonceOwner::Application(APP.into());
     store.issue_nonce(&app_nonce, None).expect("issue");
 
-    let commit = |nonce: &str, version| {
+    let commit = |nonce: &IssuedNonce, version| {
         store.commit_verification(VerificationCommit {
             activation: offline_signer::store::Activation {
                 version,
                 ..a.clone()
             },
-            consume_nonce: Some(nonce.into()),
+            consume_nonce: Some(nonce.clone()),
             audit: verify_draft(&a, 1, AuditOutcome::Valid),
         })
     };
     assert!(matches!(
-        commit("other", 1),
+        commit(&other, 1),
         Err(StoreError::Conflict(Conflict::NonceOwner))
     ));
     assert!(matches!(
-        commit("never-issued", 1),
+        commit(&nonce_for("never-issued", "act-o", t(300_000)), 1),
         Err(StoreError::NotFound { what: "nonce" })
     ));
-    let ok = commit("for-app", 1).expect("an application nonce fits its activations");
+    let ok = commit(&app_nonce, 1).expect("an application nonce fits its activations");
     assert_eq!(ok.activation.version, 2);
 }
 
@@ -382,7 +381,7 @@ fn a_refused_verification_leaves_its_nonce_unconsumed<B: Backend>() {
         store.commit_verification(VerificationCommit {
             audit: verify_draft(&activation, activation.counter + 1, AuditOutcome::Valid),
             activation,
-            consume_nonce: Some(issued.nonce.clone()),
+            consume_nonce: Some(issued.clone()),
         })
     };
     let unchanged = |why: &str| {
@@ -547,7 +546,7 @@ fn reopen_after_drop_keeps_every_acknowledged_write<B: Backend>() {
         let act = store
             .commit_verification(VerificationCommit {
                 activation: next,
-                consume_nonce: Some("durable".into()),
+                consume_nonce: Some(nonce.clone()),
                 audit: verify_draft(&a, 7, AuditOutcome::Valid),
             })
             .expect("commit")

@@ -11,8 +11,8 @@ use crate::crypto::offline_data::RequestData;
 use crate::crypto::{ComponentLength, CounterData, WindowSearch};
 use crate::model::{ActivationStatus, SignatureType, Timestamp};
 use crate::store::{
-    Activation, AuditDraft, AuditOperation, AuditOutcome, Conflict, IssuedNonce, NonceOwner,
-    StoreError, VerificationCommit,
+    Activation, AuditDraft, AuditOperation, AuditOutcome, Conflict, IssuedNonce, StoreError,
+    VerificationCommit,
 };
 
 use super::requests::{NonceStatus, VerifyRequest, VerifyResponse};
@@ -188,7 +188,8 @@ impl Service {
                 activation.failed_attempts = 0;
                 signature_type = m.signature_type;
                 audit.outcome = AuditOutcome::Valid;
-                nonce_status.map(|_| c.data.nonce().to_owned())
+                // The nonce as read (its status is VALID, so the registry has it).
+                nonce_status.and(reads.nonce.clone())
             }
             None => {
                 activation.failed_attempts = activation.failed_attempts.saturating_add(1);
@@ -245,7 +246,7 @@ impl Service {
     async fn commit(
         &self,
         activation: Activation,
-        consume_nonce: Option<String>,
+        consume_nonce: Option<IssuedNonce>,
         audit: AuditDraft,
     ) -> Result<Activation, PassError> {
         let commit = VerificationCommit {
@@ -304,11 +305,7 @@ fn nonce_status(
     let Some(issued) = issued else {
         return NonceStatus::Unknown;
     };
-    let owner_matches = match &issued.issued_for {
-        NonceOwner::Activation(a) => *a == activation.id,
-        NonceOwner::Application(app) => *app == activation.application_id,
-    };
-    if !owner_matches {
+    if !issued.is_for(activation) {
         NonceStatus::Mismatch
     } else if issued.consumed_at.is_some() {
         NonceStatus::Consumed

@@ -25,31 +25,38 @@
 //! transaction sets `synchronous_commit` off (`SET LOCAL`): its commit returns before the WAL flush
 //! (the WAL writer flushes it within `3 × wal_writer_delay`, and any later synchronous commit flushes
 //! the WAL past it), so a server crash can lose an answered nonce, never half of one, and never a
-//! verification that consumed it. `commit_verification` is one
-//! transaction: a compare-and-swap `UPDATE … WHERE version = $read` on the activation row (which also
-//! serializes concurrent commits of one activation), the nonce consumed with a `consumed_at IS NULL`
-//! guard and its owner checked as sled checks it, then the audit append. Any error rolls back the
-//! whole transaction. A connection lost mid-way is [`StoreError::Io`] with nothing half-written, or,
-//! once the `COMMIT` was sent and got no answer, [`StoreError::OutcomeUnknown`] (the commit may have
-//! landed); the pool drops broken connections and opens new ones when the server is back.
+//! verification that consumed it. `commit_verification` (and `update_activation`) is one statement,
+//! and so one transaction: the schema's `commit_activation` function
+//! (`postgres/migrations/0004_commit_activation.sql`) makes the compare-and-swap
+//! `UPDATE … WHERE version = $read` on the activation row (which also serializes concurrent commits of
+//! one activation), consumes the nonce with a `consumed_at IS NULL` guard (its owner checked here, on
+//! the nonce as the caller read it: an owner never changes), and appends the audit record only if the
+//! lane's stored head is the one the record was sealed on. A step that matches no row raises, which
+//! rolls the whole statement back; the question that tells a missing row from a changed one is asked
+//! only then. A connection lost mid-way is [`StoreError::Io`] with nothing half-written, or, once the
+//! `COMMIT` or the one statement was sent and got no answer, [`StoreError::OutcomeUnknown`] (the write
+//! may have landed); a one-statement write abandoned at the operation's timeout is cancelled
+//! ([`Unanswered`]), so one still waiting for a row lock does not land later. The pool drops broken
+//! connections and opens new ones when the server is back.
 //!
-//! **Round trips.** The hot writes (`commit_verification`, `update_activation`, `issue_nonce`) are
-//! pipelined ([`Pipeline`]): statements whose inputs do not depend on one another's answers are sent
-//! together and answered in order, so a verification is two round trips (`BEGIN`, compare-and-swap,
-//! nonce consumption, lane lock; then the nonce's record, the audit record, the head's advance,
-//! `COMMIT`) where one statement at a time took eight. The answers are read in the order sent, so a
-//! refusal is the first failing statement's, and the question that tells a missing row from a changed
-//! one is asked only on that failure path. The audit record is still sealed here, from the locked head,
-//! so the chain's bytes are the codec's. The other writes run one statement at a time.
+//! **Round trips.** A verification is two: its reads (the activation and the nonce, pipelined), then
+//! the one statement. `issue_nonce` is pipelined ([`Pipeline`]): statements whose inputs do not depend
+//! on one another's answers are sent together and answered in order (`BEGIN`, the insert and the lane's
+//! head lock; then the audit record, the head's advance and `COMMIT`). The audit record is always
+//! sealed here, so the chain's bytes are the codec's. The other writes run one statement at a time.
 //!
 //! **Audit chains and lanes.** Each `PgStore` appends to chains of its own (its [`ChainId`], given to
 //! [`PgStore::open`], and the lanes derived from it, [`PostgresSettings::audit_lanes`]), so instances
-//! never wait on one another's audit appends. A chain's appends serialize on its head row in
-//! `audit_chains`, locked as the last step of the writing transaction, so no record is missing or forked
-//! within a chain; [`super::verify_audit_chain`] walks every chain. The head row is held through the
-//! commit (the WAL flush), so one chain commits one write per flush; with several lanes a write takes
-//! the first lane nobody holds (`FOR UPDATE SKIP LOCKED`, lane 0 first, so a lone writer stays on lane 0)
-//! and waits only when every lane is busy, and PostgreSQL flushes the concurrent commits together.
+//! never wait on one another's audit appends; [`super::verify_audit_chain`] walks every chain. An
+//! audited write leases one of the handle's lanes ([`Lanes`]) for the whole write: the first no other
+//! write of this handle holds (lane 0 first, so a lone writer stays on lane 0), waiting only when every
+//! lane is busy. The handle remembers each lane's head, so the one-statement commit seals its record
+//! without reading the head first. That memory is only a hint: every append is conditioned on the
+//! stored head (a transaction locks the head row; the one statement compares it), so a wrong hint (a
+//! transaction that appended and then did not commit, a CLI command run with the instance's
+//! configuration, two processes given one chain id) costs a re-read and a retry, never a missing or
+//! forked record. The head row is held through the commit (the WAL flush), so one lane commits one
+//! write per flush, and PostgreSQL flushes the concurrent commits of the lanes together.
 //!
 //! **Migrations** run at open (and via [`migrate`]) inside one transaction holding a transaction-scoped
 //! advisory lock, so two instances starting at once do not race; a schema newer than [`SCHEMA_VERSION`]
@@ -73,7 +80,7 @@ use super::audit::{AuditDraft, AuditEntry, AuditRecord, ChainHead, ChainId, Chec
 use super::codec::{self, DecodeError};
 use super::records::{
     Activation, Application, ApplicationVersion, IntegrationCredential, IssuedNonce, MasterKeyRef,
-    NonceOwner, TemporaryKey,
+    TemporaryKey,
 };
 use super::{
     Committed, Conflict, RemoteStore, Store, StoreError, StoreFuture, VerificationCommit,
@@ -126,10 +133,15 @@ const MIGRATIONS: &[Migration] = &[
         name: "audit_checkpoints",
         sql: include_str!("postgres/migrations/0003_audit_checkpoints.sql"),
     },
+    Migration {
+        version: 4,
+        name: "commit_activation",
+        sql: include_str!("postgres/migrations/0004_commit_activation.sql"),
+    },
 ];
 
 /// The schema version this build writes and reads. A database with a higher one is refused.
-pub const SCHEMA_VERSION: u32 = 3;
+pub const SCHEMA_VERSION: u32 = 4;
 
 /// The key of the transaction-scoped advisory lock that serializes migrations (ASCII "offsgnr1").
 const MIGRATION_LOCK: i64 = 0x6f66_6673_676e_7231;
@@ -447,9 +459,9 @@ pub struct PgStore {
     engine: Engine,
     chain: ChainId,
     /// Every lane's chain id, lane 0 (`chain`) first.
-    lanes: std::sync::Arc<Vec<String>>,
-    /// Rotates the lane a write waits on when all lanes are busy.
-    next_lane: std::sync::atomic::AtomicUsize,
+    lane_ids: Vec<ChainId>,
+    /// The same lanes, leased to audited writes.
+    lanes: std::sync::Arc<Lanes>,
     target: String,
 }
 
@@ -458,7 +470,7 @@ impl std::fmt::Debug for PgStore {
         f.debug_struct("PgStore")
             .field("target", &self.target)
             .field("chain", &self.chain)
-            .field("lanes", &self.lanes.len())
+            .field("lanes", &self.lane_ids.len())
             .finish_non_exhaustive()
     }
 }
@@ -466,129 +478,140 @@ impl std::fmt::Debug for PgStore {
 /// A transaction of the pool (the statement-caching wrapper).
 type Tx<'a> = deadpool_postgres::Transaction<'a>;
 
-/// The lanes an audited write of one handle may append to: every lane id (lane 0 first) and the lane
-/// to wait on when all are busy (rotating per write, so waiters spread over the lanes).
-#[derive(Clone, Debug)]
-struct LanePick {
-    ids: std::sync::Arc<Vec<String>>,
-    fallback: usize,
+/// One of this handle's audit lanes, and the head this handle last wrote to it (`None`: unknown, read
+/// it from the database). The head is a hint: every append is conditioned on the stored head, so a
+/// wrong hint costs a retry, never a fork.
+#[derive(Debug)]
+struct Lane {
+    chain: String,
+    head: Option<ChainHead>,
 }
 
-/// Picks a lane without waiting when there are several (the first one no other transaction holds, in
-/// lane order), or waits for the only one. Its row: `chain_id, head_seq, head_hash`; none when every
-/// lane is held (then [`wait_for_lane`]). The parameter is [`LanePick::ids`].
-const FIRST_FREE_LANE: &str = "SELECT chain_id, head_seq, head_hash FROM audit_chains \
-     WHERE chain_id = ANY($1) ORDER BY array_position($1, chain_id) LIMIT 1 FOR UPDATE SKIP LOCKED";
-/// [`FIRST_FREE_LANE`] for a single lane: waits for it.
-const THE_ONLY_LANE: &str =
-    "SELECT chain_id, head_seq, head_hash FROM audit_chains WHERE chain_id = ANY($1) FOR UPDATE";
+/// A lane leased for one audited write, held until the write has ended (committed or rolled back).
+type LaneLease = tokio::sync::OwnedMutexGuard<Lane>;
+
+/// This handle's audit lanes. An audited write leases one for its whole transaction: the first one no
+/// other write of this handle holds (lane 0 first, so a lone writer stays on lane 0), or, when every
+/// lane is held, the next in turn once it is free. Lanes belong to one instance (its chain id), so a
+/// lease is the only claim on a lane that matters in practice; the database's row lock (transactions)
+/// or head condition ([`COMMIT_ACTIVATION`]) is what keeps a chain linear even if two processes were
+/// given the same id.
+#[derive(Debug)]
+struct Lanes {
+    lanes: Vec<std::sync::Arc<tokio::sync::Mutex<Lane>>>,
+    next: std::sync::atomic::AtomicUsize,
+}
+
+impl Lanes {
+    fn new(chains: &[ChainId]) -> Self {
+        Self {
+            lanes: chains
+                .iter()
+                .map(|chain| {
+                    std::sync::Arc::new(tokio::sync::Mutex::new(Lane {
+                        chain: chain.as_str().to_owned(),
+                        head: None,
+                    }))
+                })
+                .collect(),
+            next: std::sync::atomic::AtomicUsize::new(0),
+        }
+    }
+
+    async fn lease(&self) -> Result<LaneLease, StoreError> {
+        for lane in &self.lanes {
+            if let Ok(lease) = std::sync::Arc::clone(lane).try_lock_owned() {
+                return Ok(lease);
+            }
+        }
+        let turn = self.next.fetch_add(1, Ordering::Relaxed) % self.lanes.len().max(1);
+        let lane = self.lanes.get(turn).ok_or(StoreError::NotFound {
+            what: "audit chain",
+        })?;
+        Ok(std::sync::Arc::clone(lane).lock_owned().await)
+    }
+
+    /// A lease when `audit` has a record to append.
+    async fn lease_for(&self, audit: &Option<AuditDraft>) -> Result<Option<LaneLease>, StoreError> {
+        match audit {
+            Some(_) => self.lease().await.map(Some),
+            None => Ok(None),
+        }
+    }
+}
+
+/// Reads a lane's head (`FOR UPDATE` in [`LOCK_HEAD`], plain in [`READ_HEAD`]): `head_seq, head_hash`.
+const LOCK_HEAD: &str =
+    "SELECT head_seq, head_hash FROM audit_chains WHERE chain_id = $1 FOR UPDATE";
+const READ_HEAD: &str = "SELECT head_seq, head_hash FROM audit_chains WHERE chain_id = $1";
 /// Links a sealed record into its chain: `chain_id, seq, record`.
 const APPEND_RECORD: &str = "INSERT INTO audit_records (chain_id, seq, record) VALUES ($1, $2, $3)";
 /// Moves a chain's head to the record just appended: `chain_id, head_seq, head_hash`.
 const ADVANCE_HEAD: &str =
     "UPDATE audit_chains SET head_seq = $2, head_hash = $3 WHERE chain_id = $1";
 
-/// A locked lane head: chain id, `head_seq`, `head_hash`.
-type LaneHead = (String, i64, Vec<u8>);
-
-impl LanePick {
-    /// The statement that locks a lane first ([`FIRST_FREE_LANE`] or [`THE_ONLY_LANE`]).
-    fn first_try(&self) -> &'static str {
-        if self.ids.len() > 1 {
-            FIRST_FREE_LANE
-        } else {
-            THE_ONLY_LANE
-        }
-    }
+/// A lane's head from a row of [`LOCK_HEAD`] or [`READ_HEAD`] (none: the lane's row is missing).
+fn head_of(row: Option<Row>) -> Result<ChainHead, StoreError> {
+    let row = row.ok_or(StoreError::NotFound {
+        what: "audit chain",
+    })?;
+    Ok(ChainHead {
+        seq: to_u64(row.get(0), "audit chain head")?,
+        hash: hash32(row.get(1), "audit chain head hash")?,
+    })
 }
 
-/// Waits for the fallback lane's head row: every lane was held when [`LanePick::first_try`] ran.
-async fn wait_for_lane<C: GenericClient>(
-    client: &C,
-    lanes: &LanePick,
-) -> Result<LaneHead, StoreError> {
-    let chain = lanes
-        .ids
-        .get(lanes.fallback % lanes.ids.len().max(1))
-        .ok_or(StoreError::NotFound {
-            what: "audit chain",
-        })?;
-    let head = client
-        .prepare_cached(
-            "SELECT head_seq, head_hash FROM audit_chains WHERE chain_id = $1 FOR UPDATE",
-        )
-        .await
-        .map_err(db)?;
-    let Some(row) = client.query_opt(&head, &[chain]).await.map_err(db)? else {
-        return Err(StoreError::NotFound {
-            what: "audit chain",
+impl Lane {
+    /// `rec` was appended to this lane (or is about to be, by a transaction that may still fail).
+    fn wrote(&mut self, rec: &AuditRecord) {
+        self.head = Some(ChainHead {
+            seq: rec.seq,
+            hash: rec.hash,
         });
-    };
-    Ok((chain.clone(), row.get(0), row.get(1)))
-}
+    }
 
-/// The lane [`LanePick::first_try`] locked (its `row`), or, when it found every lane held, the
-/// fallback lane once it is free ([`wait_for_lane`]; a single lane was waited for already).
-async fn lane_of<C: GenericClient>(
-    client: &C,
-    lanes: &LanePick,
-    row: Option<Row>,
-) -> Result<LaneHead, StoreError> {
-    match row {
-        Some(row) => Ok((row.get(0), row.get(1), row.get(2))),
-        None if lanes.ids.len() > 1 => wait_for_lane(client, lanes).await,
-        None => Err(StoreError::NotFound {
-            what: "audit chain",
-        }),
+    /// `draft` sealed as the record after `head`, which becomes the lane's head hint.
+    fn seal_on(&mut self, head: ChainHead, draft: AuditDraft) -> AuditRecord {
+        let rec = draft.seal(head.seq + 1, head.hash);
+        self.wrote(&rec);
+        rec
     }
 }
 
-/// Locks the head row of a lane of `lanes` and returns its id, `head_seq` and `head_hash`: the first
-/// lane (in lane order) no other transaction holds, without waiting; when every lane is held, waits
-/// for the fallback lane. One lane is simply waited for.
-async fn lock_lane<C: GenericClient>(client: &C, lanes: &LanePick) -> Result<LaneHead, StoreError> {
-    let first = client.prepare_cached(lanes.first_try()).await.map_err(db)?;
-    let row = client.query_opt(&first, &[&*lanes.ids]).await.map_err(db)?;
-    lane_of(client, lanes, row).await
-}
-
-/// `draft` sealed as the record after the locked lane head `head`, with its chain id.
-fn seal_on(head: LaneHead, draft: AuditDraft) -> Result<(String, AuditRecord), StoreError> {
-    let (chain, head_seq, head_hash) = head;
-    let seq = to_u64(head_seq, "audit chain head")?;
-    let prev = hash32(&head_hash, "audit chain head hash")?;
-    Ok((chain, draft.seal(seq + 1, prev)))
-}
-
-/// Appends `draft` to a lane of `lanes` inside `tx`: locks the lane's head row ([`lock_lane`]), links
-/// the record to it and moves the head. The last step of every audited write, so the head row is held
-/// only until the commit.
+/// Appends `draft` to the leased `lane` inside `tx`: locks the lane's head row, links the record to it
+/// and moves the head. The last step of every audited transaction, so the head row is held only until
+/// the commit.
 async fn append_in(
     tx: &Tx<'_>,
-    lanes: &LanePick,
+    lane: &mut Lane,
     draft: AuditDraft,
 ) -> Result<AuditRecord, StoreError> {
-    let (chain, rec) = seal_on(lock_lane(tx, lanes).await?, draft)?;
-    let seq_db = to_i64(rec.seq, "audit seq")?;
+    let lock = tx.prepare_cached(LOCK_HEAD).await.map_err(db)?;
+    let head = head_of(tx.query_opt(&lock, &[&lane.chain]).await.map_err(db)?)?;
+    let rec = lane.seal_on(head, draft);
+    let seq = to_i64(rec.seq, "audit seq")?;
     let insert = tx.prepare_cached(APPEND_RECORD).await.map_err(db)?;
-    tx.execute(&insert, &[&chain, &seq_db, &codec::encode_audit(&rec)])
+    tx.execute(&insert, &[&lane.chain, &seq, &codec::encode_audit(&rec)])
         .await
         .map_err(db)?;
     let advance = tx.prepare_cached(ADVANCE_HEAD).await.map_err(db)?;
-    tx.execute(&advance, &[&chain, &seq_db, &rec.hash.as_slice()])
+    tx.execute(&advance, &[&lane.chain, &seq, &rec.hash.as_slice()])
         .await
         .map_err(db)?;
     Ok(rec)
 }
 
+/// [`append_in`] when there is a record to append (then `lane` is the lease [`Lanes::lease_for`] took
+/// for it).
 async fn maybe_append(
     tx: &Tx<'_>,
-    chain: &LanePick,
+    lane: &mut Option<LaneLease>,
     draft: Option<AuditDraft>,
 ) -> Result<Option<AuditRecord>, StoreError> {
-    match draft {
-        None => Ok(None),
-        Some(d) => append_in(tx, chain, d).await.map(Some),
+    match (draft, lane.as_deref_mut()) {
+        (Some(draft), Some(lane)) => append_in(tx, lane, draft).await.map(Some),
+        (Some(_), None) => Err(io("an audit record without a lane to append it to")),
+        (None, _) => Ok(None),
     }
 }
 
@@ -748,18 +771,13 @@ impl Pipeline {
         }
     }
 
-    /// The last round: `extra` (a write the transaction needs, when there is one), the audit record
-    /// `append` (with its chain id) and its head's advance, then `COMMIT`, in one round trip. The
-    /// first failure in the order sent is the answer: one the server refused (a SQLSTATE) aborted
-    /// the transaction and so turned the `COMMIT` into a rollback (nothing written); one without an
-    /// answer (the connection broke) leaves the `COMMIT`'s fate unknown
-    /// ([`StoreError::OutcomeUnknown`]). A statement that could not even be sent (its parameters
-    /// do not encode) keeps the `COMMIT` from being sent at all.
-    async fn commit_with(
-        self,
-        extra: Option<(&Statement, Params<'_>)>,
-        append: Option<&(String, AuditRecord)>,
-    ) -> Result<(), StoreError> {
+    /// The last round: the audit record `append` (with its chain id) and its head's advance, then
+    /// `COMMIT`, in one round trip. The first failure in the order sent is the answer: one the server
+    /// refused (a SQLSTATE) aborted the transaction and so turned the `COMMIT` into a rollback
+    /// (nothing written); one without an answer (the connection broke) leaves the `COMMIT`'s fate
+    /// unknown ([`StoreError::OutcomeUnknown`]). A statement that could not even be sent (its
+    /// parameters do not encode) keeps the `COMMIT` from being sent at all.
+    async fn commit_with(self, append: Option<(&str, &AuditRecord)>) -> Result<(), StoreError> {
         let conn = self.conn()?;
         let (insert, advance) = match append {
             Some(_) => (
@@ -770,7 +788,7 @@ impl Pipeline {
         };
         let (chain, seq, record, hash) = match append {
             Some((chain, rec)) => (
-                chain.as_str(),
+                chain,
                 to_i64(rec.seq, "audit seq")?,
                 codec::encode_audit(rec),
                 rec.hash.as_slice(),
@@ -780,9 +798,8 @@ impl Pipeline {
         let record_params: [&(dyn ToSql + Sync); 3] = [&chain, &seq, &record];
         let head_params: [&(dyn ToSql + Sync); 3] = [&chain, &seq, &hash];
         let unsent = AtomicBool::new(false);
-        let (extra, insert, advance, commit) = tokio::join!(
+        let (insert, advance, commit) = tokio::join!(
             biased;
-            step(conn, extra, &unsent),
             step(conn, insert.as_ref().map(|st| (st, &record_params[..])), &unsent),
             step(conn, advance.as_ref().map(|st| (st, &head_params[..])), &unsent),
             async {
@@ -795,7 +812,7 @@ impl Pipeline {
         );
         let Some(commit) = commit else {
             // COMMIT was never sent: the transaction is still open and `self`, dropped, closes it.
-            let failed = [extra, insert, advance].into_iter().find_map(Result::err);
+            let failed = [insert, advance].into_iter().find_map(Result::err);
             return Err(failed.map_or_else(|| io("PostgreSQL COMMIT not sent"), db));
         };
         // The server answered the COMMIT (a commit, or the rollback of an aborted transaction):
@@ -804,7 +821,7 @@ impl Pipeline {
             Ok(()) => true,
             Err(e) => e.code().is_some(),
         };
-        let outcome = [extra, insert, advance, commit]
+        let outcome = [insert, advance, commit]
             .into_iter()
             .find_map(Result::err)
             .map_or(Ok(()), |e| Err(commit_failed(e)));
@@ -857,22 +874,6 @@ async fn maybe_row(
     }
 }
 
-/// Why a write of a pipelined transaction's first round was refused: decided from its answers, or
-/// found out by a question asked after the rollback.
-enum Refusal {
-    Now(StoreError),
-    /// The compare-and-swap matched no row: the activation is gone or its version moved on.
-    ActivationMismatch,
-    /// The nonce's consumption matched no row: it is unknown, or consumed already.
-    NonceUnavailable,
-}
-
-impl From<StoreError> for Refusal {
-    fn from(e: StoreError) -> Self {
-        Self::Now(e)
-    }
-}
-
 /// The answer to a compare-and-swap of activation `id` that matched no row.
 async fn activation_mismatch(pool: &Pool, id: &str) -> StoreError {
     let asked = async {
@@ -889,8 +890,9 @@ async fn activation_mismatch(pool: &Pool, id: &str) -> StoreError {
     asked.await.unwrap_or_else(|e: StoreError| e)
 }
 
-/// The answer to a consumption of `nonce` that matched no row: consumed if it is there and consumed,
-/// not found otherwise (a nonce issued after the attempt was not there for it).
+/// The answer to a consumption of `nonce` that matched no row, in sled's order: not found if it is
+/// not there (a nonce issued after the attempt was not there for it), consumed if it is consumed,
+/// and otherwise not the activation's (the only other condition of the consumption).
 async fn nonce_unavailable(pool: &Pool, nonce: &str) -> StoreError {
     let asked = async {
         let conn = pool.get().await.map_err(self::pool)?;
@@ -899,27 +901,46 @@ async fn nonce_unavailable(pool: &Pool, nonce: &str) -> StoreError {
             .await
             .map_err(db)?;
         Ok(match conn.query_opt(&state, &[&nonce]).await.map_err(db)? {
+            None => StoreError::NotFound { what: "nonce" },
             Some(row) if row.get::<_, bool>(0) => StoreError::Conflict(Conflict::NonceConsumed),
-            _ => StoreError::NotFound { what: "nonce" },
+            Some(_) => StoreError::Conflict(Conflict::NonceOwner),
         })
     };
     asked.await.unwrap_or_else(|e: StoreError| e)
 }
 
-/// Compare-and-swap of an activation with an optional nonce consumption and audit record: one
-/// transaction in two round trips. The first sends `BEGIN`, the compare-and-swap
-/// (`UPDATE … WHERE version = $read`, which also serializes concurrent commits of one activation),
-/// the nonce's consumption (`UPDATE … WHERE consumed_at IS NULL RETURNING record`: it waits for a
-/// concurrent consumer and then sees its outcome) and the lane lock; the second the nonce's record
-/// with its consumption, the audit record, the head's advance and `COMMIT`. The answers are read in
-/// sled's order (`sled_store.rs`, `commit_activation`: activation, nonce known, unconsumed, owned);
-/// a refusal rolls everything back, and the question that tells a missing row from a changed one
-/// is asked only then.
+/// Calls the schema's `commit_activation` (migration 0004): the activation's compare-and-swap, the
+/// nonce's consumption and the audit append, one statement and so one transaction; its parameters
+/// in the function's order.
+const COMMIT_ACTIVATION: &str =
+    "SELECT commit_activation($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)";
+
+/// How often a one-statement commit seals its audit record anew after finding its lane's head moved
+/// (a head hint this handle got wrong: a transaction that did not commit, or another process given
+/// the same instance id), before it gives up.
+const LANE_ATTEMPTS: usize = 8;
+
+/// The nonce a commit consumes, as [`COMMIT_ACTIVATION`] takes it.
+struct Consumption {
+    nonce: String,
+    owned: bool,
+    consumed_at: i64,
+    /// The nonce's record with its consumption.
+    record: Vec<u8>,
+}
+
+/// Compare-and-swap of an activation with an optional nonce consumption and audit record, in one
+/// statement ([`COMMIT_ACTIVATION`]) and one round trip: the record is sealed here on the leased
+/// lane's head as this handle last wrote it (read first when unknown), and the statement appends it
+/// only if the stored head is still that one; when it is not, the head is read again and the record
+/// sealed anew ([`LANE_ATTEMPTS`]). A refusal wrote nothing, and the question that tells a missing row
+/// from a changed one is asked only then. A statement without an answer (the connection broke) is
+/// [`StoreError::OutcomeUnknown`], and the lane's head is read again before its next use.
 async fn commit_activation(
     pool: &Pool,
-    lanes: &LanePick,
+    lanes: &Lanes,
     next: Activation,
-    consume_nonce: Option<String>,
+    consume_nonce: Option<IssuedNonce>,
     audit: Option<AuditDraft>,
 ) -> Result<Committed, StoreError> {
     let stored = Activation {
@@ -934,118 +955,165 @@ async fn commit_activation(
         return Err(activation_mismatch(pool, &next.id).await);
     };
     let consumed_at = audit.as_ref().map_or_else(Timestamp::now, |d| d.time);
-    let consumed_ms = consumed_at.unix_millis();
-    let nonce = consume_nonce.as_deref().unwrap_or_default();
+    let consumption = consume_nonce.map(|issued| Consumption {
+        owned: issued.is_for(&next),
+        consumed_at: consumed_at.unix_millis(),
+        record: codec::encode_nonce(&IssuedNonce {
+            consumed_at: Some(consumed_at),
+            ..issued.clone()
+        }),
+        nonce: issued.nonce,
+    });
     let record = codec::encode_activation(&stored);
-    let tx = Pipeline::checkout(pool).await?;
-    let conn = tx.conn()?;
-    let cas = conn
-        .prepare_cached(
-            "UPDATE activations SET version = $3, record = $4 WHERE id = $1 AND version = $2",
-        )
-        .await
-        .map_err(db)?;
-    let consume = match consume_nonce {
-        Some(_) => Some(
-            conn.prepare_cached(
-                "UPDATE nonces SET consumed_at = $2 WHERE nonce = $1 AND consumed_at IS NULL \
-                 RETURNING record",
-            )
-            .await
-            .map_err(db)?,
-        ),
-        None => None,
-    };
-    let lane = match audit {
-        Some(_) => Some(conn.prepare_cached(lanes.first_try()).await.map_err(db)?),
-        None => None,
-    };
-    let cas_params: [&(dyn ToSql + Sync); 4] = [&next.id, &read, &new, &record];
-    let consume_params: [&(dyn ToSql + Sync); 2] = [&nonce, &consumed_ms];
-    let lane_params: [&(dyn ToSql + Sync); 1] = [&*lanes.ids];
-    let (begun, swapped, nonce_row, lane_row) = tokio::join!(
-        biased;
-        conn.batch_execute("BEGIN"),
-        conn.execute(&cas, &cas_params),
-        maybe_row(conn, consume.as_ref(), &consume_params),
-        maybe_row(conn, lane.as_ref(), &lane_params),
-    );
-    let checked = (|| {
-        begun.map_err(db)?;
-        if swapped.map_err(db)? == 0 {
-            return Err(Refusal::ActivationMismatch);
-        }
-        let issued = match (&consume_nonce, nonce_row.map_err(db)?) {
-            (None, _) => None,
-            (Some(_), None) => return Err(Refusal::NonceUnavailable),
-            (Some(_), Some(row)) => {
-                let mut issued = codec::decode_nonce(row.get(0)).map_err(corrupt)?;
-                let owner_ok = match &issued.issued_for {
-                    NonceOwner::Activation(id) => *id == next.id,
-                    NonceOwner::Application(id) => *id == next.application_id,
+    let mut lane = lanes.lease_for(&audit).await?;
+    let guard = Unanswered::new(pool.get().await.map_err(self::pool)?);
+    let conn = guard.conn()?;
+    let commit = conn.prepare_cached(COMMIT_ACTIVATION).await.map_err(db)?;
+    for _ in 0..LANE_ATTEMPTS {
+        let sealed = match (&audit, lane.as_deref_mut()) {
+            (Some(draft), Some(lane)) => {
+                let head = match lane.head {
+                    Some(head) => head,
+                    None => {
+                        let st = conn.prepare_cached(READ_HEAD).await.map_err(db)?;
+                        let head = head_of(conn.query_opt(&st, &[&lane.chain]).await.map_err(db)?)?;
+                        lane.head = Some(head);
+                        head
+                    }
                 };
-                if !owner_ok {
-                    return Err(StoreError::Conflict(Conflict::NonceOwner).into());
-                }
-                issued.consumed_at = Some(consumed_at);
-                Some(codec::encode_nonce(&issued))
+                let rec = draft.clone().seal(head.seq + 1, head.hash);
+                Some((lane.chain.clone(), head.hash, rec))
             }
+            _ => None,
         };
-        Ok((issued, lane_row.map_err(db)?))
-    })();
-    let sealed = match checked {
-        Ok((issued, lane_row)) => match audit {
-            Some(draft) => lane_of(conn, lanes, lane_row)
-                .await
-                .and_then(|head| seal_on(head, draft))
-                .map(|sealed| (issued, Some(sealed)))
-                .map_err(Refusal::Now),
-            None => Ok((issued, None)),
-        },
-        Err(refusal) => Err(refusal),
-    };
-    let (issued, sealed) = match sealed {
-        Ok(done) => done,
-        Err(refusal) => {
-            tx.rollback().await;
-            return Err(match refusal {
-                Refusal::Now(e) => e,
-                Refusal::ActivationMismatch => activation_mismatch(pool, &next.id).await,
-                Refusal::NonceUnavailable => nonce_unavailable(pool, nonce).await,
+        let nonce = consumption.as_ref();
+        let audit_seq = sealed
+            .as_ref()
+            .map(|(_, _, rec)| to_i64(rec.seq, "audit seq"))
+            .transpose()?;
+        let audit_record = sealed.as_ref().map(|(_, _, rec)| codec::encode_audit(rec));
+        let params: [&(dyn ToSql + Sync); 13] = [
+            &next.id,
+            &read,
+            &new,
+            &record,
+            &nonce.map(|n| n.nonce.as_str()),
+            &nonce.is_some_and(|n| n.owned),
+            &nonce.map(|n| n.consumed_at),
+            &nonce.map(|n| n.record.as_slice()),
+            &sealed.as_ref().map(|(chain, _, _)| chain.as_str()),
+            &audit_seq,
+            &sealed.as_ref().map(|(_, prev, _)| prev.as_slice()),
+            &sealed.as_ref().map(|(_, _, rec)| rec.hash.as_slice()),
+            &audit_record,
+        ];
+        guard.pending(true);
+        let answer = conn.execute(&commit, &params).await;
+        guard.pending(false);
+        let refused = match answer {
+            Ok(_) => {
+                if let (Some(lane), Some((_, _, rec))) = (lane.as_deref_mut(), &sealed) {
+                    lane.wrote(rec);
+                }
+                return Ok(Committed {
+                    activation: stored,
+                    audit: sealed.map(|(_, _, rec)| rec),
+                });
+            }
+            Err(e) => e,
+        };
+        // Nothing was written unless the statement got no answer; the lane's head hint is wrong
+        // after a moved head and unknown after no answer.
+        match refused.code().map(SqlState::code) {
+            Some("OS001") => return Err(activation_mismatch(pool, &next.id).await),
+            Some("OS002") => {
+                let nonce = consumption.as_ref().map_or("", |n| n.nonce.as_str());
+                return Err(nonce_unavailable(pool, nonce).await);
+            }
+            Some("OS003") => forget_head(&mut lane),
+            _ => {
+                forget_head(&mut lane);
+                return Err(commit_failed(refused));
+            }
+        }
+    }
+    Err(io(format!(
+        "the audit lane's head moved {LANE_ATTEMPTS} times while this instance appended to it: \
+         is another process running with the same audit chain id?"
+    )))
+}
+
+/// The connection of a one-statement write. Dropped while a statement is on its way (the operation
+/// timed out, e.g. while the statement waited for a row lock), it cancels the statement, so that one
+/// still waiting does not commit long after its caller was told the outcome is unknown, and leaves
+/// the pool, so that nobody else's statement queues behind it.
+struct Unanswered {
+    conn: Option<Object>,
+    pending: AtomicBool,
+}
+
+impl Unanswered {
+    fn new(conn: Object) -> Self {
+        Self {
+            conn: Some(conn),
+            pending: AtomicBool::new(false),
+        }
+    }
+
+    fn conn(&self) -> Result<&Object, StoreError> {
+        self.conn
+            .as_ref()
+            .ok_or_else(|| io("the PostgreSQL write has no connection"))
+    }
+
+    /// A write is about to be sent (`true`), or has its answer (`false`).
+    fn pending(&self, pending: bool) {
+        self.pending.store(pending, Ordering::Relaxed);
+    }
+}
+
+impl Drop for Unanswered {
+    fn drop(&mut self) {
+        let Some(conn) = self.conn.take() else {
+            return;
+        };
+        if !self.pending.load(Ordering::Relaxed) {
+            return;
+        }
+        let cancel = conn.cancel_token();
+        drop(Object::take(conn));
+        // Dropped by the operation's timeout, on the store's runtime: the cancel request goes out
+        // on a connection of its own. Nowhere to send it from outside a runtime.
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn(async move {
+                let _ = cancel.cancel_query(NoTls).await;
             });
         }
-    };
-    let record_nonce = match &issued {
-        Some(_) => Some(
-            conn.prepare_cached("UPDATE nonces SET record = $2 WHERE nonce = $1")
-                .await
-                .map_err(db)?,
-        ),
-        None => None,
-    };
-    let nonce_bytes = issued.unwrap_or_default();
-    let nonce_params: [&(dyn ToSql + Sync); 2] = [&nonce, &nonce_bytes];
-    let extra = record_nonce.as_ref().map(|st| (st, &nonce_params[..]));
-    tx.commit_with(extra, sealed.as_ref()).await?;
-    Ok(Committed {
-        activation: stored,
-        audit: sealed.map(|(_, rec)| rec),
-    })
+    }
+}
+
+/// The lease's head hint is wrong or unknown: the next append reads the head first.
+fn forget_head(lane: &mut Option<LaneLease>) {
+    if let Some(lane) = lane.as_deref_mut() {
+        lane.head = None;
+    }
 }
 
 /// Registers a nonce (`key`, its columns and encoded record) with an optional audit record: one
 /// transaction in two round trips, `BEGIN` with `synchronous_commit` off (`Store::issue_nonce` does
-/// not wait for the WAL flush), the insert and the lane lock, then the audit record, the head's
-/// advance and `COMMIT`. A nonce registered already rolls back and is [`StoreError::AlreadyExists`].
+/// not wait for the WAL flush), the insert and the leased lane's head lock, then the audit record,
+/// the head's advance and `COMMIT`. A nonce registered already rolls back and is
+/// [`StoreError::AlreadyExists`].
 async fn issue_nonce(
     pool: &Pool,
-    lanes: &LanePick,
+    lanes: &Lanes,
     key: String,
     expires_at: i64,
     consumed_at: Option<i64>,
     value: Vec<u8>,
     audit: Option<AuditDraft>,
 ) -> Result<(), StoreError> {
+    let mut lane = lanes.lease_for(&audit).await?;
     let tx = Pipeline::checkout(pool).await?;
     let conn = tx.conn()?;
     let insert = conn
@@ -1055,29 +1123,36 @@ async fn issue_nonce(
         )
         .await
         .map_err(db)?;
-    let lane = match audit {
-        Some(_) => Some(conn.prepare_cached(lanes.first_try()).await.map_err(db)?),
+    let lock = match lane {
+        Some(_) => Some(conn.prepare_cached(LOCK_HEAD).await.map_err(db)?),
         None => None,
     };
+    let chain = lane
+        .as_ref()
+        .map_or("", |lane| lane.chain.as_str())
+        .to_owned();
     let insert_params: [&(dyn ToSql + Sync); 4] = [&key, &expires_at, &consumed_at, &value];
-    let lane_params: [&(dyn ToSql + Sync); 1] = [&*lanes.ids];
-    let (begun, rows, lane_row) = tokio::join!(
+    let lock_params: [&(dyn ToSql + Sync); 1] = [&chain];
+    let (begun, rows, head_row) = tokio::join!(
         biased;
         conn.batch_execute("BEGIN; SET LOCAL synchronous_commit TO OFF"),
         conn.execute(&insert, &insert_params),
-        maybe_row(conn, lane.as_ref(), &lane_params),
+        maybe_row(conn, lock.as_ref(), &lock_params),
     );
-    let checked = async {
+    let checked = (|| {
         begun.map_err(db)?;
         inserted(rows.map_err(db)?, "nonce")?;
-        let lane_row = lane_row.map_err(db)?;
-        match audit {
-            Some(draft) => seal_on(lane_of(conn, lanes, lane_row).await?, draft).map(Some),
-            None => Ok(None),
+        let head_row = head_row.map_err(db)?;
+        match (audit, lane.as_deref_mut()) {
+            (Some(draft), Some(lane)) => Ok(Some(lane.seal_on(head_of(head_row)?, draft))),
+            _ => Ok(None),
         }
-    };
-    match checked.await {
-        Ok(sealed) => tx.commit_with(None, sealed.as_ref()).await,
+    })();
+    match checked {
+        Ok(sealed) => {
+            tx.commit_with(sealed.as_ref().map(|rec| (chain.as_str(), rec)))
+                .await
+        }
         Err(e) => {
             tx.rollback().await;
             Err(e)
@@ -1138,20 +1213,15 @@ impl PgStore {
         Ok(Self {
             engine,
             chain,
-            lanes: std::sync::Arc::new(lanes.iter().map(|c| c.as_str().to_owned()).collect()),
-            next_lane: std::sync::atomic::AtomicUsize::new(0),
+            lanes: std::sync::Arc::new(Lanes::new(&lanes)),
+            lane_ids: lanes,
             target: settings.target(),
         })
     }
 
-    /// The lanes of the next audited write (see [`LanePick`]).
-    fn lanes(&self) -> LanePick {
-        LanePick {
-            ids: std::sync::Arc::clone(&self.lanes),
-            fallback: self
-                .next_lane
-                .fetch_add(1, std::sync::atomic::Ordering::Relaxed),
-        }
+    /// The lanes, for an audited write's future.
+    fn lanes(&self) -> std::sync::Arc<Lanes> {
+        std::sync::Arc::clone(&self.lanes)
     }
 
     /// Changes application `application_id` in one transaction: locks its row, lets `change` edit it,
@@ -1164,15 +1234,16 @@ impl PgStore {
         change: impl FnOnce(&mut Application) -> Result<Option<String>, StoreError> + Send + 'static,
     ) -> Result<Application, StoreError> {
         let id = application_id.to_owned();
-        let chain = self.lanes();
+        let lanes = self.lanes();
         self.engine.write(|pool| async move {
+            let mut lane = lanes.lease_for(&audit).await?;
             in_transaction!(pool, |tx| {
                 let mut app = lock_application(&tx, &id).await?;
                 if let Some(application_key) = change(&mut app)? {
                     insert_application_key(&tx, &application_key, &id).await?;
                 }
                 save_application(&tx, &id, &app).await?;
-                maybe_append(&tx, &chain, audit).await?;
+                maybe_append(&tx, &mut lane, audit).await?;
                 app
             })
         })
@@ -1364,7 +1435,7 @@ impl RemoteStore for PgStore {
 /// [`Store::commit_verification`]'s transaction, for both of its callers.
 async fn commit_verification(
     pool: &Pool,
-    lanes: &LanePick,
+    lanes: &Lanes,
     commit: VerificationCommit,
 ) -> Result<Committed, StoreError> {
     commit_activation(
@@ -1470,8 +1541,9 @@ impl Store for PgStore {
             .iter()
             .map(|v| v.application_key.clone())
             .collect();
-        let chain = self.lanes();
+        let lanes = self.lanes();
         self.engine.write(|pool| async move {
+            let mut lane = lanes.lease_for(&audit).await?;
             in_transaction!(pool, |tx| {
                 insert_new(
                     &tx,
@@ -1484,7 +1556,7 @@ impl Store for PgStore {
                 for key in &keys {
                     insert_application_key(&tx, key, &id).await?;
                 }
-                maybe_append(&tx, &chain, audit).await?;
+                maybe_append(&tx, &mut lane, audit).await?;
             })
         })
     }
@@ -1632,8 +1704,9 @@ impl Store for PgStore {
             version: 1,
             ..activation.clone()
         };
-        let chain = self.lanes();
+        let lanes = self.lanes();
         self.engine.write(|pool| async move {
+            let mut lane = lanes.lease_for(&audit).await?;
             in_transaction!(pool, |tx| {
                 let value = codec::encode_activation(&stored);
                 insert_new(
@@ -1655,7 +1728,7 @@ impl Store for PgStore {
                     )
                     .await?;
                 }
-                let audit = maybe_append(&tx, &chain, audit).await?;
+                let audit = maybe_append(&tx, &mut lane, audit).await?;
                 Committed {
                     activation: stored,
                     audit,
@@ -1721,8 +1794,9 @@ impl Store for PgStore {
     ) -> Result<(), StoreError> {
         let key = credential.client_token.clone();
         let value = codec::encode_credential(credential);
-        let chain = self.lanes();
+        let lanes = self.lanes();
         self.engine.write(|pool| async move {
+            let mut lane = lanes.lease_for(&audit).await?;
             in_transaction!(pool, |tx| {
                 let st = tx
                     .prepare_cached(
@@ -1732,7 +1806,7 @@ impl Store for PgStore {
                     .await
                     .map_err(db)?;
                 tx.execute(&st, &[&key, &value]).await.map_err(db)?;
-                maybe_append(&tx, &chain, audit).await?;
+                maybe_append(&tx, &mut lane, audit).await?;
             })
         })
     }
@@ -1765,8 +1839,9 @@ impl Store for PgStore {
         audit: Option<AuditDraft>,
     ) -> Result<(), StoreError> {
         let key = client_token.to_owned();
-        let chain = self.lanes();
+        let lanes = self.lanes();
         self.engine.write(|pool| async move {
+            let mut lane = lanes.lease_for(&audit).await?;
             in_transaction!(pool, |tx| {
                 let st = tx
                     .prepare_cached("DELETE FROM credentials WHERE client_token = $1")
@@ -1777,7 +1852,7 @@ impl Store for PgStore {
                         what: "integration credential",
                     });
                 }
-                maybe_append(&tx, &chain, audit).await?;
+                maybe_append(&tx, &mut lane, audit).await?;
             })
         })
     }
@@ -1943,9 +2018,10 @@ impl Store for PgStore {
     }
 
     fn append_audit(&self, draft: AuditDraft) -> Result<AuditRecord, StoreError> {
-        let chain = self.lanes();
+        let lanes = self.lanes();
         self.engine.write(|pool| async move {
-            in_transaction!(pool, |tx| append_in(&tx, &chain, draft).await?)
+            let mut lane = lanes.lease().await?;
+            in_transaction!(pool, |tx| append_in(&tx, &mut lane, draft).await?)
         })
     }
 
@@ -1954,10 +2030,7 @@ impl Store for PgStore {
     }
 
     fn audit_lanes(&self) -> Vec<ChainId> {
-        self.lanes
-            .iter()
-            .filter_map(|id| ChainId::new(id.as_str()).ok())
-            .collect()
+        self.lane_ids.clone()
     }
 
     fn audit_chains(&self) -> Result<Vec<ChainId>, StoreError> {

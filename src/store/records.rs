@@ -249,6 +249,17 @@ pub struct IssuedNonce {
     pub consumed_at: Option<Timestamp>,
 }
 
+impl IssuedNonce {
+    /// Whether `activation` may consume it: it was issued for that activation, or for the
+    /// application the activation belongs to.
+    pub fn is_for(&self, activation: &Activation) -> bool {
+        match &self.issued_for {
+            NonceOwner::Activation(id) => *id == activation.id,
+            NonceOwner::Application(id) => *id == activation.application_id,
+        }
+    }
+}
+
 /// A hash of an integration secret: opaque bytes chosen by the caller (e.g. SHA-256 of a 32-byte random
 /// secret). `Debug` shows only the length.
 #[derive(Clone, PartialEq, Eq)]

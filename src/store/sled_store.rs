@@ -38,7 +38,7 @@ use super::durability::{Durability, LazyFlusher};
 use super::group_commit::FlushHold;
 use super::records::{
     Activation, Application, ApplicationVersion, IntegrationCredential, IssuedNonce, MasterKeyRef,
-    NonceOwner, TemporaryKey,
+    TemporaryKey,
 };
 use super::{Committed, Conflict, Store, StoreError, VerificationCommit};
 use crate::model::{KeyId, Timestamp};
@@ -799,7 +799,7 @@ impl Store for SledStore {
         self.usable()?;
         self.commit_activation(
             &commit.activation,
-            commit.consume_nonce.as_deref(),
+            commit.consume_nonce.as_ref().map(|n| n.nonce.as_str()),
             Some(commit.audit),
         )
     }
@@ -1120,11 +1120,7 @@ impl SledStore {
                 if issued.consumed_at.is_some() {
                     return Err(abort(StoreError::Conflict(Conflict::NonceConsumed)));
                 }
-                let owner_ok = match &issued.issued_for {
-                    NonceOwner::Activation(id) => *id == next.id,
-                    NonceOwner::Application(id) => *id == next.application_id,
-                };
-                if !owner_ok {
+                if !issued.is_for(next) {
                     return Err(abort(StoreError::Conflict(Conflict::NonceOwner)));
                 }
                 issued.consumed_at = Some(consumed_at);

@@ -291,6 +291,31 @@ impl TestDatabase {
         }
     }
 
+    /// How many sessions of this database wait for a lock now. Runs on a thread of its own, so it
+    /// may be called from async code.
+    pub fn lock_waits(&self) -> usize {
+        let url = self.url();
+        std::thread::spawn(move || count_lock_waits(&url))
+            .join()
+            .expect("the lock-wait count does not panic")
+    }
+
+    /// Waits (up to ten seconds) until exactly `n` sessions of this database wait for a lock.
+    pub fn wait_for_lock_waits(&self, n: usize) {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        loop {
+            let waits = self.lock_waits();
+            if waits == n {
+                return;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{waits} sessions wait for a lock, not {n}"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    }
+
     /// Terminates every other session connected to this database (a server-side connection loss).
     pub fn kill_sessions(&self) -> Result<(), String> {
         admin_exec(
@@ -308,4 +333,30 @@ impl Drop for TestDatabase {
             &format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name),
         );
     }
+}
+
+/// [`TestDatabase::lock_waits`] on the calling thread, which must not be a runtime's.
+fn count_lock_waits(url: &str) -> usize {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    runtime.block_on(async move {
+        let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+            .await
+            .expect("connect to count lock waits");
+        let driver = tokio::spawn(connection);
+        let waits: i64 = client
+            .query_one(
+                "SELECT count(*) FROM pg_stat_activity \
+                 WHERE datname = current_database() AND wait_event_type = 'Lock'",
+                &[],
+            )
+            .await
+            .expect("count lock waits")
+            .get(0);
+        drop(client);
+        let _ = driver.await;
+        usize::try_from(waits).expect("a count")
+    })
 }

@@ -97,16 +97,17 @@ pub fn verify_draft(
     }
 }
 
-/// The commit of a valid verification of `read` (as read) that stores `next` and consumes `nonce`.
+/// The commit of a valid verification of `read` (as read) that stores `next` and consumes `nonce`
+/// (as read).
 pub fn valid_commit(
     read: &Activation,
     next: Activation,
-    nonce: Option<&str>,
+    nonce: Option<&IssuedNonce>,
 ) -> VerificationCommit {
     VerificationCommit {
         audit: verify_draft(read, next.counter, AuditOutcome::Valid),
         activation: next,
-        consume_nonce: nonce.map(str::to_owned),
+        consume_nonce: nonce.cloned(),
     }
 }
 
