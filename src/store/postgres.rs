@@ -490,7 +490,7 @@ struct Lane {
 /// A lane leased for one audited write, held until the write has ended (committed or rolled back).
 type LaneLease = tokio::sync::OwnedMutexGuard<Lane>;
 
-/// This handle's audit lanes. An audited write leases one for its whole transaction: the first one no
+/// This handle's audit lanes. An audited write leases one for the whole write: the first one no
 /// other write of this handle holds (lane 0 first, so a lone writer stays on lane 0), or, when every
 /// lane is held, the next in turn once it is free. Lanes belong to one instance (its chain id), so a
 /// lease is the only claim on a lane that matters in practice; the database's row lock (transactions)
@@ -518,6 +518,8 @@ impl Lanes {
         }
     }
 
+    /// A lane for one audited write: the first free one in lane order, else the next in turn once
+    /// it is free.
     async fn lease(&self) -> Result<LaneLease, StoreError> {
         for lane in &self.lanes {
             if let Ok(lease) = std::sync::Arc::clone(lane).try_lock_owned() {
