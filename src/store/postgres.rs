@@ -458,9 +458,7 @@ pub fn migrate(settings: &PostgresSettings) -> Result<SchemaMigration, StoreErro
 pub struct PgStore {
     engine: Engine,
     chain: ChainId,
-    /// Every lane's chain id, lane 0 (`chain`) first.
-    lane_ids: Vec<ChainId>,
-    /// The same lanes, leased to audited writes.
+    /// Every lane (lane 0, `chain`, first), leased to audited writes.
     lanes: std::sync::Arc<Lanes>,
     target: String,
 }
@@ -470,7 +468,7 @@ impl std::fmt::Debug for PgStore {
         f.debug_struct("PgStore")
             .field("target", &self.target)
             .field("chain", &self.chain)
-            .field("lanes", &self.lane_ids.len())
+            .field("lanes", &self.lanes.ids.len())
             .finish_non_exhaustive()
     }
 }
@@ -498,14 +496,16 @@ type LaneLease = tokio::sync::OwnedMutexGuard<Lane>;
 /// given the same id.
 #[derive(Debug)]
 struct Lanes {
+    /// Every lane's chain id, lane 0 first.
+    ids: Vec<ChainId>,
     lanes: Vec<std::sync::Arc<tokio::sync::Mutex<Lane>>>,
     next: std::sync::atomic::AtomicUsize,
 }
 
 impl Lanes {
-    fn new(chains: &[ChainId]) -> Self {
+    fn new(ids: Vec<ChainId>) -> Self {
         Self {
-            lanes: chains
+            lanes: ids
                 .iter()
                 .map(|chain| {
                     std::sync::Arc::new(tokio::sync::Mutex::new(Lane {
@@ -514,6 +514,7 @@ impl Lanes {
                     }))
                 })
                 .collect(),
+            ids,
             next: std::sync::atomic::AtomicUsize::new(0),
         }
     }
@@ -984,16 +985,16 @@ async fn commit_activation(
                     }
                 };
                 let rec = draft.clone().seal(head.seq + 1, head.hash);
-                Some((lane.chain.clone(), head.hash, rec))
+                Some((lane.chain.clone(), rec))
             }
             _ => None,
         };
         let nonce = consumption.as_ref();
         let audit_seq = sealed
             .as_ref()
-            .map(|(_, _, rec)| to_i64(rec.seq, "audit seq"))
+            .map(|(_, rec)| to_i64(rec.seq, "audit seq"))
             .transpose()?;
-        let audit_record = sealed.as_ref().map(|(_, _, rec)| codec::encode_audit(rec));
+        let audit_record = sealed.as_ref().map(|(_, rec)| codec::encode_audit(rec));
         let params: [&(dyn ToSql + Sync); 13] = [
             &next.id,
             &read,
@@ -1003,10 +1004,10 @@ async fn commit_activation(
             &nonce.is_some_and(|n| n.owned),
             &nonce.map(|n| n.consumed_at),
             &nonce.map(|n| n.record.as_slice()),
-            &sealed.as_ref().map(|(chain, _, _)| chain.as_str()),
+            &sealed.as_ref().map(|(chain, _)| chain.as_str()),
             &audit_seq,
-            &sealed.as_ref().map(|(_, prev, _)| prev.as_slice()),
-            &sealed.as_ref().map(|(_, _, rec)| rec.hash.as_slice()),
+            &sealed.as_ref().map(|(_, rec)| rec.prev_hash.as_slice()),
+            &sealed.as_ref().map(|(_, rec)| rec.hash.as_slice()),
             &audit_record,
         ];
         guard.pending(true);
@@ -1014,12 +1015,12 @@ async fn commit_activation(
         guard.pending(false);
         let refused = match answer {
             Ok(_) => {
-                if let (Some(lane), Some((_, _, rec))) = (lane.as_deref_mut(), &sealed) {
+                if let (Some(lane), Some((_, rec))) = (lane.as_deref_mut(), &sealed) {
                     lane.wrote(rec);
                 }
                 return Ok(Committed {
                     activation: stored,
-                    audit: sealed.map(|(_, _, rec)| rec),
+                    audit: sealed.map(|(_, rec)| rec),
                 });
             }
             Err(e) => e,
@@ -1215,8 +1216,7 @@ impl PgStore {
         Ok(Self {
             engine,
             chain,
-            lanes: std::sync::Arc::new(Lanes::new(&lanes)),
-            lane_ids: lanes,
+            lanes: std::sync::Arc::new(Lanes::new(lanes)),
             target: settings.target(),
         })
     }
@@ -2032,7 +2032,7 @@ impl Store for PgStore {
     }
 
     fn audit_lanes(&self) -> Vec<ChainId> {
-        self.lane_ids.clone()
+        self.lanes.ids.clone()
     }
 
     fn audit_chains(&self) -> Result<Vec<ChainId>, StoreError> {
