@@ -961,11 +961,11 @@ async fn commit_activation(
     let consumption = consume_nonce.map(|issued| Consumption {
         owned: issued.is_for(&next),
         consumed_at: consumed_at.unix_millis(),
+        nonce: issued.nonce.clone(),
         record: codec::encode_nonce(&IssuedNonce {
             consumed_at: Some(consumed_at),
-            ..issued.clone()
+            ..issued
         }),
-        nonce: issued.nonce,
     });
     let record = codec::encode_activation(&stored);
     let mut lane = lanes.lease_for(&audit).await?;
