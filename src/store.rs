@@ -81,7 +81,7 @@ use std::future::Future;
 use std::pin::Pin;
 
 use crate::model::{KeyId, Timestamp};
-pub use settings::{RawStoreSettings, StoreKind, StoreSettings, StoreSettingsError, open};
+pub use settings::{RawSledSettings, RawStoreSettings, StoreSettings, StoreSettingsError, open};
 pub use sled_store::{STORE_FORMAT, SledStore};
 
 /// Runs every stored-record decoder over `bytes` and drops the results: the entry point of the

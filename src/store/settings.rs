@@ -30,37 +30,62 @@ use super::{Store, StoreError};
 /// the activations verifying right now) is small and the OS page cache holds the rest.
 const DEFAULT_CACHE_MIB: u64 = 16;
 
-/// The `[store]` table as written. `kind` picks the store; the other keys belong to one kind each and
-/// are refused for the other.
-#[derive(Clone, Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RawStoreSettings {
-    /// `"sled"` (default) or `"postgres"`.
-    #[serde(default)]
-    pub kind: StoreKind,
-    /// sled: the data folder (default `data`).
-    pub path: Option<PathBuf>,
-    /// sled: its page cache in MiB, 1..=4096 (default 16). Hot records live here; the rest is read
-    /// from the operating system's page cache.
-    pub cache_mib: Option<u64>,
-    /// PostgreSQL: see [`RawPostgresSettings::url`].
-    pub url: Option<String>,
-    /// PostgreSQL: see [`RawPostgresSettings::password_file`].
-    pub password_file: Option<PathBuf>,
-    /// PostgreSQL: see [`RawPostgresSettings::password_env`].
-    pub password_env: Option<String>,
-    /// PostgreSQL: see [`RawPostgresSettings::pool_size`].
-    pub pool_size: Option<usize>,
-    /// PostgreSQL: see [`RawPostgresSettings::audit_chain`].
-    pub audit_chain: Option<String>,
-    /// PostgreSQL: see [`RawPostgresSettings::audit_lanes`].
-    pub audit_lanes: Option<usize>,
+/// The `[store]` table as written: `kind` picks the store, and the other keys are that kind's
+/// ([`RawSledSettings`] or [`RawPostgresSettings`]); a key of the other kind, or of none, is refused
+/// when the file is read, with the kind and the keys it takes in the message.
+#[derive(Clone, Debug)]
+pub enum RawStoreSettings {
+    /// `kind = "sled"` (the default).
+    Sled(RawSledSettings),
+    /// `kind = "postgres"`.
+    Postgres(RawPostgresSettings),
 }
 
-/// The store implementations.
+/// The `[store]` keys of a sled store, as written (the `kind` key belongs to [`RawStoreSettings`]).
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSledSettings {
+    /// The data folder (default `data`).
+    pub path: Option<PathBuf>,
+    /// sled's page cache in MiB, 1..=4096 (default 16). Hot records live here; the rest is read
+    /// from the operating system's page cache.
+    pub cache_mib: Option<u64>,
+}
+
+impl Default for RawStoreSettings {
+    fn default() -> Self {
+        Self::Sled(RawSledSettings::default())
+    }
+}
+
+impl<'de> Deserialize<'de> for RawStoreSettings {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        use serde::de::Error as _;
+        let mut table = toml::Table::deserialize(deserializer)?;
+        let kind = match table.remove("kind") {
+            None => StoreKind::default(),
+            Some(kind) => StoreKind::deserialize(kind)
+                .map_err(|e| D::Error::custom(format!("[store] kind: {}", e.message())))?,
+        };
+        let rest = toml::Value::Table(table);
+        let settings = match kind {
+            StoreKind::Sled => RawSledSettings::deserialize(rest).map(Self::Sled),
+            StoreKind::Postgres => RawPostgresSettings::deserialize(rest).map(Self::Postgres),
+        };
+        settings.map_err(|e| {
+            D::Error::custom(format!(
+                "[store] kind = \"{}\": {}",
+                kind.as_str(),
+                e.message()
+            ))
+        })
+    }
+}
+
+/// The store implementations: the `kind` key.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
-pub enum StoreKind {
+enum StoreKind {
     /// [`SledStore`]: embedded, one process per data folder.
     #[default]
     Sled,
@@ -96,14 +121,9 @@ pub enum StoreSettingsError {
         /// The value given.
         value: u64,
     },
-    /// A key of the other kind was given.
-    #[error("store.{key} does not apply to kind = \"{kind}\"")]
-    NotForKind {
-        /// The key.
-        key: &'static str,
-        /// The configured kind.
-        kind: &'static str,
-    },
+    /// The older top-level `data_dir` was given for a PostgreSQL store, which keeps nothing on disk.
+    #[error("data_dir does not apply to a PostgreSQL store ([store] kind = \"postgres\")")]
+    DataDirForPostgres,
     /// The legacy top-level `data_dir` and `store.path` disagree or both are set.
     #[error("give the data folder once: store.path or the older top-level data_dir, not both")]
     PathTwice,
@@ -150,28 +170,14 @@ impl RawStoreSettings {
         chain_file: PathBuf,
         env: impl Fn(&str) -> Option<String>,
     ) -> Result<StoreSettings, StoreSettingsError> {
-        let kind = self.kind.as_str();
-        let refuse = |key: &'static str, given: bool| {
-            if given {
-                Err(StoreSettingsError::NotForKind { key, kind })
-            } else {
-                Ok(())
-            }
-        };
-        match self.kind {
-            StoreKind::Sled => {
-                refuse("url", self.url.is_some())?;
-                refuse("password_file", self.password_file.is_some())?;
-                refuse("password_env", self.password_env.is_some())?;
-                refuse("pool_size", self.pool_size.is_some())?;
-                refuse("audit_chain", self.audit_chain.is_some())?;
-                refuse("audit_lanes", self.audit_lanes.is_some())?;
-                let path = match (self.path, legacy_data_dir) {
+        match self {
+            Self::Sled(sled) => {
+                let path = match (sled.path, legacy_data_dir) {
                     (Some(_), Some(_)) => return Err(StoreSettingsError::PathTwice),
                     (Some(p), None) | (None, Some(p)) => p,
                     (None, None) => PathBuf::from("data"),
                 };
-                let cache_mib = self.cache_mib.unwrap_or(DEFAULT_CACHE_MIB);
+                let cache_mib = sled.cache_mib.unwrap_or(DEFAULT_CACHE_MIB);
                 if !(1..=4096).contains(&cache_mib) {
                     return Err(StoreSettingsError::CacheSize { value: cache_mib });
                 }
@@ -180,24 +186,24 @@ impl RawStoreSettings {
                     cache_bytes: cache_mib * 1024 * 1024,
                 })
             }
-            StoreKind::Postgres => {
-                refuse("path", self.path.is_some())?;
-                refuse("cache_mib", self.cache_mib.is_some())?;
-                refuse("path (data_dir)", legacy_data_dir.is_some())?;
-                let settings = RawPostgresSettings {
-                    url: self.url,
-                    password_file: self.password_file,
-                    password_env: self.password_env,
-                    pool_size: self.pool_size,
-                    audit_chain: self.audit_chain,
-                    audit_lanes: self.audit_lanes,
+            Self::Postgres(postgres) => {
+                if legacy_data_dir.is_some() {
+                    return Err(StoreSettingsError::DataDirForPostgres);
                 }
-                .validate_with_env(base_dir, env)?;
                 Ok(StoreSettings::Postgres {
-                    settings: Box::new(settings),
+                    settings: Box::new(postgres.validate_with_env(base_dir, env)?),
                     chain_file,
                 })
             }
+        }
+    }
+
+    /// The password file named by a PostgreSQL store (as written, relative to the configuration's
+    /// folder), if any.
+    pub fn password_file(&self) -> Option<&Path> {
+        match self {
+            Self::Sled(_) => None,
+            Self::Postgres(postgres) => postgres.password_file.as_deref(),
         }
     }
 }
@@ -294,37 +300,46 @@ mod tests {
                 Err(StoreSettingsError::CacheSize { .. })
             ));
         }
-        assert!(matches!(
-            validate(parse("kind = \"postgres\"\ncache_mib = 8"), None),
-            Err(StoreSettingsError::NotForKind {
-                key: "cache_mib",
-                ..
-            })
-        ));
+    }
+
+    /// The parser's words for a `[store]` table it refuses.
+    fn refusal(text: &str) -> String {
+        toml::from_str::<RawStoreSettings>(text)
+            .expect_err(text)
+            .message()
+            .to_owned()
     }
 
     #[test]
-    fn keys_of_the_other_kind_are_refused() {
-        assert!(matches!(
-            validate(parse("url = \"postgres://u@h/d\""), None),
-            Err(StoreSettingsError::NotForKind { key: "url", .. })
-        ));
+    fn keys_of_the_other_kind_are_refused_with_the_kind_and_its_keys() {
+        let e = refusal("kind = \"postgres\"\ncache_mib = 8");
+        assert!(
+            e.starts_with("[store] kind = \"postgres\": unknown field `cache_mib`"),
+            "{e}"
+        );
+        assert!(e.contains("`url`") && e.contains("`audit_lanes`"), "{e}");
+        let e = refusal("url = \"postgres://u@h/d\"");
+        assert_eq!(
+            e,
+            "[store] kind = \"sled\": unknown field `url`, expected `path` or `cache_mib`"
+        );
+        let e = refusal("kind = \"postgres\"\nurl = \"postgres://u@h/d\"\npath = \"x\"");
+        assert!(e.contains("unknown field `path`"), "{e}");
+        assert!(refusal("audit_lanes = 8").contains("unknown field `audit_lanes`"));
+        assert!(refusal("kind = \"mysql\"").contains("`mysql`"));
+        assert!(refusal("colour = \"blue\"").contains("unknown field `colour`"));
+        assert!(refusal("kind = 3").starts_with("[store] kind: "));
+    }
+
+    #[test]
+    fn the_legacy_data_dir_is_refused_for_postgres() {
         assert!(matches!(
             validate(
-                parse("kind = \"postgres\"\nurl = \"postgres://u@h/d\"\npath = \"x\""),
-                None
+                parse("kind = \"postgres\"\nurl = \"postgres://u@h/d\""),
+                Some("old")
             ),
-            Err(StoreSettingsError::NotForKind { key: "path", .. })
+            Err(StoreSettingsError::DataDirForPostgres)
         ));
-        assert!(matches!(
-            validate(parse("audit_lanes = 8"), None),
-            Err(StoreSettingsError::NotForKind {
-                key: "audit_lanes",
-                ..
-            })
-        ));
-        assert!(toml::from_str::<RawStoreSettings>("kind = \"mysql\"").is_err());
-        assert!(toml::from_str::<RawStoreSettings>("colour = \"blue\"").is_err());
     }
 
     #[test]

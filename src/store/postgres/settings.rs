@@ -47,7 +47,8 @@ pub(crate) const MAX_AUDIT_LANES: usize = 64;
 /// How long a new connection may take before the attempt fails.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// The `[store]` keys of a PostgreSQL store, as written (the `kind` key belongs to the configuration).
+/// The `[store]` keys of a PostgreSQL store, as written (the `kind` key belongs to
+/// [`crate::store::RawStoreSettings`]).
 #[derive(Clone, Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawPostgresSettings {
