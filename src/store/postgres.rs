@@ -879,35 +879,45 @@ async fn maybe_row(
 
 /// The answer to a compare-and-swap of activation `id` that matched no row.
 async fn activation_mismatch(pool: &Pool, id: &str) -> StoreError {
-    let asked = async {
-        let conn = pool.get().await.map_err(self::pool)?;
-        let exists = conn
-            .prepare_cached("SELECT 1 FROM activations WHERE id = $1")
-            .await
-            .map_err(db)?;
-        Ok(match conn.query_opt(&exists, &[&id]).await.map_err(db)? {
+    ask_after_mismatch(
+        pool,
+        "SELECT 1 FROM activations WHERE id = $1",
+        id,
+        |row| match row {
             None => StoreError::NotFound { what: "activation" },
             Some(_) => StoreError::Conflict(Conflict::StaleVersion),
-        })
-    };
-    asked.await.unwrap_or_else(|e: StoreError| e)
+        },
+    )
+    .await
 }
 
 /// The answer to a consumption of `nonce` that matched no row, in sled's order: not found if it is
 /// not there (a nonce issued after the attempt was not there for it), consumed if it is consumed,
 /// and otherwise not the activation's (the only other condition of the consumption).
 async fn nonce_unavailable(pool: &Pool, nonce: &str) -> StoreError {
+    let sql = "SELECT consumed_at IS NOT NULL FROM nonces WHERE nonce = $1";
+    ask_after_mismatch(pool, sql, nonce, |row| match row {
+        None => StoreError::NotFound { what: "nonce" },
+        Some(row) if row.get::<_, bool>(0) => StoreError::Conflict(Conflict::NonceConsumed),
+        Some(_) => StoreError::Conflict(Conflict::NonceOwner),
+    })
+    .await
+}
+
+/// Asks `sql` about `key` on a connection of its own, after a write that matched no row, and turns
+/// the row (if any) into the write's error; a failure to ask is the error.
+async fn ask_after_mismatch(
+    pool: &Pool,
+    sql: &str,
+    key: &str,
+    answer: impl FnOnce(Option<Row>) -> StoreError,
+) -> StoreError {
     let asked = async {
         let conn = pool.get().await.map_err(self::pool)?;
-        let state = conn
-            .prepare_cached("SELECT consumed_at IS NOT NULL FROM nonces WHERE nonce = $1")
-            .await
-            .map_err(db)?;
-        Ok(match conn.query_opt(&state, &[&nonce]).await.map_err(db)? {
-            None => StoreError::NotFound { what: "nonce" },
-            Some(row) if row.get::<_, bool>(0) => StoreError::Conflict(Conflict::NonceConsumed),
-            Some(_) => StoreError::Conflict(Conflict::NonceOwner),
-        })
+        let statement = conn.prepare_cached(sql).await.map_err(db)?;
+        Ok(answer(
+            conn.query_opt(&statement, &[&key]).await.map_err(db)?,
+        ))
     };
     asked.await.unwrap_or_else(|e: StoreError| e)
 }
