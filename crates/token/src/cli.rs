@@ -77,13 +77,15 @@ pub struct ActivateArgs {
     pub max_failed_attempts: Option<u32>,
 }
 
-/// The options of `token activate` that belong to activation by code (ignored by `--user`).
+/// The options of `token activate` that belong to activation by code (ignored by `--user`, the test
+/// path). They say nothing of `--code`: one of `--code` and `--user` is always given, and clap
+/// counts a `requires = "code"` as met whenever `--user`, which conflicts with `--code`, is there.
 #[derive(Debug, Args)]
 pub struct CodeArgs {
     /// The activation signature (Base64 DER) from activation/init; checked with the master public
     /// key before anything is sent. Without it (and without #SIGNATURE in --code) the code is
     /// accepted unchecked, as the SDK does.
-    #[arg(long, value_name = "SIG", requires = "code")]
+    #[arg(long, value_name = "SIG")]
     pub code_signature: Option<String>,
     /// The application's mobileSdkConfig string; when absent it is read from application/detail
     /// (versions[]) with the integration credentials, as a bank's set-up would.
@@ -91,8 +93,7 @@ pub struct CodeArgs {
         long,
         value_name = "STRING",
         env = "OFFLINE_TOKEN_SDK_CONFIG",
-        hide_env_values = true,
-        requires = "code"
+        hide_env_values = true
     )]
     pub sdk_config: Option<String>,
     /// The activation OTP, when activation/init was given one.
@@ -100,8 +101,7 @@ pub struct CodeArgs {
         long,
         value_name = "OTP",
         env = "OFFLINE_TOKEN_ACTIVATION_OTP",
-        hide_env_values = true,
-        requires = "code"
+        hide_env_values = true
     )]
     pub otp: Option<String>,
     /// Where the OTP goes: `commit` (activation/commit, commit phase ON_COMMIT) or `key-exchange`
