@@ -548,13 +548,13 @@ fn compare_response(wire: &Obj<'_>, got: &EciesResponse) -> CaseResult {
 }
 
 /// What one side encrypted: ciphertext, MAC, nonce, timestamp.
-type Sealed<'a> = (&'a [u8], &'a [u8], Option<[u8; 16]>, Option<i64>);
+type EncryptedParts<'a> = (&'a [u8], &'a [u8], Option<[u8; 16]>, Option<i64>);
 
 /// Compares ciphertext, MAC, nonce and timestamp of `wire` with what `side` produced.
 fn compare_sealed(
     wire: &Obj<'_>,
     side: &str,
-    (data, mac, nonce, timestamp): Sealed<'_>,
+    (data, mac, nonce, timestamp): EncryptedParts<'_>,
 ) -> CaseResult {
     let name = |key: &str| format!("{} ({side})", wire.name(key));
     b64_eq(&name("encryptedData"), wire.str("encryptedData")?, data)?;
