@@ -81,11 +81,13 @@ pub enum ConfigError {
         source: std::io::Error,
     },
     /// The file is not TOML of the expected shape (an unknown key, a wrong type).
-    #[error("configuration file {path} is not valid: {message}")]
+    #[error("configuration file {path} is not valid{}: {message}", at_line(*.line))]
     Parse {
         /// The file.
         path: PathBuf,
-        /// The parser's words.
+        /// The line the parser points at (1-based), when it points.
+        line: Option<usize>,
+        /// The parser's words, without the line or a value it quotes (either may be a secret).
         message: String,
     },
     /// A value is out of its range.
@@ -363,10 +365,48 @@ impl Config {
     pub fn from_toml(path: &Path, text: &str) -> Result<Config, ConfigError> {
         let raw: RawConfig = toml::from_str(text).map_err(|e| ConfigError::Parse {
             path: path.to_owned(),
-            message: e.message().to_owned(),
+            line: e
+                .span()
+                .and_then(|span| text.get(..span.start))
+                .map(|before| before.matches('\n').count() + 1),
+            message: without_values(e.message()),
         })?;
         raw.validate(path)
     }
+}
+
+/// The parser's words without the values serde quotes in them (`invalid type: string "…"`,
+/// `integer `…``): a value under the wrong key or of the wrong type may be a secret (a PIN written as
+/// `pin_env = 123456`). Key and variant names stay.
+fn without_values(message: &str) -> String {
+    let mut out = String::with_capacity(message.len());
+    let mut rest = message;
+    loop {
+        let quoted = ["string \"", "integer `", "floating point `", "character `"]
+            .iter()
+            .filter_map(|opening| rest.find(opening).map(|at| (at, *opening)))
+            .min_by_key(|(at, _)| *at);
+        let Some((at, opening)) = quoted else {
+            out.push_str(rest);
+            return out;
+        };
+        let (kind, quote) = opening.split_at(opening.len() - 1);
+        out.push_str(&rest[..at]);
+        out.push_str(kind.trim_end());
+        let value = &rest[at + opening.len()..];
+        let mut escaped = false;
+        let end = value.char_indices().find(|&(_, c)| {
+            let closes = !escaped && quote.starts_with(c);
+            escaped = !escaped && c == '\\' && quote == "\"";
+            closes
+        });
+        rest = end.map_or("", |(i, c)| &value[i + c.len_utf8()..]);
+    }
+}
+
+/// " at line N" for a parse error that points at a line, else nothing.
+fn at_line(line: Option<usize>) -> String {
+    line.map(|n| format!(" at line {n}")).unwrap_or_default()
 }
 
 impl RawConfig {
@@ -629,17 +669,56 @@ mod tests {
     }
 
     #[test]
-    fn unknown_keys_are_refused() {
-        for text in [
-            format!("lisen = \"127.0.0.1:1\"\n{SIGNER}"),
-            format!("[signature]\nlook_ahead = 3\n{SIGNER}"),
-            format!("[nonce]\npolicy = \"enforce\"\nttl = 3\n{SIGNER}"),
-            format!("{SIGNER}colour = \"blue\"\n"),
+    fn unknown_keys_are_refused_with_their_line_never_its_text() {
+        for (text, line) in [
+            (format!("lisen = \"127.0.0.1:1\"\n{SIGNER}"), 1),
+            (format!("[signature]\nlook_ahead = 3\n{SIGNER}"), 2),
+            (
+                format!("[nonce]\npolicy = \"enforce\"\nttl = 3\n{SIGNER}"),
+                3,
+            ),
+            (format!("{SIGNER}colour = \"blue-secret\"\n"), 6),
+            (format!("{SIGNER}pool_size = \"two-secret\"\n"), 6),
         ] {
+            let e = load(&text).expect_err(&text);
+            let shown = e.to_string();
             assert!(
-                matches!(load(&text), Err(ConfigError::Parse { .. })),
-                "{text}"
+                matches!(e, ConfigError::Parse { line: Some(l), .. } if l == line),
+                "{shown}"
             );
+            assert!(shown.contains(&format!(" at line {line}: ")), "{shown}");
+            assert!(!shown.contains("-secret"), "{shown}");
+        }
+    }
+
+    #[test]
+    fn parse_errors_never_quote_a_value() {
+        let e = load("[signer]\nkind = \"pkcs11\"\npin_env = 123456\n").expect_err("integer");
+        let shown = e.to_string();
+        assert!(
+            shown.ends_with("at line 3: invalid type: integer, expected a string"),
+            "{shown}"
+        );
+        for (message, wanted) in [
+            (
+                r#"invalid type: string "a\"b`c", expected usize"#,
+                "invalid type: string, expected usize",
+            ),
+            (
+                "invalid value: integer `-1`, expected u64",
+                "invalid value: integer, expected u64",
+            ),
+            (
+                r#"x string "1" y floating point `2.5` z character `c`"#,
+                "x string y floating point z character",
+            ),
+            (
+                "unknown field `pin`, expected `pin_file`",
+                "unknown field `pin`, expected `pin_file`",
+            ),
+            (r#"cut string "unterminated"#, "cut string"),
+        ] {
+            assert_eq!(without_values(message), wanted, "{message}");
         }
     }
 
