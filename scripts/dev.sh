@@ -75,10 +75,15 @@ if [[ $store == postgres ]]; then
         pg_url=$(sed -E 's#^OFFLINE_SIGNER_DATABASE_URL=([a-z]+://[^:@/]+):[^@]*@#\1@#' <<<"$line")
         unset line
         database="url = \"$pg_url\"
-password_file = \"postgres/db.password\""
-        # The cluster may have moved to another port since the configuration was written.
+password_file = \"postgres/db.password\"
+tls_ca_file = \"postgres/tls/ca.crt\""
+        # The cluster may have moved to another port since the configuration was written; a
+        # configuration written before TLS gets the cluster's CA.
         if [[ -f "$config" ]]; then
             sed -i -E "s#^url = .*#url = \"$pg_url\"#" "$config"
+            if ! grep -q '^tls_ca_file' "$config"; then
+                sed -i '/^password_file = "postgres\/db.password"/a tls_ca_file = "postgres/tls/ca.crt"' "$config"
+            fi
         fi
     else
         database="# The database URL, password included, comes from OFFLINE_SIGNER_DATABASE_URL."

@@ -9,6 +9,8 @@
 #   DIR/port           the TCP port it listens on (127.0.0.1 only)
 #   DIR/postgres.log   the server's log
 #   DIR/.s.PGSQL.PORT  its unix socket (local connections are trusted: DIR is private to the server's user)
+#   DIR/tls/ca.crt     the CA that signed the server's TLS certificate (for 127.0.0.1 and localhost): give
+#                      it as [store] tls_ca_file to connect over TLS; plain TCP is accepted too
 # and the role offline_signer (LOGIN, CREATEDB so that tests can make a database each) owning the database
 # offline_signer.
 #
@@ -147,6 +149,57 @@ pick_port() {
     die "no free TCP port found on 127.0.0.1 after $tries tries"
 }
 
+# ensure_tls: a CA of the cluster's own and a server certificate it signed (P-256, ten years, for
+# 127.0.0.1 and localhost), made once. The CA's key is deleted at once: nothing else is ever signed.
+ensure_tls() {
+    local tls="$dir/tls"
+    if [[ -s "$tls/ca.crt" && -s "$tls/server.crt" && -s "$tls/server.key" ]]; then
+        return 0
+    fi
+    command -v openssl >/dev/null 2>&1 || die "openssl not found (Debian: apt-get install openssl)"
+    rm -rf "$tls"
+    (umask 077 && mkdir "$tls")
+    local ec=(-newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes)
+    openssl req -x509 "${ec[@]}" -days 3650 -subj "/CN=offline-signer test database CA" \
+        -addext "basicConstraints=critical,CA:TRUE" -addext "keyUsage=critical,keyCertSign" \
+        -keyout "$tls/ca.key" -out "$tls/ca.crt" 2>/dev/null || die "openssl could not make the CA"
+    openssl req "${ec[@]}" -subj "/CN=127.0.0.1" -keyout "$tls/server.key" -out "$tls/server.csr" \
+        2>/dev/null || die "openssl could not make the server key"
+    printf '%s\n' "basicConstraints=critical,CA:FALSE" "keyUsage=critical,digitalSignature" \
+        "extendedKeyUsage=serverAuth" "subjectAltName=IP:127.0.0.1,DNS:localhost" >"$tls/server.ext"
+    openssl x509 -req -in "$tls/server.csr" -CA "$tls/ca.crt" -CAkey "$tls/ca.key" -set_serial 1 \
+        -days 3650 -extfile "$tls/server.ext" -out "$tls/server.crt" 2>/dev/null ||
+        die "openssl could not sign the server certificate"
+    rm -f "$tls/ca.key" "$tls/server.csr" "$tls/server.ext"
+    chmod 0600 "$tls/server.key"
+    chmod 0644 "$tls/ca.crt" "$tls/server.crt"
+    chmod 0755 "$tls"
+    if [[ $(id -u) -eq 0 ]]; then
+        chown -R "$PG_USER:" "$tls"
+    fi
+}
+
+# write_conf PORT: the settings this script owns, read by the server at start and at reload.
+write_conf() {
+    # Small and quick, but durable: fsync and synchronous_commit keep their defaults (on), because
+    # the store's durability tests rely on them.
+    as_server tee "$pgdata/offline-signer.conf" >/dev/null <<EOF
+# Written by scripts/postgres-init.sh on every run.
+listen_addresses = '127.0.0.1'
+port = $1
+unix_socket_directories = '$dir'
+max_connections = 200
+shared_buffers = 32MB
+dynamic_shared_memory_type = posix
+max_wal_size = 256MB
+log_min_messages = warning
+log_min_error_statement = panic
+ssl = on
+ssl_cert_file = '$dir/tls/server.crt'
+ssl_key_file = '$dir/tls/server.key'
+EOF
+}
+
 is_running() {
     [[ -f "$pgdata/PG_VERSION" ]] && as_server "$bindir/pg_ctl" -D "$pgdata" status >/dev/null 2>&1
 }
@@ -210,9 +263,13 @@ else
 fi
 chmod 0600 "$dir/db.password"
 
+ensure_tls
 if is_running; then
     port=$(cat "$dir/port")
     say "the cluster in $dir is already running on port $port"
+    # A cluster made by an older version of this script gets TLS without a restart.
+    write_conf "$port"
+    as_server "$bindir/pg_ctl" -D "$pgdata" reload >/dev/null
 else
     port=""
     if [[ -s "$dir/port" ]] && ! port_in_use "$(cat "$dir/port")"; then
@@ -221,20 +278,7 @@ else
     started=false
     for attempt in 1 2 3 4 5; do
         [[ -n "$port" ]] || port=$(pick_port)
-        # Small and quick, but durable: fsync and synchronous_commit keep their defaults (on), because
-        # the store's durability tests rely on them.
-        as_server tee "$pgdata/offline-signer.conf" >/dev/null <<EOF
-# Written by scripts/postgres-init.sh on every start.
-listen_addresses = '127.0.0.1'
-port = $port
-unix_socket_directories = '$dir'
-max_connections = 200
-shared_buffers = 32MB
-dynamic_shared_memory_type = posix
-max_wal_size = 256MB
-log_min_messages = warning
-log_min_error_statement = panic
-EOF
+        write_conf "$port"
         printf '%s' "$port" >"$dir/port"
         if as_server "$bindir/pg_ctl" -D "$pgdata" -l "$dir/postgres.log" -w -t 60 start >&2; then
             started=true

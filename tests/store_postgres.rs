@@ -749,12 +749,31 @@ fn a_verification_abandoned_midway_leaves_no_open_transaction_behind() {
     let Some(db) = TestDatabase::create() else {
         return;
     };
+    abandon_a_verification_midway(&db, db.settings(1));
+}
+
+/// The same over TLS: the cancel request goes out over TLS too (the server would refuse a plain one
+/// from a client whose settings require TLS, and the statement would stay pending).
+#[test]
+fn a_verification_abandoned_midway_over_tls_is_cancelled_too() {
+    let Some(db) = TestDatabase::create() else {
+        return;
+    };
+    let Some(settings) = db.tls_settings(1) else {
+        return;
+    };
+    abandon_a_verification_midway(&db, settings);
+}
+
+fn abandon_a_verification_midway(db: &TestDatabase, settings: PostgresSettings) {
     // One connection: whatever the abandoned call leaves on it, the next call gets.
-    let store = PgStore::open(&db.settings(1).with_audit_lanes(1), chain("abandon"))
+    let store = PgStore::open(&settings.with_audit_lanes(1), chain("abandon"))
         .expect("open the store")
         .with_operation_timeout(std::time::Duration::from_secs(1));
-    store.insert_activation(&activation("a1"), None).unwrap();
-    let before = store.activation("a1").unwrap().expect("activation");
+    store
+        .insert_activation(&activation("a1"), None)
+        .expect("insert");
+    let before = store.activation("a1").expect("read").expect("activation");
     {
         let _held = HeldLock::take(
             &db.url(),
@@ -773,20 +792,23 @@ fn a_verification_abandoned_midway_leaves_no_open_transaction_behind() {
     }
     // The lock is released: an abandoned statement still pending would now run. Neither this store
     // nor another connection sees any trace of it.
-    let after = store.activation("a1").unwrap().expect("activation");
+    let after = store.activation("a1").expect("read").expect("activation");
     assert_eq!(
         (after.version, after.counter),
         (before.version, before.counter)
     );
-    let fresh = open(&db, "observer");
-    let seen = fresh.activation("a1").unwrap().expect("activation");
+    let fresh = open(db, "observer");
+    let seen = fresh.activation("a1").expect("read").expect("activation");
     assert_eq!(
         (seen.version, seen.counter),
         (before.version, before.counter)
     );
     // The next verification commits exactly once.
-    assert_eq!(verify_once(&store, "a1").unwrap().0, before.counter + 1);
-    let seen = fresh.activation("a1").unwrap().expect("activation");
+    assert_eq!(
+        verify_once(&store, "a1").expect("verify").0,
+        before.counter + 1
+    );
+    let seen = fresh.activation("a1").expect("read").expect("activation");
     assert_eq!(seen.counter, before.counter + 1);
     assert_eq!(seen.version, before.version + 1);
 }
@@ -876,4 +898,73 @@ fn the_remote_calls_answer_as_the_blocking_ones_and_a_dropped_commit_still_lands
     );
     assert_eq!(store.audit_head().expect("head").seq, 1);
     assert!(verify_audit_chain(&store).expect("walk").is_intact());
+}
+
+/// With `tls_ca_file`, every session of the store is TLS, the server's certificate must chain to that
+/// CA and name the host the URL names; there is no fallback to plain TCP.
+#[test]
+fn tls_sessions_check_the_servers_certificate_and_name() {
+    let Some(db) = TestDatabase::create() else {
+        return;
+    };
+    let Some(settings) = db.tls_settings(4) else {
+        return;
+    };
+    assert!(settings.uses_tls());
+    assert!(!db.settings(4).uses_tls());
+    let store = PgStore::open(&settings, chain("tls")).expect("open over TLS");
+    store.insert_activation(&activation("t1"), None).unwrap();
+    assert!(store.activation("t1").unwrap().is_some());
+    let (tls, plain) = db.sessions_by_tls();
+    assert!(
+        tls >= 1 && plain == 0,
+        "{tls} TLS and {plain} plain sessions"
+    );
+    drop(store);
+
+    // A CA that did not sign the server's certificate.
+    let dir = tempfile::tempdir().unwrap();
+    let stranger = dir.path().join("stranger-ca.pem");
+    let other = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_owned()]).unwrap();
+    std::fs::write(&stranger, other.cert.pem()).unwrap();
+    let refused = PgStore::open(
+        &db.settings_with(1, Some(stranger)).expect("settings"),
+        chain("tls"),
+    )
+    .expect_err("a server certificate from another CA is refused");
+    assert!(refused.to_string().contains("UnknownIssuer"), "{refused}");
+
+    // The right CA, but the URL names a host the certificate does not (reached at 127.0.0.1).
+    let url = db.url();
+    let (before, after) = url
+        .split_once("@127.0.0.1:")
+        .expect("the test URL names 127.0.0.1");
+    let misnamed = format!("{before}@db.invalid:{after}?hostaddr=127.0.0.1");
+    let ca = postgres_server::server_ca_file().expect("the CA tls_settings used");
+    let settings = offline_signer::store::RawPostgresSettings {
+        tls_ca_file: Some(ca),
+        ..Default::default()
+    }
+    .validate_with_env(std::path::Path::new("/"), |name| {
+        (name == offline_signer::store::DATABASE_URL_ENV).then(|| misnamed.clone())
+    })
+    .expect("settings");
+    let refused = PgStore::open(&settings, chain("tls")).expect_err("a misnamed server is refused");
+    assert!(
+        refused
+            .to_string()
+            .contains("not valid for name \"db.invalid\""),
+        "{refused}"
+    );
+
+    // A file that holds no certificate is refused when the settings are checked.
+    let empty = dir.path().join("empty.pem");
+    std::fs::write(&empty, "not a certificate\n").unwrap();
+    let e = db
+        .settings_with(1, Some(empty))
+        .expect_err("no certificate");
+    assert!(
+        e.contains("tls_ca_file") && e.contains("no CERTIFICATE"),
+        "{e}"
+    );
 }

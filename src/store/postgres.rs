@@ -63,6 +63,7 @@
 //! is refused with [`StoreError::NewerFormat`].
 
 mod settings;
+mod tls;
 
 use std::future::Future;
 use std::time::Duration;
@@ -74,7 +75,7 @@ use deadpool_postgres::{
 };
 use tokio_postgres::error::SqlState;
 use tokio_postgres::types::ToSql;
-use tokio_postgres::{NoTls, Row, Statement};
+use tokio_postgres::{CancelToken, NoTls, Row, Statement};
 
 use super::audit::{AuditDraft, AuditEntry, AuditRecord, ChainHead, ChainId, Checkpoint};
 use super::codec::{self, DecodeError};
@@ -91,6 +92,7 @@ use crate::model::{KeyId, Timestamp};
 pub use settings::{
     DATABASE_URL_ENV, PostgresSettings, PostgresSettingsError, RawPostgresSettings,
 };
+use tls::DatabaseTls;
 
 /// Worker threads of each store's private runtime: the work on them is only driving sockets.
 pub(super) const RUNTIME_THREADS: usize = 2;
@@ -169,7 +171,17 @@ fn db(e: tokio_postgres::Error) -> StoreError {
             StoreError::AlreadyExists { what: "record" }
         }
         Some(code) => io(format!("PostgreSQL: {e} (SQLSTATE {})", code.code())),
-        None => io(format!("PostgreSQL: {e}")),
+        // No answer from the server: the client's own words and their causes (a refused TLS
+        // certificate says why only in its cause).
+        None => {
+            let mut detail = format!("PostgreSQL: {e}");
+            let mut cause = std::error::Error::source(&e);
+            while let Some(c) = cause {
+                detail.push_str(&format!(": {c}"));
+                cause = c.source();
+            }
+            io(detail)
+        }
     }
 }
 
@@ -222,8 +234,28 @@ struct Engine {
     runtime: Option<tokio::runtime::Runtime>,
     handle: tokio::runtime::Handle,
     pool: Pool,
+    /// How a cancel request reaches the server: as the pool's connections do.
+    canceller: Canceller,
     /// How long one operation may take ([`OPERATION_TIMEOUT`] unless a test shortened it).
     timeout: Duration,
+}
+
+/// Sends a cancel request for a statement over a connection of its own, with TLS when the pool's
+/// connections use it (a cancel request over plain TCP would be refused by `sslmode=require`).
+#[derive(Clone, Debug)]
+enum Canceller {
+    Plain,
+    Tls(DatabaseTls),
+}
+
+impl Canceller {
+    async fn cancel(self, token: CancelToken) {
+        // Best effort: the statement may have ended, or the server may be unreachable.
+        let _ = match self {
+            Self::Plain => token.cancel_query(NoTls).await,
+            Self::Tls(tls) => token.cancel_query(tls).await,
+        };
+    }
 }
 
 impl Engine {
@@ -234,14 +266,20 @@ impl Engine {
             .enable_all()
             .build()
             .map_err(|e| io(format!("starting the PostgreSQL store's runtime: {e}")))?;
-        let manager = Manager::from_config(
-            settings.connect_config(),
-            NoTls,
-            ManagerConfig {
-                // A connection whose socket died is dropped; a live one is reused without a round trip.
-                recycling_method: RecyclingMethod::Fast,
-            },
-        );
+        // A connection whose socket died is dropped; a live one is reused without a round trip.
+        let recycling = || ManagerConfig {
+            recycling_method: RecyclingMethod::Fast,
+        };
+        let (manager, canceller) = match settings.tls() {
+            None => (
+                Manager::from_config(settings.connect_config(), NoTls, recycling()),
+                Canceller::Plain,
+            ),
+            Some(tls) => (
+                Manager::from_config(settings.connect_config(), tls.clone(), recycling()),
+                Canceller::Tls(tls.clone()),
+            ),
+        };
         let pool = Pool::builder(manager)
             .max_size(settings.pool_size())
             .runtime(Runtime::Tokio1)
@@ -254,6 +292,7 @@ impl Engine {
             handle: runtime.handle().clone(),
             runtime: Some(runtime),
             pool,
+            canceller,
             timeout: OPERATION_TIMEOUT,
         })
     }
@@ -952,6 +991,7 @@ struct Consumption {
 async fn commit_activation(
     pool: &Pool,
     lanes: &Lanes,
+    canceller: Canceller,
     next: Activation,
     consume_nonce: Option<IssuedNonce>,
     audit: Option<AuditDraft>,
@@ -979,7 +1019,7 @@ async fn commit_activation(
     });
     let record = codec::encode_activation(&stored);
     let mut lane = lanes.lease_for(&audit).await?;
-    let guard = Unanswered::new(pool.get().await.map_err(self::pool)?);
+    let guard = Unanswered::new(pool.get().await.map_err(self::pool)?, canceller);
     let conn = guard.conn()?;
     let commit = conn.prepare_cached(COMMIT_ACTIVATION).await.map_err(db)?;
     for _ in 0..LANE_ATTEMPTS {
@@ -1063,13 +1103,15 @@ async fn commit_activation(
 struct Unanswered {
     conn: Option<Object>,
     pending: AtomicBool,
+    canceller: Canceller,
 }
 
 impl Unanswered {
-    fn new(conn: Object) -> Self {
+    fn new(conn: Object, canceller: Canceller) -> Self {
         Self {
             conn: Some(conn),
             pending: AtomicBool::new(false),
+            canceller,
         }
     }
 
@@ -1098,9 +1140,7 @@ impl Drop for Unanswered {
         // Dropped by the operation's timeout, on the store's runtime: the cancel request goes out
         // on a connection of its own. Nowhere to send it from outside a runtime.
         if let Ok(runtime) = tokio::runtime::Handle::try_current() {
-            runtime.spawn(async move {
-                let _ = cancel.cancel_query(NoTls).await;
-            });
+            runtime.spawn(self.canceller.clone().cancel(cancel));
         }
     }
 }
@@ -1195,6 +1235,13 @@ impl PgStore {
     /// outages are [`StoreError::Io`] per call and heal by themselves. A `chain` too long to carry the
     /// lane suffix is refused ([`StoreError::Io`] naming the limit).
     pub fn open(settings: &PostgresSettings, chain: ChainId) -> Result<Self, StoreError> {
+        if settings.plain_over_network() {
+            tracing::warn!(
+                database = %settings.target(),
+                "PLAIN TCP TO A DATABASE THAT IS NOT ON THIS MACHINE: give [store] tls_ca_file \
+                 (the CA of the server's certificate) so that connections use TLS"
+            );
+        }
         let lane_count = settings.audit_lanes();
         settings::check_lane_room(&chain, lane_count).map_err(|e| StoreError::Io {
             detail: e.to_string(),
@@ -1436,9 +1483,9 @@ impl RemoteStore for PgStore {
     }
 
     fn commit_verification(&self, commit: VerificationCommit) -> StoreFuture<Committed> {
-        let lanes = self.lanes();
+        let (lanes, canceller) = (self.lanes(), self.engine.canceller.clone());
         self.engine.spawn(
-            move |pool| async move { commit_verification(&pool, &lanes, commit).await },
+            move |pool| async move { commit_verification(&pool, &lanes, canceller, commit).await },
             write_timed_out,
         )
     }
@@ -1448,11 +1495,13 @@ impl RemoteStore for PgStore {
 async fn commit_verification(
     pool: &Pool,
     lanes: &Lanes,
+    canceller: Canceller,
     commit: VerificationCommit,
 ) -> Result<Committed, StoreError> {
     commit_activation(
         pool,
         lanes,
+        canceller,
         commit.activation,
         commit.consume_nonce,
         Some(commit.audit),
@@ -1760,15 +1809,17 @@ impl Store for PgStore {
         audit: Option<AuditDraft>,
     ) -> Result<Committed, StoreError> {
         let next = activation.clone();
-        let lanes = self.lanes();
-        self.engine
-            .write(|pool| async move { commit_activation(&pool, &lanes, next, None, audit).await })
+        let (lanes, canceller) = (self.lanes(), self.engine.canceller.clone());
+        self.engine.write(|pool| async move {
+            commit_activation(&pool, &lanes, canceller, next, None, audit).await
+        })
     }
 
     fn commit_verification(&self, commit: VerificationCommit) -> Result<Committed, StoreError> {
-        let lanes = self.lanes();
-        self.engine
-            .write(|pool| async move { commit_verification(&pool, &lanes, commit).await })
+        let (lanes, canceller) = (self.lanes(), self.engine.canceller.clone());
+        self.engine.write(|pool| async move {
+            commit_verification(&pool, &lanes, canceller, commit).await
+        })
     }
 
     fn issue_nonce(

@@ -17,10 +17,13 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::OnceLock;
 
-use offline_signer::store::PostgresSettings;
+use offline_signer::store::{DATABASE_URL_ENV, PostgresSettings, RawPostgresSettings};
 
 /// The server to use, when given from outside.
 pub const TEST_URL_ENV: &str = "OFFLINE_SIGNER_TEST_DATABASE_URL";
+/// The CA of that server's TLS certificate (for a server given by [`TEST_URL_ENV`]; the cluster the
+/// tests start themselves has its own, `tls/ca.crt`, from `scripts/postgres-init.sh`).
+pub const TEST_CA_ENV: &str = "OFFLINE_SIGNER_TEST_DATABASE_CA";
 /// `1` turns a missing PostgreSQL from a failure into a loud skip.
 pub const ALLOW_MISSING_ENV: &str = crate::required::ALLOW_MISSING;
 
@@ -175,6 +178,23 @@ fn server_url() -> Result<String, String> {
     .clone()
 }
 
+/// The CA file of the test server's TLS certificate.
+pub fn server_ca_file() -> Result<PathBuf, String> {
+    server_url()?;
+    let ca = match std::env::var(TEST_URL_ENV) {
+        Ok(url) if !url.is_empty() => match std::env::var(TEST_CA_ENV) {
+            Ok(ca) if !ca.is_empty() => PathBuf::from(ca),
+            _ => return Err(format!("{TEST_URL_ENV} is set and {TEST_CA_ENV} is not")),
+        },
+        _ => shared_base().join("cluster/tls/ca.crt"),
+    };
+    if ca.is_file() {
+        Ok(ca)
+    } else {
+        Err(format!("no TLS CA file at {}", ca.display()))
+    }
+}
+
 /// The shared cluster's directory: short (unix socket paths are limited to 107 bytes), under `/tmp` (the
 /// server's unprivileged user must reach it), and one per checkout.
 fn shared_base() -> PathBuf {
@@ -280,6 +300,54 @@ impl TestDatabase {
             .with_database(&self.name)
     }
 
+    /// Settings for this database whose connections use TLS, checked against the test server's CA;
+    /// `None` when that CA is missing and that is allowed.
+    pub fn tls_settings(&self, pool_size: usize) -> Option<PostgresSettings> {
+        let ca = match server_ca_file() {
+            Ok(ca) => ca,
+            Err(why) => return missing(&why),
+        };
+        let settings = self.settings_with(pool_size, Some(ca));
+        Some(settings.unwrap_or_else(|e| panic!("TLS settings for the test server: {e}")))
+    }
+
+    /// Settings for this database as the `[store]` table would give them, with `tls_ca_file`.
+    ///
+    /// # Errors
+    /// What the settings' validation says (e.g. a CA file that is not one).
+    pub fn settings_with(
+        &self,
+        pool_size: usize,
+        tls_ca_file: Option<PathBuf>,
+    ) -> Result<PostgresSettings, String> {
+        let url = self.url();
+        RawPostgresSettings {
+            pool_size: Some(pool_size),
+            tls_ca_file,
+            ..RawPostgresSettings::default()
+        }
+        .validate_with_env(Path::new("/"), |name| {
+            (name == DATABASE_URL_ENV).then(|| url.clone())
+        })
+        .map_err(|e| e.to_string())
+    }
+
+    /// Sessions of this database other than the asking one: (over TLS, over plain TCP or a socket).
+    pub fn sessions_by_tls(&self) -> (usize, usize) {
+        let url = self.url();
+        std::thread::spawn(move || {
+            let counts = query_counts(
+                &url,
+                "SELECT count(*) FILTER (WHERE s.ssl), count(*) FILTER (WHERE NOT s.ssl) \
+                 FROM pg_stat_activity a JOIN pg_stat_ssl s USING (pid) \
+                 WHERE a.datname = current_database() AND a.pid <> pg_backend_pid()",
+            );
+            (counts[0], counts[1])
+        })
+        .join()
+        .expect("the session count does not panic")
+    }
+
     /// A URL for this database (password included), for child processes and admin statements.
     pub fn url(&self) -> String {
         match self.admin_url.rsplit_once('/') {
@@ -337,6 +405,15 @@ impl Drop for TestDatabase {
 
 /// [`TestDatabase::lock_waits`] on the calling thread, which must not be a runtime's.
 fn count_lock_waits(url: &str) -> usize {
+    query_counts(
+        url,
+        "SELECT count(*) FROM pg_stat_activity \
+         WHERE datname = current_database() AND wait_event_type = 'Lock'",
+    )[0]
+}
+
+/// The counts in the one row `sql` answers on `url`, on the calling thread (not a runtime's).
+fn query_counts(url: &str, sql: &str) -> Vec<usize> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -344,19 +421,14 @@ fn count_lock_waits(url: &str) -> usize {
     runtime.block_on(async move {
         let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls)
             .await
-            .expect("connect to count lock waits");
+            .expect("connect to count");
         let driver = tokio::spawn(connection);
-        let waits: i64 = client
-            .query_one(
-                "SELECT count(*) FROM pg_stat_activity \
-                 WHERE datname = current_database() AND wait_event_type = 'Lock'",
-                &[],
-            )
-            .await
-            .expect("count lock waits")
-            .get(0);
+        let row = client.query_one(sql, &[]).await.expect("count");
+        let counts = (0..row.len())
+            .map(|i| usize::try_from(row.get::<_, i64>(i)).expect("a count"))
+            .collect();
         drop(client);
         let _ = driver.await;
-        usize::try_from(waits).expect("a count")
+        counts
     })
 }

@@ -10,6 +10,7 @@
 //! pool_size = 16
 //! audit_chain = "signer-1"             # optional; see PostgresSettings::audit_chain_or_persisted
 //! audit_lanes = 8                      # optional, 1..=64; see PostgresSettings::audit_lanes
+//! tls_ca_file = "db-ca.pem"            # optional: TLS, the server's certificate checked (tls.rs)
 //! ```
 //!
 //! The password never sits in the file: it comes from `password_file` (relative to the configuration's
@@ -25,7 +26,9 @@ use std::time::Duration;
 
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
+use tokio_postgres::config::{Host, SslMode};
 
+use super::tls::DatabaseTls;
 use crate::store::audit::{ChainId, InvalidChainId};
 
 /// The environment variable that, when set, gives the whole database URL (password included) and
@@ -65,6 +68,10 @@ pub struct RawPostgresSettings {
     /// How many audit chains ("lanes") this instance appends to, 1..=64 (default 8); see
     /// [`PostgresSettings::audit_lanes`].
     pub audit_lanes: Option<usize>,
+    /// PEM file of the CA(s) that sign the database server's certificate; relative to the
+    /// configuration's directory. Given, every connection uses TLS and checks the certificate and
+    /// the host name; absent, connections are plain TCP (loopback or a trusted network only).
+    pub tls_ca_file: Option<PathBuf>,
 }
 
 /// What is wrong with the PostgreSQL settings. No variant carries the password or the URL.
@@ -139,6 +146,22 @@ pub enum PostgresSettingsError {
     /// `audit_chain` is not a valid chain id.
     #[error("store.audit_chain: {0}")]
     AuditChain(#[from] InvalidChainId),
+    /// The CA file of `tls_ca_file` cannot be used.
+    #[error("store.tls_ca_file {path}: {detail}")]
+    TlsCaFile {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong, in words.
+        detail: String,
+    },
+    /// The URL asks for TLS and no CA says which server certificate to trust.
+    #[error(
+        "the database URL says sslmode=require: give store.tls_ca_file (the CA that signs the server's certificate)"
+    )]
+    TlsWithoutCa,
+    /// `tls_ca_file` is given, and the URL turns TLS off or names a unix socket (which has none).
+    #[error("store.tls_ca_file needs a TCP host and no sslmode=disable in the database URL")]
+    TlsNotPossible,
     /// The persisted chain id file cannot be read or written.
     #[error("audit chain id file {path}: {detail}")]
     ChainIdFile {
@@ -158,6 +181,8 @@ pub struct PostgresSettings {
     pool_size: usize,
     audit_chain: Option<ChainId>,
     audit_lanes: usize,
+    /// TLS for every connection, from `tls_ca_file` (named here for `Debug`).
+    tls: Option<(PathBuf, DatabaseTls)>,
 }
 
 impl fmt::Debug for PostgresSettings {
@@ -168,6 +193,7 @@ impl fmt::Debug for PostgresSettings {
             .field("pool_size", &self.pool_size)
             .field("audit_chain", &self.audit_chain)
             .field("audit_lanes", &self.audit_lanes)
+            .field("tls_ca_file", &self.tls.as_ref().map(|(path, _)| path))
             .finish()
     }
 }
@@ -228,7 +254,33 @@ impl RawPostgresSettings {
         if given.next().is_some() {
             return Err(PostgresSettingsError::PasswordTwice);
         }
-        let config = without_password(&config);
+        let mut config = without_password(&config);
+        let tls = match self.tls_ca_file {
+            None if config.get_ssl_mode() == SslMode::Require => {
+                return Err(PostgresSettingsError::TlsWithoutCa);
+            }
+            None => None,
+            Some(_)
+                if config.get_ssl_mode() == SslMode::Disable
+                    || config
+                        .get_hosts()
+                        .iter()
+                        .any(|h| matches!(h, Host::Unix(_))) =>
+            {
+                return Err(PostgresSettingsError::TlsNotPossible);
+            }
+            Some(path) => {
+                let path = base_dir.join(path);
+                let tls = DatabaseTls::from_ca_file(&path).map_err(|detail| {
+                    PostgresSettingsError::TlsCaFile {
+                        path: path.clone(),
+                        detail,
+                    }
+                })?;
+                config.ssl_mode(SslMode::Require);
+                Some((path, tls))
+            }
+        };
         let pool_size = self.pool_size.unwrap_or(DEFAULT_POOL_SIZE);
         if pool_size == 0 || pool_size > MAX_POOL_SIZE {
             return Err(PostgresSettingsError::PoolSize { value: pool_size });
@@ -247,6 +299,7 @@ impl RawPostgresSettings {
             pool_size,
             audit_chain,
             audit_lanes,
+            tls,
         })
     }
 }
@@ -413,6 +466,33 @@ impl PostgresSettings {
         }
     }
 
+    /// TLS for the connections, when `tls_ca_file` was given.
+    pub(super) fn tls(&self) -> Option<&DatabaseTls> {
+        self.tls.as_ref().map(|(_, tls)| tls)
+    }
+
+    /// Whether connections use TLS (`tls_ca_file` was given).
+    pub fn uses_tls(&self) -> bool {
+        self.tls.is_some()
+    }
+
+    /// Whether connections go as plain TCP to a host that is not this machine's loopback (worth a
+    /// warning: the database's traffic, verification records included, crosses a network in clear).
+    pub fn plain_over_network(&self) -> bool {
+        let loopback = |name: &str| {
+            name == "localhost"
+                || name
+                    .parse::<std::net::IpAddr>()
+                    .is_ok_and(|ip| ip.is_loopback())
+        };
+        self.tls.is_none()
+            && self
+                .config
+                .get_hosts()
+                .iter()
+                .any(|host| matches!(host, Host::Tcp(name) if !loopback(name)))
+    }
+
     /// The client configuration with the password set, for the pool.
     pub(super) fn connect_config(&self) -> tokio_postgres::Config {
         let mut config = self.config.clone();
@@ -571,5 +651,54 @@ mod tests {
         let again = settings.audit_chain_or_persisted(&path).expect("read");
         assert_eq!(first, again);
         assert!(first.as_str().starts_with("instance-"));
+    }
+
+    #[test]
+    fn tls_takes_a_ca_file_and_never_falls_back_to_plain_tcp() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let ca = rcgen::generate_simple_self_signed(vec!["db.example".to_owned()]).expect("cert");
+        std::fs::write(dir.path().join("ca.pem"), ca.cert.pem()).expect("write");
+        let with_ca = |url: &str, file: &str| {
+            RawPostgresSettings {
+                tls_ca_file: Some(PathBuf::from(file)),
+                ..raw(url)
+            }
+            .validate_with_env(dir.path(), no_env)
+        };
+        let settings = with_ca("postgres://u@db.example/d", "ca.pem").expect("valid");
+        assert!(settings.uses_tls());
+        assert_eq!(settings.connect_config().get_ssl_mode(), SslMode::Require);
+        assert!(format!("{settings:?}").contains("ca.pem"));
+        let plain = raw("postgres://u@db.example/d")
+            .validate_with_env(dir.path(), no_env)
+            .expect("valid");
+        assert!(!plain.uses_tls());
+        assert!(plain.plain_over_network());
+        assert!(!settings.plain_over_network());
+        for local in ["127.0.0.1", "localhost", "[::1]", "%2Ftmp%2Fsock"] {
+            let url = format!("postgres://u@{local}/d");
+            let s = raw(&url).validate_with_env(dir.path(), no_env).expect(&url);
+            assert!(!s.plain_over_network(), "{url}");
+        }
+        for (url, wanted) in [
+            (
+                "postgres://u@db.example/d?sslmode=disable",
+                "TlsNotPossible",
+            ),
+            ("postgres://u@%2Ftmp%2Fsock/d", "TlsNotPossible"),
+        ] {
+            let e = with_ca(url, "ca.pem").expect_err(url);
+            assert!(format!("{e:?}").starts_with(wanted), "{url}: {e:?}");
+        }
+        let e = raw("postgres://u@db.example/d?sslmode=require")
+            .validate_with_env(dir.path(), no_env)
+            .expect_err("require without a CA");
+        assert!(matches!(e, PostgresSettingsError::TlsWithoutCa), "{e:?}");
+        let e = with_ca("postgres://u@db.example/d", "missing.pem").expect_err("missing file");
+        assert!(
+            matches!(&e, PostgresSettingsError::TlsCaFile { path, .. } if path.ends_with("missing.pem")),
+            "{e:?}"
+        );
+        assert!(toml::from_str::<RawPostgresSettings>("tls_ca_file = \"ca.pem\"").is_ok());
     }
 }
