@@ -12,7 +12,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use offline_signer_testkit::e2e_server::{self, credentials_from, free_port};
-use offline_signer_testkit::postgres::TestDatabase;
+use offline_signer_testkit::postgres::{self, TestDatabase};
 use offline_signer_testkit::softhsm;
 use offline_token::client::{Client, ClientError, Credentials, VerifyRequest, VerifyResponse};
 use offline_token::{Activation, SignedOperation, Token};
@@ -32,10 +32,12 @@ struct Instance {
     log: PathBuf,
 }
 
-/// The shared parts: a folder with the SoftHSM token and the database.
+/// The shared parts: a folder with the SoftHSM token and the database (and the CA of its TLS
+/// certificate: instance `node-b` connects over TLS, `node-a` over plain TCP).
 struct Cluster {
     dir: tempfile::TempDir,
     db: TestDatabase,
+    ca: PathBuf,
 }
 
 impl Cluster {
@@ -55,6 +57,11 @@ impl Cluster {
     fn start(&self, name: &'static str) -> Instance {
         let port = free_port();
         let config = self.dir.path().join(format!("{name}.toml"));
+        let tls = if name == "node-b" {
+            format!("tls_ca_file = \"{}\"\n", self.ca.display())
+        } else {
+            String::new()
+        };
         std::fs::write(
             &config,
             format!(
@@ -64,6 +71,7 @@ impl Cluster {
                  kind = \"postgres\"\n\
                  pool_size = 8\n\
                  audit_chain = \"{name}\"\n\
+                 {tls}\
                  {signer}",
                 signer = softhsm::signer_table(LABEL),
             ),
@@ -165,6 +173,10 @@ fn two_instances_on_one_database_and_one_token() {
     let Some(db) = TestDatabase::create() else {
         return;
     };
+    let Some(ca) = postgres::server_ca_file().map_or_else(|why| postgres::missing(&why), Some)
+    else {
+        return;
+    };
     let dir = tempfile::tempdir().unwrap();
     softhsm::init_token(&dir.path().join("hsm"), LABEL, None);
     softhsm::provision_with_cli(
@@ -172,7 +184,7 @@ fn two_instances_on_one_database_and_one_token() {
         &dir.path().join("hsm"),
         LABEL,
     );
-    let cluster = Cluster { dir, db };
+    let cluster = Cluster { dir, db, ca };
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -188,6 +200,12 @@ async fn scenario(cluster: &Cluster) {
     let mut b = cluster.start("node-b");
     a.wait_until_healthy().await;
     b.wait_until_healthy().await;
+    // B's sessions are TLS, A's plain: one database serves both.
+    let (tls, plain) = cluster.db.sessions_by_tls();
+    assert!(
+        tls >= 1 && plain >= 1,
+        "{tls} TLS and {plain} plain sessions"
+    );
 
     // One KEK and one DEK on the token: had both made a pair, the loser removed its own.
     let report: Value = serde_json::from_str(&cluster.admin(&["key-report"], &a.config)).unwrap();

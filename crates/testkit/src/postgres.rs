@@ -1,6 +1,7 @@
 //! Test helper: a fresh PostgreSQL database per test.
 //!
-//! The server is `OFFLINE_SIGNER_TEST_DATABASE_URL` when set (a role allowed to `CREATE DATABASE`).
+//! The server is `OFFLINE_SIGNER_TEST_DATABASE_URL` when set (a role allowed to `CREATE DATABASE`;
+//! the TLS tests also need `OFFLINE_SIGNER_TEST_DATABASE_CA`, the CA of its certificate).
 //! Otherwise the helper starts one itself with `scripts/postgres-init.sh` into a directory under `/tmp`
 //! named after this checkout, shared by every test process of the checkout (nextest runs each test in a
 //! process of its own, and initdb per test would cost seconds each). Sharing is guarded by `flock`: each
