@@ -752,8 +752,8 @@ fn a_verification_abandoned_midway_leaves_no_open_transaction_behind() {
     abandon_a_verification_midway(&db, db.settings(1));
 }
 
-/// The same over TLS: the cancel request goes out over TLS too (the server would refuse a plain one
-/// from a client whose settings require TLS, and the statement would stay pending).
+/// The same over TLS: the cancel request goes out over TLS too (a client whose settings require TLS
+/// does not send a plain one, and the statement would stay pending).
 #[test]
 fn a_verification_abandoned_midway_over_tls_is_cancelled_too() {
     let Some(db) = TestDatabase::create() else {

@@ -241,7 +241,7 @@ struct Engine {
 }
 
 /// Sends a cancel request for a statement over a connection of its own, with TLS when the pool's
-/// connections use it (a cancel request over plain TCP would be refused by `sslmode=require`).
+/// connections use it (under `sslmode=require` the client sends no cancel request without TLS).
 #[derive(Clone, Debug)]
 enum Canceller {
     Plain,
