@@ -553,11 +553,12 @@ impl Pki {
     fn connector(&self, with_client_cert: bool) -> tokio_rustls::TlsConnector {
         let mut roots = rustls::RootCertStore::empty();
         roots.add(self.ca.clone()).unwrap();
-        let builder =
-            rustls::ClientConfig::builder_with_provider(Arc::new(http::conn::crypto_provider()))
-                .with_safe_default_protocol_versions()
-                .unwrap()
-                .with_root_certificates(roots);
+        let builder = rustls::ClientConfig::builder_with_provider(Arc::new(
+            offline_signer::tls::crypto_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots);
         let config = if with_client_cert {
             builder
                 .with_client_auth_cert(self.client_chain.clone(), self.client_key.clone_key())

@@ -28,6 +28,8 @@ use tokio_rustls::TlsAcceptor;
 use tokio_rustls::rustls;
 use tower::ServiceExt as _;
 
+use crate::tls::{crypto_provider, read_certificates};
+
 /// Connection limits and TLS (the `[http]` table).
 #[derive(Debug, Clone)]
 pub struct ConnectionSettings {
@@ -90,22 +92,13 @@ impl TlsSettings {
     /// # Errors
     /// [`TlsError`] naming the file at fault.
     pub fn acceptor(&self) -> Result<TlsAcceptor, TlsError> {
+        use rustls::pki_types::PrivateKeyDer;
         use rustls::pki_types::pem::PemObject as _;
-        use rustls::pki_types::{CertificateDer, PrivateKeyDer};
         let file_error = |path: &Path, problem: String| TlsError::File {
             path: path.to_owned(),
             problem,
         };
-        let read_certs = |path: &Path| -> Result<Vec<CertificateDer<'static>>, TlsError> {
-            let certs = CertificateDer::pem_file_iter(path)
-                .map_err(|e| file_error(path, e.to_string()))?
-                .collect::<Result<Vec<_>, _>>()
-                .map_err(|e| file_error(path, e.to_string()))?;
-            if certs.is_empty() {
-                return Err(file_error(path, "no CERTIFICATE block".into()));
-            }
-            Ok(certs)
-        };
+        let read_certs = |path: &Path| read_certificates(path).map_err(|e| file_error(path, e));
         let chain = read_certs(&self.cert_file)?;
         // The key's PEM text is never echoed: the error names the file and the parser's verdict.
         let key = PrivateKeyDer::from_pem_file(&self.key_file)
@@ -138,14 +131,6 @@ impl TlsSettings {
         config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
         Ok(TlsAcceptor::from(Arc::new(config)))
     }
-}
-
-/// rustls with the *ring* provider: classical key exchange (X25519, P-256, P-384), no post-quantum
-/// hybrid. rustls 0.23.48 deprecates this provider for that reason; its replacement (aws-lc-rs)
-/// needs a C/CMake build of AWS-LC that this build machine cannot fetch.
-#[allow(deprecated)]
-pub fn crypto_provider() -> rustls::crypto::CryptoProvider {
-    rustls::crypto::ring::default_provider()
 }
 
 /// Whether `address` is reachable only from this host.

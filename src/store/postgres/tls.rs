@@ -16,7 +16,7 @@ use std::task::{Context, Poll};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio_postgres::tls::{ChannelBinding, MakeTlsConnect, TlsConnect, TlsStream};
 use tokio_rustls::rustls;
-use tokio_rustls::rustls::pki_types::{CertificateDer, InvalidDnsNameError, ServerName};
+use tokio_rustls::rustls::pki_types::{InvalidDnsNameError, ServerName};
 
 /// Makes a TLS session for every new database connection, trusting only the configured CAs.
 #[derive(Clone)]
@@ -36,19 +36,11 @@ impl DatabaseTls {
     /// # Errors
     /// In words: the file cannot be read, holds no certificate, or rustls refuses one.
     pub(super) fn from_ca_file(path: &Path) -> Result<Self, String> {
-        use rustls::pki_types::pem::PemObject as _;
-        let certs = CertificateDer::pem_file_iter(path)
-            .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
-            .map_err(|e| e.to_string())?;
-        if certs.is_empty() {
-            return Err("no CERTIFICATE block".to_owned());
-        }
         let mut roots = rustls::RootCertStore::empty();
-        for cert in certs {
+        for cert in crate::tls::read_certificates(path)? {
             roots.add(cert).map_err(|e| e.to_string())?;
         }
-        #[allow(deprecated)] // the ring provider: see `http::conn::crypto_provider`.
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let provider = Arc::new(crate::tls::crypto_provider());
         let config = rustls::ClientConfig::builder_with_provider(provider)
             .with_safe_default_protocol_versions()
             .map_err(|e| e.to_string())?
