@@ -52,7 +52,7 @@ pub struct Pkcs11Signer {
     /// Worker threads (the workers alone hold the shared state, so that closing the sessions
     /// and `C_Finalize` run on a worker thread, never on an async runtime thread).
     workers: usize,
-    /// Fires when the workers have closed every session and finalized the library.
+    /// Fires when the workers have closed every session, finalized the library and unloaded it.
     closed: tokio::sync::Mutex<Option<tokio::sync::oneshot::Receiver<()>>>,
 }
 

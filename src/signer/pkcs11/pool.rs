@@ -129,7 +129,8 @@ pub(crate) struct Shared {
     generations: std::sync::atomic::AtomicU64,
     /// When the token was last read again on request ([`Shared::reread`]).
     last_reread: Mutex<Option<Instant>>,
-    /// Told when the last worker has closed the sessions and finalized the library.
+    /// Told by the last worker once the shared state is gone: sessions closed, library finalized
+    /// and unloaded.
     on_closed: Mutex<Option<tokio::sync::oneshot::Sender<()>>>,
 }
 
@@ -188,7 +189,8 @@ impl Shared {
         Ok(Arc::new(shared))
     }
 
-    /// Registers the channel told when the shared state is finally dropped.
+    /// Registers the channel told when the shared state is finally dropped (by the last worker,
+    /// after the drop: see [`start_workers`]).
     pub(crate) fn notify_when_closed(&self, tx: tokio::sync::oneshot::Sender<()>) {
         *lock(&self.on_closed) = Some(tx);
     }
@@ -492,9 +494,6 @@ impl Drop for Shared {
         if let State::Live(live) = state {
             self.tear_down(live);
         }
-        if let Some(tx) = lock(&self.on_closed).take() {
-            let _ = tx.send(());
-        }
     }
 }
 
@@ -516,6 +515,17 @@ pub(crate) fn start_workers(
                     let run = std::panic::AssertUnwindSafe(|| job(&shared, idx));
                     if std::panic::catch_unwind(run).is_err() {
                         tracing::error!(worker = idx, "a signer job panicked");
+                    }
+                }
+                // The last worker out drops the shared state (closing the sessions, finalizing and
+                // unloading the library) and only then says so: a process that exits when told must
+                // not find the library still being unloaded on this thread (SoftHSM's static
+                // destructors would run twice at once).
+                if let Some(last) = Arc::into_inner(shared) {
+                    let closed = lock(&last.on_closed).take();
+                    drop(last);
+                    if let Some(tx) = closed {
+                        let _ = tx.send(());
                     }
                 }
             })
