@@ -1,5 +1,5 @@
-//! What the HTTPS listener (`http::conn`) and the TLS client to PostgreSQL (`store::postgres::tls`)
-//! share: one rustls crypto provider and one reader of PEM certificate files.
+//! What the HTTPS listener (`http::conn`) and the store's TLS client to PostgreSQL share: one rustls
+//! crypto provider and one reader of PEM certificate files.
 
 use std::path::Path;
 
